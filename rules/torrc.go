@@ -16,7 +16,7 @@ type ConfigLine struct {
 	Key   string // as written, without a leading "+" or "/"
 	Value string
 	File  string
-	Line  int // 1-based line where the keyword starts
+	Line  int  // 1-based line where the keyword starts
 	Clear bool // "/Key": reset the option to its default
 }
 
