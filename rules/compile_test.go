@@ -1,0 +1,144 @@
+package rules
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// randomPolicyText builds a random torrc exit policy from the kinds of
+// entries operators write: wildcards, prefixes of all lengths, single
+// hosts, port ranges, private, accept6/reject6.
+func randomPolicyText(r *rand.Rand, n int) string {
+	addrs := []string{"*", "*4", "*6", "private", "203.0.113.0/24", "203.0.113.77", "198.51.100.0/25",
+		"10.0.0.0/8", "192.0.2.128/26", "8.8.8.8/16", "1.2.3.4/32", "0.0.0.0/1", "128.0.0.0/2",
+		"[2001:db8::]/32", "[2001:db8::1]", "[2001:db8:1::]/48", "[fc00::5]/64", "[::]/1", "[3fff::]/20"}
+	var parts []string
+	for i := 0; i < n; i++ {
+		action := []string{"accept", "reject", "accept6", "reject6"}[r.IntN(4)]
+		addr := addrs[r.IntN(len(addrs))]
+		if r.IntN(5) == 0 {
+			addr = fmt.Sprintf("%d.%d.%d.%d/%d", r.IntN(256), r.IntN(256), r.IntN(256), r.IntN(256), r.IntN(33))
+		}
+		port := "*"
+		switch r.IntN(4) {
+		case 0:
+			port = fmt.Sprint(1 + r.IntN(65535))
+		case 1:
+			lo := 1 + r.IntN(65535)
+			port = fmt.Sprintf("%d-%d", lo, lo+r.IntN(65536-lo))
+		case 2:
+			port = []string{"80", "443", "22", "25", "1-1024", "6881-6999"}[r.IntN(6)]
+		}
+		parts = append(parts, fmt.Sprintf("%s %s:%s", action, addr, port))
+	}
+	return strings.Join(parts, ",")
+}
+
+func randomAddr(r *rand.Rand, v6 bool, near []Entry) netip.Addr {
+	// Half of the probes land near an entry's prefix, where decisions change.
+	if len(near) > 0 && r.IntN(2) == 0 {
+		e := near[r.IntN(len(near))]
+		if e.IPv6() == v6 {
+			n := e.Network()
+			b := n.Addr().AsSlice()
+			for i := range b {
+				if i*8 >= n.Bits() {
+					b[i] = byte(r.IntN(256))
+				}
+			}
+			if a, ok := netip.AddrFromSlice(b); ok {
+				if r.IntN(4) == 0 {
+					a = lastAddr(n)
+					if r.IntN(2) == 0 && a.Next().IsValid() {
+						a = a.Next()
+					}
+				}
+				return a
+			}
+		}
+	}
+	if v6 {
+		var b [16]byte
+		for i := range b {
+			b[i] = byte(r.IntN(256))
+		}
+		if r.IntN(2) == 0 {
+			b[0], b[1], b[2], b[3] = 0x20, 0x01, 0x0d, 0xb8
+		}
+		return netip.AddrFrom16(b)
+	}
+	return netip.AddrFrom4([4]byte{byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+}
+
+// TestCompileMatchesPolicy is the property the backends rely on: for any
+// TCP destination, the compiled ruleset decides exactly what the exit
+// policy decides.
+func TestCompileMatchesPolicy(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := 0; round < 300; round++ {
+		text := randomPolicyText(r, 1+r.IntN(25))
+		torrc := fmt.Sprintf("ExitRelay 1\nIPv6Exit %d\nExitPolicyRejectPrivate %d\nExitPolicy %s\n", r.IntN(2), r.IntN(2), text)
+		eff, err := effectiveFromText(torrc)
+		if err != nil {
+			t.Fatalf("round %d: %v\n%s", round, err, torrc)
+		}
+		rs := Compile(eff.Policy, DefaultHost())
+		for probe := 0; probe < 400; probe++ {
+			v6 := r.IntN(2) == 0
+			addr := randomAddr(r, v6, eff.Policy.Entries)
+			port := uint16(1 + r.IntN(65535))
+			if r.IntN(3) == 0 {
+				port = []uint16{1, 22, 25, 80, 443, 1024, 6881, 6999, 65535}[r.IntN(9)]
+			}
+			want := eff.Policy.Verdict(addr, port).Action.String()
+			got := rs.Decision(Packet{OutIface: "eth0", Dst: addr, Proto: "tcp", DstPort: port, SYN: true})
+			if got != want {
+				t.Fatalf("round %d: %s port %d: ruleset %s, policy %s\npolicy:\n%s", round, addr, port, got, want, eff.Policy)
+			}
+		}
+	}
+}
+
+func TestAcceptRegionsDisjointAndSorted(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for round := 0; round < 200; round++ {
+		entries, _, err := ParseExitPolicy(randomPolicyText(r, 1+r.IntN(30)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := ExitPolicy{Entries: entries}
+		for _, v6 := range []bool{false, true} {
+			regs := p.AcceptRegions(v6)
+			for i := 1; i < len(regs); i++ {
+				a, b := regs[i-1], regs[i]
+				sameAddr := a.AddrFirst == b.AddrFirst && a.AddrLast == b.AddrLast
+				if !(a.AddrLast.Less(b.AddrFirst) || (sameAddr && a.Ports.Last < b.Ports.First)) {
+					t.Fatalf("regions %d and %d overlap or are out of order: %+v %+v", i-1, i, a, b)
+				}
+			}
+		}
+	}
+}
+
+func TestAcceptRegionsExample(t *testing.T) {
+	entries, _, err := ParseExitPolicy("reject 10.0.0.0/8:*,accept *4:80,accept *4:443,reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ExitPolicy{Entries: entries}.AcceptRegions(false)
+	want := []Region{
+		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("9.255.255.255"), PortRange{80, 80}},
+		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("9.255.255.255"), PortRange{443, 443}},
+		{netip.MustParseAddr("11.0.0.0"), netip.MustParseAddr("255.255.255.255"), PortRange{80, 80}},
+		{netip.MustParseAddr("11.0.0.0"), netip.MustParseAddr("255.255.255.255"), PortRange{443, 443}},
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("got %v\nwant %v", got, want)
+	}
+	if v6 := (ExitPolicy{Entries: entries}).AcceptRegions(true); len(v6) != 0 {
+		t.Fatalf("IPv6 regions for a policy rejecting IPv6: %v", v6)
+	}
+}

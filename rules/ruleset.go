@@ -1,0 +1,316 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+)
+
+// Family selects IPv4, IPv6 or both.
+type Family string
+
+const (
+	AnyFamily Family = ""
+	IPv4      Family = "ipv4"
+	IPv6      Family = "ipv6"
+)
+
+// Action names of a Rule.
+const (
+	ActionAccept = "accept"
+	ActionReject = "reject"
+)
+
+// Reject kinds: a TCP reset, or ICMP/ICMPv6 administratively prohibited.
+const (
+	RejectTCPReset        = "tcp-reset"
+	RejectAdminProhibited = "admin-prohibited"
+)
+
+// Rule is one backend-neutral outbound rule. Every set field must match
+// (an empty field matches anything); the first matching rule decides.
+type Rule struct {
+	// Name is a stable identifier; backends put it in the rule comment
+	// ("relayfw: <name>") and count per name.
+	Name    string `json:"name"`
+	Comment string `json:"comment"`
+
+	Family   Family   `json:"family,omitempty"`
+	OutIface string   `json:"oif,omitempty"`
+	CtState  []string `json:"ct_state,omitempty"` // "new", "established", "related"
+	Proto    string   `json:"proto,omitempty"`    // "tcp", "udp", "icmp", "icmpv6"
+	// TCPMidstream matches a TCP packet with ACK and without SYN, for the
+	// pickup of connections that predate the firewall.
+	TCPMidstream bool           `json:"tcp_midstream,omitempty"`
+	ICMPTypes    []uint8        `json:"icmp_types,omitempty"`
+	SrcAddrs     []netip.Prefix `json:"saddr,omitempty"`
+	DstAddrs     []netip.Prefix `json:"daddr,omitempty"`
+	SrcPorts     []PortRange    `json:"sport,omitempty"`
+	DstPorts     []PortRange    `json:"dport,omitempty"`
+	// Set names a set of Ruleset.Sets that (daddr . dport) must be in.
+	Set string `json:"set,omitempty"`
+
+	Action     string `json:"action"`
+	RejectWith string `json:"reject_with,omitempty"`
+}
+
+// Set is a named set of (address range . port range) elements.
+type Set struct {
+	Name     string   `json:"name"`
+	Family   Family   `json:"family"`
+	Comment  string   `json:"comment"`
+	Elements []Region `json:"elements"`
+}
+
+// Ruleset is what a backend installs: ordered outbound rules and the sets
+// they look up. IPv4 and IPv6 alike.
+type Ruleset struct {
+	Version  int    `json:"version"`
+	Outbound []Rule `json:"outbound"`
+	Sets     []Set  `json:"sets"`
+}
+
+// RulesetVersion is the version of the Ruleset JSON format.
+const RulesetVersion = 1
+
+// Set returns the named set.
+func (rs Ruleset) Set(name string) (Set, bool) {
+	for _, s := range rs.Sets {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Set{}, false
+}
+
+// Packet is an outgoing packet as the ruleset sees it.
+type Packet struct {
+	OutIface string
+	Src, Dst netip.Addr
+	Proto    string // "tcp", "udp", "icmp", "icmpv6"
+	SrcPort  uint16
+	DstPort  uint16
+	CtState  string // "new" (default), "established", "related"
+	SYN, ACK bool
+	ICMPType uint8
+}
+
+// Verdict returns the index of the rule that decides the packet, or -1 if
+// none does (backends then accept: the chain policy is accept, and every
+// generated ruleset ends in catch-all rejects).
+func (rs Ruleset) Verdict(p Packet) int {
+	for i, r := range rs.Outbound {
+		if rs.matches(r, p) {
+			return i
+		}
+	}
+	return -1
+}
+
+// Decision is Verdict's action: "accept" or "reject".
+func (rs Ruleset) Decision(p Packet) string {
+	i := rs.Verdict(p)
+	if i < 0 {
+		return ActionAccept
+	}
+	return rs.Outbound[i].Action
+}
+
+func (rs Ruleset) matches(r Rule, p Packet) bool {
+	state := p.CtState
+	if state == "" {
+		state = "new"
+	}
+	switch {
+	case r.Family == IPv4 && !p.Dst.Is4(), r.Family == IPv6 && p.Dst.Is4():
+		return false
+	case r.OutIface != "" && r.OutIface != p.OutIface:
+		return false
+	case len(r.CtState) > 0 && !slices.Contains(r.CtState, state):
+		return false
+	case r.Proto != "" && r.Proto != p.Proto:
+		return false
+	case r.TCPMidstream && !(p.Proto == "tcp" && p.ACK && !p.SYN):
+		return false
+	case len(r.ICMPTypes) > 0 && !slices.Contains(r.ICMPTypes, p.ICMPType):
+		return false
+	case len(r.SrcAddrs) > 0 && !prefixesContain(r.SrcAddrs, p.Src):
+		return false
+	case len(r.DstAddrs) > 0 && !prefixesContain(r.DstAddrs, p.Dst):
+		return false
+	case len(r.SrcPorts) > 0 && !portsContain(r.SrcPorts, p.SrcPort):
+		return false
+	case len(r.DstPorts) > 0 && !portsContain(r.DstPorts, p.DstPort):
+		return false
+	}
+	if r.Set != "" {
+		s, ok := rs.Set(r.Set)
+		if !ok {
+			return false
+		}
+		_, found := slices.BinarySearchFunc(s.Elements, p, func(e Region, p Packet) int {
+			if c := e.AddrLast.Compare(p.Dst); c < 0 {
+				return -1
+			} else if e.AddrFirst.Compare(p.Dst) > 0 {
+				return 1
+			}
+			switch {
+			case e.Ports.Last < p.DstPort:
+				return -1
+			case e.Ports.First > p.DstPort:
+				return 1
+			}
+			return 0
+		})
+		if !found {
+			return false
+		}
+	}
+	return true
+}
+
+func prefixesContain(ps []netip.Prefix, a netip.Addr) bool {
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func portsContain(rs []PortRange, port uint16) bool {
+	for _, r := range rs {
+		if port >= r.First && port <= r.Last {
+			return true
+		}
+	}
+	return false
+}
+
+// Host is what the compiler needs to know about the machine beyond the
+// exit policy: what the host itself must keep reaching.
+type Host struct {
+	// Resolvers get DNS (UDP and TCP port 53).
+	Resolvers []netip.Addr
+	// DHCP, NTP and Ping allow DHCP/DHCPv6 client traffic, NTP (UDP 123)
+	// and ICMP echo requests.
+	DHCP, NTP, Ping bool
+	// RelayLinks are ORPorts and DirPorts of other relays and directory
+	// authorities, reachable over TCP whatever the exit policy says.
+	RelayLinks []netip.AddrPort
+	// ExitSources are OutboundBindAddressExit addresses: where set for a
+	// family, the exit policy applies only to packets from them.
+	ExitSources []netip.Addr
+}
+
+// DefaultHost allows DHCP, NTP and ping, the defaults an operator expects.
+func DefaultHost() Host { return Host{DHCP: true, NTP: true, Ping: true} }
+
+// Compile turns an effective exit policy and host facts into the ruleset,
+// in the order of DESIGN.md: loopback, established, ICMP the host needs,
+// host allowances, relay links, the exit policy as one set lookup per
+// family, then reject.
+func Compile(p ExitPolicy, h Host) Ruleset {
+	rs := Ruleset{Version: RulesetVersion}
+	add := func(r Rule) { rs.Outbound = append(rs.Outbound, r) }
+
+	add(Rule{Name: "loopback", Comment: "loopback traffic, including the resets and ICMP errors rejects send to local sockets",
+		OutIface: "lo", Action: ActionAccept})
+	add(Rule{Name: "established", Comment: "packets of established and related connections",
+		CtState: []string{"established", "related"}, Action: ActionAccept})
+	add(Rule{Name: "midstream", Comment: "TCP connections that predate the firewall (conntrack sees them as new, without SYN)",
+		CtState: []string{"new"}, Proto: "tcp", TCPMidstream: true, Action: ActionAccept})
+	add(Rule{Name: "icmpv6-nd", Comment: "IPv6 neighbour and router discovery, MLD",
+		Family: IPv6, Proto: "icmpv6", ICMPTypes: []uint8{130, 131, 132, 133, 134, 135, 136, 143}, Action: ActionAccept})
+	if h.Ping {
+		add(Rule{Name: "ping4", Comment: "ICMP echo requests", Family: IPv4, Proto: "icmp", ICMPTypes: []uint8{8}, Action: ActionAccept})
+		add(Rule{Name: "ping6", Comment: "ICMPv6 echo requests", Family: IPv6, Proto: "icmpv6", ICMPTypes: []uint8{128}, Action: ActionAccept})
+	}
+	if len(h.Resolvers) > 0 {
+		for _, fam := range []Family{IPv4, IPv6} {
+			dst := prefixesOf(h.Resolvers, fam)
+			if len(dst) == 0 {
+				continue
+			}
+			for _, proto := range []string{"udp", "tcp"} {
+				add(Rule{Name: "dns-" + proto + suffix(fam), Comment: "DNS to the configured resolvers",
+					Family: fam, Proto: proto, DstAddrs: dst, DstPorts: []PortRange{{53, 53}}, Action: ActionAccept})
+			}
+		}
+	}
+	if h.DHCP {
+		add(Rule{Name: "dhcp4", Comment: "DHCP client", Family: IPv4, Proto: "udp",
+			SrcPorts: []PortRange{{68, 68}}, DstPorts: []PortRange{{67, 67}}, Action: ActionAccept})
+		add(Rule{Name: "dhcp6", Comment: "DHCPv6 client", Family: IPv6, Proto: "udp",
+			SrcPorts: []PortRange{{546, 546}}, DstPorts: []PortRange{{547, 547}}, Action: ActionAccept})
+	}
+	if h.NTP {
+		add(Rule{Name: "ntp", Comment: "NTP", Proto: "udp", DstPorts: []PortRange{{123, 123}}, Action: ActionAccept})
+	}
+	for _, fam := range []Family{IPv4, IPv6} {
+		set := Set{Name: "relays" + suffix(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities"}
+		for _, ap := range h.RelayLinks {
+			if ap.Addr().Is4() == (fam == IPv4) {
+				a := ap.Addr().Unmap()
+				set.Elements = append(set.Elements, Region{AddrFirst: a, AddrLast: a, Ports: PortRange{ap.Port(), ap.Port()}})
+			}
+		}
+		sortRegions(set.Elements)
+		set.Elements = slices.Compact(set.Elements)
+		rs.Sets = append(rs.Sets, set)
+		add(Rule{Name: "relay-links" + suffix(fam), Comment: "TCP to other relays and directory authorities",
+			Family: fam, Proto: "tcp", Set: set.Name, Action: ActionAccept})
+	}
+	for _, fam := range []Family{IPv4, IPv6} {
+		set := Set{Name: "exit" + suffix(fam), Family: fam, Comment: "destinations the exit policy accepts",
+			Elements: p.AcceptRegions(fam == IPv6)}
+		rs.Sets = append(rs.Sets, set)
+		add(Rule{Name: "exit" + suffix(fam), Comment: "the relay's exit policy (TCP)",
+			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), Set: set.Name, Action: ActionAccept})
+	}
+	add(Rule{Name: "reject-tcp", Comment: "everything else: TCP gets a reset", Proto: "tcp",
+		Action: ActionReject, RejectWith: RejectTCPReset})
+	add(Rule{Name: "reject", Comment: "everything else: ICMP administratively prohibited",
+		Action: ActionReject, RejectWith: RejectAdminProhibited})
+	return rs
+}
+
+func suffix(f Family) string {
+	if f == IPv6 {
+		return "6"
+	}
+	return "4"
+}
+
+func prefixesOf(addrs []netip.Addr, fam Family) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range addrs {
+		a = a.Unmap()
+		if a.Is4() != (fam == IPv4) {
+			continue
+		}
+		p := netip.PrefixFrom(a, a.BitLen())
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func sortRegions(rs []Region) {
+	slices.SortFunc(rs, func(a, b Region) int {
+		if c := a.AddrFirst.Compare(b.AddrFirst); c != 0 {
+			return c
+		}
+		return int(a.Ports.First) - int(b.Ports.First)
+	})
+}
+
+// String is a one-line summary, for logs.
+func (rs Ruleset) String() string {
+	n := 0
+	for _, s := range rs.Sets {
+		n += len(s.Elements)
+	}
+	return fmt.Sprintf("%d rules, %d sets, %d set elements", len(rs.Outbound), len(rs.Sets), n)
+}
