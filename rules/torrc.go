@@ -32,6 +32,9 @@ type SyntaxError struct {
 }
 
 func (e *SyntaxError) Error() string {
+	if strings.HasPrefix(e.File, "--") { // a command-line flag such as --policy
+		return fmt.Sprintf("%s: %v", e.File, e.Err)
+	}
 	if e.Line > 0 {
 		return fmt.Sprintf("torrc %s:%d: %v", e.File, e.Line, e.Err)
 	}

@@ -1,0 +1,51 @@
+package main
+
+import (
+	"errors"
+	"io/fs"
+
+	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// Exit codes: the contract with provisioning scripts (DESIGN.md).
+const (
+	exitOK          = 0
+	exitFailed      = 1  // check found drift, or an operation failed after starting
+	exitChanged     = 2  // apply --detailed-exitcode changed something
+	exitUsage       = 64 // EX_USAGE
+	exitDataErr     = 65 // EX_DATAERR: policy, torrc or config syntax
+	exitNoInput     = 66 // EX_NOINPUT: an input file is missing or unreadable
+	exitUnavailable = 69 // EX_UNAVAILABLE: the backend is not available
+	exitNoPerm      = 77 // EX_NOPERM: needs root / CAP_NET_ADMIN
+)
+
+// exitError carries the exit code an error maps to.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
+
+func usageError(err error) error { return &exitError{code: exitUsage, err: err} }
+
+// exitCode classifies an error.
+func exitCode(err error) int {
+	var ee *exitError
+	var torrcSyntax *rules.SyntaxError
+	var configSyntax *config.SyntaxError
+	var fileErr *rules.FileError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.As(err, &torrcSyntax), errors.As(err, &configSyntax):
+		return exitDataErr
+	case errors.As(err, &fileErr), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+		return exitNoInput
+	}
+	return exitFailed
+}

@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/rules"
+)
+
+const (
+	defaultTorrc      = "/etc/tor/torrc"
+	defaultResolvConf = "/etc/resolv.conf"
+)
+
+// inputs is everything a command computes from torrc, --policy, the
+// config file and the host.
+type inputs struct {
+	cfg       config.Config
+	opts      rules.Options
+	effective rules.Effective
+}
+
+// loadInputs reads the config file and the torrc and builds the effective
+// exit policy. Warnings go to the log (stderr).
+func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
+	in := &inputs{}
+	cfg, err := config.Load(g.configPath)
+	switch {
+	case err == nil:
+		in.cfg = cfg
+	case errors.Is(err, fs.ErrNotExist) && !g.configSet(cmd):
+		// The default config file is optional.
+	default:
+		return nil, fmt.Errorf("config: %w", err)
+	}
+
+	torrcPath := g.torrc
+	if !g.torrcSet(cmd) && in.cfg.Torrc != "" {
+		torrcPath = in.cfg.Torrc
+	}
+	lines, err := rules.ReadTorrc(torrcPath)
+	var fe *rules.FileError
+	if errors.As(err, &fe) && fe.Path == torrcPath && errors.Is(err, fs.ErrNotExist) &&
+		g.policySet(cmd) && !g.torrcSet(cmd) && in.cfg.Torrc == "" {
+		// --policy alone, on a host without a torrc: an empty torrc.
+		lines, err = nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	in.opts, err = rules.OptionsFromLines(lines)
+	if err != nil {
+		return nil, err
+	}
+	if g.policySet(cmd) {
+		in.opts.ExitPolicy = nil
+		if g.policy != "" {
+			in.opts.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: g.policy, File: "--policy"}}
+		}
+	}
+	for _, w := range in.opts.Warnings {
+		g.log.Warn(w)
+	}
+	in.effective, err = rules.EffectivePolicy(in.opts, hostFacts())
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range in.effective.Warnings {
+		g.log.Warn(w)
+	}
+	return in, nil
+}
+
+// hostFacts gathers the host's interface addresses and a resolver for
+// host names given as Address.
+func hostFacts() rules.HostFacts {
+	var facts rules.HostFacts
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if p, err := netip.ParsePrefix(a.String()); err == nil {
+				facts.InterfaceAddrs = append(facts.InterfaceAddrs, p.Addr())
+			}
+		}
+	}
+	facts.LookupHost = func(name string) ([]netip.Addr, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+	}
+	return facts
+}
+
+// host builds the compiler's view of what the host must keep reaching.
+func (in *inputs) host(g *globals) rules.Host {
+	allow := in.cfg.Allow
+	h := rules.Host{
+		DHCP:        config.On(allow.DHCP),
+		NTP:         config.On(allow.NTP),
+		Ping:        config.On(allow.Ping),
+		ExitSources: in.opts.OutboundBindExit,
+	}
+	if config.On(allow.DNS) {
+		if len(allow.Resolvers) > 0 {
+			for _, r := range allow.Resolvers {
+				h.Resolvers = append(h.Resolvers, netip.MustParseAddr(r))
+			}
+		} else {
+			path := in.opts.ServerDNSResolvConfFile
+			if path == "" {
+				path = defaultResolvConf
+			}
+			rs, err := readResolvers(path)
+			if err != nil {
+				g.log.Warn(fmt.Sprintf("no DNS allowance: %v", err))
+			}
+			h.Resolvers = rs
+		}
+	}
+	return h
+}
+
+// readResolvers returns the nameserver addresses of a resolv.conf.
+func readResolvers(path string) ([]netip.Addr, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []netip.Addr
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) >= 2 && fields[0] == "nameserver" {
+			// A scoped address ("fe80::1%eth0") keeps its address part.
+			addr, _, _ := strings.Cut(fields[1], "%")
+			if a, err := netip.ParseAddr(addr); err == nil {
+				out = append(out, a)
+			}
+		}
+	}
+	return out, sc.Err()
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/config"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+// globals are the flags every command shares.
+type globals struct {
+	torrc      string
+	policy     string
+	configPath string
+	backend    string
+	stdout     io.Writer
+	log        *slog.Logger
+}
+
+func (g *globals) torrcSet(cmd *cobra.Command) bool  { return cmd.Flags().Changed("torrc") }
+func (g *globals) policySet(cmd *cobra.Command) bool { return cmd.Flags().Changed("policy") }
+func (g *globals) configSet(cmd *cobra.Command) bool { return cmd.Flags().Changed("config") }
+
+func newRootCommand(g *globals) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "relayfw",
+		Short: "Turn a Tor relay's ExitPolicy into a host firewall",
+		Long: `relayfw reads a Tor relay's torrc, computes the exit policy exactly as tor
+does, and compiles it into a reject-by-default outbound firewall that lets out
+what the relay's ExitPolicy allows, while the host keeps working.`,
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			switch g.backend {
+			case "auto", "nftables", "iptables":
+			default:
+				return usageError(fmt.Errorf("--backend %q: want auto, nftables or iptables", g.backend))
+			}
+			return nil
+		},
+	}
+	pf := root.PersistentFlags()
+	pf.StringVar(&g.torrc, "torrc", defaultTorrc, "torrc to read (%include is followed)")
+	pf.StringVar(&g.policy, "policy", "", "exit policy in torrc syntax; replaces the torrc's ExitPolicy lines")
+	pf.StringVar(&g.configPath, "config", config.DefaultPath, "relayfw's own settings (optional at the default path)")
+	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
+
+	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g))
+	return root
+}
+
+// run executes relayfw with args and returns the exit code. Errors are one
+// line on stderr; nothing reaches stdout on error.
+func run(args []string, stdout, stderr io.Writer) int {
+	g := &globals{
+		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
+			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+				if a.Key == slog.TimeKey {
+					return slog.Attr{}
+				}
+				return a
+			},
+		})),
+	}
+	var out strings.Builder
+	g.stdout = &out
+	root := newRootCommand(g)
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(stderr)
+	err := root.ExecuteContext(context.Background())
+	if err != nil {
+		if isCobraUsageError(err) {
+			err = usageError(err)
+		}
+		fmt.Fprintf(stderr, "relayfw: %v\n", err)
+		return exitCode(err)
+	}
+	_, _ = io.WriteString(stdout, out.String())
+	return exitOK
+}
+
+// isCobraUsageError recognises cobra's own argument errors, which it
+// returns as plain errors.
+func isCobraUsageError(err error) bool {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return false
+	}
+	msg := err.Error()
+	for _, prefix := range []string{"unknown command", "unknown flag", "unknown shorthand flag",
+		"accepts ", "requires at least", "requires at most", "invalid argument", "flag needs an argument"} {
+		if strings.HasPrefix(msg, prefix) {
+			return true
+		}
+	}
+	return false
+}
