@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 )
@@ -147,6 +148,14 @@ func EffectivePolicy(o Options, facts HostFacts) (Effective, error) {
 				}
 			}
 		}
+	}
+	if len(eff.Policy.Entries) == 0 && o.ExitPolicy == nil {
+		// tor 0.4.9 then hands a NULL list to
+		// policies_log_first_redundant_entry and aborts on its assertion:
+		// it refuses to start with this torrc.
+		at := o.Origin["ipv6exit"]
+		return eff, &SyntaxError{File: at.File, Line: at.Line, Err: errors.New(
+			"IPv6Exit 1 with ExitPolicyRejectPrivate 0 and no ExitPolicy line: tor 0.4.9 aborts on this combination; add an ExitPolicy line")}
 	}
 	eff.Policy.Entries = removeRedundancies(eff.Policy.Entries)
 

@@ -39,6 +39,9 @@ type Options struct {
 
 	// Warnings about lines relayfw read differently from tor, or not at all.
 	Warnings []string
+
+	// Origin is the line that last set each option (lower-case name).
+	Origin map[string]ConfigLine
 }
 
 // PortConfig is one listener line such as "ORPort 198.51.100.7:443".
@@ -70,6 +73,7 @@ var portOptions = []string{
 // Unknown options are ignored.
 func OptionsFromLines(lines []ConfigLine) (Options, error) {
 	o := DefaultOptions()
+	o.Origin = map[string]ConfigLine{}
 	boolOpt := map[string]*bool{
 		"ipv6exit":                        &o.IPv6Exit,
 		"reducedexitpolicy":               &o.ReducedExitPolicy,
@@ -106,6 +110,7 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		if key == "resolvconf" { // tor's alias
 			key = "serverdnsresolvconffile"
 		}
+		o.Origin[key] = l
 		switch {
 		case listKeys[key]:
 			if l.Clear {

@@ -1,0 +1,60 @@
+// Package integration holds tests that need root: network namespaces, a
+// real tor, real packets. They never touch the root namespace's firewall
+// and send traffic only inside namespaces they create.
+package integration
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+)
+
+// relayfwBin is the relayfw binary built for this test run.
+var relayfwBin string
+
+func TestMain(m *testing.M) {
+	if os.Geteuid() != 0 {
+		fmt.Fprintln(os.Stderr, "\n*** integration: NOT ROOT — every namespace test in this package is SKIPPED. Run as root (CI does). ***")
+		os.Exit(m.Run())
+	}
+	dir, err := os.MkdirTemp("", "relayfw-integration-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	relayfwBin = filepath.Join(dir, "relayfw")
+	build := exec.Command("go", "build", "-o", relayfwBin, "../cmd/relayfw")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building relayfw: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// requireRoot skips, loudly, when not root: namespace tests cannot run.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("SKIPPED: needs root for network namespaces (CI runs these as root)")
+	}
+	if runtime.GOOS != "linux" {
+		t.Skip("SKIPPED: needs Linux network namespaces")
+	}
+}
+
+// requireCommand fails (not skips) when a tool the suite needs is missing:
+// as root these tests must run, and .ci/setup installs the tools.
+func requireCommand(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: run `bash .ci/setup` (apt-get install %s) first", name, name)
+	}
+	return p
+}

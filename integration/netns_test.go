@@ -1,0 +1,56 @@
+package integration
+
+import (
+	"fmt"
+	"net"
+	"os/exec"
+	"runtime"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+var nsCounter atomic.Int64
+
+// newIsolatedNS creates a network namespace with nothing but lo (up) and
+// removes it when the test ends.
+func newIsolatedNS(t *testing.T, prefix string) string {
+	t.Helper()
+	name := fmt.Sprintf("%s%d-%d", prefix, time.Now().UnixNano()%1e6, nsCounter.Add(1))
+	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v\n%s", name, err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
+	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
+		t.Fatalf("lo up in %s: %v\n%s", name, err, out)
+	}
+	return name
+}
+
+// dialInNS opens a TCP connection from inside the named namespace. The
+// socket stays in that namespace after the thread switches back.
+func dialInNS(name, addr string, timeout time.Duration) (net.Conn, error) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		return nil, err
+	}
+	defer orig.Close()
+	target, err := netns.GetFromName(name)
+	if err != nil {
+		return nil, err
+	}
+	defer target.Close()
+	if err := netns.Set(target); err != nil {
+		return nil, err
+	}
+	conn, dialErr := net.DialTimeout("tcp", addr, timeout)
+	if err := netns.Set(orig); err != nil {
+		// The thread is in the wrong namespace: let it die with the goroutine.
+		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
+	}
+	return conn, dialErr
+}

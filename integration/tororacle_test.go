@@ -1,0 +1,273 @@
+package integration
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// The tor oracle: random torrcs run through a real tor (in a namespace
+// with nothing but lo, so it cannot reach the Tor network) and through
+// relayfw; tor's GETINFO exit-policy/full must equal `relayfw policy`, and
+// a torrc tor refuses must make relayfw exit 65.
+
+// oracleBase is the vectors' base torrc: a relay that builds its
+// descriptor without publishing or testing reachability.
+var oracleBase = []string{
+	"ORPort 127.0.0.1:19001",
+	"Address 198.51.100.7",
+	"AssumeReachable 1",
+	"PublishServerDescriptor 0",
+	"SocksPort 0",
+	"ControlPort 127.0.0.1:19051",
+	"CookieAuthentication 0",
+	"Log err stderr",
+}
+
+type torAnswer struct {
+	ok     bool     // tor accepted the torrc
+	policy []string // GETINFO exit-policy/full, when ok
+	why    string   // tor's complaint, when not ok
+}
+
+// askTor runs tor on the torrc in ns and returns its verdict.
+func askTor(t *testing.T, ns, torrc string) torAnswer {
+	t.Helper()
+	verify := exec.Command("ip", "netns", "exec", ns, "tor", "-f", torrc, "--verify-config")
+	if out, err := verify.CombinedOutput(); err != nil {
+		if _, isExit := err.(*exec.ExitError); isExit {
+			return torAnswer{ok: false, why: string(out)}
+		}
+		t.Fatalf("tor --verify-config: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logFile, err := os.Create(torrc + ".log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	tor := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "tor", "-f", torrc)
+	tor.Stdout, tor.Stderr = logFile, logFile
+	if err := tor.Start(); err != nil {
+		t.Fatalf("starting tor: %v", err)
+	}
+	defer func() { cancel(); _ = tor.Wait() }()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		reply, err := getinfoExitPolicy(ns)
+		if err == nil {
+			return torAnswer{ok: true, policy: reply}
+		}
+		if !strings.Contains(err.Error(), "not ready") && !strings.Contains(err.Error(), "connection refused") {
+			t.Fatalf("asking tor: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	log, _ := os.ReadFile(torrc + ".log")
+	t.Fatalf("tor gave no exit policy within 30s; log:\n%s", log)
+	return torAnswer{}
+}
+
+// getinfoExitPolicy asks tor's control port for exit-policy/full.
+func getinfoExitPolicy(ns string) ([]string, error) {
+	conn, err := dialInNS(ns, "127.0.0.1:19051", 2*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := fmt.Fprintf(conn, "AUTHENTICATE\r\nGETINFO exit-policy/full\r\nQUIT\r\n"); err != nil {
+		return nil, err
+	}
+	sc := bufio.NewScanner(conn)
+	var lines []string
+	for sc.Scan() {
+		lines = append(lines, strings.TrimRight(sc.Text(), "\r"))
+	}
+	var policy []string
+	for i, l := range lines {
+		switch {
+		case strings.HasPrefix(l, "551"):
+			return nil, fmt.Errorf("descriptor not ready: %s", l)
+		case strings.HasPrefix(l, "250-exit-policy/full="):
+			return []string{strings.TrimPrefix(l, "250-exit-policy/full=")}, nil
+		case strings.HasPrefix(l, "250+exit-policy/full="):
+			for _, p := range lines[i+1:] {
+				if p == "." {
+					return policy, nil
+				}
+				policy = append(policy, p)
+			}
+		case strings.HasPrefix(l, "5"):
+			return nil, fmt.Errorf("tor: %s", l)
+		}
+	}
+	return nil, fmt.Errorf("no exit-policy/full in reply %q", lines)
+}
+
+// oracleCase is a random torrc tail of the kind operators write, with the
+// syntax corners tor accepts or refuses.
+func oracleCase(r *rand.Rand) []string {
+	pick := func(xs ...string) string { return xs[r.IntN(len(xs))] }
+	var lines []string
+	if r.IntN(5) > 0 {
+		lines = append(lines, "ExitRelay "+pick("0", "1", "1", "1", "auto", "Auto"))
+	}
+	for _, opt := range []string{"IPv6Exit", "ReducedExitPolicy", "ExitPolicyRejectPrivate", "ExitPolicyRejectLocalInterfaces"} {
+		if r.IntN(3) == 0 {
+			lines = append(lines, opt+" "+pick("0", "1"))
+		}
+	}
+	if r.IntN(6) == 0 {
+		lines = append(lines, "OutboundBindAddress "+pick("203.0.113.9", "[2001:db8::9]", "10.0.0.9"))
+	}
+	if r.IntN(6) == 0 {
+		lines = append(lines, "OutboundBindAddressExit "+pick("198.51.100.20", "2001:db8::20"))
+	}
+	addrs := []string{"*", "*", "*4", "*6", "private", "203.0.113.0/24", "203.0.113.77", "203.0.113.77/16",
+		"198.51.100.7", "198.51.100.7/28", "10.1.2.3/8", "192.168.1.1/24", "8.8.8.8", "93.184.216.34/8",
+		"[2001:db8::]/32", "[2001:db8::1]", "[2001:db8:1::]/48", "[fc00::5]/64", "[fe80::1]/10",
+		"[::1]", "[2606:4700::1111]/128", "203.0.113.0/255.255.255.0", "[::ffff:203.0.113.5]/120",
+		"[::203.0.113.5]", "[1.2.3.4]", "[2001:DB8::A]/64", "0.0.0.0/0", "[::]/0", "1.2.3.4/"}
+	ports := []string{"*", "80", "443", "22", "53", "6667", "9001", "65535", "1-1024", "21-23",
+		"6881-6999", "443-444", "+80", "80-90x", ""}
+	bad := []string{"accept *:0", "accept *:0-80", "accept *:443-80", "accept *:65536", "reject 1.2.3.4/33:80",
+		"ACCEPT *:80", "Reject *:*", "accept", "accept *:80x", "accept 1.2.3/8:80", "accept [::1:80",
+		"accept */8:80", "accept 01.2.3.4:80", "accept *:80 443", "allow *:80", "accept private", "accept *:-5"}
+	nLines := 1 + r.IntN(3)
+	for l := 0; l < nLines; l++ {
+		var entries []string
+		for e := 0; e < 1+r.IntN(6); e++ {
+			if r.IntN(40) == 0 {
+				entries = append(entries, bad[r.IntN(len(bad))])
+				continue
+			}
+			action := pick("accept", "reject", "accept", "reject", "accept6", "reject6")
+			addr := addrs[r.IntN(len(addrs))]
+			entry := action + " " + addr
+			if p := ports[r.IntN(len(ports))]; p != "" {
+				entry += ":" + p
+			}
+			entries = append(entries, entry)
+		}
+		sep := pick(",", ",", ", ", " , ")
+		value := strings.Join(entries, sep)
+		key := pick("ExitPolicy", "ExitPolicy", "exitpolicy", "EXITPOLICY", "+ExitPolicy")
+		switch r.IntN(8) {
+		case 0:
+			lines = append(lines, key+" "+value+" # a comment")
+		case 1:
+			half := len(entries) / 2
+			lines = append(lines, key+" "+strings.Join(entries[:half], ",")+",\\", "  "+strings.Join(entries[half:], ","))
+		case 2:
+			lines = append(lines, key+" \""+value+"\"")
+		default:
+			lines = append(lines, key+" "+value)
+		}
+	}
+	if r.IntN(15) == 0 {
+		lines = append(lines, "/ExitPolicy")
+	}
+	return lines
+}
+
+func TestTorOracle(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "tor")
+	n := 48
+	if v, err := strconv.Atoi(os.Getenv("RELAYFW_ORACLE_CASES")); err == nil {
+		n = v
+	}
+	seed := uint64(time.Now().UnixNano())
+	if v, err := strconv.ParseUint(os.Getenv("RELAYFW_ORACLE_SEED"), 10, 64); err == nil {
+		seed = v
+	}
+	t.Logf("tor oracle: %d cases, RELAYFW_ORACLE_SEED=%d", n, seed)
+	r := rand.New(rand.NewPCG(seed, 0x7e1a7))
+	cases := make([][]string, n)
+	for i := range cases {
+		cases[i] = oracleCase(r)
+	}
+	// A few fixed corner cases always run.
+	cases = append(cases,
+		[]string{"ExitRelay 1", "ExitPolicy accept6 private:80, accept [::ffff:1.2.3.4]/24:80, accept [1.2.3.4]x:81, accept 1.2.3.4/:82,reject *:*", "IPv6Exit 1"},
+		[]string{"ExitRelay 0", "ExitPolicy accept *:0-80"},
+		[]string{"ExitRelay 1", "ExitPolicyRejectLocalInterfaces 1", "OutboundBindAddressOR 203.0.113.44", "OutboundBindAddressExit [2001:db8::44]", "IPv6Exit 1", "ExitPolicy accept *:443"},
+		[]string{"ExitRelay 1", "ExitPolicy \"accept *:80,\\x72eject *:*\""},
+		[]string{"ExitRelay 1", "ExitPolicy opt accept *:80, accept *:+443, accept *:1000-2000x"},
+		// tor 0.4.9 aborts on an empty policy prefix with no ExitPolicy.
+		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0"},
+		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy accept6 1.2.3.4:80"},
+	)
+
+	dir := t.TempDir()
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i, c := range cases {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t.Run(fmt.Sprintf("case%03d", i), func(t *testing.T) {
+				checkAgainstTor(t, filepath.Join(dir, fmt.Sprintf("case%03d", i)), c)
+			})
+		}()
+	}
+	wg.Wait()
+}
+
+func checkAgainstTor(t *testing.T, dir string, lines []string) {
+	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	torrc := filepath.Join(dir, "torrc")
+	text := strings.Join(append(append(append([]string{}, oracleBase...), "DataDirectory "+filepath.Join(dir, "data")), lines...), "\n") + "\n"
+	if err := os.WriteFile(torrc, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	emptyConfig := filepath.Join(dir, "relayfw.toml")
+	if err := os.WriteFile(emptyConfig, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ns := newIsolatedNS(t, "rfwtor")
+	want := askTor(t, ns, torrc)
+
+	// relayfw runs in the same namespace, so it sees the same interfaces.
+	cmd := exec.Command("ip", "netns", "exec", ns, relayfwBin, "--torrc", torrc, "--config", emptyConfig, "policy")
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	if !want.ok {
+		if code != 65 {
+			t.Errorf("tor refuses this torrc; relayfw exit %d (want 65), stdout %q\ntorrc tail: %q\ntor said: %s", code, stdout.String(), lines, want.why)
+		}
+		return
+	}
+	if code != 0 {
+		t.Fatalf("tor accepts this torrc; relayfw exit %d: %s\ntorrc tail: %q", code, stderr.String(), lines)
+	}
+	got := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	if diff := cmp.Diff(want.policy, got); diff != "" {
+		t.Errorf("relayfw policy differs from tor's exit-policy/full (-tor +relayfw):\n%s\ntorrc tail: %q", diff, lines)
+	}
+}
