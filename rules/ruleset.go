@@ -42,7 +42,7 @@ type Rule struct {
 	// TCPMidstream matches a TCP packet with ACK and without SYN, for the
 	// pickup of connections that predate the firewall.
 	TCPMidstream bool           `json:"tcp_midstream,omitempty"`
-	ICMPTypes    []uint8        `json:"icmp_types,omitempty"`
+	ICMPTypes    []int          `json:"icmp_types,omitempty"`
 	SrcAddrs     []netip.Prefix `json:"saddr,omitempty"`
 	DstAddrs     []netip.Prefix `json:"daddr,omitempty"`
 	SrcPorts     []PortRange    `json:"sport,omitempty"`
@@ -92,7 +92,7 @@ type Packet struct {
 	DstPort  uint16
 	CtState  string // "new" (default), "established", "related"
 	SYN, ACK bool
-	ICMPType uint8
+	ICMPType int
 }
 
 // Verdict returns the index of the rule that decides the packet, or -1 if
@@ -221,10 +221,10 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 	add(Rule{Name: "midstream", Comment: "TCP connections that predate the firewall (conntrack sees them as new, without SYN)",
 		CtState: []string{"new"}, Proto: "tcp", TCPMidstream: true, Action: ActionAccept})
 	add(Rule{Name: "icmpv6-nd", Comment: "IPv6 neighbour and router discovery, MLD",
-		Family: IPv6, Proto: "icmpv6", ICMPTypes: []uint8{130, 131, 132, 133, 134, 135, 136, 143}, Action: ActionAccept})
+		Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{130, 131, 132, 133, 134, 135, 136, 143}, Action: ActionAccept})
 	if h.Ping {
-		add(Rule{Name: "ping4", Comment: "ICMP echo requests", Family: IPv4, Proto: "icmp", ICMPTypes: []uint8{8}, Action: ActionAccept})
-		add(Rule{Name: "ping6", Comment: "ICMPv6 echo requests", Family: IPv6, Proto: "icmpv6", ICMPTypes: []uint8{128}, Action: ActionAccept})
+		add(Rule{Name: "ping4", Comment: "ICMP echo requests", Family: IPv4, Proto: "icmp", ICMPTypes: []int{8}, Action: ActionAccept})
+		add(Rule{Name: "ping6", Comment: "ICMPv6 echo requests", Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{128}, Action: ActionAccept})
 	}
 	if len(h.Resolvers) > 0 {
 		for _, fam := range []Family{IPv4, IPv6} {
@@ -267,6 +267,11 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 		rs.Sets = append(rs.Sets, set)
 		add(Rule{Name: "exit" + suffix(fam), Comment: "the relay's exit policy (TCP)",
 			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), Set: set.Name, Action: ActionAccept})
+	}
+	for i := range rs.Sets {
+		if rs.Sets[i].Elements == nil {
+			rs.Sets[i].Elements = []Region{} // "elements": [] in JSON
+		}
 	}
 	add(Rule{Name: "reject-tcp", Comment: "everything else: TCP gets a reset", Proto: "tcp",
 		Action: ActionReject, RejectWith: RejectTCPReset})

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
+
+const exampleTorrc = "../../examples/torrc"
+const testConfig = "testdata/relayfw.toml"
+
+// relayfw runs the command in-process.
+func relayfw(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestExitCodes(t *testing.T) {
+	badTorrc := writeFile(t, "torrc", "ExitRelay 1\nExitPolicy accept *:80\nExitPolicy accept *:443-80\n")
+	badBool := writeFile(t, "torrc", "IPv6Exit yes\n")
+	badQuote := writeFile(t, "torrc", "ExitPolicy \"accept *:80\n")
+	badConfig := writeFile(t, "relayfw.toml", "[allow]\ndns = true\nfirewall = \"off\"\n")
+	emptyConfig := writeFile(t, "relayfw.toml", "")
+	tests := []struct {
+		name     string
+		args     []string
+		code     int
+		stderrRe string // substring expected in the one-line error
+	}{
+		{"policy ok", []string{"--torrc", exampleTorrc, "--config", emptyConfig, "policy"}, 0, ""},
+		{"unknown flag", []string{"--bogus", "policy"}, 64, "unknown flag: --bogus"},
+		{"unknown command", []string{"frobnicate"}, 64, "unknown command"},
+		{"policy takes no args", []string{"--torrc", exampleTorrc, "policy", "x"}, 64, "unknown command"},
+		{"explain needs a target", []string{"--torrc", exampleTorrc, "explain"}, 64, "requires at least 1 arg"},
+		{"explain bad target", []string{"--torrc", exampleTorrc, "explain", "203.0.113.5"}, 64, `target "203.0.113.5"`},
+		{"explain port 0", []string{"--torrc", exampleTorrc, "explain", "203.0.113.5:0"}, 64, "port from 1 to 65535"},
+		{"explain bad format", []string{"--torrc", exampleTorrc, "explain", "--format", "xml", "203.0.113.5:80"}, 64, "--format"},
+		{"print bad format", []string{"--torrc", exampleTorrc, "print", "--format", "yaml"}, 64, "--format"},
+		{"bad backend", []string{"--backend", "pf", "--torrc", exampleTorrc, "policy"}, 64, "--backend"},
+		{"bad policy entry", []string{"--torrc", badTorrc, "--config", emptyConfig, "policy"}, 65, badTorrc + ":3: malformed exit policy entry \"accept *:443-80\""},
+		{"bad boolean", []string{"--torrc", badBool, "--config", emptyConfig, "policy"}, 65, badBool + ":1: IPv6Exit"},
+		{"bad quoting", []string{"--torrc", badQuote, "--config", emptyConfig, "policy"}, 65, badQuote + ":1:"},
+		{"bad --policy", []string{"--torrc", exampleTorrc, "--config", emptyConfig, "--policy", "accept *:65536", "policy"}, 65, "--policy: malformed exit policy entry"},
+		{"bad config key", []string{"--torrc", exampleTorrc, "--config", badConfig, "policy"}, 65, badConfig + ":3: unknown key \"allow.firewall\""},
+		{"missing torrc", []string{"--torrc", "/nonexistent/torrc", "--config", emptyConfig, "policy"}, 66, "/nonexistent/torrc"},
+		{"missing config", []string{"--torrc", exampleTorrc, "--config", "/nonexistent/relayfw.toml", "policy"}, 66, "/nonexistent/relayfw.toml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := relayfw(t, tt.args...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; stderr %q", code, tt.code, stderr)
+			}
+			if tt.code == 0 {
+				return
+			}
+			if stdout != "" {
+				t.Errorf("stdout must be empty on error, got %q", stdout)
+			}
+			if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "relayfw: ") {
+				t.Errorf("want one line \"relayfw: ...\" on stderr, got %q", stderr)
+			}
+			if !strings.Contains(stderr, tt.stderrRe) {
+				t.Errorf("stderr %q does not mention %q", stderr, tt.stderrRe)
+			}
+		})
+	}
+}
+
+func TestPolicyExample(t *testing.T) {
+	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "policy")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden(t, "testdata/example.policy", stdout)
+}
+
+func TestPolicyFlagReplacesExitPolicy(t *testing.T) {
+	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "--policy", "accept *:443,reject *:*", "policy")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	if strings.Contains(stdout, "accept *:80") || !strings.Contains(stdout, "accept6 *:443\n") {
+		t.Fatalf("--policy did not replace the torrc's ExitPolicy (IPv6Exit 1 still applies):\n%s", stdout)
+	}
+}
+
+func TestPolicyRejectStar(t *testing.T) {
+	torrc := writeFile(t, "torrc", "ExitRelay 0\n")
+	code, stdout, _ := relayfw(t, "--torrc", torrc, "--config", testConfig, "policy")
+	if code != 0 || stdout != "reject *:*\n" {
+		t.Fatalf("exit %d, stdout %q; want the single line \"reject *:*\"", code, stdout)
+	}
+	code, stdout, _ = relayfw(t, "--torrc", torrc, "--config", testConfig, "explain", "--format", "json", "203.0.113.5:443")
+	want := `{"target":"203.0.113.5:443","verdict":"reject","entry":"reject *:*","index":0}` + "\n"
+	if code != 0 || stdout != want {
+		t.Fatalf("exit %d, stdout %q, want %q", code, stdout, want)
+	}
+}
+
+func TestExplainJSON(t *testing.T) {
+	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig,
+		"explain", "--format", "json", "203.0.113.5:80", "[2001:db8::1]:25", "10.1.2.3:443", "203.0.113.10:443")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	_, policyOut, _ := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "policy")
+	listing := strings.Split(strings.TrimSuffix(policyOut, "\n"), "\n")
+	want := []explanation{
+		{"203.0.113.5:80", "accept", "accept *:80", 17},
+		{"[2001:db8::1]:25", "reject", "reject6 *:*", 30},
+		{"10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4},
+		{"203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11},
+	}
+	var got []explanation
+	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
+		var e explanation
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if listing[e.Index] != e.Entry {
+			t.Errorf("index %d is %q in `relayfw policy`, explain says %q", e.Index, listing[e.Index], e.Entry)
+		}
+		got = append(got, e)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("explain (-want +got):\n%s", diff)
+	}
+	// Keys come in the documented order.
+	if !strings.HasPrefix(stdout, `{"target":"203.0.113.5:80","verdict":"accept","entry":"accept *:80","index":17}`) {
+		t.Fatalf("unexpected JSON layout: %s", stdout)
+	}
+}
+
+func TestPrintJSONGolden(t *testing.T) {
+	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "print", "--format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var rs rules.Ruleset
+	if err := json.Unmarshal([]byte(stdout), &rs); err != nil {
+		t.Fatalf("print --format json is not a Ruleset: %v", err)
+	}
+	if rs.Version != rules.RulesetVersion {
+		t.Fatalf("version %d", rs.Version)
+	}
+	golden(t, "testdata/example.ruleset.json", stdout)
+}
+
+// golden compares got with the file, or rewrites it with -update.
+func golden(t *testing.T, path, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./cmd/relayfw -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(want), got); diff != "" {
+		t.Fatalf("%s differs (-want +got); if intended, regenerate with go test ./cmd/relayfw -update:\n%s", path, diff)
+	}
+}
