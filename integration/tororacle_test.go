@@ -223,14 +223,16 @@ func TestTorOracle(t *testing.T) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			t.Run(fmt.Sprintf("case%03d", i), func(t *testing.T) {
-				checkAgainstTor(t, filepath.Join(dir, fmt.Sprintf("case%03d", i)), c)
+				_ = checkAgainstTor(t, filepath.Join(dir, fmt.Sprintf("case%03d", i)), c)
 			})
 		}()
 	}
 	wg.Wait()
 }
 
-func checkAgainstTor(t *testing.T, dir string, lines []string) {
+// checkAgainstTor runs the torrc tail through tor and relayfw, fails the
+// test when they disagree, and returns tor's answer.
+func checkAgainstTor(t *testing.T, dir string, lines []string) torAnswer {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -261,7 +263,7 @@ func checkAgainstTor(t *testing.T, dir string, lines []string) {
 		if code != 65 {
 			t.Errorf("tor refuses this torrc; relayfw exit %d (want 65), stdout %q\ntorrc tail: %q\ntor said: %s", code, stdout.String(), lines, want.why)
 		}
-		return
+		return want
 	}
 	if code != 0 {
 		t.Fatalf("tor accepts this torrc; relayfw exit %d: %s\ntorrc tail: %q", code, stderr.String(), lines)
@@ -270,4 +272,70 @@ func checkAgainstTor(t *testing.T, dir string, lines []string) {
 	if diff := cmp.Diff(want.policy, got); diff != "" {
 		t.Errorf("relayfw policy differs from tor's exit-policy/full (-tor +relayfw):\n%s\ntorrc tail: %q", diff, lines)
 	}
+	return want
+}
+
+// TestTorPolicyForms runs every line of rules/testdata/policy-forms.txt
+// through tor: refused forms must make tor refuse the torrc, accepted ones
+// must print exactly the entries the file lists. With the oracle's
+// relayfw comparison on top, the file is ground truth for the unit tests.
+func TestTorPolicyForms(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "tor")
+	data, err := os.ReadFile("../rules/testdata/policy-forms.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	n := 0
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		f := strings.Split(line, "\t")
+		if len(f) != 3 {
+			t.Fatalf("bad line %q", line)
+		}
+		refused, value := f[0] == "refuse", f[1]
+		var printed []string
+		if f[2] != "" {
+			printed = strings.Split(f[2], " | ")
+		}
+		// A catch-all of the other action keeps the entries from being
+		// removed as redundant, so tor prints them.
+		tail := ",reject *:*"
+		if strings.HasPrefix(strings.TrimSpace(value), "reject") {
+			tail = ",accept *:*"
+		}
+		caseDir := filepath.Join(dir, fmt.Sprintf("form%03d", n))
+		n++
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t.Run(fmt.Sprintf("%q", value), func(t *testing.T) {
+				lines := []string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy " + value + tail}
+				got := checkAgainstTor(t, caseDir, lines)
+				if refused != !got.ok {
+					t.Fatalf("policy-forms.txt says refused=%v, tor ok=%v (%s)", refused, got.ok, got.why)
+				}
+				for _, p := range printed {
+					if strings.Contains(p, "[::]/127") {
+						continue // always removed as redundant: [::]/8 covers it
+					}
+					found := false
+					for _, l := range got.policy {
+						found = found || l == p
+					}
+					if !found {
+						t.Errorf("policy-forms.txt expects %q; tor printed %q", p, got.policy)
+					}
+				}
+			})
+		}()
+	}
+	wg.Wait()
 }

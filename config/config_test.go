@@ -1,0 +1,64 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name     string
+		text     string
+		wantLine int // 0: no error
+		wantMsg  string
+	}{
+		{"empty", "", 0, ""},
+		{"full", "torrc = \"/etc/tor/torrc\"\n[allow]\ndns = true\ndhcp = false\nntp = true\nping = false\nresolvers = [\"192.0.2.53\", \"2001:db8::53\"]\n", 0, ""},
+		{"unknown top-level key", "torrc = \"/x\"\nbackend = \"nft\"\n", 2, `unknown key "backend"`},
+		{"unknown nested key", "[allow]\n\ndns = true\nsmtp = true\n", 4, `unknown key "allow.smtp"`},
+		{"wrong type", "[allow]\ndns = \"yes\"\n", 2, ""},
+		{"bad resolver", "[allow]\nresolvers = [\n  \"192.0.2.53\",\n  \"not-an-ip\",\n]\n", 4, `"not-an-ip" is not an IP address`},
+		{"syntax", "[allow\n", 1, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("relayfw.toml", []byte(tt.text))
+			if tt.wantLine == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			var se *SyntaxError
+			if !errors.As(err, &se) {
+				t.Fatalf("want a SyntaxError, got %v", err)
+			}
+			if se.Line != tt.wantLine {
+				t.Errorf("line %d, want %d (%v)", se.Line, tt.wantLine, err)
+			}
+			if tt.wantMsg != "" && !strings.Contains(se.Msg, tt.wantMsg) {
+				t.Errorf("message %q does not contain %q", se.Msg, tt.wantMsg)
+			}
+		})
+	}
+}
+
+func TestOn(t *testing.T) {
+	f, tr := false, true
+	if !On(nil) || !On(&tr) || On(&f) {
+		t.Fatal("On: unset and true are on, false is off")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("[allow]\ndns = false\nresolvers = [\"192.0.2.1\"]\n")
+	f.Add("torrc = 1\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		_, err := Parse("relayfw.toml", []byte(text))
+		var se *SyntaxError
+		if err != nil && !errors.As(err, &se) {
+			t.Fatalf("error is not a SyntaxError: %v", err)
+		}
+	})
+}
