@@ -5,6 +5,7 @@ package firewall
 
 import (
 	"context"
+	"errors"
 
 	"github.com/relayfw/relayfw/rules"
 )
@@ -14,15 +15,34 @@ import (
 type Backend interface {
 	// Name is "nftables" or "iptables".
 	Name() string
+	// Available reports whether the backend works on this host: nil, or
+	// an error wrapping ErrUnavailable or ErrNotPermitted.
+	Available(ctx context.Context) error
 	// Render returns the ruleset as the backend's own text (the dry run
 	// of print), loadable by nft -f or iptables-restore.
 	Render(rs rules.Ruleset) (string, error)
-	// Apply installs rs atomically; changed is false when the kernel
-	// already held exactly rs.
-	Apply(ctx context.Context, rs rules.Ruleset) (changed bool, err error)
-	// Check compares the installed state with rs and describes any drift
-	// (empty when in sync).
-	Check(ctx context.Context, rs rules.Ruleset) (drift string, err error)
-	// Remove deletes everything relayfw owns, and nothing else.
-	Remove(ctx context.Context) error
+	// Apply installs rs atomically. When the kernel already holds exactly
+	// rs it changes nothing and says so in the result.
+	Apply(ctx context.Context, rs rules.Ruleset) (Result, error)
+	// Check compares the installed state with rs and returns one line per
+	// difference (none when in sync).
+	Check(ctx context.Context, rs rules.Ruleset) (drift []string, err error)
+	// Remove deletes everything relayfw owns, and nothing else; removed is
+	// false when there was nothing to remove.
+	Remove(ctx context.Context) (removed bool, err error)
 }
+
+// Result says what Apply did.
+type Result struct {
+	Changed  bool
+	Rules    int // kernel rules installed
+	Sets     int
+	Elements int // set elements installed
+}
+
+// ErrUnavailable means the backend cannot work on this host (no nftables
+// in the kernel, no iptables binary); relayfw exits 69.
+var ErrUnavailable = errors.New("firewall backend not available")
+
+// ErrNotPermitted means the caller lacks CAP_NET_ADMIN; relayfw exits 77.
+var ErrNotPermitted = errors.New("not permitted (run as root or with CAP_NET_ADMIN)")

@@ -54,11 +54,13 @@ type Rule struct {
 	RejectWith string `json:"reject_with,omitempty"`
 }
 
-// Set is a named set of (address range . port range) elements.
+// Set is a named set of (address range . port range) elements. Interval
+// sets hold ranges; the others hold single (address . port) points.
 type Set struct {
 	Name     string   `json:"name"`
 	Family   Family   `json:"family"`
 	Comment  string   `json:"comment"`
+	Interval bool     `json:"interval"`
 	Elements []Region `json:"elements"`
 }
 
@@ -263,7 +265,7 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 	}
 	for _, fam := range []Family{IPv4, IPv6} {
 		set := Set{Name: "exit" + suffix(fam), Family: fam, Comment: "destinations the exit policy accepts",
-			Elements: p.AcceptRegions(fam == IPv6)}
+			Interval: true, Elements: p.AcceptRegions(fam == IPv6)}
 		rs.Sets = append(rs.Sets, set)
 		add(Rule{Name: "exit" + suffix(fam), Comment: "the relay's exit policy (TCP)",
 			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), Set: set.Name, Action: ActionAccept})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 
 	"github.com/relayfw/relayfw/config"
@@ -28,6 +29,13 @@ type exitError struct {
 
 func (e *exitError) Error() string { return e.err.Error() }
 func (e *exitError) Unwrap() error { return e.err }
+
+// exitStatus ends the command with a code but no error message: the
+// command already printed what the caller needs (check's drift, apply's
+// --detailed-exitcode).
+type exitStatus struct{ code int }
+
+func (e *exitStatus) Error() string { return fmt.Sprintf("exit status %d", e.code) }
 
 func usageError(err error) error { return &exitError{code: exitUsage, err: err} }
 

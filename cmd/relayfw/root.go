@@ -56,7 +56,8 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
-	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g))
+	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
+		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g))
 	return root
 }
 
@@ -80,6 +81,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	root.SetOut(&out)
 	root.SetErr(stderr)
 	err := root.ExecuteContext(context.Background())
+	var status *exitStatus
+	if errors.As(err, &status) {
+		_, _ = io.WriteString(stdout, out.String())
+		return status.code
+	}
 	if err != nil {
 		if isCobraUsageError(err) {
 			err = usageError(err)
@@ -95,7 +101,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 // returns as plain errors.
 func isCobraUsageError(err error) bool {
 	var ee *exitError
-	if errors.As(err, &ee) {
+	var status *exitStatus
+	if errors.As(err, &ee) || errors.As(err, &status) {
 		return false
 	}
 	msg := err.Error()

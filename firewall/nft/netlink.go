@@ -1,0 +1,249 @@
+package nft
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
+	"golang.org/x/sys/unix"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// exprs is the netlink form of the rule: the same statements, in the same
+// order, as text() and as nft itself generates for that text.
+func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
+	var e []expr.Any
+	cmp := func(data []byte) { e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}) }
+	meta := func(key expr.MetaKey) { e = append(e, &expr.Meta{Key: key, Register: 1}) }
+	payload := func(base expr.PayloadBase, offset, length, reg uint32) {
+		e = append(e, &expr.Payload{DestRegister: reg, Base: base, Offset: offset, Len: length})
+	}
+	if r.oifLo {
+		meta(expr.MetaKeyOIF)
+		cmp(binaryutil.NativeEndian.PutUint32(1)) // lo is ifindex 1 in every namespace
+	}
+	if r.ctMask != 0 {
+		e = append(e,
+			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
+				Mask: binaryutil.NativeEndian.PutUint32(r.ctMask), Xor: binaryutil.NativeEndian.PutUint32(0)},
+			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}})
+	}
+	if r.nfproto != 0 {
+		meta(expr.MetaKeyNFPROTO)
+		cmp([]byte{r.nfproto})
+	}
+	addrOffset := func(src bool) (uint32, uint32) {
+		if r.nfproto == nfprotoIPv6 {
+			if src {
+				return 8, 16
+			}
+			return 24, 16
+		}
+		if src {
+			return 12, 4
+		}
+		return 16, 4
+	}
+	if r.saddr.IsValid() {
+		off, l := addrOffset(true)
+		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+		cmp(r.saddr.AsSlice())
+	}
+	if r.daddr.IsValid() {
+		off, l := addrOffset(false)
+		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+		cmp(r.daddr.AsSlice())
+	}
+	if r.l4proto != 0 {
+		meta(expr.MetaKeyL4PROTO)
+		cmp([]byte{r.l4proto})
+	}
+	if r.midstream {
+		payload(expr.PayloadBaseTransportHeader, 13, 1, 1)
+		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}})
+		cmp([]byte{0x10})
+	}
+	if r.icmpType >= 0 {
+		payload(expr.PayloadBaseTransportHeader, 0, 1, 1)
+		cmp([]byte{byte(r.icmpType)})
+	}
+	switch {
+	case r.sport != 0 && r.dport != 0:
+		// nft merges adjacent source and destination port matches.
+		payload(expr.PayloadBaseTransportHeader, 0, 4, 1)
+		cmp(append(binaryutil.BigEndian.PutUint16(r.sport), binaryutil.BigEndian.PutUint16(r.dport)...))
+	case r.sport != 0:
+		payload(expr.PayloadBaseTransportHeader, 0, 2, 1)
+		cmp(binaryutil.BigEndian.PutUint16(r.sport))
+	case r.dport != 0:
+		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
+		cmp(binaryutil.BigEndian.PutUint16(r.dport))
+	}
+	if r.set != "" {
+		off, l := addrOffset(false)
+		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+		// The port follows the address in the next free register: 32-bit
+		// register 9 after an IPv4 address, 128-bit register 2 after IPv6.
+		portReg := uint32(9)
+		if r.nfproto == nfprotoIPv6 {
+			portReg = 2
+		}
+		payload(expr.PayloadBaseTransportHeader, 2, 2, portReg)
+		s := sets[r.set]
+		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+	}
+	e = append(e, &expr.Counter{})
+	switch r.reject {
+	case "":
+		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
+	case rules.RejectTCPReset:
+		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})
+	case rules.RejectAdminProhibited:
+		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
+	}
+	return e
+}
+
+func (r kernelRule) userData() []byte {
+	return userdata.AppendString(nil, userdata.TypeComment, CommentPrefix+r.name)
+}
+
+func table() *nftables.Table {
+	return &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}
+}
+
+func chain(t *nftables.Table) *nftables.Chain {
+	policy := nftables.ChainPolicyAccept
+	return &nftables.Chain{Name: ChainName, Table: t, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookOutput, Priority: nftables.ChainPriorityFilter, Policy: &policy}
+}
+
+func (s kernelSet) object(t *nftables.Table) (*nftables.Set, error) {
+	addrType := nftables.TypeIPAddr
+	if s.v6 {
+		addrType = nftables.TypeIP6Addr
+	}
+	keyType, err := nftables.ConcatSetType(addrType, nftables.TypeInetService)
+	if err != nil {
+		return nil, err
+	}
+	// nft flags only interval concatenations as NFT_SET_CONCAT (the
+	// kernel's pipapo sets); a plain concatenated hash set has no flags.
+	return &nftables.Set{Table: t, Name: s.name, KeyType: keyType, Concatenation: s.interval, Interval: s.interval}, nil
+}
+
+// elementKey is the concatenated key: the address, then the port in
+// network order padded to four bytes.
+func elementKey(a netip.Addr, port uint16) []byte {
+	k := a.AsSlice()
+	return append(k, byte(port>>8), byte(port), 0, 0)
+}
+
+func (s kernelSet) setElements() []nftables.SetElement {
+	out := make([]nftables.SetElement, len(s.elements))
+	for i, e := range s.elements {
+		out[i] = nftables.SetElement{Key: elementKey(e.AddrFirst, e.Ports.First)}
+		if s.interval {
+			out[i].KeyEnd = elementKey(e.AddrLast, e.Ports.Last)
+		}
+	}
+	return out
+}
+
+// queueReplace queues, on c, the whole-table replacement: add (so that the
+// delete cannot fail), delete, then the new table with its content. The
+// kernel applies the batch at Flush as one transaction.
+func (p plan) queueReplace(c *nftables.Conn) error {
+	t := table()
+	c.AddTable(t)
+	c.DelTable(t)
+	t = c.AddTable(table())
+	ch := c.AddChain(chain(t))
+	sets := map[string]*nftables.Set{}
+	for _, s := range p.sets {
+		obj, err := s.object(t)
+		if err != nil {
+			return err
+		}
+		if err := c.AddSet(obj, s.setElements()); err != nil {
+			return fmt.Errorf("set %s: %w", s.name, err)
+		}
+		sets[s.name] = obj
+	}
+	for _, r := range p.rules {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets), UserData: r.userData()})
+	}
+	return nil
+}
+
+// elementCount is the number of set elements, for messages.
+func (p plan) elementCount() int {
+	n := 0
+	for _, s := range p.sets {
+		n += len(s.elements)
+	}
+	return n
+}
+
+// normalizedExprs encodes expressions for comparison, with what the
+// kernel fills in (counter values, set ids) zeroed.
+func normalizedExprs(es []expr.Any) ([]byte, error) {
+	var out bytes.Buffer
+	for _, e := range es {
+		switch x := e.(type) {
+		case *expr.Counter:
+			e = &expr.Counter{}
+		case *expr.Lookup:
+			c := *x
+			c.SetID = 0
+			e = &c
+		}
+		b, err := expr.Marshal(byte(nftables.TableFamilyINet), e)
+		if err != nil {
+			return nil, err
+		}
+		binary.Write(&out, binary.BigEndian, uint32(len(b)))
+		out.Write(b)
+	}
+	return out.Bytes(), nil
+}
+
+// decodeElementKey splits a concatenated key into address and port.
+func decodeElementKey(k []byte, v6 bool) (netip.Addr, uint16, bool) {
+	n := 4
+	if v6 {
+		n = 16
+	}
+	if len(k) < n+2 {
+		return netip.Addr{}, 0, false
+	}
+	a, _ := netip.AddrFromSlice(k[:n])
+	return a, uint16(k[n])<<8 | uint16(k[n+1]), true
+}
+
+func sortedRegions(rs []rules.Region) []rules.Region {
+	out := slices.Clone(rs)
+	slices.SortFunc(out, compareRegions)
+	return out
+}
+
+func compareRegions(a, b rules.Region) int {
+	if c := a.AddrFirst.Compare(b.AddrFirst); c != 0 {
+		return c
+	}
+	if c := a.AddrLast.Compare(b.AddrLast); c != 0 {
+		return c
+	}
+	if a.Ports.First != b.Ports.First {
+		return int(a.Ports.First) - int(b.Ports.First)
+	}
+	return int(a.Ports.Last) - int(b.Ports.Last)
+}

@@ -1,0 +1,225 @@
+// Package nft installs relayfw's ruleset as one nftables table, inet
+// relayfw, over netlink (github.com/google/nftables): no nft binary needed.
+//
+// The text (print --format nft) and the netlink objects (apply) are both
+// generated from one plan, rule by rule, so that `nft -f` of the text and
+// apply leave the same kernel state; the integration tests check it.
+package nft
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// TableName is the one table relayfw owns; its family is inet.
+const (
+	TableName = "relayfw"
+	ChainName = "output"
+	// CommentPrefix marks every rule relayfw generates.
+	CommentPrefix = "relayfw: "
+)
+
+// Linux netfilter protocol numbers used in the plan.
+const (
+	nfprotoIPv4 = 2
+	nfprotoIPv6 = 10
+
+	protoICMP   = 1
+	protoTCP    = 6
+	protoUDP    = 17
+	protoICMPv6 = 58
+)
+
+// conntrack state bits (ct state).
+const (
+	ctInvalid     = 1
+	ctEstablished = 2
+	ctRelated     = 4
+	ctNew         = 8
+)
+
+// kernelRule is one nftables rule. A rules.Rule with several addresses or
+// ICMP types becomes several kernel rules with the same comment.
+type kernelRule struct {
+	name      string
+	oifLo     bool
+	ctMask    uint32
+	nfproto   byte // 0: any family
+	saddr     netip.Addr
+	daddr     netip.Addr
+	l4proto   byte // 0: any protocol
+	midstream bool
+	icmpType  int // -1: none
+	sport     uint16
+	dport     uint16
+	set       string // lookup of (daddr . tcp dport) in this set
+	reject    string // "" accept, else rules.RejectTCPReset / RejectAdminProhibited
+}
+
+// kernelSet is one named set of (address . port) elements.
+type kernelSet struct {
+	name     string
+	v6       bool
+	interval bool
+	elements []rules.Region
+}
+
+// plan is the table's content.
+type plan struct {
+	rules []kernelRule
+	sets  []kernelSet
+}
+
+var ctBits = map[string]uint32{"invalid": ctInvalid, "established": ctEstablished, "related": ctRelated, "new": ctNew}
+
+var protoNumbers = map[string]byte{"tcp": protoTCP, "udp": protoUDP, "icmp": protoICMP, "icmpv6": protoICMPv6}
+
+// newPlan expands a ruleset into kernel rules and sets. It refuses rule
+// fields this backend cannot express instead of installing something else.
+func newPlan(rs rules.Ruleset) (plan, error) {
+	var p plan
+	for _, s := range rs.Sets {
+		if s.Family != rules.IPv4 && s.Family != rules.IPv6 {
+			return plan{}, fmt.Errorf("set %q: needs family ipv4 or ipv6", s.Name)
+		}
+		for _, e := range s.Elements {
+			if !s.Interval && (e.AddrFirst != e.AddrLast || e.Ports.First != e.Ports.Last) {
+				return plan{}, fmt.Errorf("set %q: a range in a set without intervals", s.Name)
+			}
+			if e.AddrFirst.Is4() != (s.Family == rules.IPv4) {
+				return plan{}, fmt.Errorf("set %q: element %s of the wrong family", s.Name, e.AddrFirst)
+			}
+		}
+		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == rules.IPv6, interval: s.Interval, elements: s.Elements})
+	}
+	for _, r := range rs.Outbound {
+		krs, err := expandRule(r)
+		if err != nil {
+			return plan{}, fmt.Errorf("rule %q: %w", r.Name, err)
+		}
+		p.rules = append(p.rules, krs...)
+	}
+	return p, nil
+}
+
+func expandRule(r rules.Rule) ([]kernelRule, error) {
+	base := kernelRule{name: r.Name, icmpType: -1}
+	switch r.OutIface {
+	case "":
+	case "lo":
+		base.oifLo = true
+	default:
+		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
+	}
+	for _, s := range r.CtState {
+		bit, ok := ctBits[s]
+		if !ok {
+			return nil, fmt.Errorf("unknown ct state %q", s)
+		}
+		base.ctMask |= bit
+	}
+	switch r.Family {
+	case rules.IPv4:
+		base.nfproto = nfprotoIPv4
+	case rules.IPv6:
+		base.nfproto = nfprotoIPv6
+	case rules.AnyFamily:
+	default:
+		return nil, fmt.Errorf("unknown family %q", r.Family)
+	}
+	if r.Proto != "" {
+		n, ok := protoNumbers[r.Proto]
+		if !ok {
+			return nil, fmt.Errorf("unknown protocol %q", r.Proto)
+		}
+		base.l4proto = n
+	}
+	if r.TCPMidstream {
+		if r.Proto != "tcp" {
+			return nil, fmt.Errorf("tcp_midstream needs proto tcp")
+		}
+		base.midstream = true
+	}
+	single := func(ports []rules.PortRange, what string) (uint16, error) {
+		switch {
+		case len(ports) == 0:
+			return 0, nil
+		case len(ports) == 1 && ports[0].First == ports[0].Last && ports[0].First != 0:
+			return ports[0].First, nil
+		}
+		return 0, fmt.Errorf("%s: only one single port is supported", what)
+	}
+	var err error
+	if base.sport, err = single(r.SrcPorts, "sport"); err != nil {
+		return nil, err
+	}
+	if base.dport, err = single(r.DstPorts, "dport"); err != nil {
+		return nil, err
+	}
+	if (base.sport != 0 || base.dport != 0) && r.Proto != "tcp" && r.Proto != "udp" {
+		return nil, fmt.Errorf("ports need proto tcp or udp")
+	}
+	if r.Set != "" {
+		if r.Proto != "tcp" || base.nfproto == 0 || base.dport != 0 {
+			return nil, fmt.Errorf("set lookups need one family, proto tcp and no dport")
+		}
+		base.set = r.Set
+	}
+	switch r.Action {
+	case rules.ActionAccept:
+	case rules.ActionReject:
+		switch r.RejectWith {
+		case rules.RejectTCPReset:
+			if r.Proto != "tcp" {
+				return nil, fmt.Errorf("a TCP reset needs proto tcp")
+			}
+		case rules.RejectAdminProhibited:
+		default:
+			return nil, fmt.Errorf("unknown reject kind %q", r.RejectWith)
+		}
+		base.reject = r.RejectWith
+	default:
+		return nil, fmt.Errorf("unknown action %q", r.Action)
+	}
+
+	// Expand lists: one kernel rule per source, destination and ICMP type.
+	out := []kernelRule{base}
+	expand := func(n int, set func(k *kernelRule, i int)) {
+		if n == 0 {
+			return
+		}
+		var next []kernelRule
+		for _, k := range out {
+			for i := 0; i < n; i++ {
+				c := k
+				set(&c, i)
+				next = append(next, c)
+			}
+		}
+		out = next
+	}
+	for _, list := range [][]netip.Prefix{r.SrcAddrs, r.DstAddrs} {
+		for _, pfx := range list {
+			if !pfx.IsSingleIP() {
+				return nil, fmt.Errorf("address %s: only single addresses are supported", pfx)
+			}
+			if base.nfproto == 0 || (pfx.Addr().Is4() != (base.nfproto == nfprotoIPv4)) {
+				return nil, fmt.Errorf("address %s does not match the rule's family", pfx)
+			}
+		}
+	}
+	expand(len(r.SrcAddrs), func(k *kernelRule, i int) { k.saddr = r.SrcAddrs[i].Addr() })
+	expand(len(r.DstAddrs), func(k *kernelRule, i int) { k.daddr = r.DstAddrs[i].Addr() })
+	if len(r.ICMPTypes) > 0 && r.Proto != "icmp" && r.Proto != "icmpv6" {
+		return nil, fmt.Errorf("icmp_types need proto icmp or icmpv6")
+	}
+	for _, t := range r.ICMPTypes {
+		if t < 0 || t > 255 {
+			return nil, fmt.Errorf("icmp type %d out of range", t)
+		}
+	}
+	expand(len(r.ICMPTypes), func(k *kernelRule, i int) { k.icmpType = r.ICMPTypes[i] })
+	return out, nil
+}

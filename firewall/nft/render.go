@@ -1,0 +1,143 @@
+package nft
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+var ctNames = []struct {
+	bit  uint32
+	name string
+}{{ctInvalid, "invalid"}, {ctEstablished, "established"}, {ctRelated, "related"}, {ctNew, "new"}}
+
+var protoNames = map[byte]string{protoTCP: "tcp", protoUDP: "udp", protoICMP: "icmp", protoICMPv6: "ipv6-icmp"}
+
+// Render returns the ruleset as `nft -f` input that replaces the relayfw
+// table in one transaction (creating it first, so the delete cannot fail).
+func Render(rs rules.Ruleset) (string, error) {
+	p, err := newPlan(rs)
+	if err != nil {
+		return "", err
+	}
+	return p.text(), nil
+}
+
+func (p plan) text() string {
+	var b strings.Builder
+	b.WriteString("#!/usr/sbin/nft -f\n")
+	b.WriteString("# relayfw: the outbound firewall compiled from the relay's ExitPolicy.\n")
+	fmt.Fprintf(&b, "table inet %s\ndelete table inet %s\n", TableName, TableName)
+	fmt.Fprintf(&b, "table inet %s {\n", TableName)
+	for _, s := range p.sets {
+		addrType := "ipv4_addr"
+		if s.v6 {
+			addrType = "ipv6_addr"
+		}
+		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . inet_service\n", s.name, addrType)
+		if s.interval {
+			b.WriteString("\t\tflags interval\n")
+		}
+		if len(s.elements) > 0 {
+			b.WriteString("\t\telements = {")
+			for i, e := range s.elements {
+				if i > 0 {
+					b.WriteByte(',')
+				}
+				b.WriteString("\n\t\t\t")
+				b.WriteString(elementText(e))
+			}
+			b.WriteString("\n\t\t}\n")
+		}
+		b.WriteString("\t}\n\n")
+	}
+	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook output priority filter; policy accept;\n", ChainName)
+	for _, r := range p.rules {
+		b.WriteString("\t\t")
+		b.WriteString(r.text())
+		b.WriteByte('\n')
+	}
+	b.WriteString("\t}\n}\n")
+	return b.String()
+}
+
+func elementText(e rules.Region) string {
+	addr := e.AddrFirst.String()
+	if e.AddrLast != e.AddrFirst {
+		addr += "-" + e.AddrLast.String()
+	}
+	port := fmt.Sprint(e.Ports.First)
+	if e.Ports.Last != e.Ports.First {
+		port += fmt.Sprintf("-%d", e.Ports.Last)
+	}
+	return addr + " . " + port
+}
+
+// text is the rule in nft syntax, statement by statement in the order the
+// netlink expressions are generated (nft drops the explicit meta matches
+// it would otherwise add as dependencies).
+func (r kernelRule) text() string {
+	var parts []string
+	add := func(f string, a ...any) { parts = append(parts, fmt.Sprintf(f, a...)) }
+	if r.oifLo {
+		add(`oif "lo"`)
+	}
+	if r.ctMask != 0 {
+		var names []string
+		for _, c := range ctNames {
+			if r.ctMask&c.bit != 0 {
+				names = append(names, c.name)
+			}
+		}
+		add("ct state %s", strings.Join(names, ","))
+	}
+	ip := "ip"
+	switch r.nfproto {
+	case nfprotoIPv4:
+		add("meta nfproto ipv4")
+	case nfprotoIPv6:
+		add("meta nfproto ipv6")
+		ip = "ip6"
+	}
+	if r.saddr.IsValid() {
+		add("%s saddr %s", ip, r.saddr)
+	}
+	if r.daddr.IsValid() {
+		add("%s daddr %s", ip, r.daddr)
+	}
+	if r.l4proto != 0 {
+		add("meta l4proto %s", protoNames[r.l4proto])
+	}
+	l4 := protoNames[r.l4proto]
+	if r.midstream {
+		add("tcp flags & (syn | ack) == ack")
+	}
+	if r.icmpType >= 0 {
+		if r.l4proto == protoICMPv6 {
+			add("icmpv6 type %d", r.icmpType)
+		} else {
+			add("icmp type %d", r.icmpType)
+		}
+	}
+	if r.sport != 0 {
+		add("%s sport %d", l4, r.sport)
+	}
+	if r.dport != 0 {
+		add("%s dport %d", l4, r.dport)
+	}
+	if r.set != "" {
+		add("%s daddr . tcp dport @%s", ip, r.set)
+	}
+	add("counter")
+	switch r.reject {
+	case "":
+		add("accept")
+	case rules.RejectTCPReset:
+		add("reject with tcp reset")
+	case rules.RejectAdminProhibited:
+		add("reject with icmpx admin-prohibited")
+	}
+	add("comment %q", CommentPrefix+r.name)
+	return strings.Join(parts, " ")
+}
