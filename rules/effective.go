@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 )
 
 // HostFacts is what relayfw knows about the machine beyond the torrc. The
@@ -260,7 +261,14 @@ func relayAddresses(o Options, facts HostFacts) (v4, v6 netip.Addr, warnings []s
 	return find(false), find(true), warnings
 }
 
-// removeRedundancies is tor's exit_policy_remove_redundancies.
+// removeRedundancies is tor's exit_policy_remove_redundancies, with the
+// same result but without its quadratic scans (a 10,000-entry block list
+// would take seconds): candidates for "covers" and "intersects" are found
+// through the prefix tree instead of by comparing every pair. Both of
+// tor's passes decide each entry independently of the others' removal
+// (covering is transitive, and pass three only ever removes the entry it
+// looks from), which is what makes the indexed form exact; the tests
+// compare it with a literal port on random policies.
 func removeRedundancies(dest []Entry) []Entry {
 	// Step one: drop every entry after a catch-all of its family.
 	out := dest[:0:0]
@@ -278,34 +286,120 @@ func removeRedundancies(dest []Entry) []Entry {
 			}
 		}
 	}
-	dest = out
 
 	// Step two: drop any entry covered by an earlier one.
-	for i := 0; i < len(dest)-1; i++ {
-		for j := i + 1; j < len(dest); j++ {
-			if covers(dest[i], dest[j]) {
-				dest = append(dest[:j], dest[j+1:]...)
-				j--
+	idx := newPrefixIndex(out)
+	var kept []Entry
+	for j, e := range out {
+		covered := false
+		idx.ancestors(e, func(i int) bool {
+			if i < j && portsContain2(out[i], e) {
+				covered = true
+				return false
 			}
+			return true
+		})
+		if !covered {
+			kept = append(kept, e)
 		}
 	}
 
 	// Step three: drop entry A when a later entry B of the same action
 	// covers it and no entry of the other action in between intersects A.
-	for i := 0; i < len(dest)-1; i++ {
-		for j := i + 1; j < len(dest); j++ {
-			if dest[i].Action != dest[j].Action {
-				if intersects(dest[i], dest[j]) {
-					break
+	idx = newPrefixIndex(kept)
+	var final []Entry
+	for i, a := range kept {
+		first, firstCovers := len(kept), false
+		consider := func(j int, mayCover bool) {
+			if j <= i || j >= first {
+				return
+			}
+			b := kept[j]
+			if b.Action != a.Action {
+				if portsOverlap(a, b) {
+					first, firstCovers = j, false
 				}
-			} else if covers(dest[j], dest[i]) {
-				dest = append(dest[:i], dest[i+1:]...)
-				i--
-				break
+			} else if mayCover && portsContain2(b, a) {
+				first, firstCovers = j, true
+			}
+		}
+		idx.ancestors(a, func(j int) bool { consider(j, true); return true })
+		idx.descendants(a, func(j int) { consider(j, false) })
+		if !firstCovers {
+			final = append(final, a)
+		}
+	}
+	return final
+}
+
+// portsContain2 reports whether a's port range contains b's.
+func portsContain2(a, b Entry) bool { return a.PortMin <= b.PortMin && a.PortMax >= b.PortMax }
+
+func portsOverlap(a, b Entry) bool { return !(a.PortMax < b.PortMin || b.PortMax < a.PortMin) }
+
+// prefixIndex finds, for an entry, the entries whose prefix contains its
+// prefix (ancestors, including equal prefixes) and those whose prefix lies
+// strictly inside it (descendants).
+type prefixIndex struct {
+	entries  []Entry
+	byPrefix map[netip.Prefix][]int // positions, ascending
+	sorted   []int                  // positions by family, network start, prefix length
+}
+
+func newPrefixIndex(entries []Entry) *prefixIndex {
+	x := &prefixIndex{entries: entries, byPrefix: make(map[netip.Prefix][]int, len(entries))}
+	for i, e := range entries {
+		n := e.Network()
+		x.byPrefix[n] = append(x.byPrefix[n], i)
+		x.sorted = append(x.sorted, i)
+	}
+	slices.SortFunc(x.sorted, func(i, j int) int { return x.compare(entries[i].Network(), entries[j].Network()) })
+	return x
+}
+
+func (x *prefixIndex) compare(a, b netip.Prefix) int {
+	if a.Addr().Is4() != b.Addr().Is4() {
+		if a.Addr().Is4() {
+			return -1
+		}
+		return 1
+	}
+	if c := a.Addr().Compare(b.Addr()); c != 0 {
+		return c
+	}
+	return a.Bits() - b.Bits()
+}
+
+// ancestors calls f with the position of every entry whose prefix contains
+// e's, until f returns false.
+func (x *prefixIndex) ancestors(e Entry, f func(int) bool) {
+	for bits := 0; bits <= e.Bits; bits++ {
+		p, _ := e.Addr.Prefix(bits)
+		for _, i := range x.byPrefix[p] {
+			if !f(i) {
+				return
 			}
 		}
 	}
-	return dest
+}
+
+// descendants calls f with the position of every entry whose prefix lies
+// strictly inside e's.
+func (x *prefixIndex) descendants(e Entry, f func(int)) {
+	n := e.Network()
+	last := lastAddr(n)
+	start, _ := slices.BinarySearchFunc(x.sorted, n, func(i int, p netip.Prefix) int {
+		return x.compare(x.entries[i].Network(), p)
+	})
+	for _, i := range x.sorted[start:] {
+		m := x.entries[i].Network()
+		if m.Addr().Is4() != n.Addr().Is4() || m.Addr().Compare(last) > 0 {
+			return
+		}
+		if m.Bits() > n.Bits() {
+			f(i)
+		}
+	}
 }
 
 // covers is addr_policy_covers: a matches everything b matches.

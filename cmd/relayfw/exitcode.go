@@ -45,6 +45,7 @@ func exitCode(err error) int {
 	var torrcSyntax *rules.SyntaxError
 	var configSyntax *config.SyntaxError
 	var fileErr *rules.FileError
+	var pathErr *fs.PathError // reading the config file
 	switch {
 	case err == nil:
 		return exitOK
@@ -52,7 +53,7 @@ func exitCode(err error) int {
 		return ee.code
 	case errors.As(err, &torrcSyntax), errors.As(err, &configSyntax):
 		return exitDataErr
-	case errors.As(err, &fileErr), errors.Is(err, fs.ErrNotExist), errors.Is(err, fs.ErrPermission):
+	case errors.As(err, &fileErr), errors.As(err, &pathErr):
 		return exitNoInput
 	}
 	return exitFailed

@@ -42,6 +42,10 @@ func (b *Backend) conn(size int) (*nftables.Conn, error) {
 	if size > 0 {
 		buf := max(size*2, 4<<20)
 		opts = append(opts, nftables.WithSockOptions(func(c *netlink.Conn) error {
+			// Acks must not echo the (large) requests back.
+			if err := c.SetOption(netlink.CapAcknowledge, true); err != nil {
+				return err
+			}
 			raw, err := c.SyscallConn()
 			if err != nil {
 				return err
@@ -50,8 +54,8 @@ func (b *Backend) conn(size int) (*nftables.Conn, error) {
 			err = raw.Control(func(fd uintptr) {
 				// SO_SNDBUFFORCE passes wmem_max for CAP_NET_ADMIN callers.
 				serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, buf)
-				if serr != nil {
-					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUF, buf)
+				if serr == nil {
+					serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, buf)
 				}
 			})
 			if err != nil {

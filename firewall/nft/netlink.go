@@ -158,6 +158,10 @@ func (s kernelSet) setElements() []nftables.SetElement {
 	return out
 }
 
+// elementsPerMessage keeps one message's element list (about 100 bytes an
+// IPv6 interval element) well under 64 KiB.
+const elementsPerMessage = 400
+
 // queueReplace queues, on c, the whole-table replacement: add (so that the
 // delete cannot fail), delete, then the new table with its content. The
 // kernel applies the batch at Flush as one transaction.
@@ -173,8 +177,18 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 		if err != nil {
 			return err
 		}
-		if err := c.AddSet(obj, s.setElements()); err != nil {
+		if err := c.AddSet(obj, nil); err != nil {
 			return fmt.Errorf("set %s: %w", s.name, err)
+		}
+		// The element list is one netlink attribute, whose length is 16
+		// bits: send large sets in several messages of the same batch.
+		elems := s.setElements()
+		for len(elems) > 0 {
+			n := min(len(elems), elementsPerMessage)
+			if err := c.SetAddElements(obj, elems[:n]); err != nil {
+				return fmt.Errorf("set %s: %w", s.name, err)
+			}
+			elems = elems[n:]
 		}
 		sets[s.name] = obj
 	}

@@ -1,0 +1,138 @@
+// Package bench measures relayfw against its peers in the same run: apply
+// versus `nft -f` of relayfw's own printed ruleset, in one network
+// namespace, interleaved and repeated, reporting medians and ratios.
+//
+//	sudo go test ./bench -run XXX -bench Apply -benchtime 1x
+package bench
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netns"
+)
+
+// torrcWithEntries is the example exit policy preceded by n single-host
+// rejects, as an operator's block list would be.
+func torrcWithEntries(n int) string {
+	var b strings.Builder
+	b.WriteString("ExitRelay 1\nORPort 443\nAddress 203.0.113.10\n")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "ExitPolicy reject %d.%d.%d.%d:*\n", 11+i/62500, i/250%250, i%250, 1+i%200)
+	}
+	b.WriteString("ExitPolicy accept *:21-23,accept *:53,accept *:80,accept *:110,accept *:143,accept *:443,accept *:992-993,accept *:995,reject *:*\n")
+	return b.String()
+}
+
+// inNS runs f on a thread switched into the namespace; commands started by
+// f inherit it.
+func inNS(b *testing.B, ns netns.NsHandle, f func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer orig.Close()
+	if err := netns.Set(ns); err != nil {
+		b.Fatal(err)
+	}
+	defer func() {
+		if err := netns.Set(orig); err != nil {
+			panic(err)
+		}
+	}()
+	f()
+}
+
+func timed(b *testing.B, name string, args ...string) time.Duration {
+	start := time.Now()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	d := time.Since(start)
+	if err != nil {
+		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return d
+}
+
+func median(ds []time.Duration) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func BenchmarkApply(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("SKIPPED: needs root for a network namespace")
+	}
+	dir := b.TempDir()
+	bin := filepath.Join(dir, "relayfw")
+	build := exec.Command("go", "build", "-o", bin, "../cmd/relayfw")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build: %v\n%s", err, out)
+	}
+	nftBin, err := exec.LookPath("nft")
+	if err != nil {
+		b.Fatal("nft not found: bash scripts/setup")
+	}
+	cfg := filepath.Join(dir, "relayfw.toml")
+	if err := os.WriteFile(cfg, []byte("[allow]\nresolvers = [\"192.0.2.53\"]\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	runtime.LockOSThread()
+	orig, _ := netns.Get()
+	ns, err := netns.NewNamed(fmt.Sprintf("rfwbench%d", os.Getpid()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = netns.Set(orig)
+	runtime.UnlockOSThread()
+	defer func() { _ = netns.DeleteNamed(fmt.Sprintf("rfwbench%d", os.Getpid())); ns.Close() }()
+
+	const rounds = 7
+	for _, n := range []int{10, 1000, 10000} {
+		b.Run(fmt.Sprintf("entries=%d", n), func(b *testing.B) {
+			torrc := filepath.Join(dir, fmt.Sprintf("torrc-%d", n))
+			if err := os.WriteFile(torrc, []byte(torrcWithEntries(n)), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			flags := []string{"--backend", "nftables", "--torrc", torrc, "--config", cfg}
+			printed, err := exec.Command(bin, append(flags, "print", "--format", "nft")...).Output()
+			if err != nil {
+				b.Fatal(err)
+			}
+			script := filepath.Join(dir, fmt.Sprintf("ruleset-%d.nft", n))
+			if err := os.WriteFile(script, printed, 0o600); err != nil {
+				b.Fatal(err)
+			}
+			var relayfw, nft, noop []time.Duration
+			for i := 0; i < b.N; i++ {
+				inNS(b, ns, func() {
+					for r := 0; r < rounds; r++ {
+						// Interleave the peers so machine noise hits both.
+						timed(b, nftBin, "flush", "ruleset")
+						nft = append(nft, timed(b, nftBin, "-f", script))
+						timed(b, nftBin, "flush", "ruleset")
+						relayfw = append(relayfw, timed(b, bin, append(flags, "apply")...))
+						noop = append(noop, timed(b, bin, append(flags, "apply")...))
+					}
+				})
+			}
+			mr, mn, mo := median(relayfw), median(nft), median(noop)
+			b.ReportMetric(float64(mr.Microseconds())/1000, "relayfw-apply-ms")
+			b.ReportMetric(float64(mn.Microseconds())/1000, "nft-f-ms")
+			b.ReportMetric(float64(mo.Microseconds())/1000, "noop-apply-ms")
+			b.ReportMetric(float64(mr)/float64(mn), "apply/nft-ratio")
+			b.Logf("entries=%d set elements=%d: relayfw apply %v, nft -f %v (ratio %.2f), no-op re-apply %v (medians of %d)",
+				n, strings.Count(string(printed), " . "), mr, mn, float64(mr)/float64(mn), mo, len(relayfw))
+		})
+	}
+}

@@ -1,0 +1,68 @@
+package integration
+
+import (
+	"fmt"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// bigPolicyTorrc is an exit whose policy rejects n single hosts before the
+// example's ports: a large exit set.
+func bigPolicyTorrc(n int) string {
+	var b strings.Builder
+	b.WriteString("ExitRelay 1\nIPv6Exit 1\nORPort 443\nAddress 203.0.113.10\nExitPolicy ")
+	for i := 0; i < n; i++ {
+		fmt.Fprintf(&b, "reject %d.%d.%d.%d:*,", 11+i/65536%200, i/256%256, i%256, 1+i%250)
+	}
+	b.WriteString("accept *:21-23,accept *:53,accept *:80,accept *:110,accept *:143,accept *:443,accept *:992-993,accept *:995,reject *:*\n")
+	return b.String()
+}
+
+// TestNftPrintEqualsApply: `nft -f` of `relayfw print` leaves the same
+// kernel state as `relayfw apply` (nft's own listing, and relayfw check).
+func TestNftPrintEqualsApply(t *testing.T) {
+	requireRoot(t)
+	for _, tc := range []struct{ name, torrc string }{
+		{"example", "../examples/torrc"},
+		{"reduced", "ExitRelay 1\nReducedExitPolicy 1\nIPv6Exit 1\nORPort 443\nOutboundBindAddressExit 198.51.100.1\n"},
+		{"big", bigPolicyTorrc(3000)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := newIsolatedNS(t, "rfwnft")
+			flags := relayInputs(t, "nftables", tc.torrc)
+			code, text, errOut := relayfwIn(t, ns, append(flags, "print", "--format", "nft")...)
+			if code != 0 {
+				t.Fatalf("print: %d %s", code, errOut)
+			}
+			if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
+				t.Fatalf("apply: %d %s %s", code, out, errOut)
+			}
+			applied := listRuleset(t, ns)
+			if out, err := exec.Command("ip", "netns", "exec", ns, "nft", "flush", "ruleset").CombinedOutput(); err != nil {
+				t.Fatalf("%v %s", err, out)
+			}
+			load := exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+			load.Stdin = strings.NewReader(text)
+			if out, err := load.CombinedOutput(); err != nil {
+				t.Fatalf("nft -f of relayfw print: %v\n%s", err, out)
+			}
+			loaded := listRuleset(t, ns)
+			if diff := cmp.Diff(applied, loaded); diff != "" {
+				t.Fatalf("nft -f and apply differ (-apply +nft -f):\n%s", diff)
+			}
+			if code, out, _ := relayfwIn(t, ns, append(flags, "check")...); code != 0 {
+				t.Fatalf("check after nft -f: %d %s", code, out)
+			}
+			// Loading it again replaces the table atomically (the delete
+			// at the top finds it).
+			load = exec.Command("ip", "netns", "exec", ns, "nft", "-f", "-")
+			load.Stdin = strings.NewReader(text)
+			if out, err := load.CombinedOutput(); err != nil {
+				t.Fatalf("second nft -f: %v\n%s", err, out)
+			}
+		})
+	}
+}
