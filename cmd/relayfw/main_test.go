@@ -65,6 +65,9 @@ func TestExitCodes(t *testing.T) {
 		{"bad config key", []string{"--torrc", exampleTorrc, "--config", badConfig, "policy"}, 65, badConfig + ":3: unknown key \"allow.firewall\""},
 		{"missing torrc", []string{"--torrc", "/nonexistent/torrc", "--config", emptyConfig, "policy"}, 66, "/nonexistent/torrc"},
 		{"missing config", []string{"--torrc", exampleTorrc, "--config", "/nonexistent/relayfw.toml", "policy"}, 66, "/nonexistent/relayfw.toml"},
+		// Returns before any kernel access: no namespace needed.
+		{"iptables backend not built", []string{"--backend", "iptables", "--torrc", exampleTorrc, "--config", emptyConfig, "apply"}, 69, "iptables backend"},
+		{"bad torrc stops apply first", []string{"--torrc", badTorrc, "--config", emptyConfig, "apply"}, 65, badTorrc + ":3:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -151,6 +154,14 @@ func TestExplainJSON(t *testing.T) {
 	if !strings.HasPrefix(stdout, `{"target":"203.0.113.5:80","verdict":"accept","entry":"accept *:80","index":17}`) {
 		t.Fatalf("unexpected JSON layout: %s", stdout)
 	}
+}
+
+func TestPrintNftGolden(t *testing.T) {
+	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "print")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	golden(t, "testdata/example.nft", stdout)
 }
 
 func TestPrintJSONGolden(t *testing.T) {
