@@ -29,28 +29,38 @@ func newIsolatedNS(t *testing.T, prefix string) string {
 	return name
 }
 
-// dialInNS opens a TCP connection from inside the named namespace. The
-// socket stays in that namespace after the thread switches back.
-func dialInNS(name, addr string, timeout time.Duration) (net.Conn, error) {
+// inNS runs f on a thread switched into the named namespace. Sockets f
+// opens stay in that namespace after the thread switches back.
+func inNS(name string, f func() error) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer orig.Close()
 	target, err := netns.GetFromName(name)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer target.Close()
 	if err := netns.Set(target); err != nil {
-		return nil, err
+		return err
 	}
-	conn, dialErr := net.DialTimeout("tcp", addr, timeout)
+	ferr := f()
 	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace: let it die with the goroutine.
+		// The thread is in the wrong namespace: do not reuse it.
 		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
 	}
-	return conn, dialErr
+	return ferr
+}
+
+// dialInNS opens a TCP connection from inside the named namespace.
+func dialInNS(name, addr string, timeout time.Duration) (net.Conn, error) {
+	var conn net.Conn
+	err := inNS(name, func() (err error) {
+		conn, err = net.DialTimeout("tcp", addr, timeout)
+		return err
+	})
+	return conn, err
 }

@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
-	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,26 +123,12 @@ func (tn *testNet) nft(t *testing.T, ns, text string) {
 
 // listenInNS opens a TCP listener inside the named namespace.
 func listenInNS(ns, addr string) (net.Listener, error) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return nil, err
-	}
-	defer orig.Close()
-	target, err := netns.GetFromName(ns)
-	if err != nil {
-		return nil, err
-	}
-	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return nil, err
-	}
-	l, lerr := net.Listen("tcp", addr)
-	if err := netns.Set(orig); err != nil {
-		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
-	}
-	return l, lerr
+	var l net.Listener
+	err := inNS(ns, func() (err error) {
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	return l, err
 }
 
 // startListener accepts connections in ns and closes each one after

@@ -270,22 +270,7 @@ func relayAddresses(o Options, facts HostFacts) (v4, v6 netip.Addr, warnings []s
 // looks from), which is what makes the indexed form exact; the tests
 // compare it with a literal port on random policies.
 func removeRedundancies(dest []Entry) []Entry {
-	// Step one: drop every entry after a catch-all of its family.
-	out := dest[:0:0]
-	kill4, kill6 := false, false
-	for _, e := range dest {
-		if (e.IPv6() && kill6) || (!e.IPv6() && kill4) {
-			continue
-		}
-		out = append(out, e)
-		if e.Bits == 0 && e.PortMin <= 1 && e.PortMax >= 65535 {
-			if e.IPv6() {
-				kill6 = true
-			} else {
-				kill4 = true
-			}
-		}
-	}
+	out := dropAfterCatchAll(dest)
 
 	// Step two: drop any entry covered by an earlier one.
 	idx := newPrefixIndex(out)
@@ -293,7 +278,7 @@ func removeRedundancies(dest []Entry) []Entry {
 	for j, e := range out {
 		covered := false
 		idx.ancestors(e, func(i int) bool {
-			if i < j && portsContain2(out[i], e) {
+			if i < j && portsContainEntry(out[i], e) {
 				covered = true
 				return false
 			}
@@ -319,7 +304,7 @@ func removeRedundancies(dest []Entry) []Entry {
 				if portsOverlap(a, b) {
 					first, firstCovers = j, false
 				}
-			} else if mayCover && portsContain2(b, a) {
+			} else if mayCover && portsContainEntry(b, a) {
 				first, firstCovers = j, true
 			}
 		}
@@ -332,8 +317,29 @@ func removeRedundancies(dest []Entry) []Entry {
 	return final
 }
 
-// portsContain2 reports whether a's port range contains b's.
-func portsContain2(a, b Entry) bool { return a.PortMin <= b.PortMin && a.PortMax >= b.PortMax }
+// dropAfterCatchAll is step one of exit_policy_remove_redundancies: every
+// entry after a catch-all ("*4:*", "*6:*") of its family is dead.
+func dropAfterCatchAll(dest []Entry) []Entry {
+	out := dest[:0:0]
+	kill4, kill6 := false, false
+	for _, e := range dest {
+		if (e.IPv6() && kill6) || (!e.IPv6() && kill4) {
+			continue
+		}
+		out = append(out, e)
+		if e.Bits == 0 && e.PortMin <= 1 && e.PortMax >= 65535 {
+			if e.IPv6() {
+				kill6 = true
+			} else {
+				kill4 = true
+			}
+		}
+	}
+	return out
+}
+
+// portsContainEntry reports whether a's port range contains b's.
+func portsContainEntry(a, b Entry) bool { return a.PortMin <= b.PortMin && a.PortMax >= b.PortMax }
 
 func portsOverlap(a, b Entry) bool { return !(a.PortMax < b.PortMin || b.PortMax < a.PortMin) }
 

@@ -9,25 +9,10 @@ import (
 )
 
 // removeRedundanciesLiteral is tor's exit_policy_remove_redundancies
-// ported loop for loop: the reference the indexed version must equal.
+// ported loop for loop (steps two and three, the quadratic ones): the
+// reference the indexed version must equal.
 func removeRedundanciesLiteral(dest []Entry) []Entry {
-	dest = append([]Entry(nil), dest...)
-	out := dest[:0:0]
-	kill4, kill6 := false, false
-	for _, e := range dest {
-		if (e.IPv6() && kill6) || (!e.IPv6() && kill4) {
-			continue
-		}
-		out = append(out, e)
-		if e.Bits == 0 && e.PortMin <= 1 && e.PortMax >= 65535 {
-			if e.IPv6() {
-				kill6 = true
-			} else {
-				kill4 = true
-			}
-		}
-	}
-	dest = out
+	dest = dropAfterCatchAll(dest) // step one is linear in tor too
 	for i := 0; i < len(dest)-1; i++ {
 		for j := i + 1; j < len(dest); j++ {
 			if covers(dest[i], dest[j]) {

@@ -18,6 +18,17 @@ func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, error) {
 	return rules.Compile(in.effective.Policy, in.host(g)), nil
 }
 
+// rulesetAndBackend compiles the ruleset, then picks the backend: bad
+// input is reported before the kernel is asked anything.
+func rulesetAndBackend(cmd *cobra.Command, g *globals) (rules.Ruleset, firewall.Backend, error) {
+	rs, err := compileRuleset(cmd, g)
+	if err != nil {
+		return rs, nil, err
+	}
+	b, err := chooseBackend(cmd.Context(), g)
+	return rs, b, err
+}
+
 func newApplyCommand(g *globals) *cobra.Command {
 	var detailed bool
 	cmd := &cobra.Command{
@@ -28,11 +39,7 @@ firewall already equals it, nothing changes. One line says what happened.
 With --detailed-exitcode, exit 2 when something changed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, err := compileRuleset(cmd, g)
-			if err != nil {
-				return err
-			}
-			b, err := chooseBackend(cmd.Context(), g)
+			rs, b, err := rulesetAndBackend(cmd, g)
 			if err != nil {
 				return err
 			}
@@ -65,11 +72,7 @@ func newCheckCommand(g *globals) *cobra.Command {
 		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, err := compileRuleset(cmd, g)
-			if err != nil {
-				return err
-			}
-			b, err := chooseBackend(cmd.Context(), g)
+			rs, b, err := rulesetAndBackend(cmd, g)
 			if err != nil {
 				return err
 			}

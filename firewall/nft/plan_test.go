@@ -1,0 +1,106 @@
+package nft
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+func TestPlanRefusesWhatItCannotExpress(t *testing.T) {
+	ok := rules.Rule{Name: "x", Action: rules.ActionAccept}
+	for name, mutate := range map[string]func(*rules.Rule){
+		"interface":      func(r *rules.Rule) { r.OutIface = "eth0" },
+		"ct state":       func(r *rules.Rule) { r.CtState = []string{"untracked"} },
+		"protocol":       func(r *rules.Rule) { r.Proto = "sctp" },
+		"port range":     func(r *rules.Rule) { r.Proto = "tcp"; r.DstPorts = []rules.PortRange{{First: 1, Last: 1024}} },
+		"ports no proto": func(r *rules.Rule) { r.DstPorts = []rules.PortRange{{First: 53, Last: 53}} },
+		"prefix": func(r *rules.Rule) {
+			r.Family = rules.IPv4
+			r.DstAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+		},
+		"family mismatch": func(r *rules.Rule) {
+			r.Family = rules.IPv6
+			r.DstAddrs = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}
+		},
+		"set no family": func(r *rules.Rule) { r.Proto = "tcp"; r.Set = "exit4" },
+		"reset no tcp":  func(r *rules.Rule) { r.Action = rules.ActionReject; r.RejectWith = rules.RejectTCPReset },
+		"action":        func(r *rules.Rule) { r.Action = "drop" },
+		"icmp no proto": func(r *rules.Rule) { r.ICMPTypes = []int{8} },
+	} {
+		r := ok
+		mutate(&r)
+		if _, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{r}}); err == nil {
+			t.Errorf("%s: want an error", name)
+		}
+	}
+	if _, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{ok}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPlanExpandsLists(t *testing.T) {
+	r := rules.Rule{Name: "dns", Family: rules.IPv4, Proto: "udp", Action: rules.ActionAccept,
+		DstAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")},
+		DstPorts: []rules.PortRange{{First: 53, Last: 53}}}
+	p, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{r}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, k := range p.rules {
+		got = append(got, k.text())
+	}
+	want := []string{
+		`meta nfproto ipv4 ip daddr 192.0.2.1 meta l4proto udp udp dport 53 counter accept comment "relayfw: dns"`,
+		`meta nfproto ipv4 ip daddr 192.0.2.2 meta l4proto udp udp dport 53 counter accept comment "relayfw: dns"`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestRenderExample(t *testing.T) {
+	entries, _, err := rules.ParseExitPolicy("reject 10.0.0.0/8:*,accept *:80,reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text, err := Render(rules.Compile(rules.ExitPolicy{Entries: entries}, rules.DefaultHost()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"table inet relayfw\ndelete table inet relayfw\ntable inet relayfw {\n",
+		"\tset exit4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags interval\n\t\telements = {\n\t\t\t0.0.0.0-9.255.255.255 . 80,\n\t\t\t11.0.0.0-255.255.255.255 . 80\n\t\t}\n\t}\n",
+		"\tset exit6 {\n\t\ttype ipv6_addr . inet_service\n\t\tflags interval\n\t\telements = {\n\t\t\t:: - ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff . 80",
+		"type filter hook output priority filter; policy accept;",
+		`oif "lo" counter accept comment "relayfw: loopback"`,
+		`meta l4proto tcp counter reject with tcp reset comment "relayfw: reject-tcp"`,
+		`counter reject with icmpx admin-prohibited comment "relayfw: reject"`,
+	} {
+		if !strings.Contains(text, strings.ReplaceAll(want, " - ", "-")) {
+			t.Errorf("rendered ruleset lacks %q:\n%s", want, text)
+		}
+	}
+}
+
+func TestRegionDiff(t *testing.T) {
+	r := func(a string, p uint16) rules.Region {
+		x := netip.MustParseAddr(a)
+		return rules.Region{AddrFirst: x, AddrLast: x, Ports: rules.PortRange{First: p, Last: p}}
+	}
+	want := sortedRegions([]rules.Region{r("192.0.2.1", 80), r("192.0.2.1", 443), r("192.0.2.9", 22)})
+	got := sortedRegions([]rules.Region{r("192.0.2.1", 443), r("192.0.2.5", 25), r("192.0.2.9", 22)})
+	missing, extra := regionDiff(want, got)
+	addrs := cmpopts.EquateComparable(netip.Addr{})
+	if diff := cmp.Diff([]rules.Region{r("192.0.2.1", 80)}, missing, addrs); diff != "" {
+		t.Error("missing:", diff)
+	}
+	if diff := cmp.Diff([]rules.Region{r("192.0.2.5", 25)}, extra, addrs); diff != "" {
+		t.Error("extra:", diff)
+	}
+}
