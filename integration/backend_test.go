@@ -21,14 +21,72 @@ import (
 // testConfig is relayfw.toml for the tests.
 const testConfig = "[allow]\nresolvers = [\"198.51.100.2\"]\n"
 
-// backends are the firewall backends the suite runs against; every one
-// must pass the same tests.
-var backends = []string{"nftables"}
+// backend is one firewall backend (and iptables mode) the suite runs
+// against; every one must pass the same tests.
+type backend struct {
+	name string // subtest name
+	flag string // --backend
+	mode string // iptables mode: "legacy" or "nft"; "" for nftables
+}
+
+var backends = []backend{
+	{"nftables", "nftables", ""},
+	{"iptables-legacy", "iptables", "legacy"},
+	{"iptables-nft", "iptables", "nft"},
+}
+
+// iptablesPath returns a PATH under which iptables, ip6tables and their
+// save/restore tools are the given mode's, as on a host whose
+// alternatives point there.
+func iptablesPath(t *testing.T, mode string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, fam := range []string{"iptables", "ip6tables"} {
+		for _, suffix := range []string{"", "-save", "-restore"} {
+			target := requireCommand(t, fam+"-"+mode+suffix)
+			if err := os.Symlink(target, filepath.Join(dir, fam+suffix)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir + ":" + os.Getenv("PATH")
+}
+
+// env is the environment relayfw and the iptables tools run with for
+// this backend.
+func (b backend) env(t *testing.T) []string {
+	if b.mode == "" {
+		return nil
+	}
+	return append(os.Environ(), "PATH="+iptablesPath(t, b.mode))
+}
+
+// runFunc runs relayfw in the relay namespace with the backend's
+// environment.
+type runFunc func(args ...string) (code int, stdout, stderr string)
+
+func (b backend) runner(t *testing.T, tn *testNet) runFunc {
+	env := b.env(t)
+	return func(args ...string) (int, string, string) {
+		t.Helper()
+		return relayfwEnv(t, tn.relay, env, args...)
+	}
+}
 
 // relayfwIn runs relayfw in a namespace.
 func relayfwIn(t *testing.T, ns string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return relayfwEnv(t, ns, nil, args...)
+}
+
+// relayfwEnv runs relayfw in a namespace with an environment (nil: ours).
+func relayfwEnv(t *testing.T, ns string, env []string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, relayfwBin}, args...)...)
+	cmd.Env = env
 	var out, errOut strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
@@ -61,9 +119,9 @@ func relayInputs(t *testing.T, backend, torrc string) []string {
 	return []string{"--backend", backend, "--torrc", path, "--config", cfg}
 }
 
-func mustApply(t *testing.T, tn *testNet, flags []string) {
+func mustApply(t *testing.T, run runFunc, flags []string) {
 	t.Helper()
-	code, out, errOut := relayfwIn(t, tn.relay, append(flags, "apply")...)
+	code, out, errOut := run(append(flags, "apply")...)
 	if code != 0 {
 		t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
 	}
@@ -72,7 +130,7 @@ func mustApply(t *testing.T, tn *testNet, flags []string) {
 func TestBackends(t *testing.T) {
 	requireRoot(t)
 	for _, backend := range backends {
-		t.Run(backend, func(t *testing.T) {
+		t.Run(backend.name, func(t *testing.T) {
 			t.Run("ExamplePolicy", func(t *testing.T) { testExamplePolicy(t, backend) })
 			t.Run("KernelEqualsModel", func(t *testing.T) { testKernelEqualsModel(t, backend) })
 			t.Run("IdempotentDriftRemove", func(t *testing.T) { testIdempotentDriftRemove(t, backend) })
@@ -84,16 +142,17 @@ func TestBackends(t *testing.T) {
 
 // testExamplePolicy: with examples/torrc, TCP to 80/443/22/993 connects and
 // to 25/6881/9001 is refused at once, over IPv4 and IPv6.
-func testExamplePolicy(t *testing.T, backend string) {
+func testExamplePolicy(t *testing.T, b backend) {
 	tn := newTestNet(t)
-	flags := relayInputs(t, backend, "../examples/torrc")
+	run := b.runner(t, tn)
+	flags := relayInputs(t, b.flag, "../examples/torrc")
 	// Before apply everything connects: the network works.
 	for _, dst := range []string{"203.0.113.5", "2001:db8:1::5"} {
 		if o, _ := tn.probe(t, netip.MustParseAddr(dst), 25); o != connected {
 			t.Fatalf("before apply, %s:25 %s; the test network is broken", dst, o)
 		}
 	}
-	mustApply(t, tn, flags)
+	mustApply(t, run, flags)
 	for _, dst := range []string{"203.0.113.5", "2001:db8:1::5"} {
 		addr := netip.MustParseAddr(dst)
 		for _, port := range []uint16{80, 443, 22, 993} {
@@ -175,7 +234,7 @@ func probeTargets(r *rand.Rand, n int, v6 bool) []netip.AddrPort {
 
 // testKernelEqualsModel: on random destinations, the kernel's verdict
 // (connected or refused) equals ExitPolicy.Verdict, for several policies.
-func testKernelEqualsModel(t *testing.T, backend string) {
+func testKernelEqualsModel(t *testing.T, b backend) {
 	policies := []struct{ name, torrc string }{
 		{"example", "../examples/torrc"},
 		{"default", "ExitRelay 1\nIPv6Exit 1\nAddress 203.0.113.10\nORPort 443\n"},
@@ -190,10 +249,11 @@ func testKernelEqualsModel(t *testing.T, backend string) {
 	t.Logf("probe seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 99))
 	tn := newTestNet(t)
+	run := b.runner(t, tn)
 	for _, pol := range policies {
 		t.Run(pol.name, func(t *testing.T) {
-			flags := relayInputs(t, backend, pol.torrc)
-			mustApply(t, tn, flags)
+			flags := relayInputs(t, b.flag, pol.torrc)
+			mustApply(t, run, flags)
 			targets := append(probeTargets(r, perFamily, false), probeTargets(r, perFamily, true)...)
 			want := modelVerdicts(t, tn, flags, targets)
 			accepted := 0
@@ -216,8 +276,9 @@ func testKernelEqualsModel(t *testing.T, backend string) {
 	}
 }
 
-var countersRE = regexp.MustCompile(`counter packets \d+ bytes \d+`)
+var countersRE = regexp.MustCompile(`counter packets \d+ bytes \d+|\[\d+:\d+\]`)
 
+// listRuleset is nft's view of the namespace's whole ruleset.
 func listRuleset(t *testing.T, ns string) string {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", ns, "nft", "list", "ruleset").CombinedOutput()
@@ -227,12 +288,46 @@ func listRuleset(t *testing.T, ns string) string {
 	return countersRE.ReplaceAllString(string(out), "counter")
 }
 
-// testIdempotentDriftRemove: apply twice is a no-op the second time, check
-// sees a hand edit, remove leaves what others installed as it was.
-func testIdempotentDriftRemove(t *testing.T, backend string) {
-	tn := newTestNet(t)
-	flags := relayInputs(t, backend, "../examples/torrc")
-	tn.nft(t, tn.relay, `table inet filter {
+// snapshot is everything installed in the namespace as the backend's
+// tools see it, without counters and timestamps.
+func (b backend) snapshot(t *testing.T, ns string, env []string) string {
+	t.Helper()
+	if b.mode == "" {
+		return listRuleset(t, ns)
+	}
+	var all strings.Builder
+	for _, tool := range []string{"iptables-save", "ip6tables-save"} {
+		cmd := exec.Command("ip", "netns", "exec", ns, tool)
+		cmd.Env = env
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "#") {
+				all.WriteString(countersRE.ReplaceAllString(l, "[0:0]") + "\n")
+			}
+		}
+	}
+	return all.String()
+}
+
+// shell runs a backend tool (nft, iptables, ...) in the namespace.
+func shell(t *testing.T, ns string, env []string, stdin string, args ...string) {
+	t.Helper()
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Env = env
+	cmd.Stdin = strings.NewReader(stdin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v: %v\n%s", args, err, out)
+	}
+}
+
+// foreignSetup installs what an admin, Docker and fail2ban would have.
+func (b backend) foreignSetup(t *testing.T, ns string, env []string) {
+	t.Helper()
+	if b.mode == "" {
+		shell(t, ns, nil, `table inet filter {
 	chain input {
 		type filter hook input priority filter; policy accept;
 		tcp dport 22 counter accept comment "admin ssh"
@@ -243,68 +338,113 @@ table ip docker {
 		return
 	}
 }
-`)
-	before := listRuleset(t, tn.relay)
+`, "nft", "-f", "-")
+		return
+	}
+	shell(t, ns, env, `*filter
+:DOCKER-USER - [0:0]
+:f2b-sshd - [0:0]
+-A INPUT -p tcp -m multiport --dports 22 -j f2b-sshd
+-A OUTPUT -d 192.0.2.99/32 -m comment --comment "admin: backup host" -j ACCEPT
+-A DOCKER-USER -j RETURN
+-A f2b-sshd -s 203.0.113.66/32 -j REJECT --reject-with icmp-port-unreachable
+-A f2b-sshd -j RETURN
+COMMIT
+`, "iptables-restore", "--noflush")
+	shell(t, ns, env, "*filter\n:f2b-sshd - [0:0]\n-A f2b-sshd -j RETURN\nCOMMIT\n", "ip6tables-restore", "--noflush")
+}
 
-	if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "check")...); code != 1 || !strings.Contains(out, "not installed") {
+// handEdit is a change an admin makes by hand, and what check must say.
+type handEdit struct {
+	name string
+	args []string // command in the namespace
+	want string
+}
+
+func (b backend) handEdits() []handEdit {
+	if b.mode == "" {
+		return []handEdit{
+			{"added rule", []string{"nft", "add rule inet relayfw output tcp dport 25 accept"}, "unexpected rule"},
+			{"added element", []string{"nft", "add element inet relayfw exit4 { 203.0.113.99 . 25 }"}, "unexpected elements"},
+			{"deleted set", []string{"nft", "flush chain inet relayfw output; delete set inet relayfw exit6"}, "set exit6 is missing"},
+			{"deleted table", []string{"nft", "delete table inet relayfw"}, "not installed"},
+		}
+	}
+	return []handEdit{
+		{"added rule", []string{"iptables", "-A", "RELAYFW-OUTPUT", "-p", "tcp", "--dport", "25", "-j", "ACCEPT"}, "unexpected rule"},
+		{"deleted rule", []string{"ip6tables", "-D", "RELAYFW-OUTPUT", "1"}, "ip6tables: missing rule 1"},
+		{"jump removed", []string{"iptables", "-D", "OUTPUT", "-j", "RELAYFW-OUTPUT"}, "does not jump"},
+		{"rule above the jump", []string{"ip6tables", "-I", "OUTPUT", "1", "-d", "2001:db8::99", "-j", "ACCEPT"}, "not the first"},
+	}
+}
+
+// testIdempotentDriftRemove: apply twice is a no-op the second time, check
+// sees hand edits, remove leaves what others installed as it was.
+func testIdempotentDriftRemove(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	env := b.env(t)
+	flags := relayInputs(t, b.flag, "../examples/torrc")
+	b.foreignSetup(t, tn.relay, env)
+	before := b.snapshot(t, tn.relay, env)
+
+	if code, out, errOut := run(append(flags, "check")...); code != 1 || !strings.Contains(out, "not installed") {
 		t.Fatalf("check before apply: exit %d, %q %q; want 1, not installed", code, out, errOut)
 	}
-	if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "apply", "--detailed-exitcode")...); code != 2 || !strings.HasPrefix(out, "applied:") {
+	if code, out, errOut := run(append(flags, "apply", "--detailed-exitcode")...); code != 2 || !strings.HasPrefix(out, "applied:") {
 		t.Fatalf("first apply: exit %d, %q %q; want 2 and \"applied:\"", code, out, errOut)
 	}
-	afterFirst := listRuleset(t, tn.relay)
-	if code, out, _ := relayfwIn(t, tn.relay, append(flags, "apply", "--detailed-exitcode")...); code != 0 || !strings.HasPrefix(out, "in sync, nothing changed") {
+	afterFirst := b.snapshot(t, tn.relay, env)
+	if code, out, _ := run(append(flags, "apply", "--detailed-exitcode")...); code != 0 || !strings.HasPrefix(out, "in sync, nothing changed") {
 		t.Fatalf("second apply: exit %d, %q; want 0 and no change", code, out)
 	}
-	if afterSecond := listRuleset(t, tn.relay); afterSecond != afterFirst {
+	if afterSecond := b.snapshot(t, tn.relay, env); afterSecond != afterFirst {
 		t.Fatalf("the no-op apply changed the kernel:\n%s", cmp.Diff(afterFirst, afterSecond))
 	}
-	if code, out, _ := relayfwIn(t, tn.relay, append(flags, "check")...); code != 0 {
+	if code, out, _ := run(append(flags, "check")...); code != 0 {
 		t.Fatalf("check after apply: exit %d: %s", code, out)
 	}
-	if !strings.Contains(afterFirst, `tcp dport 22 counter accept comment "admin ssh"`) || !strings.Contains(afterFirst, "DOCKER-USER") {
-		t.Fatalf("apply touched the foreign tables:\n%s", afterFirst)
+	for _, line := range strings.Split(before, "\n") {
+		if line != "" && !strings.Contains(afterFirst, line) && !strings.HasPrefix(line, "*") && !strings.HasPrefix(line, ":") {
+			t.Errorf("apply changed a foreign rule: %q is gone", line)
+		}
 	}
 
-	edits := []struct{ name, nft, want string }{
-		{"added rule", "add rule inet relayfw output tcp dport 25 accept", "unexpected rule"},
-		{"added element", "add element inet relayfw exit4 { 203.0.113.99 . 25 }", "unexpected elements"},
-		{"deleted set", "flush chain inet relayfw output; delete set inet relayfw exit6", "set exit6 is missing"},
-		{"deleted table", "delete table inet relayfw", "not installed"},
-	}
-	for _, e := range edits {
-		if backend != "nftables" {
-			break
-		}
-		tn.nft(t, tn.relay, e.nft)
-		code, out, _ := relayfwIn(t, tn.relay, append(flags, "check")...)
+	for _, e := range b.handEdits() {
+		shell(t, tn.relay, env, "", e.args...)
+		code, out, _ := run(append(flags, "check")...)
 		if code != 1 || !strings.Contains(out, e.want) {
 			t.Errorf("%s: check exit %d, %q; want 1 mentioning %q", e.name, code, out, e.want)
 		}
-		if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "apply", "--detailed-exitcode")...); code != 2 {
+		if code, out, errOut := run(append(flags, "apply", "--detailed-exitcode")...); code != 2 {
 			t.Fatalf("%s: re-apply exit %d %q %q; want 2", e.name, code, out, errOut)
 		}
-		if code, out, _ := relayfwIn(t, tn.relay, append(flags, "check")...); code != 0 {
+		if code, out, _ := run(append(flags, "check")...); code != 0 {
 			t.Fatalf("%s: check after re-apply: exit %d %q", e.name, code, out)
+		}
+		if e.name == "rule above the jump" {
+			// The admin's own rule stays; relayfw only moved its jump.
+			shell(t, tn.relay, env, "", "ip6tables", "-D", "OUTPUT", "-d", "2001:db8::99", "-j", "ACCEPT")
 		}
 	}
 
-	if code, out, _ := relayfwIn(t, tn.relay, append(flags, "remove")...); code != 0 || !strings.HasPrefix(out, "removed") {
+	if code, out, _ := run(append(flags, "remove")...); code != 0 || !strings.HasPrefix(out, "removed") {
 		t.Fatalf("remove: exit %d %q", code, out)
 	}
-	if after := listRuleset(t, tn.relay); after != before {
+	if after := b.snapshot(t, tn.relay, env); after != before {
 		t.Fatalf("remove did not restore the foreign ruleset byte for byte:\n%s", cmp.Diff(before, after))
 	}
-	if code, out, _ := relayfwIn(t, tn.relay, append(flags, "remove")...); code != 0 || !strings.HasPrefix(out, "nothing to remove") {
+	if code, out, _ := run(append(flags, "remove")...); code != 0 || !strings.HasPrefix(out, "nothing to remove") {
 		t.Fatalf("second remove: exit %d %q", code, out)
 	}
 }
 
 // testEstablishedSurvives: an inbound session open before apply (the
 // operator's SSH) keeps working when the host speaks first afterwards.
-func testEstablishedSurvives(t *testing.T, backend string) {
+func testEstablishedSurvives(t *testing.T, b backend) {
 	tn := newTestNet(t)
-	flags := relayInputs(t, backend, "../examples/torrc")
+	run := b.runner(t, tn)
+	flags := relayInputs(t, b.flag, "../examples/torrc")
 	l, err := listenInNS(tn.relay, fmt.Sprintf("%s:2222", tn.relayAddr4))
 	if err != nil {
 		t.Fatal(err)
@@ -348,16 +488,17 @@ func testEstablishedSurvives(t *testing.T, backend string) {
 		}
 	}
 	exchange("before")
-	mustApply(t, tn, flags)
+	mustApply(t, run, flags)
 	exchange("after-apply")
 	exchange("still")
 }
 
 // testNotPermitted: without CAP_NET_ADMIN, apply exits 77 with one line
 // and changes nothing.
-func testNotPermitted(t *testing.T, backend string) {
+func testNotPermitted(t *testing.T, b backend) {
 	requireCommand(t, "setpriv")
 	tn := newTestNet(t)
+	env := b.env(t)
 	// The unprivileged user must be able to read its inputs: the refusal
 	// has to come from the kernel, not from a file permission.
 	dir, err := os.MkdirTemp("", "relayfw-noperm-")
@@ -377,11 +518,12 @@ func testNotPermitted(t *testing.T, backend string) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	flags := []string{"--backend", backend, "--torrc", filepath.Join(dir, "torrc"), "--config", filepath.Join(dir, "relayfw.toml")}
-	before := listRuleset(t, tn.relay)
+	flags := []string{"--backend", b.flag, "--torrc", filepath.Join(dir, "torrc"), "--config", filepath.Join(dir, "relayfw.toml")}
+	before := b.snapshot(t, tn.relay, env)
 	args := append([]string{"netns", "exec", tn.relay, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 		"--inh-caps=-all", "--bounding-set=-all", relayfwBin}, append(flags, "apply")...)
 	cmd := exec.Command("ip", args...)
+	cmd.Env = env
 	out, err := cmd.CombinedOutput()
 	ee, ok := err.(*exec.ExitError)
 	if !ok || ee.ExitCode() != 77 {
@@ -390,7 +532,7 @@ func testNotPermitted(t *testing.T, backend string) {
 	if strings.Count(string(out), "\n") != 1 {
 		t.Errorf("want one line, got %q", out)
 	}
-	if after := listRuleset(t, tn.relay); after != before {
+	if after := b.snapshot(t, tn.relay, env); after != before {
 		t.Fatalf("a refused apply changed the kernel:\n%s", cmp.Diff(before, after))
 	}
 }

@@ -6,11 +6,23 @@ import (
 	"fmt"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/firewall/ipt"
 	"github.com/relayfw/relayfw/firewall/nft"
 )
 
 // chooseBackend returns the backend --backend names, checked to work here.
+// auto: nftables when the kernel answers over netlink, else iptables.
 func chooseBackend(ctx context.Context, g *globals) (firewall.Backend, error) {
+	iptables := func() (firewall.Backend, error) {
+		b, err := ipt.New()
+		if err != nil {
+			return nil, backendError(err)
+		}
+		if err := b.Available(ctx); err != nil {
+			return nil, backendError(err)
+		}
+		return b, nil
+	}
 	nftables := &nft.Backend{}
 	switch g.backend {
 	case "nftables":
@@ -19,7 +31,7 @@ func chooseBackend(ctx context.Context, g *globals) (firewall.Backend, error) {
 		}
 		return nftables, nil
 	case "iptables":
-		return nil, &exitError{code: exitUnavailable, err: errors.New("the iptables backend is not in this build yet; use --backend nftables")}
+		return iptables()
 	default: // auto
 		err := nftables.Available(ctx)
 		if err == nil {
@@ -28,7 +40,12 @@ func chooseBackend(ctx context.Context, g *globals) (firewall.Backend, error) {
 		if errors.Is(err, firewall.ErrNotPermitted) {
 			return nil, backendError(err)
 		}
-		return nil, &exitError{code: exitUnavailable, err: fmt.Errorf("no firewall backend available: %v (and the iptables backend is not in this build yet)", err)}
+		b, ierr := iptables()
+		if ierr != nil {
+			return nil, &exitError{code: exitCode(ierr), err: fmt.Errorf("no firewall backend: %v; %v", err, ierr)}
+		}
+		g.log.Info(fmt.Sprintf("nftables is not available (%v); using %s", err, b.Name()))
+		return b, nil
 	}
 }
 

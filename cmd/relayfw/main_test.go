@@ -65,8 +65,6 @@ func TestExitCodes(t *testing.T) {
 		{"bad config key", []string{"--torrc", exampleTorrc, "--config", badConfig, "policy"}, 65, badConfig + ":3: unknown key \"allow.firewall\""},
 		{"missing torrc", []string{"--torrc", "/nonexistent/torrc", "--config", emptyConfig, "policy"}, 66, "/nonexistent/torrc"},
 		{"missing config", []string{"--torrc", exampleTorrc, "--config", "/nonexistent/relayfw.toml", "policy"}, 66, "/nonexistent/relayfw.toml"},
-		// Returns before any kernel access: no namespace needed.
-		{"iptables backend not built", []string{"--backend", "iptables", "--torrc", exampleTorrc, "--config", emptyConfig, "apply"}, 69, "iptables backend"},
 		{"bad torrc stops apply first", []string{"--torrc", badTorrc, "--config", emptyConfig, "apply"}, 65, badTorrc + ":3:"},
 	}
 	for _, tt := range tests {

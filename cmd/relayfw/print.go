@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relayfw/relayfw/firewall/ipt"
 	"github.com/relayfw/relayfw/firewall/nft"
 )
 
@@ -17,22 +18,31 @@ func newPrintCommand(g *globals) *cobra.Command {
 		Short: "Dry run: print the ruleset apply would install",
 		Long: `Print exactly what apply would install, without privileges and without
 touching kernel state. --format nft prints nft -f input that replaces the
-table inet relayfw in one transaction; --format json prints the
-backend-neutral ruleset (documented in the README).`,
+table inet relayfw in one transaction; --format iptables and ip6tables
+print iptables-restore --noflush input for the chain RELAYFW-OUTPUT;
+--format json prints the backend-neutral ruleset (documented in the README).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "json" && format != "nft" {
-				return usageError(fmt.Errorf("--format %q: want nft or json (iptables formats come with the iptables backend)", format))
+			switch format {
+			case "nft", "iptables", "ip6tables", "json":
+			default:
+				return usageError(fmt.Errorf("--format %q: want nft, iptables, ip6tables or json", format))
 			}
 			rs, err := compileRuleset(cmd, g)
 			if err != nil {
 				return err
 			}
-			if format == "nft" {
-				text, err := nft.Render(rs)
-				if err != nil {
-					return err
-				}
+			var text string
+			switch format {
+			case "nft":
+				text, err = nft.Render(rs)
+			case "iptables", "ip6tables":
+				text, err = ipt.Render(rs, format == "ip6tables")
+			}
+			if err != nil {
+				return err
+			}
+			if format != "json" {
 				_, err = io.WriteString(g.stdout, text)
 				return err
 			}
@@ -44,6 +54,6 @@ backend-neutral ruleset (documented in the README).`,
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "nft", "output format: nft (nft -f input) or json (the backend-neutral ruleset)")
+	cmd.Flags().StringVar(&format, "format", "nft", "output format: nft (nft -f input), iptables or ip6tables (iptables-restore --noflush input), json (the backend-neutral ruleset)")
 	return cmd
 }

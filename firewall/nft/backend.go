@@ -335,34 +335,12 @@ func (p plan) ruleDrift(installed []*nftables.Rule) ([]string, error) {
 		}
 		have[i] = string(r.UserData) + "\x00" + string(b)
 	}
-	// LCS table.
-	n, m := len(want), len(have)
-	lcs := make([][]int, n+1)
-	for i := range lcs {
-		lcs[i] = make([]int, m+1)
-	}
-	for i := n - 1; i >= 0; i-- {
-		for j := m - 1; j >= 0; j-- {
-			if want[i] == have[j] {
-				lcs[i][j] = lcs[i+1][j+1] + 1
-			} else {
-				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
-			}
-		}
-	}
 	var drift []string
-	i, j := 0, 0
-	for i < n || j < m {
-		switch {
-		case i < n && j < m && want[i] == have[j]:
-			i++
-			j++
-		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			drift = append(drift, fmt.Sprintf("unexpected rule (handle %d): %s", installed[j].Handle, describe(installed[j])))
-			j++
-		default:
-			drift = append(drift, fmt.Sprintf("missing rule %d: %s", i+1, p.rules[i].text()))
-			i++
+	for _, e := range firewall.Diff(want, have) {
+		if e.Missing {
+			drift = append(drift, fmt.Sprintf("missing rule %d: %s", e.Want+1, p.rules[e.Want].text()))
+		} else {
+			drift = append(drift, fmt.Sprintf("unexpected rule (handle %d): %s", installed[e.Have].Handle, describe(installed[e.Have])))
 		}
 	}
 	return drift, nil

@@ -1,0 +1,313 @@
+// Package ipt installs relayfw's ruleset with iptables and ip6tables, in
+// whatever mode (legacy or nf_tables) the host's iptables is: the chain
+// RELAYFW-OUTPUT in the filter table of each family, entered by one jump at
+// the top of OUTPUT. Chain content is written in one iptables-restore
+// --noflush transaction per family; go-iptables reads the state back.
+package ipt
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// Chain is the chain relayfw owns in each family's filter table.
+const Chain = "RELAYFW-OUTPUT"
+
+// CommentPrefix marks every rule relayfw generates.
+const CommentPrefix = "relayfw: "
+
+// jumpRule is the one rule relayfw adds to OUTPUT, as iptables -S prints it.
+const jumpRule = "-A OUTPUT -j " + Chain
+
+// maxMultiportSlots is multiport's limit: 15 ports, a range counting two.
+const maxMultiportSlots = 15
+
+// Lines returns the chain's rules for one family (v6 false: iptables) in
+// the exact form `iptables -S` prints them, so installed and desired
+// state compare as text.
+func Lines(rs rules.Ruleset, v6 bool) ([]string, error) {
+	fam := rules.IPv4
+	if v6 {
+		fam = rules.IPv6
+	}
+	var out []string
+	for _, r := range rs.Outbound {
+		if r.Family != rules.AnyFamily && r.Family != fam {
+			continue
+		}
+		lines, err := ruleLines(rs, r, v6)
+		if err != nil {
+			return nil, fmt.Errorf("rule %q: %w", r.Name, err)
+		}
+		out = append(out, lines...)
+	}
+	return out, nil
+}
+
+// Render is iptables-restore (v6: ip6tables-restore) input that replaces
+// the chain and puts the jump at the top of OUTPUT, for --noflush.
+func Render(rs rules.Ruleset, v6 bool) (string, error) {
+	lines, err := Lines(rs, v6)
+	if err != nil {
+		return "", err
+	}
+	tool := "iptables-restore"
+	if v6 {
+		tool = "ip6tables-restore"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "# relayfw: load with %s --noflush\n", tool)
+	b.WriteString(restoreScript(lines, 0))
+	return b.String(), nil
+}
+
+// restoreScript replaces the chain's content and makes the jump the first
+// rule of OUTPUT; staleJumps jump rules are deleted first (the kernel
+// applies the whole table at COMMIT).
+func restoreScript(lines []string, staleJumps int) string {
+	var b strings.Builder
+	b.WriteString("*filter\n")
+	fmt.Fprintf(&b, ":%s - [0:0]\n", Chain)
+	for i := 0; i < staleJumps; i++ {
+		fmt.Fprintf(&b, "-D OUTPUT -j %s\n", Chain)
+	}
+	fmt.Fprintf(&b, "-I OUTPUT 1 -j %s\n", Chain)
+	for _, l := range lines {
+		b.WriteString(l)
+		b.WriteByte('\n')
+	}
+	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+var protoNames = map[string][2]string{ // rules proto -> iptables -p, match module
+	"tcp":    {"tcp", "tcp"},
+	"udp":    {"udp", "udp"},
+	"icmp":   {"icmp", "icmp"},
+	"icmpv6": {"ipv6-icmp", "icmp6"},
+}
+
+// dst is a destination match: the address part (-d or -m iprange) and the
+// port part (-m multiport).
+type dst struct{ addr, ports string }
+
+func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
+
+func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
+	if r.OutIface != "" && r.OutIface != "lo" {
+		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
+	}
+	proto, hasProto := protoNames[r.Proto]
+	if r.Proto != "" && !hasProto {
+		return nil, fmt.Errorf("unknown protocol %q", r.Proto)
+	}
+	if r.Proto == "icmp" && v6 || r.Proto == "icmpv6" && !v6 {
+		return nil, nil // the other family's ICMP
+	}
+
+	// Address alternatives: one line each.
+	srcs := []string{""}
+	if len(r.SrcAddrs) > 0 {
+		srcs = nil
+		for _, p := range r.SrcAddrs {
+			if !p.IsSingleIP() {
+				return nil, fmt.Errorf("source %s: only single addresses are supported", p)
+			}
+			srcs = append(srcs, "-s "+hostPrefix(p.Addr()))
+		}
+	}
+	dsts := []dst{{}}
+	if len(r.DstAddrs) > 0 {
+		dsts = nil
+		for _, p := range r.DstAddrs {
+			if !p.IsSingleIP() {
+				return nil, fmt.Errorf("destination %s: only single addresses are supported", p)
+			}
+			dsts = append(dsts, dst{addr: "-d " + hostPrefix(p.Addr())})
+		}
+	}
+	if r.Set != "" {
+		if r.Proto != "tcp" {
+			return nil, fmt.Errorf("set lookups need proto tcp")
+		}
+		s, ok := rs.Set(r.Set)
+		if !ok {
+			return nil, fmt.Errorf("unknown set %q", r.Set)
+		}
+		dsts = setMatches(s)
+		if len(dsts) == 0 {
+			return nil, nil // an empty set matches nothing
+		}
+	}
+
+	var matches []string // after -p, before the comment
+	if len(r.CtState) > 0 {
+		var states []string
+		for _, name := range []string{"invalid", "new", "related", "established"} {
+			for _, s := range r.CtState {
+				if s == name {
+					states = append(states, strings.ToUpper(s))
+				}
+			}
+		}
+		if len(states) != len(r.CtState) {
+			return nil, fmt.Errorf("unknown ct state in %v", r.CtState)
+		}
+		matches = append(matches, "-m conntrack --ctstate "+strings.Join(states, ","))
+	}
+	if r.TCPMidstream {
+		if r.Proto != "tcp" {
+			return nil, fmt.Errorf("tcp_midstream needs proto tcp")
+		}
+		matches = append(matches, "-m tcp --tcp-flags SYN,ACK ACK")
+	}
+	var ports []string
+	for _, pr := range []struct {
+		flag   string
+		ranges []rules.PortRange
+	}{{"--sport", r.SrcPorts}, {"--dport", r.DstPorts}} {
+		switch {
+		case len(pr.ranges) == 0:
+		case len(pr.ranges) == 1 && pr.ranges[0].First == pr.ranges[0].Last:
+			ports = append(ports, fmt.Sprintf("%s %d", pr.flag, pr.ranges[0].First))
+		default:
+			return nil, fmt.Errorf("%s: only one single port is supported", pr.flag)
+		}
+	}
+	if len(ports) > 0 {
+		if r.Proto != "tcp" && r.Proto != "udp" {
+			return nil, fmt.Errorf("ports need proto tcp or udp")
+		}
+		matches = append(matches, "-m "+proto[1]+" "+strings.Join(ports, " "))
+	}
+	icmp := []string{""}
+	if len(r.ICMPTypes) > 0 {
+		if r.Proto != "icmp" && r.Proto != "icmpv6" {
+			return nil, fmt.Errorf("icmp_types need proto icmp or icmpv6")
+		}
+		icmp = nil
+		for _, t := range r.ICMPTypes {
+			if r.Proto == "icmpv6" {
+				icmp = append(icmp, fmt.Sprintf("-m icmp6 --icmpv6-type %d", t))
+			} else {
+				icmp = append(icmp, fmt.Sprintf("-m icmp --icmp-type %d", t))
+			}
+		}
+	}
+
+	var target string
+	switch {
+	case r.Action == rules.ActionAccept:
+		target = "-j ACCEPT"
+	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectTCPReset:
+		if r.Proto != "tcp" {
+			return nil, fmt.Errorf("a TCP reset needs proto tcp")
+		}
+		target = "-j REJECT --reject-with tcp-reset"
+	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectAdminProhibited:
+		target = "-j REJECT --reject-with icmp-admin-prohibited"
+		if v6 {
+			target = "-j REJECT --reject-with icmp6-adm-prohibited"
+		}
+	default:
+		return nil, fmt.Errorf("unknown action %q %q", r.Action, r.RejectWith)
+	}
+	comment := fmt.Sprintf("-m comment --comment %q", CommentPrefix+r.Name)
+
+	var out []string
+	for _, s := range srcs {
+		for _, d := range dsts {
+			for _, ic := range icmp {
+				parts := []string{"-A", Chain}
+				// iptables -S order: -s, -d, -o, -p, then matches as given.
+				for _, p := range []string{s, d.addr} {
+					if p != "" && !strings.HasPrefix(p, "-m ") {
+						parts = append(parts, p)
+					}
+				}
+				if r.OutIface != "" {
+					parts = append(parts, "-o", r.OutIface)
+				}
+				if hasProto {
+					parts = append(parts, "-p", proto[0])
+				}
+				if strings.HasPrefix(d.addr, "-m ") {
+					parts = append(parts, d.addr)
+				}
+				parts = append(parts, matches...)
+				if ic != "" {
+					parts = append(parts, ic)
+				}
+				if d.ports != "" {
+					parts = append(parts, d.ports)
+				}
+				parts = append(parts, comment, target)
+				out = append(out, strings.Join(parts, " "))
+			}
+		}
+	}
+	return out, nil
+}
+
+// setMatches turns a set's regions into destination matches: one per
+// address interval (a CIDR where it is one, else an iprange), with its
+// ports in multiport lists of at most 15 slots.
+func setMatches(s rules.Set) []dst {
+	var out []dst
+	for i := 0; i < len(s.Elements); {
+		first, last := s.Elements[i].AddrFirst, s.Elements[i].AddrLast
+		var ranges []rules.PortRange
+		for ; i < len(s.Elements) && s.Elements[i].AddrFirst == first && s.Elements[i].AddrLast == last; i++ {
+			ranges = append(ranges, s.Elements[i].Ports)
+		}
+		addr := addrMatch(first, last)
+		var list []string
+		slots := 0
+		flush := func() {
+			if len(list) > 0 {
+				out = append(out, dst{addr, "-m multiport --dports " + strings.Join(list, ",")})
+			}
+			list, slots = nil, 0
+		}
+		for _, pr := range ranges {
+			item, n := fmt.Sprint(pr.First), 1
+			if pr.Last != pr.First {
+				item, n = fmt.Sprintf("%d:%d", pr.First, pr.Last), 2
+			}
+			if slots+n > maxMultiportSlots {
+				flush()
+			}
+			list = append(list, item)
+			slots += n
+		}
+		flush()
+	}
+	return out
+}
+
+// addrMatch is the destination match for an address interval: nothing for
+// the whole family, -d for a CIDR block, else an iprange.
+func addrMatch(first, last netip.Addr) string {
+	for bits := 0; bits <= first.BitLen(); bits++ {
+		p := netip.PrefixFrom(first, bits)
+		if p.Masked().Addr() == first && lastOf(p) == last {
+			if bits == 0 {
+				return ""
+			}
+			return "-d " + p.String()
+		}
+	}
+	return fmt.Sprintf("-m iprange --dst-range %s-%s", first, last)
+}
+
+func lastOf(p netip.Prefix) netip.Addr {
+	b := p.Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
