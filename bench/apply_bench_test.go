@@ -68,25 +68,37 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
-func BenchmarkApply(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("SKIPPED: needs root for a network namespace")
-	}
-	dir := b.TempDir()
+// buildRelayfw builds the relayfw binary into dir.
+func buildRelayfw(b *testing.B, dir string) string {
 	bin := filepath.Join(dir, "relayfw")
 	build := exec.Command("go", "build", "-o", bin, "../cmd/relayfw")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build: %v\n%s", err, out)
 	}
-	nftBin, err := exec.LookPath("nft")
-	if err != nil {
-		b.Fatal("nft not found: bash scripts/setup")
-	}
+	return bin
+}
+
+// writeConfig writes a relayfw.toml with a fixed resolver.
+func writeConfig(b *testing.B, dir string) string {
 	cfg := filepath.Join(dir, "relayfw.toml")
 	if err := os.WriteFile(cfg, []byte("[allow]\nresolvers = [\"192.0.2.53\"]\n"), 0o600); err != nil {
 		b.Fatal(err)
 	}
+	return cfg
+}
+
+func BenchmarkApply(b *testing.B) {
+	if os.Geteuid() != 0 {
+		b.Skip("SKIPPED: needs root for a network namespace")
+	}
+	dir := b.TempDir()
+	bin := buildRelayfw(b, dir)
+	nftBin, err := exec.LookPath("nft")
+	if err != nil {
+		b.Fatal("nft not found: bash scripts/setup")
+	}
+	cfg := writeConfig(b, dir)
 	runtime.LockOSThread()
 	orig, _ := netns.Get()
 	ns, err := netns.NewNamed(fmt.Sprintf("rfwbench%d", os.Getpid()))
