@@ -9,37 +9,79 @@ type Edit struct {
 	Missing bool
 	Want    int
 	Have    int
+	// Reordered: the same rules, from Want (= Have) on, in another order.
+	Reordered bool
 }
 
-// Diff compares two ordered rule lists by key along their longest common
-// subsequence, so that one inserted or deleted rule is one edit.
+// maxLCSCells bounds the quadratic table of the longest-common-subsequence
+// step; beyond it Diff compares the differing middle as multisets.
+const maxLCSCells = 1 << 22
+
+// Diff compares two ordered rule lists by key, so that one inserted or
+// deleted rule is one edit. Equal heads and tails are skipped first; the
+// differing middle is aligned along its longest common subsequence, or,
+// when that would be too large (tens of thousands of rules rewritten),
+// reported as the rules missing and unexpected regardless of order.
 func Diff(want, have []string) []Edit {
-	n, m := len(want), len(have)
-	lcs := make([][]int, n+1)
+	lo := 0
+	for lo < len(want) && lo < len(have) && want[lo] == have[lo] {
+		lo++
+	}
+	hiW, hiH := len(want), len(have)
+	for hiW > lo && hiH > lo && want[hiW-1] == have[hiH-1] {
+		hiW--
+		hiH--
+	}
+	w, h := want[lo:hiW], have[lo:hiH]
+	var edits []Edit
+	if len(w)*len(h) > maxLCSCells {
+		count := map[string]int{}
+		for _, k := range h {
+			count[k]++
+		}
+		for i, k := range w {
+			if count[k] > 0 {
+				count[k]--
+				continue
+			}
+			edits = append(edits, Edit{Missing: true, Want: lo + i})
+		}
+		for j := len(h) - 1; j >= 0; j-- {
+			if count[h[j]] > 0 {
+				count[h[j]]--
+				edits = append(edits, Edit{Have: lo + j})
+			}
+		}
+		if len(edits) == 0 { // same rules, other order: first match differs
+			edits = append(edits, Edit{Reordered: true, Want: lo, Have: lo})
+		}
+		return edits
+	}
+	n, m := len(w), len(h)
+	lcs := make([][]int32, n+1)
 	for i := range lcs {
-		lcs[i] = make([]int, m+1)
+		lcs[i] = make([]int32, m+1)
 	}
 	for i := n - 1; i >= 0; i-- {
 		for j := m - 1; j >= 0; j-- {
-			if want[i] == have[j] {
+			if w[i] == h[j] {
 				lcs[i][j] = lcs[i+1][j+1] + 1
 			} else {
 				lcs[i][j] = max(lcs[i+1][j], lcs[i][j+1])
 			}
 		}
 	}
-	var edits []Edit
 	i, j := 0, 0
 	for i < n || j < m {
 		switch {
-		case i < n && j < m && want[i] == have[j]:
+		case i < n && j < m && w[i] == h[j]:
 			i++
 			j++
 		case j < m && (i == n || lcs[i][j+1] >= lcs[i+1][j]):
-			edits = append(edits, Edit{Have: j})
+			edits = append(edits, Edit{Have: lo + j})
 			j++
 		default:
-			edits = append(edits, Edit{Missing: true, Want: i})
+			edits = append(edits, Edit{Missing: true, Want: lo + i})
 			i++
 		}
 	}
@@ -50,6 +92,10 @@ func Diff(want, have []string) []Edit {
 func LineDiff(want, have []string) []string {
 	var out []string
 	for _, e := range Diff(want, have) {
+		if e.Reordered {
+			out = append(out, fmt.Sprintf("rules from %d on are in another order", e.Want+1))
+			continue
+		}
 		if e.Missing {
 			out = append(out, fmt.Sprintf("missing rule %d: %s", e.Want+1, want[e.Want]))
 		} else {

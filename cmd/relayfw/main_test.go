@@ -154,12 +154,14 @@ func TestExplainJSON(t *testing.T) {
 	}
 }
 
-func TestPrintNftGolden(t *testing.T) {
-	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "print")
-	if code != 0 {
-		t.Fatalf("exit %d: %s", code, stderr)
+func TestPrintGolden(t *testing.T) {
+	for format, file := range map[string]string{"nft": "example.nft", "iptables": "example.iptables", "ip6tables": "example.ip6tables"} {
+		code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "print", "--format", format)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+		}
+		golden(t, "testdata/"+file, stdout)
 	}
-	golden(t, "testdata/example.nft", stdout)
 }
 
 func TestPrintJSONGolden(t *testing.T) {

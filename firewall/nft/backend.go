@@ -337,6 +337,10 @@ func (p plan) ruleDrift(installed []*nftables.Rule) ([]string, error) {
 	}
 	var drift []string
 	for _, e := range firewall.Diff(want, have) {
+		if e.Reordered {
+			drift = append(drift, fmt.Sprintf("rules from %d on are in another order", e.Want+1))
+			continue
+		}
 		if e.Missing {
 			drift = append(drift, fmt.Sprintf("missing rule %d: %s", e.Want+1, p.rules[e.Want].text()))
 		} else {

@@ -66,3 +66,47 @@ func TestNftPrintEqualsApply(t *testing.T) {
 		})
 	}
 }
+
+// TestIptablesPrintEqualsApply: iptables-restore --noflush of `relayfw
+// print --format iptables|ip6tables` leaves a state `check` calls in sync,
+// the same rules apply writes, in legacy and nf_tables mode.
+func TestIptablesPrintEqualsApply(t *testing.T) {
+	requireRoot(t)
+	for _, b := range backends[1:] {
+		for _, tc := range []struct{ name, torrc string }{
+			{"example", "../examples/torrc"},
+			{"big", bigPolicyTorrc(2000)},
+		} {
+			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
+				ns := newIsolatedNS(t, "rfwipt")
+				env := b.env(t)
+				flags := relayInputs(t, b.flag, tc.torrc)
+				var printed [2]string
+				for i, format := range []string{"iptables", "ip6tables"} {
+					code, text, errOut := relayfwEnv(t, ns, env, append(flags, "print", "--format", format)...)
+					if code != 0 {
+						t.Fatalf("print %s: %d %s", format, code, errOut)
+					}
+					printed[i] = text
+					shell(t, ns, env, text, format+"-restore", "--test", "--noflush")
+				}
+				if code, out, errOut := relayfwEnv(t, ns, env, append(flags, "apply")...); code != 0 {
+					t.Fatalf("apply: %d %s %s", code, out, errOut)
+				}
+				applied := b.snapshot(t, ns, env)
+				if code, out, _ := relayfwEnv(t, ns, env, append(flags, "remove")...); code != 0 {
+					t.Fatalf("remove: %d %s", code, out)
+				}
+				for i, format := range []string{"iptables", "ip6tables"} {
+					shell(t, ns, env, printed[i], format+"-restore", "--noflush")
+				}
+				if loaded := b.snapshot(t, ns, env); loaded != applied {
+					t.Fatalf("restore of print and apply differ:\n%s", cmp.Diff(applied, loaded))
+				}
+				if code, out, _ := relayfwEnv(t, ns, env, append(flags, "check")...); code != 0 {
+					t.Fatalf("check after restore: %d %s", code, out)
+				}
+			})
+		}
+	}
+}

@@ -1,0 +1,67 @@
+package ipt
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+func TestAddrMatch(t *testing.T) {
+	for _, tc := range []struct{ first, last, want string }{
+		{"0.0.0.0", "255.255.255.255", ""},
+		{"10.0.0.0", "10.255.255.255", "-d 10.0.0.0/8"},
+		{"203.0.113.7", "203.0.113.7", "-d 203.0.113.7/32"},
+		{"1.0.0.0", "9.255.255.255", "-m iprange --dst-range 1.0.0.0-9.255.255.255"},
+		{"::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", ""},
+		{"2001:db8::", "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff", "-d 2001:db8::/32"},
+		{"100::", "2001:db8::f", "-m iprange --dst-range 100::-2001:db8::f"},
+	} {
+		if got := addrMatch(netip.MustParseAddr(tc.first), netip.MustParseAddr(tc.last)); got != tc.want {
+			t.Errorf("%s-%s: %q, want %q", tc.first, tc.last, got, tc.want)
+		}
+	}
+}
+
+func TestMultiportSplits(t *testing.T) {
+	// 12 ranges (2 slots each) do not fit one multiport match (15 slots).
+	var text []string
+	for i := 0; i < 12; i++ {
+		text = append(text, "accept *4:"+[]string{"10-11", "20-21", "30-31", "40-41", "50-51", "60-61", "70-71", "80-81", "90-91", "100-101", "110-111", "120-121"}[i])
+	}
+	entries, _, err := rules.ParseExitPolicy(strings.Join(text, ",") + ",reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines, err := Lines(rules.Compile(rules.ExitPolicy{Entries: entries}, rules.Host{}), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var exit []string
+	for _, l := range lines {
+		if strings.Contains(l, `"relayfw: exit4"`) {
+			exit = append(exit, l)
+		}
+	}
+	want := []string{
+		`-A RELAYFW-OUTPUT -p tcp -m multiport --dports 10:11,20:21,30:31,40:41,50:51,60:61,70:71 -m comment --comment "relayfw: exit4" -j ACCEPT`,
+		`-A RELAYFW-OUTPUT -p tcp -m multiport --dports 80:81,90:91,100:101,110:111,120:121 -m comment --comment "relayfw: exit4" -j ACCEPT`,
+	}
+	if strings.Join(exit, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s\nwant\n%s", strings.Join(exit, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestLinesRefuseWhatIptablesCannotExpress(t *testing.T) {
+	for name, r := range map[string]rules.Rule{
+		"interface":  {Name: "x", OutIface: "eth0", Action: rules.ActionAccept},
+		"port range": {Name: "x", Proto: "tcp", DstPorts: []rules.PortRange{{First: 1, Last: 2}}, Action: rules.ActionAccept},
+		"prefix":     {Name: "x", DstAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Action: rules.ActionAccept},
+		"action":     {Name: "x", Action: "drop"},
+	} {
+		if _, err := Lines(rules.Ruleset{Outbound: []rules.Rule{r}}, false); err == nil {
+			t.Errorf("%s: want an error", name)
+		}
+	}
+}
