@@ -350,15 +350,24 @@ type prefixIndex struct {
 	entries  []Entry
 	byPrefix map[netip.Prefix][]int // positions, ascending
 	sorted   []int                  // positions by family, network start, prefix length
+	lengths  [2][]int               // prefix lengths present, per family (IPv4, IPv6), ascending
 }
 
 func newPrefixIndex(entries []Entry) *prefixIndex {
 	x := &prefixIndex{entries: entries, byPrefix: make(map[netip.Prefix][]int, len(entries))}
+	var seen [2][129]bool
 	for i, e := range entries {
 		n := e.Network()
 		x.byPrefix[n] = append(x.byPrefix[n], i)
 		x.sorted = append(x.sorted, i)
+		fam := familyIndex(e)
+		if !seen[fam][e.Bits] {
+			seen[fam][e.Bits] = true
+			x.lengths[fam] = append(x.lengths[fam], e.Bits)
+		}
 	}
+	slices.Sort(x.lengths[0])
+	slices.Sort(x.lengths[1])
 	slices.SortFunc(x.sorted, func(i, j int) int { return x.compare(entries[i].Network(), entries[j].Network()) })
 	return x
 }
@@ -379,7 +388,10 @@ func (x *prefixIndex) compare(a, b netip.Prefix) int {
 // ancestors calls f with the position of every entry whose prefix contains
 // e's, until f returns false.
 func (x *prefixIndex) ancestors(e Entry, f func(int) bool) {
-	for bits := 0; bits <= e.Bits; bits++ {
+	for _, bits := range x.lengths[familyIndex(e)] {
+		if bits > e.Bits {
+			return
+		}
 		p, _ := e.Addr.Prefix(bits)
 		for _, i := range x.byPrefix[p] {
 			if !f(i) {
@@ -387,6 +399,13 @@ func (x *prefixIndex) ancestors(e Entry, f func(int) bool) {
 			}
 		}
 	}
+}
+
+func familyIndex(e Entry) int {
+	if e.IPv6() {
+		return 1
+	}
+	return 0
 }
 
 // descendants calls f with the position of every entry whose prefix lies

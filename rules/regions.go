@@ -61,6 +61,7 @@ func (p ExitPolicy) AcceptRegions(v6 bool) []Region {
 	slices.SortStableFunc(spans, func(a, b span) int { return a.lo.Compare(b.lo) })
 
 	var regions []Region
+	var scratch portScratch
 	var active []span // sorted by policy index
 	var prevPorts []PortRange
 	var prevStart netip.Addr
@@ -85,7 +86,7 @@ func (p ExitPolicy) AcceptRegions(v6 bool) []Region {
 			active = slices.Insert(active, at, s)
 			next++
 		}
-		ports := p.acceptedPorts(active)
+		ports := p.acceptedPorts(active, &scratch)
 		if k > 0 && slices.Equal(ports, prevPorts) {
 			continue
 		}
@@ -99,16 +100,18 @@ func (p ExitPolicy) AcceptRegions(v6 bool) []Region {
 }
 
 // acceptedPorts runs first-match over the entries (in policy order) that
-// cover one address interval and returns the accepted ports, merged.
-func (p ExitPolicy) acceptedPorts(active []span) []PortRange {
-	undecided := []PortRange{{1, 65535}}
-	var accepted []PortRange
+// cover one address interval and returns the accepted ports, merged. The
+// scratch buffers are reused across intervals: a large policy has tens of
+// thousands of them.
+func (p ExitPolicy) acceptedPorts(active []span, sc *portScratch) []PortRange {
+	undecided := append(sc.undecided[:0], PortRange{1, 65535})
+	accepted := sc.accepted[:0]
 	for _, s := range active {
 		if len(undecided) == 0 {
 			break
 		}
 		e := p.Entries[s.idx]
-		var rest []PortRange
+		rest := sc.rest[:0]
 		for _, u := range undecided {
 			lo, hi := max(u.First, e.PortMin), min(u.Last, e.PortMax)
 			if lo > hi {
@@ -125,12 +128,16 @@ func (p ExitPolicy) acceptedPorts(active []span) []PortRange {
 				rest = append(rest, PortRange{hi + 1, u.Last})
 			}
 		}
-		undecided = rest
+		sc.rest, undecided, sc.undecided = undecided, rest, rest
 	}
 	// Nothing matched: tor accepts.
 	accepted = append(accepted, undecided...)
-	return mergePorts(accepted)
+	sc.accepted = accepted
+	return slices.Clone(mergePorts(accepted))
 }
+
+// portScratch holds acceptedPorts' buffers.
+type portScratch struct{ undecided, rest, accepted []PortRange }
 
 func mergePorts(ranges []PortRange) []PortRange {
 	if len(ranges) == 0 {
