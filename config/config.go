@@ -19,6 +19,9 @@ const DefaultPath = "/etc/relayfw/relayfw.toml"
 type Config struct {
 	// Torrc is the torrc to read when --torrc is not given.
 	Torrc string `toml:"torrc"`
+	// DataDirectory is tor's, where relayfw reads the cached consensus;
+	// default: the torrc's DataDirectory, else /var/lib/tor (Debian).
+	DataDirectory string `toml:"data_directory"`
 	// Allow are the host allowances; each is on unless set to false.
 	Allow Allow `toml:"allow"`
 }

@@ -30,6 +30,10 @@ type Backend interface {
 	// Remove deletes everything relayfw owns, and nothing else; removed is
 	// false when there was nothing to remove.
 	Remove(ctx context.Context) (removed bool, err error)
+	// Refresh replaces only the contents of the sets without intervals
+	// (relay links), atomically, without touching rules or chains; it
+	// returns how many elements it added and removed.
+	Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error)
 }
 
 // Result says what Apply did.

@@ -18,8 +18,33 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// testConfig is relayfw.toml for the tests.
+// testConsensus lists one relay, on net's link address, which probes never
+// target: the relay-link rules must not blur the exit policy's verdicts.
+const testConsensus = "network-status-version 3 microdesc\nvote-status consensus\n" +
+	"r linkrelay AAAAAAAAAAAAAAAAAAAAAAAAAAA 2026-11-25 11:00:00 198.51.100.2 9001 0\ns Fast Running Valid\n"
+
+// testConfig is relayfw.toml for the tests; the data directory (holding
+// a consensus) is appended by writeTestConfig.
 const testConfig = "[allow]\nresolvers = [\"198.51.100.2\"]\n"
+
+// writeTestConfig writes relayfw.toml and a tor data directory with the
+// consensus into dir, readable by anyone, and returns the config path.
+func writeTestConfig(t *testing.T, dir, consensus string) string {
+	t.Helper()
+	data := filepath.Join(dir, "tordata")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "cached-microdesc-consensus"), []byte(consensus), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "relayfw.toml")
+	text := fmt.Sprintf("data_directory = %q\n%s", data, testConfig)
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
 
 // backend is one firewall backend (and iptables mode) the suite runs
 // against; every one must pass the same tests.
@@ -110,12 +135,9 @@ func relayInputs(t *testing.T, backend, torrc string) []string {
 			t.Fatal(err)
 		}
 	}
-	cfg := filepath.Join(dir, "relayfw.toml")
 	// The resolver is net's link address, which probes never target: DNS
 	// to it is a host allowance, not the exit policy's decision.
-	if err := os.WriteFile(cfg, []byte(testConfig), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg := writeTestConfig(t, dir, testConsensus)
 	return []string{"--backend", backend, "--torrc", path, "--config", cfg}
 }
 
@@ -136,6 +158,7 @@ func TestBackends(t *testing.T) {
 			t.Run("IdempotentDriftRemove", func(t *testing.T) { testIdempotentDriftRemove(t, backend) })
 			t.Run("EstablishedSessionSurvives", func(t *testing.T) { testEstablishedSurvives(t, backend) })
 			t.Run("NotPermitted", func(t *testing.T) { testNotPermitted(t, backend) })
+			t.Run("RelayLinksAndRefresh", func(t *testing.T) { testRelayLinks(t, backend) })
 		})
 	}
 }
@@ -510,11 +533,10 @@ func testNotPermitted(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, content := range map[string]string{"torrc": string(torrc), "relayfw.toml": testConfig} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
+	if err := os.WriteFile(filepath.Join(dir, "torrc"), torrc, 0o644); err != nil {
+		t.Fatal(err)
 	}
+	writeTestConfig(t, dir, testConsensus)
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -534,5 +556,91 @@ func testNotPermitted(t *testing.T, b backend) {
 	}
 	if after := b.snapshot(t, tn.relay, env); after != before {
 		t.Fatalf("a refused apply changed the kernel:\n%s", cmp.Diff(before, after))
+	}
+}
+
+// consensusWith is a microdesc consensus listing relays at addr:orport.
+func consensusWith(relays ...string) string {
+	var b strings.Builder
+	b.WriteString("network-status-version 3 microdesc\nvote-status consensus\n")
+	for i, r := range relays {
+		ap := netip.MustParseAddrPort(r)
+		fmt.Fprintf(&b, "r relay%d AAAAAAAAAAAAAAAAAAAAAAAAAA%d 2026-11-25 11:00:00 ", i, i%10)
+		if ap.Addr().Is4() {
+			fmt.Fprintf(&b, "%s %d 0\n", ap.Addr(), ap.Port())
+		} else {
+			fmt.Fprintf(&b, "198.51.100.2 9001 0\na %s\n", ap)
+		}
+		b.WriteString("s Fast Running Valid\n")
+	}
+	return b.String()
+}
+
+// chainState is the backend's rules without the relay-link sets' content.
+func (b backend) chainState(t *testing.T, ns string, env []string) string {
+	t.Helper()
+	if b.mode == "" {
+		out, err := exec.Command("ip", "netns", "exec", ns, "nft", "-a", "list", "chain", "inet", "relayfw", "output").CombinedOutput()
+		if err != nil {
+			t.Fatalf("nft list chain: %v\n%s", err, out)
+		}
+		return countersRE.ReplaceAllString(string(out), "counter")
+	}
+	return b.snapshot(t, ns, env)
+}
+
+// testRelayLinks: relays of the consensus are reachable on their ORPorts
+// whatever the exit policy says, nothing else is, and refresh changes
+// that without touching the rules.
+func testRelayLinks(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	env := b.env(t)
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, consensusWith("203.0.113.11:9001", "203.0.113.13:6881", "[2001:db8:1::11]:9001"))
+	flags := []string{"--backend", b.flag, "--torrc", "../examples/torrc", "--config", cfg}
+	mustApply(t, run, flags)
+
+	expect := func(stage string, want map[string]outcome) {
+		t.Helper()
+		for dst, w := range want {
+			ap := netip.MustParseAddrPort(dst)
+			if o, _ := tn.probe(t, ap.Addr(), ap.Port()); o != w {
+				t.Errorf("%s: %s %s, want %s", stage, dst, o, w)
+			}
+		}
+	}
+	// The example policy rejects 9001 and 6881: only relay links reach them.
+	expect("after apply", map[string]outcome{
+		"203.0.113.11:9001": connected, "203.0.113.99:9001": refused,
+		"203.0.113.13:6881": connected, "203.0.113.14:6881": refused, "203.0.113.11:6881": refused,
+		"[2001:db8:1::11]:9001": connected, "[2001:db8:1::99]:9001": refused,
+	})
+	before := b.chainState(t, tn.relay, env)
+
+	// The consensus changes: .11 leaves, .99 joins.
+	if err := os.WriteFile(filepath.Join(dir, "tordata", "cached-microdesc-consensus"),
+		[]byte(consensusWith("203.0.113.99:9001", "203.0.113.13:6881", "[2001:db8:1::11]:9001")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := run(append(flags, "check")...); code != 1 {
+		t.Errorf("check after the consensus changed: exit %d %q, want 1", code, out)
+	}
+	code, out, errOut := run(append(flags, "refresh")...)
+	if code != 0 || !strings.Contains(out, "1 added, 1 removed") {
+		t.Fatalf("refresh: exit %d %q %q; want 1 added, 1 removed", code, out, errOut)
+	}
+	expect("after refresh", map[string]outcome{
+		"203.0.113.11:9001": refused, "203.0.113.99:9001": connected,
+		"203.0.113.13:6881": connected, "[2001:db8:1::11]:9001": connected,
+	})
+	if after := b.chainState(t, tn.relay, env); after != before {
+		t.Errorf("refresh touched the rules:\n%s", cmp.Diff(before, after))
+	}
+	if code, out, _ := run(append(flags, "check")...); code != 0 {
+		t.Errorf("check after refresh: exit %d %q", code, out)
+	}
+	if code, out, _ := run(append(flags, "refresh")...); code != 0 || !strings.Contains(out, "0 added, 0 removed") {
+		t.Errorf("second refresh: exit %d %q", code, out)
 	}
 }

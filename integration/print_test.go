@@ -81,6 +81,12 @@ func TestIptablesPrintEqualsApply(t *testing.T) {
 				ns := newIsolatedNS(t, "rfwipt")
 				env := b.env(t)
 				flags := relayInputs(t, b.flag, tc.torrc)
+				// The rules refer to the relay-link ipsets: load those first.
+				code, sets, errOut := relayfwEnv(t, ns, env, append(flags, "print", "--format", "ipset")...)
+				if code != 0 {
+					t.Fatalf("print ipset: %d %s", code, errOut)
+				}
+				shell(t, ns, env, sets, "ipset", "restore")
 				var printed [2]string
 				for i, format := range []string{"iptables", "ip6tables"} {
 					code, text, errOut := relayfwEnv(t, ns, env, append(flags, "print", "--format", format)...)
@@ -97,6 +103,7 @@ func TestIptablesPrintEqualsApply(t *testing.T) {
 				if code, out, _ := relayfwEnv(t, ns, env, append(flags, "remove")...); code != 0 {
 					t.Fatalf("remove: %d %s", code, out)
 				}
+				shell(t, ns, env, sets, "ipset", "restore")
 				for i, format := range []string{"iptables", "ip6tables"} {
 					shell(t, ns, env, printed[i], format+"-restore", "--noflush")
 				}

@@ -37,6 +37,11 @@ type Options struct {
 	User                    string
 	ServerDNSResolvConfFile string
 
+	// DirAuthority and FallbackDir values; empty means tor's compiled-in
+	// lists apply.
+	DirAuthority []string
+	FallbackDir  []string
+
 	// Warnings about lines relayfw read differently from tor, or not at all.
 	Warnings []string
 
@@ -90,7 +95,8 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 	listLines := map[string][]ConfigLine{}
 	listKeys := map[string]bool{"exitpolicy": true, "address": true,
 		"outboundbindaddress": true, "outboundbindaddressor": true,
-		"outboundbindaddressexit": true, "outboundbindaddresspt": true}
+		"outboundbindaddressexit": true, "outboundbindaddresspt": true,
+		"dirauthority": true, "fallbackdir": true}
 	for _, p := range portOptions {
 		listKeys[strings.ToLower(p)] = true
 	}
@@ -107,8 +113,11 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 	}
 	for _, l := range lines {
 		key := strings.ToLower(l.Key)
-		if key == "resolvconf" { // tor's alias
+		switch key { // tor's aliases
+		case "resolvconf":
 			key = "serverdnsresolvconffile"
+		case "dirserver":
+			key = "dirauthority"
 		}
 		o.Origin[key] = l
 		switch {
@@ -153,6 +162,12 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 	}
 
 	o.ExitPolicy = listLines["exitpolicy"]
+	for _, l := range listLines["dirauthority"] {
+		o.DirAuthority = append(o.DirAuthority, l.Value)
+	}
+	for _, l := range listLines["fallbackdir"] {
+		o.FallbackDir = append(o.FallbackDir, l.Value)
+	}
 	o.Address = listLines["address"]
 	for _, p := range portOptions {
 		for _, l := range listLines[strings.ToLower(p)] {

@@ -15,12 +15,16 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/relays"
 	"github.com/relayfw/relayfw/rules"
 )
 
 const (
 	defaultTorrc      = "/etc/tor/torrc"
 	defaultResolvConf = "/etc/resolv.conf"
+	// defaultDataDirectory is where Debian's tor keeps its state (set by
+	// /usr/share/tor/tor-service-defaults-torrc, not by torrc).
+	defaultDataDirectory = "/var/lib/tor"
 )
 
 // inputs is everything a command computes from torrc, --policy, the
@@ -127,7 +131,41 @@ func (in *inputs) host(g *globals) rules.Host {
 			h.Resolvers = rs
 		}
 	}
+	h.RelayLinks = in.relayLinks(g)
 	return h
+}
+
+// dataDirectory is where tor keeps its cached consensus.
+func (in *inputs) dataDirectory() string {
+	switch {
+	case in.cfg.DataDirectory != "":
+		return in.cfg.DataDirectory
+	case in.opts.DataDirectory != "":
+		return in.opts.DataDirectory
+	}
+	return defaultDataDirectory
+}
+
+// relayLinks gathers the relays and directory servers tor must reach: the
+// cached consensus (a missing one is a warning) plus the authorities and
+// fallbacks from torrc or tor's compiled-in lists.
+func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
+	consensus, path, err := relays.ReadConsensus(in.dataDirectory())
+	if err != nil {
+		g.log.Warn(fmt.Sprintf("no cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
+			in.dataDirectory(), strings.ReplaceAll(err.Error(), "\n", "; ")))
+	} else {
+		g.log.Debug("read consensus", "path", path, "links", len(consensus))
+	}
+	auth, err := relays.DirServers(in.opts.DirAuthority, "authorities")
+	if err != nil {
+		g.log.Warn(fmt.Sprintf("DirAuthority: %v", err))
+	}
+	fallbacks, err := relays.DirServers(in.opts.FallbackDir, "fallbacks")
+	if err != nil {
+		g.log.Warn(fmt.Sprintf("FallbackDir: %v", err))
+	}
+	return relays.Merge(consensus, auth, fallbacks)
 }
 
 // readResolvers returns the nameserver addresses of a resolv.conf.

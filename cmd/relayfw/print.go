@@ -19,14 +19,15 @@ func newPrintCommand(g *globals) *cobra.Command {
 		Long: `Print exactly what apply would install, without privileges and without
 touching kernel state. --format nft prints nft -f input that replaces the
 table inet relayfw in one transaction; --format iptables and ip6tables
-print iptables-restore --noflush input for the chain RELAYFW-OUTPUT;
+print iptables-restore --noflush input for the chain RELAYFW-OUTPUT, and
+--format ipset the relay-link ipsets it refers to (ipset restore input);
 --format json prints the backend-neutral ruleset (documented in the README).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch format {
-			case "nft", "iptables", "ip6tables", "json":
+			case "nft", "iptables", "ip6tables", "ipset", "json":
 			default:
-				return usageError(fmt.Errorf("--format %q: want nft, iptables, ip6tables or json", format))
+				return usageError(fmt.Errorf("--format %q: want nft, iptables, ip6tables, ipset or json", format))
 			}
 			rs, err := compileRuleset(cmd, g)
 			if err != nil {
@@ -38,6 +39,8 @@ print iptables-restore --noflush input for the chain RELAYFW-OUTPUT;
 				text, err = nft.Render(rs)
 			case "iptables", "ip6tables":
 				text, err = ipt.Render(rs, format == "ip6tables")
+			case "ipset":
+				text = ipt.RenderIpsets(rs)
 			}
 			if err != nil {
 				return err
@@ -54,6 +57,6 @@ print iptables-restore --noflush input for the chain RELAYFW-OUTPUT;
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "nft", "output format: nft (nft -f input), iptables or ip6tables (iptables-restore --noflush input), json (the backend-neutral ruleset)")
+	cmd.Flags().StringVar(&format, "format", "nft", "output format: nft (nft -f input), iptables or ip6tables (iptables-restore --noflush input), ipset (ipset restore input), json (the backend-neutral ruleset)")
 	return cmd
 }

@@ -57,7 +57,7 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
-		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g))
+		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g))
 	return root
 }
 

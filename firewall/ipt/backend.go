@@ -16,6 +16,7 @@ import (
 // Backend installs the ruleset with iptables and ip6tables.
 type Backend struct {
 	families []*family
+	ipset    ipsets
 	mode     string // "legacy" or "nf_tables"
 }
 
@@ -64,6 +65,11 @@ func New() (*Backend, error) {
 		}
 		b.families = append(b.families, &family{v6: v6, ipt: ipt, save: save, restore: restore})
 	}
+	ipsetPath, err := exec.LookPath("ipset")
+	if err != nil {
+		return nil, fmt.Errorf("iptables: %w: ipset not found (apt-get install ipset)", firewall.ErrUnavailable)
+	}
+	b.ipset = ipsets{path: ipsetPath}
 	b.mode = "unknown"
 	return b, nil
 }
@@ -86,9 +92,10 @@ func (b *Backend) Name() string {
 	return fmt.Sprintf("iptables %d.%d.%d (%s)", v1, v2, v3, b.mode)
 }
 
-// Render is the iptables-restore input for both families.
+// Render is the ipset and iptables-restore input for both families.
 func (b *Backend) Render(rs rules.Ruleset) (string, error) {
 	var out strings.Builder
+	out.WriteString(RenderIpsets(rs))
 	for _, f := range b.families {
 		text, err := Render(rs, f.v6)
 		if err != nil {
@@ -213,12 +220,24 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 		script string
 	}
 	var jobs []job
+	var setScripts []string
 	for _, f := range b.families {
 		want, err := Lines(rs, f.v6)
 		if err != nil {
 			return res, err
 		}
 		res.Rules += len(want)
+		for _, set := range pointSets(rs, f.v6) {
+			res.Sets++
+			res.Elements += len(set.Elements)
+			drift, _, _, err := b.ipset.setDrift(set, f.v6)
+			if err != nil {
+				return res, err
+			}
+			if len(drift) > 0 {
+				setScripts = append(setScripts, replaceScript(ipsetName(set.Name), f.v6, ipsetEntries(set)))
+			}
+		}
 		st, err := f.state()
 		if err != nil {
 			return res, err
@@ -226,6 +245,13 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 		if len(f.drift(st, want)) > 0 {
 			jobs = append(jobs, job{f, restoreScript(want, len(st.jumps))})
 		}
+	}
+	// The sets first: the rules refer to them.
+	for _, script := range setScripts {
+		if err := b.ipset.restore(script); err != nil {
+			return res, err
+		}
+		res.Changed = true
 	}
 	for _, j := range jobs {
 		if err := j.f.runRestore(j.script); err != nil {
@@ -243,6 +269,13 @@ func (b *Backend) Check(_ context.Context, rs rules.Ruleset) ([]string, error) {
 		want, err := Lines(rs, f.v6)
 		if err != nil {
 			return nil, err
+		}
+		for _, set := range pointSets(rs, f.v6) {
+			d, _, _, err := b.ipset.setDrift(set, f.v6)
+			if err != nil {
+				return nil, err
+			}
+			drift = append(drift, d...)
 		}
 		st, err := f.state()
 		if err != nil {
@@ -279,5 +312,55 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 		}
 		removed = true
 	}
+	// The sets last, once no rule refers to them.
+	for _, name := range ownedIpsets {
+		_, exists, err := b.ipset.entries(name)
+		if err != nil {
+			return removed, err
+		}
+		if exists {
+			if err := b.ipset.destroy(name); err != nil {
+				return removed, err
+			}
+			removed = true
+		}
+	}
 	return removed, nil
+}
+
+// ownedIpsets are the ipsets relayfw creates.
+var ownedIpsets = []string{ipsetName("relays4"), ipsetName("relays6")}
+
+// Refresh replaces only the point sets' contents (relay links), each by
+// one atomic swap, without touching the chains.
+func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed int, err error) {
+	for _, f := range b.families {
+		for _, set := range pointSets(rs, f.v6) {
+			drift, a, r, err := b.ipset.setDrift(set, f.v6)
+			if err != nil {
+				return added, removed, err
+			}
+			if len(drift) == 0 {
+				continue
+			}
+			if err := b.ipset.restore(replaceScript(ipsetName(set.Name), f.v6, ipsetEntries(set))); err != nil {
+				return added, removed, err
+			}
+			added += a
+			removed += r
+		}
+	}
+	return added, removed, nil
+}
+
+// RenderIpsets is the ipset restore input for the ruleset's point sets.
+func RenderIpsets(rs rules.Ruleset) string {
+	var b strings.Builder
+	b.WriteString("# relayfw: load with ipset restore\n")
+	for _, v6 := range []bool{false, true} {
+		for _, set := range pointSets(rs, v6) {
+			b.WriteString(replaceScript(ipsetName(set.Name), v6, ipsetEntries(set)))
+		}
+	}
+	return b.String()
 }

@@ -137,9 +137,13 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 		if !ok {
 			return nil, fmt.Errorf("unknown set %q", r.Set)
 		}
-		dsts = setMatches(s)
-		if len(dsts) == 0 {
-			return nil, nil // an empty set matches nothing
+		if s.Interval {
+			dsts = setMatches(s)
+			if len(dsts) == 0 {
+				return nil, nil // an empty set matches nothing
+			}
+		} else {
+			dsts = []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(s.Name))}}
 		}
 	}
 

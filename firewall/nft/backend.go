@@ -165,6 +165,78 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 	return true, nil
 }
 
+// Refresh replaces the contents of the point sets (relay links) in one
+// transaction: flush and refill each set, leaving the chain alone.
+func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed int, err error) {
+	p, err := newPlan(rs)
+	if err != nil {
+		return 0, 0, err
+	}
+	c, err := b.conn(p.batchSize())
+	if err != nil {
+		return 0, 0, err
+	}
+	defer c.CloseLasting()
+	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return 0, 0, fmt.Errorf("table inet %s is not installed: run relayfw apply first", TableName)
+		}
+		return 0, 0, classify(err)
+	}
+	have := map[string]*nftables.Set{}
+	sets, err := c.GetSets(t)
+	if err != nil {
+		return 0, 0, classify(err)
+	}
+	for _, s := range sets {
+		have[s.Name] = s
+	}
+	changed := false
+	for _, want := range p.sets {
+		if want.interval {
+			continue
+		}
+		s, ok := have[want.name]
+		if !ok || s.Interval {
+			return 0, 0, fmt.Errorf("set %s is missing or of another type: run relayfw apply", want.name)
+		}
+		elems, err := c.GetSetElements(s)
+		if err != nil {
+			return 0, 0, classify(err)
+		}
+		var got []rules.Region
+		for _, e := range elems {
+			if a, port, ok := decodeElementKey(e.Key, want.v6); ok {
+				got = append(got, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}})
+			}
+		}
+		missing, extra := regionDiff(sortedRegions(want.elements), sortedRegions(got))
+		if len(missing) == 0 && len(extra) == 0 {
+			continue
+		}
+		added += len(missing)
+		removed += len(extra)
+		changed = true
+		c.FlushSet(s)
+		elements := want.setElements()
+		for len(elements) > 0 {
+			n := min(len(elements), elementsPerMessage)
+			if err := c.SetAddElements(s, elements[:n]); err != nil {
+				return 0, 0, err
+			}
+			elements = elements[n:]
+		}
+	}
+	if !changed {
+		return 0, 0, nil
+	}
+	if err := c.Flush(); err != nil {
+		return 0, 0, classify(fmt.Errorf("refreshing sets: %w", err))
+	}
+	return added, removed, nil
+}
+
 // drift compares the kernel's table with the plan, one line per difference.
 func (p plan) drift(c *nftables.Conn) ([]string, error) {
 	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)

@@ -1,0 +1,37 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+)
+
+func newRefreshCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "refresh",
+		Short: "Re-read the consensus and replace only the relay-link sets",
+		Long: `Re-read tor's cached consensus (and the directory authorities and
+fallbacks) and replace the contents of the relay-link sets atomically,
+without touching any rule. Prints how many links were added and removed.
+Run apply first.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rs, b, err := rulesetAndBackend(cmd, g)
+			if err != nil {
+				return err
+			}
+			added, removed, err := b.Refresh(cmd.Context(), rs)
+			if err != nil {
+				return backendError(fmt.Errorf("refresh: %w", err))
+			}
+			n := 0
+			for _, s := range rs.Sets {
+				if !s.Interval {
+					n += len(s.Elements)
+				}
+			}
+			fmt.Fprintf(g.stdout, "refreshed relay links: %d added, %d removed, %d in all (%s)\n", added, removed, n, b.Name())
+			return nil
+		},
+	}
+}

@@ -1,0 +1,208 @@
+// Package relays finds the addresses a relay's tor must always reach: other
+// relays' ORPorts from the consensus tor caches, and the directory
+// authorities and fallback directories (from torrc, else tor 0.4.9's
+// compiled-in lists). It only reads; the firewall installs them.
+package relays
+
+import (
+	"bufio"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+//go:embed defaults/authorities.txt
+var defaultAuthorities string
+
+//go:embed defaults/fallbacks.txt
+var defaultFallbacks string
+
+// Links is a deduplicated, sorted set of (address, TCP port) pairs.
+type Links []netip.AddrPort
+
+func (l *Links) add(a netip.Addr, port uint16) {
+	if a.IsValid() && port != 0 {
+		*l = append(*l, netip.AddrPortFrom(a.Unmap(), port))
+	}
+}
+
+func (l Links) normalize() Links {
+	slices.SortFunc(l, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return slices.Compact(l)
+}
+
+// ConsensusFiles are tor's cached consensus files in DataDirectory, in
+// the order relayfw tries them.
+var ConsensusFiles = []string{"cached-microdesc-consensus", "cached-consensus"}
+
+// ReadConsensus reads the first consensus found in dataDir.
+func ReadConsensus(dataDir string) (Links, string, error) {
+	var errs []error
+	for _, name := range ConsensusFiles {
+		path := filepath.Join(dataDir, name)
+		f, err := os.Open(path)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		links, err := ParseConsensus(f)
+		f.Close()
+		if err != nil {
+			return nil, path, fmt.Errorf("%s: %w", path, err)
+		}
+		return links, path, nil
+	}
+	return nil, "", errors.Join(errs...)
+}
+
+// ParseConsensus reads a network-status consensus (full or microdesc
+// flavour): "r" lines give each relay's IPv4 address and ORPort, "a" lines
+// its other (IPv6) ORPorts, "dir-source" lines the authorities' address,
+// DirPort and ORPort.
+func ParseConsensus(r io.Reader) (Links, error) {
+	var links Links
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1<<20)
+	sawR := false
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			continue
+		}
+		switch f[0] {
+		case "r":
+			// r nick id [digest] date time IP ORPort DirPort
+			if len(f) < 8 {
+				continue
+			}
+			sawR = true
+			a, err := netip.ParseAddr(f[len(f)-3])
+			orport, perr := strconv.ParseUint(f[len(f)-2], 10, 16)
+			if err == nil && perr == nil {
+				links.add(a, uint16(orport))
+			}
+		case "a":
+			if len(f) >= 2 {
+				if ap, err := netip.ParseAddrPort(f[1]); err == nil {
+					links.add(ap.Addr(), ap.Port())
+				}
+			}
+		case "dir-source":
+			// dir-source nick id address IP dirport orport
+			if len(f) >= 7 {
+				a, err := netip.ParseAddr(f[4])
+				dirport, e1 := strconv.ParseUint(f[5], 10, 16)
+				orport, e2 := strconv.ParseUint(f[6], 10, 16)
+				if err == nil && e1 == nil && e2 == nil {
+					links.add(a, uint16(dirport))
+					links.add(a, uint16(orport))
+				}
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, err
+	}
+	if !sawR {
+		return nil, errors.New("no relay (\"r\" line) in the consensus")
+	}
+	return links.normalize(), nil
+}
+
+// ParseDirServer reads a DirAuthority or FallbackDir value:
+//
+//	[nickname] [flags] ipv4[:dirport] [fingerprint...]
+//
+// with flags such as orport=N and ipv6=[addr]:orport.
+func ParseDirServer(value string) (Links, error) {
+	var links Links
+	var v4 netip.Addr
+	var dirport, orport uint16
+	var v6 netip.AddrPort
+	for _, tok := range strings.Fields(value) {
+		key, val, isFlag := strings.Cut(tok, "=")
+		switch {
+		case isFlag && key == "orport":
+			p, err := strconv.ParseUint(val, 10, 16)
+			if err != nil {
+				return nil, fmt.Errorf("bad orport %q", val)
+			}
+			orport = uint16(p)
+		case isFlag && key == "ipv6":
+			ap, err := netip.ParseAddrPort(val)
+			if err != nil {
+				return nil, fmt.Errorf("bad ipv6 %q", val)
+			}
+			v6 = ap
+		case isFlag:
+			// v3ident=, id=, weight=, ...
+		case !v4.IsValid():
+			host, port, hasPort := strings.Cut(tok, ":")
+			if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
+				v4 = a
+				if hasPort {
+					p, err := strconv.ParseUint(port, 10, 16)
+					if err != nil {
+						return nil, fmt.Errorf("bad dirport %q", port)
+					}
+					dirport = uint16(p)
+				}
+			}
+			// else: a nickname or a flag word such as "bridge"
+		}
+	}
+	if !v4.IsValid() {
+		return nil, fmt.Errorf("no IPv4 address in %q", value)
+	}
+	if orport == 0 {
+		return nil, fmt.Errorf("no orport= in %q", value)
+	}
+	links.add(v4, orport)
+	links.add(v4, dirport)
+	if v6.IsValid() {
+		links.add(v6.Addr(), v6.Port())
+	}
+	return links, nil
+}
+
+// DirServers parses DirAuthority or FallbackDir values; where torrc has
+// none, tor's compiled-in list applies (defaults: "authorities" or
+// "fallbacks").
+func DirServers(values []string, defaults string) (Links, error) {
+	if len(values) == 0 {
+		list := defaultAuthorities
+		if defaults == "fallbacks" {
+			list = defaultFallbacks
+		}
+		for _, l := range strings.Split(list, "\n") {
+			if l != "" && !strings.HasPrefix(l, "#") {
+				values = append(values, l)
+			}
+		}
+	}
+	var links Links
+	for _, v := range values {
+		l, err := ParseDirServer(v)
+		if err != nil {
+			return nil, err
+		}
+		links = append(links, l...)
+	}
+	return links.normalize(), nil
+}
+
+// Merge joins link sets.
+func Merge(sets ...Links) Links {
+	var all Links
+	for _, s := range sets {
+		all = append(all, s...)
+	}
+	return all.normalize()
+}

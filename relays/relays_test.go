@@ -1,0 +1,149 @@
+package relays
+
+import (
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+func strs(l Links) []string {
+	var out []string
+	for _, ap := range l {
+		out = append(out, ap.String())
+	}
+	return out
+}
+
+func TestReadConsensus(t *testing.T) {
+	links, path, err := ReadConsensus("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(path, "cached-microdesc-consensus") {
+		t.Errorf("read %s", path)
+	}
+	want := []string{"203.0.113.11:9001", "203.0.113.12:443", "203.0.113.13:25",
+		"203.0.113.201:8001", "203.0.113.201:8030", "203.0.113.202:80", "203.0.113.202:443",
+		"[2001:db8:1::11]:9001", "[2001:db8:1::13]:25"}
+	if diff := cmp.Diff(want, strs(links)); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestFullConsensusFlavour(t *testing.T) {
+	// The full flavour has a digest field before the date.
+	text := "r relayA AAAA dddd 2026-11-25 11:00:00 198.51.100.9 9001 9030\n"
+	links, err := ParseConsensus(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"198.51.100.9:9001"}, strs(links)); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestMissingConsensus(t *testing.T) {
+	if _, _, err := ReadConsensus(t.TempDir()); err == nil {
+		t.Fatal("want an error for a DataDirectory without a consensus")
+	}
+	if _, err := ParseConsensus(strings.NewReader("garbage\n")); err == nil {
+		t.Fatal("want an error for a file without relays")
+	}
+}
+
+func TestParseDirServer(t *testing.T) {
+	tests := []struct {
+		in   string
+		want []string
+	}{
+		{"moria1 orport=9201 v3ident=F533C81CEF0BC0267857C99B2F471ADF249FA232 128.31.0.39:9231 1A25C6358DB91342AA51720A5038B72742732498",
+			[]string{"128.31.0.39:9201", "128.31.0.39:9231"}},
+		{"tor26 orport=443 v3ident=2F3D ipv6=[2a02:16a8:662:2203::1]:443 217.196.147.77:80 FAA4 BCA4",
+			[]string{"217.196.147.77:443", "217.196.147.77:80", "[2a02:16a8:662:2203::1]:443"}},
+		{"Serge orport=9001 bridge 66.111.2.131:9030 BA44", []string{"66.111.2.131:9001", "66.111.2.131:9030"}},
+		{"64.65.62.122 orport=443 id=4F06", []string{"64.65.62.122:443"}},
+	}
+	for _, tt := range tests {
+		links, err := ParseDirServer(tt.in)
+		if err != nil {
+			t.Errorf("%q: %v", tt.in, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, strs(links)); diff != "" {
+			t.Errorf("%q:\n%s", tt.in, diff)
+		}
+	}
+	for _, bad := range []string{"orport=443 id=x", "203.0.113.1:80 id=x", "203.0.113.1 orport=70000"} {
+		if _, err := ParseDirServer(bad); err == nil {
+			t.Errorf("%q: want an error", bad)
+		}
+	}
+}
+
+func TestCompiledInLists(t *testing.T) {
+	auth, err := DirServers(nil, "authorities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := DirServers(nil, "fallbacks")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// tor 0.4.9.11 has 10 authorities (2-3 links each) and 200 fallbacks.
+	if len(auth) < 20 || len(fb) < 200 {
+		t.Fatalf("%d authority links, %d fallback links", len(auth), len(fb))
+	}
+	if !containsAddr(auth, "128.31.0.39:9201") {
+		t.Error("moria1's ORPort is missing")
+	}
+	own, err := DirServers([]string{"test orport=5000 203.0.113.250:7000 ABCD"}, "authorities")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"203.0.113.250:5000", "203.0.113.250:7000"}, strs(own)); diff != "" {
+		t.Fatalf("torrc DirAuthority replaces the defaults:\n%s", diff)
+	}
+}
+
+func containsAddr(l Links, s string) bool {
+	for _, ap := range l {
+		if ap.String() == s {
+			return true
+		}
+	}
+	return false
+}
+
+func TestMerge(t *testing.T) {
+	a := Links{netip.MustParseAddrPort("203.0.113.1:1"), netip.MustParseAddrPort("203.0.113.1:2")}
+	b := Links{netip.MustParseAddrPort("203.0.113.1:1")}
+	got := Merge(a, b)
+	if diff := cmp.Diff(Links{a[0], a[1]}, got, cmpopts.EquateComparable(netip.AddrPort{})); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func FuzzParseConsensus(f *testing.F) {
+	data, _ := os.ReadFile("testdata/cached-microdesc-consensus")
+	f.Add(string(data))
+	f.Fuzz(func(t *testing.T, text string) {
+		links, err := ParseConsensus(strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		for _, ap := range links {
+			if !ap.IsValid() || ap.Port() == 0 {
+				t.Fatalf("bad link %v", ap)
+			}
+		}
+	})
+}
+
+func FuzzParseDirServer(f *testing.F) {
+	f.Add("moria1 orport=9201 v3ident=F533 128.31.0.39:9231 1A25")
+	f.Fuzz(func(t *testing.T, s string) { _, _ = ParseDirServer(s) })
+}
