@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -159,6 +161,8 @@ func TestBackends(t *testing.T) {
 			t.Run("EstablishedSessionSurvives", func(t *testing.T) { testEstablishedSurvives(t, backend) })
 			t.Run("NotPermitted", func(t *testing.T) { testNotPermitted(t, backend) })
 			t.Run("RelayLinksAndRefresh", func(t *testing.T) { testRelayLinks(t, backend) })
+			t.Run("HostKeepsWorking", func(t *testing.T) { testHostKeepsWorking(t, backend) })
+			t.Run("ExitSource", func(t *testing.T) { testExitSource(t, backend) })
 		})
 	}
 }
@@ -642,5 +646,120 @@ func testRelayLinks(t *testing.T, b backend) {
 	}
 	if code, out, _ := run(append(flags, "refresh")...); code != 0 || !strings.Contains(out, "0 added, 0 removed") {
 		t.Errorf("second refresh: exit %d %q", code, out)
+	}
+}
+
+// testHostKeepsWorking: with the firewall applied, DNS over UDP reaches the
+// configured resolver (and UDP elsewhere is refused), and IPv6 neighbour
+// discovery still works after the neighbour cache is flushed.
+func testHostKeepsWorking(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	flags := relayInputs(t, b.flag, "../examples/torrc") // resolver: 198.51.100.2
+	// A test resolver in net: echoes every datagram on 198.51.100.2:53 and :5353.
+	for _, port := range []int{53, 5353} {
+		var pc net.PacketConn
+		if err := inNS(tn.net, func() (err error) {
+			pc, err = net.ListenPacket("udp", fmt.Sprintf("198.51.100.2:%d", port))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		go func() {
+			buf := make([]byte, 512)
+			for {
+				n, from, err := pc.ReadFrom(buf)
+				if err != nil {
+					return
+				}
+				_, _ = pc.WriteTo(buf[:n], from)
+			}
+		}()
+	}
+	mustApply(t, run, flags)
+
+	query := func(port int) error {
+		var c net.Conn
+		if err := inNS(tn.relay, func() (err error) {
+			c, err = net.Dial("udp", fmt.Sprintf("198.51.100.2:%d", port))
+			return err
+		}); err != nil {
+			return err
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(2 * time.Second))
+		if _, err := c.Write([]byte("dns?")); err != nil {
+			return err
+		}
+		buf := make([]byte, 16)
+		_, err := c.Read(buf)
+		return err
+	}
+	if err := query(53); err != nil {
+		t.Errorf("DNS over UDP to the resolver: %v", err)
+	}
+	if err := query(5353); err == nil {
+		t.Errorf("UDP to port 5353 got an answer through the firewall")
+	} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Errorf("UDP to port 5353 timed out; want an ICMP reject at once")
+	}
+
+	// IPv6: forget the neighbour, then ping across the link.
+	requireCommand(t, "ping")
+	shell(t, tn.relay, nil, "", "ip", "-6", "neigh", "flush", "dev", "veth0")
+	out, err := exec.Command("ip", "netns", "exec", tn.relay, "ping", "-6", "-c", "1", "-W", "3", tn.netAddr6.String()).CombinedOutput()
+	if err != nil {
+		neigh, _ := exec.Command("ip", "netns", "exec", tn.relay, "ip", "-6", "neigh").CombinedOutput()
+		t.Errorf("ping across the link after a neighbour flush: %v\n%s\nneighbours: %s", err, out, neigh)
+	}
+}
+
+// testExitSource: with OutboundBindAddressExit, the exit policy applies to
+// packets from that address only; the host's other traffic meets only the
+// relay-link and host rules.
+func testExitSource(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	// A second relay address, routed back by net.
+	other := netip.MustParseAddr("198.51.100.250")
+	shell(t, tn.relay, nil, "", "ip", "addr", "add", other.String()+"/32", "dev", "veth0")
+	shell(t, tn.net, nil, "", "ip", "route", "add", other.String()+"/32", "dev", "veth1")
+	torrc, err := os.ReadFile("../examples/torrc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	flags := relayInputs(t, b.flag, string(torrc)+"OutboundBindAddressExit "+tn.relayAddr4.String()+"\n")
+	mustApply(t, run, flags)
+	dialFrom := func(src netip.Addr, dst string) outcome {
+		var c net.Conn
+		err := inNS(tn.relay, func() (err error) {
+			d := net.Dialer{Timeout: 3 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+			c, err = d.Dial("tcp", dst)
+			return err
+		})
+		switch {
+		case err == nil:
+			c.Close()
+			return connected
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return refused
+		}
+		t.Fatalf("dial %s from %s: %v", dst, src, err)
+		return ""
+	}
+	for _, tc := range []struct {
+		src  netip.Addr
+		dst  string
+		want outcome
+	}{
+		{tn.relayAddr4, "203.0.113.5:80", connected}, // exit traffic, policy accepts
+		{tn.relayAddr4, "203.0.113.5:25", refused},   // exit traffic, policy rejects
+		{other, "203.0.113.5:80", refused},           // not exit traffic: no exit policy for it
+		{other, "198.51.100.2:9001", connected},      // relay link (testConsensus)
+	} {
+		if got := dialFrom(tc.src, tc.dst); got != tc.want {
+			t.Errorf("from %s to %s: %s, want %s", tc.src, tc.dst, got, tc.want)
+		}
 	}
 }
