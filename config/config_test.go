@@ -62,3 +62,14 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestExampleConfig: examples/relayfw.toml, which shows every key, parses.
+func TestExampleConfig(t *testing.T) {
+	c, err := Load("../examples/relayfw.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Torrc != "/etc/tor/torrc" || c.DataDirectory != "/var/lib/tor" || !On(c.Allow.DNS) {
+		t.Fatalf("%+v", c)
+	}
+}
