@@ -4,34 +4,48 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/rules"
 )
 
-// explanation is one line of "explain --format json".
+// explanation is one line of "explain --format json": the exit policy's
+// verdict (verdict, entry, index), then the host firewall's for the
+// protocol (firewall, reason, rule).
 type explanation struct {
 	Target  string `json:"target"`
 	Verdict string `json:"verdict"`
 	Entry   string `json:"entry"`
 	Index   int    `json:"index"`
+
+	Proto    string `json:"proto"`
+	Firewall string `json:"firewall"`
+	Reason   string `json:"reason"`
+	Rule     string `json:"rule"`
 }
 
 func newExplainCommand(g *globals) *cobra.Command {
-	var format string
+	var format, proto string
 	cmd := &cobra.Command{
 		Use:   "explain TARGET...",
-		Short: "Say whether the exit policy accepts ADDR:PORT or [ADDR6]:PORT, and which entry decides",
+		Short: "Say whether the exit policy and the host firewall let ADDR:PORT or [ADDR6]:PORT out, and why",
 		Long: `For each target, print the exit policy's verdict and the deciding entry, as
-"relayfw policy" lists it (index is its 0-based line number there). Uses the
-model alone; no kernel state is read.`,
+"relayfw policy" lists it (index is its 0-based line number there), then
+the host firewall's verdict for a new connection of --proto (tcp or udp)
+and why: exit policy, relay link, host allowance, loopback, or the default
+reject. Uses the model alone; no kernel state is read. With
+OutboundBindAddressExit, the connection is taken to come from that address.`,
 		Example: `  relayfw explain 203.0.113.5:80 '[2001:db8::1]:443'
   relayfw explain --format json 198.51.100.9:25`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "text" && format != "json" {
 				return usageError(fmt.Errorf("--format %q: want text or json", format))
+			}
+			if proto != "tcp" && proto != "udp" {
+				return usageError(fmt.Errorf("--proto %q: want tcp or udp", proto))
 			}
 			targets := make([]netip.AddrPort, len(args))
 			for i, a := range args {
@@ -45,16 +59,20 @@ model alone; no kernel state is read.`,
 			if err != nil {
 				return err
 			}
+			host := in.host(g)
+			rs := rules.Compile(in.effective.Policy, host)
 			enc := json.NewEncoder(g.stdout)
 			for i, t := range targets {
 				e := explain(in.effective.Policy, args[i], t)
+				explainFirewall(&e, rs, host, proto, t)
 				if format == "json" {
 					if err := enc.Encode(e); err != nil {
 						return err
 					}
 					continue
 				}
-				if _, err := fmt.Fprintf(g.stdout, "%s %s by entry %d: %s\n", e.Target, e.Verdict, e.Index, e.Entry); err != nil {
+				if _, err := fmt.Fprintf(g.stdout, "%s %s by entry %d: %s; firewall (%s): %s, %s (rule %s)\n",
+					e.Target, e.Verdict, e.Index, e.Entry, e.Proto, e.Firewall, e.Reason, e.Rule); err != nil {
 					return err
 				}
 			}
@@ -62,6 +80,7 @@ model alone; no kernel state is read.`,
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol of the connection the firewall is asked about: tcp or udp")
 	return cmd
 }
 
@@ -79,4 +98,40 @@ func explain(p rules.ExitPolicy, target string, t netip.AddrPort) explanation {
 		e.Entry = "(no entry matches: tor accepts)"
 	}
 	return e
+}
+
+// explainFirewall adds the host firewall's verdict for a new connection.
+func explainFirewall(e *explanation, rs rules.Ruleset, host rules.Host, proto string, t netip.AddrPort) {
+	dst := t.Addr().Unmap()
+	p := rules.Packet{OutIface: "eth0", Dst: dst, Proto: proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
+	if dst.IsLoopback() {
+		p.OutIface = "lo"
+	}
+	for _, src := range host.ExitSources {
+		if src.Is4() == dst.Is4() {
+			p.Src = src
+		}
+	}
+	e.Proto = proto
+	i := rs.Verdict(p)
+	if i < 0 {
+		e.Firewall, e.Reason, e.Rule = rules.ActionAccept, "no rule matches (chain policy accept)", ""
+		return
+	}
+	r := rs.Outbound[i]
+	e.Firewall, e.Rule = r.Action, r.Name
+	switch {
+	case r.Name == "loopback":
+		e.Reason = "loopback"
+	case strings.HasPrefix(r.Name, "exit"):
+		e.Reason = "exit policy"
+	case strings.HasPrefix(r.Name, "relay-links"):
+		e.Reason = "relay link"
+	case r.Action == rules.ActionReject && proto == "tcp" && e.Verdict == "reject":
+		e.Reason = "rejected by the exit policy"
+	case r.Action == rules.ActionReject:
+		e.Reason = "default reject"
+	default:
+		e.Reason = "host allowance"
+	}
 }

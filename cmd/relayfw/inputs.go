@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -128,7 +129,7 @@ func (in *inputs) host(g *globals) rules.Host {
 			if err != nil {
 				g.log.Warn(fmt.Sprintf("no DNS allowance: %v", err))
 			}
-			h.Resolvers = rs
+			h.Resolvers = withResolvedUpstreams(g, rs, resolvedUpstreamConf)
 		}
 	}
 	h.RelayLinks = in.relayLinks(g)
@@ -166,6 +167,34 @@ func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
 		g.log.Warn(fmt.Sprintf("FallbackDir: %v", err))
 	}
 	return relays.Merge(consensus, auth, fallbacks)
+}
+
+// resolvedUpstreamConf lists systemd-resolved's upstream servers.
+var resolvedUpstreamConf = "/run/systemd/resolve/resolv.conf"
+
+// withResolvedUpstreams adds, when a resolver is on loopback (the
+// systemd-resolved stub at 127.0.0.53, a local unbound), the upstream
+// servers the local resolver queries: its own traffic leaves the host.
+// The loopback rule already covers the stub itself.
+func withResolvedUpstreams(g *globals, resolvers []netip.Addr, upstreamConf string) []netip.Addr {
+	local := false
+	for _, r := range resolvers {
+		local = local || r.IsLoopback()
+	}
+	if !local {
+		return resolvers
+	}
+	upstreams, err := readResolvers(upstreamConf)
+	if err != nil {
+		g.log.Warn(fmt.Sprintf("the resolver is local, but its upstream servers are unknown (%v): allow them with allow.resolvers", err))
+		return resolvers
+	}
+	for _, u := range upstreams {
+		if !u.IsLoopback() && !slices.Contains(resolvers, u) {
+			resolvers = append(resolvers, u)
+		}
+	}
+	return resolvers
 }
 
 // readResolvers returns the nameserver addresses of a resolv.conf.

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"io"
+	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/relayfw/relayfw/rules"
 )
@@ -114,7 +118,7 @@ func TestPolicyRejectStar(t *testing.T) {
 		t.Fatalf("exit %d, stdout %q; want the single line \"reject *:*\"", code, stdout)
 	}
 	code, stdout, _ = relayfw(t, "--torrc", torrc, "--config", testConfig, "explain", "--format", "json", "203.0.113.5:443")
-	want := `{"target":"203.0.113.5:443","verdict":"reject","entry":"reject *:*","index":0}` + "\n"
+	want := `{"target":"203.0.113.5:443","verdict":"reject","entry":"reject *:*","index":0,"proto":"tcp","firewall":"reject","reason":"rejected by the exit policy","rule":"reject-tcp"}` + "\n"
 	if code != 0 || stdout != want {
 		t.Fatalf("exit %d, stdout %q, want %q", code, stdout, want)
 	}
@@ -122,17 +126,22 @@ func TestPolicyRejectStar(t *testing.T) {
 
 func TestExplainJSON(t *testing.T) {
 	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig,
-		"explain", "--format", "json", "203.0.113.5:80", "[2001:db8::1]:25", "10.1.2.3:443", "203.0.113.10:443")
+		"explain", "--format", "json", "203.0.113.5:80", "[2001:db8::1]:25", "10.1.2.3:443", "203.0.113.10:443",
+		"203.0.113.11:9001", "192.0.2.53:53", "127.0.0.1:9050")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	_, policyOut, _ := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "policy")
 	listing := strings.Split(strings.TrimSuffix(policyOut, "\n"), "\n")
 	want := []explanation{
-		{"203.0.113.5:80", "accept", "accept *:80", 17},
-		{"[2001:db8::1]:25", "reject", "reject6 *:*", 30},
-		{"10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4},
-		{"203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11},
+		{"203.0.113.5:80", "accept", "accept *:80", 17, "tcp", "accept", "exit policy", "exit4"},
+		{"[2001:db8::1]:25", "reject", "reject6 *:*", 30, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+		{"10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+		{"203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+		// In testdata/tordata's consensus: a relay link on a port the policy rejects.
+		{"203.0.113.11:9001", "reject", "reject *:*", 29, "tcp", "accept", "relay link", "relay-links4"},
+		{"192.0.2.53:53", "accept", "accept *:53", 15, "tcp", "accept", "host allowance", "dns-tcp4"},
+		{"127.0.0.1:9050", "reject", "reject 127.0.0.0/8:*", 2, "tcp", "accept", "loopback", "loopback"},
 	}
 	var got []explanation
 	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
@@ -149,7 +158,7 @@ func TestExplainJSON(t *testing.T) {
 		t.Fatalf("explain (-want +got):\n%s", diff)
 	}
 	// Keys come in the documented order.
-	if !strings.HasPrefix(stdout, `{"target":"203.0.113.5:80","verdict":"accept","entry":"accept *:80","index":17}`) {
+	if !strings.HasPrefix(stdout, `{"target":"203.0.113.5:80","verdict":"accept","entry":"accept *:80","index":17,"proto":"tcp","firewall":"accept","reason":"exit policy","rule":"exit4"}`) {
 		t.Fatalf("unexpected JSON layout: %s", stdout)
 	}
 }
@@ -194,5 +203,43 @@ func golden(t *testing.T, path, got string) {
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
 		t.Fatalf("%s differs (-want +got); if intended, regenerate with go test ./cmd/relayfw -update:\n%s", path, diff)
+	}
+}
+
+func TestResolvedUpstreams(t *testing.T) {
+	g := &globals{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	upstream := writeFile(t, "resolv.conf", "# systemd-resolved\nnameserver 192.0.2.1\nnameserver 2001:db8::1%eth0\nsearch example.org\n")
+	stub := []netip.Addr{netip.MustParseAddr("127.0.0.53")}
+	got := withResolvedUpstreams(g, stub, upstream)
+	want := []netip.Addr{netip.MustParseAddr("127.0.0.53"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
+	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
+		t.Fatal(diff)
+	}
+	direct := []netip.Addr{netip.MustParseAddr("192.0.2.9")}
+	if got := withResolvedUpstreams(g, direct, upstream); len(got) != 1 {
+		t.Fatalf("a non-local resolver needs no upstreams: %v", got)
+	}
+}
+
+func TestExplainUDP(t *testing.T) {
+	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig,
+		"explain", "--proto", "udp", "--format", "json", "192.0.2.53:53", "203.0.113.5:443", "203.0.113.5:123")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	var reasons []string
+	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
+		var e explanation
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatal(err)
+		}
+		reasons = append(reasons, e.Firewall+" "+e.Reason+" "+e.Rule)
+	}
+	want := []string{"accept host allowance dns-udp4", "reject default reject reject", "accept host allowance ntp"}
+	if diff := cmp.Diff(want, reasons); diff != "" {
+		t.Fatal(diff)
+	}
+	if code, _, _ := relayfw(t, "--torrc", exampleTorrc, "explain", "--proto", "sctp", "192.0.2.1:1"); code != 64 {
+		t.Fatalf("--proto sctp: exit %d, want 64", code)
 	}
 }
