@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -34,6 +36,17 @@ type Allow struct {
 	Ping *bool `toml:"ping"`
 	// Resolvers replaces the resolvers read from resolv.conf.
 	Resolvers []string `toml:"resolvers"`
+	// Extra are the admin's own allowances.
+	Extra []Extra `toml:"extra"`
+}
+
+// Extra lets the host reach more, e.g. package mirrors for the user _apt.
+type Extra struct {
+	Name  string   `toml:"name"`  // used in rule comments: relayfw: extra-<name>4
+	Proto string   `toml:"proto"` // tcp (default) or udp
+	To    []string `toml:"to"`    // addresses, prefixes or host names (resolved at apply); none: anywhere
+	Ports []string `toml:"ports"` // "443" or "8000-8999"; none: any port
+	User  string   `toml:"user"`  // only sockets of this user (name or uid)
 }
 
 // On reports a switch's value, true when unset.
@@ -88,7 +101,63 @@ func Parse(path string, data []byte) (Config, error) {
 			return Config{}, &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
 		}
 	}
+	for i, e := range c.Allow.Extra {
+		// Name the line within this [[allow.extra]] table.
+		start := nthIndex(data, "[[allow.extra]]", i)
+		bad := func(value, msg string) error {
+			line := lineOf(data[max(start, 0):], value)
+			if start >= 0 {
+				line += bytes.Count(data[:start], []byte("\n"))
+			}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("allow.extra[%d]: %s", i, msg)}
+		}
+		if !validName(e.Name) {
+			return Config{}, bad("[[allow.extra]]", fmt.Sprintf("name %q: want 1-20 letters, digits, - or _", e.Name))
+		}
+		if e.Proto != "" && e.Proto != "tcp" && e.Proto != "udp" {
+			return Config{}, bad(e.Proto, fmt.Sprintf("proto %q: want tcp or udp", e.Proto))
+		}
+		for _, p := range e.Ports {
+			if _, _, err := ParsePortRange(p); err != nil {
+				return Config{}, bad(p, err.Error())
+			}
+		}
+		for _, to := range e.To {
+			if strings.Contains(to, "/") {
+				if _, err := netip.ParsePrefix(to); err != nil {
+					return Config{}, bad(to, fmt.Sprintf("to %q: not a prefix", to))
+				}
+			}
+		}
+	}
 	return c, nil
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 20 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParsePortRange reads "443" or "8000-8999".
+func ParsePortRange(s string) (first, last uint16, err error) {
+	a, b, isRange := strings.Cut(s, "-")
+	lo, err1 := strconv.ParseUint(a, 10, 16)
+	hi := lo
+	var err2 error
+	if isRange {
+		hi, err2 = strconv.ParseUint(b, 10, 16)
+	}
+	if err1 != nil || err2 != nil || lo == 0 || hi < lo {
+		return 0, 0, fmt.Errorf("port %q: want N or N-M with 1 <= N <= M <= 65535", s)
+	}
+	return uint16(lo), uint16(hi), nil
 }
 
 func joinKey(k toml.Key) string {
@@ -100,6 +169,22 @@ func joinKey(k toml.Key) string {
 		s += p
 	}
 	return s
+}
+
+// nthIndex is the offset of the n-th (0-based) occurrence of s, or -1.
+func nthIndex(data []byte, s string, n int) int {
+	off := 0
+	for ; n >= 0; n-- {
+		i := bytes.Index(data[off:], []byte(s))
+		if i < 0 {
+			return -1
+		}
+		if n == 0 {
+			return off + i
+		}
+		off += i + len(s)
+	}
+	return -1
 }
 
 // lineOf is the first line containing s, for values the decoder accepted

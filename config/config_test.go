@@ -20,6 +20,12 @@ func TestParse(t *testing.T) {
 		{"wrong type", "[allow]\ndns = \"yes\"\n", 2, ""},
 		{"bad resolver", "[allow]\nresolvers = [\n  \"192.0.2.53\",\n  \"not-an-ip\",\n]\n", 4, `"not-an-ip" is not an IP address`},
 		{"syntax", "[allow\n", 1, ""},
+		{"extra ok", "[[allow.extra]]\nname = \"apt\"\nproto = \"tcp\"\nto = [\"deb.debian.org\", \"2001:db8::/32\"]\nports = [\"80\", \"443\", \"8000-8999\"]\nuser = \"_apt\"\n", 0, ""},
+		{"extra bad port", "[[allow.extra]]\nname = \"x\"\nports = [\n \"80\",\n \"0-5\"]\n", 5, "port \"0-5\""},
+		{"extra bad proto", "[[allow.extra]]\nname = \"x\"\nproto = \"icmp\"\n", 3, "proto \"icmp\""},
+		{"extra bad prefix", "[[allow.extra]]\nname = \"x\"\nto = [\"10.0.0.0/33\"]\n", 3, "not a prefix"},
+		{"extra no name", "[[allow.extra]]\nname = \"a\"\n\n[[allow.extra]]\nproto = \"tcp\"\n", 4, "name"},
+		{"extra unknown key", "[[allow.extra]]\nname = \"x\"\nport = [\"80\"]\n", 3, `unknown key "allow.extra.port"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

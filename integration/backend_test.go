@@ -31,7 +31,7 @@ const testConfig = "[allow]\nresolvers = [\"198.51.100.2\"]\n"
 
 // writeTestConfig writes relayfw.toml and a tor data directory with the
 // consensus into dir, readable by anyone, and returns the config path.
-func writeTestConfig(t *testing.T, dir, consensus string) string {
+func writeTestConfig(t *testing.T, dir, consensus string, extra ...string) string {
 	t.Helper()
 	data := filepath.Join(dir, "tordata")
 	if err := os.MkdirAll(data, 0o755); err != nil {
@@ -41,7 +41,7 @@ func writeTestConfig(t *testing.T, dir, consensus string) string {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "relayfw.toml")
-	text := fmt.Sprintf("data_directory = %q\n%s", data, testConfig)
+	text := fmt.Sprintf("data_directory = %q\n%s%s", data, testConfig, strings.Join(extra, ""))
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -163,6 +163,7 @@ func TestBackends(t *testing.T) {
 			t.Run("RelayLinksAndRefresh", func(t *testing.T) { testRelayLinks(t, backend) })
 			t.Run("HostKeepsWorking", func(t *testing.T) { testHostKeepsWorking(t, backend) })
 			t.Run("ExitSource", func(t *testing.T) { testExitSource(t, backend) })
+			t.Run("ExtraAllowanceByUser", func(t *testing.T) { testExtraAllowance(t, backend) })
 		})
 	}
 }
@@ -761,5 +762,49 @@ func testExitSource(t *testing.T, b backend) {
 		if got := dialFrom(tc.src, tc.dst); got != tc.want {
 			t.Errorf("from %s to %s: %s, want %s", tc.src, tc.dst, got, tc.want)
 		}
+	}
+}
+
+// testExtraAllowance: an allow.extra entry with a user lets that user's
+// sockets reach what the exit policy rejects, and nobody else's.
+func testExtraAllowance(t *testing.T, b backend) {
+	requireCommand(t, "setpriv")
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, testConsensus, `
+[[allow.extra]]
+name = "nobody"
+proto = "tcp"
+to = ["203.0.113.0/25", "2001:db8:1::/48"]
+ports = ["6881-6890", "25"]
+user = "65534"
+`)
+	flags := []string{"--backend", b.flag, "--torrc", "../examples/torrc", "--config", cfg}
+	mustApply(t, run, flags)
+	connectAs := func(uid string, host string, port int) bool {
+		script := fmt.Sprintf("exec 3<>/dev/tcp/%s/%d", host, port)
+		cmd := exec.Command("ip", "netns", "exec", tn.relay, "setpriv", "--reuid="+uid, "--regid="+uid, "--clear-groups", "bash", "-c", script)
+		return cmd.Run() == nil
+	}
+	for _, tc := range []struct {
+		uid, host string
+		port      int
+		want      bool
+	}{
+		{"65534", "203.0.113.5", 6881, true},
+		{"65534", "203.0.113.5", 25, true},
+		{"65534", "2001:db8:1::5", 6885, true},
+		{"65534", "203.0.113.200", 6881, false}, // outside the prefix
+		{"65534", "203.0.113.5", 6891, false},   // outside the ports
+		{"0", "203.0.113.5", 6881, false},       // another user: the exit policy decides
+		{"65533", "2001:db8:1::5", 25, false},
+	} {
+		if got := connectAs(tc.uid, tc.host, tc.port); got != tc.want {
+			t.Errorf("uid %s to %s port %d: connected=%v, want %v", tc.uid, tc.host, tc.port, got, tc.want)
+		}
+	}
+	if code, out, _ := run(append(flags, "check")...); code != 0 {
+		t.Errorf("check: exit %d %q", code, out)
 	}
 }

@@ -21,18 +21,37 @@ func bigPolicyTorrc(n int) string {
 	return b.String()
 }
 
+// extraShapes are allowances with whole-byte and other prefixes, port
+// ranges and a user, in both families.
+const extraShapes = `
+[[allow.extra]]
+name = "shapes"
+proto = "udp"
+to = ["10.0.0.0/8", "172.16.0.0/12", "192.0.2.7", "0.0.0.0/0", "2001:db8::/32", "2001:db8:1:2::/63", "2001:db8::9"]
+ports = ["53", "1000-2000"]
+user = "65534"
+
+[[allow.extra]]
+name = "anywhere"
+`
+
 // TestNftPrintEqualsApply: `nft -f` of `relayfw print` leaves the same
 // kernel state as `relayfw apply` (nft's own listing, and relayfw check).
 func TestNftPrintEqualsApply(t *testing.T) {
 	requireRoot(t)
-	for _, tc := range []struct{ name, torrc string }{
-		{"example", "../examples/torrc"},
-		{"reduced", "ExitRelay 1\nReducedExitPolicy 1\nIPv6Exit 1\nORPort 443\nOutboundBindAddressExit 198.51.100.1\n"},
-		{"big", bigPolicyTorrc(3000)},
+	for _, tc := range []struct{ name, torrc, extra string }{
+		{"example", "../examples/torrc", ""},
+		{"reduced", "ExitRelay 1\nReducedExitPolicy 1\nIPv6Exit 1\nORPort 443\nOutboundBindAddressExit 198.51.100.1\n", ""},
+		{"big", bigPolicyTorrc(3000), ""},
+		// Every prefix and port shape the allowances produce.
+		{"extras", "../examples/torrc", extraShapes},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newIsolatedNS(t, "rfwnft")
 			flags := relayInputs(t, "nftables", tc.torrc)
+			if tc.extra != "" {
+				flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), testConsensus, tc.extra)
+			}
 			code, text, errOut := relayfwIn(t, ns, append(flags, "print", "--format", "nft")...)
 			if code != 0 {
 				t.Fatalf("print: %d %s", code, errOut)
@@ -73,14 +92,18 @@ func TestNftPrintEqualsApply(t *testing.T) {
 func TestIptablesPrintEqualsApply(t *testing.T) {
 	requireRoot(t)
 	for _, b := range backends[1:] {
-		for _, tc := range []struct{ name, torrc string }{
-			{"example", "../examples/torrc"},
-			{"big", bigPolicyTorrc(2000)},
+		for _, tc := range []struct{ name, torrc, extra string }{
+			{"example", "../examples/torrc", ""},
+			{"big", bigPolicyTorrc(2000), ""},
+			{"extras", "../examples/torrc", extraShapes},
 		} {
 			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
 				ns := newIsolatedNS(t, "rfwipt")
 				env := b.env(t)
 				flags := relayInputs(t, b.flag, tc.torrc)
+				if tc.extra != "" {
+					flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), testConsensus, tc.extra)
+				}
 				// The rules refer to the relay-link ipsets: load those first.
 				code, sets, errOut := relayfwEnv(t, ns, env, append(flags, "print", "--format", "ipset")...)
 				if code != 0 {

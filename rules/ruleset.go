@@ -49,6 +49,8 @@ type Rule struct {
 	DstPorts     []PortRange    `json:"dport,omitempty"`
 	// Set names a set of Ruleset.Sets that (daddr . dport) must be in.
 	Set string `json:"set,omitempty"`
+	// SocketUID matches packets of sockets owned by this user.
+	SocketUID *uint32 `json:"skuid,omitempty"`
 
 	Action     string `json:"action"`
 	RejectWith string `json:"reject_with,omitempty"`
@@ -95,6 +97,8 @@ type Packet struct {
 	CtState  string // "new" (default), "established", "related"
 	SYN, ACK bool
 	ICMPType int
+	// UID owns the sending socket; nil when unknown (no user rule matches).
+	UID *uint32
 }
 
 // Verdict returns the index of the rule that decides the packet, or -1 if
@@ -143,6 +147,8 @@ func (rs Ruleset) matches(r Rule, p Packet) bool {
 	case len(r.SrcPorts) > 0 && !portsContain(r.SrcPorts, p.SrcPort):
 		return false
 	case len(r.DstPorts) > 0 && !portsContain(r.DstPorts, p.DstPort):
+		return false
+	case r.SocketUID != nil && (p.UID == nil || *p.UID != *r.SocketUID):
 		return false
 	}
 	if r.Set != "" {
@@ -203,6 +209,18 @@ type Host struct {
 	// ExitSources are OutboundBindAddressExit addresses: where set for a
 	// family, the exit policy applies only to packets from them.
 	ExitSources []netip.Addr
+	// Extra are the admin's own allowances (relayfw.toml allow.extra).
+	Extra []Allowance
+}
+
+// Allowance lets the host reach destinations the exit policy does not
+// cover, e.g. package mirrors for the user _apt.
+type Allowance struct {
+	Name  string         // "relayfw: extra-<name>" in rule comments
+	Proto string         // "tcp" or "udp"
+	Dst   []netip.Prefix // none: any address
+	Ports []PortRange    // none: any port
+	UID   *uint32        // only sockets of this user
 }
 
 // DefaultHost allows DHCP, NTP and ping, the defaults an operator expects.
@@ -248,6 +266,21 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 	}
 	if h.NTP {
 		add(Rule{Name: "ntp", Comment: "NTP", Proto: "udp", DstPorts: []PortRange{{123, 123}}, Action: ActionAccept})
+	}
+	for _, a := range h.Extra {
+		for _, fam := range []Family{IPv4, IPv6} {
+			var dst []netip.Prefix
+			for _, p := range a.Dst {
+				if p.Addr().Is4() == (fam == IPv4) {
+					dst = append(dst, p.Masked())
+				}
+			}
+			if len(a.Dst) > 0 && len(dst) == 0 {
+				continue // nothing of this family
+			}
+			add(Rule{Name: "extra-" + a.Name + suffix(fam), Comment: "allowance from relayfw.toml",
+				Family: fam, Proto: a.Proto, DstAddrs: dst, DstPorts: a.Ports, SocketUID: a.UID, Action: ActionAccept})
+		}
 	}
 	for _, fam := range []Family{IPv4, IPv6} {
 		set := Set{Name: "relays" + suffix(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities"}

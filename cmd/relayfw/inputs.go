@@ -9,7 +9,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"os/user"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -133,7 +135,73 @@ func (in *inputs) host(g *globals) rules.Host {
 		}
 	}
 	h.RelayLinks = in.relayLinks(g)
+	h.Extra = in.extraAllowances(g)
 	return h
+}
+
+// extraAllowances turns allow.extra into allowances: host names are
+// resolved now (one that does not resolve is left out, with a warning,
+// rather than keeping the whole firewall from being applied), users
+// looked up.
+func (in *inputs) extraAllowances(g *globals) []rules.Allowance {
+	var out []rules.Allowance
+	for _, e := range in.cfg.Allow.Extra {
+		a := rules.Allowance{Name: e.Name, Proto: e.Proto}
+		if a.Proto == "" {
+			a.Proto = "tcp"
+		}
+		for _, p := range e.Ports {
+			lo, hi, _ := config.ParsePortRange(p) // validated when loaded
+			a.Ports = append(a.Ports, rules.PortRange{First: lo, Last: hi})
+		}
+		for _, to := range e.To {
+			if p, err := netip.ParsePrefix(to); err == nil {
+				a.Dst = append(a.Dst, p)
+				continue
+			}
+			if addr, err := netip.ParseAddr(to); err == nil {
+				a.Dst = append(a.Dst, netip.PrefixFrom(addr, addr.BitLen()))
+				continue
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", to)
+			cancel()
+			if err != nil {
+				g.log.Warn(fmt.Sprintf("allow.extra %s: %q does not resolve (%v); left out", e.Name, to, err))
+				continue
+			}
+			for _, addr := range addrs {
+				addr = addr.Unmap()
+				a.Dst = append(a.Dst, netip.PrefixFrom(addr, addr.BitLen()))
+			}
+		}
+		if len(e.To) > 0 && len(a.Dst) == 0 {
+			continue // nothing to allow: not "anywhere"
+		}
+		if e.User != "" {
+			uid, err := lookupUID(e.User)
+			if err != nil {
+				g.log.Warn(fmt.Sprintf("allow.extra %s: user %q: %v; left out", e.Name, e.User, err))
+				continue
+			}
+			a.UID = &uid
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// lookupUID accepts a user name or a numeric uid.
+func lookupUID(name string) (uint32, error) {
+	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+		return uint32(n), nil
+	}
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(n), err
 }
 
 // dataDirectory is where tor keeps its cached consensus.

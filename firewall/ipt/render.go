@@ -123,10 +123,11 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 	if len(r.DstAddrs) > 0 {
 		dsts = nil
 		for _, p := range r.DstAddrs {
-			if !p.IsSingleIP() {
-				return nil, fmt.Errorf("destination %s: only single addresses are supported", p)
+			if p.Bits() == 0 {
+				dsts = append(dsts, dst{}) // -d 0.0.0.0/0 prints as nothing
+				continue
 			}
-			dsts = append(dsts, dst{addr: "-d " + hostPrefix(p.Addr())})
+			dsts = append(dsts, dst{addr: "-d " + p.Masked().String()})
 		}
 	}
 	if r.Set != "" {
@@ -168,24 +169,43 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 		}
 		matches = append(matches, "-m tcp --tcp-flags SYN,ACK ACK")
 	}
-	var ports []string
-	for _, pr := range []struct {
-		flag   string
-		ranges []rules.PortRange
-	}{{"--sport", r.SrcPorts}, {"--dport", r.DstPorts}} {
-		switch {
-		case len(pr.ranges) == 0:
-		case len(pr.ranges) == 1 && pr.ranges[0].First == pr.ranges[0].Last:
-			ports = append(ports, fmt.Sprintf("%s %d", pr.flag, pr.ranges[0].First))
-		default:
-			return nil, fmt.Errorf("%s: only one single port is supported", pr.flag)
-		}
+	if r.SocketUID != nil {
+		matches = append(matches, fmt.Sprintf("-m owner --uid-owner %d", *r.SocketUID))
 	}
-	if len(ports) > 0 {
+	// Port alternatives: one line per destination range.
+	portText := func(pr rules.PortRange) string {
+		if pr.First == pr.Last {
+			return fmt.Sprint(pr.First)
+		}
+		return fmt.Sprintf("%d:%d", pr.First, pr.Last)
+	}
+	var sport string
+	switch {
+	case len(r.SrcPorts) == 0:
+	case len(r.SrcPorts) == 1 && r.SrcPorts[0].First == r.SrcPorts[0].Last:
+		sport = "--sport " + portText(r.SrcPorts[0])
+	default:
+		return nil, fmt.Errorf("--sport: only one single port is supported")
+	}
+	portMatches := []string{""}
+	if sport != "" || len(r.DstPorts) > 0 {
 		if r.Proto != "tcp" && r.Proto != "udp" {
 			return nil, fmt.Errorf("ports need proto tcp or udp")
 		}
-		matches = append(matches, "-m "+proto[1]+" "+strings.Join(ports, " "))
+		portMatches = nil
+		if len(r.DstPorts) == 0 {
+			portMatches = []string{"-m " + proto[1] + " " + sport}
+		}
+		for _, pr := range r.DstPorts {
+			if pr.First == 0 || pr.First > pr.Last {
+				return nil, fmt.Errorf("--dport %d-%d: not a port range", pr.First, pr.Last)
+			}
+			m := "-m " + proto[1] + " "
+			if sport != "" {
+				m += sport + " "
+			}
+			portMatches = append(portMatches, m+"--dport "+portText(pr))
+		}
 	}
 	icmp := []string{""}
 	if len(r.ICMPTypes) > 0 {
@@ -224,32 +244,37 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 	var out []string
 	for _, s := range srcs {
 		for _, d := range dsts {
-			for _, ic := range icmp {
-				parts := []string{"-A", Chain}
-				// iptables -S order: -s, -d, -o, -p, then matches as given.
-				for _, p := range []string{s, d.addr} {
-					if p != "" && !strings.HasPrefix(p, "-m ") {
-						parts = append(parts, p)
+			for _, pm := range portMatches {
+				for _, ic := range icmp {
+					parts := []string{"-A", Chain}
+					// iptables -S order: -s, -d, -o, -p, then matches as given.
+					for _, p := range []string{s, d.addr} {
+						if p != "" && !strings.HasPrefix(p, "-m ") {
+							parts = append(parts, p)
+						}
 					}
+					if r.OutIface != "" {
+						parts = append(parts, "-o", r.OutIface)
+					}
+					if hasProto {
+						parts = append(parts, "-p", proto[0])
+					}
+					if strings.HasPrefix(d.addr, "-m ") {
+						parts = append(parts, d.addr)
+					}
+					parts = append(parts, matches...)
+					if pm != "" {
+						parts = append(parts, pm)
+					}
+					if ic != "" {
+						parts = append(parts, ic)
+					}
+					if d.ports != "" {
+						parts = append(parts, d.ports)
+					}
+					parts = append(parts, comment, target)
+					out = append(out, strings.Join(parts, " "))
 				}
-				if r.OutIface != "" {
-					parts = append(parts, "-o", r.OutIface)
-				}
-				if hasProto {
-					parts = append(parts, "-p", proto[0])
-				}
-				if strings.HasPrefix(d.addr, "-m ") {
-					parts = append(parts, d.addr)
-				}
-				parts = append(parts, matches...)
-				if ic != "" {
-					parts = append(parts, ic)
-				}
-				if d.ports != "" {
-					parts = append(parts, d.ports)
-				}
-				parts = append(parts, comment, target)
-				out = append(out, strings.Join(parts, " "))
 			}
 		}
 	}

@@ -55,13 +55,31 @@ func TestMultiportSplits(t *testing.T) {
 
 func TestLinesRefuseWhatIptablesCannotExpress(t *testing.T) {
 	for name, r := range map[string]rules.Rule{
-		"interface":  {Name: "x", OutIface: "eth0", Action: rules.ActionAccept},
-		"port range": {Name: "x", Proto: "tcp", DstPorts: []rules.PortRange{{First: 1, Last: 2}}, Action: rules.ActionAccept},
-		"prefix":     {Name: "x", DstAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Action: rules.ActionAccept},
-		"action":     {Name: "x", Action: "drop"},
+		"interface":       {Name: "x", OutIface: "eth0", Action: rules.ActionAccept},
+		"backwards range": {Name: "x", Proto: "tcp", DstPorts: []rules.PortRange{{First: 2, Last: 1}}, Action: rules.ActionAccept},
+		"source prefix":   {Name: "x", SrcAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Action: rules.ActionAccept},
+		"action":          {Name: "x", Action: "drop"},
 	} {
 		if _, err := Lines(rules.Ruleset{Outbound: []rules.Rule{r}}, false); err == nil {
 			t.Errorf("%s: want an error", name)
 		}
+	}
+}
+
+func TestLinesPrefixesRangesUsers(t *testing.T) {
+	uid := uint32(105)
+	r := rules.Rule{Name: "extra-apt4", Family: rules.IPv4, Proto: "tcp", Action: rules.ActionAccept, SocketUID: &uid,
+		DstAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
+		DstPorts: []rules.PortRange{{First: 80, Last: 80}, {First: 8000, Last: 8999}}}
+	got, err := Lines(rules.Ruleset{Outbound: []rules.Rule{r}}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`-A RELAYFW-OUTPUT -d 192.0.2.0/24 -p tcp -m owner --uid-owner 105 -m tcp --dport 80 -m comment --comment "relayfw: extra-apt4" -j ACCEPT`,
+		`-A RELAYFW-OUTPUT -d 192.0.2.0/24 -p tcp -m owner --uid-owner 105 -m tcp --dport 8000:8999 -m comment --comment "relayfw: extra-apt4" -j ACCEPT`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("got\n%s", strings.Join(got, "\n"))
 	}
 }

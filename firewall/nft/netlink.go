@@ -36,6 +36,10 @@ func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 				Mask: binaryutil.NativeEndian.PutUint32(r.ctMask), Xor: binaryutil.NativeEndian.PutUint32(0)},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}})
 	}
+	if r.skuid != nil {
+		meta(expr.MetaKeySKUID)
+		cmp(binaryutil.NativeEndian.PutUint32(*r.skuid))
+	}
 	if r.nfproto != 0 {
 		meta(expr.MetaKeyNFPROTO)
 		cmp([]byte{r.nfproto})
@@ -58,9 +62,23 @@ func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 		cmp(r.saddr.AsSlice())
 	}
 	if r.daddr.IsValid() {
+		// As nft: a whole-byte prefix loads just its bytes; any other
+		// loads the address and masks it.
 		off, l := addrOffset(false)
-		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
-		cmp(r.daddr.AsSlice())
+		bits := r.daddr.Bits()
+		addr := r.daddr.Addr().AsSlice()
+		if bits > 0 && bits%8 == 0 {
+			payload(expr.PayloadBaseNetworkHeader, off, uint32(bits/8), 1)
+			cmp(addr[:bits/8])
+		} else {
+			payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+			mask := make([]byte, l)
+			for i := 0; i < bits; i++ {
+				mask[i/8] |= 1 << (7 - i%8)
+			}
+			e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: l, Mask: mask, Xor: make([]byte, l)})
+			cmp(addr)
+		}
 	}
 	if r.l4proto != 0 {
 		meta(expr.MetaKeyL4PROTO)
@@ -76,16 +94,21 @@ func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 		cmp([]byte{byte(r.icmpType)})
 	}
 	switch {
-	case r.sport != 0 && r.dport != 0:
+	case r.sport != 0 && r.dport.First != 0:
 		// nft merges adjacent source and destination port matches.
 		payload(expr.PayloadBaseTransportHeader, 0, 4, 1)
-		cmp(append(binaryutil.BigEndian.PutUint16(r.sport), binaryutil.BigEndian.PutUint16(r.dport)...))
+		cmp(append(binaryutil.BigEndian.PutUint16(r.sport), binaryutil.BigEndian.PutUint16(r.dport.First)...))
 	case r.sport != 0:
 		payload(expr.PayloadBaseTransportHeader, 0, 2, 1)
 		cmp(binaryutil.BigEndian.PutUint16(r.sport))
-	case r.dport != 0:
+	case r.dport.First != 0 && r.dport.First == r.dport.Last:
 		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
-		cmp(binaryutil.BigEndian.PutUint16(r.dport))
+		cmp(binaryutil.BigEndian.PutUint16(r.dport.First))
+	case r.dport.First != 0:
+		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
+		e = append(e,
+			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.dport.First)},
+			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.dport.Last)})
 	}
 	if r.set != "" {
 		off, l := addrOffset(false)

@@ -47,15 +47,16 @@ type kernelRule struct {
 	oifLo     bool
 	ctMask    uint32
 	nfproto   byte // 0: any family
+	skuid     *uint32
 	saddr     netip.Addr
-	daddr     netip.Addr
-	l4proto   byte // 0: any protocol
+	daddr     netip.Prefix // invalid: any
+	l4proto   byte         // 0: any protocol
 	midstream bool
 	icmpType  int // -1: none
 	sport     uint16
-	dport     uint16
-	set       string // lookup of (daddr . tcp dport) in this set
-	reject    string // "" accept, else rules.RejectTCPReset / RejectAdminProhibited
+	dport     rules.PortRange // First 0: any
+	set       string          // lookup of (daddr . tcp dport) in this set
+	reject    string          // "" accept, else rules.RejectTCPReset / RejectAdminProhibited
 }
 
 // kernelSet is one named set of (address . port) elements.
@@ -142,27 +143,27 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 		}
 		base.midstream = true
 	}
-	single := func(ports []rules.PortRange, what string) (uint16, error) {
-		switch {
-		case len(ports) == 0:
-			return 0, nil
-		case len(ports) == 1 && ports[0].First == ports[0].Last && ports[0].First != 0:
-			return ports[0].First, nil
+	base.skuid = r.SocketUID
+	switch {
+	case len(r.SrcPorts) == 0:
+	case len(r.SrcPorts) == 1 && r.SrcPorts[0].First == r.SrcPorts[0].Last && r.SrcPorts[0].First != 0:
+		base.sport = r.SrcPorts[0].First
+	default:
+		return nil, fmt.Errorf("sport: only one single port is supported")
+	}
+	for _, pr := range r.DstPorts {
+		if pr.First == 0 || pr.First > pr.Last {
+			return nil, fmt.Errorf("dport %d-%d: not a port range", pr.First, pr.Last)
 		}
-		return 0, fmt.Errorf("%s: only one single port is supported", what)
 	}
-	var err error
-	if base.sport, err = single(r.SrcPorts, "sport"); err != nil {
-		return nil, err
-	}
-	if base.dport, err = single(r.DstPorts, "dport"); err != nil {
-		return nil, err
-	}
-	if (base.sport != 0 || base.dport != 0) && r.Proto != "tcp" && r.Proto != "udp" {
+	if (base.sport != 0 || len(r.DstPorts) > 0) && r.Proto != "tcp" && r.Proto != "udp" {
 		return nil, fmt.Errorf("ports need proto tcp or udp")
 	}
+	if base.sport != 0 && (len(r.DstPorts) > 1 || len(r.DstPorts) == 1 && r.DstPorts[0].First != r.DstPorts[0].Last) {
+		return nil, fmt.Errorf("a source port goes with one single destination port")
+	}
 	if r.Set != "" {
-		if r.Proto != "tcp" || base.nfproto == 0 || base.dport != 0 {
+		if r.Proto != "tcp" || base.nfproto == 0 || len(r.DstPorts) > 0 {
 			return nil, fmt.Errorf("set lookups need one family, proto tcp and no dport")
 		}
 		base.set = r.Set
@@ -200,10 +201,10 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 		}
 		out = next
 	}
-	for _, list := range [][]netip.Prefix{r.SrcAddrs, r.DstAddrs} {
+	for i, list := range [][]netip.Prefix{r.SrcAddrs, r.DstAddrs} {
 		for _, pfx := range list {
-			if !pfx.IsSingleIP() {
-				return nil, fmt.Errorf("address %s: only single addresses are supported", pfx)
+			if i == 0 && !pfx.IsSingleIP() {
+				return nil, fmt.Errorf("source %s: only single addresses are supported", pfx)
 			}
 			if base.nfproto == 0 || (pfx.Addr().Is4() != (base.nfproto == nfprotoIPv4)) {
 				return nil, fmt.Errorf("address %s does not match the rule's family", pfx)
@@ -211,7 +212,8 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 		}
 	}
 	expand(len(r.SrcAddrs), func(k *kernelRule, i int) { k.saddr = r.SrcAddrs[i].Addr() })
-	expand(len(r.DstAddrs), func(k *kernelRule, i int) { k.daddr = r.DstAddrs[i].Addr() })
+	expand(len(r.DstAddrs), func(k *kernelRule, i int) { k.daddr = r.DstAddrs[i].Masked() })
+	expand(len(r.DstPorts), func(k *kernelRule, i int) { k.dport = r.DstPorts[i] })
 	if len(r.ICMPTypes) > 0 && r.Proto != "icmp" && r.Proto != "icmpv6" {
 		return nil, fmt.Errorf("icmp_types need proto icmp or icmpv6")
 	}

@@ -14,14 +14,14 @@ import (
 func TestPlanRefusesWhatItCannotExpress(t *testing.T) {
 	ok := rules.Rule{Name: "x", Action: rules.ActionAccept}
 	for name, mutate := range map[string]func(*rules.Rule){
-		"interface":      func(r *rules.Rule) { r.OutIface = "eth0" },
-		"ct state":       func(r *rules.Rule) { r.CtState = []string{"untracked"} },
-		"protocol":       func(r *rules.Rule) { r.Proto = "sctp" },
-		"port range":     func(r *rules.Rule) { r.Proto = "tcp"; r.DstPorts = []rules.PortRange{{First: 1, Last: 1024}} },
-		"ports no proto": func(r *rules.Rule) { r.DstPorts = []rules.PortRange{{First: 53, Last: 53}} },
-		"prefix": func(r *rules.Rule) {
+		"interface":       func(r *rules.Rule) { r.OutIface = "eth0" },
+		"ct state":        func(r *rules.Rule) { r.CtState = []string{"untracked"} },
+		"protocol":        func(r *rules.Rule) { r.Proto = "sctp" },
+		"backwards range": func(r *rules.Rule) { r.Proto = "tcp"; r.DstPorts = []rules.PortRange{{First: 1024, Last: 1}} },
+		"ports no proto":  func(r *rules.Rule) { r.DstPorts = []rules.PortRange{{First: 53, Last: 53}} },
+		"source prefix": func(r *rules.Rule) {
 			r.Family = rules.IPv4
-			r.DstAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
+			r.SrcAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 		},
 		"family mismatch": func(r *rules.Rule) {
 			r.Family = rules.IPv6
@@ -58,6 +58,31 @@ func TestPlanExpandsLists(t *testing.T) {
 	want := []string{
 		`meta nfproto ipv4 ip daddr 192.0.2.1 meta l4proto udp udp dport 53 counter accept comment "relayfw: dns"`,
 		`meta nfproto ipv4 ip daddr 192.0.2.2 meta l4proto udp udp dport 53 counter accept comment "relayfw: dns"`,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatal(diff)
+	}
+}
+
+func TestPlanPrefixesRangesUsers(t *testing.T) {
+	uid := uint32(105)
+	r := rules.Rule{Name: "extra-apt4", Family: rules.IPv4, Proto: "tcp", Action: rules.ActionAccept, SocketUID: &uid,
+		DstAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.7/32")},
+		DstPorts: []rules.PortRange{{First: 80, Last: 80}, {First: 8000, Last: 8999}}}
+	p, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{r}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, k := range p.rules {
+		got = append(got, k.text())
+	}
+	c := ` counter accept comment "relayfw: extra-apt4"`
+	want := []string{
+		"meta skuid 105 meta nfproto ipv4 ip daddr 192.0.2.0/24 meta l4proto tcp tcp dport 80" + c,
+		"meta skuid 105 meta nfproto ipv4 ip daddr 192.0.2.0/24 meta l4proto tcp tcp dport 8000-8999" + c,
+		"meta skuid 105 meta nfproto ipv4 ip daddr 198.51.100.7 meta l4proto tcp tcp dport 80" + c,
+		"meta skuid 105 meta nfproto ipv4 ip daddr 198.51.100.7 meta l4proto tcp tcp dport 8000-8999" + c,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatal(diff)

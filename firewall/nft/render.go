@@ -92,6 +92,9 @@ func (r kernelRule) text() string {
 		}
 		add("ct state %s", strings.Join(names, ","))
 	}
+	if r.skuid != nil {
+		add("meta skuid %d", *r.skuid)
+	}
 	ip := "ip"
 	switch r.nfproto {
 	case nfprotoIPv4:
@@ -104,7 +107,11 @@ func (r kernelRule) text() string {
 		add("%s saddr %s", ip, r.saddr)
 	}
 	if r.daddr.IsValid() {
-		add("%s daddr %s", ip, r.daddr)
+		if r.daddr.IsSingleIP() {
+			add("%s daddr %s", ip, r.daddr.Addr())
+		} else {
+			add("%s daddr %s", ip, r.daddr)
+		}
 	}
 	if r.l4proto != 0 {
 		add("meta l4proto %s", protoNames[r.l4proto])
@@ -123,8 +130,12 @@ func (r kernelRule) text() string {
 	if r.sport != 0 {
 		add("%s sport %d", l4, r.sport)
 	}
-	if r.dport != 0 {
-		add("%s dport %d", l4, r.dport)
+	switch {
+	case r.dport.First == 0:
+	case r.dport.First == r.dport.Last:
+		add("%s dport %d", l4, r.dport.First)
+	default:
+		add("%s dport %d-%d", l4, r.dport.First, r.dport.Last)
 	}
 	if r.set != "" {
 		add("%s daddr . tcp dport @%s", ip, r.set)
