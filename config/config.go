@@ -34,6 +34,8 @@ type Allow struct {
 	DHCP *bool `toml:"dhcp"`
 	NTP  *bool `toml:"ntp"`
 	Ping *bool `toml:"ping"`
+	// NDP is IPv6 neighbour and router discovery and MLD: off breaks IPv6.
+	NDP *bool `toml:"ndp"`
 	// Resolvers replaces the resolvers read from resolv.conf.
 	Resolvers []string `toml:"resolvers"`
 	// Extra are the admin's own allowances.

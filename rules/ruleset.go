@@ -201,8 +201,9 @@ type Host struct {
 	// Resolvers get DNS (UDP and TCP port 53).
 	Resolvers []netip.Addr
 	// DHCP, NTP and Ping allow DHCP/DHCPv6 client traffic, NTP (UDP 123)
-	// and ICMP echo requests.
-	DHCP, NTP, Ping bool
+	// and ICMP echo requests; NDP IPv6 neighbour and router discovery and
+	// MLD, without which IPv6 stops working.
+	DHCP, NTP, Ping, NDP bool
 	// RelayLinks are ORPorts and DirPorts of other relays and directory
 	// authorities, reachable over TCP whatever the exit policy says.
 	RelayLinks []netip.AddrPort
@@ -223,8 +224,9 @@ type Allowance struct {
 	UID   *uint32        // only sockets of this user
 }
 
-// DefaultHost allows DHCP, NTP and ping, the defaults an operator expects.
-func DefaultHost() Host { return Host{DHCP: true, NTP: true, Ping: true} }
+// DefaultHost allows DHCP, NTP, ping and NDP, the defaults an operator
+// expects.
+func DefaultHost() Host { return Host{DHCP: true, NTP: true, Ping: true, NDP: true} }
 
 // Compile turns an effective exit policy and host facts into the ruleset,
 // in the order of DESIGN.md: loopback, established, ICMP the host needs,
@@ -240,8 +242,10 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 		CtState: []string{"established", "related"}, Action: ActionAccept})
 	add(Rule{Name: "midstream", Comment: "TCP connections that predate the firewall (conntrack sees them as new, without SYN)",
 		CtState: []string{"new"}, Proto: "tcp", TCPMidstream: true, Action: ActionAccept})
-	add(Rule{Name: "icmpv6-nd", Comment: "IPv6 neighbour and router discovery, MLD",
-		Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{130, 131, 132, 133, 134, 135, 136, 143}, Action: ActionAccept})
+	if h.NDP {
+		add(Rule{Name: "icmpv6-nd", Comment: "IPv6 neighbour and router discovery, MLD",
+			Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{130, 131, 132, 133, 134, 135, 136, 143}, Action: ActionAccept})
+	}
 	if h.Ping {
 		add(Rule{Name: "ping4", Comment: "ICMP echo requests", Family: IPv4, Proto: "icmp", ICMPTypes: []int{8}, Action: ActionAccept})
 		add(Rule{Name: "ping6", Comment: "ICMPv6 echo requests", Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{128}, Action: ActionAccept})

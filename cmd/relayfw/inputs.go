@@ -115,6 +115,7 @@ func (in *inputs) host(g *globals) rules.Host {
 		DHCP:        config.On(allow.DHCP),
 		NTP:         config.On(allow.NTP),
 		Ping:        config.On(allow.Ping),
+		NDP:         config.On(allow.NDP),
 		ExitSources: in.opts.OutboundBindExit,
 	}
 	if config.On(allow.DNS) {
