@@ -68,6 +68,28 @@ func median(ds []time.Duration) time.Duration {
 	return s[len(s)/2]
 }
 
+// newBenchNS creates an empty network namespace for the benchmark and
+// deletes it when the benchmark ends.
+func newBenchNS(b *testing.B, prefix string) netns.NsHandle {
+	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	orig, err := netns.Get()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer orig.Close()
+	ns, err := netns.NewNamed(name) // switches this thread into it
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := netns.Set(orig); err != nil {
+		panic(err)
+	}
+	b.Cleanup(func() { _ = netns.DeleteNamed(name); ns.Close() })
+	return ns
+}
+
 // buildRelayfw builds the relayfw binary into dir.
 func buildRelayfw(b *testing.B, dir string) string {
 	bin := filepath.Join(dir, "relayfw")
@@ -99,15 +121,7 @@ func BenchmarkApply(b *testing.B) {
 		b.Fatal("nft not found: bash scripts/setup")
 	}
 	cfg := writeConfig(b, dir)
-	runtime.LockOSThread()
-	orig, _ := netns.Get()
-	ns, err := netns.NewNamed(fmt.Sprintf("rfwbench%d", os.Getpid()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = netns.Set(orig)
-	runtime.UnlockOSThread()
-	defer func() { _ = netns.DeleteNamed(fmt.Sprintf("rfwbench%d", os.Getpid())); ns.Close() }()
+	ns := newBenchNS(b, "rfwbench")
 
 	const rounds = 7
 	for _, n := range []int{10, 1000, 10000} {

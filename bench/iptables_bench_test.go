@@ -5,12 +5,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // BenchmarkApplyIptables times relayfw apply --backend iptables against
@@ -24,16 +21,7 @@ func BenchmarkApplyIptables(b *testing.B) {
 	dir := b.TempDir()
 	bin := buildRelayfw(b, dir)
 	cfg := writeConfig(b, dir)
-	name := fmt.Sprintf("rfwbenchipt%d", os.Getpid())
-	runtime.LockOSThread()
-	orig, _ := netns.Get()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = netns.Set(orig)
-	runtime.UnlockOSThread()
-	defer func() { _ = netns.DeleteNamed(name); ns.Close() }()
+	ns := newBenchNS(b, "rfwbenchipt")
 
 	const rounds = 7
 	for _, mode := range []string{"legacy", "nft"} {

@@ -6,12 +6,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netns"
 )
 
 // consensusOf writes a microdesc consensus of n relays on the benchmarking
@@ -55,16 +52,7 @@ func BenchmarkRefresh(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	name := fmt.Sprintf("rfwbenchref%d", os.Getpid())
-	runtime.LockOSThread()
-	orig, _ := netns.Get()
-	ns, err := netns.NewNamed(name)
-	if err != nil {
-		b.Fatal(err)
-	}
-	_ = netns.Set(orig)
-	runtime.UnlockOSThread()
-	defer func() { _ = netns.DeleteNamed(name); ns.Close() }()
+	ns := newBenchNS(b, "rfwbenchref")
 
 	const rounds = 7
 	for _, backend := range []string{"nftables", "iptables"} {
