@@ -808,3 +808,40 @@ user = "65534"
 		t.Errorf("check: exit %d %q", code, out)
 	}
 }
+
+// TestLockSerializes: while another relayfw holds the namespace's lock,
+// apply fails at once with exit 75 and changes nothing, or waits with
+// --wait.
+func TestLockSerializes(t *testing.T) {
+	requireRoot(t)
+	tn := newTestNet(t)
+	flags := relayInputs(t, "nftables", "../examples/torrc")
+	fi, err := os.Stat("/var/run/netns/" + tn.relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock := fmt.Sprintf("/run/relayfw/lock-net%d", fi.Sys().(*syscall.Stat_t).Ino)
+	if err := os.MkdirAll("/run/relayfw", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(lock, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	before := listRuleset(t, tn.relay)
+	code, out, errOut := relayfwIn(t, tn.relay, append(flags, "apply")...)
+	if code != 75 || out != "" || !strings.Contains(errOut, "another relayfw") {
+		t.Fatalf("apply while locked: exit %d %q %q; want 75", code, out, errOut)
+	}
+	if after := listRuleset(t, tn.relay); after != before {
+		t.Fatal("a refused apply changed the kernel")
+	}
+	go func() { time.Sleep(300 * time.Millisecond); _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "--wait", "10s", "apply")...); code != 0 {
+		t.Fatalf("apply --wait: exit %d %q %q", code, out, errOut)
+	}
+}

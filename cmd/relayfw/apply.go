@@ -29,6 +29,18 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals) (rules.Ruleset, firewall.
 	return rs, b, err
 }
 
+// locked runs a command that changes the firewall under the lock.
+func locked(g *globals, run func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		release, err := acquireLock(g.wait)
+		if err != nil {
+			return err
+		}
+		defer release()
+		return run(cmd, args)
+	}
+}
+
 func newApplyCommand(g *globals) *cobra.Command {
 	var detailed bool
 	cmd := &cobra.Command{
@@ -38,7 +50,7 @@ func newApplyCommand(g *globals) *cobra.Command {
 firewall already equals it, nothing changes. One line says what happened.
 With --detailed-exitcode, exit 2 when something changed.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: locked(g, func(cmd *cobra.Command, _ []string) error {
 			rs, b, err := rulesetAndBackend(cmd, g)
 			if err != nil {
 				return err
@@ -52,7 +64,7 @@ With --detailed-exitcode, exit 2 when something changed.`,
 				return &exitStatus{code: exitChanged}
 			}
 			return nil
-		},
+		}),
 	}
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed")
 	return cmd
@@ -98,7 +110,7 @@ func newRemoveCommand(g *globals) *cobra.Command {
 		Use:   "remove",
 		Short: "Remove everything relayfw installed, and nothing else",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: locked(g, func(cmd *cobra.Command, _ []string) error {
 			b, err := chooseBackend(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -113,6 +125,6 @@ func newRemoveCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", b.Name())
 			}
 			return nil
-		},
+		}),
 	}
 }

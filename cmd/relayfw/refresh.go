@@ -15,7 +15,7 @@ fallbacks) and replace the contents of the relay-link sets atomically,
 without touching any rule. Prints how many links were added and removed.
 Run apply first.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: locked(g, func(cmd *cobra.Command, _ []string) error {
 			rs, b, err := rulesetAndBackend(cmd, g)
 			if err != nil {
 				return err
@@ -32,6 +32,6 @@ Run apply first.`,
 			}
 			fmt.Fprintf(g.stdout, "refreshed relay links: %d added, %d removed, %d in all (%s)\n", added, removed, n, b.Name())
 			return nil
-		},
+		}),
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,6 +23,7 @@ type globals struct {
 	policy     string
 	configPath string
 	backend    string
+	wait       time.Duration
 	stdout     io.Writer
 	log        *slog.Logger
 }
@@ -54,6 +56,7 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 	pf.StringVar(&g.policy, "policy", "", "exit policy in torrc syntax; replaces the torrc's ExitPolicy lines")
 	pf.StringVar(&g.configPath, "config", config.DefaultPath, "relayfw's own settings (optional at the default path)")
 	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables")
+	pf.DurationVar(&g.wait, "wait", 0, "when another relayfw is changing the firewall, wait this long for it (default: fail at once, exit 75)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),

@@ -1,0 +1,31 @@
+package main
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestLock(t *testing.T) {
+	lockDir = t.TempDir()
+	release, err := acquireLock(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second holder (another open file description) must not get it.
+	_, err = acquireLock(0)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitTempFail {
+		t.Fatalf("second lock: %v, want exit %d", err, exitTempFail)
+	}
+	go func() { time.Sleep(200 * time.Millisecond); release() }()
+	start := time.Now()
+	release2, err := acquireLock(5 * time.Second)
+	if err != nil {
+		t.Fatalf("waiting for the lock: %v", err)
+	}
+	if waited := time.Since(start); waited < 150*time.Millisecond {
+		t.Fatalf("got the lock after %v while it was held", waited)
+	}
+	release2()
+}
