@@ -19,26 +19,21 @@ func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, error) {
 }
 
 // rulesetAndBackend compiles the ruleset, then picks the backend: bad
-// input is reported before the kernel is asked anything.
-func rulesetAndBackend(cmd *cobra.Command, g *globals) (rules.Ruleset, firewall.Backend, error) {
-	rs, err := compileRuleset(cmd, g)
+// input is reported before the kernel is asked anything. With lock, the
+// namespace's lock is taken in between and release must be called.
+func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Ruleset, b firewall.Backend, release func(), err error) {
+	release = func() {}
+	rs, err = compileRuleset(cmd, g)
 	if err != nil {
-		return rs, nil, err
+		return rs, nil, release, err
 	}
-	b, err := chooseBackend(cmd.Context(), g)
-	return rs, b, err
-}
-
-// locked runs a command that changes the firewall under the lock.
-func locked(g *globals, run func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		release, err := acquireLock(g.wait)
-		if err != nil {
-			return err
+	if lock {
+		if release, err = acquireLock(g.wait); err != nil {
+			return rs, nil, func() {}, err
 		}
-		defer release()
-		return run(cmd, args)
 	}
+	b, err = chooseBackend(cmd.Context(), g)
+	return rs, b, release, err
 }
 
 func newApplyCommand(g *globals) *cobra.Command {
@@ -50,8 +45,9 @@ func newApplyCommand(g *globals) *cobra.Command {
 firewall already equals it, nothing changes. One line says what happened.
 With --detailed-exitcode, exit 2 when something changed.`,
 		Args: cobra.NoArgs,
-		RunE: locked(g, func(cmd *cobra.Command, _ []string) error {
-			rs, b, err := rulesetAndBackend(cmd, g)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rs, b, release, err := rulesetAndBackend(cmd, g, true)
+			defer release()
 			if err != nil {
 				return err
 			}
@@ -64,7 +60,7 @@ With --detailed-exitcode, exit 2 when something changed.`,
 				return &exitStatus{code: exitChanged}
 			}
 			return nil
-		}),
+		},
 	}
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed")
 	return cmd
@@ -84,7 +80,7 @@ func newCheckCommand(g *globals) *cobra.Command {
 		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, b, err := rulesetAndBackend(cmd, g)
+			rs, b, _, err := rulesetAndBackend(cmd, g, false)
 			if err != nil {
 				return err
 			}
@@ -110,7 +106,12 @@ func newRemoveCommand(g *globals) *cobra.Command {
 		Use:   "remove",
 		Short: "Remove everything relayfw installed, and nothing else",
 		Args:  cobra.NoArgs,
-		RunE: locked(g, func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			release, err := acquireLock(g.wait)
+			if err != nil {
+				return err
+			}
+			defer release()
 			b, err := chooseBackend(cmd.Context(), g)
 			if err != nil {
 				return err
@@ -125,6 +126,6 @@ func newRemoveCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", b.Name())
 			}
 			return nil
-		}),
+		},
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/relayfw/relayfw/firewall"
 )
 
 // lockDir holds one lock file per network namespace: the firewall is per
@@ -35,10 +37,16 @@ func lockPath() string {
 // process, so a killed relayfw never leaves it held.
 func acquireLock(wait time.Duration) (release func(), err error) {
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, &exitError{code: exitNoPerm, err: fmt.Errorf("lock directory %s: %w", lockDir, firewall.ErrNotPermitted)}
+		}
 		return nil, fmt.Errorf("lock directory %s: %w", lockDir, err)
 	}
 	path := lockPath()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if errors.Is(err, os.ErrPermission) {
+		return nil, &exitError{code: exitNoPerm, err: fmt.Errorf("lock %s: %w", path, firewall.ErrNotPermitted)}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}

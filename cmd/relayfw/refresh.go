@@ -15,8 +15,9 @@ fallbacks) and replace the contents of the relay-link sets atomically,
 without touching any rule. Prints how many links were added and removed.
 Run apply first.`,
 		Args: cobra.NoArgs,
-		RunE: locked(g, func(cmd *cobra.Command, _ []string) error {
-			rs, b, err := rulesetAndBackend(cmd, g)
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rs, b, release, err := rulesetAndBackend(cmd, g, true)
+			defer release()
 			if err != nil {
 				return err
 			}
@@ -32,6 +33,6 @@ Run apply first.`,
 			}
 			fmt.Fprintf(g.stdout, "refreshed relay links: %d added, %d removed, %d in all (%s)\n", added, removed, n, b.Name())
 			return nil
-		}),
+		},
 	}
 }

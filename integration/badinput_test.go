@@ -1,0 +1,167 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// kernelSnapshot is everything any backend could have changed in ns.
+func kernelSnapshot(t *testing.T, ns string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString(listRuleset(t, ns))
+	for _, tool := range []string{"iptables-legacy-save", "ip6tables-legacy-save"} {
+		out, err := exec.Command("ip", "netns", "exec", ns, tool).Output()
+		if err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		for _, l := range strings.Split(string(out), "\n") {
+			if !strings.HasPrefix(l, "#") {
+				b.WriteString(countersRE.ReplaceAllString(l, "[0:0]") + "\n")
+			}
+		}
+	}
+	out, err := exec.Command("ip", "netns", "exec", ns, "ipset", "save").Output()
+	if err != nil {
+		t.Fatalf("ipset save: %v", err)
+	}
+	b.Write(out)
+	return b.String()
+}
+
+// TestBadInput: every bad input gets its documented exit code and one
+// clear line naming the file:line or the fix, prints nothing on stdout,
+// and leaves the kernel exactly as it was.
+func TestBadInput(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "setpriv")
+	ns := newIsolatedNS(t, "rfwbad")
+	dir, err := os.MkdirTemp("", "relayfw-bad-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("torrc", "ExitRelay 1\nORPort 443\nAddress 203.0.113.10\nExitPolicy accept *:80,accept *:443,reject *:*\n")
+	cfg := writeTestConfig(t, dir, testConsensus)
+	// A firewall is installed: bad input must leave it alone.
+	if code, out, errOut := relayfwIn(t, ns, "--backend", "nftables", "--torrc", good, "--config", cfg, "apply"); code != 0 {
+		t.Fatalf("apply: %d %s %s", code, out, errOut)
+	}
+	torrc := func(name, body string) []string {
+		return []string{"--torrc", write(name, "ExitRelay 1\nORPort 443\n"+body), "--config", cfg}
+	}
+	conf := func(name, body string) []string {
+		return []string{"--torrc", good, "--config", write(name, body)}
+	}
+	base := []string{"--torrc", good, "--config", cfg}
+	with := func(a []string, more ...string) []string { return append(append([]string{}, a...), more...) }
+	nobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
+
+	cases := []struct {
+		name   string
+		prefix []string // command before relayfw (setpriv)
+		env    []string
+		args   []string
+		code   int
+		msg    string
+	}{
+		{"port 0", nil, nil, with(torrc("t1", "ExitPolicy accept *:0-80\n"), "apply"), 65, "t1:3: malformed exit policy entry"},
+		{"reversed range", nil, nil, with(torrc("t2", "\nExitPolicy accept *:443-80\n"), "apply"), 65, "t2:4:"},
+		{"mask /33", nil, nil, with(torrc("t3", "ExitPolicy reject 1.2.3.4/33:80\n"), "policy"), 65, "t3:3:"},
+		{"keyword case", nil, nil, with(torrc("t4", "ExitPolicy ACCEPT *:80\n"), "check"), 65, "t4:3:"},
+		{"empty entry", nil, nil, with(torrc("t5", "ExitPolicy accept\n"), "print"), 65, "t5:3:"},
+		{"bad bool", nil, nil, with(torrc("t6", "IPv6Exit yes\n"), "apply"), 65, "t6:3: IPv6Exit"},
+		{"bad autobool", nil, nil, with(torrc("t7", "ExitRelay maybe\n"), "apply"), 65, "t7:3: ExitRelay"},
+		{"unterminated quote", nil, nil, with(torrc("t8", "ExitPolicy \"accept *:80\n"), "apply"), 65, "t8:3:"},
+		{"data after quote", nil, nil, with(torrc("t9", "Nickname \"a\" b\n"), "apply"), 65, "t9:3:"},
+		{"bad escape", nil, nil, with(torrc("t10", "Nickname \"\\q\"\n"), "apply"), 65, "t10:3:"},
+		{"include loop", nil, nil, with(torrc("t11", "%include "+filepath.Join(dir, "t11")+"\n"), "apply"), 65, "nested %includes"},
+		{"two exit binds", nil, nil, with(torrc("t12", "OutboundBindAddressExit 198.51.100.1\nOutboundBindAddressExit 198.51.100.2\n"), "apply"), 65, "t12:4:"},
+		{"bind not an address", nil, nil, with(torrc("t13", "OutboundBindAddress relay.example\n"), "apply"), 65, "t13:3:"},
+		{"tor aborts", nil, nil, with(torrc("t14", "IPv6Exit 1\nExitPolicyRejectPrivate 0\n"), "apply"), 65, "t14:3: IPv6Exit 1 with ExitPolicyRejectPrivate 0"},
+		{"broken IPv6", nil, nil, with(torrc("t15", "ExitPolicy accept [::1:80\n"), "apply"), 65, "t15:3:"},
+		{"octal IPv4", nil, nil, with(torrc("t16", "ExitPolicy accept 01.2.3.4:80\n"), "apply"), 65, "t16:3:"},
+		{"mask on wildcard", nil, nil, with(torrc("t17", "ExitPolicy accept */8:80\n"), "apply"), 65, "t17:3:"},
+		{"port too big", nil, nil, with(torrc("t18", "ExitPolicy accept *:65536\n"), "refresh"), 65, "t18:3:"},
+		{"missing torrc", nil, nil, []string{"--torrc", filepath.Join(dir, "nope"), "--config", cfg, "apply"}, 66, "nope: no such file"},
+		{"torrc is a directory", nil, nil, []string{"--torrc", dir, "--config", cfg, "apply"}, 66, dir},
+		{"missing include", nil, nil, with(torrc("t19", "%include "+filepath.Join(dir, "absent.d")+"\n"), "apply"), 66, "absent.d"},
+		{"--policy port", nil, nil, with(base, "--policy", "accept *:65536", "apply"), 65, "--policy: malformed"},
+		{"--policy mask", nil, nil, with(base, "--policy", "reject 1.2.3.4/33", "apply"), 65, "--policy:"},
+		{"--policy keyword", nil, nil, with(base, "--policy", "allow *:80", "apply"), 65, "--policy:"},
+		{"config unknown key", nil, nil, with(conf("c1", "[allow]\nfirewall = false\n"), "apply"), 65, "c1:2: unknown key"},
+		{"config bad resolver", nil, nil, with(conf("c2", "[allow]\nresolvers = [\"dns.example\"]\n"), "apply"), 65, "c2:2:"},
+		{"config syntax", nil, nil, with(conf("c3", "[allow\n"), "apply"), 65, "c3:1:"},
+		{"config wrong type", nil, nil, with(conf("c4", "[allow]\ndns = \"yes\"\n"), "apply"), 65, "c4:2:"},
+		{"config extra port", nil, nil, with(conf("c5", "[[allow.extra]]\nname = \"x\"\nports = [\"0\"]\n"), "apply"), 65, "c5:3:"},
+		{"config extra proto", nil, nil, with(conf("c6", "[[allow.extra]]\nname = \"x\"\nproto = \"gre\"\n"), "apply"), 65, "c6:3:"},
+		{"missing config", nil, nil, []string{"--torrc", good, "--config", filepath.Join(dir, "none.toml"), "apply"}, 66, "none.toml"},
+		{"unknown flag", nil, nil, with(base, "--frobnicate", "apply"), 64, "unknown flag"},
+		{"unknown command", nil, nil, with(base, "enforce"), 64, "unknown command"},
+		{"bad backend", nil, nil, with(base, "--backend", "pf", "apply"), 64, "--backend"},
+		{"bad print format", nil, nil, with(base, "print", "--format", "yaml"), 64, "--format"},
+		{"explain no target", nil, nil, with(base, "explain"), 64, "requires at least 1 arg"},
+		{"explain bad target", nil, nil, with(base, "explain", "example.org:80"), 64, "target"},
+		{"explain port 0", nil, nil, with(base, "explain", "203.0.113.5:0"), 64, "port from 1 to 65535"},
+		{"explain bad proto", nil, nil, with(base, "explain", "--proto", "sctp", "203.0.113.5:80"), 64, "--proto"},
+		{"apply takes no args", nil, nil, with(base, "apply", "now"), 64, "unknown command"},
+		{"bad --wait", nil, nil, with(base, "--wait", "soon", "apply"), 64, "--wait"},
+		{"not root: apply", nobody, nil, with(base, "--backend", "nftables", "apply"), 77, "CAP_NET_ADMIN"},
+		{"not root: check", nobody, nil, with(base, "--backend", "nftables", "check"), 77, "CAP_NET_ADMIN"},
+		{"not root: iptables", nobody, nil, with(base, "--backend", "iptables", "apply"), 77, "CAP_NET_ADMIN"},
+		{"no iptables", nil, []string{"PATH=" + dir}, with(base, "--backend", "iptables", "apply"), 69, "iptables"},
+	}
+	if len(cases) < 40 {
+		t.Fatalf("only %d cases", len(cases))
+	}
+	before := kernelSnapshot(t, ns)
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append([]string{"netns", "exec", ns}, tc.prefix...), relayfwBin)
+			cmd := exec.Command("ip", append(args, tc.args...)...)
+			if tc.env != nil {
+				cmd.Env = append(os.Environ(), tc.env...)
+			}
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			// Warnings may precede; the error is one "relayfw:" line.
+			var errLines []string
+			for _, l := range strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n") {
+				if strings.HasPrefix(l, "relayfw: ") {
+					errLines = append(errLines, l)
+				} else if !strings.HasPrefix(l, "level=WARN") {
+					t.Errorf("stderr line that is neither a warning nor the error: %q", l)
+				}
+			}
+			if code != tc.code || len(errLines) != 1 || !strings.Contains(errLines[0], tc.msg) || stdout.Len() != 0 {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and one line containing %q",
+					code, stdout.String(), stderr.String(), tc.code, tc.msg)
+			}
+			if after := kernelSnapshot(t, ns); after != before {
+				t.Fatalf("the kernel changed:\n%s", cmp.Diff(before, after))
+			}
+		})
+	}
+}
