@@ -34,6 +34,16 @@ type Backend interface {
 	// (relay links), atomically, without touching rules or chains; it
 	// returns how many elements it added and removed.
 	Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error)
+	// Counters reads the packet and byte counts of relayfw's rules, summed
+	// by rule name (the ruleset's Rule.Name); empty when nothing is
+	// installed.
+	Counters(ctx context.Context) (map[string]Counter, error)
+}
+
+// Counter is what one rule matched.
+type Counter struct {
+	Packets uint64 `json:"packets"`
+	Bytes   uint64 `json:"bytes"`
 }
 
 // Result says what Apply did.

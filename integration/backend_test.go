@@ -164,6 +164,7 @@ func TestBackends(t *testing.T) {
 			t.Run("HostKeepsWorking", func(t *testing.T) { testHostKeepsWorking(t, backend) })
 			t.Run("ExitSource", func(t *testing.T) { testExitSource(t, backend) })
 			t.Run("ExtraAllowanceByUser", func(t *testing.T) { testExtraAllowance(t, backend) })
+			t.Run("StatusAndMetrics", func(t *testing.T) { testStatusAndMetrics(t, backend) })
 		})
 	}
 }
@@ -843,5 +844,56 @@ func TestLockSerializes(t *testing.T) {
 	go func() { time.Sleep(300 * time.Millisecond); _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
 	if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "--wait", "10s", "apply")...); code != 0 {
 		t.Fatalf("apply --wait: exit %d %q %q", code, out, errOut)
+	}
+}
+
+// testStatusAndMetrics: the counters of each verdict class move with real
+// traffic, status says in sync and when it last applied, and metrics
+// writes the Prometheus textfile atomically.
+func testStatusAndMetrics(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	flags := relayInputs(t, b.flag, "../examples/torrc")
+	mustApply(t, run, flags)
+	for _, dst := range []string{"203.0.113.5:80", "203.0.113.5:25", "198.51.100.2:9001"} {
+		ap := netip.MustParseAddrPort(dst)
+		tn.probe(t, ap.Addr(), ap.Port())
+	}
+	code, out, errOut := run(append(flags, "status", "--format", "json")...)
+	if code != 0 {
+		t.Fatalf("status: %d %s %s", code, out, errOut)
+	}
+	var st struct {
+		Backend   string
+		Installed bool
+		InSync    bool       `json:"in_sync"`
+		LastApply *time.Time `json:"last_apply"`
+		Classes   map[string]struct{ Packets, Bytes uint64 }
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatalf("status json: %v\n%s", err, out)
+	}
+	if !st.Installed || !st.InSync || st.LastApply == nil || time.Since(*st.LastApply) > time.Minute {
+		t.Errorf("status: %+v", st)
+	}
+	for _, class := range []string{"exit", "rejected_policy", "relay_link", "established"} {
+		if st.Classes[class].Packets == 0 {
+			t.Errorf("class %s counted no packets: %+v", class, st.Classes)
+		}
+	}
+	prom := filepath.Join(t.TempDir(), "relayfw.prom")
+	if code, out, errOut := run(append(flags, "metrics", "--output", prom)...); code != 0 {
+		t.Fatalf("metrics: %d %s %s", code, out, errOut)
+	}
+	text, err := os.ReadFile(prom)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !regexp.MustCompile(`(?m)^relayfw_packets_total\{class="exit",rule="exit4"\} [1-9]`).Match(text) ||
+		!strings.Contains(string(text), "relayfw_in_sync 1\n") {
+		t.Errorf("metrics:\n%s", text)
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(prom)); len(entries) != 1 {
+		t.Errorf("metrics left temporary files: %v", entries)
 	}
 }

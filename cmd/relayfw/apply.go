@@ -55,6 +55,7 @@ With --detailed-exitcode, exit 2 when something changed.`,
 			if err != nil {
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
+			recordApply(g, b.Name())
 			fmt.Fprintln(g.stdout, summary(b, res))
 			if res.Changed && detailed {
 				return &exitStatus{code: exitChanged}

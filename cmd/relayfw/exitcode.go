@@ -17,6 +17,7 @@ const (
 	exitUsage       = 64 // EX_USAGE
 	exitDataErr     = 65 // EX_DATAERR: policy, torrc or config syntax
 	exitNoInput     = 66 // EX_NOINPUT: an input file is missing or unreadable
+	exitCantCreate  = 73 // EX_CANTCREAT: an output file cannot be written
 	exitUnavailable = 69 // EX_UNAVAILABLE: the backend is not available
 	exitNoPerm      = 77 // EX_NOPERM: needs root / CAP_NET_ADMIN
 )

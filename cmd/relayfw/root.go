@@ -60,7 +60,8 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
-		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g))
+		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
+		newStatusCommand(g), newMetricsCommand(g))
 	return root
 }
 

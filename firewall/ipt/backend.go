@@ -328,6 +328,46 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 	return removed, nil
 }
 
+// Counters sums the counters of both families' chain rules by rule name,
+// from iptables-save -c.
+func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error) {
+	out := map[string]firewall.Counter{}
+	for _, f := range b.families {
+		cmd := exec.Command(f.save, "-c", "-t", "filter")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		text, err := cmd.Output()
+		if err != nil {
+			msg := strings.TrimSpace(stderr.String())
+			if strings.Contains(msg, "Permission denied") {
+				return nil, fmt.Errorf("%s: %w: %s", f.name(), firewall.ErrNotPermitted, msg)
+			}
+			return nil, fmt.Errorf("%s -c: %v: %s", f.save, err, msg)
+		}
+		for _, l := range strings.Split(string(text), "\n") {
+			// [packets:bytes] -A RELAYFW-OUTPUT ... --comment "relayfw: name" ...
+			ctr, rule, ok := strings.Cut(l, " ")
+			if !ok || !strings.HasPrefix(rule, "-A "+Chain+" ") {
+				continue
+			}
+			var c firewall.Counter
+			if _, err := fmt.Sscanf(ctr, "[%d:%d]", &c.Packets, &c.Bytes); err != nil {
+				continue
+			}
+			_, rest, found := strings.Cut(rule, `--comment "`+CommentPrefix)
+			name, _, _ := strings.Cut(rest, `"`)
+			if !found {
+				continue
+			}
+			sum := out[name]
+			sum.Packets += c.Packets
+			sum.Bytes += c.Bytes
+			out[name] = sum
+		}
+	}
+	return out, nil
+}
+
 // ownedIpsets are the ipsets relayfw creates.
 var ownedIpsets = []string{ipsetName("relays4"), ipsetName("relays6")}
 

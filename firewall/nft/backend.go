@@ -9,6 +9,8 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/expr"
+	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
@@ -235,6 +237,52 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		return 0, 0, classify(fmt.Errorf("refreshing sets: %w", err))
 	}
 	return added, removed, nil
+}
+
+// Counters sums the counters of the table's rules by rule name.
+func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error) {
+	out := map[string]firewall.Counter{}
+	c, err := b.conn(0)
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseLasting()
+	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return out, nil
+		}
+		return nil, classify(err)
+	}
+	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, classify(err)
+	}
+	for _, ch := range chains {
+		if ch.Table.Name != TableName || ch.Name != ChainName {
+			continue
+		}
+		rs, err := c.GetRules(t, ch)
+		if err != nil {
+			return nil, classify(err)
+		}
+		for _, r := range rs {
+			comment, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+			name, mine := strings.CutPrefix(comment, CommentPrefix)
+			if !ok || !mine {
+				continue
+			}
+			for _, e := range r.Exprs {
+				if ctr, ok := e.(*expr.Counter); ok {
+					sum := out[name]
+					sum.Packets += ctr.Packets
+					sum.Bytes += ctr.Bytes
+					out[name] = sum
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 // drift compares the kernel's table with the plan, one line per difference.

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/firewall"
+)
+
+// Verdict classes the counters are summed into.
+var classes = []struct{ key, title string }{
+	{"exit", "exit accepted"},
+	{"relay_link", "relay link"},
+	{"host_allowance", "host allowance"},
+	{"established", "established, related, loopback"},
+	{"rejected_policy", "rejected by the exit policy (TCP)"},
+	{"rejected_default", "rejected by default (not TCP)"},
+}
+
+// ruleClass is the verdict class of a ruleset rule.
+func ruleClass(name string) string {
+	switch {
+	case strings.HasPrefix(name, "exit"):
+		return "exit"
+	case strings.HasPrefix(name, "relay-links"):
+		return "relay_link"
+	case name == "loopback" || name == "established" || name == "midstream":
+		return "established"
+	case name == "reject-tcp":
+		return "rejected_policy"
+	case name == "reject":
+		return "rejected_default"
+	}
+	return "host_allowance"
+}
+
+// appliedState is what apply remembers for status, per network namespace.
+type appliedState struct {
+	AppliedAt time.Time `json:"applied_at"`
+	Backend   string    `json:"backend"`
+}
+
+func statePath() string { return strings.Replace(lockPath(), "lock-", "state-", 1) + ".json" }
+
+// recordApply remembers the apply; failing to is a warning, the firewall
+// is in place.
+func recordApply(g *globals, backend string) {
+	data, _ := json.Marshal(appliedState{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: backend})
+	path := statePath()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		g.log.Warn(fmt.Sprintf("cannot record the apply time in %s: %v", path, err))
+		return
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		g.log.Warn(fmt.Sprintf("cannot record the apply time in %s: %v", path, err))
+	}
+}
+
+// status is relayfw status --format json.
+type status struct {
+	Backend   string                      `json:"backend"`
+	Installed bool                        `json:"installed"`
+	InSync    bool                        `json:"in_sync"`
+	Drift     []string                    `json:"drift"`
+	LastApply *time.Time                  `json:"last_apply"`
+	Classes   map[string]firewall.Counter `json:"classes"`
+	Rules     map[string]firewall.Counter `json:"rules"`
+}
+
+func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
+	rs, b, _, err := rulesetAndBackend(cmd, g, false)
+	if err != nil {
+		return nil, err
+	}
+	drift, err := b.Check(cmd.Context(), rs)
+	if err != nil {
+		return nil, backendError(fmt.Errorf("status: %w", err))
+	}
+	counters, err := b.Counters(cmd.Context())
+	if err != nil {
+		return nil, backendError(fmt.Errorf("status: %w", err))
+	}
+	st := &status{Backend: b.Name(), Installed: len(counters) > 0, InSync: len(drift) == 0,
+		Drift: append([]string{}, drift...), Classes: map[string]firewall.Counter{}, Rules: counters}
+	for _, c := range classes {
+		st.Classes[c.key] = firewall.Counter{}
+	}
+	for name, c := range counters {
+		k := ruleClass(name)
+		sum := st.Classes[k]
+		sum.Packets += c.Packets
+		sum.Bytes += c.Bytes
+		st.Classes[k] = sum
+	}
+	if data, err := os.ReadFile(statePath()); err == nil {
+		var a appliedState
+		if json.Unmarshal(data, &a) == nil {
+			st.LastApply = &a.AppliedAt
+		}
+	}
+	return st, nil
+}
+
+func newStatusCommand(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the backend, whether the firewall is in sync, counters per verdict class, and the last apply",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if format != "text" && format != "json" {
+				return usageError(fmt.Errorf("--format %q: want text or json", format))
+			}
+			st, err := gatherStatus(cmd, g)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			w := g.stdout
+			fmt.Fprintf(w, "backend:    %s\n", st.Backend)
+			fmt.Fprintf(w, "installed:  %v\n", st.Installed)
+			if st.InSync {
+				fmt.Fprintf(w, "in sync:    yes\n")
+			} else {
+				fmt.Fprintf(w, "in sync:    no (%d differences; see relayfw check)\n", len(st.Drift))
+			}
+			if st.LastApply != nil {
+				fmt.Fprintf(w, "last apply: %s\n", st.LastApply.Format(time.RFC3339))
+			} else {
+				fmt.Fprintf(w, "last apply: unknown\n")
+			}
+			fmt.Fprintf(w, "counters:\n")
+			for _, c := range classes {
+				v := st.Classes[c.key]
+				fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", c.title, v.Packets, v.Bytes)
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	return cmd
+}
+
+func newMetricsCommand(g *globals) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "metrics",
+		Short: "Print the counters in Prometheus text format, or write them atomically with --output",
+		Long: `Print relayfw's counters in the Prometheus text exposition format (series
+relayfw_*). With --output FILE, write them to FILE atomically (a temporary
+file renamed over it), for node_exporter's textfile collector, e.g.
+--output /var/lib/prometheus/node-exporter/relayfw.prom.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := gatherStatus(cmd, g)
+			if err != nil {
+				return err
+			}
+			if output == "" {
+				return writeMetrics(g.stdout, st)
+			}
+			tmp, err := os.CreateTemp(filepath.Dir(output), "."+filepath.Base(output)+".*")
+			if err != nil {
+				return &exitError{code: exitCantCreate, err: fmt.Errorf("metrics: %w", err)}
+			}
+			defer os.Remove(tmp.Name())
+			if err := writeMetrics(tmp, st); err != nil {
+				tmp.Close()
+				return &exitError{code: exitCantCreate, err: fmt.Errorf("metrics %s: %w", tmp.Name(), err)}
+			}
+			if err := tmp.Chmod(0o644); err != nil {
+				tmp.Close()
+				return &exitError{code: exitCantCreate, err: fmt.Errorf("metrics: %w", err)}
+			}
+			if err := tmp.Close(); err != nil {
+				return &exitError{code: exitCantCreate, err: fmt.Errorf("metrics %s: %w", tmp.Name(), err)}
+			}
+			if err := os.Rename(tmp.Name(), output); err != nil {
+				return &exitError{code: exitCantCreate, err: fmt.Errorf("metrics: %w", err)}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&output, "output", "", "write to this file atomically instead of stdout")
+	return cmd
+}
+
+// writeMetrics writes the Prometheus text format.
+func writeMetrics(w io.Writer, st *status) error {
+	var b strings.Builder
+	b.WriteString("# HELP relayfw_packets_total Packets matched by relayfw's rules.\n# TYPE relayfw_packets_total counter\n")
+	names := make([]string, 0, len(st.Rules))
+	for n := range st.Rules {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", ruleClass(n), n, st.Rules[n].Packets)
+	}
+	b.WriteString("# HELP relayfw_bytes_total Bytes matched by relayfw's rules.\n# TYPE relayfw_bytes_total counter\n")
+	for _, n := range names {
+		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", ruleClass(n), n, st.Rules[n].Bytes)
+	}
+	boolean := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(&b, "# HELP relayfw_installed Whether relayfw's firewall is installed.\n# TYPE relayfw_installed gauge\nrelayfw_installed %d\n", boolean(st.Installed))
+	fmt.Fprintf(&b, "# HELP relayfw_in_sync Whether the installed firewall equals the one compiled from torrc.\n# TYPE relayfw_in_sync gauge\nrelayfw_in_sync %d\n", boolean(st.InSync))
+	if st.LastApply != nil {
+		fmt.Fprintf(&b, "# HELP relayfw_last_apply_timestamp_seconds When relayfw last applied.\n# TYPE relayfw_last_apply_timestamp_seconds gauge\nrelayfw_last_apply_timestamp_seconds %d\n", st.LastApply.Unix())
+	}
+	fmt.Fprintf(&b, "# HELP relayfw_info The backend in use.\n# TYPE relayfw_info gauge\nrelayfw_info{backend=%q,version=%q} 1\n", st.Backend, version)
+	_, err := io.WriteString(w, b.String())
+	return err
+}
