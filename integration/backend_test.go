@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/sys/unix"
 )
 
 // testConsensus lists one relay, on net's link address, which probes never
@@ -817,11 +818,20 @@ func TestLockSerializes(t *testing.T) {
 	requireRoot(t)
 	tn := newTestNet(t)
 	flags := relayInputs(t, "nftables", "../examples/torrc")
-	fi, err := os.Stat("/var/run/netns/" + tn.relay)
-	if err != nil {
+	// relayfw names a namespace's lock by the namespace's cookie.
+	var cookie uint64
+	if err := inNS(tn.relay, func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	}); err != nil {
 		t.Fatal(err)
 	}
-	lock := fmt.Sprintf("/run/relayfw/lock-net%d", fi.Sys().(*syscall.Stat_t).Ino)
+	lock := fmt.Sprintf("/run/relayfw/lock-netns%d", cookie)
 	if err := os.MkdirAll("/run/relayfw", 0o755); err != nil {
 		t.Fatal(err)
 	}

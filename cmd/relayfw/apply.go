@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -38,25 +39,56 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Rule
 
 func newApplyCommand(g *globals) *cobra.Command {
 	var detailed bool
+	var confirm time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Install the firewall atomically (no change when already in sync)",
 		Long: `Compile the ruleset and install it in one atomic step. When the installed
 firewall already equals it, nothing changes. One line says what happened.
-With --detailed-exitcode, exit 2 when something changed.`,
+With --detailed-exitcode, exit 2 when something changed.
+
+With --confirm DURATION (like iptables-apply), the previous firewall comes
+back after DURATION unless "relayfw confirm" runs first (or Enter is pressed,
+when apply runs on a terminal). The rollback is done by a detached watcher,
+so it happens even when the SSH session that ran apply dies.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rs, b, release, err := rulesetAndBackend(cmd, g, true)
-			defer release()
+			defer func() { release() }()
 			if err != nil {
 				return err
+			}
+			var previous string
+			if confirm > 0 {
+				if p, err := readPending(); err == nil {
+					return &exitError{code: exitTempFail, err: fmt.Errorf("an earlier apply --confirm is pending: %s", confirmStatus(p))}
+				}
+				if previous, err = prepareRollback(); err != nil {
+					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: keeping the current ruleset: %w", err)}
+				}
 			}
 			res, err := b.Apply(cmd.Context(), rs)
 			if err != nil {
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
 			recordApply(g, b.Name())
+			if err := saveRuleset(appliedRuleset(), rs); err != nil {
+				g.log.Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
+			}
 			fmt.Fprintln(g.stdout, summary(b, res))
+			if confirm > 0 {
+				p, err := startWatcher(g, confirm, previous)
+				if err != nil {
+					return fmt.Errorf("apply --confirm: starting the rollback watcher: %w (the new firewall is installed; relayfw remove undoes it)", err)
+				}
+				release() // the watcher takes the lock at the deadline
+				release = func() {}
+				if awaitEnter(g, p) {
+					fmt.Fprintln(g.stdout, "confirmed: the new firewall stays")
+				} else {
+					fmt.Fprintln(g.stdout, confirmStatus(p))
+				}
+			}
 			if res.Changed && detailed {
 				return &exitStatus{code: exitChanged}
 			}
@@ -64,6 +96,7 @@ With --detailed-exitcode, exit 2 when something changed.`,
 		},
 	}
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed")
+	cmd.Flags().DurationVar(&confirm, "confirm", 0, "roll back after this long unless relayfw confirm runs (e.g. 60s)")
 	return cmd
 }
 

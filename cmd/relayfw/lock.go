@@ -21,15 +21,30 @@ var lockDir = "/run/relayfw"
 // the lock and --wait did not allow waiting long enough.
 const exitTempFail = 75
 
-// lockPath names the lock of the namespace this process runs in.
+// lockPath names the lock of the namespace this process runs in. The
+// namespace is named by its cookie, which the kernel never reuses (an
+// inode number can be, once a namespace is gone), else by its inode.
 func lockPath() string {
 	name := "lock"
-	if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
+	if cookie, ok := netnsCookie(); ok {
+		name = fmt.Sprintf("lock-netns%d", cookie)
+	} else if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			name = fmt.Sprintf("lock-net%d", st.Ino)
 		}
 	}
 	return filepath.Join(lockDir, name)
+}
+
+// netnsCookie is SO_NETNS_COOKIE of a socket in this namespace (Linux 5.14+).
+func netnsCookie() (uint64, bool) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(fd)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	return cookie, err == nil
 }
 
 // acquireLock serializes apply, refresh and remove: it takes an exclusive
