@@ -61,7 +61,8 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
 		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
-		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackWatcherCommand(g))
+		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackWatcherCommand(g),
+		newGendocsCommand(g))
 	return root
 }
 
