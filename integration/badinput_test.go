@@ -165,3 +165,48 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 }
+
+// TestUnwritableState: with /run/relayfw read-only or full, apply (and
+// apply --confirm, which must keep the old ruleset first) exits 73 with
+// one line and leaves the kernel as it was.
+func TestUnwritableState(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "unshare")
+	ns := newIsolatedNS(t, "rfwstate")
+	flags := relayInputs(t, "nftables", "../examples/torrc")
+	if code, _, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
+		t.Fatalf("apply: %s", errOut)
+	}
+	before := kernelSnapshot(t, ns)
+	other := relayInputs(t, "nftables", bigPolicyTorrc(20))
+	quoted := func(args []string) string {
+		var q []string
+		for _, a := range args {
+			q = append(q, "'"+strings.ReplaceAll(a, "'", `'\''`)+"'")
+		}
+		return strings.Join(q, " ")
+	}
+	for _, tc := range []struct{ name, mount string }{
+		{"read-only", "mount -t tmpfs -o ro,size=64k relayfwtest /run/relayfw"},
+		// Full: the lock file fits, the kept ruleset does not.
+		{"full", "mount -t tmpfs -o size=4k relayfwtest /run/relayfw && head -c 4096 /dev/zero > /run/relayfw/filler 2>/dev/null; true"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			script := "mkdir -p /run/relayfw && " + tc.mount + " && exec " + quoted(append([]string{relayfwBin}, append(other, "apply", "--confirm", "30s")...))
+			cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
+			var stdout, stderr strings.Builder
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			}
+			if code != 73 || stdout.Len() != 0 || strings.Count(stderr.String(), "relayfw: ") != 1 {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 73 and one line", code, stdout.String(), stderr.String())
+			}
+			if after := kernelSnapshot(t, ns); after != before {
+				t.Fatalf("the kernel changed:\n%s", cmp.Diff(before, after))
+			}
+		})
+	}
+}

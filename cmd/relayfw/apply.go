@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -58,17 +59,27 @@ so it happens even when the SSH session that ran apply dies.`,
 			if err != nil {
 				return err
 			}
-			var previous string
+			var p *pending
 			if confirm > 0 {
+				// Everything a rollback needs is written before the
+				// firewall changes; if it cannot be, nothing changes.
 				if p, err := readPending(); err == nil {
 					return &exitError{code: exitTempFail, err: fmt.Errorf("an earlier apply --confirm is pending: %s", confirmStatus(p))}
 				}
-				if previous, err = prepareRollback(); err != nil {
+				previous, err := prepareRollback()
+				if err != nil {
 					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: keeping the current ruleset: %w", err)}
+				}
+				p = &pending{Deadline: time.Now().Add(confirm), Backend: g.backend, Previous: previous}
+				if err := writePending(p); err != nil {
+					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: %w", err)}
 				}
 			}
 			res, err := b.Apply(cmd.Context(), rs)
 			if err != nil {
+				if p != nil {
+					_ = os.Remove(pendingPath())
+				}
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
 			recordApply(g, b.Name())
@@ -76,10 +87,15 @@ so it happens even when the SSH session that ran apply dies.`,
 				g.log.Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 			}
 			fmt.Fprintln(g.stdout, summary(b, res))
-			if confirm > 0 {
-				p, err := startWatcher(g, confirm, previous)
-				if err != nil {
-					return fmt.Errorf("apply --confirm: starting the rollback watcher: %w (the new firewall is installed; relayfw remove undoes it)", err)
+			if p != nil {
+				if err := startWatcher(g, p); err != nil {
+					// Nobody would roll back: do it now.
+					msg, rerr := rollback(cmd, g, p)
+					_ = os.Remove(pendingPath())
+					if rerr != nil {
+						return fmt.Errorf("apply --confirm: starting the rollback watcher: %v; rolling back failed too: %w", err, rerr)
+					}
+					return fmt.Errorf("apply --confirm: starting the rollback watcher: %w; %s", err, msg)
 				}
 				release() // the watcher takes the lock at the deadline
 				release = func() {}

@@ -89,15 +89,12 @@ func prepareRollback() (string, error) {
 	return prev, nil
 }
 
-// startWatcher starts the detached rollback watcher and records it.
-func startWatcher(g *globals, wait time.Duration, previous string) (*pending, error) {
+// startWatcher starts the detached rollback watcher for p (whose pending
+// file apply wrote before changing anything) and records its pid.
+func startWatcher(g *globals, p *pending) error {
 	self, err := os.Executable()
 	if err != nil {
-		return nil, err
-	}
-	p := &pending{Deadline: time.Now().Add(wait), Backend: g.backend, Previous: previous}
-	if err := writePending(p); err != nil {
-		return nil, err
+		return err
 	}
 	cmd := exec.Command(self, "rollback-watcher", "--backend", g.backend)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // survives the session that ran apply
@@ -109,11 +106,14 @@ func startWatcher(g *globals, wait time.Duration, previous string) (*pending, er
 		defer f.Close()
 	}
 	if err := cmd.Start(); err != nil {
-		return nil, err
+		return err
 	}
 	p.Watcher = cmd.Process.Pid
 	_ = cmd.Process.Release()
-	return p, writePending(p)
+	// The pid only lets confirm stop the watcher early; without it the
+	// watcher still ends once the pending file is gone.
+	_ = writePending(p)
+	return nil
 }
 
 // rollback restores the previous ruleset, or removes the firewall.

@@ -52,18 +52,12 @@ func netnsCookie() (uint64, bool) {
 // process, so a killed relayfw never leaves it held.
 func acquireLock(wait time.Duration) (release func(), err error) {
 	if err := os.MkdirAll(lockDir, 0o755); err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return nil, &exitError{code: exitNoPerm, err: fmt.Errorf("lock directory %s: %w", lockDir, firewall.ErrNotPermitted)}
-		}
-		return nil, fmt.Errorf("lock directory %s: %w", lockDir, err)
+		return nil, stateError(lockDir, err)
 	}
 	path := lockPath()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if errors.Is(err, os.ErrPermission) {
-		return nil, &exitError{code: exitNoPerm, err: fmt.Errorf("lock %s: %w", path, firewall.ErrNotPermitted)}
-	}
 	if err != nil {
-		return nil, fmt.Errorf("lock %s: %w", path, err)
+		return nil, stateError(path, err)
 	}
 	deadline := time.Now().Add(wait)
 	for {
@@ -82,4 +76,13 @@ func acquireLock(wait time.Duration) (release func(), err error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// stateError maps a failure to create relayfw's state under /run: not
+// permitted (77), or it cannot be created at all — read-only, full (73).
+func stateError(path string, err error) error {
+	if errors.Is(err, os.ErrPermission) && !errors.Is(err, syscall.EROFS) {
+		return &exitError{code: exitNoPerm, err: fmt.Errorf("%s: %w", path, firewall.ErrNotPermitted)}
+	}
+	return &exitError{code: exitCantCreate, err: fmt.Errorf("cannot create relayfw's state in %s: %w (it must be writable, e.g. a tmpfs /run)", path, err)}
 }
