@@ -26,6 +26,15 @@ type Config struct {
 	DataDirectory string `toml:"data_directory"`
 	// Allow are the host allowances; each is on unless set to false.
 	Allow Allow `toml:"allow"`
+	// Log switches the logging of rejected packets.
+	Log Log `toml:"log"`
+}
+
+// Log is the [log] table.
+type Log struct {
+	// RejectsPerMinute logs rejected packets to the kernel log, at most
+	// this many a minute; 0 (the default) logs nothing.
+	RejectsPerMinute uint `toml:"rejects_per_minute"`
 }
 
 // Allow switches the traffic the host itself needs.

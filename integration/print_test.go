@@ -22,7 +22,7 @@ func bigPolicyTorrc(n int) string {
 }
 
 // extraShapes are allowances with whole-byte and other prefixes, port
-// ranges and a user, in both families.
+// ranges and a user, in both families, and rate-limited reject logging.
 const extraShapes = `
 [[allow.extra]]
 name = "shapes"
@@ -33,6 +33,9 @@ user = "65534"
 
 [[allow.extra]]
 name = "anywhere"
+
+[log]
+rejects_per_minute = 10
 `
 
 // TestNftPrintEqualsApply: `nft -f` of `relayfw print` leaves the same

@@ -142,3 +142,31 @@ func TestAcceptRegionsExample(t *testing.T) {
 		t.Fatalf("IPv6 regions for a policy rejecting IPv6: %v", v6)
 	}
 }
+
+// TestLogRuleDecidesNothing: reject logging only logs; every decision is
+// the same as without it.
+func TestLogRuleDecidesNothing(t *testing.T) {
+	entries, _, err := ParseExitPolicy("accept *:80,reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := DefaultHost()
+	plain := Compile(ExitPolicy{Entries: entries}, h)
+	h.LogRejectsPerMinute = 10
+	logged := Compile(ExitPolicy{Entries: entries}, h)
+	if len(logged.Outbound) != len(plain.Outbound)+1 {
+		t.Fatalf("want one more rule, got %d vs %d", len(logged.Outbound), len(plain.Outbound))
+	}
+	for _, p := range []Packet{
+		{OutIface: "eth0", Dst: netip.MustParseAddr("203.0.113.5"), Proto: "tcp", DstPort: 80, SYN: true},
+		{OutIface: "eth0", Dst: netip.MustParseAddr("203.0.113.5"), Proto: "tcp", DstPort: 25, SYN: true},
+		{OutIface: "eth0", Dst: netip.MustParseAddr("2001:db8::5"), Proto: "udp", DstPort: 5353},
+	} {
+		if a, b := plain.Decision(p), logged.Decision(p); a != b {
+			t.Errorf("%v: %s without logging, %s with", p, a, b)
+		}
+		if r := logged.Outbound[logged.Verdict(p)]; r.Action == ActionLog {
+			t.Errorf("%v decided by the log rule", p)
+		}
+	}
+}

@@ -15,10 +15,12 @@ const (
 	IPv6      Family = "ipv6"
 )
 
-// Action names of a Rule.
+// Action names of a Rule. A log rule logs (rate-limited) and lets the
+// packet go on to the next rule.
 const (
 	ActionAccept = "accept"
 	ActionReject = "reject"
+	ActionLog    = "log"
 )
 
 // Reject kinds: a TCP reset, or ICMP/ICMPv6 administratively prohibited.
@@ -54,6 +56,9 @@ type Rule struct {
 
 	Action     string `json:"action"`
 	RejectWith string `json:"reject_with,omitempty"`
+	// LogPrefix and LogPerMinute configure a log rule.
+	LogPrefix    string `json:"log_prefix,omitempty"`
+	LogPerMinute uint   `json:"log_per_minute,omitempty"`
 }
 
 // Set is a named set of (address range . port range) elements. Interval
@@ -106,7 +111,7 @@ type Packet struct {
 // generated ruleset ends in catch-all rejects).
 func (rs Ruleset) Verdict(p Packet) int {
 	for i, r := range rs.Outbound {
-		if rs.matches(r, p) {
+		if r.Action != ActionLog && rs.matches(r, p) {
 			return i
 		}
 	}
@@ -212,6 +217,9 @@ type Host struct {
 	ExitSources []netip.Addr
 	// Extra are the admin's own allowances (relayfw.toml allow.extra).
 	Extra []Allowance
+	// LogRejectsPerMinute, when not 0, logs rejected packets to the kernel
+	// log at most this often ("relayfw reject: " prefix).
+	LogRejectsPerMinute uint
 }
 
 // Allowance lets the host reach destinations the exit policy does not
@@ -311,6 +319,10 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 		if rs.Sets[i].Elements == nil {
 			rs.Sets[i].Elements = []Region{} // "elements": [] in JSON
 		}
+	}
+	if h.LogRejectsPerMinute > 0 {
+		add(Rule{Name: "log-rejects", Comment: "log what is rejected next, rate-limited",
+			Action: ActionLog, LogPrefix: "relayfw reject: ", LogPerMinute: h.LogRejectsPerMinute})
 	}
 	add(Rule{Name: "reject-tcp", Comment: "everything else: TCP gets a reset", Proto: "tcp",
 		Action: ActionReject, RejectWith: RejectTCPReset})

@@ -137,6 +137,7 @@ func (in *inputs) host(g *globals) rules.Host {
 	}
 	h.RelayLinks = in.relayLinks(g)
 	h.Extra = in.extraAllowances(g)
+	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
 	return h
 }
 

@@ -224,6 +224,12 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 
 	var target string
 	switch {
+	case r.Action == rules.ActionLog:
+		if r.LogPerMinute == 0 || r.LogPrefix == "" || len(r.LogPrefix) > 29 || strings.ContainsAny(r.LogPrefix, "\"\\\n") {
+			return nil, fmt.Errorf("a log rule needs a rate and a plain prefix of at most 29 characters")
+		}
+		matches = append(matches, fmt.Sprintf("-m limit --limit %d/min", r.LogPerMinute))
+		target = fmt.Sprintf("-j LOG --log-prefix %q", r.LogPrefix)
 	case r.Action == rules.ActionAccept:
 		target = "-j ACCEPT"
 	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectTCPReset:

@@ -123,13 +123,22 @@ func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 		s := sets[r.set]
 		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	}
+	if r.logPrefix != "" {
+		// nft's defaults for "limit rate N/minute": a burst of 5 packets.
+		e = append(e, &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(r.logRate), Unit: expr.LimitTimeMinute, Burst: 5})
+	}
 	e = append(e, &expr.Counter{})
-	switch r.reject {
-	case "":
+	switch {
+	case r.logPrefix != "":
+		// The kernel reports the default level with the rule; say it too,
+		// so the installed rule compares equal.
+		e = append(e, &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_LEVEL,
+			Level: expr.LogLevelWarning, Data: []byte(r.logPrefix)})
+	case r.reject == "":
 		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
-	case rules.RejectTCPReset:
+	case r.reject == rules.RejectTCPReset:
 		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})
-	case rules.RejectAdminProhibited:
+	case r.reject == rules.RejectAdminProhibited:
 		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
 	}
 	return e

@@ -9,6 +9,7 @@ package nft
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/relayfw/relayfw/rules"
 )
@@ -57,6 +58,8 @@ type kernelRule struct {
 	dport     rules.PortRange // First 0: any
 	set       string          // lookup of (daddr . tcp dport) in this set
 	reject    string          // "" accept, else rules.RejectTCPReset / RejectAdminProhibited
+	logPrefix string          // a log rule: no verdict
+	logRate   uint            // per minute
 }
 
 // kernelSet is one named set of (address . port) elements.
@@ -170,6 +173,11 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	}
 	switch r.Action {
 	case rules.ActionAccept:
+	case rules.ActionLog:
+		if r.LogPerMinute == 0 || r.LogPrefix == "" || len(r.LogPrefix) > 127 || strings.ContainsAny(r.LogPrefix, "\"\\\n") {
+			return nil, fmt.Errorf("a log rule needs a rate and a plain prefix of at most 127 characters")
+		}
+		base.logPrefix, base.logRate = r.LogPrefix, r.LogPerMinute
 	case rules.ActionReject:
 		switch r.RejectWith {
 		case rules.RejectTCPReset:

@@ -140,13 +140,18 @@ func (r kernelRule) text() string {
 	if r.set != "" {
 		add("%s daddr . tcp dport @%s", ip, r.set)
 	}
+	if r.logPrefix != "" {
+		add("limit rate %d/minute", r.logRate)
+	}
 	add("counter")
-	switch r.reject {
-	case "":
+	switch {
+	case r.logPrefix != "":
+		add("log prefix %q", r.logPrefix)
+	case r.reject == "":
 		add("accept")
-	case rules.RejectTCPReset:
+	case r.reject == rules.RejectTCPReset:
 		add("reject with tcp reset")
-	case rules.RejectAdminProhibited:
+	case r.reject == rules.RejectAdminProhibited:
 		add("reject with icmpx admin-prohibited")
 	}
 	add("comment %q", CommentPrefix+r.name)
