@@ -327,7 +327,7 @@ func dropAfterCatchAll(dest []Entry) []Entry {
 			continue
 		}
 		out = append(out, e)
-		if e.Bits == 0 && e.PortMin <= 1 && e.PortMax >= 65535 {
+		if e.Bits == 0 && e.PortMin <= 1 && e.PortMax == 65535 {
 			if e.IPv6() {
 				kill6 = true
 			} else {
