@@ -115,15 +115,7 @@ func relayfwEnv(t *testing.T, ns string, env []string, args ...string) (code int
 	t.Helper()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, relayfwBin}, args...)...)
 	cmd.Env = env
-	var out, errOut strings.Builder
-	cmd.Stdout, cmd.Stderr = &out, &errOut
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return ee.ExitCode(), out.String(), errOut.String()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return 0, out.String(), errOut.String()
+	return runCmd(t, cmd)
 }
 
 // relayInputs writes a torrc (or uses path) and a config with a fixed

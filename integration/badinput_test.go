@@ -137,27 +137,19 @@ func TestBadInput(t *testing.T) {
 			if tc.env != nil {
 				cmd.Env = append(os.Environ(), tc.env...)
 			}
-			var stdout, stderr strings.Builder
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			if ee, ok := err.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			} else if err != nil {
-				t.Fatal(err)
-			}
+			code, stdout, stderr := runCmd(t, cmd)
 			// Warnings may precede; the error is one "relayfw:" line.
 			var errLines []string
-			for _, l := range strings.Split(strings.TrimSuffix(stderr.String(), "\n"), "\n") {
+			for _, l := range strings.Split(strings.TrimSuffix(stderr, "\n"), "\n") {
 				if strings.HasPrefix(l, "relayfw: ") {
 					errLines = append(errLines, l)
 				} else if !strings.HasPrefix(l, "level=WARN") {
 					t.Errorf("stderr line that is neither a warning nor the error: %q", l)
 				}
 			}
-			if code != tc.code || len(errLines) != 1 || !strings.Contains(errLines[0], tc.msg) || stdout.Len() != 0 {
+			if code != tc.code || len(errLines) != 1 || !strings.Contains(errLines[0], tc.msg) || stdout != "" {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d and one line containing %q",
-					code, stdout.String(), stderr.String(), tc.code, tc.msg)
+					code, stdout, stderr, tc.code, tc.msg)
 			}
 			if after := kernelSnapshot(t, ns); after != before {
 				t.Fatalf("the kernel changed:\n%s", cmp.Diff(before, after))
@@ -194,15 +186,9 @@ func TestUnwritableState(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			script := "mkdir -p /run/relayfw && " + tc.mount + " && exec " + quoted(append([]string{relayfwBin}, append(other, "apply", "--confirm", "30s")...))
 			cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
-			var stdout, stderr strings.Builder
-			cmd.Stdout, cmd.Stderr = &stdout, &stderr
-			err := cmd.Run()
-			code := 0
-			if ee, ok := err.(*exec.ExitError); ok {
-				code = ee.ExitCode()
-			}
-			if code != 73 || stdout.Len() != 0 || strings.Count(stderr.String(), "relayfw: ") != 1 {
-				t.Errorf("exit %d, stdout %q, stderr %q; want 73 and one line", code, stdout.String(), stderr.String())
+			code, stdout, stderr := runCmd(t, cmd)
+			if code != 73 || stdout != "" || strings.Count(stderr, "relayfw: ") != 1 {
+				t.Errorf("exit %d, stdout %q, stderr %q; want 73 and one line", code, stdout, stderr)
 			}
 			if after := kernelSnapshot(t, ns); after != before {
 				t.Fatalf("the kernel changed:\n%s", cmp.Diff(before, after))

@@ -8,7 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"testing"
 )
 
@@ -43,9 +43,21 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("SKIPPED: needs root for network namespaces (CI runs these as root)")
 	}
-	if runtime.GOOS != "linux" {
-		t.Skip("SKIPPED: needs Linux network namespaces")
+}
+
+// runCmd runs a command to its end and returns its exit code and output;
+// a command that cannot run at all fails the test.
+func runCmd(t *testing.T, cmd *exec.Cmd) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return ee.ExitCode(), out.String(), errOut.String()
+	} else if err != nil {
+		t.Fatal(err)
 	}
+	return 0, out.String(), errOut.String()
 }
 
 // requireCommand fails (not skips) when a tool the suite needs is missing:

@@ -249,26 +249,17 @@ func checkAgainstTor(t *testing.T, dir string, lines []string) torAnswer {
 	want := askTor(t, ns, torrc)
 
 	// relayfw runs in the same namespace, so it sees the same interfaces.
-	cmd := exec.Command("ip", "netns", "exec", ns, relayfwBin, "--torrc", torrc, "--config", emptyConfig, "policy")
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
+	code, stdout, stderr := runCmd(t, exec.Command("ip", "netns", "exec", ns, relayfwBin, "--torrc", torrc, "--config", emptyConfig, "policy"))
 	if !want.ok {
 		if code != 65 {
-			t.Errorf("tor refuses this torrc; relayfw exit %d (want 65), stdout %q\ntorrc tail: %q\ntor said: %s", code, stdout.String(), lines, want.why)
+			t.Errorf("tor refuses this torrc; relayfw exit %d (want 65), stdout %q\ntorrc tail: %q\ntor said: %s", code, stdout, lines, want.why)
 		}
 		return want
 	}
 	if code != 0 {
-		t.Fatalf("tor accepts this torrc; relayfw exit %d: %s\ntorrc tail: %q", code, stderr.String(), lines)
+		t.Fatalf("tor accepts this torrc; relayfw exit %d: %s\ntorrc tail: %q", code, stderr, lines)
 	}
-	got := strings.Split(strings.TrimSuffix(stdout.String(), "\n"), "\n")
+	got := strings.Split(strings.TrimSuffix(stdout, "\n"), "\n")
 	if diff := cmp.Diff(want.policy, got); diff != "" {
 		t.Errorf("relayfw policy differs from tor's exit-policy/full (-tor +relayfw):\n%s\ntorrc tail: %q", diff, lines)
 	}
