@@ -71,3 +71,54 @@ func TestConfirmOrRollback(t *testing.T) {
 		t.Fatalf("confirm with nothing pending: %d %q", code, errOut)
 	}
 }
+
+// TestConfirmOnTerminal: on a terminal, Enter keeps the new firewall and
+// silence rolls it back.
+func TestConfirmOnTerminal(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "script") // gives relayfw a pseudo-terminal
+	ns := newIsolatedNS(t, "rfwtty")
+	flagsA := relayInputs(t, "nftables", "../examples/torrc")
+	flagsB := relayInputs(t, "nftables", bigPolicyTorrc(30))
+	if code, _, _ := relayfwIn(t, ns, append(flagsA, "apply")...); code != 0 {
+		t.Fatal("apply A")
+	}
+	onTerminal := func(input string, delay time.Duration) (int, string) {
+		line := relayfwBin + " " + strings.Join(append(flagsB, "apply", "--confirm", "3s"), " ")
+		cmd := exec.Command("ip", "netns", "exec", ns, "script", "-qec", line, "/dev/null")
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			time.Sleep(delay)
+			_, _ = stdin.Write([]byte(input))
+		}()
+		code, out, errOut := runCmd(t, cmd)
+		return code, out + errOut
+	}
+	inSync := func(flags []string) bool {
+		code, _, _ := relayfwIn(t, ns, append(flags, "check")...)
+		return code == 0
+	}
+	if code, out := onTerminal("\n", time.Second); code != 0 || !strings.Contains(out, "confirmed: the new firewall stays") {
+		t.Fatalf("Enter: exit %d\n%s", code, out)
+	}
+	time.Sleep(4 * time.Second)
+	if !inSync(flagsB) {
+		t.Fatal("confirmed with Enter, yet rolled back")
+	}
+	if code, _, _ := relayfwIn(t, ns, append(flagsA, "apply")...); code != 0 {
+		t.Fatal("apply A")
+	}
+	if code, out := onTerminal("", 0); code != 0 || !strings.Contains(out, "Press Enter") {
+		t.Fatalf("no Enter: exit %d\n%s", code, out)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !inSync(flagsA) {
+		if time.Now().After(deadline) {
+			t.Fatal("no Enter, yet no rollback")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
