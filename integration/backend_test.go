@@ -843,7 +843,13 @@ func TestLockSerializes(t *testing.T) {
 	if after := listRuleset(t, tn.relay); after != before {
 		t.Fatal("a refused apply changed the kernel")
 	}
-	go func() { time.Sleep(300 * time.Millisecond); _ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN) }()
+	unlocked := make(chan struct{})
+	defer func() { <-unlocked }() // before f is closed
+	go func() {
+		defer close(unlocked)
+		time.Sleep(300 * time.Millisecond)
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	}()
 	if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "--wait", "10s", "apply")...); code != 0 {
 		t.Fatalf("apply --wait: exit %d %q %q", code, out, errOut)
 	}
