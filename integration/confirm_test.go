@@ -14,8 +14,9 @@ import (
 func TestConfirmOrRollback(t *testing.T) {
 	requireRoot(t)
 	ns := newIsolatedNS(t, "rfwconf")
-	flagsA := relayInputs(t, "nftables", "../examples/torrc")
-	flagsB := relayInputs(t, "nftables", bigPolicyTorrc(50))
+	// --wait: a rollback in progress holds the lock for a moment.
+	flagsA := append(relayInputs(t, "nftables", "../examples/torrc"), "--wait", "10s")
+	flagsB := append(relayInputs(t, "nftables", bigPolicyTorrc(50)), "--wait", "10s")
 	inSync := func(flags []string) bool {
 		code, _, _ := relayfwIn(t, ns, append(flags, "check")...)
 		return code == 0
@@ -78,8 +79,8 @@ func TestConfirmOnTerminal(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "script") // gives relayfw a pseudo-terminal
 	ns := newIsolatedNS(t, "rfwtty")
-	flagsA := relayInputs(t, "nftables", "../examples/torrc")
-	flagsB := relayInputs(t, "nftables", bigPolicyTorrc(30))
+	flagsA := append(relayInputs(t, "nftables", "../examples/torrc"), "--wait", "10s")
+	flagsB := append(relayInputs(t, "nftables", bigPolicyTorrc(30)), "--wait", "10s")
 	if code, _, _ := relayfwIn(t, ns, append(flagsA, "apply")...); code != 0 {
 		t.Fatal("apply A")
 	}
