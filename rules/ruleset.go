@@ -23,6 +23,18 @@ const (
 	ActionLog    = "log"
 )
 
+// Verdict classes: what a rule's matches count as (status, metrics,
+// explain).
+const (
+	ClassEstablished     = "established"      // loopback, established and related, mid-stream pickup
+	ClassHostAllowance   = "host_allowance"   // what the host itself needs, and allow.extra
+	ClassRelayLink       = "relay_link"       // other relays and directory servers
+	ClassExit            = "exit"             // accepted by the exit policy
+	ClassRejectedPolicy  = "rejected_policy"  // TCP the exit policy does not accept
+	ClassRejectedDefault = "rejected_default" // everything else
+	ClassLog             = "log"              // logged, decides nothing
+)
+
 // Reject kinds: a TCP reset, or ICMP/ICMPv6 administratively prohibited.
 const (
 	RejectTCPReset        = "tcp-reset"
@@ -36,6 +48,8 @@ type Rule struct {
 	// ("relayfw: <name>") and count per name.
 	Name    string `json:"name"`
 	Comment string `json:"comment"`
+	// Class is the verdict class (Class* constants).
+	Class string `json:"class"`
 
 	Family   Family   `json:"family,omitempty"`
 	OutIface string   `json:"oif,omitempty"`
@@ -244,19 +258,19 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 	rs := Ruleset{Version: RulesetVersion}
 	add := func(r Rule) { rs.Outbound = append(rs.Outbound, r) }
 
-	add(Rule{Name: "loopback", Comment: "loopback traffic, including the resets and ICMP errors rejects send to local sockets",
+	add(Rule{Name: "loopback", Class: ClassEstablished, Comment: "loopback traffic, including the resets and ICMP errors rejects send to local sockets",
 		OutIface: "lo", Action: ActionAccept})
-	add(Rule{Name: "established", Comment: "packets of established and related connections",
+	add(Rule{Name: "established", Class: ClassEstablished, Comment: "packets of established and related connections",
 		CtState: []string{"established", "related"}, Action: ActionAccept})
-	add(Rule{Name: "midstream", Comment: "TCP connections that predate the firewall (conntrack sees them as new, without SYN)",
+	add(Rule{Name: "midstream", Class: ClassEstablished, Comment: "TCP connections that predate the firewall (conntrack sees them as new, without SYN)",
 		CtState: []string{"new"}, Proto: "tcp", TCPMidstream: true, Action: ActionAccept})
 	if h.NDP {
-		add(Rule{Name: "icmpv6-nd", Comment: "IPv6 neighbour and router discovery, MLD",
+		add(Rule{Name: "icmpv6-nd", Class: ClassHostAllowance, Comment: "IPv6 neighbour and router discovery, MLD",
 			Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{130, 131, 132, 133, 134, 135, 136, 143}, Action: ActionAccept})
 	}
 	if h.Ping {
-		add(Rule{Name: "ping4", Comment: "ICMP echo requests", Family: IPv4, Proto: "icmp", ICMPTypes: []int{8}, Action: ActionAccept})
-		add(Rule{Name: "ping6", Comment: "ICMPv6 echo requests", Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{128}, Action: ActionAccept})
+		add(Rule{Name: "ping4", Class: ClassHostAllowance, Comment: "ICMP echo requests", Family: IPv4, Proto: "icmp", ICMPTypes: []int{8}, Action: ActionAccept})
+		add(Rule{Name: "ping6", Class: ClassHostAllowance, Comment: "ICMPv6 echo requests", Family: IPv6, Proto: "icmpv6", ICMPTypes: []int{128}, Action: ActionAccept})
 	}
 	if len(h.Resolvers) > 0 {
 		for _, fam := range []Family{IPv4, IPv6} {
@@ -265,19 +279,19 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 				continue
 			}
 			for _, proto := range []string{"udp", "tcp"} {
-				add(Rule{Name: "dns-" + proto + suffix(fam), Comment: "DNS to the configured resolvers",
+				add(Rule{Name: "dns-" + proto + suffix(fam), Class: ClassHostAllowance, Comment: "DNS to the configured resolvers",
 					Family: fam, Proto: proto, DstAddrs: dst, DstPorts: []PortRange{{53, 53}}, Action: ActionAccept})
 			}
 		}
 	}
 	if h.DHCP {
-		add(Rule{Name: "dhcp4", Comment: "DHCP client", Family: IPv4, Proto: "udp",
+		add(Rule{Name: "dhcp4", Class: ClassHostAllowance, Comment: "DHCP client", Family: IPv4, Proto: "udp",
 			SrcPorts: []PortRange{{68, 68}}, DstPorts: []PortRange{{67, 67}}, Action: ActionAccept})
-		add(Rule{Name: "dhcp6", Comment: "DHCPv6 client", Family: IPv6, Proto: "udp",
+		add(Rule{Name: "dhcp6", Class: ClassHostAllowance, Comment: "DHCPv6 client", Family: IPv6, Proto: "udp",
 			SrcPorts: []PortRange{{546, 546}}, DstPorts: []PortRange{{547, 547}}, Action: ActionAccept})
 	}
 	if h.NTP {
-		add(Rule{Name: "ntp", Comment: "NTP", Proto: "udp", DstPorts: []PortRange{{123, 123}}, Action: ActionAccept})
+		add(Rule{Name: "ntp", Class: ClassHostAllowance, Comment: "NTP", Proto: "udp", DstPorts: []PortRange{{123, 123}}, Action: ActionAccept})
 	}
 	for _, a := range h.Extra {
 		for _, fam := range []Family{IPv4, IPv6} {
@@ -290,7 +304,7 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 			if len(a.Dst) > 0 && len(dst) == 0 {
 				continue // nothing of this family
 			}
-			add(Rule{Name: "extra-" + a.Name + suffix(fam), Comment: "allowance from relayfw.toml",
+			add(Rule{Name: "extra-" + a.Name + suffix(fam), Class: ClassHostAllowance, Comment: "allowance from relayfw.toml",
 				Family: fam, Proto: a.Proto, DstAddrs: dst, DstPorts: a.Ports, SocketUID: a.UID, Action: ActionAccept})
 		}
 	}
@@ -305,14 +319,14 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 		sortRegions(set.Elements)
 		set.Elements = slices.Compact(set.Elements)
 		rs.Sets = append(rs.Sets, set)
-		add(Rule{Name: "relay-links" + suffix(fam), Comment: "TCP to other relays and directory authorities",
+		add(Rule{Name: "relay-links" + suffix(fam), Class: ClassRelayLink, Comment: "TCP to other relays and directory authorities",
 			Family: fam, Proto: "tcp", Set: set.Name, Action: ActionAccept})
 	}
 	for _, fam := range []Family{IPv4, IPv6} {
 		set := Set{Name: "exit" + suffix(fam), Family: fam, Comment: "destinations the exit policy accepts",
 			Interval: true, Elements: p.AcceptRegions(fam == IPv6)}
 		rs.Sets = append(rs.Sets, set)
-		add(Rule{Name: "exit" + suffix(fam), Comment: "the relay's exit policy (TCP)",
+		add(Rule{Name: "exit" + suffix(fam), Class: ClassExit, Comment: "the relay's exit policy (TCP)",
 			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), Set: set.Name, Action: ActionAccept})
 	}
 	for i := range rs.Sets {
@@ -321,12 +335,12 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 		}
 	}
 	if h.LogRejectsPerMinute > 0 {
-		add(Rule{Name: "log-rejects", Comment: "log what is rejected next, rate-limited",
+		add(Rule{Name: "log-rejects", Class: ClassLog, Comment: "log what is rejected next, rate-limited",
 			Action: ActionLog, LogPrefix: "relayfw reject: ", LogPerMinute: h.LogRejectsPerMinute})
 	}
-	add(Rule{Name: "reject-tcp", Comment: "everything else: TCP gets a reset", Proto: "tcp",
+	add(Rule{Name: "reject-tcp", Class: ClassRejectedPolicy, Comment: "everything else: TCP gets a reset", Proto: "tcp",
 		Action: ActionReject, RejectWith: RejectTCPReset})
-	add(Rule{Name: "reject", Comment: "everything else: ICMP administratively prohibited",
+	add(Rule{Name: "reject", Class: ClassRejectedDefault, Comment: "everything else: ICMP administratively prohibited",
 		Action: ActionReject, RejectWith: RejectAdminProhibited})
 	return rs
 }

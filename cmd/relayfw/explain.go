@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -123,9 +122,9 @@ func explainFirewall(e *explanation, rs rules.Ruleset, host rules.Host, proto st
 	switch {
 	case r.Name == "loopback":
 		e.Reason = "loopback"
-	case strings.HasPrefix(r.Name, "exit"):
+	case r.Class == rules.ClassExit:
 		e.Reason = "exit policy"
-	case strings.HasPrefix(r.Name, "relay-links"):
+	case r.Class == rules.ClassRelayLink:
 		e.Reason = "relay link"
 	case r.Action == rules.ActionReject && proto == "tcp" && e.Verdict == "reject":
 		e.Reason = "rejected by the exit policy"

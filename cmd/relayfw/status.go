@@ -13,33 +13,28 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/rules"
 )
 
-// Verdict classes the counters are summed into.
+// Verdict classes the counters are summed into, as status shows them.
 var classes = []struct{ key, title string }{
-	{"exit", "exit accepted"},
-	{"relay_link", "relay link"},
-	{"host_allowance", "host allowance"},
-	{"established", "established, related, loopback"},
-	{"rejected_policy", "rejected by the exit policy (TCP)"},
-	{"rejected_default", "rejected by default (not TCP)"},
+	{rules.ClassExit, "exit accepted"},
+	{rules.ClassRelayLink, "relay link"},
+	{rules.ClassHostAllowance, "host allowance"},
+	{rules.ClassEstablished, "established, related, loopback"},
+	{rules.ClassRejectedPolicy, "rejected by the exit policy (TCP)"},
+	{rules.ClassRejectedDefault, "rejected by default (not TCP)"},
 }
 
-// ruleClass is the verdict class of a ruleset rule.
-func ruleClass(name string) string {
-	switch {
-	case strings.HasPrefix(name, "exit"):
-		return "exit"
-	case strings.HasPrefix(name, "relay-links"):
-		return "relay_link"
-	case name == "loopback" || name == "established" || name == "midstream":
-		return "established"
-	case name == "reject-tcp":
-		return "rejected_policy"
-	case name == "reject":
-		return "rejected_default"
+// ruleClasses maps the ruleset's rule names to their verdict classes;
+// installed rules the ruleset does not have count as "other".
+type ruleClasses map[string]string
+
+func (c ruleClasses) of(name string) string {
+	if k, ok := c[name]; ok {
+		return k
 	}
-	return "host_allowance"
+	return "other"
 }
 
 // appliedState is what apply remembers for status, per network namespace.
@@ -74,6 +69,8 @@ type status struct {
 	LastApply *time.Time                  `json:"last_apply"`
 	Classes   map[string]firewall.Counter `json:"classes"`
 	Rules     map[string]firewall.Counter `json:"rules"`
+
+	ruleClass ruleClasses
 }
 
 func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
@@ -90,12 +87,19 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
 		return nil, backendError(fmt.Errorf("status: %w", err))
 	}
 	st := &status{Backend: b.Name(), Installed: len(counters) > 0, InSync: len(drift) == 0,
-		Drift: append([]string{}, drift...), Classes: map[string]firewall.Counter{}, Rules: counters}
+		Drift: append([]string{}, drift...), Classes: map[string]firewall.Counter{}, Rules: counters,
+		ruleClass: ruleClasses{}}
+	for _, r := range rs.Outbound {
+		st.ruleClass[r.Name] = r.Class
+	}
 	for _, c := range classes {
 		st.Classes[c.key] = firewall.Counter{}
 	}
 	for name, c := range counters {
-		k := ruleClass(name)
+		k := st.ruleClass.of(name)
+		if k == rules.ClassLog {
+			continue // logged packets are counted again by the reject that follows
+		}
 		sum := st.Classes[k]
 		sum.Packets += c.Packets
 		sum.Bytes += c.Bytes
@@ -208,11 +212,11 @@ func writeMetrics(w io.Writer, st *status) error {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", ruleClass(n), n, st.Rules[n].Packets)
+		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", st.ruleClass.of(n), n, st.Rules[n].Packets)
 	}
 	b.WriteString("# HELP relayfw_bytes_total Bytes matched by relayfw's rules.\n# TYPE relayfw_bytes_total counter\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", ruleClass(n), n, st.Rules[n].Bytes)
+		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", st.ruleClass.of(n), n, st.Rules[n].Bytes)
 	}
 	boolean := func(v bool) int {
 		if v {
