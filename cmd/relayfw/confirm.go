@@ -198,16 +198,25 @@ func newConfirmCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if err := os.Remove(pendingPath()); err != nil {
+			if err := keep(p); err != nil {
 				return err
-			}
-			if p.Watcher > 0 {
-				_ = syscall.Kill(p.Watcher, syscall.SIGTERM)
 			}
 			fmt.Fprintln(g.stdout, "confirmed: the new firewall stays")
 			return nil
 		},
 	}
+}
+
+// keep confirms the pending apply: its record goes, and its watcher is
+// told to stop (it would stop anyway, finding no record).
+func keep(p *pending) error {
+	if err := os.Remove(pendingPath()); err != nil {
+		return err
+	}
+	if p.Watcher > 0 {
+		_ = syscall.Kill(p.Watcher, syscall.SIGTERM)
+	}
+	return nil
 }
 
 // awaitEnter waits for Enter on a terminal until the deadline; it reports
@@ -225,11 +234,7 @@ func awaitEnter(g *globals, p *pending) bool {
 	}()
 	select {
 	case <-line:
-		if _, err := readPending(); err == nil {
-			_ = os.Remove(pendingPath())
-			if p.Watcher > 0 {
-				_ = syscall.Kill(p.Watcher, syscall.SIGTERM)
-			}
+		if _, err := readPending(); err == nil && keep(p) == nil {
 			return true
 		}
 	case <-time.After(time.Until(p.Deadline) + time.Second):
