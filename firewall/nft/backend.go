@@ -153,12 +153,9 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 		return false, err
 	}
 	defer c.CloseLasting()
-	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return false, nil
-		}
-		return false, classify(err)
+	t, err := ownTable(c)
+	if err != nil || t == nil {
+		return false, err
 	}
 	c.DelTable(t)
 	if err := c.Flush(); err != nil {
@@ -179,12 +176,12 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		return 0, 0, err
 	}
 	defer c.CloseLasting()
-	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	t, err := ownTable(c)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return 0, 0, fmt.Errorf("table inet %s is not installed: run relayfw apply first", TableName)
-		}
-		return 0, 0, classify(err)
+		return 0, 0, err
+	}
+	if t == nil {
+		return 0, 0, fmt.Errorf("table inet %s is not installed: run relayfw apply first", TableName)
 	}
 	have := map[string]*nftables.Set{}
 	sets, err := c.GetSets(t)
@@ -247,19 +244,16 @@ func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error)
 		return nil, err
 	}
 	defer c.CloseLasting()
-	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
-	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return out, nil
-		}
-		return nil, classify(err)
+	t, err := ownTable(c)
+	if err != nil || t == nil {
+		return out, err
 	}
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	chains, err := ownChains(c)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	for _, ch := range chains {
-		if ch.Table.Name != TableName || ch.Name != ChainName {
+		if ch.Name != ChainName {
 			continue
 		}
 		rs, err := c.GetRules(t, ch)
@@ -285,26 +279,50 @@ func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error)
 	return out, nil
 }
 
+// ownTable is the table inet relayfw, or nil when it is not installed.
+func ownTable(c *nftables.Conn) (*nftables.Table, error) {
+	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	if errors.Is(err, syscall.ENOENT) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, classify(err)
+	}
+	return t, nil
+}
+
+// ownChains are the chains of the table inet relayfw.
+func ownChains(c *nftables.Conn) ([]*nftables.Chain, error) {
+	all, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	if err != nil {
+		return nil, classify(err)
+	}
+	var out []*nftables.Chain
+	for _, ch := range all {
+		if ch.Table.Name == TableName {
+			out = append(out, ch)
+		}
+	}
+	return out, nil
+}
+
 // drift compares the kernel's table with the plan, one line per difference.
 func (p plan) drift(c *nftables.Conn) ([]string, error) {
-	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyINet)
+	t, err := ownTable(c)
 	if err != nil {
-		if errors.Is(err, syscall.ENOENT) {
-			return []string{fmt.Sprintf("table inet %s is not installed", TableName)}, nil
-		}
-		return nil, classify(err)
+		return nil, err
+	}
+	if t == nil {
+		return []string{fmt.Sprintf("table inet %s is not installed", TableName)}, nil
 	}
 	var drift []string
 
-	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyINet)
+	chains, err := ownChains(c)
 	if err != nil {
-		return nil, classify(err)
+		return nil, err
 	}
 	var out *nftables.Chain
 	for _, ch := range chains {
-		if ch.Table.Name != TableName {
-			continue
-		}
 		if ch.Name != ChainName {
 			drift = append(drift, fmt.Sprintf("unexpected chain %s", ch.Name))
 			continue
