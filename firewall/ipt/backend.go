@@ -1,7 +1,6 @@
 package ipt
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -144,16 +143,9 @@ type state struct {
 // rules, OUTPUT's rules and the iptables mode.
 func (f *family) read() (state, error) {
 	var st state
-	cmd := exec.Command(f.save, "-t", "filter")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := runTool(f.name(), "", f.save, "-t", "filter")
 	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "Permission denied") || strings.Contains(msg, "must be root") {
-			return st, fmt.Errorf("%s: %w: %s", f.name(), firewall.ErrNotPermitted, msg)
-		}
-		return st, fmt.Errorf("%s: %v: %s", f.save, err, msg)
+		return st, err
 	}
 	pos := 0
 	for _, l := range strings.Split(string(out), "\n") {
@@ -197,18 +189,8 @@ func (f *family) drift(st state, want []string) []string {
 
 // restore runs (ip6)iptables-restore --noflush with the script.
 func (f *family) runRestore(script string) error {
-	cmd := exec.Command(f.restore, "--noflush", "--wait")
-	cmd.Stdin = strings.NewReader(script)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "Permission denied") {
-			return fmt.Errorf("%s: %w: %s", f.name(), firewall.ErrNotPermitted, msg)
-		}
-		return fmt.Errorf("%s --noflush: %v: %s", f.restore, err, msg)
-	}
-	return nil
+	_, err := runTool(f.name(), script, f.restore, "--noflush", "--wait")
+	return err
 }
 
 // Apply writes each family's chain (and the jump) in one iptables-restore
@@ -333,16 +315,9 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error) {
 	out := map[string]firewall.Counter{}
 	for _, f := range b.families {
-		cmd := exec.Command(f.save, "-c", "-t", "filter")
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		text, err := cmd.Output()
+		text, err := runTool(f.name(), "", f.save, "-c", "-t", "filter")
 		if err != nil {
-			msg := strings.TrimSpace(stderr.String())
-			if strings.Contains(msg, "Permission denied") {
-				return nil, fmt.Errorf("%s: %w: %s", f.name(), firewall.ErrNotPermitted, msg)
-			}
-			return nil, fmt.Errorf("%s -c: %v: %s", f.save, err, msg)
+			return nil, err
 		}
 		for _, l := range strings.Split(string(text), "\n") {
 			// [packets:bytes] -A RELAYFW-OUTPUT ... --comment "relayfw: name" ...

@@ -1,13 +1,11 @@
 package ipt
 
 import (
-	"bytes"
 	"fmt"
 	"os/exec"
 	"slices"
 	"strings"
 
-	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -47,19 +45,12 @@ type ipsets struct{ path string }
 
 // entries returns the set's entries (sorted), or exists=false.
 func (x ipsets) entries(name string) (entries []string, exists bool, err error) {
-	cmd := exec.Command(x.path, "save", name)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := runTool("ipset", "", x.path, "save", name)
+	if stderrSays(err, "does not exist") {
+		return nil, false, nil
+	}
 	if err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		switch {
-		case strings.Contains(msg, "does not exist"):
-			return nil, false, nil
-		case strings.Contains(msg, "Operation not permitted") || strings.Contains(msg, "Permission denied"):
-			return nil, false, fmt.Errorf("ipset: %w: %s", firewall.ErrNotPermitted, msg)
-		}
-		return nil, false, fmt.Errorf("ipset save %s: %v: %s", name, err, msg)
+		return nil, false, err
 	}
 	for _, l := range strings.Split(string(out), "\n") {
 		if rest, ok := strings.CutPrefix(l, "add "+name+" "); ok {
@@ -91,18 +82,8 @@ func replaceScript(name string, v6 bool, entries []string) string {
 }
 
 func (x ipsets) restore(script string) error {
-	cmd := exec.Command(x.path, "restore")
-	cmd.Stdin = strings.NewReader(script)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Run(); err != nil {
-		msg := strings.TrimSpace(stderr.String())
-		if strings.Contains(msg, "Operation not permitted") {
-			return fmt.Errorf("ipset: %w: %s", firewall.ErrNotPermitted, msg)
-		}
-		return fmt.Errorf("ipset restore: %v: %s", err, msg)
-	}
-	return nil
+	_, err := runTool("ipset", script, x.path, "restore")
+	return err
 }
 
 func (x ipsets) destroy(name string) error {
