@@ -10,13 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/relayfw/relayfw/internal/netnstest"
 )
 
 // torrcWithEntries is the example exit policy preceded by n single-host
@@ -34,22 +35,9 @@ func torrcWithEntries(n int) string {
 // inNS runs f on a thread switched into the namespace; commands started by
 // f inherit it.
 func inNS(b *testing.B, ns netns.NsHandle, f func()) {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
+	if err := netnstest.Do(ns, func() error { f(); return nil }); err != nil {
 		b.Fatal(err)
 	}
-	defer orig.Close()
-	if err := netns.Set(ns); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		if err := netns.Set(orig); err != nil {
-			panic(err)
-		}
-	}()
-	f()
 }
 
 func timed(b *testing.B, name string, args ...string) time.Duration {
@@ -72,19 +60,13 @@ func median(ds []time.Duration) time.Duration {
 // deletes it when the benchmark ends.
 func newBenchNS(b *testing.B, prefix string) netns.NsHandle {
 	name := fmt.Sprintf("%s%d", prefix, os.Getpid())
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
+	var ns netns.NsHandle
+	err := netnstest.Restoring(func() (err error) {
+		ns, err = netns.NewNamed(name) // switches this thread into it
+		return err
+	})
 	if err != nil {
 		b.Fatal(err)
-	}
-	defer orig.Close()
-	ns, err := netns.NewNamed(name) // switches this thread into it
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := netns.Set(orig); err != nil {
-		panic(err)
 	}
 	b.Cleanup(func() { _ = netns.DeleteNamed(name); ns.Close() })
 	return ns

@@ -4,12 +4,13 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netns"
+
+	"github.com/relayfw/relayfw/internal/netnstest"
 )
 
 var nsCounter atomic.Int64
@@ -32,27 +33,12 @@ func newIsolatedNS(t *testing.T, prefix string) string {
 // inNS runs f on a thread switched into the named namespace. Sockets f
 // opens stay in that namespace after the thread switches back.
 func inNS(name string, f func() error) error {
-	runtime.LockOSThread()
-	defer runtime.UnlockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		return err
-	}
-	defer orig.Close()
 	target, err := netns.GetFromName(name)
 	if err != nil {
 		return err
 	}
 	defer target.Close()
-	if err := netns.Set(target); err != nil {
-		return err
-	}
-	ferr := f()
-	if err := netns.Set(orig); err != nil {
-		// The thread is in the wrong namespace: do not reuse it.
-		panic(fmt.Sprintf("cannot return to the original network namespace: %v", err))
-	}
-	return ferr
+	return netnstest.Do(target, f)
 }
 
 // dialInNS opens a TCP connection from inside the named namespace.
