@@ -265,6 +265,10 @@ func testKernelEqualsModel(t *testing.T, b backend) {
 			"ExitPolicy reject 203.0.113.0/25:*,accept 203.0.113.0/24:1-1024,accept 192.0.2.0/24:443,reject 198.51.100.128/26:80\n" +
 			"ExitPolicy accept 10.0.0.0/8:22,accept *4:80,reject6 [2001:db8:1:2::]/64:*,accept6 [2001:db8:1::]/48:*\n" +
 			"ExitPolicy accept6 [3fff::]/24:20-25,accept6 [fc00::]/7:443,reject *:*\n"},
+		// A block list of public hosts and networks (installed, never
+		// probed) around entries on the probed ranges, with over a hundred
+		// port classes: past the iptables backend's class ipsets.
+		{"large", largePolicyTorrc(20000, 120)},
 	}
 	const perFamily = 500
 	seed := uint64(time.Now().UnixNano())
@@ -296,6 +300,39 @@ func testKernelEqualsModel(t *testing.T, b backend) {
 			}
 		})
 	}
+}
+
+// largePolicyTorrc is an IPv4 and IPv6 exit whose policy starts with
+// blocks of public hosts and networks in both families (these are only
+// installed, never probed) mixed with classes entries on the ranges
+// the tests probe, each with ports of its own, then the example's port list.
+func largePolicyTorrc(blocks, classes int) string {
+	r := rand.New(rand.NewPCG(uint64(blocks), uint64(classes)))
+	var b strings.Builder
+	b.WriteString("ExitRelay 1\nIPv6Exit 1\nORPort 443\nAddress 203.0.113.10\n")
+	every := max(blocks/max(classes, 1), 1)
+	for i := 0; i < blocks; i++ {
+		if k := i / every; i%every == 0 && k < classes {
+			// A probed address with a port of its own: a class of its own.
+			fmt.Fprintf(&b, "ExitPolicy accept 203.0.113.%d:%d\n", k%256, 1000+k)
+			if k%10 == 0 {
+				fmt.Fprintf(&b, "ExitPolicy reject6 [2001:db8:1:%x::]/64:%d-443\n", k/10%4, 20+k%5)
+			}
+			continue
+		}
+		switch r.IntN(10) {
+		case 0:
+			fmt.Fprintf(&b, "ExitPolicy reject %d.%d.%d.0/24:*\n", 11+r.IntN(80), r.IntN(256), r.IntN(256))
+		case 1:
+			fmt.Fprintf(&b, "ExitPolicy reject6 [2a0%x:%x:%x::]/48:*\n", r.IntN(16), r.IntN(65536), r.IntN(65536))
+		case 2, 3:
+			fmt.Fprintf(&b, "ExitPolicy reject6 [2a0%x:%x:%x::%x]:*\n", r.IntN(16), r.IntN(65536), r.IntN(65536), 1+r.IntN(65535))
+		default:
+			fmt.Fprintf(&b, "ExitPolicy reject %d.%d.%d.%d:*\n", 11+r.IntN(80), r.IntN(256), r.IntN(256), 1+r.IntN(254))
+		}
+	}
+	b.WriteString("ExitPolicy accept *:21-23,accept *:53,accept *:80,accept *:110,accept *:143,accept *:443,accept *:992-993,accept *:995,reject *:*\n")
+	return b.String()
 }
 
 var countersRE = regexp.MustCompile(`counter packets \d+ bytes \d+|\[\d+:\d+\]`)
@@ -387,8 +424,10 @@ func (b backend) handEdits() []handEdit {
 	if b.mode == "" {
 		return []handEdit{
 			{"added rule", []string{"nft", "add rule inet relayfw output tcp dport 25 accept"}, "unexpected rule"},
-			{"added element", []string{"nft", "add element inet relayfw exit4 { 203.0.113.99 . 25 }"}, "unexpected elements"},
-			{"deleted set", []string{"nft", "flush chain inet relayfw output; delete set inet relayfw exit6"}, "set exit6 is missing"},
+			{"added element", []string{"nft", "add element inet relayfw relays4 { 203.0.113.99 . 25 }"}, "unexpected elements"},
+			{"port added to a class", []string{"nft", "add element inet relayfw exit4_c0 { 25 }"}, "set exit4_c0: 1 unexpected elements, e.g. 25"},
+			{"map element changed", []string{"nft", "delete element inet relayfw exit4 { 203.0.113.11-255.255.255.255 }; add element inet relayfw exit4 { 203.0.113.11-255.255.255.255 : accept }"}, "map exit4: 1 unexpected elements, e.g. 203.0.113.11-255.255.255.255 : accept"},
+			{"deleted map", []string{"nft", "flush chain inet relayfw output; delete map inet relayfw exit6"}, "map exit6 is missing"},
 			{"deleted table", []string{"nft", "delete table inet relayfw"}, "not installed"},
 		}
 	}
@@ -396,6 +435,7 @@ func (b backend) handEdits() []handEdit {
 		{"added rule", []string{"iptables", "-A", "RELAYFW-OUTPUT", "-p", "tcp", "--dport", "25", "-j", "ACCEPT"}, "unexpected rule"},
 		{"deleted rule", []string{"ip6tables", "-D", "RELAYFW-OUTPUT", "1"}, "ip6tables: missing rule 1"},
 		{"jump removed", []string{"iptables", "-D", "OUTPUT", "-j", "RELAYFW-OUTPUT"}, "does not jump"},
+		{"class set entry deleted", []string{"sh", "-c", "ipset del $(ipset list -n | grep '^relayfw-exit4_c0-') 203.0.113.10"}, "entries missing"},
 		{"rule above the jump", []string{"ip6tables", "-I", "OUTPUT", "1", "-d", "2001:db8::99", "-j", "ACCEPT"}, "not the first"},
 	}
 }

@@ -4,8 +4,11 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // randomPolicyText builds a random torrc exit policy from the kinds of
@@ -102,44 +105,111 @@ func TestCompileMatchesPolicy(t *testing.T) {
 	}
 }
 
-func TestAcceptRegionsDisjointAndSorted(t *testing.T) {
+// TestExitMapIntervals: the intervals backends load are disjoint, sorted,
+// merged, and give every address the class Lookup gives it.
+func TestExitMapIntervals(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	for round := 0; round < 200; round++ {
+	for round := 0; round < 300; round++ {
 		entries, _, err := ParseExitPolicy(randomPolicyText(r, 1+r.IntN(30)))
 		if err != nil {
 			t.Fatal(err)
 		}
 		p := ExitPolicy{Entries: entries}
 		for _, v6 := range []bool{false, true} {
-			regs := p.AcceptRegions(v6)
-			for i := 1; i < len(regs); i++ {
-				a, b := regs[i-1], regs[i]
-				sameAddr := a.AddrFirst == b.AddrFirst && a.AddrLast == b.AddrLast
-				if !(a.AddrLast.Less(b.AddrFirst) || (sameAddr && a.Ports.Last < b.Ports.First)) {
-					t.Fatalf("regions %d and %d overlap or are out of order: %+v %+v", i-1, i, a, b)
+			m := p.NewExitMap("exit", v6)
+			ivs := m.Intervals()
+			for i, iv := range ivs {
+				if iv.Last.Less(iv.First) || iv.Class == NoClass {
+					t.Fatalf("interval %d: %+v", i, iv)
+				}
+				if i > 0 {
+					prev := ivs[i-1]
+					if !prev.Last.Less(iv.First) || (prev.Last.Next() == iv.First && prev.Class == iv.Class) {
+						t.Fatalf("intervals %d and %d overlap, are out of order or unmerged: %+v %+v", i-1, i, prev, iv)
+					}
+				}
+			}
+			for probe := 0; probe < 200; probe++ {
+				a := randomAddr(r, v6, entries)
+				want := m.Lookup(a)
+				k, _ := slices.BinarySearchFunc(ivs, a, func(iv ClassInterval, a netip.Addr) int {
+					switch {
+					case iv.Last.Less(a):
+						return -1
+					case a.Less(iv.First):
+						return 1
+					}
+					return 0
+				})
+				got := NoClass
+				if k < len(ivs) && ivs[k].First.Compare(a) <= 0 && a.Compare(ivs[k].Last) <= 0 {
+					got = ivs[k].Class
+				}
+				if got != want {
+					t.Fatalf("%s: interval class %d, lookup %d\npolicy: %s\nmap: %+v", a, got, want, p, m)
+				}
+			}
+			// A prefix never repeats the class of the prefix around it.
+			for i, pc := range m.Prefixes {
+				outer, bits := NoClass-1, -1
+				for _, o := range m.Prefixes[:i] {
+					if o.Prefix.Bits() > bits && o.Prefix.Bits() < pc.Prefix.Bits() && o.Prefix.Contains(pc.Prefix.Addr()) {
+						outer, bits = o.Class, o.Prefix.Bits()
+					}
+				}
+				if outer == pc.Class {
+					t.Fatalf("prefix %v repeats its enclosing class %d", pc.Prefix, pc.Class)
 				}
 			}
 		}
 	}
 }
 
-func TestAcceptRegionsExample(t *testing.T) {
-	entries, _, err := ParseExitPolicy("reject 10.0.0.0/8:*,accept *4:80,accept *4:443,reject *:*")
+func TestExitMapExample(t *testing.T) {
+	entries, _, err := ParseExitPolicy("reject 10.0.0.0/8:*,accept 1.2.3.4:443,accept *4:80,accept *4:443,reject *:*")
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := ExitPolicy{Entries: entries}.AcceptRegions(false)
-	want := []Region{
-		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("9.255.255.255"), PortRange{80, 80}},
-		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("9.255.255.255"), PortRange{443, 443}},
-		{netip.MustParseAddr("11.0.0.0"), netip.MustParseAddr("255.255.255.255"), PortRange{80, 80}},
-		{netip.MustParseAddr("11.0.0.0"), netip.MustParseAddr("255.255.255.255"), PortRange{443, 443}},
+	p := ExitPolicy{Entries: entries}
+	got := p.NewExitMap("exit4", false)
+	want := ExitMap{Name: "exit4", Family: IPv4,
+		Classes: []PortClass{{Name: "exit4_c0", Ports: []PortRange{{80, 80}, {443, 443}}}},
+		// 1.2.3.4/32 accepts what the /0 accepts: not repeated.
+		Prefixes: []PrefixClass{{netip.MustParsePrefix("0.0.0.0/0"), 0}, {netip.MustParsePrefix("10.0.0.0/8"), NoClass}},
 	}
-	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Fatalf("got %v\nwant %v", got, want)
+	if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Fatalf("exit map (-want +got):\n%s", diff)
 	}
-	if v6 := (ExitPolicy{Entries: entries}).AcceptRegions(true); len(v6) != 0 {
-		t.Fatalf("IPv6 regions for a policy rejecting IPv6: %v", v6)
+	wantIv := []ClassInterval{
+		{netip.MustParseAddr("0.0.0.0"), netip.MustParseAddr("9.255.255.255"), 0},
+		{netip.MustParseAddr("11.0.0.0"), netip.MustParseAddr("255.255.255.255"), 0},
+	}
+	if diff := cmp.Diff(wantIv, got.Intervals(), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+		t.Fatalf("intervals (-want +got):\n%s", diff)
+	}
+	if v6 := p.NewExitMap("exit6", true); len(v6.Classes) != 0 || len(v6.Intervals()) != 0 {
+		t.Fatalf("IPv6 map for a policy rejecting IPv6: %+v", v6)
+	}
+}
+
+// TestExitMapBlockList: N host rejects in front of a port list are N+1
+// prefixes and one class, whatever N.
+func TestExitMapBlockList(t *testing.T) {
+	var b strings.Builder
+	for i := 0; i < 20000; i++ {
+		fmt.Fprintf(&b, "reject %d.%d.%d.%d:*,", 11+i/62500, i/250%250, i%250, 1+i%200)
+	}
+	b.WriteString("accept *:21-23,accept *:53,accept *:80,accept *:443,reject *:*")
+	entries, _, err := ParseExitPolicy(b.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := ExitPolicy{Entries: entries}.NewExitMap("exit4", false)
+	if len(m.Classes) != 1 || len(m.Prefixes) != 20001 {
+		t.Fatalf("%d classes, %d prefixes; want 1 and 20001", len(m.Classes), len(m.Prefixes))
+	}
+	if n := len(m.Intervals()); n > 20001 {
+		t.Fatalf("%d intervals for 20000 holes", n)
 	}
 }
 

@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"iter"
 	"net/netip"
 	"slices"
 )
@@ -26,91 +27,15 @@ func (r Region) Contains(addr netip.Addr, port uint16) bool {
 		port >= r.Ports.First && port <= r.Ports.Last
 }
 
-// AcceptRegions compiles the policy's entries of one family (v6 false:
-// IPv4) into disjoint regions whose union is exactly the set of
-// destinations the policy accepts (first match wins, tor's implicit accept
-// when nothing matches). Regions come sorted by address, then port.
-//
-// It sweeps the address space: every entry's prefix starts and ends at a
-// boundary, so between two consecutive boundaries the same entries apply,
-// and first-match over those entries gives the accepted ports there.
-// Neighbouring address intervals with the same ports are merged.
-func (p ExitPolicy) AcceptRegions(v6 bool) []Region {
-	var spans []span
-	for i, e := range p.Entries {
-		if e.IPv6() != v6 {
-			continue
-		}
-		n := e.Network()
-		spans = append(spans, span{lo: n.Addr(), hi: lastAddr(n), idx: i})
-	}
-	familyMin, familyMax := netip.IPv4Unspecified(), netip.AddrFrom4([4]byte{255, 255, 255, 255})
-	if v6 {
-		familyMin = netip.IPv6Unspecified()
-		familyMax = netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
-	}
-	bounds := []netip.Addr{familyMin}
-	for _, s := range spans {
-		bounds = append(bounds, s.lo)
-		if s.hi != familyMax {
-			bounds = append(bounds, s.hi.Next())
-		}
-	}
-	slices.SortFunc(bounds, netip.Addr.Compare)
-	bounds = slices.Compact(bounds)
-	slices.SortStableFunc(spans, func(a, b span) int { return a.lo.Compare(b.lo) })
-
-	var regions []Region
-	var scratch portScratch
-	var active []span // sorted by policy index
-	var prevPorts []PortRange
-	var prevStart netip.Addr
-	next := 0
-	flush := func(end netip.Addr) {
-		for _, pr := range prevPorts {
-			regions = append(regions, Region{AddrFirst: prevStart, AddrLast: end, Ports: pr})
-		}
-	}
-	for k, b := range bounds {
-		// Drop spans that ended before b, add spans that start at b.
-		kept := active[:0]
-		for _, s := range active {
-			if s.hi.Compare(b) >= 0 {
-				kept = append(kept, s)
-			}
-		}
-		active = kept
-		for next < len(spans) && spans[next].lo == b {
-			s := spans[next]
-			at, _ := slices.BinarySearchFunc(active, s.idx, func(x span, idx int) int { return x.idx - idx })
-			active = slices.Insert(active, at, s)
-			next++
-		}
-		ports := p.acceptedPorts(active, &scratch)
-		if k > 0 && slices.Equal(ports, prevPorts) {
-			continue
-		}
-		if k > 0 {
-			flush(b.Prev())
-		}
-		prevStart, prevPorts = b, ports
-	}
-	flush(familyMax)
-	return regions
-}
-
-// acceptedPorts runs first-match over the entries (in policy order) that
-// cover one address interval and returns the accepted ports, merged. The
-// scratch buffers are reused across intervals: a large policy has tens of
-// thousands of them.
-func (p ExitPolicy) acceptedPorts(active []span, sc *portScratch) []PortRange {
+// acceptedPorts runs first-match over entries (indexes into p.Entries, in
+// policy order), all of whose prefixes contain the addresses in question,
+// and returns the accepted ports, merged. The scratch buffers are reused:
+// a large policy has tens of thousands of prefixes.
+func (p ExitPolicy) acceptedPorts(entries iter.Seq[int], sc *portScratch) []PortRange {
 	undecided := append(sc.undecided[:0], PortRange{1, 65535})
 	accepted := sc.accepted[:0]
-	for _, s := range active {
-		if len(undecided) == 0 {
-			break
-		}
-		e := p.Entries[s.idx]
+	for idx := range entries {
+		e := p.Entries[idx]
 		rest := sc.rest[:0]
 		for _, u := range undecided {
 			lo, hi := max(u.First, e.PortMin), min(u.Last, e.PortMax)
@@ -129,6 +54,9 @@ func (p ExitPolicy) acceptedPorts(active []span, sc *portScratch) []PortRange {
 			}
 		}
 		sc.rest, undecided, sc.undecided = undecided, rest, rest
+		if len(undecided) == 0 {
+			break
+		}
 	}
 	// Nothing matched: tor accepts.
 	accepted = append(accepted, undecided...)
@@ -154,12 +82,6 @@ func mergePorts(ranges []PortRange) []PortRange {
 		out = append(out, r)
 	}
 	return out
-}
-
-// span is one policy entry's address range.
-type span struct {
-	lo, hi netip.Addr
-	idx    int // position in ExitPolicy.Entries
 }
 
 // lastAddr is the highest address of a prefix.

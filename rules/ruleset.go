@@ -65,6 +65,9 @@ type Rule struct {
 	DstPorts     []PortRange    `json:"dport,omitempty"`
 	// Set names a set of Ruleset.Sets that (daddr . dport) must be in.
 	Set string `json:"set,omitempty"`
+	// ExitMap names an exit map of Ruleset.ExitMaps: the class of daddr
+	// there must accept the TCP dport.
+	ExitMap string `json:"exit_map,omitempty"`
 	// SocketUID matches packets of sockets owned by this user.
 	SocketUID *uint32 `json:"skuid,omitempty"`
 
@@ -75,26 +78,27 @@ type Rule struct {
 	LogPerMinute uint   `json:"log_per_minute,omitempty"`
 }
 
-// Set is a named set of (address range . port range) elements. Interval
-// sets hold ranges; the others hold single (address . port) points.
+// Set is a named set of single (address . port) elements: each Region
+// has one address and one port.
 type Set struct {
 	Name     string   `json:"name"`
 	Family   Family   `json:"family"`
 	Comment  string   `json:"comment"`
-	Interval bool     `json:"interval"`
 	Elements []Region `json:"elements"`
 }
 
-// Ruleset is what a backend installs: ordered outbound rules and the sets
-// they look up. IPv4 and IPv6 alike.
+// Ruleset is what a backend installs: ordered outbound rules, the sets and
+// the exit maps they look up. IPv4 and IPv6 alike.
 type Ruleset struct {
-	Version  int    `json:"version"`
-	Outbound []Rule `json:"outbound"`
-	Sets     []Set  `json:"sets"`
+	Version  int       `json:"version"`
+	Outbound []Rule    `json:"outbound"`
+	Sets     []Set     `json:"sets"`
+	ExitMaps []ExitMap `json:"exit_maps"`
 }
 
-// RulesetVersion is the version of the Ruleset JSON format.
-const RulesetVersion = 1
+// RulesetVersion is the version of the Ruleset JSON format. Version 2
+// replaced the exit policy's interval sets by exit maps.
+const RulesetVersion = 2
 
 // Set returns the named set.
 func (rs Ruleset) Set(name string) (Set, bool) {
@@ -104,6 +108,16 @@ func (rs Ruleset) Set(name string) (Set, bool) {
 		}
 	}
 	return Set{}, false
+}
+
+// ExitMap returns the named exit map.
+func (rs Ruleset) ExitMap(name string) (ExitMap, bool) {
+	for _, m := range rs.ExitMaps {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return ExitMap{}, false
 }
 
 // Packet is an outgoing packet as the ruleset sees it.
@@ -169,6 +183,12 @@ func (rs Ruleset) matches(r Rule, p Packet) bool {
 		return false
 	case r.SocketUID != nil && (p.UID == nil || *p.UID != *r.SocketUID):
 		return false
+	}
+	if r.ExitMap != "" {
+		m, ok := rs.ExitMap(r.ExitMap)
+		if !ok || !m.Accepts(p.Dst, p.DstPort) {
+			return false
+		}
 	}
 	if r.Set != "" {
 		s, ok := rs.Set(r.Set)
@@ -252,8 +272,8 @@ func DefaultHost() Host { return Host{DHCP: true, NTP: true, Ping: true, NDP: tr
 
 // Compile turns an effective exit policy and host facts into the ruleset,
 // in the order of DESIGN.md: loopback, established, ICMP the host needs,
-// host allowances, relay links, the exit policy as one set lookup per
-// family, then reject.
+// host allowances, relay links, the exit policy as one exit map lookup
+// per family, then reject.
 func Compile(p ExitPolicy, h Host) Ruleset {
 	rs := Ruleset{Version: RulesetVersion}
 	add := func(r Rule) { rs.Outbound = append(rs.Outbound, r) }
@@ -323,11 +343,11 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 			Family: fam, Proto: "tcp", Set: set.Name, Action: ActionAccept})
 	}
 	for _, fam := range []Family{IPv4, IPv6} {
-		set := Set{Name: "exit" + suffix(fam), Family: fam, Comment: "destinations the exit policy accepts",
-			Interval: true, Elements: p.AcceptRegions(fam == IPv6)}
-		rs.Sets = append(rs.Sets, set)
-		add(Rule{Name: "exit" + suffix(fam), Class: ClassExit, Comment: "the relay's exit policy (TCP)",
-			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), Set: set.Name, Action: ActionAccept})
+		m := p.NewExitMap("exit"+suffix(fam), fam == IPv6)
+		m.Comment = "the TCP ports the exit policy accepts, by class of destination address"
+		rs.ExitMaps = append(rs.ExitMaps, m)
+		add(Rule{Name: m.Name, Class: ClassExit, Comment: "the relay's exit policy (TCP)",
+			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), ExitMap: m.Name, Action: ActionAccept})
 	}
 	for i := range rs.Sets {
 		if rs.Sets[i].Elements == nil {
@@ -378,9 +398,14 @@ func sortRegions(rs []Region) {
 
 // String is a one-line summary, for logs.
 func (rs Ruleset) String() string {
-	n := 0
+	n, prefixes, classes := 0, 0, 0
 	for _, s := range rs.Sets {
 		n += len(s.Elements)
 	}
-	return fmt.Sprintf("%d rules, %d sets, %d set elements", len(rs.Outbound), len(rs.Sets), n)
+	for _, m := range rs.ExitMaps {
+		prefixes += len(m.Prefixes)
+		classes += len(m.Classes)
+	}
+	return fmt.Sprintf("%d rules, %d sets, %d set elements, %d exit-map prefixes, %d port classes",
+		len(rs.Outbound), len(rs.Sets), n, prefixes, classes)
 }

@@ -27,9 +27,7 @@ Run apply first.`,
 			}
 			n := 0
 			for _, s := range rs.Sets {
-				if !s.Interval {
-					n += len(s.Elements)
-				}
+				n += len(s.Elements)
 			}
 			fmt.Fprintf(g.stdout, "refreshed relay links: %d added, %d removed, %d in all (%s)\n", added, removed, n, b.Name())
 			return nil

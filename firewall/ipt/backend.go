@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -193,8 +194,9 @@ func (f *family) runRestore(script string) error {
 	return err
 }
 
-// Apply writes each family's chain (and the jump) in one iptables-restore
-// transaction, skipping families already in sync.
+// Apply writes the ipsets (each swapped in whole), then each family's
+// chain and jump in one iptables-restore transaction, skipping what is
+// already in sync, then destroys relayfw's ipsets no rule uses any more.
 func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, error) {
 	var res firewall.Result
 	type job struct {
@@ -202,22 +204,29 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 		script string
 	}
 	var jobs []job
-	var setScripts []string
+	have, err := b.ipset.owned()
+	if err != nil {
+		return res, err
+	}
+	var setScript strings.Builder
+	wanted := map[string]bool{}
 	for _, f := range b.families {
-		want, err := Lines(rs, f.v6)
+		fp, err := planFamily(rs, f.v6)
 		if err != nil {
 			return res, err
 		}
+		want := fp.lines
 		res.Rules += len(want)
-		for _, set := range pointSets(rs, f.v6) {
+		for _, set := range fp.ipsets {
+			wanted[set.name] = true
 			res.Sets++
-			res.Elements += len(set.Elements)
-			drift, _, _, err := b.ipset.setDrift(set, f.v6)
-			if err != nil {
-				return res, err
-			}
-			if len(drift) > 0 {
-				setScripts = append(setScripts, replaceScript(ipsetName(set.Name), f.v6, ipsetEntries(set)))
+			res.Elements += len(set.entries)
+			if drift, _, _ := setDrift(set, have[set.name], ""); len(drift) > 0 {
+				sameType := have[set.name] != nil && have[set.name].typ == set.typ
+				if have[set.name] != nil && !sameType {
+					return res, fmt.Errorf("ipset %s is %s, not %s: run relayfw remove, then apply", set.name, have[set.name].typ, set.typ)
+				}
+				setScript.WriteString(replaceScript(set, sameType))
 			}
 		}
 		st, err := f.state()
@@ -229,8 +238,8 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 		}
 	}
 	// The sets first: the rules refer to them.
-	for _, script := range setScripts {
-		if err := b.ipset.restore(script); err != nil {
+	if setScript.Len() > 0 {
+		if err := b.ipset.restore(setScript.String()); err != nil {
 			return res, err
 		}
 		res.Changed = true
@@ -241,31 +250,53 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 		}
 		res.Changed = true
 	}
+	// Sets of port classes the policy no longer has, once no rule uses them.
+	var stale []string
+	for name := range have {
+		if !wanted[name] {
+			stale = append(stale, name)
+		}
+	}
+	slices.Sort(stale)
+	if err := b.ipset.destroy(stale); err != nil {
+		return res, err
+	}
+	res.Changed = res.Changed || len(stale) > 0
 	return res, nil
 }
 
 // Check reports the differences of every family.
 func (b *Backend) Check(_ context.Context, rs rules.Ruleset) ([]string, error) {
 	var drift []string
+	have, err := b.ipset.owned()
+	if err != nil {
+		return nil, err
+	}
+	wanted := map[string]bool{}
 	for _, f := range b.families {
-		want, err := Lines(rs, f.v6)
+		fp, err := planFamily(rs, f.v6)
 		if err != nil {
 			return nil, err
 		}
-		for _, set := range pointSets(rs, f.v6) {
-			d, _, _, err := b.ipset.setDrift(set, f.v6)
-			if err != nil {
-				return nil, err
-			}
+		for _, set := range fp.ipsets {
+			wanted[set.name] = true
+			d, _, _ := setDrift(set, have[set.name], f.name()+": ")
 			drift = append(drift, d...)
 		}
 		st, err := f.state()
 		if err != nil {
 			return nil, err
 		}
-		drift = append(drift, f.drift(st, want)...)
+		drift = append(drift, f.drift(st, fp.lines)...)
 	}
-	return drift, nil
+	var stale []string
+	for name := range have {
+		if !wanted[name] {
+			stale = append(stale, fmt.Sprintf("unexpected ipset %s", name))
+		}
+	}
+	slices.Sort(stale)
+	return append(drift, stale...), nil
 }
 
 // Remove deletes the jumps and the chain of each family, in one
@@ -295,19 +326,19 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 		removed = true
 	}
 	// The sets last, once no rule refers to them.
-	for _, name := range ownedIpsets {
-		_, exists, err := b.ipset.entries(name)
-		if err != nil {
-			return removed, err
-		}
-		if exists {
-			if err := b.ipset.destroy(name); err != nil {
-				return removed, err
-			}
-			removed = true
-		}
+	have, err := b.ipset.owned()
+	if err != nil {
+		return removed, err
 	}
-	return removed, nil
+	names := make([]string, 0, len(have))
+	for name := range have {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	if err := b.ipset.destroy(names); err != nil {
+		return removed, err
+	}
+	return removed || len(names) > 0, nil
 }
 
 // Counters sums the counters of both families' chain rules by rule name,
@@ -343,38 +374,46 @@ func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error)
 	return out, nil
 }
 
-// ownedIpsets are the ipsets relayfw creates.
-var ownedIpsets = []string{ipsetName("relays4"), ipsetName("relays6")}
-
-// Refresh replaces only the point sets' contents (relay links), each by
-// one atomic swap, without touching the chains.
+// Refresh replaces only the relay-link ipsets' contents, each by one
+// atomic swap, without touching the chains or the exit policy's sets.
 func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed int, err error) {
+	have, err := b.ipset.owned()
+	if err != nil {
+		return 0, 0, err
+	}
+	var script strings.Builder
 	for _, f := range b.families {
-		for _, set := range pointSets(rs, f.v6) {
-			drift, a, r, err := b.ipset.setDrift(set, f.v6)
-			if err != nil {
-				return added, removed, err
+		for _, set := range wantedIpsets(rs, f.v6) {
+			if set.typ != "hash:ip,port" {
+				continue
 			}
+			if h := have[set.name]; h == nil || h.typ != set.typ {
+				return 0, 0, fmt.Errorf("ipset %s is missing or of another type: run relayfw apply", set.name)
+			}
+			drift, a, r := setDrift(set, have[set.name], "")
 			if len(drift) == 0 {
 				continue
 			}
-			if err := b.ipset.restore(replaceScript(ipsetName(set.Name), f.v6, ipsetEntries(set))); err != nil {
-				return added, removed, err
-			}
+			script.WriteString(replaceScript(set, true))
 			added += a
 			removed += r
+		}
+	}
+	if script.Len() > 0 {
+		if err := b.ipset.restore(script.String()); err != nil {
+			return 0, 0, err
 		}
 	}
 	return added, removed, nil
 }
 
-// RenderIpsets is the ipset restore input for the ruleset's point sets.
+// RenderIpsets is the ipset restore input for the ruleset's sets.
 func RenderIpsets(rs rules.Ruleset) string {
 	var b strings.Builder
-	b.WriteString("# relayfw: load with ipset restore\n")
+	b.WriteString("# relayfw: load with ipset restore -exist\n")
 	for _, v6 := range []bool{false, true} {
-		for _, set := range pointSets(rs, v6) {
-			b.WriteString(replaceScript(ipsetName(set.Name), v6, ipsetEntries(set)))
+		for _, set := range wantedIpsets(rs, v6) {
+			b.WriteString(replaceScript(set, false))
 		}
 	}
 	return b.String()

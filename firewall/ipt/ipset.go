@@ -1,117 +1,281 @@
 package ipt
 
 import (
+	"cmp"
 	"fmt"
-	"os/exec"
+	"hash/fnv"
+	"net/netip"
 	"slices"
 	"strings"
 
 	"github.com/relayfw/relayfw/rules"
 )
 
-// Sets without intervals (relay links: address . port points) become
-// ipsets of type hash:ip,port, matched with -m set; a consensus has
-// thousands of relays, which as rules would be walked one by one.
+// ipsets hold what would otherwise be walked rule by rule:
+//   - relay links (address . port points): hash:ip,port, matched with
+//     -m set ... dst,dst; a consensus has thousands of relays;
+//   - the exit policy's port classes: one hash:net per class, matched with
+//     -m set ... dst, then the class's ports with multiport. A class set
+//     is the exit map's longest-prefix match for that one class: the
+//     class's prefixes, and inside them, as nomatch entries, the prefixes
+//     of other classes. hash:net answers from the longest prefix it holds
+//     and a nomatch entry answers "not in the set", so the kernel's work
+//     per packet is one probe per prefix length present, whatever the
+//     number of entries.
 
-// ipsetName is the ipset holding a ruleset set.
+// ipsetName is the ipset holding a ruleset set or port class.
 func ipsetName(set string) string { return "relayfw-" + set }
 
-// ipsetMaxElem leaves room for a consensus several times today's size.
-const ipsetMaxElem = 262144
-
-// pointSets are the ruleset's sets without intervals, for one family.
-func pointSets(rs rules.Ruleset, v6 bool) []rules.Set {
-	var out []rules.Set
-	for _, s := range rs.Sets {
-		if !s.Interval && (s.Family == rules.IPv6) == v6 {
-			out = append(out, s)
-		}
+// classIpsetName names a class's set after its content: a new policy
+// fills new sets while the rules still use the old ones, and one
+// iptables-restore then switches the rules over, so that an apply that is
+// interrupted leaves the old policy or the new one, never a mix.
+func classIpsetName(class string, entries []string) string {
+	h := fnv.New32a()
+	for _, e := range entries {
+		h.Write([]byte(e))
+		h.Write([]byte{'\n'})
 	}
-	return out
+	return fmt.Sprintf("%s-%08x", ipsetName(class), h.Sum32())
 }
 
-// ipsetEntries are the set's elements as ipset save prints them, sorted.
-func ipsetEntries(s rules.Set) []string {
-	out := make([]string, 0, len(s.Elements))
-	for _, e := range s.Elements {
-		out = append(out, fmt.Sprintf("%s,tcp:%d", e.AddrFirst, e.Ports.First))
+// ownedPrefix starts the name of every ipset relayfw creates.
+const ownedPrefix = "relayfw-"
+
+// ipsetMaxElem is maxelem of every relayfw ipset: room for a consensus
+// several times today's size and for block lists of a million entries.
+// Hash sets allocate by their content, not by maxelem.
+const ipsetMaxElem = 1 << 22
+
+// maxClassIpsets bounds the class ipsets per family: the kernel's default
+// ip_set_max is 256 sets for the whole namespace. Classes beyond it (those
+// with the fewest prefixes) are matched by rules per address interval.
+const maxClassIpsets = 64
+
+// ipset is one set relayfw installs.
+type ipset struct {
+	name    string
+	class   string // the port class it holds, if any
+	typ     string // "hash:ip,port" or "hash:net"
+	v6      bool
+	entries []string // as ipset save prints them, sorted
+}
+
+func (s ipset) create(name string) string {
+	family := "inet"
+	if s.v6 {
+		family = "inet6"
+	}
+	// Fixed parameters: restore -exist then accepts an identical create
+	// of a set left over by an interrupted run. The hash grows as needed.
+	return fmt.Sprintf("create %s %s family %s maxelem %d\n", name, s.typ, family, ipsetMaxElem)
+}
+
+// classSets splits an exit map's classes into those matched through an
+// ipset and those matched by address rules; with a single prefix (one
+// class everywhere) no address match is needed at all.
+func classSets(m rules.ExitMap) (withSet, withRules []int) {
+	if len(m.Prefixes) <= 1 {
+		return nil, nil
+	}
+	count := make([]int, len(m.Classes))
+	for _, pc := range m.Prefixes {
+		if pc.Class != rules.NoClass {
+			count[pc.Class]++
+		}
+	}
+	order := make([]int, len(m.Classes))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(count[b], count[a]) })
+	n := min(len(order), maxClassIpsets)
+	withSet, withRules = order[:n], order[n:]
+	slices.Sort(withSet)
+	slices.Sort(withRules)
+	return withSet, withRules
+}
+
+// classEntries is the hash:net content of one class: every prefix of the
+// class, and every prefix directly inside one of them (whose class then
+// differs: the exit map never repeats a class inside itself) as nomatch.
+// hash:net refuses /0, so the family's /0 becomes its two halves.
+func classEntries(m rules.ExitMap, class int) []string {
+	var out []string
+	entry := func(p netip.Prefix, match bool) {
+		s := p.String()
+		if p.IsSingleIP() {
+			s = p.Addr().String()
+		}
+		if !match {
+			s += " nomatch"
+		}
+		out = append(out, s)
+	}
+	explicitHalf := map[netip.Prefix]bool{}
+	for _, pc := range m.Prefixes {
+		if pc.Prefix.Bits() == 1 {
+			explicitHalf[pc.Prefix] = true
+		}
+	}
+	var stack []rules.PrefixClass
+	for _, pc := range m.Prefixes {
+		for len(stack) > 0 && !stack[len(stack)-1].Prefix.Contains(pc.Prefix.Addr()) {
+			stack = stack[:len(stack)-1]
+		}
+		switch {
+		case pc.Prefix.Bits() == 0:
+			if pc.Class == class {
+				for _, half := range halves(pc.Prefix.Addr()) {
+					if !explicitHalf[half] {
+						entry(half, true)
+					}
+				}
+			}
+		case pc.Class == class:
+			entry(pc.Prefix, true)
+		case len(stack) > 0 && stack[len(stack)-1].Class == class:
+			entry(pc.Prefix, false)
+		}
+		stack = append(stack, pc)
 	}
 	slices.Sort(out)
 	return out
 }
 
+// halves are the two /1 prefixes of a family.
+func halves(zero netip.Addr) [2]netip.Prefix {
+	b := zero.AsSlice()
+	b[0] = 0x80
+	hi, _ := netip.AddrFromSlice(b)
+	return [2]netip.Prefix{netip.PrefixFrom(zero, 1), netip.PrefixFrom(hi, 1)}
+}
+
+// wantedIpsets are the ipsets of one family, in ruleset order.
+func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
+	var out []ipset
+	for _, s := range rs.Sets {
+		if (s.Family == rules.IPv6) != v6 {
+			continue
+		}
+		entries := make([]string, 0, len(s.Elements))
+		for _, e := range s.Elements {
+			entries = append(entries, fmt.Sprintf("%s,tcp:%d", e.AddrFirst, e.Ports.First))
+		}
+		slices.Sort(entries)
+		out = append(out, ipset{name: ipsetName(s.Name), typ: "hash:ip,port", v6: v6, entries: entries})
+	}
+	for _, m := range rs.ExitMaps {
+		if (m.Family == rules.IPv6) != v6 {
+			continue
+		}
+		withSet, _ := classSets(m)
+		for _, c := range withSet {
+			entries := classEntries(m, c)
+			out = append(out, ipset{name: classIpsetName(m.Classes[c].Name, entries), class: m.Classes[c].Name,
+				typ: "hash:net", v6: v6, entries: entries})
+		}
+	}
+	return out
+}
+
+// installedIpset is what ipset save says of one of relayfw's sets.
+type installedIpset struct {
+	typ     string
+	entries []string // sorted
+}
+
 // ipsets runs the ipset command.
 type ipsets struct{ path string }
 
-// entries returns the set's entries (sorted), or exists=false.
-func (x ipsets) entries(name string) (entries []string, exists bool, err error) {
-	out, err := runTool("ipset", "", x.path, "save", name)
-	if stderrSays(err, "does not exist") {
-		return nil, false, nil
-	}
+// owned reads every relayfw ipset with one ipset save.
+func (x ipsets) owned() (map[string]*installedIpset, error) {
+	out, err := runTool("ipset", "", x.path, "save")
 	if err != nil {
-		return nil, false, err
+		return nil, err
 	}
+	sets := map[string]*installedIpset{}
 	for _, l := range strings.Split(string(out), "\n") {
-		if rest, ok := strings.CutPrefix(l, "add "+name+" "); ok {
-			entries = append(entries, rest)
+		verb, rest, _ := strings.Cut(l, " ")
+		name, rest, _ := strings.Cut(rest, " ")
+		if !strings.HasPrefix(name, ownedPrefix) {
+			continue
+		}
+		switch verb {
+		case "create":
+			typ, _, _ := strings.Cut(rest, " ")
+			sets[name] = &installedIpset{typ: typ}
+		case "add":
+			if s := sets[name]; s != nil {
+				s.entries = append(s.entries, rest)
+			}
 		}
 	}
-	slices.Sort(entries)
-	return entries, true, nil
+	for _, s := range sets {
+		slices.Sort(s.entries)
+	}
+	return sets, nil
 }
 
-// replaceScript fills a fresh temporary set and swaps it in: the live set
-// changes in one step.
-func replaceScript(name string, v6 bool, entries []string) string {
-	family := "inet"
-	if v6 {
-		family = "inet6"
+// replaceScript creates and fills the set when it is missing (created:
+// false); else it fills a fresh temporary set and swaps it in, so the live
+// set changes in one step (swap needs only the same type and family).
+func replaceScript(s ipset, created bool) string {
+	tmp := s.name + "-new"
+	if len(tmp) > 31 { // ipset's name limit
+		tmp = s.name[:27] + "-new"
 	}
-	tmp := name + "-new"
 	var b strings.Builder
-	fmt.Fprintf(&b, "create %s hash:ip,port family %s maxelem %d -exist\n", name, family, ipsetMaxElem)
-	fmt.Fprintf(&b, "create %s hash:ip,port family %s maxelem %d -exist\n", tmp, family, ipsetMaxElem)
+	if !created {
+		// A new set: filled before any rule refers to it.
+		b.WriteString(s.create(s.name))
+		for _, e := range s.entries {
+			fmt.Fprintf(&b, "add %s %s\n", s.name, e)
+		}
+		return b.String()
+	}
+	b.WriteString(s.create(tmp))
 	fmt.Fprintf(&b, "flush %s\n", tmp)
-	for _, e := range entries {
+	for _, e := range s.entries {
 		fmt.Fprintf(&b, "add %s %s\n", tmp, e)
 	}
-	fmt.Fprintf(&b, "swap %s %s\n", tmp, name)
+	fmt.Fprintf(&b, "swap %s %s\n", tmp, s.name)
 	fmt.Fprintf(&b, "destroy %s\n", tmp)
 	return b.String()
 }
 
 func (x ipsets) restore(script string) error {
-	_, err := runTool("ipset", script, x.path, "restore")
+	_, err := runTool("ipset", script, x.path, "restore", "-exist")
 	return err
 }
 
-func (x ipsets) destroy(name string) error {
-	out, err := exec.Command(x.path, "destroy", name).CombinedOutput()
-	if err != nil && !strings.Contains(string(out), "does not exist") {
-		return fmt.Errorf("ipset destroy %s: %v: %s", name, err, strings.TrimSpace(string(out)))
+func (x ipsets) destroy(names []string) error {
+	if len(names) == 0 {
+		return nil
 	}
-	return nil
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "destroy %s\n", n)
+	}
+	return x.restore(b.String())
 }
 
-// setDrift compares one set; added and removed count the entries a
-// replacement changes.
-func (x ipsets) setDrift(s rules.Set, v6 bool) (drift []string, added, removed int, err error) {
-	name := ipsetName(s.Name)
-	want := ipsetEntries(s)
-	have, exists, err := x.entries(name)
-	if err != nil {
-		return nil, 0, 0, err
+// setDrift compares one set with what is installed, one line per
+// difference (each starting with prefix); added and removed count the
+// entries a replacement changes.
+func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, added, removed int) {
+	if have == nil {
+		return []string{fmt.Sprintf("%sipset %s is missing", prefix, want.name)}, len(want.entries), 0
 	}
-	if !exists {
-		return []string{fmt.Sprintf("ipset %s is missing", name)}, len(want), 0, nil
+	if have.typ != want.typ {
+		return []string{fmt.Sprintf("%sipset %s is %s, not %s", prefix, want.name, have.typ, want.typ)}, len(want.entries), len(have.entries)
 	}
-	for i, j := 0, 0; i < len(want) || j < len(have); {
+	for i, j := 0, 0; i < len(want.entries) || j < len(have.entries); {
 		switch {
-		case j == len(have) || (i < len(want) && want[i] < have[j]):
+		case j == len(have.entries) || (i < len(want.entries) && want.entries[i] < have.entries[j]):
 			added++
 			i++
-		case i == len(want) || have[j] < want[i]:
+		case i == len(want.entries) || have.entries[j] < want.entries[i]:
 			removed++
 			j++
 		default:
@@ -120,10 +284,10 @@ func (x ipsets) setDrift(s rules.Set, v6 bool) (drift []string, added, removed i
 		}
 	}
 	if added > 0 {
-		drift = append(drift, fmt.Sprintf("ipset %s: %d entries missing", name, added))
+		drift = append(drift, fmt.Sprintf("%sipset %s: %d entries missing", prefix, want.name, added))
 	}
 	if removed > 0 {
-		drift = append(drift, fmt.Sprintf("ipset %s: %d unexpected entries", name, removed))
+		drift = append(drift, fmt.Sprintf("%sipset %s: %d unexpected entries", prefix, want.name, removed))
 	}
-	return drift, added, removed, nil
+	return drift, added, removed
 }

@@ -29,22 +29,40 @@ const maxMultiportSlots = 15
 // the exact form `iptables -S` prints them, so installed and desired
 // state compare as text.
 func Lines(rs rules.Ruleset, v6 bool) ([]string, error) {
+	fp, err := planFamily(rs, v6)
+	return fp.lines, err
+}
+
+// familyPlan is what one family installs: its ipsets and chain rules.
+type familyPlan struct {
+	ipsets []ipset
+	lines  []string
+}
+
+func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
 	fam := rules.IPv4
 	if v6 {
 		fam = rules.IPv6
 	}
-	var out []string
+	var fp familyPlan
+	fp.ipsets = wantedIpsets(rs, v6)
+	classSet := map[string]string{} // class name -> ipset name
+	for _, s := range fp.ipsets {
+		if s.class != "" {
+			classSet[s.class] = s.name
+		}
+	}
 	for _, r := range rs.Outbound {
 		if r.Family != rules.AnyFamily && r.Family != fam {
 			continue
 		}
-		lines, err := ruleLines(rs, r, v6)
+		lines, err := ruleLines(rs, r, v6, classSet)
 		if err != nil {
-			return nil, fmt.Errorf("rule %q: %w", r.Name, err)
+			return familyPlan{}, fmt.Errorf("rule %q: %w", r.Name, err)
 		}
-		out = append(out, lines...)
+		fp.lines = append(fp.lines, lines...)
 	}
-	return out, nil
+	return fp, nil
 }
 
 // Render is iptables-restore (v6: ip6tables-restore) input that replaces
@@ -96,7 +114,7 @@ type dst struct{ addr, ports string }
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
-func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
+func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]string) ([]string, error) {
 	if r.OutIface != "" && r.OutIface != "lo" {
 		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
 	}
@@ -130,21 +148,29 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 			dsts = append(dsts, dst{addr: "-d " + p.Masked().String()})
 		}
 	}
-	if r.Set != "" {
-		if r.Proto != "tcp" {
-			return nil, fmt.Errorf("set lookups need proto tcp")
+	if r.Set != "" || r.ExitMap != "" {
+		if r.Proto != "tcp" || len(r.DstAddrs) > 0 || len(r.DstPorts) > 0 {
+			return nil, fmt.Errorf("set and exit map lookups need proto tcp, no daddr and no dport")
 		}
+	}
+	if r.Set != "" {
 		s, ok := rs.Set(r.Set)
 		if !ok {
 			return nil, fmt.Errorf("unknown set %q", r.Set)
 		}
-		if s.Interval {
-			dsts = setMatches(s)
-			if len(dsts) == 0 {
-				return nil, nil // an empty set matches nothing
-			}
-		} else {
-			dsts = []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(s.Name))}}
+		dsts = []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(s.Name))}}
+	}
+	if r.ExitMap != "" {
+		m, ok := rs.ExitMap(r.ExitMap)
+		if !ok {
+			return nil, fmt.Errorf("unknown exit map %q", r.ExitMap)
+		}
+		if (m.Family == rules.IPv6) != v6 {
+			return nil, fmt.Errorf("exit map %q is not of the rule's family", r.ExitMap)
+		}
+		dsts = exitMapMatches(m, classSet)
+		if len(dsts) == 0 {
+			return nil, nil // the policy accepts nothing in this family
 		}
 	}
 
@@ -287,39 +313,64 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool) ([]string, error) {
 	return out, nil
 }
 
-// setMatches turns a set's regions into destination matches: one per
-// address interval (a CIDR where it is one, else an iprange), with its
-// ports in multiport lists of at most 15 slots.
-func setMatches(s rules.Set) []dst {
+// exitMapMatches are the destination matches of an exit map: per class,
+// its ipset (named in classSet; or, past maxClassIpsets, one match per
+// address interval of the class), each with the class's ports in
+// multiport lists.
+func exitMapMatches(m rules.ExitMap, classSet map[string]string) []dst {
 	var out []dst
-	for i := 0; i < len(s.Elements); {
-		first, last := s.Elements[i].AddrFirst, s.Elements[i].AddrLast
-		var ranges []rules.PortRange
-		for ; i < len(s.Elements) && s.Elements[i].AddrFirst == first && s.Elements[i].AddrLast == last; i++ {
-			ranges = append(ranges, s.Elements[i].Ports)
+	withSet, withRules := classSets(m)
+	if len(m.Prefixes) <= 1 {
+		// One class everywhere: no address to match.
+		for c := range m.Classes {
+			out = append(out, portMatches("", "", m.Classes[c])...)
 		}
-		addr := addrMatch(first, last)
-		var list []string
-		slots := 0
-		flush := func() {
-			if len(list) > 0 {
-				out = append(out, dst{addr, "-m multiport --dports " + strings.Join(list, ",")})
-			}
-			list, slots = nil, 0
-		}
-		for _, pr := range ranges {
-			item, n := fmt.Sprint(pr.First), 1
-			if pr.Last != pr.First {
-				item, n = fmt.Sprintf("%d:%d", pr.First, pr.Last), 2
-			}
-			if slots+n > maxMultiportSlots {
-				flush()
-			}
-			list = append(list, item)
-			slots += n
-		}
-		flush()
+		return out
 	}
+	for _, c := range withSet {
+		out = append(out, portMatches("", fmt.Sprintf("-m set --match-set %s dst ", classSet[m.Classes[c].Name]), m.Classes[c])...)
+	}
+	if len(withRules) > 0 {
+		fallback := map[int]bool{}
+		for _, c := range withRules {
+			fallback[c] = true
+		}
+		for _, iv := range m.Intervals() {
+			if fallback[iv.Class] {
+				out = append(out, portMatches(addrMatch(iv.First, iv.Last), "", m.Classes[iv.Class])...)
+			}
+		}
+	}
+	return out
+}
+
+// portMatches puts a class's ports behind one address match: multiport
+// lists of at most 15 slots, or nothing for every port.
+func portMatches(addr, set string, c rules.PortClass) []dst {
+	if c.AllPorts() {
+		return []dst{{addr, strings.TrimSpace(set)}}
+	}
+	var out []dst
+	var list []string
+	slots := 0
+	flush := func() {
+		if len(list) > 0 {
+			out = append(out, dst{addr, set + "-m multiport --dports " + strings.Join(list, ",")})
+		}
+		list, slots = nil, 0
+	}
+	for _, pr := range c.Ports {
+		item, n := fmt.Sprint(pr.First), 1
+		if pr.Last != pr.First {
+			item, n = fmt.Sprintf("%d:%d", pr.First, pr.Last), 2
+		}
+		if slots+n > maxMultiportSlots {
+			flush()
+		}
+		list = append(list, item)
+		slots += n
+	}
+	flush()
 	return out
 }
 

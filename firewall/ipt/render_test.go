@@ -1,6 +1,8 @@
 package ipt
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -81,5 +83,68 @@ func TestLinesPrefixesRangesUsers(t *testing.T) {
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("got\n%s", strings.Join(got, "\n"))
+	}
+}
+
+// hashNetMatch answers as the kernel's hash:net does: the longest prefix
+// in the set that contains a decides, and a nomatch entry means no.
+func hashNetMatch(entries []string, a netip.Addr) bool {
+	best, match := -1, false
+	for _, e := range entries {
+		text, nomatch := strings.CutSuffix(e, " nomatch")
+		p, err := netip.ParsePrefix(text)
+		if err != nil {
+			p = netip.PrefixFrom(netip.MustParseAddr(text), a.BitLen())
+		}
+		if p.Bits() > best && p.Contains(a) {
+			best, match = p.Bits(), !nomatch
+		}
+	}
+	return match
+}
+
+// TestClassEntriesAreTheExitMap: for random policies, an address is in a
+// class's hash:net set exactly when the exit map gives it that class; no
+// set holds /0 (hash:net refuses it).
+func TestClassEntriesAreTheExitMap(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	items := []string{"10.0.0.0/8", "10.1.0.0/16", "10.1.2.3", "0.0.0.0/1", "128.0.0.0/1", "192.0.2.0/24", "*4", "*6",
+		"[2001:db8::]/32", "[2001:db8::1]", "[::]/1", "[8000::]/1", "[2001:db8:1::]/48", "*"}
+	for round := 0; round < 300; round++ {
+		var parts []string
+		for i := 0; i < 1+r.IntN(12); i++ {
+			port := []string{"*", "80", "443", "1-1024", "22"}[r.IntN(5)]
+			parts = append(parts, fmt.Sprintf("%s %s:%s", []string{"accept", "reject"}[r.IntN(2)], items[r.IntN(len(items))], port))
+		}
+		entries, _, err := rules.ParseExitPolicy(strings.Join(parts, ","))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v6 := range []bool{false, true} {
+			m := rules.ExitPolicy{Entries: entries}.NewExitMap("exit", v6)
+			sets := map[int][]string{}
+			for c := range m.Classes {
+				sets[c] = classEntries(m, c)
+				for _, e := range sets[c] {
+					if strings.HasSuffix(strings.Fields(e)[0], "/0") {
+						t.Fatalf("class %d has %q", c, e)
+					}
+				}
+			}
+			for _, pc := range m.Prefixes {
+				// Probe each prefix's first and last address and one inside.
+				for _, a := range []netip.Addr{pc.Prefix.Addr(), lastOf(pc.Prefix), pc.Prefix.Addr().Next()} {
+					if !a.IsValid() {
+						continue
+					}
+					want := m.Lookup(a)
+					for c, set := range sets {
+						if got := hashNetMatch(set, a); got != (c == want) {
+							t.Fatalf("%s: in set of class %d: %v, but its class is %d\npolicy %s\nmap %+v\nset %v", a, c, got, want, strings.Join(parts, ","), m, set)
+						}
+					}
+				}
+			}
+		}
 	}
 }

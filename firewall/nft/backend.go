@@ -1,8 +1,11 @@
 package nft
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
+	"net/netip"
 	"fmt"
 	"slices"
 	"strings"
@@ -104,7 +107,7 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 	if err != nil {
 		return firewall.Result{}, err
 	}
-	res := firewall.Result{Rules: len(p.rules), Sets: len(p.sets), Elements: p.elementCount()}
+	res := firewall.Result{Rules: p.ruleCount(), Sets: p.setCount(), Elements: p.elementCount()}
 	c, err := b.conn(p.batchSize())
 	if err != nil {
 		return res, err
@@ -193,11 +196,8 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 	}
 	changed := false
 	for _, want := range p.sets {
-		if want.interval {
-			continue
-		}
 		s, ok := have[want.name]
-		if !ok || s.Interval {
+		if !ok || s.Interval || s.IsMap {
 			return 0, 0, fmt.Errorf("set %s is missing or of another type: run relayfw apply", want.name)
 		}
 		elems, err := c.GetSetElements(s)
@@ -218,13 +218,8 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		removed += len(extra)
 		changed = true
 		c.FlushSet(s)
-		elements := want.setElements()
-		for len(elements) > 0 {
-			n := min(len(elements), elementsPerMessage)
-			if err := c.SetAddElements(s, elements[:n]); err != nil {
-				return 0, 0, err
-			}
-			elements = elements[n:]
+		if err := addElements(c, s, want.setElements()); err != nil {
+			return 0, 0, err
 		}
 	}
 	if !changed {
@@ -236,7 +231,8 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 	return added, removed, nil
 }
 
-// Counters sums the counters of the table's rules by rule name.
+// Counters sums the counters of the table's rules by rule name, over the
+// output chain and the exit policy's class chains.
 func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error) {
 	out := map[string]firewall.Counter{}
 	c, err := b.conn(0)
@@ -253,9 +249,6 @@ func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error)
 		return nil, err
 	}
 	for _, ch := range chains {
-		if ch.Name != ChainName {
-			continue
-		}
 		rs, err := c.GetRules(t, ch)
 		if err != nil {
 			return nil, classify(err)
@@ -321,20 +314,21 @@ func (p plan) drift(c *nftables.Conn) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out *nftables.Chain
+	want := map[string][]kernelRule{ChainName: p.rules}
+	for _, k := range p.classes {
+		want[k.chain] = []kernelRule{k.rule}
+	}
+	have := map[string]*nftables.Chain{}
 	for _, ch := range chains {
-		if ch.Name != ChainName {
+		if _, ok := want[ch.Name]; !ok {
 			drift = append(drift, fmt.Sprintf("unexpected chain %s", ch.Name))
 			continue
 		}
-		out = ch
+		have[ch.Name] = ch
 	}
-	if out == nil {
-		return append(drift, fmt.Sprintf("chain %s is missing", ChainName)), nil
-	}
-	if out.Type != nftables.ChainTypeFilter || out.Hooknum == nil || *out.Hooknum != *nftables.ChainHookOutput ||
+	if out := have[ChainName]; out != nil && (out.Type != nftables.ChainTypeFilter || out.Hooknum == nil || *out.Hooknum != *nftables.ChainHookOutput ||
 		out.Priority == nil || *out.Priority != *nftables.ChainPriorityFilter ||
-		out.Policy == nil || *out.Policy != nftables.ChainPolicyAccept {
+		out.Policy == nil || *out.Policy != nftables.ChainPolicyAccept) {
 		drift = append(drift, fmt.Sprintf("chain %s is not \"type filter hook output priority filter; policy accept\"", ChainName))
 	}
 
@@ -344,15 +338,77 @@ func (p plan) drift(c *nftables.Conn) ([]string, error) {
 	}
 	drift = append(drift, setDrift...)
 
-	installed, err := c.GetRules(t, out)
-	if err != nil {
-		return nil, classify(err)
+	// The class chains in plan order, then the output chain.
+	names := make([]string, 0, len(want))
+	for _, k := range p.classes {
+		names = append(names, k.chain)
 	}
-	ruleDrift, err := p.ruleDrift(installed)
-	if err != nil {
-		return nil, err
+	names = append(names, ChainName)
+	for _, name := range names {
+		ch := have[name]
+		if ch == nil {
+			drift = append(drift, fmt.Sprintf("chain %s is missing", name))
+			continue
+		}
+		if name != ChainName && ch.Hooknum != nil {
+			drift = append(drift, fmt.Sprintf("chain %s is a base chain", name))
+		}
+		installed, err := c.GetRules(t, ch)
+		if err != nil {
+			return nil, classify(err)
+		}
+		ruleDrift, err := p.ruleDrift(name, want[name], installed)
+		if err != nil {
+			return nil, err
+		}
+		drift = append(drift, ruleDrift...)
 	}
-	return append(drift, ruleDrift...), nil
+	return drift, nil
+}
+
+// wantedSet is a set or map the plan installs, with its elements in the
+// form elementStrings reads them back.
+type wantedSet struct {
+	obj      *nftables.Set
+	elements []string // sorted
+}
+
+func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
+	out := map[string]wantedSet{}
+	for _, s := range p.sets {
+		obj, err := s.object(t)
+		if err != nil {
+			return nil, err
+		}
+		var els []string
+		for _, e := range s.elements {
+			els = append(els, elementText(e))
+		}
+		out[s.name] = wantedSet{obj, sortedStrings(els)}
+	}
+	for _, k := range p.classes {
+		if k.ports == nil {
+			continue
+		}
+		var els []string
+		for _, pr := range k.ports {
+			els = append(els, portText(pr))
+		}
+		out[k.chain] = wantedSet{k.portSetObject(t), sortedStrings(els)}
+	}
+	for _, m := range p.maps {
+		var els []string
+		for _, iv := range m.intervals {
+			els = append(els, addrRangeText(iv.first, iv.last)+" : jump "+iv.chain)
+		}
+		out[m.name] = wantedSet{m.object(t), sortedStrings(els)}
+	}
+	return out, nil
+}
+
+func sortedStrings(s []string) []string {
+	slices.Sort(s)
+	return s
 }
 
 func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
@@ -360,6 +416,10 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 	sets, err := c.GetSets(t)
 	if err != nil {
 		return nil, classify(err)
+	}
+	want, err := p.wantedSets(t)
+	if err != nil {
+		return nil, err
 	}
 	have := map[string]*nftables.Set{}
 	for _, s := range sets {
@@ -369,59 +429,210 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 		}
 		have[s.Name] = s
 	}
-	for _, want := range p.sets {
-		s, ok := have[want.name]
+	names := make([]string, 0, len(want))
+	for n := range want {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		w := want[name]
+		kind := "set"
+		if w.obj.IsMap {
+			kind = "map"
+		}
+		s, ok := have[name]
 		if !ok {
-			drift = append(drift, fmt.Sprintf("set %s is missing", want.name))
+			drift = append(drift, fmt.Sprintf("%s %s is missing", kind, name))
 			continue
 		}
-		delete(have, want.name)
-		obj, err := want.object(t)
-		if err != nil {
-			return nil, err
-		}
-		if s.KeyType.Bytes != obj.KeyType.Bytes || s.Interval != want.interval || s.Concatenation != obj.Concatenation || s.IsMap {
-			drift = append(drift, fmt.Sprintf("set %s has the wrong type or flags", want.name))
+		delete(have, name)
+		// google/nftables reads a map's key and data types back garbled;
+		// its elements, compared below, show the key all the same.
+		if (!s.IsMap && s.KeyType.Bytes != w.obj.KeyType.Bytes) || s.Interval != w.obj.Interval || s.Concatenation != w.obj.Concatenation ||
+			s.IsMap != w.obj.IsMap {
+			drift = append(drift, fmt.Sprintf("%s %s has the wrong type or flags", kind, name))
 			continue
 		}
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, classify(err)
 		}
-		var got []rules.Region
-		for _, e := range elems {
-			if e.IntervalEnd {
-				continue
-			}
-			first, pf, ok1 := decodeElementKey(e.Key, want.v6)
-			last, pl := first, pf
-			ok2 := true
-			if len(e.KeyEnd) > 0 {
-				last, pl, ok2 = decodeElementKey(e.KeyEnd, want.v6)
-			}
-			if !ok1 || !ok2 {
-				drift = append(drift, fmt.Sprintf("set %s holds an element relayfw cannot read", want.name))
-				continue
-			}
-			got = append(got, rules.Region{AddrFirst: first, AddrLast: last, Ports: rules.PortRange{First: pf, Last: pl}})
+		got, err := elementStrings(w.obj, elems)
+		if err != nil {
+			drift = append(drift, fmt.Sprintf("%s %s: %v", kind, name, err))
+			continue
 		}
-		missing, extra := regionDiff(sortedRegions(want.elements), sortedRegions(got))
+		missing, extra := stringDiff(w.elements, got)
 		if len(missing) > 0 {
-			drift = append(drift, fmt.Sprintf("set %s: %d elements missing, e.g. %s", want.name, len(missing), elementText(missing[0])))
+			drift = append(drift, fmt.Sprintf("%s %s: %d elements missing, e.g. %s", kind, name, len(missing), missing[0]))
 		}
 		if len(extra) > 0 {
-			drift = append(drift, fmt.Sprintf("set %s: %d unexpected elements, e.g. %s", want.name, len(extra), elementText(extra[0])))
+			drift = append(drift, fmt.Sprintf("%s %s: %d unexpected elements, e.g. %s", kind, name, len(extra), extra[0]))
 		}
 	}
-	names := make([]string, 0, len(have))
+	rest := make([]string, 0, len(have))
 	for n := range have {
-		names = append(names, n)
+		rest = append(rest, n)
 	}
-	slices.Sort(names)
-	for _, n := range names {
+	slices.Sort(rest)
+	for _, n := range rest {
 		drift = append(drift, fmt.Sprintf("unexpected set %s", n))
 	}
 	return drift, nil
+}
+
+// elementStrings reads a set's elements back in the text print writes,
+// sorted. Interval sets come from the kernel as start and end keys: a
+// lookup finds the greatest key not above the packet's, and matches when
+// that is a start; so a start runs up to the next key, whatever it is.
+func elementStrings(s *nftables.Set, elems []nftables.SetElement) ([]string, error) {
+	var out []string
+	if !s.Interval {
+		v6 := s.KeyType.Bytes > 8
+		for _, e := range elems {
+			a, port, ok := decodeElementKey(e.Key, v6)
+			if !ok {
+				return nil, fmt.Errorf("holds an element relayfw cannot read")
+			}
+			out = append(out, elementText(rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}}))
+		}
+		return sortedStrings(out), nil
+	}
+	slices.SortStableFunc(elems, func(a, b nftables.SetElement) int {
+		if c := bytes.Compare(a.Key, b.Key); c != 0 {
+			return c
+		}
+		if a.IntervalEnd != b.IntervalEnd { // an end before a start at one key
+			if a.IntervalEnd {
+				return -1
+			}
+			return 1
+		}
+		return 0
+	})
+	keyText := func(k []byte) (string, error) {
+		switch {
+		case s.KeyType.Bytes == 2 && len(k) == 2:
+			return fmt.Sprint(uint16(k[0])<<8 | uint16(k[1])), nil
+		case len(k) == 4 || len(k) == 16:
+			a, _ := netip.AddrFromSlice(k)
+			return a.String(), nil
+		}
+		return "", fmt.Errorf("holds an element relayfw cannot read")
+	}
+	type interval struct {
+		first, last []byte
+		verdict     string
+	}
+	var ivs []interval
+	for i, e := range elems {
+		if e.IntervalEnd {
+			continue
+		}
+		iv := interval{first: e.Key, last: bytes.Repeat([]byte{0xff}, len(e.Key))}
+		if i+1 < len(elems) {
+			next := elems[i+1].Key
+			if bytes.Equal(next, e.Key) {
+				continue // a start that an equal key hides
+			}
+			iv.last = prevKey(next)
+		}
+		if s.IsMap {
+			v, err := decodeVerdict(e.Val)
+			if err != nil {
+				return nil, err
+			}
+			iv.verdict = " : " + v
+		}
+		// Neighbouring intervals with one verdict are one interval.
+		if n := len(ivs); n > 0 && ivs[n-1].verdict == iv.verdict {
+			if end, ok := nextKey(ivs[n-1].last); ok && bytes.Equal(end, iv.first) {
+				ivs[n-1].last = iv.last
+				continue
+			}
+		}
+		ivs = append(ivs, iv)
+	}
+	for _, iv := range ivs {
+		first, err := keyText(iv.first)
+		if err != nil {
+			return nil, err
+		}
+		last, err := keyText(iv.last)
+		if err != nil {
+			return nil, err
+		}
+		if first != last {
+			first += "-" + last
+		}
+		out = append(out, first+iv.verdict)
+	}
+	return sortedStrings(out), nil
+}
+
+// prevKey is the big-endian key one below k (k is not all zeros).
+func prevKey(k []byte) []byte {
+	out := slices.Clone(k)
+	for i := len(out) - 1; i >= 0; i-- {
+		out[i]--
+		if out[i] != 0xff {
+			break
+		}
+	}
+	return out
+}
+
+// decodeVerdict reads a map element's verdict ("jump CHAIN", "accept", …).
+func decodeVerdict(b []byte) (string, error) {
+	ad, err := netlink.NewAttributeDecoder(b)
+	if err != nil {
+		return "", err
+	}
+	ad.ByteOrder = binary.BigEndian
+	var code int32
+	var chain string
+	for ad.Next() {
+		switch ad.Type() {
+		case unix.NFTA_VERDICT_CODE:
+			code = int32(ad.Uint32())
+		case unix.NFTA_VERDICT_CHAIN:
+			chain = ad.String()
+		}
+	}
+	if err := ad.Err(); err != nil {
+		return "", err
+	}
+	switch code {
+	case unix.NFT_JUMP:
+		return "jump " + chain, nil
+	case unix.NFT_GOTO:
+		return "goto " + chain, nil
+	case 1: // NF_ACCEPT
+		return "accept", nil
+	case 0: // NF_DROP
+		return "drop", nil
+	}
+	return fmt.Sprintf("verdict %d", code), nil
+}
+
+// stringDiff returns the elements only in want and only in got (both
+// sorted).
+func stringDiff(want, got []string) (missing, extra []string) {
+	i, j := 0, 0
+	for i < len(want) || j < len(got) {
+		switch {
+		case j == len(got) || (i < len(want) && want[i] < got[j]):
+			missing = append(missing, want[i])
+			i++
+		case i == len(want) || got[j] < want[i]:
+			extra = append(extra, got[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return missing, extra
 }
 
 // regionDiff returns the elements only in want and only in got (both
@@ -450,15 +661,21 @@ func regionDiff(want, got []rules.Region) (missing, extra []rules.Region) {
 	return missing, extra
 }
 
-// ruleDrift compares installed rules with the plan's, as an edit script
-// (longest common subsequence) so one inserted rule is one line.
-func (p plan) ruleDrift(installed []*nftables.Rule) ([]string, error) {
+// ruleDrift compares a chain's installed rules with the plan's, as an edit
+// script (longest common subsequence) so one inserted rule is one line.
+func (p plan) ruleDrift(chain string, wantRules []kernelRule, installed []*nftables.Rule) ([]string, error) {
 	sets := map[string]*nftables.Set{}
 	for _, s := range p.sets {
 		sets[s.name] = &nftables.Set{Name: s.name}
 	}
-	want := make([]string, len(p.rules))
-	for i, r := range p.rules {
+	for _, m := range p.maps {
+		sets[m.name] = &nftables.Set{Name: m.name}
+	}
+	for _, k := range p.classes {
+		sets[k.chain] = &nftables.Set{Name: k.chain}
+	}
+	want := make([]string, len(wantRules))
+	for i, r := range wantRules {
 		b, err := normalizedExprs(r.exprs(sets))
 		if err != nil {
 			return nil, err
@@ -476,13 +693,13 @@ func (p plan) ruleDrift(installed []*nftables.Rule) ([]string, error) {
 	var drift []string
 	for _, e := range firewall.Diff(want, have) {
 		if e.Reordered {
-			drift = append(drift, fmt.Sprintf("rules from %d on are in another order", e.Want+1))
+			drift = append(drift, fmt.Sprintf("chain %s: rules from %d on are in another order", chain, e.Want+1))
 			continue
 		}
 		if e.Missing {
-			drift = append(drift, fmt.Sprintf("missing rule %d: %s", e.Want+1, p.rules[e.Want].text()))
+			drift = append(drift, fmt.Sprintf("chain %s: missing rule %d: %s", chain, e.Want+1, wantRules[e.Want].text()))
 		} else {
-			drift = append(drift, fmt.Sprintf("unexpected rule (handle %d): %s", installed[e.Have].Handle, describe(installed[e.Have])))
+			drift = append(drift, fmt.Sprintf("chain %s: unexpected rule (handle %d): %s", chain, installed[e.Have].Handle, describe(installed[e.Have])))
 		}
 	}
 	return drift, nil

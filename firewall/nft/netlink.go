@@ -123,6 +123,17 @@ func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 		s := sets[r.set]
 		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	}
+	if r.portSet != "" {
+		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
+		s := sets[r.portSet]
+		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+	}
+	if r.vmap != "" {
+		off, l := addrOffset(false)
+		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+		s := sets[r.vmap]
+		return append(e, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID})
+	}
 	if r.logPrefix != "" {
 		// nft's defaults for "limit rate N/minute": a burst of 5 packets.
 		e = append(e, &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(r.logRate), Unit: expr.LimitTimeMinute, Burst: 5})
@@ -167,9 +178,65 @@ func (s kernelSet) object(t *nftables.Table) (*nftables.Set, error) {
 	if err != nil {
 		return nil, err
 	}
-	// nft flags only interval concatenations as NFT_SET_CONCAT (the
-	// kernel's pipapo sets); a plain concatenated hash set has no flags.
-	return &nftables.Set{Table: t, Name: s.name, KeyType: keyType, Concatenation: s.interval, Interval: s.interval}, nil
+	// A concatenated hash set: nft gives it no flags.
+	return &nftables.Set{Table: t, Name: s.name, KeyType: keyType}, nil
+}
+
+// object is the verdict map, as nft creates "type ipv4_addr : verdict;
+// flags interval" (an rbtree: lookups cost log n, whatever n).
+func (m kernelMap) object(t *nftables.Table) *nftables.Set {
+	keyType := nftables.TypeIPAddr
+	if m.v6 {
+		keyType = nftables.TypeIP6Addr
+	}
+	return &nftables.Set{Table: t, Name: m.name, KeyType: keyType, DataType: nftables.TypeVerdict,
+		IsMap: true, Interval: true}
+}
+
+// portSetObject is a class's "type inet_service; flags interval" set.
+func (c kernelClass) portSetObject(t *nftables.Table) *nftables.Set {
+	return &nftables.Set{Table: t, Name: c.chain, KeyType: nftables.TypeInetService, Interval: true}
+}
+
+// intervalElements encodes ranges for an rbtree interval set as nft does:
+// a start element per range, then an end element (flagged) at the first
+// key after it, left out when the range reaches the last key.
+func intervalElements(n int, at func(i int) (first, last []byte, verdict *expr.Verdict)) []nftables.SetElement {
+	out := make([]nftables.SetElement, 0, 2*n)
+	for i := 0; i < n; i++ {
+		first, last, v := at(i)
+		out = append(out, nftables.SetElement{Key: first, VerdictData: v})
+		if end, ok := nextKey(last); ok {
+			out = append(out, nftables.SetElement{Key: end, IntervalEnd: true})
+		}
+	}
+	return out
+}
+
+// nextKey is the big-endian key one above k; false when k is the last.
+func nextKey(k []byte) ([]byte, bool) {
+	out := slices.Clone(k)
+	for i := len(out) - 1; i >= 0; i-- {
+		out[i]++
+		if out[i] != 0 {
+			return out, true
+		}
+	}
+	return nil, false
+}
+
+func (m kernelMap) setElements() []nftables.SetElement {
+	return intervalElements(len(m.intervals), func(i int) ([]byte, []byte, *expr.Verdict) {
+		iv := m.intervals[i]
+		return iv.first.AsSlice(), iv.last.AsSlice(), &expr.Verdict{Kind: expr.VerdictJump, Chain: iv.chain}
+	})
+}
+
+func (c kernelClass) setElements() []nftables.SetElement {
+	return intervalElements(len(c.ports), func(i int) ([]byte, []byte, *expr.Verdict) {
+		pr := c.ports[i]
+		return binaryutil.BigEndian.PutUint16(pr.First), binaryutil.BigEndian.PutUint16(pr.Last), nil
+	})
 }
 
 // elementKey is the concatenated key: the address, then the port in
@@ -183,9 +250,6 @@ func (s kernelSet) setElements() []nftables.SetElement {
 	out := make([]nftables.SetElement, len(s.elements))
 	for i, e := range s.elements {
 		out[i] = nftables.SetElement{Key: elementKey(e.AddrFirst, e.Ports.First)}
-		if s.interval {
-			out[i].KeyEnd = elementKey(e.AddrLast, e.Ports.Last)
-		}
 	}
 	return out
 }
@@ -202,39 +266,86 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 	c.AddTable(t)
 	c.DelTable(t)
 	t = c.AddTable(table())
-	ch := c.AddChain(chain(t))
 	sets := map[string]*nftables.Set{}
+	addSet := func(obj *nftables.Set, elems []nftables.SetElement) error {
+		if err := c.AddSet(obj, nil); err != nil {
+			return fmt.Errorf("set %s: %w", obj.Name, err)
+		}
+		sets[obj.Name] = obj
+		return addElements(c, obj, elems)
+	}
+	// In the order of print's text (nft lists objects in the order they
+	// were made): relay sets; class chains and their port sets before the
+	// maps that jump to them; the output chain last.
 	for _, s := range p.sets {
 		obj, err := s.object(t)
 		if err != nil {
 			return err
 		}
-		if err := c.AddSet(obj, nil); err != nil {
-			return fmt.Errorf("set %s: %w", s.name, err)
+		if err := addSet(obj, s.setElements()); err != nil {
+			return err
 		}
-		// The element list is one netlink attribute, whose length is 16
-		// bits: send large sets in several messages of the same batch.
-		elems := s.setElements()
-		for len(elems) > 0 {
-			n := min(len(elems), elementsPerMessage)
-			if err := c.SetAddElements(obj, elems[:n]); err != nil {
-				return fmt.Errorf("set %s: %w", s.name, err)
-			}
-			elems = elems[n:]
-		}
-		sets[s.name] = obj
 	}
+	for _, k := range p.classes {
+		ch := c.AddChain(&nftables.Chain{Name: k.chain, Table: t})
+		if k.ports != nil {
+			if err := addSet(k.portSetObject(t), k.setElements()); err != nil {
+				return err
+			}
+		}
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: k.rule.exprs(sets), UserData: k.rule.userData()})
+	}
+	for _, m := range p.maps {
+		if err := addSet(m.object(t), m.setElements()); err != nil {
+			return err
+		}
+	}
+	ch := c.AddChain(chain(t))
 	for _, r := range p.rules {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets), UserData: r.userData()})
 	}
 	return nil
 }
 
-// elementCount is the number of set elements, for messages.
+// addElements queues elems in as many messages as it takes: the element
+// list is one netlink attribute, whose length is 16 bits.
+func addElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	for len(elems) > 0 {
+		n := min(len(elems), elementsPerMessage)
+		if err := c.SetAddElements(s, elems[:n]); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
+
+// ruleCount is the number of kernel rules.
+func (p plan) ruleCount() int { return len(p.rules) + len(p.classes) }
+
+// elementCount is the number of set and map elements (an interval
+// counted once), for messages.
 func (p plan) elementCount() int {
 	n := 0
 	for _, s := range p.sets {
 		n += len(s.elements)
+	}
+	for _, m := range p.maps {
+		n += len(m.intervals)
+	}
+	for _, k := range p.classes {
+		n += len(k.ports)
+	}
+	return n
+}
+
+// setCount is the number of sets and maps.
+func (p plan) setCount() int {
+	n := len(p.sets) + len(p.maps)
+	for _, k := range p.classes {
+		if k.ports != nil {
+			n++
+		}
 	}
 	return n
 }

@@ -57,6 +57,8 @@ type kernelRule struct {
 	sport     uint16
 	dport     rules.PortRange // First 0: any
 	set       string          // lookup of (daddr . tcp dport) in this set
+	portSet   string          // lookup of tcp dport in this set
+	vmap      string          // jump by daddr through this verdict map (no counter, no verdict of its own)
 	reject    string          // "" accept, else rules.RejectTCPReset / RejectAdminProhibited
 	logPrefix string          // a log rule: no verdict
 	logRate   uint            // per minute
@@ -66,14 +68,37 @@ type kernelRule struct {
 type kernelSet struct {
 	name     string
 	v6       bool
-	interval bool
 	elements []rules.Region
+}
+
+// kernelMap is an exit map: an interval verdict map from destination
+// address to the chain of the address's port class.
+type kernelMap struct {
+	name      string
+	v6        bool
+	intervals []mapInterval
+}
+
+// mapInterval sends the addresses first to last to chain.
+type mapInterval struct {
+	first, last netip.Addr
+	chain       string
+}
+
+// kernelClass is one port class: a regular chain that accepts the class's
+// ports, looked up in a set of its own, or every port (no set).
+type kernelClass struct {
+	chain string
+	ports []rules.PortRange // nil: every port
+	rule  kernelRule
 }
 
 // plan is the table's content.
 type plan struct {
-	rules []kernelRule
-	sets  []kernelSet
+	rules   []kernelRule // the output chain
+	sets    []kernelSet
+	maps    []kernelMap
+	classes []kernelClass
 }
 
 var ctBits = map[string]uint32{"invalid": ctInvalid, "established": ctEstablished, "related": ctRelated, "new": ctNew}
@@ -89,14 +114,25 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 			return plan{}, fmt.Errorf("set %q: needs family ipv4 or ipv6", s.Name)
 		}
 		for _, e := range s.Elements {
-			if !s.Interval && (e.AddrFirst != e.AddrLast || e.Ports.First != e.Ports.Last) {
-				return plan{}, fmt.Errorf("set %q: a range in a set without intervals", s.Name)
+			if e.AddrFirst != e.AddrLast || e.Ports.First != e.Ports.Last {
+				return plan{}, fmt.Errorf("set %q: a range in a set of points", s.Name)
 			}
 			if e.AddrFirst.Is4() != (s.Family == rules.IPv4) {
 				return plan{}, fmt.Errorf("set %q: element %s of the wrong family", s.Name, e.AddrFirst)
 			}
 		}
-		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == rules.IPv6, interval: s.Interval, elements: s.Elements})
+		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == rules.IPv6, elements: s.Elements})
+	}
+	exitRule := map[string]string{} // exit map -> name of the rule that looks it up
+	for _, r := range rs.Outbound {
+		if r.ExitMap != "" {
+			exitRule[r.ExitMap] = r.Name
+		}
+	}
+	for _, m := range rs.ExitMaps {
+		if err := p.addExitMap(m, exitRule[m.Name]); err != nil {
+			return plan{}, err
+		}
 	}
 	for _, r := range rs.Outbound {
 		krs, err := expandRule(r)
@@ -165,11 +201,14 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	if base.sport != 0 && (len(r.DstPorts) > 1 || len(r.DstPorts) == 1 && r.DstPorts[0].First != r.DstPorts[0].Last) {
 		return nil, fmt.Errorf("a source port goes with one single destination port")
 	}
-	if r.Set != "" {
-		if r.Proto != "tcp" || base.nfproto == 0 || len(r.DstPorts) > 0 {
-			return nil, fmt.Errorf("set lookups need one family, proto tcp and no dport")
+	if r.Set != "" || r.ExitMap != "" {
+		if r.Proto != "tcp" || base.nfproto == 0 || len(r.DstPorts) > 0 || len(r.DstAddrs) > 0 || (r.Set != "" && r.ExitMap != "") {
+			return nil, fmt.Errorf("set and exit map lookups need one family, proto tcp, no daddr and no dport")
 		}
-		base.set = r.Set
+		base.set, base.vmap = r.Set, r.ExitMap
+		if r.ExitMap != "" && r.Action != rules.ActionAccept {
+			return nil, fmt.Errorf("an exit map lookup accepts")
+		}
 	}
 	switch r.Action {
 	case rules.ActionAccept:
@@ -232,4 +271,44 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	}
 	expand(len(r.ICMPTypes), func(k *kernelRule, i int) { k.icmpType = r.ICMPTypes[i] })
 	return out, nil
+}
+
+// addExitMap adds the map, and a chain (and port set) per class. The
+// chains are entered with jump: a port the class does not accept returns
+// to the output chain, whose next rules reject.
+func (p *plan) addExitMap(m rules.ExitMap, ruleName string) error {
+	v6 := m.Family == rules.IPv6
+	if m.Family != rules.IPv4 && !v6 {
+		return fmt.Errorf("exit map %q: needs family ipv4 or ipv6", m.Name)
+	}
+	if ruleName == "" {
+		return fmt.Errorf("exit map %q: no rule looks it up", m.Name)
+	}
+	for _, pc := range m.Prefixes {
+		if pc.Prefix.Addr().Is4() != !v6 || pc.Class < rules.NoClass || pc.Class >= len(m.Classes) {
+			return fmt.Errorf("exit map %q: prefix %s of the wrong family or class", m.Name, pc.Prefix)
+		}
+	}
+	for _, c := range m.Classes {
+		k := kernelClass{chain: c.Name,
+			rule: kernelRule{name: ruleName, icmpType: -1, l4proto: protoTCP}}
+		if !c.AllPorts() {
+			if len(c.Ports) == 0 {
+				return fmt.Errorf("exit map %q: class %s accepts no port", m.Name, c.Name)
+			}
+			for _, pr := range c.Ports {
+				if pr.First == 0 || pr.First > pr.Last {
+					return fmt.Errorf("class %s: %d-%d is not a port range", c.Name, pr.First, pr.Last)
+				}
+			}
+			k.ports, k.rule.portSet = c.Ports, c.Name
+		}
+		p.classes = append(p.classes, k)
+	}
+	km := kernelMap{name: m.Name, v6: v6}
+	for _, iv := range m.Intervals() {
+		km.intervals = append(km.intervals, mapInterval{first: iv.First, last: iv.Last, chain: m.Classes[iv.Class].Name})
+	}
+	p.maps = append(p.maps, km)
+	return nil
 }

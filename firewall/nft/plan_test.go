@@ -27,7 +27,8 @@ func TestPlanRefusesWhatItCannotExpress(t *testing.T) {
 			r.Family = rules.IPv6
 			r.DstAddrs = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}
 		},
-		"set no family": func(r *rules.Rule) { r.Proto = "tcp"; r.Set = "exit4" },
+		"set no family": func(r *rules.Rule) { r.Proto = "tcp"; r.Set = "relays4" },
+		"map no family": func(r *rules.Rule) { r.Proto = "tcp"; r.ExitMap = "exit4" },
 		"reset no tcp":  func(r *rules.Rule) { r.Action = rules.ActionReject; r.RejectWith = rules.RejectTCPReset },
 		"action":        func(r *rules.Rule) { r.Action = "drop" },
 		"icmp no proto": func(r *rules.Rule) { r.ICMPTypes = []int{8} },
@@ -100,8 +101,11 @@ func TestRenderExample(t *testing.T) {
 	}
 	for _, want := range []string{
 		"table inet relayfw\ndelete table inet relayfw\ntable inet relayfw {\n",
-		"\tset exit4 {\n\t\ttype ipv4_addr . inet_service\n\t\tflags interval\n\t\telements = {\n\t\t\t0.0.0.0-9.255.255.255 . 80,\n\t\t\t11.0.0.0-255.255.255.255 . 80\n\t\t}\n\t}\n",
-		"\tset exit6 {\n\t\ttype ipv6_addr . inet_service\n\t\tflags interval\n\t\telements = {\n\t\t\t:: - ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff . 80",
+		"\tset exit4_c0 {\n\t\ttype inet_service\n\t\tflags interval\n\t\telements = {\n\t\t\t80\n\t\t}\n\t}\n",
+		"\tchain exit4_c0 {\n\t\tmeta l4proto tcp tcp dport @exit4_c0 counter accept comment \"relayfw: exit4\"\n\t}\n",
+		"\tmap exit4 {\n\t\ttype ipv4_addr : verdict\n\t\tflags interval\n\t\telements = {\n\t\t\t0.0.0.0-9.255.255.255 : jump exit4_c0,\n\t\t\t11.0.0.0-255.255.255.255 : jump exit4_c0\n\t\t}\n\t}\n",
+		"\tmap exit6 {\n\t\ttype ipv6_addr : verdict\n\t\tflags interval\n\t\telements = {\n\t\t\t:: - ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff : jump exit6_c0",
+		`meta nfproto ipv4 meta l4proto tcp ip daddr vmap @exit4 comment "relayfw: exit4"`,
 		"type filter hook output priority filter; policy accept;",
 		`oif "lo" counter accept comment "relayfw: loopback"`,
 		`meta l4proto tcp counter reject with tcp reset comment "relayfw: reject-tcp"`,

@@ -2,6 +2,7 @@ package nft
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/relayfw/relayfw/rules"
@@ -36,20 +37,27 @@ func (p plan) text() string {
 			addrType = "ipv6_addr"
 		}
 		fmt.Fprintf(&b, "\tset %s {\n\t\ttype %s . inet_service\n", s.name, addrType)
-		if s.interval {
-			b.WriteString("\t\tflags interval\n")
+		writeElements(&b, len(s.elements), func(i int) string { return elementText(s.elements[i]) })
+		b.WriteString("\t}\n\n")
+	}
+	for _, c := range p.classes {
+		if c.ports != nil {
+			fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n\t\tflags interval\n", c.chain)
+			writeElements(&b, len(c.ports), func(i int) string { return portText(c.ports[i]) })
+			b.WriteString("\t}\n\n")
 		}
-		if len(s.elements) > 0 {
-			b.WriteString("\t\telements = {")
-			for i, e := range s.elements {
-				if i > 0 {
-					b.WriteByte(',')
-				}
-				b.WriteString("\n\t\t\t")
-				b.WriteString(elementText(e))
-			}
-			b.WriteString("\n\t\t}\n")
+		fmt.Fprintf(&b, "\tchain %s {\n\t\t%s\n\t}\n\n", c.chain, c.rule.text())
+	}
+	for _, m := range p.maps {
+		addrType := "ipv4_addr"
+		if m.v6 {
+			addrType = "ipv6_addr"
 		}
+		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n\t\tflags interval\n", m.name, addrType)
+		writeElements(&b, len(m.intervals), func(i int) string {
+			iv := m.intervals[i]
+			return addrRangeText(iv.first, iv.last) + " : jump " + iv.chain
+		})
 		b.WriteString("\t}\n\n")
 	}
 	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook output priority filter; policy accept;\n", ChainName)
@@ -62,16 +70,38 @@ func (p plan) text() string {
 	return b.String()
 }
 
+// writeElements writes a set's element list, one element a line.
+func writeElements(b *strings.Builder, n int, element func(i int) string) {
+	if n == 0 {
+		return
+	}
+	b.WriteString("\t\telements = {")
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("\n\t\t\t")
+		b.WriteString(element(i))
+	}
+	b.WriteString("\n\t\t}\n")
+}
+
 func elementText(e rules.Region) string {
-	addr := e.AddrFirst.String()
-	if e.AddrLast != e.AddrFirst {
-		addr += "-" + e.AddrLast.String()
+	return addrRangeText(e.AddrFirst, e.AddrLast) + " . " + portText(e.Ports)
+}
+
+func addrRangeText(first, last netip.Addr) string {
+	if first == last {
+		return first.String()
 	}
-	port := fmt.Sprint(e.Ports.First)
-	if e.Ports.Last != e.Ports.First {
-		port += fmt.Sprintf("-%d", e.Ports.Last)
+	return first.String() + "-" + last.String()
+}
+
+func portText(pr rules.PortRange) string {
+	if pr.First == pr.Last {
+		return fmt.Sprint(pr.First)
 	}
-	return addr + " . " + port
+	return fmt.Sprintf("%d-%d", pr.First, pr.Last)
 }
 
 // text is the rule in nft syntax, statement by statement in the order the
@@ -139,6 +169,14 @@ func (r kernelRule) text() string {
 	}
 	if r.set != "" {
 		add("%s daddr . tcp dport @%s", ip, r.set)
+	}
+	if r.portSet != "" {
+		add("tcp dport @%s", r.portSet)
+	}
+	if r.vmap != "" {
+		add("%s daddr vmap @%s", ip, r.vmap)
+		add("comment %q", CommentPrefix+r.name)
+		return strings.Join(parts, " ")
 	}
 	if r.logPrefix != "" {
 		add("limit rate %d/minute", r.logRate)
