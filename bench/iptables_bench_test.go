@@ -25,19 +25,7 @@ func BenchmarkApplyIptables(b *testing.B) {
 
 	const rounds = 7
 	for _, mode := range []string{"legacy", "nft"} {
-		pathDir := filepath.Join(dir, "bin-"+mode)
-		if err := os.MkdirAll(pathDir, 0o755); err != nil {
-			b.Fatal(err)
-		}
-		for _, fam := range []string{"iptables", "ip6tables"} {
-			for _, suffix := range []string{"", "-save", "-restore"} {
-				target, err := exec.LookPath(fam + "-" + mode + suffix)
-				if err != nil {
-					b.Fatal(err)
-				}
-				_ = os.Symlink(target, filepath.Join(pathDir, fam+suffix))
-			}
-		}
+		pathDir := iptablesModeDir(b, dir, mode)
 		env := append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"))
 		run := func(stdin string, name string, args ...string) time.Duration {
 			cmd := exec.Command(name, args...)

@@ -64,7 +64,7 @@ func BenchmarkScale(b *testing.B) {
 	cfg := writeConfig(b, dir)
 	relay := newLinkedNS(b)
 
-	const rounds = 5
+	const rounds = 3
 	for _, n := range sizes {
 		torrc := filepath.Join(dir, fmt.Sprintf("torrc-%d", n))
 		if err := os.WriteFile(torrc, []byte(blockListTorrc(n)), 0o600); err != nil {
