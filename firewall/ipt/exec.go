@@ -2,7 +2,6 @@ package ipt
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -47,10 +46,4 @@ func runTool(who, stdin, path string, args ...string) ([]byte, error) {
 		}
 	}
 	return nil, &toolError{command: strings.Join(append([]string{path}, args...), " "), err: err, stderr: msg}
-}
-
-// stderrSays reports whether err is a tool's failure whose stderr has s.
-func stderrSays(err error, s string) bool {
-	var te *toolError
-	return errors.As(err, &te) && strings.Contains(te.stderr, s)
 }
