@@ -11,7 +11,8 @@ import (
 )
 
 // Backend is one way of installing relayfw's ruleset on a host. It owns
-// only relayfw's own objects (DESIGN.md, "What relayfw owns on a host").
+// only relayfw's own objects: the table inet relayfw, or the chain
+// RELAYFW-OUTPUT, its one jump from OUTPUT and the relayfw-* ipsets.
 type Backend interface {
 	// Name is "nftables" or "iptables".
 	Name() string

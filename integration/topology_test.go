@@ -15,7 +15,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// testNet is the DESIGN.md test network: a "relay" namespace where relayfw
+// testNet is the test network: a "relay" namespace where relayfw
 // runs, and a "net" namespace that plays the internet, joined by a veth
 // link on 198.51.100.0/30 and 2001:db8::/126. relay routes everything into
 // net; net redirects every TCP destination to its own listener, so a probe

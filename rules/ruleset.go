@@ -271,7 +271,7 @@ type Allowance struct {
 func DefaultHost() Host { return Host{DHCP: true, NTP: true, Ping: true, NDP: true} }
 
 // Compile turns an effective exit policy and host facts into the ruleset,
-// in the order of DESIGN.md: loopback, established, ICMP the host needs,
+// in this order (first match decides): loopback, established, ICMP the host needs,
 // host allowances, relay links, the exit policy as one exit map lookup
 // per family, then reject.
 func Compile(p ExitPolicy, h Host) Ruleset {

@@ -9,7 +9,7 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// Exit codes: the contract with provisioning scripts (DESIGN.md).
+// Exit codes: the contract with provisioning scripts (README, "Exit codes").
 const (
 	exitOK          = 0
 	exitFailed      = 1  // check found drift, or an operation failed after starting

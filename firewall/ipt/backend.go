@@ -221,12 +221,12 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 			wanted[set.name] = true
 			res.Sets++
 			res.Elements += len(set.entries)
-			if drift, _, _ := setDrift(set, have[set.name], ""); len(drift) > 0 {
-				sameType := have[set.name] != nil && have[set.name].typ == set.typ
-				if have[set.name] != nil && !sameType {
-					return res, fmt.Errorf("ipset %s is %s, not %s: run relayfw remove, then apply", set.name, have[set.name].typ, set.typ)
-				}
-				setScript.WriteString(replaceScript(set, sameType))
+			h := have[set.name]
+			if h != nil && h.typ != set.typ {
+				return res, fmt.Errorf("ipset %s is %s, not %s: run relayfw remove, then apply", set.name, h.typ, set.typ)
+			}
+			if drift, _, _ := setDrift(set, h, ""); len(drift) > 0 {
+				setScript.WriteString(replaceScript(set, h != nil))
 			}
 		}
 		st, err := f.state()

@@ -24,7 +24,7 @@ import (
 //     number of entries.
 
 // ipsetName is the ipset holding a ruleset set or port class.
-func ipsetName(set string) string { return "relayfw-" + set }
+func ipsetName(set string) string { return ownedPrefix + set }
 
 // classIpsetName names a class's set after its content: a new policy
 // fills new sets while the rules still use the old ones, and one

@@ -204,13 +204,11 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		if err != nil {
 			return 0, 0, classify(err)
 		}
-		var got []rules.Region
-		for _, e := range elems {
-			if a, port, ok := decodeElementKey(e.Key, want.v6); ok {
-				got = append(got, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}})
-			}
+		got, err := elementStrings(s, elems)
+		if err != nil {
+			return 0, 0, fmt.Errorf("set %s: %w: run relayfw apply", want.name, err)
 		}
-		missing, extra := regionDiff(sortedRegions(want.elements), sortedRegions(got))
+		missing, extra := stringDiff(want.elementTexts(), got)
 		if len(missing) == 0 && len(extra) == 0 {
 			continue
 		}
@@ -380,11 +378,7 @@ func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
 		if err != nil {
 			return nil, err
 		}
-		var els []string
-		for _, e := range s.elements {
-			els = append(els, elementText(e))
-		}
-		out[s.name] = wantedSet{obj, sortedStrings(els)}
+		out[s.name] = wantedSet{obj, s.elementTexts()}
 	}
 	for _, k := range p.classes {
 		if k.ports == nil {
@@ -629,32 +623,6 @@ func stringDiff(want, got []string) (missing, extra []string) {
 			j++
 		default:
 			i++
-			j++
-		}
-	}
-	return missing, extra
-}
-
-// regionDiff returns the elements only in want and only in got (both
-// sorted).
-func regionDiff(want, got []rules.Region) (missing, extra []rules.Region) {
-	i, j := 0, 0
-	for i < len(want) || j < len(got) {
-		switch {
-		case j == len(got):
-			missing = append(missing, want[i])
-			i++
-		case i == len(want):
-			extra = append(extra, got[j])
-			j++
-		case want[i] == got[j]:
-			i++
-			j++
-		case compareRegions(want[i], got[j]) < 0:
-			missing = append(missing, want[i])
-			i++
-		default:
-			extra = append(extra, got[j])
 			j++
 		}
 	}

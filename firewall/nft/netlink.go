@@ -386,21 +386,12 @@ func decodeElementKey(k []byte, v6 bool) (netip.Addr, uint16, bool) {
 	return a, uint16(k[n])<<8 | uint16(k[n+1]), true
 }
 
-func sortedRegions(rs []rules.Region) []rules.Region {
-	out := slices.Clone(rs)
-	slices.SortFunc(out, compareRegions)
+// elementTexts are the set's elements as print writes them, sorted.
+func (s kernelSet) elementTexts() []string {
+	out := make([]string, 0, len(s.elements))
+	for _, e := range s.elements {
+		out = append(out, elementText(e))
+	}
+	slices.Sort(out)
 	return out
-}
-
-func compareRegions(a, b rules.Region) int {
-	if c := a.AddrFirst.Compare(b.AddrFirst); c != 0 {
-		return c
-	}
-	if c := a.AddrLast.Compare(b.AddrLast); c != 0 {
-		return c
-	}
-	if a.Ports.First != b.Ports.First {
-		return int(a.Ports.First) - int(b.Ports.First)
-	}
-	return int(a.Ports.Last) - int(b.Ports.Last)
 }
