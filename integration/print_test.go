@@ -46,6 +46,8 @@ func TestNftPrintEqualsApply(t *testing.T) {
 		{"example", "../examples/torrc", ""},
 		{"reduced", "ExitRelay 1\nReducedExitPolicy 1\nIPv6Exit 1\nORPort 443\nOutboundBindAddressExit 198.51.100.1\n", ""},
 		{"big", bigPolicyTorrc(3000), ""},
+		// More intervals than one map shard holds: the exit map is split.
+		{"sharded", bigPolicyTorrc(12000), ""},
 		// Every prefix and port shape the allowances produce.
 		{"extras", "../examples/torrc", extraShapes},
 	} {

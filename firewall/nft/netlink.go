@@ -276,7 +276,8 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 	}
 	// In the order of print's text (nft lists objects in the order they
 	// were made): relay sets; class chains and their port sets before the
-	// maps that jump to them; the output chain last.
+	// maps that jump to them (shard maps), shard chains before the maps that
+	// jump to them (top maps); the output chain last.
 	for _, s := range p.sets {
 		obj, err := s.object(t)
 		if err != nil {
@@ -286,18 +287,25 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 			return err
 		}
 	}
-	for _, k := range p.classes {
-		ch := c.AddChain(&nftables.Chain{Name: k.chain, Table: t})
-		if k.ports != nil {
-			if err := addSet(k.portSetObject(t), k.setElements()); err != nil {
-				return err
+	for stage := range 2 {
+		for _, k := range p.classes {
+			if k.stage != stage {
+				continue
 			}
+			ch := c.AddChain(&nftables.Chain{Name: k.chain, Table: t})
+			if k.ports != nil {
+				if err := addSet(k.portSetObject(t), k.setElements()); err != nil {
+					return err
+				}
+			}
+			c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: k.rule.exprs(sets), UserData: k.rule.userData()})
 		}
-		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: k.rule.exprs(sets), UserData: k.rule.userData()})
-	}
-	for _, m := range p.maps {
-		if err := addSet(m.object(t), m.setElements()); err != nil {
-			return err
+		for _, m := range p.maps {
+			if m.stage == stage {
+				if err := addSet(m.object(t), m.setElements()); err != nil {
+					return err
+				}
+			}
 		}
 	}
 	ch := c.AddChain(chain(t))

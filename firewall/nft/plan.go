@@ -71,12 +71,14 @@ type kernelSet struct {
 	elements []rules.Region
 }
 
-// kernelMap is an exit map: an interval verdict map from destination
-// address to the chain of the address's port class.
+// kernelMap is an interval verdict map from destination address to the
+// chain of the address's port class (or, for a large exit map, to the
+// chain of the shard that holds the address).
 type kernelMap struct {
 	name      string
 	v6        bool
 	intervals []mapInterval
+	stage     int // made after the chains of its stage, before those of the next
 }
 
 // mapInterval sends the addresses first to last to chain.
@@ -85,13 +87,22 @@ type mapInterval struct {
 	chain       string
 }
 
-// kernelClass is one port class: a regular chain that accepts the class's
-// ports, looked up in a set of its own, or every port (no set).
+// kernelClass is a regular chain of one rule: a port class's, which
+// accepts the class's ports, looked up in a set of its own, or every port
+// (no set); or a shard's, which looks the address up in the shard's map.
 type kernelClass struct {
 	chain string
-	ports []rules.PortRange // nil: every port
+	ports []rules.PortRange // nil: no port set
 	rule  kernelRule
+	stage int // 0: class chains, 1: shard chains (they jump to stage-0 maps)
 }
+
+// mapShardSize bounds the intervals of one verdict map. Reading a map back
+// (check, and apply's no-op test) costs the kernel more than linear time
+// in the map's size (each dump message walks the rbtree from its start),
+// so a larger exit map is split into shards of this many intervals, and
+// a small top map sends each address to its shard's chain.
+const mapShardSize = 4096
 
 // plan is the table's content.
 type plan struct {
@@ -305,10 +316,43 @@ func (p *plan) addExitMap(m rules.ExitMap, ruleName string) error {
 		}
 		p.classes = append(p.classes, k)
 	}
-	km := kernelMap{name: m.Name, v6: v6}
+	var intervals []mapInterval
 	for _, iv := range m.Intervals() {
-		km.intervals = append(km.intervals, mapInterval{first: iv.First, last: iv.Last, chain: m.Classes[iv.Class].Name})
+		intervals = append(intervals, mapInterval{first: iv.First, last: iv.Last, chain: m.Classes[iv.Class].Name})
 	}
-	p.maps = append(p.maps, km)
+	top := kernelMap{name: m.Name, v6: v6, intervals: intervals, stage: 1}
+	if len(intervals) > mapShardSize {
+		// Shard i holds its intervals and answers for the addresses from
+		// its first interval's start (the family's first address for
+		// shard 0) up to the next shard's start.
+		top.intervals = nil
+		nfproto := byte(nfprotoIPv4)
+		first := netip.IPv4Unspecified()
+		if v6 {
+			nfproto, first = nfprotoIPv6, netip.IPv6Unspecified()
+		}
+		for i := 0; i < len(intervals); i += mapShardSize {
+			name := fmt.Sprintf("%s_s%d", m.Name, i/mapShardSize)
+			chunk := intervals[i:min(i+mapShardSize, len(intervals))]
+			p.maps = append(p.maps, kernelMap{name: name, v6: v6, intervals: chunk})
+			p.classes = append(p.classes, kernelClass{chain: name, stage: 1,
+				rule: kernelRule{name: ruleName, icmpType: -1, nfproto: nfproto, vmap: name}})
+			last := lastOfFamily(v6)
+			if end := i + mapShardSize; end < len(intervals) {
+				last = intervals[end].first.Prev()
+			}
+			top.intervals = append(top.intervals, mapInterval{first: first, last: last, chain: name})
+			first = last.Next()
+		}
+	}
+	p.maps = append(p.maps, top)
 	return nil
+}
+
+// lastOfFamily is the highest IPv4 or IPv6 address.
+func lastOfFamily(v6 bool) netip.Addr {
+	if v6 {
+		return netip.AddrFrom16([16]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff})
+	}
+	return netip.AddrFrom4([4]byte{0xff, 0xff, 0xff, 0xff})
 }

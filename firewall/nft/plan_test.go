@@ -1,6 +1,8 @@
 package nft
 
 import (
+	"fmt"
+	"math/rand/v2"
 	"net/netip"
 	"strings"
 	"testing"
@@ -125,5 +127,65 @@ func TestStringDiff(t *testing.T) {
 	}
 	if diff := cmp.Diff([]string{"192.0.2.5 . 25"}, extra); diff != "" {
 		t.Error("extra:", diff)
+	}
+}
+
+// TestShardedMapRoutesAsTheExitMap: a policy with more intervals than a
+// map shard holds is split, and following the top map, the shard chain's
+// map and the class chain gives every address the exit map's class.
+func TestShardedMapRoutesAsTheExitMap(t *testing.T) {
+	var text []string
+	for i := 0; i < 3*mapShardSize; i++ {
+		text = append(text, fmt.Sprintf("reject 11.%d.%d.%d:*", i/32768, i/128%256, i%128*2))
+	}
+	entries, _, err := rules.ParseExitPolicy(strings.Join(text, ",") + ",accept 10.0.0.0/8:22,accept *:80,reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := rules.Compile(rules.ExitPolicy{Entries: entries}, rules.Host{})
+	p, err := newPlan(rs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps := map[string]kernelMap{}
+	for _, m := range p.maps {
+		maps[m.name] = m
+	}
+	chains := map[string]kernelClass{}
+	for _, c := range p.classes {
+		chains[c.chain] = c
+	}
+	if len(maps["exit4"].intervals) < 3 || len(maps["exit4_s0"].intervals) != mapShardSize {
+		t.Fatalf("want exit4 in shards of %d: top %d intervals", mapShardSize, len(maps["exit4"].intervals))
+	}
+	lookup := func(m kernelMap, a netip.Addr) string {
+		for _, iv := range m.intervals {
+			if iv.first.Compare(a) <= 0 && a.Compare(iv.last) <= 0 {
+				return iv.chain
+			}
+		}
+		return ""
+	}
+	em, _ := rs.ExitMap("exit4")
+	r := rand.New(rand.NewPCG(1, 1))
+	for i := 0; i < 5000; i++ {
+		a := netip.AddrFrom4([4]byte{byte(9 + r.IntN(4)), byte(r.IntN(1 + 3*mapShardSize/32768)), byte(r.IntN(256)), byte(r.IntN(256))})
+		if i%4 == 0 {
+			a = netip.AddrFrom4([4]byte{byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
+		}
+		want := ""
+		if c := em.Lookup(a); c != rules.NoClass {
+			want = em.Classes[c].Name
+		}
+		got := ""
+		if shard := lookup(maps["exit4"], a); shard != "" {
+			if chains[shard].rule.vmap != shard {
+				t.Fatalf("chain %s does not look up its map", shard)
+			}
+			got = lookup(maps[shard], a)
+		}
+		if got != want {
+			t.Fatalf("%s: routed to %q, exit map class %q", a, got, want)
+		}
 	}
 }

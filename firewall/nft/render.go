@@ -40,25 +40,33 @@ func (p plan) text() string {
 		writeElements(&b, len(s.elements), func(i int) string { return elementText(s.elements[i]) })
 		b.WriteString("\t}\n\n")
 	}
-	for _, c := range p.classes {
-		if c.ports != nil {
-			fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n\t\tflags interval\n", c.chain)
-			writeElements(&b, len(c.ports), func(i int) string { return portText(c.ports[i]) })
+	for stage := range 2 {
+		for _, c := range p.classes {
+			if c.stage != stage {
+				continue
+			}
+			if c.ports != nil {
+				fmt.Fprintf(&b, "\tset %s {\n\t\ttype inet_service\n\t\tflags interval\n", c.chain)
+				writeElements(&b, len(c.ports), func(i int) string { return portText(c.ports[i]) })
+				b.WriteString("\t}\n\n")
+			}
+			fmt.Fprintf(&b, "\tchain %s {\n\t\t%s\n\t}\n\n", c.chain, c.rule.text())
+		}
+		for _, m := range p.maps {
+			if m.stage != stage {
+				continue
+			}
+			addrType := "ipv4_addr"
+			if m.v6 {
+				addrType = "ipv6_addr"
+			}
+			fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n\t\tflags interval\n", m.name, addrType)
+			writeElements(&b, len(m.intervals), func(i int) string {
+				iv := m.intervals[i]
+				return addrRangeText(iv.first, iv.last) + " : jump " + iv.chain
+			})
 			b.WriteString("\t}\n\n")
 		}
-		fmt.Fprintf(&b, "\tchain %s {\n\t\t%s\n\t}\n\n", c.chain, c.rule.text())
-	}
-	for _, m := range p.maps {
-		addrType := "ipv4_addr"
-		if m.v6 {
-			addrType = "ipv6_addr"
-		}
-		fmt.Fprintf(&b, "\tmap %s {\n\t\ttype %s : verdict\n\t\tflags interval\n", m.name, addrType)
-		writeElements(&b, len(m.intervals), func(i int) string {
-			iv := m.intervals[i]
-			return addrRangeText(iv.first, iv.last) + " : jump " + iv.chain
-		})
-		b.WriteString("\t}\n\n")
 	}
 	fmt.Fprintf(&b, "\tchain %s {\n\t\ttype filter hook output priority filter; policy accept;\n", ChainName)
 	for _, r := range p.rules {
