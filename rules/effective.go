@@ -309,7 +309,7 @@ func removeRedundancies(dest []Entry) []Entry {
 			}
 		}
 		idx.ancestors(a, func(j int) bool { consider(j, true); return true })
-		idx.descendants(a, func(j int) { consider(j, false) })
+		idx.descendants(i, func(j int) { consider(j, false) })
 		if !firstCovers {
 			final = append(final, a)
 		}
@@ -348,16 +348,19 @@ func portsOverlap(a, b Entry) bool { return !(a.PortMax < b.PortMin || b.PortMax
 // strictly inside it (descendants).
 type prefixIndex struct {
 	entries  []Entry
+	nets     []netip.Prefix         // each entry's network, computed once
 	byPrefix map[netip.Prefix][]int // positions, ascending
 	sorted   []int                  // positions by family, network start, prefix length
+	start    []int                  // per position: where its network's run starts in sorted
 	lengths  [2][]int               // prefix lengths present, per family (IPv4, IPv6), ascending
 }
 
 func newPrefixIndex(entries []Entry) *prefixIndex {
-	x := &prefixIndex{entries: entries, byPrefix: make(map[netip.Prefix][]int, len(entries))}
+	x := &prefixIndex{entries: entries, nets: make([]netip.Prefix, len(entries)), byPrefix: make(map[netip.Prefix][]int, len(entries))}
 	var seen [2][129]bool
 	for i, e := range entries {
 		n := e.Network()
+		x.nets[i] = n
 		x.byPrefix[n] = append(x.byPrefix[n], i)
 		x.sorted = append(x.sorted, i)
 		fam := familyIndex(e)
@@ -368,7 +371,14 @@ func newPrefixIndex(entries []Entry) *prefixIndex {
 	}
 	slices.Sort(x.lengths[0])
 	slices.Sort(x.lengths[1])
-	slices.SortFunc(x.sorted, func(i, j int) int { return x.compare(entries[i].Network(), entries[j].Network()) })
+	slices.SortFunc(x.sorted, func(i, j int) int { return x.compare(x.nets[i], x.nets[j]) })
+	x.start = make([]int, len(entries))
+	for k, i := range x.sorted {
+		x.start[i] = k
+		if k > 0 && x.nets[x.sorted[k-1]] == x.nets[i] {
+			x.start[i] = x.start[x.sorted[k-1]]
+		}
+	}
 	return x
 }
 
@@ -409,15 +419,12 @@ func familyIndex(e Entry) int {
 }
 
 // descendants calls f with the position of every entry whose prefix lies
-// strictly inside e's.
-func (x *prefixIndex) descendants(e Entry, f func(int)) {
-	n := e.Network()
+// strictly inside the prefix of the entry at position e.
+func (x *prefixIndex) descendants(e int, f func(int)) {
+	n := x.nets[e]
 	last := lastAddr(n)
-	start, _ := slices.BinarySearchFunc(x.sorted, n, func(i int, p netip.Prefix) int {
-		return x.compare(x.entries[i].Network(), p)
-	})
-	for _, i := range x.sorted[start:] {
-		m := x.entries[i].Network()
+	for _, i := range x.sorted[x.start[e]:] {
+		m := x.nets[i]
 		if m.Addr().Is4() != n.Addr().Is4() || m.Addr().Compare(last) > 0 {
 			return
 		}
