@@ -12,6 +12,7 @@ import (
 	"syscall"
 
 	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
 	"github.com/google/nftables/userdata"
 	"github.com/mdlayher/netlink"
@@ -204,11 +205,11 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		if err != nil {
 			return 0, 0, classify(err)
 		}
-		got, err := elementStrings(s, elems)
+		got, err := rawElements(s, elems)
 		if err != nil {
 			return 0, 0, fmt.Errorf("set %s: %w: run relayfw apply", want.name, err)
 		}
-		missing, extra := stringDiff(want.elementTexts(), got)
+		missing, extra := stringDiff(want.rawElements(), got)
 		if len(missing) == 0 && len(extra) == 0 {
 			continue
 		}
@@ -365,7 +366,7 @@ func (p plan) drift(c *nftables.Conn) ([]string, error) {
 }
 
 // wantedSet is a set or map the plan installs, with its elements in the
-// form elementStrings reads them back.
+// form rawElements reads them back.
 type wantedSet struct {
 	obj      *nftables.Set
 	elements []string // sorted
@@ -378,7 +379,7 @@ func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[s.name] = wantedSet{obj, s.elementTexts()}
+		out[s.name] = wantedSet{obj, s.rawElements()}
 	}
 	for _, k := range p.classes {
 		if k.ports == nil {
@@ -386,14 +387,14 @@ func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
 		}
 		var els []string
 		for _, pr := range k.ports {
-			els = append(els, portText(pr))
+			els = append(els, rawInterval(binaryutil.BigEndian.PutUint16(pr.First), binaryutil.BigEndian.PutUint16(pr.Last), ""))
 		}
 		out[k.chain] = wantedSet{k.portSetObject(t), sortedStrings(els)}
 	}
 	for _, m := range p.maps {
-		var els []string
+		els := make([]string, 0, len(m.intervals))
 		for _, iv := range m.intervals {
-			els = append(els, addrRangeText(iv.first, iv.last)+" : jump "+iv.chain)
+			els = append(els, rawInterval(iv.first.AsSlice(), iv.last.AsSlice(), "jump "+iv.chain))
 		}
 		out[m.name] = wantedSet{m.object(t), sortedStrings(els)}
 	}
@@ -451,17 +452,17 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 		if err != nil {
 			return nil, classify(err)
 		}
-		got, err := elementStrings(w.obj, elems)
+		got, err := rawElements(w.obj, elems)
 		if err != nil {
 			drift = append(drift, fmt.Sprintf("%s %s: %v", kind, name, err))
 			continue
 		}
 		missing, extra := stringDiff(w.elements, got)
 		if len(missing) > 0 {
-			drift = append(drift, fmt.Sprintf("%s %s: %d elements missing, e.g. %s", kind, name, len(missing), missing[0]))
+			drift = append(drift, fmt.Sprintf("%s %s: %d elements missing, e.g. %s", kind, name, len(missing), rawText(w.obj, missing[0])))
 		}
 		if len(extra) > 0 {
-			drift = append(drift, fmt.Sprintf("%s %s: %d unexpected elements, e.g. %s", kind, name, len(extra), extra[0]))
+			drift = append(drift, fmt.Sprintf("%s %s: %d unexpected elements, e.g. %s", kind, name, len(extra), rawText(w.obj, extra[0])))
 		}
 	}
 	rest := make([]string, 0, len(have))
@@ -475,22 +476,21 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 	return drift, nil
 }
 
-// elementStrings reads a set's elements back in the text print writes,
-// sorted. Interval sets come from the kernel as start and end keys: a
-// lookup finds the greatest key not above the packet's, and matches when
-// that is a start; so a start runs up to the next key, whatever it is.
-func elementStrings(s *nftables.Set, elems []nftables.SetElement) ([]string, error) {
-	var out []string
+// rawElements reads a set's elements back as comparable strings, sorted:
+// a point's key; an interval's first and last key, then a map's verdict
+// ("jump CHAIN"). Interval sets come from the kernel as start and end
+// keys: a lookup finds the greatest key not above the packet's, and
+// matches when that is a start; so a start runs up to the next key,
+// whatever it is. Comparing raw keys, not text, keeps a no-op apply of a
+// large exit map cheap.
+func rawElements(s *nftables.Set, elems []nftables.SetElement) ([]string, error) {
+	out := make([]string, 0, len(elems))
 	if !s.Interval {
-		v6 := s.KeyType.Bytes > 8
 		for _, e := range elems {
-			a, port, ok := decodeElementKey(e.Key, v6)
-			if !ok {
-				return nil, fmt.Errorf("holds an element relayfw cannot read")
-			}
-			out = append(out, elementText(rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}}))
+			out = append(out, string(e.Key))
 		}
-		return sortedStrings(out), nil
+		slices.Sort(out)
+		return out, nil
 	}
 	slices.SortStableFunc(elems, func(a, b nftables.SetElement) int {
 		if c := bytes.Compare(a.Key, b.Key); c != 0 {
@@ -504,16 +504,6 @@ func elementStrings(s *nftables.Set, elems []nftables.SetElement) ([]string, err
 		}
 		return 0
 	})
-	keyText := func(k []byte) (string, error) {
-		switch {
-		case s.KeyType.Bytes == 2 && len(k) == 2:
-			return fmt.Sprint(uint16(k[0])<<8 | uint16(k[1])), nil
-		case len(k) == 4 || len(k) == 16:
-			a, _ := netip.AddrFromSlice(k)
-			return a.String(), nil
-		}
-		return "", fmt.Errorf("holds an element relayfw cannot read")
-	}
 	type interval struct {
 		first, last []byte
 		verdict     string
@@ -536,7 +526,7 @@ func elementStrings(s *nftables.Set, elems []nftables.SetElement) ([]string, err
 			if err != nil {
 				return nil, err
 			}
-			iv.verdict = " : " + v
+			iv.verdict = v
 		}
 		// Neighbouring intervals with one verdict are one interval.
 		if n := len(ivs); n > 0 && ivs[n-1].verdict == iv.verdict {
@@ -548,20 +538,45 @@ func elementStrings(s *nftables.Set, elems []nftables.SetElement) ([]string, err
 		ivs = append(ivs, iv)
 	}
 	for _, iv := range ivs {
-		first, err := keyText(iv.first)
-		if err != nil {
-			return nil, err
-		}
-		last, err := keyText(iv.last)
-		if err != nil {
-			return nil, err
-		}
-		if first != last {
-			first += "-" + last
-		}
-		out = append(out, first+iv.verdict)
+		out = append(out, rawInterval(iv.first, iv.last, iv.verdict))
 	}
-	return sortedStrings(out), nil
+	slices.Sort(out)
+	return out, nil
+}
+
+func rawInterval(first, last []byte, verdict string) string {
+	return string(first) + string(last) + verdict
+}
+
+// rawText is a raw element in the text print writes, for messages; the
+// wanted set's key length tells where the keys end.
+func rawText(w *nftables.Set, raw string) string {
+	if !w.Interval {
+		a, port, ok := decodeElementKey([]byte(raw), len(raw) > 8)
+		if !ok {
+			return fmt.Sprintf("%x", raw)
+		}
+		return elementText(rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}})
+	}
+	k := int(w.KeyType.Bytes)
+	if len(raw) < 2*k {
+		return fmt.Sprintf("%x", raw)
+	}
+	keyText := func(b string) string {
+		if k == 2 {
+			return fmt.Sprint(uint16(b[0])<<8 | uint16(b[1]))
+		}
+		a, _ := netip.AddrFromSlice([]byte(b))
+		return a.String()
+	}
+	text := keyText(raw[:k])
+	if last := keyText(raw[k : 2*k]); last != text {
+		text += "-" + last
+	}
+	if v := raw[2*k:]; v != "" {
+		text += " : " + v
+	}
+	return text
 }
 
 // prevKey is the big-endian key one below k (k is not all zeros).

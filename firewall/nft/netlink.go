@@ -394,11 +394,12 @@ func decodeElementKey(k []byte, v6 bool) (netip.Addr, uint16, bool) {
 	return a, uint16(k[n])<<8 | uint16(k[n+1]), true
 }
 
-// elementTexts are the set's elements as print writes them, sorted.
-func (s kernelSet) elementTexts() []string {
+// rawElements are the set's element keys, sorted, as rawElements reads
+// them back.
+func (s kernelSet) rawElements() []string {
 	out := make([]string, 0, len(s.elements))
 	for _, e := range s.elements {
-		out = append(out, elementText(e))
+		out = append(out, string(elementKey(e.AddrFirst, e.Ports.First)))
 	}
 	slices.Sort(out)
 	return out
