@@ -34,7 +34,9 @@ import (
 //
 //   - new-connection rate: TCP connects from the relay namespace to a
 //     listener in a second namespace on an accepted port, with each
-//     firewall installed, as a ratio of the rate without a firewall.
+//     firewall installed, as a ratio of the rate without a firewall; and,
+//     for scale, the rate with conntrack alone (one "ct state" rule),
+//     which every stateful firewall pays.
 //
 //     sudo go test ./bench -run XXX -bench Scale -benchtime 1x -timeout 60m
 //
@@ -63,6 +65,8 @@ func BenchmarkScale(b *testing.B) {
 	bin := buildRelayfw(b, dir)
 	cfg := writeConfig(b, dir)
 	relay := newLinkedNS(b)
+	conntrackOnly := filepath.Join(dir, "conntrack-only.nft")
+	writeFile(b, conntrackOnly, "table inet ctonly {\n\tchain output {\n\t\ttype filter hook output priority filter; policy accept;\n\t\tct state established,related accept\n\t}\n}\n")
 
 	const rounds = 3
 	for _, n := range sizes {
@@ -100,13 +104,17 @@ func BenchmarkScale(b *testing.B) {
 					return d
 				}
 				var fresh, linear, noop []time.Duration
-				var rateNone, rateRelayfw, rateLinear []float64
+				var rateNone, rateConntrack, rateRelayfw, rateLinear []float64
 				for i := 0; i < b.N; i++ {
 					inNS(b, relay, func() {
 						for r := 0; r < rounds; r++ {
 							// Interleaved, so machine noise hits every peer.
 							peer.reset(run)
 							rateNone = append(rateNone, connectRate(b))
+							// What any stateful firewall costs: conntrack alone.
+							run("nft", "-f", conntrackOnly)
+							rateConntrack = append(rateConntrack, connectRate(b))
+							run("nft", "delete", "table", "inet", "ctonly")
 							linear = append(linear, peer.load(run))
 							rateLinear = append(rateLinear, connectRate(b))
 							peer.reset(run)
@@ -118,15 +126,16 @@ func BenchmarkScale(b *testing.B) {
 					})
 				}
 				mf, ml, mo := median(fresh), median(linear), median(noop)
-				rn, rr, rl := medianF(rateNone), medianF(rateRelayfw), medianF(rateLinear)
+				rn, rc, rr, rl := medianF(rateNone), medianF(rateConntrack), medianF(rateRelayfw), medianF(rateLinear)
 				b.ReportMetric(float64(mf.Microseconds())/1000, "apply-ms")
 				b.ReportMetric(float64(ml.Microseconds())/1000, "linear-load-ms")
 				b.ReportMetric(float64(mf)/float64(ml), "apply/linear")
 				b.ReportMetric(float64(mo.Microseconds())/1000, "noop-apply-ms")
 				b.ReportMetric(rr/rn, "conn-rate-relayfw/none")
 				b.ReportMetric(rl/rn, "conn-rate-linear/none")
-				b.Logf("entries=%d %s: apply %v, linear load %v (ratio %.2f), no-op re-apply %v; connections/s: none %.0f, relayfw %.0f (%.2f), linear %.0f (%.2f) (medians of %d)",
-					len(entries), mode, mf, ml, float64(mf)/float64(ml), mo, rn, rr, rr/rn, rl, rl/rn, len(fresh))
+				b.ReportMetric(rc/rn, "conn-rate-conntrack/none")
+				b.Logf("entries=%d %s: apply %v, linear load %v (ratio %.2f), no-op re-apply %v; connections/s: none %.0f, conntrack only %.0f (%.2f), relayfw %.0f (%.2f), linear %.0f (%.2f) (medians of %d)",
+					len(entries), mode, mf, ml, float64(mf)/float64(ml), mo, rn, rc, rc/rn, rr, rr/rn, rl, rl/rn, len(fresh))
 			})
 		}
 	}
