@@ -303,36 +303,17 @@ var serverAddr = netip.MustParseAddrPort("198.51.100.2:443")
 func newLinkedNS(b *testing.B) netns.NsHandle {
 	relay := newBenchNS(b, "rfwscale")
 	server := newBenchNS(b, "rfwscalesrv")
-	rh, err := netlink.NewHandleAt(relay)
-	if err != nil {
+	if err := netnstest.Veth(relay, server, []string{"198.51.100.1/30"}, []string{"198.51.100.2/30"}); err != nil {
 		b.Fatal(err)
 	}
-	defer rh.Close()
-	sh, err := netlink.NewHandleAt(server)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer sh.Close()
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0", Namespace: netlink.NsFd(relay)},
-		PeerName: "veth1", PeerNamespace: netlink.NsFd(server)}
-	if err := rh.LinkAdd(veth); err != nil {
-		b.Fatal(err)
-	}
-	for _, x := range []struct {
-		h          *netlink.Handle
-		link, addr string
-	}{{rh, "veth0", "198.51.100.1/30"}, {sh, "veth1", "198.51.100.2/30"}, {rh, "lo", ""}, {sh, "lo", ""}} {
-		l, err := x.h.LinkByName(x.link)
+	for _, ns := range []netns.NsHandle{relay, server} {
+		h, err := netlink.NewHandleAt(ns)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if x.addr != "" {
-			a, _ := netlink.ParseAddr(x.addr)
-			if err := x.h.AddrAdd(l, a); err != nil {
-				b.Fatal(err)
-			}
-		}
-		if err := x.h.LinkSetUp(l); err != nil {
+		err = netnstest.LinkUp(h, "lo")
+		h.Close()
+		if err != nil {
 			b.Fatal(err)
 		}
 	}

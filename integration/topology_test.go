@@ -13,6 +13,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/relayfw/relayfw/internal/netnstest"
 )
 
 // testNet is the test network: a "relay" namespace where relayfw
@@ -57,6 +59,9 @@ func newTestNet(t *testing.T) *testNet {
 		t.Fatal(err)
 	}
 	defer netNS.Close()
+	if err := netnstest.Veth(relayNS, netNS, []string{"198.51.100.1/30", "2001:db8::1/126"}, []string{"198.51.100.2/30", "2001:db8::2/126"}); err != nil {
+		t.Fatal(err)
+	}
 	rh, err := netlink.NewHandleAt(relayNS)
 	if err != nil {
 		t.Fatal(err)
@@ -67,35 +72,13 @@ func newTestNet(t *testing.T) *testNet {
 		t.Fatal(err)
 	}
 	defer nh.Close()
-
-	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0", Namespace: netlink.NsFd(relayNS)},
-		PeerName: "veth1", PeerNamespace: netlink.NsFd(netNS)}
-	if err := rh.LinkAdd(veth); err != nil {
-		t.Fatalf("veth: %v", err)
+	if err := netnstest.LinkUp(nh, "lo", privateProbes...); err != nil {
+		t.Fatal(err)
 	}
-	setup := func(h *netlink.Handle, name string, addrs ...string) netlink.Link {
-		l, err := h.LinkByName(name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, a := range addrs {
-			addr, err := netlink.ParseAddr(a)
-			if err != nil {
-				t.Fatal(err)
-			}
-			addr.Flags |= syscall.IFA_F_NODAD // usable at once, no DAD wait
-			if err := h.AddrAdd(l, addr); err != nil {
-				t.Fatalf("%s %s: %v", name, a, err)
-			}
-		}
-		if err := h.LinkSetUp(l); err != nil {
-			t.Fatal(err)
-		}
-		return l
+	rl, err := rh.LinkByName("veth0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	rl := setup(rh, "veth0", "198.51.100.1/30", "2001:db8::1/126")
-	setup(nh, "veth1", "198.51.100.2/30", "2001:db8::2/126")
-	setup(nh, "lo", privateProbes...)
 	for _, gw := range []string{"198.51.100.2", "2001:db8::2"} {
 		if err := rh.RouteAdd(&netlink.Route{LinkIndex: rl.Attrs().Index, Gw: net.ParseIP(gw)}); err != nil {
 			t.Fatalf("default route via %s: %v", gw, err)

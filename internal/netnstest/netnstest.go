@@ -1,12 +1,15 @@
-// Package netnstest switches a thread between network namespaces for the
-// integration tests and the benchmarks, which both run real commands and
-// sockets inside namespaces they create.
+// Package netnstest switches a thread between network namespaces, and
+// links namespaces with veth pairs, for the integration tests and the
+// benchmarks, which both run real commands and sockets inside namespaces
+// they create.
 package netnstest
 
 import (
 	"fmt"
 	"runtime"
+	"syscall"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
 
@@ -39,4 +42,49 @@ func Do(ns netns.NsHandle, f func() error) error {
 		}
 		return f()
 	})
+}
+
+// Veth joins namespaces a and b with a veth pair, veth0 in a and veth1 in
+// b, each up with its addresses (CIDR notation; usable at once, without
+// duplicate address detection).
+func Veth(a, b netns.NsHandle, addrsA, addrsB []string) error {
+	ha, err := netlink.NewHandleAt(a)
+	if err != nil {
+		return err
+	}
+	defer ha.Close()
+	hb, err := netlink.NewHandleAt(b)
+	if err != nil {
+		return err
+	}
+	defer hb.Close()
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0", Namespace: netlink.NsFd(a)},
+		PeerName: "veth1", PeerNamespace: netlink.NsFd(b)}
+	if err := ha.LinkAdd(veth); err != nil {
+		return fmt.Errorf("veth: %w", err)
+	}
+	if err := LinkUp(ha, "veth0", addrsA...); err != nil {
+		return err
+	}
+	return LinkUp(hb, "veth1", addrsB...)
+}
+
+// LinkUp gives the link its addresses (without duplicate address
+// detection) and brings it up.
+func LinkUp(h *netlink.Handle, name string, addrs ...string) error {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return err
+	}
+	for _, a := range addrs {
+		addr, err := netlink.ParseAddr(a)
+		if err != nil {
+			return err
+		}
+		addr.Flags |= syscall.IFA_F_NODAD
+		if err := h.AddrAdd(l, addr); err != nil {
+			return fmt.Errorf("%s %s: %w", name, a, err)
+		}
+	}
+	return h.LinkSetUp(l)
 }
