@@ -166,6 +166,9 @@ func oracleCase(r *rand.Rand) []string {
 		sep := pick(",", ",", ", ", " , ")
 		value := strings.Join(entries, sep)
 		key := pick("ExitPolicy", "ExitPolicy", "exitpolicy", "EXITPOLICY", "+ExitPolicy")
+		if r.IntN(8) == 0 {
+			key = mangleOptionName(r, key)
+		}
 		switch r.IntN(8) {
 		case 0:
 			lines = append(lines, key+" "+value+" # a comment")
@@ -181,7 +184,67 @@ func oracleCase(r *rand.Rand) []string {
 	if r.IntN(15) == 0 {
 		lines = append(lines, "/ExitPolicy")
 	}
+	if r.IntN(6) == 0 {
+		lines = append(lines, pick(optionNameCases...))
+	}
 	return lines
+}
+
+// mangleOptionName is what a hurried operator types: a truncated name
+// (tor expands it, with a warning), a dropped or doubled letter (tor
+// fails), or odd case.
+func mangleOptionName(r *rand.Rand, key string) string {
+	prefix := ""
+	if key[0] == '+' {
+		prefix, key = "+", key[1:]
+	}
+	switch r.IntN(4) {
+	case 0: // "ExitPol" .. "ExitPolic": still ExitPolicy to tor
+		return prefix + key[:7+r.IntN(3)]
+	case 1:
+		i := 1 + r.IntN(len(key)-2)
+		return prefix + key[:i] + key[i+1:]
+	case 2:
+		i := r.IntN(len(key))
+		return prefix + key[:i+1] + key[i:]
+	default:
+		return prefix + strings.ToUpper(key[:4]) + strings.ToLower(key[4:])
+	}
+}
+
+// optionNameCases are whole torrc lines about option names and the values
+// of options relayfw reads: unknown, misspelled, abbreviated, aliased,
+// obsolete and virtual names, and bad values. Each is judged by tor.
+var optionNameCases = []string{
+	"FooBar 1",
+	"ExitPolcy accept *:22",
+	"ExitRel 1",
+	"exitpolicyrejectp 0",
+	"IPv6Ex 1",
+	"ResolvConf /etc/resolv.conf",
+	"DirServer auth1 orport=9001 v3ident=" + strings.Repeat("AB", 20) + " 203.0.113.5:7000 " + strings.Repeat("CD", 20),
+	"DirAuthority bogus",
+	"DirAuthority auth1 orport=9001 203.0.113.5 " + strings.Repeat("CD", 20),
+	"FallbackDir 203.0.113.9:80 orport=9001",
+	"FallbackDir 203.0.113.9:80 orport=9001 id=" + strings.Repeat("CD", 20),
+	"Group tor",
+	"ORListenAddress 0.0.0.0",
+	"ORPortLines 9001",
+	"ORPortL 9001",
+	"IPv6Exit yes",
+	"ExitRelay 2",
+	"ReducedExitPolicy true",
+	"ExitPolicyRejectPrivate on",
+	"ORPort 127.0.0.1:19002 NoAdvertise NoListen",
+	"ORPort 127.0.0.1:99999",
+	"ORPort [::1]:19003 IPv4Only",
+	"ORPort 127.0.0.1:19004 Bogus",
+	"DirPort unix:/run/tor/dir",
+	"OutboundBindAddressExit 203.0.113.300",
+	"__ORPort 127.0.0.1:19005",
+	"ServerDNSResolvConfFile /etc/resolv.conf",
+	"ExitPolicy accept *:80 # ok\nFooBar",
+	"q#%^&*(0!%$@ 17",
 }
 
 func TestTorOracle(t *testing.T) {
@@ -212,6 +275,10 @@ func TestTorOracle(t *testing.T) {
 		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0"},
 		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy accept6 1.2.3.4:80"},
 	)
+
+	for _, c := range optionNameCases {
+		cases = append(cases, []string{"ExitRelay 1", "ExitPolicy accept *:80", c})
+	}
 
 	dir := t.TempDir()
 	sem := make(chan struct{}, 4)

@@ -16,6 +16,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/relayfw/relayfw/rules"
 )
 
 //go:embed defaults/authorities.txt
@@ -116,60 +118,16 @@ func ParseConsensus(r io.Reader) (Links, error) {
 	return links.normalize(), nil
 }
 
-// ParseDirServer reads a DirAuthority or FallbackDir value:
-//
-//	[nickname] [flags] ipv4[:dirport] [fingerprint...]
-//
-// with flags such as orport=N and ipv6=[addr]:orport.
-func ParseDirServer(value string) (Links, error) {
+// dirServerLinks is the addresses one DirAuthority or FallbackDir line
+// makes tor contact: its ORPort and DirPort on IPv4, its ipv6= ORPort.
+func dirServerLinks(ds rules.DirServer) Links {
 	var links Links
-	var v4 netip.Addr
-	var dirport, orport uint16
-	var v6 netip.AddrPort
-	for _, tok := range strings.Fields(value) {
-		key, val, isFlag := strings.Cut(tok, "=")
-		switch {
-		case isFlag && key == "orport":
-			p, err := strconv.ParseUint(val, 10, 16)
-			if err != nil {
-				return nil, fmt.Errorf("bad orport %q", val)
-			}
-			orport = uint16(p)
-		case isFlag && key == "ipv6":
-			ap, err := netip.ParseAddrPort(val)
-			if err != nil {
-				return nil, fmt.Errorf("bad ipv6 %q", val)
-			}
-			v6 = ap
-		case isFlag:
-			// v3ident=, id=, weight=, ...
-		case !v4.IsValid():
-			host, port, hasPort := strings.Cut(tok, ":")
-			if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
-				v4 = a
-				if hasPort {
-					p, err := strconv.ParseUint(port, 10, 16)
-					if err != nil {
-						return nil, fmt.Errorf("bad dirport %q", port)
-					}
-					dirport = uint16(p)
-				}
-			}
-			// else: a nickname or a flag word such as "bridge"
-		}
+	links.add(ds.Addr, ds.ORPort)
+	links.add(ds.Addr, ds.DirPort)
+	if ds.IPv6.IsValid() {
+		links.add(ds.IPv6.Addr(), ds.IPv6.Port())
 	}
-	if !v4.IsValid() {
-		return nil, fmt.Errorf("no IPv4 address in %q", value)
-	}
-	if orport == 0 {
-		return nil, fmt.Errorf("no orport= in %q", value)
-	}
-	links.add(v4, orport)
-	links.add(v4, dirport)
-	if v6.IsValid() {
-		links.add(v6.Addr(), v6.Port())
-	}
-	return links, nil
+	return links
 }
 
 // DirServers parses DirAuthority or FallbackDir values; where torrc has
@@ -187,13 +145,17 @@ func DirServers(values []string, defaults string) (Links, error) {
 			}
 		}
 	}
+	parse := rules.ParseDirAuthorityLine
+	if defaults == "fallbacks" {
+		parse = rules.ParseFallbackDirLine
+	}
 	var links Links
 	for _, v := range values {
-		l, err := ParseDirServer(v)
+		ds, _, err := parse(v)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%q: %w", v, err)
 		}
-		links = append(links, l...)
+		links = append(links, dirServerLinks(ds)...)
 	}
 	return links.normalize(), nil
 }

@@ -55,20 +55,21 @@ func TestMissingConsensus(t *testing.T) {
 	}
 }
 
-func TestParseDirServer(t *testing.T) {
+func TestDirServerLinks(t *testing.T) {
+	const fp = "1A25C6358DB91342AA51720A5038B72742732498"
 	tests := []struct {
-		in   string
-		want []string
+		in, kind string
+		want     []string
 	}{
-		{"moria1 orport=9201 v3ident=F533C81CEF0BC0267857C99B2F471ADF249FA232 128.31.0.39:9231 1A25C6358DB91342AA51720A5038B72742732498",
+		{"moria1 orport=9201 v3ident=F533C81CEF0BC0267857C99B2F471ADF249FA232 128.31.0.39:9231 " + fp, "authorities",
 			[]string{"128.31.0.39:9201", "128.31.0.39:9231"}},
-		{"tor26 orport=443 v3ident=2F3D ipv6=[2a02:16a8:662:2203::1]:443 217.196.147.77:80 FAA4 BCA4",
-			[]string{"217.196.147.77:443", "217.196.147.77:80", "[2a02:16a8:662:2203::1]:443"}},
-		{"Serge orport=9001 bridge 66.111.2.131:9030 BA44", []string{"66.111.2.131:9001", "66.111.2.131:9030"}},
-		{"64.65.62.122 orport=443 id=4F06", []string{"64.65.62.122:443"}},
+		{"tor26 orport=443 ipv6=[2a02:16a8:662:2203::1]:443 217.196.147.77:80 1A25C6358DB91342AA51 720A5038B72742732498", "authorities",
+			[]string{"217.196.147.77:80", "217.196.147.77:443", "[2a02:16a8:662:2203::1]:443"}},
+		{"Serge orport=9001 bridge 66.111.2.131:9030 " + fp, "authorities", []string{"66.111.2.131:9001", "66.111.2.131:9030"}},
+		{"64.65.62.122 orport=443 id=" + fp, "fallbacks", []string{"64.65.62.122:443"}},
 	}
 	for _, tt := range tests {
-		links, err := ParseDirServer(tt.in)
+		links, err := DirServers([]string{tt.in}, tt.kind)
 		if err != nil {
 			t.Errorf("%q: %v", tt.in, err)
 			continue
@@ -77,8 +78,8 @@ func TestParseDirServer(t *testing.T) {
 			t.Errorf("%q:\n%s", tt.in, diff)
 		}
 	}
-	for _, bad := range []string{"orport=443 id=x", "203.0.113.1:80 id=x", "203.0.113.1 orport=70000"} {
-		if _, err := ParseDirServer(bad); err == nil {
+	for _, bad := range []string{"orport=443 id=x", "203.0.113.1:80 id=x", "203.0.113.1 orport=70000 id=" + fp} {
+		if _, err := DirServers([]string{bad}, "fallbacks"); err == nil {
 			t.Errorf("%q: want an error", bad)
 		}
 	}
@@ -100,7 +101,7 @@ func TestCompiledInLists(t *testing.T) {
 	if !containsAddr(auth, "128.31.0.39:9201") {
 		t.Error("moria1's ORPort is missing")
 	}
-	own, err := DirServers([]string{"test orport=5000 203.0.113.250:7000 ABCD"}, "authorities")
+	own, err := DirServers([]string{"test orport=5000 203.0.113.250:7000 1A25C6358DB91342AA51720A5038B72742732498"}, "authorities")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,9 +142,4 @@ func FuzzParseConsensus(f *testing.F) {
 			}
 		}
 	})
-}
-
-func FuzzParseDirServer(f *testing.F) {
-	f.Add("moria1 orport=9201 v3ident=F533 128.31.0.39:9231 1A25")
-	f.Fuzz(func(t *testing.T, s string) { _, _ = ParseDirServer(s) })
 }

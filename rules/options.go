@@ -1,7 +1,6 @@
 package rules
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -75,7 +74,9 @@ var portOptions = []string{
 // OptionsFromLines interprets torrc lines as tor's config_assign does: option
 // names are case-insensitive, the last value of a single-valued option
 // wins, an empty value or "/Option" resets it, list options accumulate.
-// Unknown options are ignored.
+// Option names are resolved against tor's own option table: a name tor
+// does not know, or one it refuses to assign, is a SyntaxError, as it is
+// for tor; abbreviations, aliases and obsolete names get tor's warnings.
 func OptionsFromLines(lines []ConfigLine) (Options, error) {
 	o := DefaultOptions()
 	o.Origin = map[string]ConfigLine{}
@@ -101,23 +102,30 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		listKeys[strings.ToLower(p)] = true
 	}
 
-	known := []string{"exitrelay"}
-	for k := range listKeys {
-		known = append(known, k)
-	}
-	for k := range boolOpt {
-		known = append(known, k)
-	}
-	for k := range stringOpt {
-		known = append(known, k)
-	}
+	seen := map[string]ConfigLine{}
 	for _, l := range lines {
-		key := strings.ToLower(l.Key)
-		switch key { // tor's aliases
-		case "resolvconf":
-			key = "serverdnsresolvconffile"
-		case "dirserver":
-			key = "dirauthority"
+		opt, ok := lookupTorOption(l.Key)
+		if !ok {
+			return o, lineError(l, fmt.Errorf("unknown option %q: tor refuses to start (\"Unknown option '%s'.  Failing.\")", l.Key, l.Key))
+		}
+		if opt.Kind&optVirtual != 0 {
+			return o, lineError(l, fmt.Errorf("%s cannot be set in a torrc: tor refuses to start (\"Cannot assign directly to virtual option.\")", opt.Name))
+		}
+		for _, w := range opt.Warnings {
+			o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s", l.Where(), w))
+		}
+		key := strings.ToLower(opt.Name)
+		if strings.HasPrefix(key, "__") && listKeys[key[2:]] {
+			key = key[2:] // "__ORPort" adds to the ORPort lines
+		}
+		if opt.Kind&optObsolete != 0 {
+			continue
+		}
+		if !listKeys[key] && !l.Clear && l.Value != "" {
+			if prev, dup := seen[key]; dup && prev.File == l.File {
+				o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s is set more than once (first at line %d); tor uses the last value", l.Where(), opt.Name, prev.Line))
+			}
+			seen[key] = l
 		}
 		o.Origin[key] = l
 		switch {
@@ -149,29 +157,36 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 			}
 		case stringOpt[key] != nil:
 			*stringOpt[key] = l.Value
-		default:
-			for _, k := range known {
-				if strings.HasPrefix(k, key) {
-					o.Warnings = append(o.Warnings, fmt.Sprintf(
-						"torrc %s: %q looks like an abbreviation tor may expand; relayfw ignores it (write the full option name)",
-						l.Where(), l.Key))
-					break
-				}
-			}
 		}
 	}
 
 	o.ExitPolicy = listLines["exitpolicy"]
-	for _, l := range listLines["dirauthority"] {
-		o.DirAuthority = append(o.DirAuthority, l.Value)
-	}
-	for _, l := range listLines["fallbackdir"] {
-		o.FallbackDir = append(o.FallbackDir, l.Value)
+	for _, d := range []struct {
+		lines []ConfigLine
+		parse func(string) (DirServer, []string, error)
+		out   *[]string
+	}{
+		{listLines["dirauthority"], ParseDirAuthorityLine, &o.DirAuthority},
+		{listLines["fallbackdir"], ParseFallbackDirLine, &o.FallbackDir},
+	} {
+		for _, l := range d.lines {
+			_, warns, err := d.parse(l.Value)
+			for _, w := range warns {
+				o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s", l.Where(), w))
+			}
+			if err != nil {
+				return o, lineError(l, err)
+			}
+			*d.out = append(*d.out, l.Value)
+		}
 	}
 	o.Address = listLines["address"]
 	for _, p := range portOptions {
 		for _, l := range listLines[strings.ToLower(p)] {
-			pc, err := parsePortConfig(p, l)
+			pc, warns, err := parsePortConfig(p, l)
+			for _, w := range warns {
+				o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s", l.Where(), w))
+			}
 			if err != nil {
 				return o, lineError(l, err)
 			}
@@ -238,53 +253,106 @@ func outboundAddrs(lines []ConfigLine) ([]netip.Addr, error) {
 	return out, nil
 }
 
-// parsePortConfig reads the address part of a listener line. It returns
-// nil for a disabled port ("0") or a unix socket.
-func parsePortConfig(kind string, l ConfigLine) (*PortConfig, error) {
+// serverPorts take tor's server options (CL_PORT_SERVER_OPTIONS) and no
+// unix sockets.
+var serverPorts = map[string]bool{"ORPort": true, "DirPort": true}
+
+// parsePortConfig reads a listener line as tor's port_parse_config does
+// for the address and, on ORPort and DirPort, the server options; the
+// errors are the ones tor refuses to start with. It returns nil for a
+// disabled port ("0"), a unix socket, or a line tor ignores.
+func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 	fields := strings.Fields(l.Value)
 	if len(fields) == 0 {
-		return nil, nil
+		return nil, nil, fmt.Errorf("invalid %s line with no address", kind)
 	}
 	first := fields[0]
 	if strings.HasPrefix(first, "unix:") {
-		return nil, nil
+		if serverPorts[kind] {
+			return nil, nil, fmt.Errorf("%s does not support unix sockets", kind)
+		}
+		return nil, nil, nil
 	}
 	pc := &PortConfig{Kind: kind, Where: l, IPv4: true, IPv6: kind == "ORPort"}
+	var warns []string
+	explicit := false
+	switch {
+	case strings.EqualFold(first, "auto"):
+		pc.Port = "auto"
+	case len(first) >= 5 && strings.EqualFold(first[len(first)-5:], ":auto"):
+		host := first[:len(first)-5]
+		a, ok := TorAddrParse(host)
+		if _, _, split := torAddrPortSplit(host); !split || (!ok && strings.Contains(strings.Trim(host, "[]"), ":")) {
+			return nil, nil, fmt.Errorf("invalid address %q for %s", first, kind)
+		}
+		if ok {
+			pc.Addr, explicit = a, true
+		}
+		pc.Port = "auto"
+	default:
+		if p, ok := torParseLongAll(first, 0, 65535); ok {
+			if p == 0 {
+				return nil, nil, nil
+			}
+			pc.Port = fmt.Sprint(p)
+			break
+		}
+		host, port, ok := torAddrPortSplit(first)
+		if !ok {
+			return nil, nil, fmt.Errorf("couldn't parse address %q for %s", first, kind)
+		}
+		if port == 0 {
+			return nil, nil, fmt.Errorf("%s line has address but no port", kind)
+		}
+		pc.Port = fmt.Sprint(port)
+		if a, ok := TorAddrParse(host); ok {
+			pc.Addr, explicit = a, true
+		} else if strings.Contains(host, ":") || strings.ContainsAny(host, "[]") || host == "" {
+			return nil, nil, fmt.Errorf("couldn't parse address %q for %s", first, kind)
+		}
+		// else a host name: tor resolves it; it never names a public
+		// address relayfw could reject without resolving, so only the
+		// port is recorded.
+	}
+	if explicit {
+		pc.IPv4, pc.IPv6 = pc.Addr.Is4(), !pc.Addr.Is4()
+	}
+	if !serverPorts[kind] {
+		return pc, nil, nil // client ports: tor only warns about their flags
+	}
+	var noAdvertise, noListen, v4Only, v6Only bool
 	for _, f := range fields[1:] {
 		switch strings.ToLower(f) {
-		case "ipv4only":
-			pc.IPv6 = false
-		case "ipv6only":
-			pc.IPv4 = false
 		case "noadvertise":
-			pc.NoAdvertise = true
+			noAdvertise = true
+		case "nolisten":
+			noListen = true
+		case "ipv4only":
+			v4Only = true
+		case "ipv6only":
+			v6Only = true
+		default:
+			warns = append(warns, fmt.Sprintf("unrecognized %s option %q", kind, f))
 		}
 	}
-	if first == "auto" || isAllDigits(first) {
-		if first == "0" {
-			return nil, nil
-		}
-		pc.Port = first
-		return pc, nil
+	switch {
+	case noAdvertise && noListen:
+		return nil, warns, fmt.Errorf("both NoListen and NoAdvertise on %s line %q", kind, l.Value)
+	case v4Only && v6Only:
+		return nil, warns, fmt.Errorf("both IPv4Only and IPv6Only on %s line %q", kind, l.Value)
+	case v4Only && explicit && !pc.Addr.Is4():
+		return nil, warns, fmt.Errorf("could not interpret %s address as IPv4", kind)
+	case v6Only && explicit && pc.Addr.Is4():
+		return nil, warns, fmt.Errorf("could not interpret %s address as IPv6", kind)
 	}
-	// [addr]:port, addr:port, or addr alone (then the default port).
-	host, port := first, ""
-	if i := strings.LastIndexByte(first, ':'); i >= 0 && (strings.HasPrefix(first, "[") == strings.Contains(first[:i], "]")) {
-		host, port = first[:i], first[i+1:]
+	pc.NoAdvertise = noAdvertise
+	if v4Only {
+		pc.IPv6 = false
 	}
-	a, ok := TorAddrParse(host)
-	if !ok {
-		if strings.Contains(host, ":") {
-			return nil, errors.New(kind + " " + first + ": malformed address")
-		}
-		// A host name: tor resolves it; it never names a public address
-		// relayfw could reject without resolving, so record only the port.
-		pc.Port = port
-		return pc, nil
+	if v6Only {
+		pc.IPv4 = false
 	}
-	pc.Addr, pc.Port = a, port
-	pc.IPv4, pc.IPv6 = a.Is4(), !a.Is4()
-	return pc, nil
+	return pc, warns, nil
 }
 
 func isAllDigits(s string) bool {

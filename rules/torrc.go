@@ -108,11 +108,13 @@ func parseTorrcText(fsys FS, file, text string, depth int) ([]ConfigLine, error)
 	if depth > maxIncludeDepth {
 		return nil, &SyntaxError{File: file, Err: fmt.Errorf("more than %d nested %%includes", maxIncludeDepth)}
 	}
-	// tor reads the file as a C string: a NUL byte ends it.
-	if i := strings.IndexByte(text, 0); i >= 0 {
-		text = text[:i]
-	}
 	lines := newLineIndex(text)
+	// tor reads the file as a C string: a NUL byte silently ends it, and
+	// everything after it is ignored. A torrc is text; a NUL means a binary
+	// or damaged file, which must not become a firewall.
+	if i := strings.IndexByte(text, 0); i >= 0 {
+		return nil, &SyntaxError{File: file, Line: lines.lineOf(i), Err: errors.New("binary data (a NUL byte): not a text file; tor would silently ignore the rest of it")}
+	}
 	var out []ConfigLine
 	pos := 0
 	for pos < len(text) {

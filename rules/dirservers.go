@@ -1,0 +1,219 @@
+package rules
+
+import (
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// DirServer is one DirAuthority or FallbackDir line: the addresses a relay
+// contacts it on.
+type DirServer struct {
+	Addr    netip.Addr     // IPv4 for authorities; fallbacks may use IPv6
+	DirPort uint16         // 0 when the line has none (fallbacks)
+	ORPort  uint16         // 0 when the line has none or an invalid one
+	IPv6    netip.AddrPort // the ipv6= flag, when present
+}
+
+// ParseDirAuthorityLine is tor's parse_dir_authority_line with
+// validate_only: the errors are the lines tor refuses to start with, the
+// warnings what tor only logs.
+func ParseDirAuthorityLine(value string) (DirServer, []string, error) {
+	var ds DirServer
+	var warns []string
+	items := strings.Fields(value)
+	if len(items) < 1 {
+		return ds, nil, errors.New("no arguments on DirAuthority line")
+	}
+	if isLegalNickname(items[0]) {
+		items = items[1:]
+	}
+	var extraDirports []string
+	for len(items) > 0 {
+		flag := items[0]
+		if isDigit(flag[0]) {
+			break
+		}
+		lower := strings.ToLower(flag)
+		switch {
+		case lower == "hs" || lower == "no-hs":
+			warns = append(warns, "the DirAuthority options 'hs' and 'no-hs' are obsolete")
+		case lower == "bridge", lower == "no-v2":
+		case strings.HasPrefix(lower, "orport="):
+			if p, ok := torParseLongAll(flag[len("orport="):], 1, 65535); ok {
+				ds.ORPort = uint16(p)
+			} else {
+				warns = append(warns, fmt.Sprintf("invalid orport %q on DirAuthority line", flag[len("orport="):]))
+			}
+		case strings.HasPrefix(flag, "weight="): // tor: case-sensitive
+		case strings.HasPrefix(lower, "v3ident="):
+			id := flag[len("v3ident="):]
+			if _, err := hex.DecodeString(id); len(id) != 40 || err != nil {
+				warns = append(warns, fmt.Sprintf("bad v3 identity digest %q on DirAuthority line", flag))
+			}
+		case strings.HasPrefix(lower, "ipv6="):
+			if ds.IPv6.IsValid() {
+				warns = append(warns, "redundant ipv6 addr/port on DirAuthority line")
+				break
+			}
+			ap, ok := torAddrPortParse(flag[len("ipv6="):])
+			if !ok || !ap.Addr().Is6() {
+				return ds, warns, fmt.Errorf("bad ipv6 addr/port %q on DirAuthority line", flag)
+			}
+			ds.IPv6 = ap
+		case strings.HasPrefix(lower, "upload="), strings.HasPrefix(lower, "download="), strings.HasPrefix(lower, "vote="):
+			extraDirports = append(extraDirports, flag)
+		default:
+			warns = append(warns, fmt.Sprintf("unrecognized flag %q on DirAuthority line", flag))
+		}
+		items = items[1:]
+	}
+	if len(items) < 2 {
+		return ds, warns, errors.New("too few arguments to DirAuthority line")
+	}
+	host, port, ok := torAddrPortSplit(items[0])
+	if !ok {
+		return ds, warns, fmt.Errorf("error parsing DirAuthority address %q", items[0])
+	}
+	a, ok := torInetAton(host)
+	if !ok {
+		return ds, warns, fmt.Errorf("error parsing DirAuthority address %q (invalid IPv4 address)", host)
+	}
+	if port == 0 {
+		return ds, warns, fmt.Errorf("missing port in DirAuthority address %q", items[0])
+	}
+	fp := strings.Join(items[1:], "")
+	if len(fp) != 40 {
+		return ds, warns, fmt.Errorf("key digest %q for DirAuthority is wrong length %d", fp, len(fp))
+	}
+	if _, err := hex.DecodeString(fp); err != nil {
+		return ds, warns, errors.New("unable to decode DirAuthority key digest")
+	}
+	for _, d := range extraDirports {
+		if err := parseDirauthDirport(d); err != nil {
+			return ds, warns, err
+		}
+	}
+	ds.Addr, ds.DirPort = a, port
+	return ds, warns, nil
+}
+
+// parseDirauthDirport is parse_dirauth_dirport: "upload=", "download="
+// or "vote=" followed by an address:port.
+func parseDirauthDirport(flag string) error {
+	_, v, _ := strings.Cut(flag, "=")
+	if ap, ok := torAddrPortParse(v); !ok || ap.Port() == 0 {
+		return fmt.Errorf("unable to parse %q on DirAuthority line", flag)
+	}
+	return nil
+}
+
+// ParseFallbackDirLine is tor's parse_dir_fallback_line with validate_only.
+func ParseFallbackDirLine(value string) (DirServer, []string, error) {
+	var ds DirServer
+	var warns []string
+	var positional []string
+	orport := -1
+	haveID := false
+	for _, cp := range strings.Fields(value) {
+		if !strings.Contains(cp, "=") {
+			positional = append(positional, cp)
+			continue
+		}
+		ok := true
+		switch {
+		case strings.HasPrefix(cp, "orport="):
+			var p int64
+			p, ok = torParseLongAll(cp[len("orport="):], 1, 65535)
+			orport = int(p)
+		case strings.HasPrefix(cp, "id="):
+			id, err := hex.DecodeString(cp[len("id="):])
+			ok = err == nil && len(id) == 20
+			haveID = ok && strings.Trim(cp[len("id="):], "0") != ""
+		case strings.HasPrefix(strings.ToLower(cp), "ipv6="):
+			if ds.IPv6.IsValid() {
+				warns = append(warns, "redundant ipv6 addr/port on FallbackDir line")
+				break
+			}
+			ap, good := torAddrPortParse(cp[len("ipv6="):])
+			if !good || !ap.Addr().Is6() {
+				return ds, warns, fmt.Errorf("bad ipv6 addr/port %q on FallbackDir line", cp)
+			}
+			ds.IPv6 = ap
+		}
+		if !ok {
+			return ds, warns, fmt.Errorf("bad FallbackDir option %q", cp)
+		}
+	}
+	if len(positional) != 1 {
+		return ds, warns, fmt.Errorf("couldn't parse FallbackDir line %q", value)
+	}
+	if !haveID {
+		return ds, warns, errors.New("missing identity on FallbackDir line")
+	}
+	if orport <= 0 {
+		return ds, warns, errors.New("missing orport on FallbackDir line")
+	}
+	host, port, ok := torAddrPortSplit(positional[0])
+	a, ok2 := TorAddrParse(host)
+	if !ok || !ok2 {
+		return ds, warns, fmt.Errorf("couldn't parse address:port %q on FallbackDir line", positional[0])
+	}
+	ds.Addr, ds.DirPort, ds.ORPort = a, port, uint16(orport)
+	return ds, warns, nil
+}
+
+// isLegalNickname is tor's is_legal_nickname: 1 to 19 ASCII letters and
+// digits.
+func isLegalNickname(s string) bool {
+	if len(s) < 1 || len(s) > 19 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isDigit(c) && !(c >= 'a' && c <= 'z') && !(c >= 'A' && c <= 'Z') {
+			return false
+		}
+	}
+	return true
+}
+
+// torParseLongAll is tor_parse_long with a NULL next pointer: the whole
+// string must be the number.
+func torParseLongAll(s string, min, max int64) (int64, bool) {
+	v, rest, ok := torParseLong(s, min, max)
+	return v, ok && rest == ""
+}
+
+// torAddrPortSplit is tor_addr_port_split: "host[:port]", where a bare
+// IPv6 address has no port; a port present must be 1..65535.
+func torAddrPortSplit(s string) (host string, port uint16, ok bool) {
+	if a, good := TorAddrParse(s); good && a.Is6() {
+		return s, 0, true
+	}
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return s, 0, true
+	}
+	p, good := torParseLongAll(s[i+1:], 1, 65535)
+	if !good {
+		return "", 0, false
+	}
+	return s[:i], uint16(p), true
+}
+
+// torAddrPortParse is tor_addr_port_parse with no default port: an
+// address and a port, an IPv6 address in brackets.
+func torAddrPortParse(s string) (netip.AddrPort, bool) {
+	host, port, ok := torAddrPortSplit(s)
+	if !ok || port == 0 {
+		return netip.AddrPort{}, false
+	}
+	a, ok := TorAddrParse(host)
+	if !ok {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(a, port), true
+}

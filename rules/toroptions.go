@@ -1,0 +1,85 @@
+package rules
+
+//go:generate go run gen_toroptions.go
+
+import (
+	"fmt"
+	"strings"
+)
+
+// optKind says how tor treats an option name it knows.
+type optKind uint8
+
+const (
+	optSettable   optKind = 1 << iota // an ordinary option
+	optObsolete                       // accepted, warned about and ignored
+	optVirtual                        // known, but tor refuses to assign it
+	optDeprecated                     // settable, with a deprecation warning
+)
+
+type torOptionName struct {
+	name string
+	kind optKind
+}
+
+type torAbbrev struct {
+	short, full string
+	cmdlineOnly bool // applies to tor's command line only, not to a torrc
+	warn        bool // tor warns that the short name is deprecated
+}
+
+// torOptionKey is the option a torrc keyword names, as tor's confmgt
+// resolves it: config_expand_abbrev applies the alias table (case
+// insensitively, one pass in table order), then config_mgr_find_var looks
+// for an exact case-insensitive name and, failing that, for the first
+// name in strcasecmp order that starts with the keyword. tor accepts such
+// a truncated keyword with a warning; relayfw does the same.
+type torOptionKey struct {
+	Name     string   // tor's canonical spelling
+	Kind     optKind  // what tor does with it
+	Warnings []string // what tor warns about the keyword
+}
+
+// lookupTorOption resolves a torrc keyword (without "+" or "/"). ok is
+// false when tor does not know it: "Unknown option 'KEY'. Failing."
+func lookupTorOption(key string) (torOptionKey, bool) {
+	var res torOptionKey
+	for _, a := range torAbbrevTable {
+		if !a.cmdlineOnly && strings.EqualFold(key, a.short) {
+			if a.warn {
+				res.Warnings = append(res.Warnings, fmt.Sprintf("the option name %q is deprecated; tor reads it as %q", a.short, a.full))
+			}
+			key = a.full
+		}
+	}
+	if key == "" {
+		return res, false
+	}
+	var found *torOptionName
+	for i := range torOptionTable {
+		if strings.EqualFold(torOptionTable[i].name, key) {
+			found = &torOptionTable[i]
+			break
+		}
+	}
+	if found == nil {
+		for i := range torOptionTable {
+			if len(key) <= len(torOptionTable[i].name) && strings.EqualFold(torOptionTable[i].name[:len(key)], key) {
+				found = &torOptionTable[i]
+				res.Warnings = append(res.Warnings, fmt.Sprintf("the abbreviation %q is deprecated; tor reads it as %q (write the full name)", key, found.name))
+				break
+			}
+		}
+	}
+	if found == nil {
+		return res, false
+	}
+	res.Name, res.Kind = found.name, found.kind
+	switch {
+	case found.kind&optObsolete != 0:
+		res.Warnings = append(res.Warnings, fmt.Sprintf("tor skips the obsolete option %q", found.name))
+	case found.kind&optDeprecated != 0:
+		res.Warnings = append(res.Warnings, fmt.Sprintf("the %s option is deprecated and will most likely be removed from tor", found.name))
+	}
+	return res, true
+}
