@@ -245,6 +245,9 @@ var optionNameCases = []string{
 	"ServerDNSResolvConfFile /etc/resolv.conf",
 	"ExitPolicy accept *:80 # ok\nFooBar",
 	"q#%^&*(0!%$@ 17",
+	"ExitPolicyRejectPrivate",
+	"/ExitPolicyRejectPrivate",
+	"ExitRelay",
 }
 
 func TestTorOracle(t *testing.T) {

@@ -73,7 +73,9 @@ var portOptions = []string{
 
 // OptionsFromLines interprets torrc lines as tor's config_assign does: option
 // names are case-insensitive, the last value of a single-valued option
-// wins, an empty value or "/Option" resets it, list options accumulate.
+// wins, list options accumulate, and an empty value or "/Option" clears
+// the option to its type's zero (config_clear: ExitPolicyRejectPrivate
+// becomes 0 and ExitRelay 0, not their defaults).
 // Option names are resolved against tor's own option table: a name tor
 // does not know, or one it refuses to assign, is a SyntaxError, as it is
 // for tor; abbreviations, aliases and obsolete names get tor's warnings.
@@ -87,7 +89,6 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		"exitpolicyrejectlocalinterfaces": &o.ExitPolicyRejectLocalInterfaces,
 		"bridgerelay":                     &o.BridgeRelay,
 	}
-	boolDefault := map[string]bool{"exitpolicyrejectprivate": true}
 	stringOpt := map[string]*string{
 		"datadirectory":           &o.DataDirectory,
 		"user":                    &o.User,
@@ -138,7 +139,7 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		case key == "exitrelay":
 			switch {
 			case l.Clear || l.Value == "":
-				o.ExitRelay = -1
+				o.ExitRelay = 0 // config_clear: the type's zero, not the default
 			case l.Value == "0" || l.Value == "1":
 				o.ExitRelay = int(l.Value[0] - '0')
 			case strings.EqualFold(l.Value, "auto"):
@@ -149,7 +150,7 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		case boolOpt[key] != nil:
 			switch {
 			case l.Clear || l.Value == "":
-				*boolOpt[key] = boolDefault[key]
+				*boolOpt[key] = false // config_clear, even where tor's default is 1
 			case l.Value == "0" || l.Value == "1":
 				*boolOpt[key] = l.Value == "1"
 			default:
