@@ -80,6 +80,14 @@ var portOptions = []string{
 // does not know, or one it refuses to assign, is a SyntaxError, as it is
 // for tor; abbreviations, aliases and obsolete names get tor's warnings.
 func OptionsFromLines(lines []ConfigLine) (Options, error) {
+	return OptionsFromGroups(lines)
+}
+
+// OptionsFromGroups is tor's options_init_from_string: each group (the
+// defaults file, then the torrc) is assigned in turn, and after a group
+// its list options are "fragile": the next group's first line of a list
+// replaces it, unless written "+Option", which appends.
+func OptionsFromGroups(groups ...[]ConfigLine) (Options, error) {
 	o := DefaultOptions()
 	o.Origin = map[string]ConfigLine{}
 	boolOpt := map[string]*bool{
@@ -103,14 +111,29 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		listKeys[strings.ToLower(p)] = true
 	}
 
+	fragile := map[string]bool{}
+	for _, lines := range groups {
+		if err := o.assign(lines, listKeys, listLines, fragile, stringOpt, boolOpt); err != nil {
+			return o, err
+		}
+		for k := range listLines {
+			fragile[k] = true
+		}
+	}
+	return o.finish(listLines)
+}
+
+// assign is config_assign of one group of lines.
+func (o *Options) assign(lines []ConfigLine, listKeys map[string]bool, listLines map[string][]ConfigLine,
+	fragile map[string]bool, stringOpt map[string]*string, boolOpt map[string]*bool) error {
 	seen := map[string]ConfigLine{}
 	for _, l := range lines {
 		opt, ok := lookupTorOption(l.Key)
 		if !ok {
-			return o, lineError(l, fmt.Errorf("unknown option %q: tor refuses to start (\"Unknown option '%s'.  Failing.\")", l.Key, l.Key))
+			return lineError(l, fmt.Errorf("unknown option %q: tor refuses to start (\"Unknown option '%s'.  Failing.\")", l.Key, l.Key))
 		}
 		if opt.Kind&optVirtual != 0 {
-			return o, lineError(l, fmt.Errorf("%s cannot be set in a torrc: tor refuses to start (\"Cannot assign directly to virtual option.\")", opt.Name))
+			return lineError(l, fmt.Errorf("%s cannot be set in a torrc: tor refuses to start (\"Cannot assign directly to virtual option.\")", opt.Name))
 		}
 		for _, w := range opt.Warnings {
 			o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s", l.Where(), w))
@@ -131,9 +154,15 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 		o.Origin[key] = l
 		switch {
 		case listKeys[key]:
-			if l.Clear {
+			switch {
+			case l.Clear:
 				delete(listLines, key)
-			} else if l.Value != "" { // tor: "Linelist option has no value. Skipping."
+			case l.Value == "": // tor: "Linelist option has no value. Skipping."
+			default:
+				if fragile[key] && !l.Append {
+					delete(listLines, key) // a new group replaces the list
+				}
+				fragile[key] = false
 				listLines[key] = append(listLines[key], l)
 			}
 		case key == "exitrelay":
@@ -145,7 +174,7 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 			case strings.EqualFold(l.Value, "auto"):
 				o.ExitRelay = -1
 			default:
-				return o, lineError(l, fmt.Errorf("ExitRelay %q: allowed values are 0, 1 and auto", l.Value))
+				return lineError(l, fmt.Errorf("ExitRelay %q: allowed values are 0, 1 and auto", l.Value))
 			}
 		case boolOpt[key] != nil:
 			switch {
@@ -154,13 +183,17 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 			case l.Value == "0" || l.Value == "1":
 				*boolOpt[key] = l.Value == "1"
 			default:
-				return o, lineError(l, fmt.Errorf("%s %q: allowed values are 0 and 1", l.Key, l.Value))
+				return lineError(l, fmt.Errorf("%s %q: allowed values are 0 and 1", l.Key, l.Value))
 			}
 		case stringOpt[key] != nil:
 			*stringOpt[key] = l.Value
 		}
 	}
+	return nil
+}
 
+// finish interprets the list options once every group is assigned.
+func (o *Options) finish(listLines map[string][]ConfigLine) (Options, error) {
 	o.ExitPolicy = listLines["exitpolicy"]
 	for _, d := range []struct {
 		lines []ConfigLine
@@ -176,7 +209,7 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 				o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s", l.Where(), w))
 			}
 			if err != nil {
-				return o, lineError(l, err)
+				return *o, lineError(l, err)
 			}
 			*d.out = append(*d.out, l.Value)
 		}
@@ -189,7 +222,7 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 				o.Warnings = append(o.Warnings, fmt.Sprintf("torrc %s: %s", l.Where(), w))
 			}
 			if err != nil {
-				return o, lineError(l, err)
+				return *o, lineError(l, err)
 			}
 			if pc != nil {
 				o.Ports = append(o.Ports, *pc)
@@ -198,18 +231,18 @@ func OptionsFromLines(lines []ConfigLine) (Options, error) {
 	}
 	var err error
 	if o.OutboundBindExit, err = outboundAddrs(listLines["outboundbindaddressexit"]); err != nil {
-		return o, err
+		return *o, err
 	}
 	if o.OutboundBindOR, err = outboundAddrs(listLines["outboundbindaddressor"]); err != nil {
-		return o, err
+		return *o, err
 	}
 	if o.OutboundBindPT, err = outboundAddrs(listLines["outboundbindaddresspt"]); err != nil {
-		return o, err
+		return *o, err
 	}
 	if o.OutboundBindAny, err = outboundAddrs(listLines["outboundbindaddress"]); err != nil {
-		return o, err
+		return *o, err
 	}
-	return o, nil
+	return *o, nil
 }
 
 func lineError(l ConfigLine, err error) error {

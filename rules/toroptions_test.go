@@ -82,7 +82,7 @@ func TestOptionsRefuseWhatTorRefuses(t *testing.T) {
 }
 
 func TestOptionsAbbreviationsAsTor(t *testing.T) {
-	text := "ExitRel 1\nExitPol accept *:22\nDirServer auth1 orport=9001 127.0.0.1:7000 "+testFP+"\nGroup tor\n__ORPort 9001\n"
+	text := "ExitRel 1\nExitPol accept *:22\nDirServer auth1 orport=9001 127.0.0.1:7000 " + testFP + "\nGroup tor\n__ORPort 9001\n"
 	lines, err := ParseTorrc(nil, "torrc", text)
 	if err != nil {
 		t.Fatal(err)
@@ -110,5 +110,42 @@ func TestTorrcRefusesBinary(t *testing.T) {
 	var se *SyntaxError
 	if !errors.As(err, &se) || se.Line != 2 {
 		t.Fatalf("err %v; want a SyntaxError at line 2", err)
+	}
+}
+
+// tor reads the defaults file, then the torrc: a list the torrc sets
+// replaces the defaults' list, "+Option" appends to it, "/Option" clears it.
+func TestOptionsFromGroupsAsTor(t *testing.T) {
+	defaults := "User debian-tor\nDataDirectory /var/lib/tor\nExitPolicy reject *:25\nSocksPort 9050\n"
+	tests := []struct {
+		torrc      string
+		wantPolicy []string
+		wantUser   string
+	}{
+		{"ExitPolicy accept *:80\nExitPolicy accept *:443\n", []string{"accept *:80", "accept *:443"}, "debian-tor"},
+		{"+ExitPolicy accept *:80\n", []string{"reject *:25", "accept *:80"}, "debian-tor"},
+		{"/ExitPolicy\nUser tor2\n", nil, "tor2"},
+		{"Nickname x\n", []string{"reject *:25"}, "debian-tor"},
+	}
+	for _, tt := range tests {
+		d, err := ParseTorrc(nil, "defaults", defaults)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := ParseTorrc(nil, "torrc", tt.torrc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := OptionsFromGroups(d, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, p := range o.ExitPolicy {
+			got = append(got, p.Value)
+		}
+		if diff := cmp.Diff(tt.wantPolicy, got); diff != "" || o.User != tt.wantUser || o.DataDirectory != "/var/lib/tor" {
+			t.Errorf("%q: policy (-want +got):\n%s\nUser %q (want %q), DataDirectory %q", tt.torrc, diff, o.User, tt.wantUser, o.DataDirectory)
+		}
 	}
 }

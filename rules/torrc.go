@@ -13,11 +13,12 @@ import (
 // ConfigLine is one "Keyword value" line of a torrc, after %include
 // expansion, continuation joining and comment removal.
 type ConfigLine struct {
-	Key   string // as written, without a leading "+" or "/"
-	Value string
-	File  string
-	Line  int  // 1-based line where the keyword starts
-	Clear bool // "/Key": reset the option to its default
+	Key    string // as written, without a leading "+" or "/"
+	Value  string
+	File   string
+	Line   int  // 1-based line where the keyword starts
+	Clear  bool // "/Key": clear the option
+	Append bool // "+Key": add to a list set by the defaults file
 }
 
 // Where is "file:line" for messages.
@@ -129,7 +130,7 @@ func parseTorrcText(fsys FS, file, text string, depth int) ([]ConfigLine, error)
 		cl := ConfigLine{Key: key, Value: value, File: file, Line: lines.lineOf(keyAt)}
 		switch key[0] {
 		case '+':
-			cl.Key = key[1:]
+			cl.Key, cl.Append = key[1:], true
 		case '/':
 			cl.Key, cl.Value, cl.Clear = key[1:], "", true
 		}
