@@ -21,6 +21,9 @@ const DefaultPath = "/etc/relayfw/relayfw.toml"
 type Config struct {
 	// Torrc is the torrc to read when --torrc is not given.
 	Torrc string `toml:"torrc"`
+	// Instances are the tor instances to read when --torrc is not given,
+	// instead of Torrc and of the Debian layout.
+	Instances []Instance `toml:"instance"`
 	// DataDirectory is tor's, where relayfw reads the cached consensus;
 	// default: the torrc's DataDirectory, else /var/lib/tor (Debian).
 	DataDirectory string `toml:"data_directory"`
@@ -28,6 +31,13 @@ type Config struct {
 	Allow Allow `toml:"allow"`
 	// Log switches the logging of rejected packets.
 	Log Log `toml:"log"`
+}
+
+// Instance is one [[instance]]: a tor process of its own.
+type Instance struct {
+	Name          string `toml:"name"`           // used in messages and rule comments
+	Torrc         string `toml:"torrc"`          // its torrc
+	DefaultsTorrc string `toml:"defaults_torrc"` // its --defaults-torrc; none: no defaults file
 }
 
 // Log is the [log] table.
@@ -111,6 +121,22 @@ func Parse(path string, data []byte) (Config, error) {
 		if _, err := netip.ParseAddr(r); err != nil {
 			return Config{}, &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
 		}
+	}
+	names := map[string]bool{}
+	for i, in := range c.Instances {
+		line := lineOf(data[max(nthIndex(data, "[[instance]]", i), 0):], "[[instance]]") + bytes.Count(data[:max(nthIndex(data, "[[instance]]", i), 0)], []byte("\n"))
+		switch {
+		case !validName(in.Name):
+			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q: want 1-20 letters, digits, - or _", i, in.Name)}
+		case names[in.Name]:
+			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q used twice", i, in.Name)}
+		case in.Torrc == "":
+			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d] %s: torrc is required", i, in.Name)}
+		}
+		names[in.Name] = true
+	}
+	if len(c.Instances) > 0 && c.Torrc != "" {
+		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "torrc"), Msg: "torrc and [[instance]] together: list every torrc as an [[instance]]"}
 	}
 	for i, e := range c.Allow.Extra {
 		// Name the line within this [[allow.extra]] table.

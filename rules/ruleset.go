@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -270,11 +271,58 @@ type Allowance struct {
 // expects.
 func DefaultHost() Host { return Host{DHCP: true, NTP: true, Ping: true, NDP: true} }
 
-// Compile turns an effective exit policy and host facts into the ruleset,
-// in this order (first match decides): loopback, established, ICMP the host needs,
-// host allowances, relay links, the exit policy as one exit map lookup
-// per family, then reject.
+// Instance is one tor process on the host as the firewall sees it: its
+// exit policy applies to its own exit traffic only.
+type Instance struct {
+	Name   string     // "default", or the Debian instance name
+	Policy ExitPolicy // the effective policy; reject *:* for a non-exit
+	// UID is the instance's User: its policy applies to sockets of this
+	// user only. nil (one torrc without a User) means every socket.
+	UID  *uint32
+	User string // its User's name, for comments
+	// ExitSources are its OutboundBindAddressExit addresses: where set for
+	// a family, its policy applies only to packets from them.
+	ExitSources []netip.Addr
+}
+
+// Compile turns an effective exit policy and host facts into the ruleset
+// of a single tor that has no User: its policy applies to every socket.
 func Compile(p ExitPolicy, h Host) Ruleset {
+	return CompileInstances([]Instance{{Name: "default", Policy: p, ExitSources: h.ExitSources}}, h)
+}
+
+// ExitInstances are the instances that exit traffic of a family; the
+// others (middles, bridges, clients) add no exit rule.
+func ExitInstances(insts []Instance, v6 bool) []Instance {
+	var out []Instance
+	for _, in := range insts {
+		if !in.Policy.rejectsFamily(v6) {
+			out = append(out, in)
+		}
+	}
+	return out
+}
+
+// ExitMapName names the exit map of the i-th exit instance (0-based) of
+// n: "exit4"/"exit6" for a single one, else "exit4_i1", "exit4_i2", …
+// (short: the iptables backend puts them into 31-character ipset names).
+func ExitMapName(i, n int, v6 bool) string {
+	name := "exit" + suffix(IPv4)
+	if v6 {
+		name = "exit" + suffix(IPv6)
+	}
+	if n > 1 {
+		name += fmt.Sprintf("_i%d", i+1)
+	}
+	return name
+}
+
+// CompileInstances turns the effective exit policies of the host's tor
+// instances and host facts into the ruleset, in this order (first match
+// decides): loopback, established, ICMP the host needs, host allowances,
+// relay links, each exit instance's policy as one exit map lookup per
+// family (scoped to its user and exit addresses), then reject.
+func CompileInstances(insts []Instance, h Host) Ruleset {
 	rs := Ruleset{Version: RulesetVersion}
 	add := func(r Rule) { rs.Outbound = append(rs.Outbound, r) }
 
@@ -343,11 +391,22 @@ func Compile(p ExitPolicy, h Host) Ruleset {
 			Family: fam, Proto: "tcp", Set: set.Name, Action: ActionAccept})
 	}
 	for _, fam := range []Family{IPv4, IPv6} {
-		m := p.NewExitMap("exit"+suffix(fam), fam == IPv6)
-		m.Comment = "the TCP ports the exit policy accepts, by class of destination address"
-		rs.ExitMaps = append(rs.ExitMaps, m)
-		add(Rule{Name: m.Name, Class: ClassExit, Comment: "the relay's exit policy (TCP)",
-			Family: fam, Proto: "tcp", SrcAddrs: prefixesOf(h.ExitSources, fam), ExitMap: m.Name, Action: ActionAccept})
+		exits := ExitInstances(insts, fam == IPv6)
+		if len(insts) == 1 && insts[0].UID == nil {
+			exits = insts // one torrc without User: as before instances, always a rule
+		}
+		for i, in := range exits {
+			m := in.Policy.NewExitMap(ExitMapName(i, len(exits), fam == IPv6), fam == IPv6)
+			m.Comment = "the TCP ports the exit policy accepts, by class of destination address"
+			comment := "the relay's exit policy (TCP)"
+			if in.UID != nil {
+				m.Comment = fmt.Sprintf("tor instance %s: the TCP ports its exit policy accepts, by class of destination address", in.Name)
+				comment = fmt.Sprintf("the exit policy of tor instance %s (TCP, sockets of user %s, uid %d)", in.Name, cmp.Or(in.User, "root"), *in.UID)
+			}
+			rs.ExitMaps = append(rs.ExitMaps, m)
+			add(Rule{Name: m.Name, Class: ClassExit, Comment: comment, Family: fam, Proto: "tcp",
+				SrcAddrs: prefixesOf(in.ExitSources, fam), SocketUID: in.UID, ExitMap: m.Name, Action: ActionAccept})
+		}
 	}
 	for i := range rs.Sets {
 		if rs.Sets[i].Elements == nil {

@@ -17,7 +17,8 @@ func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, error) {
 	if err != nil {
 		return rules.Ruleset{}, err
 	}
-	return rules.Compile(in.effective.Policy, in.host(g)), nil
+	rs, _ := in.ruleset(g)
+	return rs, nil
 }
 
 // rulesetAndBackend compiles the ruleset, then picks the backend: bad

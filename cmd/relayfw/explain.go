@@ -14,10 +14,11 @@ import (
 // verdict (verdict, entry, index), then the host firewall's for the
 // protocol (firewall, reason, rule).
 type explanation struct {
-	Target  string `json:"target"`
-	Verdict string `json:"verdict"`
-	Entry   string `json:"entry"`
-	Index   int    `json:"index"`
+	Instance string `json:"instance,omitempty"` // with several tor instances
+	Target   string `json:"target"`
+	Verdict  string `json:"verdict"`
+	Entry    string `json:"entry"`
+	Index    int    `json:"index"`
 
 	Proto    string `json:"proto"`
 	Firewall string `json:"firewall"`
@@ -26,7 +27,7 @@ type explanation struct {
 }
 
 func newExplainCommand(g *globals) *cobra.Command {
-	var format, proto string
+	var format, proto, instance string
 	cmd := &cobra.Command{
 		Use:   "explain TARGET...",
 		Short: "Say whether the exit policy and the host firewall let ADDR:PORT or [ADDR6]:PORT out, and why",
@@ -35,7 +36,11 @@ func newExplainCommand(g *globals) *cobra.Command {
 the host firewall's verdict for a new connection of --proto (tcp or udp)
 and why: exit policy, relay link, host allowance, loopback, or the default
 reject. Uses the model alone; no kernel state is read. With
-OutboundBindAddressExit, the connection is taken to come from that address.`,
+OutboundBindAddressExit, the connection is taken to come from that address.
+
+With several tor instances, each exit instance answers on a line of its own
+starting "instance NAME:", for a connection of its tor (its User's
+sockets); --instance NAME asks one.`,
 		Example: `  relayfw explain 203.0.113.5:80 '[2001:db8::1]:443'
   relayfw explain --format json 198.51.100.9:25`,
 		Args: cobra.MinimumNArgs(1),
@@ -58,21 +63,44 @@ OutboundBindAddressExit, the connection is taken to come from that address.`,
 			if err != nil {
 				return err
 			}
-			host := in.host(g)
-			rs := rules.Compile(in.effective.Policy, host)
+			insts, err := selectInstance(in.instances, instance)
+			if err != nil {
+				return err
+			}
+			if instance == "" {
+				// The instances that exit answer; when none does, the
+				// first says "reject".
+				var exits []*torInstance
+				for _, t := range insts {
+					if t.isExit() {
+						exits = append(exits, t)
+					}
+				}
+				if len(exits) == 0 {
+					exits = insts[:1]
+				}
+				insts = exits
+			}
+			rs, _ := in.ruleset(g)
 			enc := json.NewEncoder(g.stdout)
-			for i, t := range targets {
-				e := explain(in.effective.Policy, args[i], t)
-				explainFirewall(&e, rs, host, proto, t)
-				if format == "json" {
-					if err := enc.Encode(e); err != nil {
+			for _, inst := range insts {
+				for i, t := range targets {
+					e := explain(inst.effective.Policy, args[i], t)
+					explainFirewall(&e, rs, inst, proto, t)
+					prefix := ""
+					if len(in.instances) > 1 {
+						e.Instance, prefix = inst.name, "instance "+inst.name+": "
+					}
+					if format == "json" {
+						if err := enc.Encode(e); err != nil {
+							return err
+						}
+						continue
+					}
+					if _, err := fmt.Fprintf(g.stdout, "%s%s %s by entry %d: %s; firewall (%s): %s, %s (rule %s)\n",
+						prefix, e.Target, e.Verdict, e.Index, e.Entry, e.Proto, e.Firewall, e.Reason, e.Rule); err != nil {
 						return err
 					}
-					continue
-				}
-				if _, err := fmt.Fprintf(g.stdout, "%s %s by entry %d: %s; firewall (%s): %s, %s (rule %s)\n",
-					e.Target, e.Verdict, e.Index, e.Entry, e.Proto, e.Firewall, e.Reason, e.Rule); err != nil {
-					return err
 				}
 			}
 			return nil
@@ -80,6 +108,7 @@ OutboundBindAddressExit, the connection is taken to come from that address.`,
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol of the connection the firewall is asked about: tcp or udp")
+	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to ask (default: every exit instance)")
 	return cmd
 }
 
@@ -100,17 +129,20 @@ func explain(p rules.ExitPolicy, target string, t netip.AddrPort) explanation {
 }
 
 // explainFirewall adds the host firewall's verdict for a new connection.
-func explainFirewall(e *explanation, rs rules.Ruleset, host rules.Host, proto string, t netip.AddrPort) {
+// The connection is the instance's: from its User's sockets and its
+// OutboundBindAddressExit.
+func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, proto string, t netip.AddrPort) {
 	dst := t.Addr().Unmap()
 	p := rules.Packet{OutIface: "eth0", Dst: dst, Proto: proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
 	if dst.IsLoopback() {
 		p.OutIface = "lo"
 	}
-	for _, src := range host.ExitSources {
+	for _, src := range inst.opts.OutboundBindExit {
 		if src.Is4() == dst.Is4() {
 			p.Src = src
 		}
 	}
+	p.UID = inst.uid
 	e.Proto = proto
 	i := rs.Verdict(p)
 	if i < 0 {

@@ -23,23 +23,21 @@ import (
 )
 
 const (
-	defaultTorrc      = "/etc/tor/torrc"
 	defaultResolvConf = "/etc/resolv.conf"
 	// defaultDataDirectory is where Debian's tor keeps its state (set by
 	// /usr/share/tor/tor-service-defaults-torrc, not by torrc).
 	defaultDataDirectory = "/var/lib/tor"
 )
 
-// inputs is everything a command computes from torrc, --policy, the
+// inputs is everything a command computes from the torrcs, --policy, the
 // config file and the host.
 type inputs struct {
 	cfg       config.Config
-	opts      rules.Options
-	effective rules.Effective
+	instances []*torInstance
 }
 
-// loadInputs reads the config file and the torrc and builds the effective
-// exit policy. Warnings go to the log (stderr).
+// loadInputs reads the config file and every tor instance's torrc and
+// builds their effective exit policies. Warnings go to the log (stderr).
 func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
 	in := &inputs{}
 	cfg, err := config.Load(g.configPath)
@@ -51,42 +49,99 @@ func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
 	default:
 		return nil, fmt.Errorf("config: %w", err)
 	}
-
-	torrcPath := g.torrc
-	if !g.torrcSet(cmd) && in.cfg.Torrc != "" {
-		torrcPath = in.cfg.Torrc
-	}
-	lines, err := rules.ReadTorrc(torrcPath)
-	var fe *rules.FileError
-	if errors.As(err, &fe) && fe.Path == torrcPath && errors.Is(err, fs.ErrNotExist) &&
-		g.policySet(cmd) && !g.torrcSet(cmd) && in.cfg.Torrc == "" {
-		// --policy alone, on a host without a torrc: an empty torrc.
-		lines, err = nil, nil
-	}
+	srcs, err := instanceSources(cmd, g, in)
 	if err != nil {
 		return nil, err
 	}
-	in.opts, err = rules.OptionsFromLines(lines)
-	if err != nil {
-		return nil, err
-	}
-	if g.policySet(cmd) {
-		in.opts.ExitPolicy = nil
-		if g.policy != "" {
-			in.opts.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: g.policy, File: "--policy"}}
+	facts := hostFacts()
+	for _, src := range srcs {
+		defaults, lines, err := readInstance(src)
+		var fe *rules.FileError
+		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
+			g.policySet(cmd) && !g.torrcSet(cmd) && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
+			// --policy alone, on a host without a torrc: an empty torrc.
+			lines, err = nil, nil
 		}
+		if err != nil {
+			return nil, err
+		}
+		t := &torInstance{name: src.name, torrc: src.torrc, defaults: src.defaults, defaultsName: src.defaultsName}
+		if t.opts, err = rules.OptionsFromGroups(defaults, lines); err != nil {
+			return nil, err
+		}
+		if g.policySet(cmd) {
+			t.opts.ExitPolicy = nil
+			if g.policy != "" {
+				t.opts.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: g.policy, File: "--policy"}}
+			}
+		}
+		for _, w := range t.opts.Warnings {
+			g.log.Warn(w)
+		}
+		if t.effective, err = rules.EffectivePolicy(t.opts, facts); err != nil {
+			return nil, err
+		}
+		for _, w := range t.effective.Warnings {
+			g.log.Warn(w)
+		}
+		in.instances = append(in.instances, t)
 	}
-	for _, w := range in.opts.Warnings {
-		g.log.Warn(w)
-	}
-	in.effective, err = rules.EffectivePolicy(in.opts, hostFacts())
-	if err != nil {
+	if err := in.resolveUsers(g); err != nil {
 		return nil, err
-	}
-	for _, w := range in.effective.Warnings {
-		g.log.Warn(w)
 	}
 	return in, nil
+}
+
+// resolveUsers finds each instance's uid. A single torrc without User
+// keeps an unscoped exit policy (tor runs as whoever started it); with
+// several instances one without User runs as root. Two exit instances of
+// one user cannot be told apart in the kernel: that is refused.
+func (in *inputs) resolveUsers(g *globals) error {
+	owner := map[uint32]*torInstance{}
+	for _, t := range in.instances {
+		if t.opts.User == "" {
+			if len(in.instances) == 1 {
+				continue
+			}
+			if t.isExit() {
+				g.log.Warn(fmt.Sprintf("%s has no User: tor runs it as root, so its exit policy applies to root's sockets", t.describe()))
+			}
+			root := uint32(0)
+			t.uid = &root
+		} else {
+			uid, err := lookupUID(t.opts.User)
+			if err != nil {
+				at := t.opts.Origin["user"]
+				return &rules.SyntaxError{File: at.File, Line: at.Line,
+					Err: fmt.Errorf("User %q does not exist on this host (tor refuses to start: \"Error setting configured user\")", t.opts.User)}
+			}
+			t.uid = &uid
+		}
+		if !t.isExit() {
+			continue
+		}
+		if other, dup := owner[*t.uid]; dup {
+			return &exitError{code: exitDataErr, err: fmt.Errorf("%s and %s exit as the same user: the kernel cannot tell their exit traffic apart; give each instance its own User (tor-instance-create does)",
+				other.describe(), t.describe())}
+		}
+		owner[*t.uid] = t
+	}
+	return nil
+}
+
+// ruleInstances are the instances as the compiler sees them.
+func (in *inputs) ruleInstances() []rules.Instance {
+	out := make([]rules.Instance, 0, len(in.instances))
+	for _, t := range in.instances {
+		out = append(out, rules.Instance{Name: t.name, Policy: t.effective.Policy, UID: t.uid, User: t.opts.User, ExitSources: t.opts.OutboundBindExit})
+	}
+	return out
+}
+
+// ruleset compiles every instance's policy and the host's needs.
+func (in *inputs) ruleset(g *globals) (rules.Ruleset, rules.Host) {
+	h := in.host(g)
+	return rules.CompileInstances(in.ruleInstances(), h), h
 }
 
 // hostFacts gathers the host's interface addresses and a resolver for
@@ -112,11 +167,10 @@ func hostFacts() rules.HostFacts {
 func (in *inputs) host(g *globals) rules.Host {
 	allow := in.cfg.Allow
 	h := rules.Host{
-		DHCP:        config.On(allow.DHCP),
-		NTP:         config.On(allow.NTP),
-		Ping:        config.On(allow.Ping),
-		NDP:         config.On(allow.NDP),
-		ExitSources: in.opts.OutboundBindExit,
+		DHCP: config.On(allow.DHCP),
+		NTP:  config.On(allow.NTP),
+		Ping: config.On(allow.Ping),
+		NDP:  config.On(allow.NDP),
 	}
 	if config.On(allow.DNS) {
 		if len(allow.Resolvers) > 0 {
@@ -124,13 +178,13 @@ func (in *inputs) host(g *globals) rules.Host {
 				h.Resolvers = append(h.Resolvers, netip.MustParseAddr(r))
 			}
 		} else {
-			path := in.opts.ServerDNSResolvConfFile
-			if path == "" {
-				path = defaultResolvConf
-			}
-			rs, err := readResolvers(path)
-			if err != nil {
-				g.log.Warn(fmt.Sprintf("no DNS allowance: %v", err))
+			var rs []netip.Addr
+			for _, path := range in.resolvConfFiles() {
+				found, err := readResolvers(path)
+				if err != nil {
+					g.log.Warn(fmt.Sprintf("no DNS allowance: %v", err))
+				}
+				rs = append(rs, found...)
 			}
 			h.Resolvers = withResolvedUpstreams(g, rs, resolvedUpstreamConf)
 		}
@@ -193,8 +247,11 @@ func (in *inputs) extraAllowances(g *globals) []rules.Allowance {
 	return out
 }
 
-// lookupUID accepts a user name or a numeric uid.
-func lookupUID(name string) (uint32, error) {
+// lookupUID accepts a user name or a numeric uid. A variable so that the
+// golden tests see the same uids on every machine.
+var lookupUID = lookupSystemUID
+
+func lookupSystemUID(name string) (uint32, error) {
 	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
 		return uint32(n), nil
 	}
@@ -206,37 +263,62 @@ func lookupUID(name string) (uint32, error) {
 	return uint32(n), err
 }
 
-// dataDirectory is where tor keeps its cached consensus.
-func (in *inputs) dataDirectory() string {
+// resolvConfFiles are the resolv.conf files the instances' tors read.
+func (in *inputs) resolvConfFiles() []string {
+	var out []string
+	for _, t := range in.instances {
+		path := t.opts.ServerDNSResolvConfFile
+		if path == "" {
+			path = defaultResolvConf
+		}
+		if !slices.Contains(out, path) {
+			out = append(out, path)
+		}
+	}
+	return out
+}
+
+// dataDirectory is where an instance's tor keeps its cached consensus.
+func (in *inputs) dataDirectory(t *torInstance) string {
 	switch {
-	case in.cfg.DataDirectory != "":
+	case in.cfg.DataDirectory != "" && len(in.instances) == 1:
 		return in.cfg.DataDirectory
-	case in.opts.DataDirectory != "":
-		return in.opts.DataDirectory
+	case t.opts.DataDirectory != "":
+		return t.opts.DataDirectory
 	}
 	return defaultDataDirectory
 }
 
-// relayLinks gathers the relays and directory servers tor must reach: the
-// cached consensus (a missing one is a warning) plus the authorities and
-// fallbacks from torrc or tor's compiled-in lists.
+// relayLinks gathers the relays and directory servers the instances must
+// reach: the union of their cached consensuses (a missing one is a
+// warning) and their authorities and fallbacks, from the torrcs or tor's
+// compiled-in lists.
 func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
-	consensus, path, err := relays.ReadConsensus(in.dataDirectory())
-	if err != nil {
-		g.log.Warn(fmt.Sprintf("no cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
-			in.dataDirectory(), strings.ReplaceAll(err.Error(), "\n", "; ")))
-	} else {
-		g.log.Debug("read consensus", "path", path, "links", len(consensus))
+	var sets []relays.Links
+	for _, t := range in.instances {
+		dir := in.dataDirectory(t)
+		consensus, path, err := relays.ReadConsensus(dir)
+		if err != nil {
+			who := ""
+			if len(in.instances) > 1 {
+				who = t.describe() + ": "
+			}
+			g.log.Warn(fmt.Sprintf("%sno cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
+				who, dir, strings.ReplaceAll(err.Error(), "\n", "; ")))
+		} else {
+			g.log.Debug("read consensus", "path", path, "links", len(consensus))
+		}
+		auth, err := relays.DirServers(t.opts.DirAuthority, "authorities")
+		if err != nil {
+			g.log.Warn(fmt.Sprintf("DirAuthority: %v", err))
+		}
+		fallbacks, err := relays.DirServers(t.opts.FallbackDir, "fallbacks")
+		if err != nil {
+			g.log.Warn(fmt.Sprintf("FallbackDir: %v", err))
+		}
+		sets = append(sets, consensus, auth, fallbacks)
 	}
-	auth, err := relays.DirServers(in.opts.DirAuthority, "authorities")
-	if err != nil {
-		g.log.Warn(fmt.Sprintf("DirAuthority: %v", err))
-	}
-	fallbacks, err := relays.DirServers(in.opts.FallbackDir, "fallbacks")
-	if err != nil {
-		g.log.Warn(fmt.Sprintf("FallbackDir: %v", err))
-	}
-	return relays.Merge(consensus, auth, fallbacks)
+	return relays.Merge(sets...)
 }
 
 // resolvedUpstreamConf lists systemd-resolved's upstream servers.

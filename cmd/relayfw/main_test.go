@@ -23,6 +23,20 @@ var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
 const exampleTorrc = "../../examples/torrc"
 const testConfig = "testdata/relayfw.toml"
 
+// testUsers are the users the tests' torrcs name, with fixed uids so that
+// the golden files do not depend on the machine's /etc/passwd.
+var testUsers = map[string]uint32{"debian-tor": 101, "_tor-a": 201, "_tor-b": 202}
+
+func TestMain(m *testing.M) {
+	lookupUID = func(name string) (uint32, error) {
+		if uid, ok := testUsers[name]; ok {
+			return uid, nil
+		}
+		return lookupSystemUID(name)
+	}
+	os.Exit(m.Run())
+}
+
 // relayfw runs the command in-process.
 func relayfw(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
@@ -134,14 +148,14 @@ func TestExplainJSON(t *testing.T) {
 	_, policyOut, _ := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "policy")
 	listing := strings.Split(strings.TrimSuffix(policyOut, "\n"), "\n")
 	want := []explanation{
-		{"203.0.113.5:80", "accept", "accept *:80", 17, "tcp", "accept", "exit policy", "exit4"},
-		{"[2001:db8::1]:25", "reject", "reject6 *:*", 30, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
-		{"10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
-		{"203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+		{"", "203.0.113.5:80", "accept", "accept *:80", 17, "tcp", "accept", "exit policy", "exit4"},
+		{"", "[2001:db8::1]:25", "reject", "reject6 *:*", 30, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+		{"", "10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+		{"", "203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
 		// In testdata/tordata's consensus: a relay link on a port the policy rejects.
-		{"203.0.113.11:9001", "reject", "reject *:*", 29, "tcp", "accept", "relay link", "relay-links4"},
-		{"192.0.2.53:53", "accept", "accept *:53", 15, "tcp", "accept", "host allowance", "dns-tcp4"},
-		{"127.0.0.1:9050", "reject", "reject 127.0.0.0/8:*", 2, "tcp", "accept", "loopback", "loopback"},
+		{"", "203.0.113.11:9001", "reject", "reject *:*", 29, "tcp", "accept", "relay link", "relay-links4"},
+		{"", "192.0.2.53:53", "accept", "accept *:53", 15, "tcp", "accept", "host allowance", "dns-tcp4"},
+		{"", "127.0.0.1:9050", "reject", "reject 127.0.0.0/8:*", 2, "tcp", "accept", "loopback", "loopback"},
 	}
 	var got []explanation
 	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {

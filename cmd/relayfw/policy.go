@@ -8,20 +8,40 @@ import (
 )
 
 func newPolicyCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var instance string
+	cmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Print the effective exit policy, as tor's GETINFO exit-policy/full does",
 		Long: `Print the exit policy tor publishes for this torrc, one entry per line,
 byte-identical to tor's "GETINFO exit-policy/full". A relay that exits
-nowhere prints the single line "reject *:*".`,
+nowhere prints the single line "reject *:*".
+
+With several tor instances, each instance's policy follows a line
+"# tor instance NAME (TORRC[, user USER])"; --instance NAME prints one
+instance's policy alone, without that line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			in, err := loadInputs(cmd, g)
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(g.stdout, strings.Join(in.effective.Policy.Lines(), "\n"))
-			return err
+			insts, err := selectInstance(in.instances, instance)
+			if err != nil {
+				return err
+			}
+			for _, t := range insts {
+				if len(insts) > 1 {
+					if _, err := fmt.Fprintf(g.stdout, "# %s\n", t.describe()); err != nil {
+						return err
+					}
+				}
+				if _, err := fmt.Fprintln(g.stdout, strings.Join(t.effective.Policy.Lines(), "\n")); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
+	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to print (default: all)")
+	return cmd
 }

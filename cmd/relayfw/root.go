@@ -19,16 +19,20 @@ var version = "dev"
 
 // globals are the flags every command shares.
 type globals struct {
-	torrc      string
-	policy     string
-	configPath string
-	backend    string
-	wait       time.Duration
-	stdout     io.Writer
-	log        *slog.Logger
+	torrcs        []string
+	defaultsTorrc string
+	policy        string
+	configPath    string
+	backend       string
+	wait          time.Duration
+	stdout        io.Writer
+	log           *slog.Logger
 }
 
-func (g *globals) torrcSet(cmd *cobra.Command) bool  { return cmd.Flags().Changed("torrc") }
+func (g *globals) torrcSet(cmd *cobra.Command) bool { return cmd.Flags().Changed("torrc") }
+func (g *globals) defaultsSet(cmd *cobra.Command) bool {
+	return cmd.Flags().Changed("defaults-torrc")
+}
 func (g *globals) policySet(cmd *cobra.Command) bool { return cmd.Flags().Changed("policy") }
 func (g *globals) configSet(cmd *cobra.Command) bool { return cmd.Flags().Changed("config") }
 
@@ -52,7 +56,8 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.torrc, "torrc", defaultTorrc, "torrc to read (%include is followed)")
+	pf.StringArrayVar(&g.torrcs, "torrc", nil, "torrc of a tor instance, repeatable (%include is followed); default: relayfw.toml's, else Debian's /etc/tor/torrc and /etc/tor/instances/*/torrc")
+	pf.StringVar(&g.defaultsTorrc, "defaults-torrc", "", "tor's --defaults-torrc for every --torrc (default: Debian's defaults file for Debian's torrcs, else none)")
 	pf.StringVar(&g.policy, "policy", "", "exit policy in torrc syntax; replaces the torrc's ExitPolicy lines")
 	pf.StringVar(&g.configPath, "config", config.DefaultPath, "relayfw's own settings (optional at the default path)")
 	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables")

@@ -74,7 +74,10 @@ func (s ipset) create(name string) string {
 // classSets splits an exit map's classes into those matched through an
 // ipset and those matched by address rules; with a single prefix (one
 // class everywhere) no address match is needed at all.
-func classSets(m rules.ExitMap) (withSet, withRules []int) {
+//
+// The ipsets of a family are shared among its exit maps (one per exit
+// instance): each gets maxClassIpsets divided by their number.
+func classSets(rs rules.Ruleset, m rules.ExitMap) (withSet, withRules []int) {
 	if len(m.Prefixes) <= 1 {
 		return nil, nil
 	}
@@ -89,7 +92,13 @@ func classSets(m rules.ExitMap) (withSet, withRules []int) {
 		order[i] = i
 	}
 	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(count[b], count[a]) })
-	n := min(len(order), maxClassIpsets)
+	maps := 0
+	for _, other := range rs.ExitMaps {
+		if other.Family == m.Family {
+			maps++
+		}
+	}
+	n := min(len(order), maxClassIpsets/max(maps, 1))
 	withSet, withRules = order[:n], order[n:]
 	slices.Sort(withSet)
 	slices.Sort(withRules)
@@ -169,7 +178,7 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 		if (m.Family == rules.IPv6) != v6 {
 			continue
 		}
-		withSet, _ := classSets(m)
+		withSet, _ := classSets(rs, m)
 		for _, c := range withSet {
 			entries := classEntries(m, c)
 			out = append(out, ipset{name: classIpsetName(m.Classes[c].Name, entries), class: m.Classes[c].Name,

@@ -168,7 +168,7 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 		if (m.Family == rules.IPv6) != v6 {
 			return nil, fmt.Errorf("exit map %q is not of the rule's family", r.ExitMap)
 		}
-		dsts = exitMapMatches(m, classSet)
+		dsts = exitMapMatches(rs, m, classSet)
 		if len(dsts) == 0 {
 			return nil, nil // the policy accepts nothing in this family
 		}
@@ -317,9 +317,9 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 // its ipset (named in classSet; or, past maxClassIpsets, one match per
 // address interval of the class), each with the class's ports in
 // multiport lists.
-func exitMapMatches(m rules.ExitMap, classSet map[string]string) []dst {
+func exitMapMatches(rs rules.Ruleset, m rules.ExitMap, classSet map[string]string) []dst {
 	var out []dst
-	withSet, withRules := classSets(m)
+	withSet, withRules := classSets(rs, m)
 	if len(m.Prefixes) <= 1 {
 		// One class everywhere: no address to match.
 		for c := range m.Classes {

@@ -1,0 +1,209 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// Debian's layout of tor: the default instance (tor@default) reads
+// /etc/tor/torrc with tor-service-defaults-torrc; every instance made by
+// tor-instance-create NAME (tor@NAME) reads /etc/tor/instances/NAME/torrc
+// with tor-service-defaults-torrc-instances, "@@NAME@@" replaced by NAME.
+// Variables so that tests can point them at a temporary directory.
+var (
+	torEtcDir   = "/etc/tor"
+	torShareDir = "/usr/share/tor"
+)
+
+func debianDefaultTorrc() string { return filepath.Join(torEtcDir, "torrc") }
+func debianDefaults() string     { return filepath.Join(torShareDir, "tor-service-defaults-torrc") }
+func debianInstanceDefaults() string {
+	return filepath.Join(torShareDir, "tor-service-defaults-torrc-instances")
+}
+
+// torInstance is one tor process: where its configuration comes from and
+// what relayfw computed from it.
+type torInstance struct {
+	name     string
+	torrc    string
+	defaults string // "" when none
+	// defaultsName replaces "@@NAME@@" in the defaults file (Debian's
+	// instance template), "" for none.
+	defaultsName string
+
+	opts      rules.Options
+	effective rules.Effective
+	uid       *uint32 // its User's uid; nil for a single torrc without User
+}
+
+// instanceSource is where an instance's configuration comes from.
+type instanceSource struct {
+	name, torrc, defaults, defaultsName string
+}
+
+// debianInstanceName recognises /etc/tor/instances/NAME/torrc.
+func debianInstanceName(torrc string) (string, bool) {
+	dir, file := filepath.Split(filepath.Clean(torrc))
+	if file != "torrc" {
+		return "", false
+	}
+	parent, name := filepath.Split(filepath.Clean(dir))
+	if filepath.Clean(parent) != filepath.Join(torEtcDir, "instances") {
+		return "", false
+	}
+	return name, true
+}
+
+// withDebianDefaults gives a torrc of Debian's layout the defaults file its
+// systemd unit passes to tor, when that file exists.
+func withDebianDefaults(src instanceSource) instanceSource {
+	switch name, isInstance := debianInstanceName(src.torrc); {
+	case filepath.Clean(src.torrc) == debianDefaultTorrc():
+		if _, err := os.Stat(debianDefaults()); err == nil {
+			src.defaults = debianDefaults()
+		}
+	case isInstance:
+		if _, err := os.Stat(debianInstanceDefaults()); err == nil {
+			src.defaults, src.defaultsName = debianInstanceDefaults(), name
+		}
+	}
+	return src
+}
+
+var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
+
+// instanceNameOf names the instance a --torrc path runs: "default" for
+// /etc/tor/torrc, NAME for Debian's instances, else the file's directory
+// (for .../NAME/torrc) or the file's own name.
+func instanceNameOf(torrc string) string {
+	if filepath.Clean(torrc) == debianDefaultTorrc() {
+		return "default"
+	}
+	if name, ok := debianInstanceName(torrc); ok {
+		return name
+	}
+	dir, file := filepath.Split(filepath.Clean(torrc))
+	name := strings.TrimSuffix(file, filepath.Ext(file))
+	if file == "torrc" && dir != "" {
+		name = filepath.Base(dir)
+	}
+	if name = unsafeNameChars.ReplaceAllString(name, "_"); name == "" || name == "." {
+		name = "torrc"
+	}
+	return name
+}
+
+// instanceSources lists the tor instances to read: the --torrc flags (one
+// instance each), else relayfw.toml's [[instance]] tables or its torrc,
+// else what Debian's units run: /etc/tor/torrc and every
+// /etc/tor/instances/*/torrc.
+func instanceSources(cmd *cobra.Command, g *globals, in *inputs) ([]instanceSource, error) {
+	var srcs []instanceSource
+	switch {
+	case g.torrcSet(cmd):
+		for _, t := range g.torrcs {
+			srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(t), torrc: t}))
+		}
+	case len(in.cfg.Instances) > 0:
+		for _, ci := range in.cfg.Instances {
+			srcs = append(srcs, instanceSource{name: ci.Name, torrc: ci.Torrc, defaults: ci.DefaultsTorrc})
+		}
+		return srcs, nil
+	case in.cfg.Torrc != "":
+		srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(in.cfg.Torrc), torrc: in.cfg.Torrc}))
+	default:
+		matches, err := filepath.Glob(filepath.Join(torEtcDir, "instances", "*", "torrc"))
+		if err != nil {
+			return nil, err
+		}
+		sort.Strings(matches)
+		_, errDefault := os.Stat(debianDefaultTorrc())
+		if errDefault == nil || len(matches) == 0 {
+			// The default instance; when it is missing and nothing else
+			// is there, reading it reports the missing torrc.
+			srcs = append(srcs, withDebianDefaults(instanceSource{name: "default", torrc: debianDefaultTorrc()}))
+		}
+		for _, m := range matches {
+			srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(m), torrc: m}))
+		}
+	}
+	if g.defaultsSet(cmd) {
+		for i := range srcs {
+			srcs[i].defaults, srcs[i].defaultsName = g.defaultsTorrc, ""
+		}
+	}
+	// Two --torrc flags can give the same name: number the repeats.
+	seen := map[string]int{}
+	for i := range srcs {
+		if n := seen[srcs[i].name]; n > 0 {
+			srcs[i].name = fmt.Sprintf("%s-%d", srcs[i].name, n+1)
+		}
+		seen[srcs[i].name]++
+	}
+	return srcs, nil
+}
+
+// readInstance reads one instance's defaults file and torrc as tor does.
+func readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, error) {
+	var defaults []rules.ConfigLine
+	if src.defaults != "" {
+		data, err := os.ReadFile(src.defaults)
+		if err != nil {
+			return nil, nil, &rules.FileError{Path: src.defaults, Err: unwrapPathErr(err)}
+		}
+		text := string(data)
+		if src.defaultsName != "" {
+			text = strings.ReplaceAll(text, "@@NAME@@", src.defaultsName)
+		}
+		if defaults, err = rules.ParseTorrc(rules.OSFS{}, src.defaults, text); err != nil {
+			return nil, nil, err
+		}
+	}
+	lines, err := rules.ReadTorrc(src.torrc)
+	return defaults, lines, err
+}
+
+func unwrapPathErr(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	return err
+}
+
+// selectInstance narrows the instances to --instance NAME.
+func selectInstance(insts []*torInstance, name string) ([]*torInstance, error) {
+	if name == "" {
+		return insts, nil
+	}
+	var names []string
+	for _, in := range insts {
+		if in.name == name {
+			return []*torInstance{in}, nil
+		}
+		names = append(names, in.name)
+	}
+	return nil, usageError(fmt.Errorf("--instance %q: no such tor instance (have: %s)", name, strings.Join(names, ", ")))
+}
+
+// describe is how messages name an instance.
+func (t *torInstance) describe() string {
+	s := fmt.Sprintf("tor instance %s (%s", t.name, t.torrc)
+	if t.uid != nil {
+		s += fmt.Sprintf(", user %s", t.opts.User)
+	}
+	return s + ")"
+}
+
+// isExit says whether the instance exits any traffic.
+func (t *torInstance) isExit() bool { return !t.effective.Policy.IsRejectStar() }
