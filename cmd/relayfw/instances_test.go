@@ -1,0 +1,116 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// debianHost lays out Debian's tor files under a temporary directory: the
+// default instance (a client, as Debian ships it) and two exit instances
+// made by tor-instance-create.
+func debianHost(t *testing.T) {
+	t.Helper()
+	root := t.TempDir()
+	oldEtc, oldShare := torEtcDir, torShareDir
+	torEtcDir, torShareDir = filepath.Join(root, "etc/tor"), filepath.Join(root, "usr/share/tor")
+	t.Cleanup(func() { torEtcDir, torShareDir = oldEtc, oldShare })
+	files := map[string]string{
+		"usr/share/tor/tor-service-defaults-torrc":           "DataDirectory /var/lib/tor\nUser debian-tor\nSocksPort 9050\n",
+		"usr/share/tor/tor-service-defaults-torrc-instances": "DataDirectory /var/lib/tor-instances/@@NAME@@\nUser _tor-@@NAME@@\n",
+		"etc/tor/torrc":             "# the stock torrc: a client\n",
+		"etc/tor/instances/a/torrc": "ORPort 9001\nAddress 203.0.113.10\nExitRelay 1\nExitPolicy accept *:80,accept *:443,reject *:*\n",
+		"etc/tor/instances/b/torrc": "ORPort 9002\nAddress 203.0.113.10\nExitRelay 1\nExitPolicy accept *:22,reject *:*\n",
+	}
+	for name, content := range files {
+		p := filepath.Join(root, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestDebianInstances(t *testing.T) {
+	debianHost(t)
+	emptyConfig := writeFile(t, "relayfw.toml", "")
+
+	code, out, errOut := relayfw(t, "--config", emptyConfig, "policy")
+	if code != 0 {
+		t.Fatalf("policy: exit %d: %s", code, errOut)
+	}
+	wantPolicy := []string{
+		"# tor instance default (" + filepath.Join(torEtcDir, "torrc") + ", user debian-tor)", "reject *:*",
+		"# tor instance a (" + filepath.Join(torEtcDir, "instances/a/torrc") + ", user _tor-a)", "reject6 *:*",
+		"reject 0.0.0.0/8:*", "reject 169.254.0.0/16:*", "reject 127.0.0.0/8:*", "reject 192.168.0.0/16:*",
+		"reject 10.0.0.0/8:*", "reject 172.16.0.0/12:*", "reject 203.0.113.10:*", "accept *:80", "accept *:443", "reject *:*",
+		"# tor instance b (" + filepath.Join(torEtcDir, "instances/b/torrc") + ", user _tor-b)", "reject6 *:*",
+		"reject 0.0.0.0/8:*", "reject 169.254.0.0/16:*", "reject 127.0.0.0/8:*", "reject 192.168.0.0/16:*",
+		"reject 10.0.0.0/8:*", "reject 172.16.0.0/12:*", "reject 203.0.113.10:*", "accept *:22", "reject *:*",
+	}
+	if diff := cmp.Diff(wantPolicy, strings.Split(strings.TrimSuffix(out, "\n"), "\n")); diff != "" {
+		t.Errorf("policy (-want +got):\n%s", diff)
+	}
+
+	code, out, _ = relayfw(t, "--config", emptyConfig, "policy", "--instance", "b")
+	if code != 0 || !strings.HasPrefix(out, "reject6 *:*\nreject 0.0.0.0/8:*\n") || !strings.HasSuffix(out, "accept *:22\nreject *:*\n") {
+		t.Errorf("policy --instance b: exit %d, %q", code, out)
+	}
+	if code, _, errOut := relayfw(t, "--config", emptyConfig, "policy", "--instance", "c"); code != 64 || !strings.Contains(errOut, "have: default, a, b") {
+		t.Errorf("policy --instance c: exit %d, %q", code, errOut)
+	}
+
+	// Each exit instance's map is looked up for its own user's sockets.
+	code, out, errOut = relayfw(t, "--config", emptyConfig, "print", "--format", "nft")
+	if code != 0 {
+		t.Fatalf("print: exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{
+		"meta skuid 201 meta nfproto ipv4 meta l4proto tcp ip daddr vmap @exit4_i1",
+		"meta skuid 202 meta nfproto ipv4 meta l4proto tcp ip daddr vmap @exit4_i2",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("print lacks %q", want)
+		}
+	}
+	if strings.Contains(out, "skuid 101") {
+		t.Error("the default instance is a client: it must add no exit rule")
+	}
+
+	// explain answers per exit instance, as that instance's tor.
+	code, out, _ = relayfw(t, "--config", emptyConfig, "explain", "198.51.100.9:22")
+	want := "instance a: 198.51.100.9:22 reject by entry 10: reject *:*; firewall (tcp): reject, rejected by the exit policy (rule reject-tcp)\n" +
+		"instance b: 198.51.100.9:22 accept by entry 8: accept *:22; firewall (tcp): accept, exit policy (rule exit4_i2)\n"
+	if code != 0 || out != want {
+		t.Errorf("explain: exit %d\n got %q\nwant %q", code, out, want)
+	}
+}
+
+func TestInstancesOfOneUserRefused(t *testing.T) {
+	a := writeFile(t, "torrc", "ORPort 9001\nExitRelay 1\nExitPolicy accept *:80\nUser _tor-a\n")
+	b := writeFile(t, "torrc", "ORPort 9002\nExitRelay 1\nExitPolicy accept *:22\nUser _tor-a\n")
+	emptyConfig := writeFile(t, "relayfw.toml", "")
+	code, _, errOut := relayfw(t, "--torrc", a, "--torrc", b, "--config", emptyConfig, "print")
+	if code != 65 || !strings.Contains(errOut, "exit as the same user") {
+		t.Errorf("exit %d, %q", code, errOut)
+	}
+}
+
+func TestDefaultsTorrcFlag(t *testing.T) {
+	defaults := writeFile(t, "defaults", "ExitRelay 1\nExitPolicy reject 198.51.100.0/24:*\nORPort 9001\n")
+	torrc := writeFile(t, "torrc", "+ExitPolicy accept *:80,reject *:*\nExitPolicyRejectPrivate 0\n")
+	emptyConfig := writeFile(t, "relayfw.toml", "")
+	code, out, errOut := relayfw(t, "--defaults-torrc", defaults, "--torrc", torrc, "--config", emptyConfig, "policy")
+	if code != 0 || out != "reject6 *:*\nreject 198.51.100.0/24:*\naccept *:80\nreject *:*\n" {
+		t.Errorf("exit %d, %q %s", code, out, errOut)
+	}
+	code, _, errOut = relayfw(t, "--defaults-torrc", "/nonexistent/defaults", "--torrc", torrc, "--config", emptyConfig, "policy")
+	if code != 66 || !strings.Contains(errOut, "/nonexistent/defaults") {
+		t.Errorf("missing defaults file: exit %d, %q", code, errOut)
+	}
+}
