@@ -33,6 +33,18 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		paths = append(paths, p)
 	}
+	// The drop-in relayfw writes for the path unit is verified with it.
+	cfg := filepath.Join(dir, "relayfw.toml")
+	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCmd(t, exec.Command(relayfwBin, "--torrc", "../examples/torrc", "--config", cfg,
+		"paths", "--update-path-unit", "--unit-dir", dir)); code != 0 {
+		t.Fatalf("paths --update-path-unit: exit %d: %s", code, errOut)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "relayfw-reapply.path.d", "50-inputs.conf")); err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)

@@ -34,6 +34,8 @@ const (
 type inputs struct {
 	cfg       config.Config
 	instances []*torInstance
+	// watched are the files and directories the firewall depends on.
+	watched []string
 }
 
 // loadInputs reads the config file and every tor instance's torrc and
@@ -55,7 +57,7 @@ func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
 	}
 	facts := hostFacts()
 	for _, src := range srcs {
-		defaults, lines, err := readInstance(src)
+		defaults, lines, err := readInstance(src, &in.watched)
 		var fe *rules.FileError
 		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
 			g.policySet(cmd) && !g.torrcSet(cmd) && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 
@@ -153,11 +154,40 @@ func instanceSources(cmd *cobra.Command, g *globals, in *inputs) ([]instanceSour
 	return srcs, nil
 }
 
-// readInstance reads one instance's defaults file and torrc as tor does.
-func readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, error) {
+// watchFS reads the real file system and records what it was asked about:
+// the files and directories a change to which changes the firewall.
+type watchFS struct {
+	rules.OSFS
+	paths *[]string
+}
+
+func (w watchFS) add(p string) {
+	if !slices.Contains(*w.paths, p) {
+		*w.paths = append(*w.paths, p)
+	}
+}
+
+func (w watchFS) ReadFile(name string) ([]byte, error) { w.add(name); return w.OSFS.ReadFile(name) }
+func (w watchFS) Stat(name string) (fs.FileInfo, error) {
+	w.add(name)
+	return w.OSFS.Stat(name)
+}
+func (w watchFS) ReadDir(name string) ([]fs.DirEntry, error) {
+	w.add(name) // a file added to an included directory
+	return w.OSFS.ReadDir(name)
+}
+func (w watchFS) Glob(pattern string) ([]string, error) {
+	w.add(filepath.Dir(pattern)) // a file that starts to match
+	return w.OSFS.Glob(pattern)
+}
+
+// readInstance reads one instance's defaults file and torrc as tor does,
+// recording in watched every file and directory it depends on.
+func readInstance(src instanceSource, watched *[]string) ([]rules.ConfigLine, []rules.ConfigLine, error) {
+	fsys := watchFS{paths: watched}
 	var defaults []rules.ConfigLine
 	if src.defaults != "" {
-		data, err := os.ReadFile(src.defaults)
+		data, err := fsys.ReadFile(src.defaults)
 		if err != nil {
 			return nil, nil, &rules.FileError{Path: src.defaults, Err: unwrapPathErr(err)}
 		}
@@ -165,11 +195,11 @@ func readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, e
 		if src.defaultsName != "" {
 			text = strings.ReplaceAll(text, "@@NAME@@", src.defaultsName)
 		}
-		if defaults, err = rules.ParseTorrc(rules.OSFS{}, src.defaults, text); err != nil {
+		if defaults, err = rules.ParseTorrc(fsys, src.defaults, text); err != nil {
 			return nil, nil, err
 		}
 	}
-	lines, err := rules.ReadTorrc(src.torrc)
+	lines, err := rules.ReadTorrcFS(fsys, src.torrc)
 	return defaults, lines, err
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -112,5 +113,61 @@ func TestDefaultsTorrcFlag(t *testing.T) {
 	code, _, errOut = relayfw(t, "--defaults-torrc", "/nonexistent/defaults", "--torrc", torrc, "--config", emptyConfig, "policy")
 	if code != 66 || !strings.Contains(errOut, "/nonexistent/defaults") {
 		t.Errorf("missing defaults file: exit %d, %q", code, errOut)
+	}
+}
+
+func TestPathsFollowIncludes(t *testing.T) {
+	debianHost(t)
+	incDir := filepath.Join(torEtcDir, "torrc.d")
+	if err := os.MkdirAll(incDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(incDir, "50-exit.conf"), []byte("Nickname x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(torEtcDir, "instances/a/torrc"), []byte("%include "+incDir+"\nORPort 9001\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := writeFile(t, "relayfw.toml", "")
+	code, out, errOut := relayfw(t, "--config", cfg, "paths")
+	if code != 0 {
+		t.Fatalf("paths: exit %d: %s", code, errOut)
+	}
+	got := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+	for _, want := range []string{
+		filepath.Join(torEtcDir, "torrc"), filepath.Join(torEtcDir, "instances"),
+		filepath.Join(torEtcDir, "instances/a/torrc"), filepath.Join(torEtcDir, "instances/b/torrc"),
+		incDir, filepath.Join(incDir, "50-exit.conf"),
+		filepath.Join(torShareDir, "tor-service-defaults-torrc"), filepath.Join(torShareDir, "tor-service-defaults-torrc-instances"),
+		cfg, "/etc/resolv.conf",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("paths lacks %s:\n%s", want, out)
+		}
+	}
+
+	unitDir := t.TempDir()
+	for i := range 2 { // the second run finds the drop-in unchanged
+		if code, _, errOut := relayfw(t, "--config", cfg, "paths", "--update-path-unit", "--unit-dir", unitDir); code != 0 {
+			t.Fatalf("run %d: exit %d: %s", i, code, errOut)
+		}
+	}
+	dropIn, err := os.ReadFile(filepath.Join(unitDir, "relayfw-reapply.path.d/50-inputs.conf"))
+	if err != nil || !strings.Contains(string(dropIn), "\nPathChanged="+filepath.Join(incDir, "50-exit.conf")+"\n") {
+		t.Fatalf("drop-in: %v\n%s", err, dropIn)
+	}
+}
+
+func TestWritePathDropIn(t *testing.T) {
+	dir := t.TempDir()
+	for i, want := range []bool{true, false} {
+		changed, err := writePathDropIn(dir, []string{"/etc/tor/torrc", "/etc/tor/with space"})
+		if err != nil || changed != want {
+			t.Fatalf("write %d: changed %v, err %v; want changed %v", i, changed, err, want)
+		}
+	}
+	data, _ := os.ReadFile(filepath.Join(dir, "relayfw-reapply.path.d/50-inputs.conf"))
+	if !strings.Contains(string(data), `PathChanged=/etc/tor/with\x20space`) {
+		t.Errorf("drop-in:\n%s", data)
 	}
 }
