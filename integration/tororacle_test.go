@@ -279,6 +279,14 @@ func TestTorOracle(t *testing.T) {
 		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy accept6 1.2.3.4:80"},
 	)
 
+	// TestingTorNetwork: tor's test-network defaults (no private rejects),
+	// and its refusal without DirAuthority.
+	testAuth := "DirAuthority auth1 orport=9001 v3ident=" + strings.Repeat("AB", 20) + " 203.0.113.5:7000 " + strings.Repeat("CD", 20)
+	cases = append(cases,
+		[]string{"ExitRelay 1", "ExitPolicy accept *:80", "TestingTorNetwork 1"},
+		[]string{"ExitRelay 1", "ExitPolicy accept *:80", "TestingTorNetwork 1", testAuth},
+		[]string{"ExitRelay 1", "ExitPolicy accept *:80", "TestingTorNetwork 1", testAuth, "ExitPolicyRejectPrivate 1"},
+	)
 	for _, c := range optionNameCases {
 		cases = append(cases, []string{"ExitRelay 1", "ExitPolicy accept *:80", c})
 	}

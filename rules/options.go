@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -18,6 +19,9 @@ type Options struct {
 	ExitPolicyRejectPrivate         bool
 	ExitPolicyRejectLocalInterfaces bool
 	BridgeRelay                     bool
+	// TestingTorNetwork switches tor to its test-network defaults, of
+	// which relayfw reads ExitPolicyRejectPrivate (0).
+	TestingTorNetwork bool
 
 	// Address lines (IPv4/IPv6 literals or host names), in order.
 	Address []ConfigLine
@@ -96,6 +100,7 @@ func OptionsFromGroups(groups ...[]ConfigLine) (Options, error) {
 		"exitpolicyrejectprivate":         &o.ExitPolicyRejectPrivate,
 		"exitpolicyrejectlocalinterfaces": &o.ExitPolicyRejectLocalInterfaces,
 		"bridgerelay":                     &o.BridgeRelay,
+		"testingtornetwork":               &o.TestingTorNetwork,
 	}
 	stringOpt := map[string]*string{
 		"datadirectory":           &o.DataDirectory,
@@ -118,6 +123,16 @@ func OptionsFromGroups(groups ...[]ConfigLine) (Options, error) {
 		}
 		for k := range listLines {
 			fragile[k] = true
+		}
+	}
+	if o.TestingTorNetwork {
+		if _, set := o.Origin["exitpolicyrejectprivate"]; !set {
+			o.ExitPolicyRejectPrivate = false // testnet.inc
+		}
+		set := func(k string) bool { l, ok := o.Origin[k]; return ok && !l.Clear && l.Value != "" }
+		if len(listLines["dirauthority"]) == 0 && !(set("alternatedirauthority") && set("alternatebridgeauthority")) {
+			return o, lineError(o.Origin["testingtornetwork"], errors.New(
+				"TestingTorNetwork may only be configured in combination with a non-default set of DirAuthority (tor refuses to start)"))
 		}
 	}
 	return o.finish(listLines)
