@@ -403,15 +403,3 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 	}
 	return pc, warns, nil
 }
-
-func isAllDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isDigit(s[i]) {
-			return false
-		}
-	}
-	return true
-}

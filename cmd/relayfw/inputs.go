@@ -115,7 +115,7 @@ func (in *inputs) resolveUsers(g *globals) error {
 			if err != nil {
 				at := t.opts.Origin["user"]
 				return &rules.SyntaxError{File: at.File, Line: at.Line,
-					Err: fmt.Errorf("User %q does not exist on this host (tor refuses to start: \"Error setting configured user\")", t.opts.User)}
+					Err: fmt.Errorf("user %q (option User) does not exist on this host (tor refuses to start: \"Error setting configured user\")", t.opts.User)}
 			}
 			t.uid = &uid
 		}

@@ -1,0 +1,710 @@
+package integration
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+
+	"github.com/relayfw/relayfw/internal/netnstest"
+)
+
+// TestPrivateTorNetwork runs a private Tor network (TestingTorNetwork) of
+// Debian's tor in two namespaces without a route out: "tornet" holds three
+// directory authorities, two middle relays, a client, a web server and a
+// DNS server; "exit" is the exit host, where relayfw installs the
+// firewall. Every address is from 198.51.100.0/24. It proves, with the
+// firewall applied: the exit's descriptor reaches every authority and the
+// exit gets the Exit flag; the client fetches a page through the exit on
+// a port the policy accepts, by name (DNS through the exit) and by
+// address, and cannot on a port it rejects; connections open before the
+// apply survive it. Then a second exit instance with its own user and
+// policy joins the host: each instance exits only where its own policy
+// allows, in the kernel too, and both carry the client's traffic.
+func TestPrivateTorNetwork(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "tor")
+	requireCommand(t, "tor-gencert")
+	requireCommand(t, "nft")
+	requireCommand(t, "setpriv")
+	start := time.Now()
+	tn := newTorNet(t)
+
+	web := netip.MustParseAddr("198.51.100.80")
+	for _, port := range []uint16{80, 443, 8080, 8443, 9999} {
+		tn.serveHTTP(t, netip.AddrPortFrom(web, port))
+	}
+	tn.serveDNS(t, netip.MustParseAddrPort("198.51.100.53:53"), map[string]netip.Addr{"web.test.": web})
+
+	// Keys and fingerprints first: the authorities vote the Guard flag for
+	// the middles only, so that the exit is never the client's guard.
+	auths := []*torNode{
+		tn.node(t, "auth1", tn.tornet, "198.51.100.11", 5001, 7001),
+		tn.node(t, "auth2", tn.tornet, "198.51.100.12", 5002, 7002),
+		tn.node(t, "auth3", tn.tornet, "198.51.100.13", 5003, 7003),
+	}
+	middles := []*torNode{
+		tn.node(t, "middle1", tn.tornet, "198.51.100.21", 5021, 0),
+		tn.node(t, "middle2", tn.tornet, "198.51.100.22", 5022, 0),
+	}
+	exitA := tn.node(t, "exitA", tn.exit, "198.51.100.100", 5100, 0)
+	exitB := tn.node(t, "exitB", tn.exit, "198.51.100.101", 5101, 0)
+	var dirAuths []string
+	for _, a := range auths {
+		dirAuths = append(dirAuths, a.dirAuthorityLine(t))
+	}
+	guards := "$" + middles[0].fp + ",$" + middles[1].fp
+	for _, a := range auths {
+		a.start(t, dirAuths, "AuthoritativeDirectory 1", "V3AuthoritativeDirectory 1",
+			"ExitPolicy reject *:*", "TestingDirAuthVoteGuard "+guards, "TestingDirAuthVoteGuardIsStrict 1")
+	}
+	for _, m := range middles {
+		m.start(t, dirAuths, "ExitRelay 0", "ExitPolicy reject *:*")
+	}
+	resolvConf := filepath.Join(tn.dir, "resolv.conf")
+	if err := os.WriteFile(resolvConf, []byte("nameserver 198.51.100.53\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exitLines := func(n *torNode, user, policy string) []string {
+		return []string{"ExitRelay 1", "IPv6Exit 0", "ExitPolicy " + policy, "User " + user,
+			"OutboundBindAddressExit " + n.addr, "ServerDNSResolvConfFile " + resolvConf, "ServerDNSDetectHijacking 0"}
+	}
+	// daemon and nobody exist on every Debian host: no user is created.
+	exitA.start(t, dirAuths, exitLines(exitA, "daemon", "accept *:80,accept *:443,accept *:8080,reject *:*")...)
+	client := tn.node(t, "client", tn.tornet, "", 0, 0)
+	client.start(t, dirAuths, "SocksPort 127.0.0.1:19050", "EntryNodes "+guards)
+
+	// Before the firewall: the exit knows the network (its cached
+	// consensus lists the middles) and holds connections to relays.
+	waitFor(t, 120*time.Second, "exit A's consensus to list the middles", func() bool {
+		data, _ := os.ReadFile(filepath.Join(exitA.dir, "cached-microdesc-consensus"))
+		return strings.Contains(string(data), "r middle1 ") && strings.Contains(string(data), "r middle2 ")
+	})
+	before := tn.orConnections(t)
+	if len(before) == 0 {
+		t.Fatal("exit A has no established connection to a relay before the apply")
+	}
+	// A connection to a port the policy rejects, open before the apply.
+	held, err := tn.dialAs(t, "daemon", "", netip.AddrPortFrom(web, 9999))
+	if err != nil {
+		t.Fatalf("connection before the apply: %v", err)
+	}
+	defer held.Close()
+
+	cfg := filepath.Join(tn.dir, "relayfw.toml")
+	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply := func(backend string, torrcs ...*torNode) {
+		t.Helper()
+		args := []string{"netns", "exec", tn.exit, relayfwBin, "--backend", backend, "--config", cfg}
+		for _, n := range torrcs {
+			args = append(args, "--torrc", n.torrc)
+		}
+		if code, out, errOut := runCmd(t, exec.Command("ip", append(args, "apply")...)); code != 0 {
+			t.Fatalf("relayfw apply (%s): exit %d: %s%s", backend, code, out, errOut)
+		}
+	}
+	apply("nftables", exitA)
+	applied := time.Now()
+
+	// Connections open before the apply survive it.
+	if _, err := held.Write([]byte("still there?\n")); err != nil {
+		t.Fatalf("write on a connection opened before the apply: %v", err)
+	}
+	buf := make([]byte, 64)
+	_ = held.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := held.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "still there?") {
+		t.Fatalf("echo on a connection opened before the apply: %q, %v", buf[:n], err)
+	}
+	time.Sleep(3 * time.Second)
+	after := tn.orConnections(t)
+	survived := 0
+	for c := range before {
+		if after[c] {
+			survived++
+		}
+	}
+	if survived == 0 {
+		t.Fatalf("none of exit A's %d relay connections survived the apply: before %v, after %v", len(before), before, after)
+	}
+	t.Logf("%d of %d relay connections open before the apply are still established", survived, len(before))
+
+	// The exit's descriptor reaches every authority, and the consensus
+	// gives it the Exit flag.
+	for _, a := range auths {
+		waitFor(t, 90*time.Second, a.nick+" to hold exit A's descriptor", func() bool {
+			code, _ := tn.httpGet(a.dirAddr(), "/tor/server/fp/"+exitA.fp)
+			return code == 200
+		})
+	}
+	waitFor(t, 120*time.Second, "exit A to get the Exit flag", func() bool { return tn.hasFlag(auths[0], "exitA", "Exit") })
+
+	// The client: by address and by name on accepted ports, and a port the
+	// policy rejects.
+	waitFor(t, 120*time.Second, "a page through exit A", func() bool {
+		body, err := tn.fetchViaTor("198.51.100.80", 80)
+		return err == nil && strings.Contains(body, "port 80 from 198.51.100.100")
+	})
+	if body, err := tn.fetchViaTor("web.test", 443); err != nil || !strings.Contains(body, "port 443 from 198.51.100.100") {
+		t.Fatalf("web.test:443 through the exit (DNS through the exit): %q, %v", body, err)
+	}
+	if body, err := tn.fetchViaTor("198.51.100.80", 8443); err == nil {
+		t.Fatalf("port 8443 is rejected by the policy, yet the client got %q", body)
+	}
+	t.Logf("one exit under relayfw: network up and checked %s after start, %s after the apply",
+		time.Since(start).Round(time.Second), time.Since(applied).Round(time.Second))
+
+	// A second exit instance, its own user and policy, on the same host;
+	// the firewall now built by the iptables backend.
+	if code, out, errOut := runCmd(t, exec.Command("ip", "netns", "exec", tn.exit, relayfwBin, "--backend", "nftables", "--config", cfg, "--torrc", exitA.torrc, "remove")); code != 0 {
+		t.Fatalf("relayfw remove: exit %d: %s%s", code, out, errOut)
+	}
+	exitB.start(t, dirAuths, exitLines(exitB, "nobody", "accept *:80,accept *:443,accept *:8443,reject *:*")...)
+	waitFor(t, 90*time.Second, "exit B's consensus to list the middles", func() bool {
+		data, _ := os.ReadFile(filepath.Join(exitB.dir, "cached-microdesc-consensus"))
+		return strings.Contains(string(data), "r middle1 ")
+	})
+	apply("iptables", exitA, exitB)
+	waitFor(t, 120*time.Second, "exit B to get the Exit flag", func() bool { return tn.hasFlag(auths[0], "exitB", "Exit") })
+
+	// In the kernel: each instance's user reaches only its own ports.
+	// Exit B's policy applies to packets from its OutboundBindAddressExit.
+	for _, c := range []struct {
+		user, from string
+		port       uint16
+		ok         bool
+	}{
+		{"daemon", exitA.addr, 8080, true}, {"daemon", exitA.addr, 8443, false},
+		{"nobody", exitB.addr, 8443, true}, {"nobody", exitB.addr, 8080, false}, {"nobody", exitB.addr, 443, true},
+		{"nobody", exitA.addr, 443, false}, {"root", exitA.addr, 443, false},
+	} {
+		conn, err := tn.dialAs(t, c.user, c.from, netip.AddrPortFrom(web, c.port))
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("user %s from %s to port %d: err %v, want connected=%v", c.user, c.from, c.port, err, c.ok)
+		}
+	}
+	// Through tor: port 8080 only exit A accepts, port 8443 only exit B
+	// (the Exit flag needs both to accept 80 and 443).
+	waitFor(t, 120*time.Second, "a page through exit B", func() bool {
+		body, err := tn.fetchViaTor("web.test", 8443)
+		return err == nil && strings.Contains(body, "port 8443 from 198.51.100.101")
+	})
+	if body, err := tn.fetchViaTor("198.51.100.80", 8080); err != nil || !strings.Contains(body, "port 8080 from 198.51.100.100") {
+		t.Fatalf("port 8080 through exit A with two instances: %q, %v", body, err)
+	}
+	if body, err := tn.fetchViaTor("198.51.100.80", 9999); err == nil {
+		t.Fatalf("port 9999 is rejected by both policies, yet the client got %q", body)
+	}
+	t.Logf("private Tor network test: %s in all", time.Since(start).Round(time.Second))
+}
+
+// torNet is the private network: the namespaces and the tor processes.
+type torNet struct {
+	dir          string // world-readable base directory (tor drops root)
+	tornet, exit string
+	mu           sync.Mutex
+	nodes        []*torNode
+}
+
+func newTorNet(t *testing.T) *torNet {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "relayfw-tornet-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tn := &torNet{dir: dir, tornet: newIsolatedNS(t, "rfwtornet"), exit: newIsolatedNS(t, "rfwexit")}
+	t.Cleanup(func() {
+		tn.stopAll()
+		if t.Failed() {
+			tn.dumpLogs(t)
+		}
+		os.RemoveAll(dir)
+	})
+	a, err := netns.GetFromName(tn.tornet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	b, err := netns.GetFromName(tn.exit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if err := netnstest.Veth(a, b, []string{"198.51.100.254/24"}, []string{"198.51.100.100/24", "198.51.100.101/24"}); err != nil {
+		t.Fatal(err)
+	}
+	h, err := netlink.NewHandleAt(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	// The tornet hosts live on its lo; the exit reaches them on-link.
+	if err := netnstest.LinkUp(h, "lo", "198.51.100.11/32", "198.51.100.12/32", "198.51.100.13/32",
+		"198.51.100.21/32", "198.51.100.22/32", "198.51.100.53/32", "198.51.100.80/32"); err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+// torNode is one tor process of the network.
+type torNode struct {
+	tn              *torNet
+	nick, ns, addr  string
+	orPort, dirPort int
+	dir, torrc      string
+	fp, v3ident     string
+	cmd             *exec.Cmd
+	user            string
+}
+
+// node prepares a node's data directory and, for a relay, its keys.
+func (tn *torNet) node(t *testing.T, nick, ns, addr string, orPort, dirPort int) *torNode {
+	t.Helper()
+	n := &torNode{tn: tn, nick: nick, ns: ns, addr: addr, orPort: orPort, dirPort: dirPort,
+		dir: filepath.Join(tn.dir, nick), torrc: filepath.Join(tn.dir, nick+".torrc")}
+	if err := os.MkdirAll(filepath.Join(n.dir, "keys"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if dirPort != 0 {
+		gencert := exec.Command("ip", "netns", "exec", ns, "tor-gencert", "--create-identity-key", "--passphrase-fd", "0",
+			"-i", filepath.Join(n.dir, "keys/authority_identity_key"), "-s", filepath.Join(n.dir, "keys/authority_signing_key"),
+			"-c", filepath.Join(n.dir, "keys/authority_certificate"), "-m", "12", "-a", fmt.Sprintf("%s:%d", addr, dirPort))
+		gencert.Stdin = strings.NewReader("\n")
+		if out, err := gencert.CombinedOutput(); err != nil {
+			t.Fatalf("tor-gencert %s: %v\n%s", nick, err, out)
+		}
+		cert, err := os.ReadFile(filepath.Join(n.dir, "keys/authority_certificate"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := regexp.MustCompile(`(?m)^fingerprint ([0-9A-F]{40})$`).FindSubmatch(cert)
+		if m == nil {
+			t.Fatalf("no fingerprint in %s's certificate", nick)
+		}
+		n.v3ident = string(m[1])
+	}
+	if orPort != 0 {
+		out, err := exec.Command("ip", "netns", "exec", ns, "tor", "--quiet", "--ignore-missing-torrc", "-f", os.DevNull,
+			"--DataDirectory", n.dir, "--list-fingerprint", "--orport", "1", "--Nickname", nick,
+			"--dirserver", "x 127.0.0.1:1 ffffffffffffffffffffffffffffffffffffffff").CombinedOutput()
+		f := strings.Fields(string(out))
+		if err != nil || len(f) != 11 || f[0] != nick {
+			t.Fatalf("tor --list-fingerprint %s: %v\n%s", nick, err, out)
+		}
+		n.fp = strings.Join(f[1:], "")
+	}
+	return n
+}
+
+func (n *torNode) dirAddr() string { return fmt.Sprintf("%s:%d", n.addr, n.dirPort) }
+
+func (n *torNode) dirAuthorityLine(t *testing.T) string {
+	return fmt.Sprintf("DirAuthority %s orport=%d no-v2 v3ident=%s %s %s", n.nick, n.orPort, n.v3ident, n.dirAddr(), n.fp)
+}
+
+// start writes the node's torrc and starts tor in its namespace.
+func (n *torNode) start(t *testing.T, dirAuths []string, extra ...string) {
+	t.Helper()
+	lines := []string{
+		"TestingTorNetwork 1",
+		"DataDirectory " + n.dir,
+		"Nickname " + n.nick,
+		"Log notice file " + filepath.Join(n.dir, "notice.log"),
+		"SafeLogging 0",
+		"ShutdownWaitLength 0",
+		"UseDefaultFallbackDirs 0",
+		"ContactInfo relayfw-test@example.org",
+		// The fastest voting schedule tor allows, so the network is up in
+		// seconds.
+		"TestingV3AuthInitialVotingInterval 5", "TestingV3AuthInitialVoteDelay 2", "TestingV3AuthInitialDistDelay 2",
+		"V3AuthVotingInterval 10", "V3AuthVoteDelay 2", "V3AuthDistDelay 2",
+	}
+	lines = append(lines, dirAuths...)
+	if n.orPort != 0 {
+		lines = append(lines, "SocksPort 0", "AssumeReachable 1", "Address "+n.addr, fmt.Sprintf("ORPort %s:%d", n.addr, n.orPort))
+	}
+	if n.dirPort != 0 {
+		lines = append(lines, fmt.Sprintf("DirPort %s:%d", n.addr, n.dirPort))
+	}
+	lines = append(lines, extra...)
+	for _, l := range extra {
+		if u, ok := strings.CutPrefix(l, "User "); ok {
+			n.user = u
+		}
+	}
+	if err := os.WriteFile(n.torrc, []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if n.user != "" {
+		if out, err := exec.Command("chown", "-R", n.user, n.dir).CombinedOutput(); err != nil {
+			t.Fatalf("chown %s: %v\n%s", n.dir, err, out)
+		}
+	}
+	n.cmd = exec.Command("ip", "netns", "exec", n.ns, "tor", "-f", n.torrc, "--defaults-torrc", os.DevNull)
+	out, err := os.Create(filepath.Join(n.tn.dir, n.nick+".stdout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	n.cmd.Stdout, n.cmd.Stderr = out, out
+	if err := n.cmd.Start(); err != nil {
+		t.Fatalf("starting tor %s: %v", n.nick, err)
+	}
+	n.tn.mu.Lock()
+	n.tn.nodes = append(n.tn.nodes, n)
+	n.tn.mu.Unlock()
+}
+
+func (tn *torNet) stopAll() {
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	for _, n := range tn.nodes {
+		if n.cmd != nil && n.cmd.Process != nil {
+			_ = n.cmd.Process.Kill()
+			_ = n.cmd.Wait()
+		}
+	}
+}
+
+// dumpLogs shows the end of every tor's log when the test failed.
+func (tn *torNet) dumpLogs(t *testing.T) {
+	for _, n := range tn.nodes {
+		data, _ := os.ReadFile(filepath.Join(n.dir, "notice.log"))
+		lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+		t.Logf("--- %s notice.log (last lines):\n%s", n.nick, strings.Join(lines[max(0, len(lines)-15):], "\n"))
+		out, _ := os.ReadFile(filepath.Join(tn.dir, n.nick+".stdout"))
+		if len(out) > 0 {
+			t.Logf("--- %s stdout:\n%s", n.nick, out[max(0, len(out)-2000):])
+		}
+	}
+}
+
+func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
+// orConnections are the exit host's established TCP connections to
+// relays' ORPorts (5000-5099), as "local peer" strings.
+func (tn *torNet) orConnections(t *testing.T) map[string]bool {
+	t.Helper()
+	out, err := exec.Command("ip", "netns", "exec", tn.exit, "ss", "-Htn", "state", "established").CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss: %v\n%s", err, out)
+	}
+	conns := map[string]bool{}
+	for _, l := range strings.Split(string(out), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 4 {
+			continue
+		}
+		local, peer := f[len(f)-2], f[len(f)-1]
+		if ap, err := netip.ParseAddrPort(peer); err == nil && ap.Port() >= 5000 && ap.Port() < 5100 {
+			conns[local+" "+peer] = true
+		}
+	}
+	return conns
+}
+
+// dialAs connects from the exit host as a user, from a source address
+// ("" for the kernel's choice): the connection is made and held by the
+// dialer helper running as that user, relaying this end's reads and writes.
+func (tn *torNet) dialAs(t *testing.T, user, from string, to netip.AddrPort) (*procConn, error) {
+	t.Helper()
+	args := []string{"netns", "exec", tn.exit}
+	if user != "root" {
+		args = append(args, "setpriv", "--reuid", user, "--regid", "nogroup", "--clear-groups", "--")
+	}
+	args = append(args, tn.dialer(t), "-from", from, to.String())
+	cmd := exec.Command("ip", args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(stdout)
+	line, err := readLineTimeout(r, 15*time.Second)
+	if err != nil || line != "connected" {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("connect as %s to %s: %q, %v", user, to, line, err)
+	}
+	return &procConn{cmd: cmd, w: stdin, r: r}, nil
+}
+
+// dialer builds the dialer helper once, where every user can run it.
+func (tn *torNet) dialer(t *testing.T) string {
+	t.Helper()
+	tn.mu.Lock()
+	defer tn.mu.Unlock()
+	path := filepath.Join(tn.dir, "dialer")
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	build := exec.Command("go", "build", "-o", path, "../internal/netnstest/dialer")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the dialer: %v\n%s", err, out)
+	}
+	return path
+}
+
+func readLineTimeout(r *bufio.Reader, d time.Duration) (string, error) {
+	type res struct {
+		s   string
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		s, err := r.ReadString('\n')
+		ch <- res{strings.TrimSpace(s), err}
+	}()
+	select {
+	case x := <-ch:
+		return x.s, x.err
+	case <-time.After(d):
+		return "", errors.New("timeout")
+	}
+}
+
+// procConn is a TCP connection held by a helper process.
+type procConn struct {
+	cmd *exec.Cmd
+	w   io.WriteCloser
+	r   *bufio.Reader
+	dl  time.Time
+}
+
+func (c *procConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *procConn) Read(p []byte) (int, error) {
+	type res struct {
+		n   int
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() { n, err := c.r.Read(p); ch <- res{n, err} }()
+	timeout := time.Until(c.dl)
+	if c.dl.IsZero() {
+		timeout = time.Hour
+	}
+	select {
+	case x := <-ch:
+		return x.n, x.err
+	case <-time.After(timeout):
+		return 0, errors.New("read timeout")
+	}
+}
+func (c *procConn) SetReadDeadline(t time.Time) error { c.dl = t; return nil }
+func (c *procConn) Close() error {
+	_ = c.w.Close()
+	_ = c.cmd.Process.Kill()
+	_ = c.cmd.Wait()
+	return nil
+}
+
+// serveHTTP answers every request with the port and the client's address.
+func (tn *torNet) serveHTTP(t *testing.T, at netip.AddrPort) {
+	t.Helper()
+	l, err := listenInNS(tn.tornet, at.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+				r := bufio.NewReader(c)
+				first, err := r.ReadString('\n')
+				if err != nil {
+					return
+				}
+				if !strings.HasPrefix(first, "GET ") {
+					// Not HTTP: echo, for connections held open by the test.
+					_, _ = c.Write([]byte(first))
+					_, _ = io.Copy(c, r)
+					return
+				}
+				peer, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+				fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nport %d from %s\n", at.Port(), peer.Addr())
+			}()
+		}
+	}()
+}
+
+// serveDNS answers A queries for names, NXDOMAIN for anything else.
+func (tn *torNet) serveDNS(t *testing.T, at netip.AddrPort, names map[string]netip.Addr) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := inNS(tn.tornet, func() (err error) { pc, err = net.ListenPacket("udp", at.String()); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp := dnsAnswer(buf[:n], names); resp != nil {
+				_, _ = pc.WriteTo(resp, from)
+			}
+		}
+	}()
+}
+
+// dnsAnswer builds the reply to one query (RFC 1035, a single question).
+func dnsAnswer(q []byte, names map[string]netip.Addr) []byte {
+	if len(q) < 12 || binary.BigEndian.Uint16(q[4:]) != 1 {
+		return nil
+	}
+	i, name := 12, ""
+	for i < len(q) && q[i] != 0 {
+		l := int(q[i])
+		if l > 63 || i+1+l > len(q) {
+			return nil
+		}
+		name += strings.ToLower(string(q[i+1:i+1+l])) + "."
+		i += 1 + l
+	}
+	if i+5 > len(q) {
+		return nil
+	}
+	qtype := binary.BigEndian.Uint16(q[i+1:])
+	end := i + 5
+	resp := append([]byte{}, q[:end]...)
+	resp[2], resp[3] = 0x84|q[2]&0x01, 0x80 // QR, AA, RD copied, RA
+	binary.BigEndian.PutUint16(resp[6:], 0)
+	binary.BigEndian.PutUint16(resp[8:], 0)
+	binary.BigEndian.PutUint16(resp[10:], 0)
+	addr, known := names[name]
+	switch {
+	case !known:
+		resp[3] |= 3 // NXDOMAIN
+	case qtype == 1:
+		binary.BigEndian.PutUint16(resp[6:], 1)
+		resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4)
+		a := addr.As4()
+		resp = append(resp, a[:]...)
+	}
+	return resp
+}
+
+// fetchViaTor asks the client's SOCKS port for host:port (SOCKS5, the
+// name resolved by the exit) and returns the HTTP body.
+func (tn *torNet) fetchViaTor(host string, port uint16) (string, error) {
+	c, err := dialInNS(tn.tornet, "127.0.0.1:19050", 5*time.Second)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	if _, err := c.Write([]byte{5, 1, 0}); err != nil {
+		return "", err
+	}
+	reply := make([]byte, 2)
+	if _, err := io.ReadFull(c, reply); err != nil || reply[1] != 0 {
+		return "", fmt.Errorf("socks greeting: %v %v", reply, err)
+	}
+	req := []byte{5, 1, 0}
+	if a, err := netip.ParseAddr(host); err == nil && a.Is4() {
+		b := a.As4()
+		req = append(append(req, 1), b[:]...)
+	} else {
+		req = append(append(req, 3, byte(len(host))), host...)
+	}
+	req = binary.BigEndian.AppendUint16(req, port)
+	if _, err := c.Write(req); err != nil {
+		return "", err
+	}
+	head := make([]byte, 10)
+	if _, err := io.ReadFull(c, head); err != nil {
+		return "", fmt.Errorf("socks reply: %v", err)
+	}
+	if head[1] != 0 {
+		return "", fmt.Errorf("socks: the client's tor refused %s:%d (reply %d)", host, port, head[1])
+	}
+	fmt.Fprintf(c, "GET / HTTP/1.0\r\nHost: %s\r\n\r\n", host)
+	body, err := io.ReadAll(c)
+	if err != nil {
+		return "", err
+	}
+	_, after, _ := strings.Cut(string(body), "\r\n\r\n")
+	return after, nil
+}
+
+// httpGet fetches a directory document from an authority's DirPort.
+func (tn *torNet) httpGet(addr, path string) (int, string) {
+	c, err := dialInNS(tn.tornet, addr, 5*time.Second)
+	if err != nil {
+		return 0, ""
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(c, "GET %s HTTP/1.0\r\n\r\n", path)
+	data, _ := io.ReadAll(c)
+	var code int
+	_, _ = fmt.Sscanf(string(data), "HTTP/1.0 %d", &code)
+	return code, string(data)
+}
+
+// hasFlag reads the authority's current consensus for a relay's flags.
+func (tn *torNet) hasFlag(auth *torNode, nick, flag string) bool {
+	code, doc := tn.httpGet(auth.dirAddr(), "/tor/status-vote/current/consensus")
+	if code != 200 {
+		return false
+	}
+	lines := strings.Split(doc, "\n")
+	for i, l := range lines {
+		if strings.HasPrefix(l, "r "+nick+" ") {
+			for _, s := range lines[i+1:] {
+				if strings.HasPrefix(s, "s ") {
+					return strings.Contains(s+" ", " "+flag+" ")
+				}
+				if strings.HasPrefix(s, "r ") {
+					break
+				}
+			}
+		}
+	}
+	return false
+}
