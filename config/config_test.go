@@ -25,6 +25,11 @@ func TestParse(t *testing.T) {
 		{"extra bad proto", "[[allow.extra]]\nname = \"x\"\nproto = \"icmp\"\n", 3, "proto \"icmp\""},
 		{"extra bad prefix", "[[allow.extra]]\nname = \"x\"\nto = [\"10.0.0.0/33\"]\n", 3, "not a prefix"},
 		{"extra no name", "[[allow.extra]]\nname = \"a\"\n\n[[allow.extra]]\nproto = \"tcp\"\n", 4, "name"},
+		{"instances ok", "[[instance]]\nname = \"a\"\ntorrc = \"/etc/tor/instances/a/torrc\"\n\n[[instance]]\nname = \"b\"\ntorrc = \"/x/torrc\"\ndefaults_torrc = \"/x/defaults\"\n", 0, ""},
+		{"instance without torrc", "[[instance]]\nname = \"a\"\ntorrc = \"/x\"\n\n[[instance]]\nname = \"b\"\n", 5, "torrc is required"},
+		{"instance name twice", "[[instance]]\nname = \"a\"\ntorrc = \"/x\"\n[[instance]]\nname = \"a\"\ntorrc = \"/y\"\n", 4, "used twice"},
+		{"instance bad name", "[[instance]]\nname = \"a b\"\ntorrc = \"/x\"\n", 1, "name \"a b\""},
+		{"torrc and instances", "torrc = \"/etc/tor/torrc\"\n[[instance]]\nname = \"a\"\ntorrc = \"/x\"\n", 1, "torrc and [[instance]] together"},
 		{"extra unknown key", "[[allow.extra]]\nname = \"x\"\nport = [\"80\"]\n", 3, `unknown key "allow.extra.port"`},
 	}
 	for _, tt := range tests {

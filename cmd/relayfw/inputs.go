@@ -296,8 +296,12 @@ func (in *inputs) dataDirectory(t *torInstance) string {
 // warning) and their authorities and fallbacks, from the torrcs or tor's
 // compiled-in lists.
 func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
+	anyRelay := slices.ContainsFunc(in.instances, (*torInstance).isRelay)
 	var sets []relays.Links
 	for _, t := range in.instances {
+		if !t.isRelay() && anyRelay {
+			continue // a client instance next to relays: nothing of its own
+		}
 		dir := in.dataDirectory(t)
 		consensus, path, err := relays.ReadConsensus(dir)
 		if err != nil {

@@ -229,10 +229,24 @@ func selectInstance(insts []*torInstance, name string) ([]*torInstance, error) {
 // describe is how messages name an instance.
 func (t *torInstance) describe() string {
 	s := fmt.Sprintf("tor instance %s (%s", t.name, t.torrc)
-	if t.uid != nil {
+	switch {
+	case t.opts.User != "":
 		s += fmt.Sprintf(", user %s", t.opts.User)
+	case t.uid != nil:
+		s += ", as root"
 	}
 	return s + ")"
+}
+
+// isRelay says whether the instance is a relay (it has an ORPort); a
+// client instance needs nothing from the firewall that the relays do not.
+func (t *torInstance) isRelay() bool {
+	for _, p := range t.opts.Ports {
+		if p.Kind == "ORPort" {
+			return true
+		}
+	}
+	return false
 }
 
 // isExit says whether the instance exits any traffic.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -58,6 +59,7 @@ func TestDebianInstances(t *testing.T) {
 		t.Errorf("policy (-want +got):\n%s", diff)
 	}
 
+
 	code, out, _ = relayfw(t, "--config", emptyConfig, "policy", "--instance", "b")
 	if code != 0 || !strings.HasPrefix(out, "reject6 *:*\nreject 0.0.0.0/8:*\n") || !strings.HasSuffix(out, "accept *:22\nreject *:*\n") {
 		t.Errorf("policy --instance b: exit %d, %q", code, out)
@@ -81,6 +83,10 @@ func TestDebianInstances(t *testing.T) {
 	}
 	if strings.Contains(out, "skuid 101") {
 		t.Error("the default instance is a client: it must add no exit rule")
+	}
+	// The client instance contributes nothing, not even a warning.
+	if strings.Contains(errOut, "instance default") || !strings.Contains(errOut, "tor instance a (") {
+		t.Errorf("warnings: %s", errOut)
 	}
 
 	// explain answers per exit instance, as that instance's tor.
@@ -169,5 +175,39 @@ func TestWritePathDropIn(t *testing.T) {
 	data, _ := os.ReadFile(filepath.Join(dir, "relayfw-reapply.path.d/50-inputs.conf"))
 	if !strings.Contains(string(data), `PathChanged=/etc/tor/with\x20space`) {
 		t.Errorf("drop-in:\n%s", data)
+	}
+}
+
+// A file of random bytes, as a torrc, is refused as tor refuses it.
+func TestRandomBytesRefused(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	emptyConfig := writeFile(t, "relayfw.toml", "")
+	for i := range 20 {
+		data := make([]byte, 2048)
+		for j := range data {
+			data[j] = byte(r.UintN(256))
+		}
+		torrc := writeFile(t, "torrc", string(data))
+		code, out, errOut := relayfw(t, "--torrc", torrc, "--config", emptyConfig, "print")
+		if code != 65 || out != "" || !strings.Contains(errOut, torrc+":") {
+			t.Fatalf("random torrc %d: exit %d, stdout %q, stderr %q", i, code, out, errOut)
+		}
+	}
+}
+
+func TestConfigInstances(t *testing.T) {
+	a := writeFile(t, "torrc", "ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\nExitPolicyRejectPrivate 0\n")
+	defaultsB := writeFile(t, "defaults", "User _tor-b\n")
+	b := writeFile(t, "torrc", "ORPort 9002\nExitRelay 1\nExitPolicy accept *:443,reject *:*\nExitPolicyRejectPrivate 0\n")
+	cfg := writeFile(t, "relayfw.toml", "[[instance]]\nname = \"web\"\ntorrc = \""+a+"\"\n\n[[instance]]\nname = \"tls\"\ntorrc = \""+b+"\"\ndefaults_torrc = \""+defaultsB+"\"\n")
+	code, out, errOut := relayfw(t, "--config", cfg, "policy")
+	want := "# tor instance web (" + a + ", as root)\nreject6 *:*\naccept *:80\nreject *:*\n" +
+		"# tor instance tls (" + b + ", user _tor-b)\nreject6 *:*\naccept *:443\nreject *:*\n"
+	if code != 0 || out != want {
+		t.Fatalf("exit %d %s\n got %q\nwant %q", code, errOut, out, want)
+	}
+	// web has no User: with several instances, tor runs it as root.
+	if !strings.Contains(errOut, "tor instance web") || !strings.Contains(errOut, "runs it as root") {
+		t.Errorf("warnings: %s", errOut)
 	}
 }
