@@ -42,9 +42,9 @@ type torAnswer struct {
 }
 
 // askTor runs tor on the torrc in ns and returns its verdict.
-func askTor(t *testing.T, ns, torrc string) torAnswer {
+func askTor(t *testing.T, ns, torrc string, args ...string) torAnswer {
 	t.Helper()
-	verify := exec.Command("ip", "netns", "exec", ns, "tor", "-f", torrc, "--verify-config")
+	verify := exec.Command("ip", append([]string{"netns", "exec", ns, "tor", "-f", torrc, "--verify-config"}, args...)...)
 	if out, err := verify.CombinedOutput(); err != nil {
 		if _, isExit := err.(*exec.ExitError); isExit {
 			return torAnswer{ok: false, why: string(out)}
@@ -58,7 +58,7 @@ func askTor(t *testing.T, ns, torrc string) torAnswer {
 		t.Fatal(err)
 	}
 	defer logFile.Close()
-	tor := exec.CommandContext(ctx, "ip", "netns", "exec", ns, "tor", "-f", torrc)
+	tor := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", ns, "tor", "-f", torrc}, args...)...)
 	tor.Stdout, tor.Stderr = logFile, logFile
 	if err := tor.Start(); err != nil {
 		t.Fatalf("starting tor: %v", err)
@@ -311,6 +311,12 @@ func TestTorOracle(t *testing.T) {
 // checkAgainstTor runs the torrc tail through tor and relayfw, fails the
 // test when they disagree, and returns tor's answer.
 func checkAgainstTor(t *testing.T, dir string, lines []string) torAnswer {
+	return checkAgainstTorWithDefaults(t, dir, nil, lines)
+}
+
+// checkAgainstTorWithDefaults is checkAgainstTor with a defaults file
+// (tor's and relayfw's --defaults-torrc) of these lines; nil for none.
+func checkAgainstTorWithDefaults(t *testing.T, dir string, defaults, lines []string) torAnswer {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -323,11 +329,20 @@ func checkAgainstTor(t *testing.T, dir string, lines []string) torAnswer {
 	if err := os.WriteFile(emptyConfig, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	var extra []string
+	if defaults != nil {
+		path := filepath.Join(dir, "defaults")
+		if err := os.WriteFile(path, []byte(strings.Join(defaults, "\n")+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		extra = []string{"--defaults-torrc", path}
+	}
 	ns := newIsolatedNS(t, "rfwtor")
-	want := askTor(t, ns, torrc)
+	want := askTor(t, ns, torrc, extra...)
 
 	// relayfw runs in the same namespace, so it sees the same interfaces.
-	code, stdout, stderr := runCmd(t, exec.Command("ip", "netns", "exec", ns, relayfwBin, "--torrc", torrc, "--config", emptyConfig, "policy"))
+	args := append([]string{"netns", "exec", ns, relayfwBin, "--torrc", torrc, "--config", emptyConfig}, extra...)
+	code, stdout, stderr := runCmd(t, exec.Command("ip", append(args, "policy")...))
 	if !want.ok {
 		if code != 65 {
 			t.Errorf("tor refuses this torrc; relayfw exit %d (want 65), stdout %q\ntorrc tail: %q\ntor said: %s", code, stdout, lines, want.why)
@@ -407,4 +422,46 @@ func TestTorPolicyForms(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// TestTorDefaultsTorrc: a defaults file and a torrc, read by tor and by
+// relayfw with --defaults-torrc: lists the torrc sets replace the
+// defaults', "+Option" appends, "/Option" clears, and single options of
+// the torrc win.
+func TestTorDefaultsTorrc(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "tor")
+	defaults := []string{"ExitRelay 1", "ExitPolicy reject 198.51.100.0/24:*", "ExitPolicy accept *:443", "IPv6Exit 1", "ReducedExitPolicy 1"}
+	cases := [][]string{
+		{},
+		{"ExitPolicy accept *:80"},
+		{"+ExitPolicy accept *:80"},
+		{"+ExitPolicy accept *:80", "ExitPolicy accept *:22"},
+		{"/ExitPolicy"},
+		{"ExitRelay 0"},
+		{"IPv6Exit 0", "ReducedExitPolicy 0", "ExitPolicy reject *:*"},
+		{"ExitPolicy"},
+		{"FooBar 1"},
+	}
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 4)
+	for i, c := range cases {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			t.Run(fmt.Sprintf("%q", c), func(t *testing.T) {
+				checkAgainstTorWithDefaults(t, filepath.Join(dir, fmt.Sprintf("d%02d", i)), defaults, c)
+			})
+		}()
+	}
+	wg.Wait()
+	// Options tor refuses in the defaults file are refused there too.
+	t.Run("bad defaults", func(t *testing.T) {
+		if got := checkAgainstTorWithDefaults(t, filepath.Join(dir, "bad"), []string{"ExitPolcy accept *:80"}, []string{"ExitRelay 1"}); got.ok {
+			t.Fatal("tor accepted a misspelled option in the defaults file")
+		}
+	})
 }
