@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -158,6 +159,7 @@ func TestBackends(t *testing.T) {
 			t.Run("ExitSource", func(t *testing.T) { testExitSource(t, backend) })
 			t.Run("ExtraAllowanceByUser", func(t *testing.T) { testExtraAllowance(t, backend) })
 			t.Run("StatusAndMetrics", func(t *testing.T) { testStatusAndMetrics(t, backend) })
+			t.Run("InstancesByUser", func(t *testing.T) { testInstancesByUser(t, backend) })
 		})
 	}
 }
@@ -943,5 +945,70 @@ func testStatusAndMetrics(t *testing.T, b backend) {
 	}
 	if entries, _ := os.ReadDir(filepath.Dir(prom)); len(entries) != 1 {
 		t.Errorf("metrics left temporary files: %v", entries)
+	}
+}
+
+// testInstancesByUser: two exit instances on one host, each with its own
+// User and policy. In the kernel, each user's sockets exit where its own
+// instance's policy allows (explain --instance, the model), and sockets
+// of other users (root) where neither does.
+func testInstancesByUser(t *testing.T, b backend) {
+	requireCommand(t, "setpriv")
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, testConsensus)
+	data := filepath.Join(dir, "tordata")
+	torrcs := map[string]string{
+		"a": "ORPort 9001\nExitRelay 1\nIPv6Exit 1\nUser daemon\nDataDirectory " + data + "\n" +
+			"ExitPolicy reject 203.0.113.0/25:*,accept *:80,accept *:8080,accept6 [2001:db8::]/32:22,reject *:*\n",
+		"b": "ORPort 9002\nExitRelay 1\nIPv6Exit 1\nUser nobody\nDataDirectory " + data + "\n" +
+			"ExitPolicy accept *:443,accept 203.0.113.0/24:1-1024,reject *:*\n",
+	}
+	flags := []string{"--backend", b.flag, "--config", cfg}
+	for _, name := range []string{"a", "b"} {
+		path := filepath.Join(dir, name, "torrc")
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(torrcs[name]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		flags = append(flags, "--torrc", path)
+	}
+	mustApply(t, run, flags)
+	if code, out, errOut := run(append(flags, "check")...); code != 0 {
+		t.Fatalf("check after apply: exit %d: %s%s", code, out, errOut)
+	}
+
+	r := rand.New(rand.NewPCG(7, 11))
+	targets := append(probeTargets(r, 12, false), probeTargets(r, 8, true)...)
+	targets = append(targets, netip.MustParseAddrPort("203.0.113.200:22"), netip.MustParseAddrPort("203.0.113.5:80"),
+		netip.MustParseAddrPort("[2001:db8:1::5]:22"), netip.MustParseAddrPort("198.51.100.9:443"))
+	for _, c := range []struct{ instance, user string }{{"a", "daemon"}, {"b", "nobody"}} {
+		want := modelVerdicts(t, tn, append(append([]string{}, flags...), "--instance", c.instance), targets)
+		if !slices.Contains(want, "accept") || !slices.Contains(want, "reject") {
+			t.Fatalf("instance %s: the targets must include accepted and rejected ones: %v", c.instance, want)
+		}
+		for i, tg := range targets {
+			conn, err := dialAsIn(t, tn.relay, c.user, "", tg)
+			if conn != nil {
+				conn.Close()
+			}
+			got := "reject"
+			if err == nil {
+				got = "accept"
+			}
+			if got != want[i] {
+				t.Errorf("instance %s (user %s) to %s: kernel %s, model %s (%v)", c.instance, c.user, tg, got, want[i], err)
+			}
+		}
+	}
+	// root runs neither instance: its TCP to a port both policies accept
+	// for someone is refused.
+	for _, tg := range []string{"203.0.113.200:80", "198.51.100.9:443"} {
+		if o, _ := tn.probe(t, netip.MustParseAddrPort(tg).Addr(), netip.MustParseAddrPort(tg).Port()); o != refused {
+			t.Errorf("root to %s: %s, want refused", tg, o)
+		}
 	}
 }

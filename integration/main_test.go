@@ -12,8 +12,9 @@ import (
 	"testing"
 )
 
-// relayfwBin is the relayfw binary built for this test run.
-var relayfwBin string
+// relayfwBin is the relayfw binary built for this test run; dialerBin the
+// helper that opens a connection as another user (internal/netnstest/dialer).
+var relayfwBin, dialerBin string
 
 func TestMain(m *testing.M) {
 	if os.Geteuid() != 0 {
@@ -25,12 +26,19 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	relayfwBin = filepath.Join(dir, "relayfw")
-	build := exec.Command("go", "build", "-o", relayfwBin, "../cmd/relayfw")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building relayfw: %v\n%s", err, out)
+	// Other users run the dialer from here.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	relayfwBin, dialerBin = filepath.Join(dir, "relayfw"), filepath.Join(dir, "dialer")
+	for bin, pkg := range map[string]string{relayfwBin: "../cmd/relayfw", dialerBin: "../internal/netnstest/dialer"} {
+		build := exec.Command("go", "build", "-o", bin, pkg)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -433,16 +433,22 @@ func (tn *torNet) orConnections(t *testing.T) map[string]bool {
 	return conns
 }
 
-// dialAs connects from the exit host as a user, from a source address
-// ("" for the kernel's choice): the connection is made and held by the
-// dialer helper running as that user, relaying this end's reads and writes.
+// dialAs connects from the exit host as a user.
 func (tn *torNet) dialAs(t *testing.T, user, from string, to netip.AddrPort) (*procConn, error) {
 	t.Helper()
-	args := []string{"netns", "exec", tn.exit}
+	return dialAsIn(t, tn.exit, user, from, to)
+}
+
+// dialAsIn connects from namespace ns as a user, from a source address
+// ("" for the kernel's choice): the connection is made and held by the
+// dialer helper running as that user, relaying this end's reads and writes.
+func dialAsIn(t *testing.T, ns, user, from string, to netip.AddrPort) (*procConn, error) {
+	t.Helper()
+	args := []string{"netns", "exec", ns}
 	if user != "root" {
 		args = append(args, "setpriv", "--reuid", user, "--regid", "nogroup", "--clear-groups", "--")
 	}
-	args = append(args, tn.dialer(t), "-from", from, to.String())
+	args = append(args, dialerBin, "-from", from, to.String())
 	cmd := exec.Command("ip", args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
@@ -463,23 +469,6 @@ func (tn *torNet) dialAs(t *testing.T, user, from string, to netip.AddrPort) (*p
 		return nil, fmt.Errorf("connect as %s to %s: %q, %v", user, to, line, err)
 	}
 	return &procConn{cmd: cmd, w: stdin, r: r}, nil
-}
-
-// dialer builds the dialer helper once, where every user can run it.
-func (tn *torNet) dialer(t *testing.T) string {
-	t.Helper()
-	tn.mu.Lock()
-	defer tn.mu.Unlock()
-	path := filepath.Join(tn.dir, "dialer")
-	if _, err := os.Stat(path); err == nil {
-		return path
-	}
-	build := exec.Command("go", "build", "-o", path, "../internal/netnstest/dialer")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the dialer: %v\n%s", err, out)
-	}
-	return path
 }
 
 func readLineTimeout(r *bufio.Reader, d time.Duration) (string, error) {
