@@ -94,10 +94,11 @@ func TestPrivateTorNetwork(t *testing.T) {
 		data, _ := os.ReadFile(filepath.Join(exitA.dir, "cached-microdesc-consensus"))
 		return strings.Contains(string(data), "r middle1 ") && strings.Contains(string(data), "r middle2 ")
 	})
-	before := tn.orConnections(t)
-	if len(before) == 0 {
-		t.Fatal("exit A has no established connection to a relay before the apply")
-	}
+	var before map[string]bool
+	waitFor(t, 60*time.Second, "exit A to hold a connection to a relay", func() bool {
+		before = tn.orConnections(t)
+		return len(before) > 0
+	})
 	// A connection to a port the policy rejects, open before the apply.
 	held, err := tn.dialAs(t, "daemon", "", netip.AddrPortFrom(web, 9999))
 	if err != nil {
@@ -131,7 +132,7 @@ func TestPrivateTorNetwork(t *testing.T) {
 	if n, err := held.Read(buf); err != nil || !strings.Contains(string(buf[:n]), "still there?") {
 		t.Fatalf("echo on a connection opened before the apply: %q, %v", buf[:n], err)
 	}
-	time.Sleep(3 * time.Second)
+	time.Sleep(time.Second)
 	after := tn.orConnections(t)
 	survived := 0
 	for c := range before {

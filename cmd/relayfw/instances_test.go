@@ -59,7 +59,6 @@ func TestDebianInstances(t *testing.T) {
 		t.Errorf("policy (-want +got):\n%s", diff)
 	}
 
-
 	code, out, _ = relayfw(t, "--config", emptyConfig, "policy", "--instance", "b")
 	if code != 0 || !strings.HasPrefix(out, "reject6 *:*\nreject 0.0.0.0/8:*\n") || !strings.HasSuffix(out, "accept *:22\nreject *:*\n") {
 		t.Errorf("policy --instance b: exit %d, %q", code, out)
