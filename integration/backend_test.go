@@ -695,24 +695,7 @@ func testHostKeepsWorking(t *testing.T, b backend) {
 	flags := relayInputs(t, b.flag, "../examples/torrc") // resolver: 198.51.100.2
 	// A test resolver in net: echoes every datagram on 198.51.100.2:53 and :5353.
 	for _, port := range []int{53, 5353} {
-		var pc net.PacketConn
-		if err := inNS(tn.net, func() (err error) {
-			pc, err = net.ListenPacket("udp", fmt.Sprintf("198.51.100.2:%d", port))
-			return err
-		}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { pc.Close() })
-		go func() {
-			buf := make([]byte, 512)
-			for {
-				n, from, err := pc.ReadFrom(buf)
-				if err != nil {
-					return
-				}
-				_, _ = pc.WriteTo(buf[:n], from)
-			}
-		}()
+		serveUDP(t, tn.net, fmt.Sprintf("198.51.100.2:%d", port), func(q []byte) []byte { return q })
 	}
 	mustApply(t, run, flags)
 

@@ -4,10 +4,12 @@ import (
 	"fmt"
 	"net"
 	"os/exec"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
 	"github.com/relayfw/relayfw/internal/netnstest"
@@ -49,4 +51,82 @@ func dialInNS(name, addr string, timeout time.Duration) (net.Conn, error) {
 		return err
 	})
 	return conn, err
+}
+
+// vethBetween links two named namespaces with a veth pair holding these
+// addresses.
+func vethBetween(t *testing.T, a, b string, addrsA, addrsB []string) {
+	t.Helper()
+	ha, err := netns.GetFromName(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ha.Close()
+	hb, err := netns.GetFromName(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hb.Close()
+	if err := netnstest.Veth(ha, hb, addrsA, addrsB); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// addrsOnLo puts addresses on lo in the named namespace: hosts that
+// namespace plays.
+func addrsOnLo(t *testing.T, ns string, addrs ...string) {
+	t.Helper()
+	h, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	nh, err := netlink.NewHandleAt(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nh.Close()
+	if err := netnstest.LinkUp(nh, "lo", addrs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serveUDP answers every datagram to addr in ns with reply(datagram)
+// (nil: no answer) until the test ends.
+func serveUDP(t *testing.T, ns, addr string, reply func([]byte) []byte) {
+	t.Helper()
+	var pc net.PacketConn
+	if err := inNS(ns, func() (err error) { pc, err = net.ListenPacket("udp", addr); return err }); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			n, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if resp := reply(buf[:n]); resp != nil {
+				_, _ = pc.WriteTo(resp, from)
+			}
+		}
+	}()
+}
+
+// inParallel runs f(i) for i < n, at most four at a time (each a tor or
+// a namespace), and waits for all.
+func inParallel(n int, f func(i int)) {
+	sem := make(chan struct{}, 4)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			f(i)
+		}()
+	}
+	wg.Wait()
 }

@@ -67,14 +67,7 @@ func newTestNet(t *testing.T) *testNet {
 		t.Fatal(err)
 	}
 	defer rh.Close()
-	nh, err := netlink.NewHandleAt(netNS)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nh.Close()
-	if err := netnstest.LinkUp(nh, "lo", privateProbes...); err != nil {
-		t.Fatal(err)
-	}
+	addrsOnLo(t, tn.net, privateProbes...)
 	rl, err := rh.LinkByName("veth0")
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,11 +15,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
-
-	"github.com/relayfw/relayfw/internal/netnstest"
 )
 
 // TestPrivateTorNetwork runs a private Tor network (TestingTorNetwork) of
@@ -242,29 +236,10 @@ func newTorNet(t *testing.T) *torNet {
 		}
 		os.RemoveAll(dir)
 	})
-	a, err := netns.GetFromName(tn.tornet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer a.Close()
-	b, err := netns.GetFromName(tn.exit)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
-	if err := netnstest.Veth(a, b, []string{"198.51.100.254/24"}, []string{"198.51.100.100/24", "198.51.100.101/24"}); err != nil {
-		t.Fatal(err)
-	}
-	h, err := netlink.NewHandleAt(a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
+	vethBetween(t, tn.tornet, tn.exit, []string{"198.51.100.254/24"}, []string{"198.51.100.100/24", "198.51.100.101/24"})
 	// The tornet hosts live on its lo; the exit reaches them on-link.
-	if err := netnstest.LinkUp(h, "lo", "198.51.100.11/32", "198.51.100.12/32", "198.51.100.13/32",
-		"198.51.100.21/32", "198.51.100.22/32", "198.51.100.53/32", "198.51.100.80/32"); err != nil {
-		t.Fatal(err)
-	}
+	addrsOnLo(t, tn.tornet, "198.51.100.11/32", "198.51.100.12/32", "198.51.100.13/32",
+		"198.51.100.21/32", "198.51.100.22/32", "198.51.100.53/32", "198.51.100.80/32")
 	return tn
 }
 
@@ -563,23 +538,7 @@ func (tn *torNet) serveHTTP(t *testing.T, at netip.AddrPort) {
 // serveDNS answers A queries for names, NXDOMAIN for anything else.
 func (tn *torNet) serveDNS(t *testing.T, at netip.AddrPort, names map[string]netip.Addr) {
 	t.Helper()
-	var pc net.PacketConn
-	if err := inNS(tn.tornet, func() (err error) { pc, err = net.ListenPacket("udp", at.String()); return err }); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp := dnsAnswer(buf[:n], names); resp != nil {
-				_, _ = pc.WriteTo(resp, from)
-			}
-		}
-	}()
+	serveUDP(t, tn.tornet, at.String(), func(q []byte) []byte { return dnsAnswer(q, names) })
 }
 
 // dnsAnswer builds the reply to one query (RFC 1035, a single question).

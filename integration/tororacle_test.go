@@ -8,9 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -292,20 +292,11 @@ func TestTorOracle(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	for i, c := range cases {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			t.Run(fmt.Sprintf("case%03d", i), func(t *testing.T) {
-				_ = checkAgainstTor(t, filepath.Join(dir, fmt.Sprintf("case%03d", i)), c)
-			})
-		}()
-	}
-	wg.Wait()
+	inParallel(len(cases), func(i int) {
+		t.Run(fmt.Sprintf("case%03d", i), func(t *testing.T) {
+			_ = checkAgainstTor(t, filepath.Join(dir, fmt.Sprintf("case%03d", i)), cases[i])
+		})
+	})
 }
 
 // checkAgainstTor runs the torrc tail through tor and relayfw, fails the
@@ -370,10 +361,12 @@ func TestTorPolicyForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
-	n := 0
+	type form struct {
+		refused     bool
+		value, tail string
+		printed     []string
+	}
+	var forms []form
 	for _, line := range strings.Split(string(data), "\n") {
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -382,46 +375,36 @@ func TestTorPolicyForms(t *testing.T) {
 		if len(f) != 3 {
 			t.Fatalf("bad line %q", line)
 		}
-		refused, value := f[0] == "refuse", f[1]
-		var printed []string
+		fm := form{refused: f[0] == "refuse", value: f[1], tail: ",reject *:*"}
 		if f[2] != "" {
-			printed = strings.Split(f[2], " | ")
+			fm.printed = strings.Split(f[2], " | ")
 		}
 		// A catch-all of the other action keeps the entries from being
 		// removed as redundant, so tor prints them.
-		tail := ",reject *:*"
-		if strings.HasPrefix(strings.TrimSpace(value), "reject") {
-			tail = ",accept *:*"
+		if strings.HasPrefix(strings.TrimSpace(fm.value), "reject") {
+			fm.tail = ",accept *:*"
 		}
-		caseDir := filepath.Join(dir, fmt.Sprintf("form%03d", n))
-		n++
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			t.Run(fmt.Sprintf("%q", value), func(t *testing.T) {
-				lines := []string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy " + value + tail}
-				got := checkAgainstTor(t, caseDir, lines)
-				if refused != !got.ok {
-					t.Fatalf("policy-forms.txt says refused=%v, tor ok=%v (%s)", refused, got.ok, got.why)
-				}
-				for _, p := range printed {
-					if strings.Contains(p, "[::]/127") {
-						continue // always removed as redundant: [::]/8 covers it
-					}
-					found := false
-					for _, l := range got.policy {
-						found = found || l == p
-					}
-					if !found {
-						t.Errorf("policy-forms.txt expects %q; tor printed %q", p, got.policy)
-					}
-				}
-			})
-		}()
+		forms = append(forms, fm)
 	}
-	wg.Wait()
+	dir := t.TempDir()
+	inParallel(len(forms), func(i int) {
+		fm := forms[i]
+		t.Run(fmt.Sprintf("%q", fm.value), func(t *testing.T) {
+			lines := []string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy " + fm.value + fm.tail}
+			got := checkAgainstTor(t, filepath.Join(dir, fmt.Sprintf("form%03d", i)), lines)
+			if fm.refused != !got.ok {
+				t.Fatalf("policy-forms.txt says refused=%v, tor ok=%v (%s)", fm.refused, got.ok, got.why)
+			}
+			for _, p := range fm.printed {
+				if strings.Contains(p, "[::]/127") {
+					continue // always removed as redundant: [::]/8 covers it
+				}
+				if !slices.Contains(got.policy, p) {
+					t.Errorf("policy-forms.txt expects %q; tor printed %q", p, got.policy)
+				}
+			}
+		})
+	})
 }
 
 // TestTorDefaultsTorrc: a defaults file and a torrc, read by tor and by
@@ -444,20 +427,11 @@ func TestTorDefaultsTorrc(t *testing.T) {
 		{"FooBar 1"},
 	}
 	dir := t.TempDir()
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 4)
-	for i, c := range cases {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			t.Run(fmt.Sprintf("%q", c), func(t *testing.T) {
-				checkAgainstTorWithDefaults(t, filepath.Join(dir, fmt.Sprintf("d%02d", i)), defaults, c)
-			})
-		}()
-	}
-	wg.Wait()
+	inParallel(len(cases), func(i int) {
+		t.Run(fmt.Sprintf("%q", cases[i]), func(t *testing.T) {
+			checkAgainstTorWithDefaults(t, filepath.Join(dir, fmt.Sprintf("d%02d", i)), defaults, cases[i])
+		})
+	})
 	// Options tor refuses in the defaults file are refused there too.
 	t.Run("bad defaults", func(t *testing.T) {
 		if got := checkAgainstTorWithDefaults(t, filepath.Join(dir, "bad"), []string{"ExitPolcy accept *:80"}, []string{"ExitRelay 1"}); got.ok {
