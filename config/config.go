@@ -21,6 +21,10 @@ const DefaultPath = "/etc/relayfw/relayfw.toml"
 type Config struct {
 	// Torrc is the torrc to read when --torrc is not given.
 	Torrc string `toml:"torrc"`
+	// Backend is the firewall backend when --backend is not given: "auto"
+	// (the default: the backend of the last apply, else nftables when the
+	// kernel has it, else iptables), "nftables" or "iptables".
+	Backend string `toml:"backend"`
 	// Instances are the tor instances to read when --torrc is not given,
 	// instead of Torrc and of the Debian layout.
 	Instances []Instance `toml:"instance"`
@@ -57,6 +61,15 @@ type Allow struct {
 	NDP *bool `toml:"ndp"`
 	// Resolvers replaces the resolvers read from resolv.conf.
 	Resolvers []string `toml:"resolvers"`
+	// ResolverUser is the user of the host's own recursive resolver, which
+	// may query any name server (UDP and TCP 53); by default relayfw finds
+	// unbound, bind9, knot-resolver or pdns-recursor itself when
+	// resolv.conf points at loopback.
+	ResolverUser string `toml:"resolver_user"`
+	// Updates lets the user apt downloads as (_apt) reach TCP 80 and 443
+	// anywhere, so that security updates keep flowing whatever the exit
+	// policy; on unless set to false.
+	Updates *bool `toml:"updates"`
 	// Extra are the admin's own allowances.
 	Extra []Extra `toml:"extra"`
 }
@@ -121,6 +134,11 @@ func Parse(path string, data []byte) (Config, error) {
 		if _, err := netip.ParseAddr(r); err != nil {
 			return Config{}, &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
 		}
+	}
+	switch c.Backend {
+	case "", "auto", "nftables", "iptables":
+	default:
+		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "backend"), Msg: fmt.Sprintf("backend %q: want auto, nftables or iptables", c.Backend)}
 	}
 	names := map[string]bool{}
 	for i, in := range c.Instances {

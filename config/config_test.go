@@ -15,7 +15,9 @@ func TestParse(t *testing.T) {
 	}{
 		{"empty", "", 0, ""},
 		{"full", "torrc = \"/etc/tor/torrc\"\n[allow]\ndns = true\ndhcp = false\nntp = true\nping = false\nresolvers = [\"192.0.2.53\", \"2001:db8::53\"]\n", 0, ""},
-		{"unknown top-level key", "torrc = \"/x\"\nbackend = \"nft\"\n", 2, `unknown key "backend"`},
+		{"unknown top-level key", "torrc = \"/x\"\nfirewall = \"nft\"\n", 2, `unknown key "firewall"`},
+		{"backend ok", "backend = \"iptables\"\n[allow]\nresolver_user = \"unbound\"\nupdates = false\n", 0, ""},
+		{"bad backend", "torrc = \"/x\"\nbackend = \"nft\"\n", 2, `backend "nft"`},
 		{"unknown nested key", "[allow]\n\ndns = true\nsmtp = true\n", 4, `unknown key "allow.smtp"`},
 		{"wrong type", "[allow]\ndns = \"yes\"\n", 2, ""},
 		{"bad resolver", "[allow]\nresolvers = [\n  \"192.0.2.53\",\n  \"not-an-ip\",\n]\n", 4, `"not-an-ip" is not an IP address`},

@@ -31,10 +31,17 @@ type Backend interface {
 	// Remove deletes everything relayfw owns, and nothing else; removed is
 	// false when there was nothing to remove.
 	Remove(ctx context.Context) (removed bool, err error)
-	// Refresh replaces only the contents of the sets without intervals
-	// (relay links), atomically, without touching rules or chains; it
-	// returns how many elements it added and removed.
+	// Refresh brings only the contents of the sets (relay links) up to
+	// date, sending only the elements that changed, without touching rules
+	// or chains; it returns how many elements it added and removed.
 	Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error)
+	// Installed reports whether any object relayfw owns is in the kernel,
+	// so that a firewall is never lost track of, whichever backend put it
+	// there.
+	Installed(ctx context.Context) (bool, error)
+	// RelayLinks reads the installed contents of the ruleset's sets (the
+	// relay links), by set name; a set that is not installed is absent.
+	RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error)
 	// Counters reads the packet and byte counts of relayfw's rules, summed
 	// by rule name (the ruleset's Rule.Name); empty when nothing is
 	// installed.

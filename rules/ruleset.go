@@ -240,6 +240,12 @@ func portsContain(rs []PortRange, port uint16) bool {
 type Host struct {
 	// Resolvers get DNS (UDP and TCP port 53).
 	Resolvers []netip.Addr
+	// LocalResolver is the user of the host's own recursive resolver
+	// (unbound, bind9, …): its sockets get DNS to any address.
+	LocalResolver *UserRef
+	// Updates is the user package downloads run as (_apt): its sockets get
+	// TCP 80 and 443 to any address, whatever the exit policy.
+	Updates *UserRef
 	// DHCP, NTP and Ping allow DHCP/DHCPv6 client traffic, NTP (UDP 123)
 	// and ICMP echo requests; NDP IPv6 neighbour and router discovery and
 	// MLD, without which IPv6 stops working.
@@ -255,6 +261,12 @@ type Host struct {
 	// LogRejectsPerMinute, when not 0, logs rejected packets to the kernel
 	// log at most this often ("relayfw reject: " prefix).
 	LogRejectsPerMinute uint
+}
+
+// UserRef is a user by name (for comments) and uid (for the kernel).
+type UserRef struct {
+	Name string
+	UID  uint32
 }
 
 // Allowance lets the host reach destinations the exit policy does not
@@ -351,6 +363,20 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 					Family: fam, Proto: proto, DstAddrs: dst, DstPorts: []PortRange{{53, 53}}, Action: ActionAccept})
 			}
 		}
+	}
+	if r := h.LocalResolver; r != nil {
+		uid := r.UID
+		for _, proto := range []string{"udp", "tcp"} {
+			add(Rule{Name: "dns-resolver-" + proto, Class: ClassHostAllowance,
+				Comment: fmt.Sprintf("DNS of the local recursive resolver (user %s) to any name server", r.Name),
+				Proto:   proto, DstPorts: []PortRange{{53, 53}}, SocketUID: &uid, Action: ActionAccept})
+		}
+	}
+	if u := h.Updates; u != nil {
+		uid := u.UID
+		add(Rule{Name: "updates", Class: ClassHostAllowance,
+			Comment: fmt.Sprintf("package updates: TCP 80 and 443 for user %s", u.Name),
+			Proto:   "tcp", DstPorts: []PortRange{{80, 80}, {443, 443}}, SocketUID: &uid, Action: ActionAccept})
 	}
 	if h.DHCP {
 		add(Rule{Name: "dhcp4", Class: ClassHostAllowance, Comment: "DHCP client", Family: IPv4, Proto: "udp",

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -12,31 +14,31 @@ import (
 )
 
 // compileRuleset loads the inputs and compiles the ruleset.
-func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, error) {
+func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, *inputs, error) {
 	in, err := loadInputs(cmd, g)
 	if err != nil {
-		return rules.Ruleset{}, err
+		return rules.Ruleset{}, nil, err
 	}
 	rs, _ := in.ruleset(g)
-	return rs, nil
+	return rs, in, nil
 }
 
 // rulesetAndBackend compiles the ruleset, then picks the backend: bad
 // input is reported before the kernel is asked anything. With lock, the
 // namespace's lock is taken in between and release must be called.
-func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Ruleset, b firewall.Backend, release func(), err error) {
+func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Ruleset, in *inputs, b firewall.Backend, release func(), err error) {
 	release = func() {}
-	rs, err = compileRuleset(cmd, g)
+	rs, in, err = compileRuleset(cmd, g)
 	if err != nil {
-		return rs, nil, release, err
+		return rs, in, nil, release, err
 	}
 	if lock {
 		if release, err = acquireLock(g.wait); err != nil {
-			return rs, nil, func() {}, err
+			return rs, in, nil, func() {}, err
 		}
 	}
-	b, err = chooseBackend(cmd.Context(), g)
-	return rs, b, release, err
+	b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.cfg))
+	return rs, in, b, release, err
 }
 
 func newApplyCommand(g *globals) *cobra.Command {
@@ -55,7 +57,7 @@ when apply runs on a terminal). The rollback is done by a detached watcher,
 so it happens even when the SSH session that ran apply dies.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, b, release, err := rulesetAndBackend(cmd, g, true)
+			rs, in, b, release, err := rulesetAndBackend(cmd, g, true)
 			defer func() { release() }()
 			if err != nil {
 				return err
@@ -71,7 +73,10 @@ so it happens even when the SSH session that ran apply dies.`,
 				if err != nil {
 					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: keeping the current ruleset: %w", err)}
 				}
-				p = &pending{Deadline: time.Now().Add(confirm), Backend: g.backend, Previous: previous}
+				p = &pending{Deadline: time.Now().Add(confirm), Backend: b.Name(), Previous: previous}
+				if st, ok := readState(); ok {
+					p.PreviousBackend = st.Backend
+				}
 				if err := writePending(p); err != nil {
 					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: %w", err)}
 				}
@@ -83,11 +88,15 @@ so it happens even when the SSH session that ran apply dies.`,
 				}
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
+			removeOthers(cmd.Context(), g, b)
 			recordApply(g, b.Name())
 			if err := saveRuleset(appliedRuleset(), rs); err != nil {
 				g.log.Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 			}
 			fmt.Fprintln(g.stdout, summary(b, res))
+			if note := in.notExitNote(); note != "" {
+				fmt.Fprintln(g.stdout, note)
+			}
 			if p != nil {
 				if err := startWatcher(g, p); err != nil {
 					// Nobody would roll back: do it now.
@@ -125,29 +134,102 @@ func summary(b firewall.Backend, res firewall.Result) string {
 	return "in sync, nothing changed: " + what
 }
 
+// linksBehind is how far the installed relay links are from the cached
+// consensus.
+type linksBehind struct{ Missing, Extra int }
+
+func (l linksBehind) total() int { return l.Missing + l.Extra }
+
+// checkState compares the kernel with rs: the drift of everything but the
+// relay links' elements, and how far the relay links are behind (a new
+// consensus that refresh has not installed yet is not drift).
+func checkState(cmd *cobra.Command, b firewall.Backend, rs rules.Ruleset) ([]string, linksBehind, error) {
+	var behind linksBehind
+	installed, err := b.RelayLinks(cmd.Context(), rs)
+	if err != nil {
+		return nil, behind, err
+	}
+	asInstalled := rs
+	asInstalled.Sets = slices.Clone(rs.Sets)
+	for i, s := range asInstalled.Sets {
+		have, ok := installed[s.Name]
+		if !ok {
+			continue // a missing set is drift
+		}
+		want := slices.Clone(s.Elements)
+		slices.SortFunc(have, compareRegions)
+		slices.SortFunc(want, compareRegions)
+		for i, j := 0, 0; i < len(want) || j < len(have); {
+			switch c := 0; {
+			case j == len(have):
+				behind.Missing++
+				i++
+			case i == len(want):
+				behind.Extra++
+				j++
+			default:
+				if c = compareRegions(want[i], have[j]); c < 0 {
+					behind.Missing++
+					i++
+				} else if c > 0 {
+					behind.Extra++
+					j++
+				} else {
+					i++
+					j++
+				}
+			}
+		}
+		asInstalled.Sets[i].Elements = have
+	}
+	drift, err := b.Check(cmd.Context(), asInstalled)
+	return drift, behind, err
+}
+
+func compareRegions(a, b rules.Region) int {
+	if c := a.AddrFirst.Compare(b.AddrFirst); c != 0 {
+		return c
+	}
+	return int(a.Ports.First) - int(b.Ports.First)
+}
+
 func newCheckCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "check",
-		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not",
-		Args:  cobra.NoArgs,
+		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not, 3 when only the relay links are behind the consensus",
+		Long: `Compare the installed firewall with the one compiled now. Exit 0 when they
+are equal; 1, listing the differences, when a rule, chain, set or the exit
+policy differs (drift: relayfw apply repairs it); 3 when the rules are in sync
+but the relay links are behind tor's cached consensus (tor fetched a new one
+and relayfw refresh has not run yet: it, or relayfw-consensus.path, brings
+them up to date).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, b, _, err := rulesetAndBackend(cmd, g, false)
+			rs, _, b, _, err := rulesetAndBackend(cmd, g, false)
 			if err != nil {
 				return err
 			}
-			drift, err := b.Check(cmd.Context(), rs)
+			drift, behind, err := checkState(cmd, b, rs)
 			if err != nil {
 				return backendError(fmt.Errorf("check: %w", err))
 			}
-			if len(drift) == 0 {
-				fmt.Fprintf(g.stdout, "in sync (%s)\n", b.Name())
-				return nil
+			linksLine := fmt.Sprintf("relay links behind the cached consensus: %d to add, %d to remove (relayfw refresh)", behind.Missing, behind.Extra)
+			if len(drift) > 0 {
+				fmt.Fprintf(g.stdout, "drift (%s):\n", b.Name())
+				for _, d := range drift {
+					fmt.Fprintf(g.stdout, "  %s\n", d)
+				}
+				if behind.total() > 0 {
+					fmt.Fprintf(g.stdout, "%s\n", linksLine)
+				}
+				return &exitStatus{code: exitFailed}
 			}
-			fmt.Fprintf(g.stdout, "drift (%s):\n", b.Name())
-			for _, d := range drift {
-				fmt.Fprintf(g.stdout, "  %s\n", d)
+			if behind.total() > 0 {
+				fmt.Fprintf(g.stdout, "rules in sync (%s); %s\n", b.Name(), linksLine)
+				return &exitStatus{code: exitLinksBehind}
 			}
-			return &exitStatus{code: exitFailed}
+			fmt.Fprintf(g.stdout, "in sync (%s)\n", b.Name())
+			return nil
 		},
 	}
 }
@@ -156,26 +238,52 @@ func newRemoveCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "remove",
 		Short: "Remove everything relayfw installed, and nothing else",
-		Args:  cobra.NoArgs,
+		Long: `Remove relayfw's firewall and nothing else. With --backend (or backend in
+relayfw.toml), from that backend; otherwise from every backend where relayfw's
+objects are found, whichever backend put them there.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, g)
+			if err != nil {
+				return err
+			}
 			release, err := acquireLock(g.wait)
 			if err != nil {
 				return err
 			}
 			defer release()
-			b, err := chooseBackend(cmd.Context(), g)
-			if err != nil {
-				return err
-			}
-			removed, err := b.Remove(cmd.Context())
-			if err != nil {
-				return backendError(fmt.Errorf("remove: %w", err))
-			}
-			if removed {
-				fmt.Fprintf(g.stdout, "removed (%s)\n", b.Name())
+			var targets []firewall.Backend
+			if g.backendSet(cmd) || (cfg.Backend != "" && cfg.Backend != "auto") {
+				b, err := chooseBackend(cmd.Context(), g, backendChoice(cmd, g, cfg))
+				if err != nil {
+					return err
+				}
+				targets = []firewall.Backend{b}
 			} else {
-				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", b.Name())
+				// The command that gets an operator out of a lockout must
+				// find the firewall whatever backend installed it.
+				if _, err := chooseBackend(cmd.Context(), g, "auto"); err != nil {
+					return err // no backend at all, or not permitted
+				}
+				targets = allBackends(cmd.Context())
 			}
+			var names []string
+			removedAny := false
+			for _, b := range targets {
+				names = append(names, b.Name())
+				removed, err := b.Remove(cmd.Context())
+				if err != nil {
+					return backendError(fmt.Errorf("remove (%s): %w", b.Name(), err))
+				}
+				if removed {
+					removedAny = true
+					fmt.Fprintf(g.stdout, "removed (%s)\n", b.Name())
+				}
+			}
+			if !removedAny {
+				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", strings.Join(names, ", "))
+			}
+			forgetApply()
 			return nil
 		},
 	}

@@ -27,9 +27,12 @@ import (
 // pending is an apply waiting for confirmation.
 type pending struct {
 	Deadline time.Time `json:"deadline"`
-	Backend  string    `json:"backend"`  // --backend of the apply
-	Previous string    `json:"previous"` // ruleset file to restore; "" means remove
-	Watcher  int       `json:"watcher"`  // pid of the rollback watcher
+	Backend  string    `json:"backend"` // the backend the apply used
+	// PreviousBackend installed the firewall being replaced ("" when
+	// unknown: the same backend).
+	PreviousBackend string `json:"previous_backend,omitempty"`
+	Previous        string `json:"previous"` // ruleset file to restore; "" means remove
+	Watcher         int    `json:"watcher"`  // pid of the rollback watcher
 }
 
 func pendingPath() string    { return strings.Replace(statePath(), ".json", ".pending.json", 1) }
@@ -96,7 +99,7 @@ func startWatcher(g *globals, p *pending) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(self, "rollback-watcher", "--backend", g.backend)
+	cmd := exec.Command(self, "rollback-watcher", "--backend", p.Backend)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true} // survives the session that ran apply
 	// What the watcher says (the rollback, or its failure) goes to a log
 	// next to the state.
@@ -116,9 +119,11 @@ func startWatcher(g *globals, p *pending) error {
 	return nil
 }
 
-// rollback restores the previous ruleset, or removes the firewall.
+// rollback restores the previous ruleset, or removes the firewall, on the
+// backend that had it; the new firewall goes from the backend the apply
+// used.
 func rollback(cmd *cobra.Command, g *globals, p *pending) (string, error) {
-	b, err := chooseBackend(cmd.Context(), g)
+	b, err := chooseBackend(cmd.Context(), g, p.Backend)
 	if err != nil {
 		return "", err
 	}
@@ -127,6 +132,7 @@ func rollback(cmd *cobra.Command, g *globals, p *pending) (string, error) {
 			return "", err
 		}
 		_ = os.Remove(appliedRuleset())
+		forgetApply()
 		return "rolled back: removed the firewall (there was none before)", nil
 	}
 	data, err := os.ReadFile(p.Previous)
@@ -137,11 +143,19 @@ func rollback(cmd *cobra.Command, g *globals, p *pending) (string, error) {
 	if err := json.Unmarshal(data, &rs); err != nil {
 		return "", fmt.Errorf("%s: %w", p.Previous, err)
 	}
-	if _, err := b.Apply(cmd.Context(), rs); err != nil {
+	prev := b
+	if p.PreviousBackend != "" && p.PreviousBackend != b.Name() {
+		if prev, err = chooseBackend(cmd.Context(), g, p.PreviousBackend); err != nil {
+			return "", err
+		}
+	}
+	if _, err := prev.Apply(cmd.Context(), rs); err != nil {
 		return "", err
 	}
+	removeOthers(cmd.Context(), g, prev)
+	recordApply(g, prev.Name())
 	_ = saveRuleset(appliedRuleset(), rs)
-	return "rolled back: the previous firewall is restored", nil
+	return fmt.Sprintf("rolled back: the previous firewall is restored (%s)", prev.Name()), nil
 }
 
 func newRollbackWatcherCommand(g *globals) *cobra.Command {

@@ -14,6 +14,7 @@ const (
 	exitOK          = 0
 	exitFailed      = 1  // check found drift, or an operation failed after starting
 	exitChanged     = 2  // apply --detailed-exitcode changed something
+	exitLinksBehind = 3  // check: the rules are in sync, the relay links behind the cached consensus
 	exitUsage       = 64 // EX_USAGE
 	exitDataErr     = 65 // EX_DATAERR: policy, torrc or config syntax
 	exitNoInput     = 66 // EX_NOINPUT: an input file is missing or unreadable

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 
 	"github.com/spf13/cobra"
@@ -27,7 +28,7 @@ type explanation struct {
 }
 
 func newExplainCommand(g *globals) *cobra.Command {
-	var format, proto, instance string
+	var format, proto, instance, userName string
 	cmd := &cobra.Command{
 		Use:   "explain TARGET...",
 		Short: "Say whether the exit policy and the host firewall let ADDR:PORT or [ADDR6]:PORT out, and why",
@@ -40,7 +41,12 @@ OutboundBindAddressExit, the connection is taken to come from that address.
 
 With several tor instances, each exit instance answers on a line of its own
 starting "instance NAME:", for a connection of its tor (its User's
-sockets); --instance NAME asks one.`,
+sockets); --instance NAME asks one. --user NAME asks for a connection of
+another user's sockets: user-scoped allowances (the local resolver, package
+updates, allow.extra with a user) are explained as the kernel applies them.
+
+When relayfw's firewall is installed and readable, a relay link the cached
+consensus has but the kernel does not yet is said so.`,
 		Example: `  relayfw explain 203.0.113.5:80 '[2001:db8::1]:443'
   relayfw explain --format json 198.51.100.9:25`,
 		Args: cobra.MinimumNArgs(1),
@@ -59,6 +65,7 @@ sockets); --instance NAME asks one.`,
 				}
 				targets[i] = ap
 			}
+			g.readOnly = true
 			in, err := loadInputs(cmd, g)
 			if err != nil {
 				return err
@@ -81,12 +88,24 @@ sockets); --instance NAME asks one.`,
 				}
 				insts = exits
 			}
+			var asUser *uint32
+			if userName != "" {
+				uid, err := lookupUID(userName)
+				if err != nil {
+					return usageError(fmt.Errorf("--user %q: %v", userName, err))
+				}
+				asUser = &uid
+			}
 			rs, _ := in.ruleset(g)
+			kernelLinks := installedLinks(cmd, g, in, rs)
 			enc := json.NewEncoder(g.stdout)
 			for _, inst := range insts {
 				for i, t := range targets {
 					e := explain(inst.effective.Policy, args[i], t)
-					explainFirewall(&e, rs, inst, proto, t)
+					explainFirewall(&e, rs, inst, asUser, proto, t)
+					if e.Reason == "relay link" && kernelLinks != nil && !kernelLinks[netip.AddrPortFrom(t.Addr().Unmap(), t.Port())] {
+						e.Reason = "relay link (in the cached consensus, not yet in the kernel: relayfw refresh)"
+					}
 					prefix := ""
 					if len(in.instances) > 1 {
 						e.Instance, prefix = inst.name, "instance "+inst.name+": "
@@ -109,6 +128,7 @@ sockets); --instance NAME asks one.`,
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol of the connection the firewall is asked about: tcp or udp")
 	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to ask (default: every exit instance)")
+	cmd.Flags().StringVar(&userName, "user", "", "ask for a connection of this user's sockets (name or uid), as the kernel matches user-scoped allowances (default: the instance's tor)")
 	return cmd
 }
 
@@ -131,7 +151,7 @@ func explain(p rules.ExitPolicy, target string, t netip.AddrPort) explanation {
 // explainFirewall adds the host firewall's verdict for a new connection.
 // The connection is the instance's: from its User's sockets and its
 // OutboundBindAddressExit.
-func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, proto string, t netip.AddrPort) {
+func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, asUser *uint32, proto string, t netip.AddrPort) {
 	dst := t.Addr().Unmap()
 	p := rules.Packet{OutIface: "eth0", Dst: dst, Proto: proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
 	if dst.IsLoopback() {
@@ -143,6 +163,9 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, proto 
 		}
 	}
 	p.UID = inst.uid
+	if asUser != nil {
+		p.UID = asUser
+	}
 	e.Proto = proto
 	i := rs.Verdict(p)
 	if i < 0 {
@@ -165,4 +188,30 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, proto 
 	default:
 		e.Reason = "host allowance"
 	}
+}
+
+// installedLinks reads the relay links in the kernel, when relayfw's
+// firewall is installed and this process may read it; nil otherwise (explain
+// then answers from the model alone).
+func installedLinks(cmd *cobra.Command, g *globals, in *inputs, rs rules.Ruleset) map[netip.AddrPort]bool {
+	quiet := *g
+	quiet.log = slog.New(slog.DiscardHandler)
+	b, err := chooseBackend(cmd.Context(), &quiet, backendChoice(cmd, g, in.cfg))
+	if err != nil {
+		return nil
+	}
+	if ok, err := b.Installed(cmd.Context()); err != nil || !ok {
+		return nil
+	}
+	sets, err := b.RelayLinks(cmd.Context(), rs)
+	if err != nil || len(sets) == 0 {
+		return nil
+	}
+	out := map[netip.AddrPort]bool{}
+	for _, regions := range sets {
+		for _, r := range regions {
+			out[netip.AddrPortFrom(r.AddrFirst, r.Ports.First)] = true
+		}
+	}
+	return out
 }

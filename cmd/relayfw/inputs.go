@@ -42,15 +42,11 @@ type inputs struct {
 // builds their effective exit policies. Warnings go to the log (stderr).
 func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
 	in := &inputs{}
-	cfg, err := config.Load(g.configPath)
-	switch {
-	case err == nil:
-		in.cfg = cfg
-	case errors.Is(err, fs.ErrNotExist) && !g.configSet(cmd):
-		// The default config file is optional.
-	default:
-		return nil, fmt.Errorf("config: %w", err)
+	cfg, err := loadConfig(cmd, g)
+	if err != nil {
+		return nil, err
 	}
+	in.cfg = cfg
 	srcs, err := instanceSources(cmd, g, in)
 	if err != nil {
 		return nil, err
@@ -92,6 +88,18 @@ func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
 		return nil, err
 	}
 	return in, nil
+}
+
+// loadConfig reads relayfw.toml; the default one is optional.
+func loadConfig(cmd *cobra.Command, g *globals) (config.Config, error) {
+	cfg, err := config.Load(g.configPath)
+	switch {
+	case err == nil:
+		return cfg, nil
+	case errors.Is(err, fs.ErrNotExist) && !g.configSet(cmd):
+		return config.Config{}, nil
+	}
+	return config.Config{}, fmt.Errorf("config: %w", err)
 }
 
 // resolveUsers finds each instance's uid. A single torrc without User
@@ -190,7 +198,9 @@ func (in *inputs) host(g *globals) rules.Host {
 			}
 			h.Resolvers = withResolvedUpstreams(g, rs, resolvedUpstreamConf)
 		}
+		h.LocalResolver = in.localResolverAllowance(g, h.Resolvers)
 	}
+	h.Updates = in.updatesAllowance(g)
 	h.RelayLinks = in.relayLinks(g)
 	h.Extra = in.extraAllowances(g)
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
@@ -309,8 +319,13 @@ func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
 			if len(in.instances) > 1 {
 				who = t.describe() + ": "
 			}
-			g.log.Warn(fmt.Sprintf("%sno cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
-				who, dir, strings.ReplaceAll(err.Error(), "\n", "; ")))
+			msg := fmt.Sprintf("%sno cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
+				who, dir, strings.ReplaceAll(err.Error(), "\n", "; "))
+			if g.readOnly {
+				g.log.Debug(msg) // apply, check and status say it
+			} else {
+				g.log.Warn(msg)
+			}
 		} else {
 			g.log.Debug("read consensus", "path", path, "links", len(consensus))
 		}
@@ -330,21 +345,18 @@ func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
 // resolvedUpstreamConf lists systemd-resolved's upstream servers.
 var resolvedUpstreamConf = "/run/systemd/resolve/resolv.conf"
 
-// withResolvedUpstreams adds, when a resolver is on loopback (the
-// systemd-resolved stub at 127.0.0.53, a local unbound), the upstream
-// servers the local resolver queries: its own traffic leaves the host.
-// The loopback rule already covers the stub itself.
+// withResolvedUpstreams adds, when a resolver is systemd-resolved's stub
+// (127.0.0.53), the upstream servers it forwards to: its own traffic
+// leaves the host. The loopback rule already covers the stub itself. A
+// recursive resolver on loopback is localResolverAllowance's.
 func withResolvedUpstreams(g *globals, resolvers []netip.Addr, upstreamConf string) []netip.Addr {
-	local := false
-	for _, r := range resolvers {
-		local = local || r.IsLoopback()
-	}
-	if !local {
+	stub := slices.ContainsFunc(resolvers, func(a netip.Addr) bool { return slices.Contains(systemdResolvedStubs, a.Unmap()) })
+	if !stub {
 		return resolvers
 	}
 	upstreams, err := readResolvers(upstreamConf)
 	if err != nil {
-		g.log.Warn(fmt.Sprintf("the resolver is local, but its upstream servers are unknown (%v): allow them with allow.resolvers", err))
+		g.log.Warn(fmt.Sprintf("the resolver is systemd-resolved's stub, but its upstream servers are unknown (%v): allow them with allow.resolvers", err))
 		return resolvers
 	}
 	for _, u := range upstreams {

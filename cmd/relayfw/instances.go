@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -251,3 +252,48 @@ func (t *torInstance) isRelay() bool {
 
 // isExit says whether the instance exits any traffic.
 func (t *torInstance) isExit() bool { return !t.effective.Policy.IsRejectStar() }
+
+// role says what kind of tor the instance is, in an operator's words.
+func (t *torInstance) role() string {
+	switch {
+	case t.opts.BridgeRelay && t.isRelay():
+		return "a bridge"
+	case t.isExit():
+		return "an exit relay"
+	case t.isRelay():
+		return "a non-exit relay (guard or middle)"
+	}
+	return "a tor client, not a relay"
+}
+
+// notExitNote is the plain statement that no instance exits, and what the
+// host can still reach; "" when an instance is an exit.
+func (in *inputs) notExitNote() string {
+	var roles []string
+	for _, t := range in.instances {
+		if t.isExit() {
+			return ""
+		}
+		r := t.role()
+		if len(in.instances) > 1 {
+			r = t.name + ": " + r
+		}
+		roles = append(roles, r)
+	}
+	reach := []string{"the relay links (other relays' ORPorts, the directory authorities and fallbacks)"}
+	allow := in.cfg.Allow
+	for _, a := range []struct {
+		on   bool
+		what string
+	}{
+		{config.On(allow.DNS), "DNS"}, {config.On(allow.DHCP), "DHCP"}, {config.On(allow.NTP), "NTP"},
+		{config.On(allow.Ping), "ping"}, {config.On(allow.Updates), "package updates (user " + aptUser + ", TCP 80 and 443)"},
+		{len(allow.Extra) > 0, "what allow.extra lists"},
+	} {
+		if a.on {
+			reach = append(reach, a.what)
+		}
+	}
+	return fmt.Sprintf("not an exit (%s): the firewall lets out no exit traffic; the host still reaches %s",
+		strings.Join(roles, "; "), strings.Join(reach, ", "))
+}

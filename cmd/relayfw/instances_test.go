@@ -83,9 +83,10 @@ func TestDebianInstances(t *testing.T) {
 	if strings.Contains(out, "skuid 101") {
 		t.Error("the default instance is a client: it must add no exit rule")
 	}
-	// The client instance contributes nothing, not even a warning.
-	if strings.Contains(errOut, "instance default") || !strings.Contains(errOut, "tor instance a (") {
-		t.Errorf("warnings: %s", errOut)
+	// print is read-only: a missing consensus does not change its answer
+	// enough to warn on every call (apply, check and status say it).
+	if strings.Contains(errOut, "no cached consensus") {
+		t.Errorf("print warns about the consensus: %s", errOut)
 	}
 
 	// explain answers per exit instance, as that instance's tor.

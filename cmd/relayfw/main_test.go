@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -25,14 +27,19 @@ const testConfig = "testdata/relayfw.toml"
 
 // testUsers are the users the tests' torrcs name, with fixed uids so that
 // the golden files do not depend on the machine's /etc/passwd.
-var testUsers = map[string]uint32{"debian-tor": 101, "_tor-a": 201, "_tor-b": 202}
+var testUsers = map[string]uint32{"debian-tor": 101, "_tor-a": 201, "_tor-b": 202, "_apt": 42}
 
 func TestMain(m *testing.M) {
+	// Only these users exist for the unit tests, whatever the machine has
+	// (a numeric uid is taken as it is).
 	lookupUID = func(name string) (uint32, error) {
 		if uid, ok := testUsers[name]; ok {
 			return uid, nil
 		}
-		return lookupSystemUID(name)
+		if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+			return uint32(n), nil
+		}
+		return 0, fmt.Errorf("user: unknown user %s", name)
 	}
 	os.Exit(m.Run())
 }

@@ -21,6 +21,7 @@ With several tor instances, each instance's policy follows a line
 instance's policy alone, without that line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			g.readOnly = true
 			in, err := loadInputs(cmd, g)
 			if err != nil {
 				return err

@@ -29,9 +29,13 @@ print iptables-restore --noflush input for the chain RELAYFW-OUTPUT, and
 			default:
 				return usageError(fmt.Errorf("--format %q: want nft, iptables, ip6tables, ipset or json", format))
 			}
-			rs, err := compileRuleset(cmd, g)
+			g.readOnly = true
+			rs, in, err := compileRuleset(cmd, g)
 			if err != nil {
 				return err
+			}
+			if note := in.notExitNote(); note != "" {
+				g.log.Info(note)
 			}
 			var text string
 			switch format {

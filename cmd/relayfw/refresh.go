@@ -16,7 +16,7 @@ without touching any rule. Prints how many links were added and removed.
 Run apply first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, b, release, err := rulesetAndBackend(cmd, g, true)
+			rs, _, b, release, err := rulesetAndBackend(cmd, g, true)
 			defer release()
 			if err != nil {
 				return err

@@ -25,11 +25,15 @@ type globals struct {
 	configPath    string
 	backend       string
 	wait          time.Duration
-	stdout        io.Writer
-	log           *slog.Logger
+	// readOnly commands (policy, explain, print) keep quiet about what does
+	// not change their answer, such as a missing consensus.
+	readOnly bool
+	stdout   io.Writer
+	log      *slog.Logger
 }
 
-func (g *globals) torrcSet(cmd *cobra.Command) bool { return cmd.Flags().Changed("torrc") }
+func (g *globals) torrcSet(cmd *cobra.Command) bool   { return cmd.Flags().Changed("torrc") }
+func (g *globals) backendSet(cmd *cobra.Command) bool { return cmd.Flags().Changed("backend") }
 func (g *globals) defaultsSet(cmd *cobra.Command) bool {
 	return cmd.Flags().Changed("defaults-torrc")
 }
@@ -60,7 +64,7 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 	pf.StringVar(&g.defaultsTorrc, "defaults-torrc", "", "tor's --defaults-torrc for every --torrc (default: Debian's defaults file for Debian's torrcs, else none)")
 	pf.StringVar(&g.policy, "policy", "", "exit policy in torrc syntax; replaces the torrc's ExitPolicy lines")
 	pf.StringVar(&g.configPath, "config", config.DefaultPath, "relayfw's own settings (optional at the default path)")
-	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables")
+	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables (default: relayfw.toml's, else the one of the last apply, else nftables when the kernel has it)")
 	pf.DurationVar(&g.wait, "wait", 0, "when another relayfw is changing the firewall, wait this long for it (default: fail at once, exit 75)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 

@@ -45,6 +45,19 @@ type appliedState struct {
 
 func statePath() string { return strings.Replace(lockPath(), "lock-", "state-", 1) + ".json" }
 
+// readState reads what the last apply recorded.
+func readState() (appliedState, bool) {
+	var a appliedState
+	data, err := os.ReadFile(statePath())
+	if err != nil || json.Unmarshal(data, &a) != nil {
+		return a, false
+	}
+	return a, true
+}
+
+// forgetApply drops the record of the last apply: nothing is installed.
+func forgetApply() { _ = os.Remove(statePath()) }
+
 // recordApply remembers the apply; failing to is a warning, the firewall
 // is in place.
 func recordApply(g *globals, backend string) {
@@ -62,10 +75,20 @@ func recordApply(g *globals, backend string) {
 
 // status is relayfw status --format json.
 type status struct {
-	Backend   string                      `json:"backend"`
-	Installed bool                        `json:"installed"`
-	InSync    bool                        `json:"in_sync"`
-	Drift     []string                    `json:"drift"`
+	Backend   string `json:"backend"`
+	Installed bool   `json:"installed"`
+	// AlsoInstalled are other backends holding relayfw objects (there
+	// should be none: apply removes them).
+	AlsoInstalled []string `json:"also_installed"`
+	InSync        bool     `json:"in_sync"`
+	Drift         []string `json:"drift"`
+	// RelayLinksBehind counts the relay links the cached consensus has and
+	// the kernel lacks, and the other way round (refresh brings them up).
+	RelayLinksBehind int `json:"relay_links_behind"`
+	// Exit says whether a tor instance exits; Note says plainly what a
+	// non-exit host gets.
+	Exit      bool                        `json:"exit"`
+	Note      string                      `json:"note,omitempty"`
 	LastApply *time.Time                  `json:"last_apply"`
 	Classes   map[string]firewall.Counter `json:"classes"`
 	Rules     map[string]firewall.Counter `json:"rules"`
@@ -74,11 +97,15 @@ type status struct {
 }
 
 func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
-	rs, b, _, err := rulesetAndBackend(cmd, g, false)
+	rs, in, b, _, err := rulesetAndBackend(cmd, g, false)
 	if err != nil {
 		return nil, err
 	}
-	drift, err := b.Check(cmd.Context(), rs)
+	installed, err := b.Installed(cmd.Context())
+	if err != nil {
+		return nil, backendError(fmt.Errorf("status: %w", err))
+	}
+	drift, behind, err := checkState(cmd, b, rs)
 	if err != nil {
 		return nil, backendError(fmt.Errorf("status: %w", err))
 	}
@@ -86,9 +113,15 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
 	if err != nil {
 		return nil, backendError(fmt.Errorf("status: %w", err))
 	}
-	st := &status{Backend: b.Name(), Installed: len(counters) > 0, InSync: len(drift) == 0,
-		Drift: append([]string{}, drift...), Classes: map[string]firewall.Counter{}, Rules: counters,
-		ruleClass: ruleClasses{}}
+	st := &status{Backend: b.Name(), Installed: installed, AlsoInstalled: []string{}, InSync: len(drift) == 0,
+		Drift: append([]string{}, drift...), RelayLinksBehind: behind.total(), Note: in.notExitNote(),
+		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}}
+	st.Exit = st.Note == ""
+	for _, o := range otherBackends(cmd.Context(), b) {
+		if ok, err := o.Installed(cmd.Context()); err == nil && ok {
+			st.AlsoInstalled = append(st.AlsoInstalled, o.Name())
+		}
+	}
 	for _, r := range rs.Outbound {
 		st.ruleClass[r.Name] = r.Class
 	}
@@ -136,10 +169,21 @@ func newStatusCommand(g *globals) *cobra.Command {
 			w := g.stdout
 			fmt.Fprintf(w, "backend:    %s\n", st.Backend)
 			fmt.Fprintf(w, "installed:  %v\n", st.Installed)
+			for _, o := range st.AlsoInstalled {
+				fmt.Fprintf(w, "also:       relayfw objects in %s too (relayfw apply keeps one firewall; relayfw remove removes both)\n", o)
+			}
 			if st.InSync {
 				fmt.Fprintf(w, "in sync:    yes\n")
 			} else {
 				fmt.Fprintf(w, "in sync:    no (%d differences; see relayfw check)\n", len(st.Drift))
+			}
+			if st.RelayLinksBehind > 0 {
+				fmt.Fprintf(w, "relay links: %d behind the cached consensus (relayfw refresh)\n", st.RelayLinksBehind)
+			} else {
+				fmt.Fprintf(w, "relay links: up to date\n")
+			}
+			if st.Note != "" {
+				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
 			}
 			if st.LastApply != nil {
 				fmt.Fprintf(w, "last apply: %s\n", st.LastApply.Format(time.RFC3339))
@@ -225,7 +269,8 @@ func writeMetrics(w io.Writer, st *status) error {
 		return 0
 	}
 	fmt.Fprintf(&b, "# HELP relayfw_installed Whether relayfw's firewall is installed.\n# TYPE relayfw_installed gauge\nrelayfw_installed %d\n", boolean(st.Installed))
-	fmt.Fprintf(&b, "# HELP relayfw_in_sync Whether the installed firewall equals the one compiled from torrc.\n# TYPE relayfw_in_sync gauge\nrelayfw_in_sync %d\n", boolean(st.InSync))
+	fmt.Fprintf(&b, "# HELP relayfw_in_sync Whether the installed rules equal the ones compiled from torrc (relay links apart).\n# TYPE relayfw_in_sync gauge\nrelayfw_in_sync %d\n", boolean(st.InSync))
+	fmt.Fprintf(&b, "# HELP relayfw_relay_links_behind Relay links the cached consensus and the kernel disagree on (relayfw refresh).\n# TYPE relayfw_relay_links_behind gauge\nrelayfw_relay_links_behind %d\n", st.RelayLinksBehind)
 	if st.LastApply != nil {
 		fmt.Fprintf(&b, "# HELP relayfw_last_apply_timestamp_seconds When relayfw last applied.\n# TYPE relayfw_last_apply_timestamp_seconds gauge\nrelayfw_last_apply_timestamp_seconds %d\n", st.LastApply.Unix())
 	}

@@ -3,8 +3,10 @@ package ipt
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/coreos/go-iptables/iptables"
@@ -374,8 +376,9 @@ func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error)
 	return out, nil
 }
 
-// Refresh replaces only the relay-link ipsets' contents, each by one
-// atomic swap, without touching the chains or the exit policy's sets.
+// Refresh brings only the relay-link ipsets' contents up to date: one
+// ipset restore deletes the entries that left and adds the new ones,
+// without touching the chains or the exit policy's sets.
 func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed int, err error) {
 	have, err := b.ipset.owned()
 	if err != nil {
@@ -387,16 +390,19 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 			if set.typ != "hash:ip,port" {
 				continue
 			}
-			if h := have[set.name]; h == nil || h.typ != set.typ {
+			h := have[set.name]
+			if h == nil || h.typ != set.typ {
 				return 0, 0, fmt.Errorf("ipset %s is missing or of another type: run relayfw apply", set.name)
 			}
-			drift, a, r := setDrift(set, have[set.name], "")
-			if len(drift) == 0 {
-				continue
+			missing, extra := sortedDiff(set.entries, h.entries)
+			for _, e := range extra {
+				fmt.Fprintf(&script, "del %s %s\n", set.name, e)
 			}
-			script.WriteString(replaceScript(set, true))
-			added += a
-			removed += r
+			for _, e := range missing {
+				fmt.Fprintf(&script, "add %s %s\n", set.name, e)
+			}
+			added += len(missing)
+			removed += len(extra)
 		}
 	}
 	if script.Len() > 0 {
@@ -405,6 +411,49 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		}
 	}
 	return added, removed, nil
+}
+
+// Installed reports whether relayfw's chain, its jump or any of its
+// ipsets exist.
+func (b *Backend) Installed(context.Context) (bool, error) {
+	for _, f := range b.families {
+		st, err := f.state()
+		if err != nil {
+			return false, err
+		}
+		if st.chainExists || len(st.jumps) > 0 {
+			return true, nil
+		}
+	}
+	have, err := b.ipset.owned()
+	return len(have) > 0, err
+}
+
+// RelayLinks reads the installed entries of the relay-link ipsets.
+func (b *Backend) RelayLinks(_ context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
+	have, err := b.ipset.owned()
+	if err != nil {
+		return nil, err
+	}
+	out := map[string][]rules.Region{}
+	for _, s := range rs.Sets {
+		h := have[ipsetName(s.Name)]
+		if h == nil || h.typ != "hash:ip,port" {
+			continue
+		}
+		regions := []rules.Region{}
+		for _, e := range h.entries {
+			addr, proto, _ := strings.Cut(e, ",")
+			a, err1 := netip.ParseAddr(addr)
+			port, err2 := strconv.ParseUint(strings.TrimPrefix(proto, "tcp:"), 10, 16)
+			if err1 != nil || err2 != nil {
+				continue
+			}
+			regions = append(regions, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: uint16(port), Last: uint16(port)}})
+		}
+		out[s.Name] = regions
+	}
+	return out, nil
 }
 
 // RenderIpsets is the ipset restore input for the ruleset's sets.

@@ -279,19 +279,8 @@ func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, 
 	if have.typ != want.typ {
 		return []string{fmt.Sprintf("%sipset %s is %s, not %s", prefix, want.name, have.typ, want.typ)}, len(want.entries), len(have.entries)
 	}
-	for i, j := 0, 0; i < len(want.entries) || j < len(have.entries); {
-		switch {
-		case j == len(have.entries) || (i < len(want.entries) && want.entries[i] < have.entries[j]):
-			added++
-			i++
-		case i == len(want.entries) || have.entries[j] < want.entries[i]:
-			removed++
-			j++
-		default:
-			i++
-			j++
-		}
-	}
+	missing, extra := sortedDiff(want.entries, have.entries)
+	added, removed = len(missing), len(extra)
 	if added > 0 {
 		drift = append(drift, fmt.Sprintf("%sipset %s: %d entries missing", prefix, want.name, added))
 	}
@@ -299,4 +288,23 @@ func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, 
 		drift = append(drift, fmt.Sprintf("%sipset %s: %d unexpected entries", prefix, want.name, removed))
 	}
 	return drift, added, removed
+}
+
+// sortedDiff compares two sorted lists: what want has and have lacks, and
+// the other way round.
+func sortedDiff(want, have []string) (missing, extra []string) {
+	for i, j := 0, 0; i < len(want) || j < len(have); {
+		switch {
+		case j == len(have) || (i < len(want) && want[i] < have[j]):
+			missing = append(missing, want[i])
+			i++
+		case i == len(want) || have[j] < want[i]:
+			extra = append(extra, have[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return missing, extra
 }

@@ -328,6 +328,17 @@ func addElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement)
 	return nil
 }
 
+func delElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	for len(elems) > 0 {
+		n := min(len(elems), elementsPerMessage)
+		if err := c.SetDeleteElements(s, elems[:n]); err != nil {
+			return fmt.Errorf("set %s: %w", s.Name, err)
+		}
+		elems = elems[n:]
+	}
+	return nil
+}
+
 // ruleCount is the number of kernel rules.
 func (p plan) ruleCount() int { return len(p.rules) + len(p.classes) }
 
