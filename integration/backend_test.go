@@ -160,6 +160,9 @@ func TestBackends(t *testing.T) {
 			t.Run("ExtraAllowanceByUser", func(t *testing.T) { testExtraAllowance(t, backend) })
 			t.Run("StatusAndMetrics", func(t *testing.T) { testStatusAndMetrics(t, backend) })
 			t.Run("InstancesByUser", func(t *testing.T) { testInstancesByUser(t, backend) })
+			t.Run("SecondBackendReplacesFirst", func(t *testing.T) { testSecondBackend(t, backend) })
+			t.Run("LocalResolverByUser", func(t *testing.T) { testLocalResolver(t, backend) })
+			t.Run("UpdatesForApt", func(t *testing.T) { testUpdatesForApt(t, backend) })
 		})
 	}
 }
@@ -664,8 +667,23 @@ func testRelayLinks(t *testing.T, b backend) {
 		[]byte(consensusWith("203.0.113.99:9001", "203.0.113.13:6881", "[2001:db8:1::11]:9001")), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, out, _ := run(append(flags, "check")...); code != 1 {
-		t.Errorf("check after the consensus changed: exit %d %q, want 1", code, out)
+	// Between the consensus and the refresh (the command relayfw-consensus.path
+	// runs): the rules are in sync, the links behind; check exits 3.
+	if code, out, _ := run(append(flags, "check")...); code != 3 || !strings.Contains(out, "1 to add, 1 to remove") {
+		t.Errorf("check after the consensus changed: exit %d %q, want 3 and the counts", code, out)
+	}
+	var st struct {
+		InSync           bool `json:"in_sync"`
+		RelayLinksBehind int  `json:"relay_links_behind"`
+	}
+	if code, out, errOut := run(append(flags, "status", "--format", "json")...); code != 0 || json.Unmarshal([]byte(out), &st) != nil || !st.InSync || st.RelayLinksBehind != 2 {
+		t.Errorf("status between consensus and refresh: exit %d %+v %s %s", code, st, out, errOut)
+	}
+	if code, out, _ := run(append(flags, "metrics")...); code != 0 || !strings.Contains(out, "\nrelayfw_relay_links_behind 2\n") || !strings.Contains(out, "\nrelayfw_in_sync 1\n") {
+		t.Errorf("metrics between consensus and refresh: exit %d\n%s", code, out)
+	}
+	if code, out, _ := run(append(flags, "explain", "203.0.113.99:9001")...); code != 0 || !strings.Contains(out, "not yet in the kernel") {
+		t.Errorf("explain of a relay the kernel lacks: exit %d %q", code, out)
 	}
 	code, out, errOut := run(append(flags, "refresh")...)
 	if code != 0 || !strings.Contains(out, "1 added, 1 removed") {
@@ -992,6 +1010,189 @@ func testInstancesByUser(t *testing.T, b backend) {
 	for _, tg := range []string{"203.0.113.200:80", "198.51.100.9:443"} {
 		if o, _ := tn.probe(t, netip.MustParseAddrPort(tg).Addr(), netip.MustParseAddrPort(tg).Port()); o != refused {
 			t.Errorf("root to %s: %s, want refused", tg, o)
+		}
+	}
+}
+
+// installedIn says which backends hold relayfw objects in ns.
+func installedIn(t *testing.T, ns string, env []string) (nftables, iptables bool) {
+	t.Helper()
+	nftables = exec.Command("ip", "netns", "exec", ns, "nft", "list", "table", "inet", "relayfw").Run() == nil
+	for _, tool := range []string{"iptables", "ip6tables"} {
+		cmd := exec.Command("ip", "netns", "exec", ns, tool, "-S", "RELAYFW-OUTPUT")
+		cmd.Env = env
+		iptables = iptables || cmd.Run() == nil
+	}
+	out, _ := exec.Command("ip", "netns", "exec", ns, "ipset", "list", "-n").Output()
+	return nftables, iptables || strings.Contains(string(out), "relayfw-")
+}
+
+// testSecondBackend: applying with the other backend removes this one's
+// firewall; plain status, check and remove follow the backend of the last
+// apply; with a firewall in both (put there by hand), plain remove
+// removes both, and says so.
+func testSecondBackend(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	env := b.env(t)
+	run := b.runner(t, tn)
+	flags := relayInputs(t, b.flag, "../examples/torrc")
+	plain := slices.Clone(flags[2:]) // without --backend
+	other := "nftables"
+	if b.flag == "nftables" {
+		other = "iptables"
+	}
+	mustApply(t, run, flags)
+	mustApply(t, run, append([]string{"--backend", other}, plain...))
+	if n, i := installedIn(t, tn.relay, env); n != (other == "nftables") || i != (other == "iptables") {
+		t.Fatalf("after apply with %s over %s: nftables %v, iptables %v; want only %s", other, b.flag, n, i, other)
+	}
+	if code, out, _ := run(append(plain, "status")...); code != 0 || !strings.Contains(out, "backend:    "+other) || !strings.Contains(out, "installed:  true") {
+		t.Errorf("plain status after apply with %s: exit %d\n%s", other, code, out)
+	}
+	if code, out, _ := run(append(plain, "check")...); code != 0 || !strings.Contains(out, "("+other) {
+		t.Errorf("plain check: exit %d %q", code, out)
+	}
+	if code, out, _ := run(append(plain, "remove")...); code != 0 || !strings.HasPrefix(out, "removed ("+other) || strings.Count(out, "\n") != 1 {
+		t.Errorf("plain remove: exit %d %q", code, out)
+	}
+	if n, i := installedIn(t, tn.relay, env); n || i {
+		t.Fatalf("after plain remove: nftables %v, iptables %v", n, i)
+	}
+	if code, out, _ := run(append(plain, "remove")...); code != 0 || !strings.HasPrefix(out, "nothing to remove (") {
+		t.Errorf("second remove: exit %d %q", code, out)
+	}
+
+	// Both at once, the second loaded by hand from print: status names it,
+	// plain remove removes both.
+	mustApply(t, run, flags)
+	code, text, errOut := run(append([]string{"--backend", other}, append(plain, "print", "--format", map[string]string{"nftables": "nft", "iptables": "iptables"}[other])...)...)
+	if code != 0 {
+		t.Fatalf("print: %d %s", code, errOut)
+	}
+	if other == "nftables" {
+		tn.nft(t, tn.relay, text)
+	} else {
+		_, ipsets, _ := run(append(plain, "print", "--format", "ipset")...)
+		for _, c := range []struct {
+			tool, input string
+		}{{"ipset", ipsets}, {"iptables-restore", text}} {
+			args := []string{"netns", "exec", tn.relay, c.tool}
+			if c.tool == "ipset" {
+				args = append(args, "restore", "-exist")
+			} else {
+				args = append(args, "--noflush")
+			}
+			cmd := exec.Command("ip", args...)
+			cmd.Env, cmd.Stdin = env, strings.NewReader(c.input)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", c.tool, err, out)
+			}
+		}
+	}
+	if code, out, _ := run(append(plain, "status")...); code != 0 || !strings.Contains(out, "relayfw objects in "+other+" too") {
+		t.Errorf("status with both: exit %d\n%s", code, out)
+	}
+	code, out, _ := run(append(plain, "remove")...)
+	if code != 0 || !strings.Contains(out, "removed (nftables)") || !strings.Contains(out, "removed (iptables") {
+		t.Errorf("plain remove with both: exit %d %q", code, out)
+	}
+	if n, i := installedIn(t, tn.relay, env); n || i {
+		t.Errorf("after plain remove of both: nftables %v, iptables %v", n, i)
+	}
+}
+
+// testLocalResolver: resolv.conf points at 127.0.0.1, where a recursive
+// resolver runs as a test user (a process named unbound, running as
+// daemon): that user's sockets reach DNS (UDP and TCP 53) anywhere,
+// another user's and root's do not.
+func testLocalResolver(t *testing.T, b backend) {
+	requireCommand(t, "setpriv")
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(sleep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	unbound := filepath.Join(dir, "unbound")
+	if err := os.WriteFile(unbound, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	resolver := exec.Command("setpriv", "--reuid", "daemon", "--regid", "daemon", "--clear-groups", unbound, "300")
+	if err := resolver.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = resolver.Process.Kill(); _ = resolver.Wait() })
+	resolvConf := filepath.Join(dir, "resolv.conf")
+	if err := os.WriteFile(resolvConf, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\nServerDNSResolvConfFile "+resolvConf+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "relayfw.toml")
+	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
+	mustApply(t, run, flags)
+	serveUDP(t, tn.net, "198.51.100.2:53", func(q []byte) []byte { return q })
+	for _, c := range []struct {
+		user string
+		ok   bool
+	}{{"daemon", true}, {"nobody", false}, {"root", false}} {
+		conn, err := dialAsIn(t, tn.relay, c.user, "", netip.MustParseAddrPort("203.0.113.53:53"))
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("TCP 53 as %s: %v, want connected=%v", c.user, err, c.ok)
+		}
+	}
+	// UDP as the resolver's user gets an answer from net.
+	script := "exec 3<>/dev/udp/198.51.100.2/53; printf q >&3; timeout 3 head -c1 <&3"
+	out, err := exec.Command("ip", "netns", "exec", tn.relay, "setpriv", "--reuid", "daemon", "--regid", "daemon", "--clear-groups", "bash", "-c", script).CombinedOutput()
+	if err != nil || string(out) != "q" {
+		t.Errorf("UDP 53 as the resolver's user: %v %q", err, out)
+	}
+	if code, out, _ := run(append(flags, "explain", "--proto", "udp", "--user", "daemon", "203.0.113.53:53")...); code != 0 || !strings.Contains(out, "dns-resolver-udp") {
+		t.Errorf("explain --user daemon: exit %d %q", code, out)
+	}
+}
+
+// testUpdatesForApt: under a policy that rejects 443, apt's user still
+// reaches TCP 80 and 443 (allow.updates, on by default); root does not.
+func testUpdatesForApt(t *testing.T, b backend) {
+	requireCommand(t, "setpriv")
+	if _, err := exec.Command("id", "-u", "_apt").Output(); err != nil {
+		t.Skip("SKIPPED: no _apt user on this host")
+	}
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	flags := relayInputs(t, b.flag, "ORPort 9001\nExitRelay 1\nExitPolicy accept *:22,reject *:*\n")
+	mustApply(t, run, flags)
+	for _, c := range []struct {
+		user string
+		dst  string
+		ok   bool
+	}{
+		{"_apt", "203.0.113.5:443", true}, {"_apt", "[2001:db8:1::5]:80", true}, {"_apt", "203.0.113.5:8080", false},
+		{"root", "203.0.113.5:443", false}, {"nobody", "203.0.113.5:443", false},
+	} {
+		conn, err := dialAsIn(t, tn.relay, c.user, "", netip.MustParseAddrPort(c.dst))
+		if conn != nil {
+			conn.Close()
+		}
+		if (err == nil) != c.ok {
+			t.Errorf("%s to %s: %v, want connected=%v", c.user, c.dst, err, c.ok)
 		}
 	}
 }

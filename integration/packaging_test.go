@@ -17,7 +17,7 @@ func TestSystemdUnits(t *testing.T) {
 	analyze := requireCommand(t, "systemd-analyze")
 	dir := t.TempDir()
 	units, err := filepath.Glob("../contrib/systemd/relayfw*")
-	if err != nil || len(units) < 5 {
+	if err != nil || len(units) < 7 {
 		t.Fatalf("units: %v %v", units, err)
 	}
 	var paths []string
@@ -27,7 +27,11 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 		text := strings.ReplaceAll(string(data), "/usr/local/sbin/relayfw", relayfwBin)
-		p := filepath.Join(dir, filepath.Base(u))
+		name := filepath.Base(u)
+		if strings.Contains(name, "@.") { // a template: verify an instance of it
+			name = strings.Replace(name, "@.", "@example.", 1)
+		}
+		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}

@@ -73,7 +73,7 @@ so it happens even when the SSH session that ran apply dies.`,
 				if err != nil {
 					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: keeping the current ruleset: %w", err)}
 				}
-				p = &pending{Deadline: time.Now().Add(confirm), Backend: b.Name(), Previous: previous}
+				p = &pending{Deadline: time.Now().Add(confirm), Backend: backendKind(b), Previous: previous}
 				if st, ok := readState(); ok {
 					p.PreviousBackend = st.Backend
 				}
@@ -89,7 +89,7 @@ so it happens even when the SSH session that ran apply dies.`,
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
 			removeOthers(cmd.Context(), g, b)
-			recordApply(g, b.Name())
+			recordApply(g, backendKind(b))
 			if err := saveRuleset(appliedRuleset(), rs); err != nil {
 				g.log.Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 			}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -29,11 +30,20 @@ func backendChoice(cmd *cobra.Command, g *globals, cfg config.Config) string {
 	return "auto"
 }
 
+// backendKind is "nftables" or "iptables": what --backend and the state
+// name (Name says more, e.g. "iptables 1.8.9 (legacy)").
+func backendKind(b firewall.Backend) string {
+	if strings.HasPrefix(b.Name(), "iptables") {
+		return "iptables"
+	}
+	return "nftables"
+}
+
 // otherBackends are the backends other than b, as far as they work here.
 func otherBackends(ctx context.Context, b firewall.Backend) []firewall.Backend {
 	var out []firewall.Backend
 	for _, o := range allBackends(ctx) {
-		if o.Name() != b.Name() {
+		if backendKind(o) != backendKind(b) {
 			out = append(out, o)
 		}
 	}

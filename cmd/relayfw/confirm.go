@@ -144,7 +144,7 @@ func rollback(cmd *cobra.Command, g *globals, p *pending) (string, error) {
 		return "", fmt.Errorf("%s: %w", p.Previous, err)
 	}
 	prev := b
-	if p.PreviousBackend != "" && p.PreviousBackend != b.Name() {
+	if p.PreviousBackend != "" && p.PreviousBackend != backendKind(b) {
 		if prev, err = chooseBackend(cmd.Context(), g, p.PreviousBackend); err != nil {
 			return "", err
 		}
@@ -153,7 +153,7 @@ func rollback(cmd *cobra.Command, g *globals, p *pending) (string, error) {
 		return "", err
 	}
 	removeOthers(cmd.Context(), g, prev)
-	recordApply(g, prev.Name())
+	recordApply(g, backendKind(prev))
 	_ = saveRuleset(appliedRuleset(), rs)
 	return fmt.Sprintf("rolled back: the previous firewall is restored (%s)", prev.Name()), nil
 }

@@ -119,7 +119,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
 	st.Exit = st.Note == ""
 	for _, o := range otherBackends(cmd.Context(), b) {
 		if ok, err := o.Installed(cmd.Context()); err == nil && ok {
-			st.AlsoInstalled = append(st.AlsoInstalled, o.Name())
+			st.AlsoInstalled = append(st.AlsoInstalled, backendKind(o))
 		}
 	}
 	for _, r := range rs.Outbound {
