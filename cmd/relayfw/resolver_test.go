@@ -30,7 +30,6 @@ func fakeProc(t *testing.T, pid, comm string, uid int) {
 	}
 }
 
-
 func TestLocalResolver(t *testing.T) {
 	resolvConf := writeFile(t, "resolv.conf", "nameserver 127.0.0.1\n")
 	torrc := writeFile(t, "torrc", "ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\nServerDNSResolvConfFile "+resolvConf+"\n")
