@@ -10,23 +10,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
 
 // compileRuleset loads the inputs and compiles the ruleset.
-func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, *inputs, error) {
+func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, *host.Inputs, error) {
 	in, err := loadInputs(cmd, g)
 	if err != nil {
 		return rules.Ruleset{}, nil, err
 	}
-	rs, _ := in.ruleset(g)
+	rs, _ := in.Ruleset()
 	return rs, in, nil
 }
 
 // rulesetAndBackend compiles the ruleset, then picks the backend: bad
 // input is reported before the kernel is asked anything. With lock, the
 // namespace's lock is taken in between and release must be called.
-func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Ruleset, in *inputs, b firewall.Backend, release func(), err error) {
+func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Ruleset, in *host.Inputs, b firewall.Backend, release func(), err error) {
 	release = func() {}
 	rs, in, err = compileRuleset(cmd, g)
 	if err != nil {
@@ -37,7 +38,7 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Rule
 			return rs, in, nil, func() {}, err
 		}
 	}
-	b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.cfg))
+	b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
 	return rs, in, b, release, err
 }
 
@@ -94,7 +95,7 @@ so it happens even when the SSH session that ran apply dies.`,
 				g.log.Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 			}
 			fmt.Fprintln(g.stdout, summary(b, res))
-			if note := in.notExitNote(); note != "" {
+			if note := in.NotExitNote(); note != "" {
 				fmt.Fprintln(g.stdout, note)
 			}
 			if p != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -70,16 +71,16 @@ consensus has but the kernel does not yet is said so.`,
 			if err != nil {
 				return err
 			}
-			insts, err := selectInstance(in.instances, instance)
+			insts, err := host.SelectInstance(in.Instances, instance)
 			if err != nil {
-				return err
+				return usageError(fmt.Errorf("--instance: %w", err))
 			}
 			if instance == "" {
 				// The instances that exit answer; when none does, the
 				// first says "reject".
-				var exits []*torInstance
+				var exits []*host.Instance
 				for _, t := range insts {
-					if t.isExit() {
+					if t.IsExit() {
 						exits = append(exits, t)
 					}
 				}
@@ -90,25 +91,25 @@ consensus has but the kernel does not yet is said so.`,
 			}
 			var asUser *uint32
 			if userName != "" {
-				uid, err := lookupUID(userName)
+				uid, err := host.LookupUID(userName)
 				if err != nil {
 					return usageError(fmt.Errorf("--user %q: %v", userName, err))
 				}
 				asUser = &uid
 			}
-			rs, _ := in.ruleset(g)
+			rs, _ := in.Ruleset()
 			kernelLinks := installedLinks(cmd, g, in, rs)
 			enc := json.NewEncoder(g.stdout)
 			for _, inst := range insts {
 				for i, t := range targets {
-					e := explain(inst.effective.Policy, args[i], t)
+					e := explain(inst.Effective.Policy, args[i], t)
 					explainFirewall(&e, rs, inst, asUser, proto, t)
 					if e.Reason == "relay link" && kernelLinks != nil && !kernelLinks[netip.AddrPortFrom(t.Addr().Unmap(), t.Port())] {
 						e.Reason = "relay link (in the cached consensus, not yet in the kernel: relayfw refresh)"
 					}
 					prefix := ""
-					if len(in.instances) > 1 {
-						e.Instance, prefix = inst.name, "instance "+inst.name+": "
+					if len(in.Instances) > 1 {
+						e.Instance, prefix = inst.Name, "instance "+inst.Name+": "
 					}
 					if format == "json" {
 						if err := enc.Encode(e); err != nil {
@@ -151,18 +152,18 @@ func explain(p rules.ExitPolicy, target string, t netip.AddrPort) explanation {
 // explainFirewall adds the host firewall's verdict for a new connection.
 // The connection is the instance's: from its User's sockets and its
 // OutboundBindAddressExit.
-func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, asUser *uint32, proto string, t netip.AddrPort) {
+func explainFirewall(e *explanation, rs rules.Ruleset, inst *host.Instance, asUser *uint32, proto string, t netip.AddrPort) {
 	dst := t.Addr().Unmap()
 	p := rules.Packet{OutIface: "eth0", Dst: dst, Proto: proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
 	if dst.IsLoopback() {
 		p.OutIface = "lo"
 	}
-	for _, src := range inst.opts.OutboundBindExit {
+	for _, src := range inst.Options.OutboundBindExit {
 		if src.Is4() == dst.Is4() {
 			p.Src = src
 		}
 	}
-	p.UID = inst.uid
+	p.UID = inst.UID
 	if asUser != nil {
 		p.UID = asUser
 	}
@@ -193,10 +194,10 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *torInstance, asUser
 // installedLinks reads the relay links in the kernel, when relayfw's
 // firewall is installed and this process may read it; nil otherwise (explain
 // then answers from the model alone).
-func installedLinks(cmd *cobra.Command, g *globals, in *inputs, rs rules.Ruleset) map[netip.AddrPort]bool {
+func installedLinks(cmd *cobra.Command, g *globals, in *host.Inputs, rs rules.Ruleset) map[netip.AddrPort]bool {
 	quiet := *g
 	quiet.log = slog.New(slog.DiscardHandler)
-	b, err := chooseBackend(cmd.Context(), &quiet, backendChoice(cmd, g, in.cfg))
+	b, err := chooseBackend(cmd.Context(), &quiet, backendChoice(cmd, g, in.Config()))
 	if err != nil {
 		return nil
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/relayfw/relayfw/host"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -17,9 +18,9 @@ import (
 func debianHost(t *testing.T) {
 	t.Helper()
 	root := t.TempDir()
-	oldEtc, oldShare := torEtcDir, torShareDir
-	torEtcDir, torShareDir = filepath.Join(root, "etc/tor"), filepath.Join(root, "usr/share/tor")
-	t.Cleanup(func() { torEtcDir, torShareDir = oldEtc, oldShare })
+	oldEtc, oldShare := host.TorEtcDir, host.TorShareDir
+	host.TorEtcDir, host.TorShareDir = filepath.Join(root, "etc/tor"), filepath.Join(root, "usr/share/tor")
+	t.Cleanup(func() { host.TorEtcDir, host.TorShareDir = oldEtc, oldShare })
 	files := map[string]string{
 		"usr/share/tor/tor-service-defaults-torrc":           "DataDirectory /var/lib/tor\nUser debian-tor\nSocksPort 9050\n",
 		"usr/share/tor/tor-service-defaults-torrc-instances": "DataDirectory /var/lib/tor-instances/@@NAME@@\nUser _tor-@@NAME@@\n",
@@ -47,11 +48,11 @@ func TestDebianInstances(t *testing.T) {
 		t.Fatalf("policy: exit %d: %s", code, errOut)
 	}
 	wantPolicy := []string{
-		"# tor instance default (" + filepath.Join(torEtcDir, "torrc") + ", user debian-tor)", "reject *:*",
-		"# tor instance a (" + filepath.Join(torEtcDir, "instances/a/torrc") + ", user _tor-a)", "reject6 *:*",
+		"# tor instance default (" + filepath.Join(host.TorEtcDir, "torrc") + ", user debian-tor)", "reject *:*",
+		"# tor instance a (" + filepath.Join(host.TorEtcDir, "instances/a/torrc") + ", user _tor-a)", "reject6 *:*",
 		"reject 0.0.0.0/8:*", "reject 169.254.0.0/16:*", "reject 127.0.0.0/8:*", "reject 192.168.0.0/16:*",
 		"reject 10.0.0.0/8:*", "reject 172.16.0.0/12:*", "reject 203.0.113.10:*", "accept *:80", "accept *:443", "reject *:*",
-		"# tor instance b (" + filepath.Join(torEtcDir, "instances/b/torrc") + ", user _tor-b)", "reject6 *:*",
+		"# tor instance b (" + filepath.Join(host.TorEtcDir, "instances/b/torrc") + ", user _tor-b)", "reject6 *:*",
 		"reject 0.0.0.0/8:*", "reject 169.254.0.0/16:*", "reject 127.0.0.0/8:*", "reject 192.168.0.0/16:*",
 		"reject 10.0.0.0/8:*", "reject 172.16.0.0/12:*", "reject 203.0.113.10:*", "accept *:22", "reject *:*",
 	}
@@ -124,14 +125,14 @@ func TestDefaultsTorrcFlag(t *testing.T) {
 
 func TestPathsFollowIncludes(t *testing.T) {
 	debianHost(t)
-	incDir := filepath.Join(torEtcDir, "torrc.d")
+	incDir := filepath.Join(host.TorEtcDir, "torrc.d")
 	if err := os.MkdirAll(incDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(incDir, "50-exit.conf"), []byte("Nickname x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(torEtcDir, "instances/a/torrc"), []byte("%include "+incDir+"\nORPort 9001\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(host.TorEtcDir, "instances/a/torrc"), []byte("%include "+incDir+"\nORPort 9001\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := writeFile(t, "relayfw.toml", "")
@@ -141,10 +142,10 @@ func TestPathsFollowIncludes(t *testing.T) {
 	}
 	got := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	for _, want := range []string{
-		filepath.Join(torEtcDir, "torrc"), filepath.Join(torEtcDir, "instances"),
-		filepath.Join(torEtcDir, "instances/a/torrc"), filepath.Join(torEtcDir, "instances/b/torrc"),
+		filepath.Join(host.TorEtcDir, "torrc"), filepath.Join(host.TorEtcDir, "instances"),
+		filepath.Join(host.TorEtcDir, "instances/a/torrc"), filepath.Join(host.TorEtcDir, "instances/b/torrc"),
 		incDir, filepath.Join(incDir, "50-exit.conf"),
-		filepath.Join(torShareDir, "tor-service-defaults-torrc"), filepath.Join(torShareDir, "tor-service-defaults-torrc-instances"),
+		filepath.Join(host.TorShareDir, "tor-service-defaults-torrc"), filepath.Join(host.TorShareDir, "tor-service-defaults-torrc-instances"),
 		cfg, "/etc/resolv.conf",
 	} {
 		if !slices.Contains(got, want) {

@@ -5,9 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -15,8 +12,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -32,7 +29,7 @@ var testUsers = map[string]uint32{"debian-tor": 101, "_tor-a": 201, "_tor-b": 20
 func TestMain(m *testing.M) {
 	// Only these users exist for the unit tests, whatever the machine has
 	// (a numeric uid is taken as it is).
-	lookupUID = func(name string) (uint32, error) {
+	host.LookupUID = func(name string) (uint32, error) {
 		if uid, ok := testUsers[name]; ok {
 			return uid, nil
 		}
@@ -224,21 +221,6 @@ func golden(t *testing.T, path, got string) {
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
 		t.Fatalf("%s differs (-want +got); if intended, regenerate with go test ./cmd/relayfw -update:\n%s", path, diff)
-	}
-}
-
-func TestResolvedUpstreams(t *testing.T) {
-	g := &globals{log: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	upstream := writeFile(t, "resolv.conf", "# systemd-resolved\nnameserver 192.0.2.1\nnameserver 2001:db8::1%eth0\nsearch example.org\n")
-	stub := []netip.Addr{netip.MustParseAddr("127.0.0.53")}
-	got := withResolvedUpstreams(g, stub, upstream)
-	want := []netip.Addr{netip.MustParseAddr("127.0.0.53"), netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}
-	if diff := cmp.Diff(want, got, cmpopts.EquateComparable(netip.Addr{})); diff != "" {
-		t.Fatal(diff)
-	}
-	direct := []netip.Addr{netip.MustParseAddr("192.0.2.9")}
-	if got := withResolvedUpstreams(g, direct, upstream); len(got) != 1 {
-		t.Fatalf("a non-local resolver needs no upstreams: %v", got)
 	}
 }
 

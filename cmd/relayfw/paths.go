@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"time"
 
@@ -38,7 +37,7 @@ relayfw.service and relayfw-reapply.service run this after every apply.`,
 			if err != nil {
 				return err
 			}
-			paths := in.watchedPaths(g)
+			paths := in.Paths()
 			if !update {
 				_, err := fmt.Fprintln(g.stdout, strings.Join(paths, "\n"))
 				return err
@@ -68,20 +67,6 @@ relayfw.service and relayfw-reapply.service run this after every apply.`,
 	cmd.Flags().BoolVar(&update, "update-path-unit", false, "write the paths into "+pathUnit+"'s drop-in and reload systemd when they changed")
 	cmd.Flags().StringVar(&unitDir, "unit-dir", "/run/systemd/system", "where the drop-in directory "+pathUnit+".d is")
 	return cmd
-}
-
-// watchedPaths are the inputs of the firewall, sorted.
-func (in *inputs) watchedPaths(g *globals) []string {
-	paths := slices.Clone(in.watched)
-	paths = append(paths, g.configPath, filepath.Join(torEtcDir, "instances"))
-	paths = append(paths, in.resolvConfFiles()...)
-	for i, p := range paths {
-		if abs, err := filepath.Abs(p); err == nil {
-			paths[i] = abs
-		}
-	}
-	slices.Sort(paths)
-	return slices.Compact(paths)
 }
 
 // writePathDropIn writes the drop-in; changed reports whether its content

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/relayfw/relayfw/host"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -26,17 +27,17 @@ instance's policy alone, without that line.`,
 			if err != nil {
 				return err
 			}
-			insts, err := selectInstance(in.instances, instance)
+			insts, err := host.SelectInstance(in.Instances, instance)
 			if err != nil {
-				return err
+				return usageError(fmt.Errorf("--instance: %w", err))
 			}
 			for _, t := range insts {
 				if len(insts) > 1 {
-					if _, err := fmt.Fprintf(g.stdout, "# %s\n", t.describe()); err != nil {
+					if _, err := fmt.Fprintf(g.stdout, "# %s\n", t.Describe()); err != nil {
 						return err
 					}
 				}
-				if _, err := fmt.Fprintln(g.stdout, strings.Join(t.effective.Policy.Lines(), "\n")); err != nil {
+				if _, err := fmt.Fprintln(g.stdout, strings.Join(t.Effective.Policy.Lines(), "\n")); err != nil {
 					return err
 				}
 			}

@@ -34,7 +34,7 @@ print iptables-restore --noflush input for the chain RELAYFW-OUTPUT, and
 			if err != nil {
 				return err
 			}
-			if note := in.notExitNote(); note != "" {
+			if note := in.NotExitNote(); note != "" {
 				g.log.Info(note)
 			}
 			var text string

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"github.com/relayfw/relayfw/host"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -8,13 +9,13 @@ import (
 	"testing"
 )
 
-// fakeProc makes procRoot a directory with one process.
+// fakeProc makes host.ProcRoot a directory with one process.
 func fakeProc(t *testing.T, pid, comm string, uid int) {
 	t.Helper()
 	root := t.TempDir()
-	old := procRoot
-	procRoot = root
-	t.Cleanup(func() { procRoot = old })
+	old := host.ProcRoot
+	host.ProcRoot = root
+	t.Cleanup(func() { host.ProcRoot = old })
 	if comm == "" {
 		return
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/host"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -127,4 +128,28 @@ func isCobraUsageError(err error) bool {
 		}
 	}
 	return false
+}
+
+// loadConfig reads relayfw.toml; the default one is optional.
+func loadConfig(cmd *cobra.Command, g *globals) (config.Config, error) {
+	return host.LoadConfig(g.configPath, !g.configSet(cmd))
+}
+
+// loadInputs reads relayfw.toml and the tor instances the flags name.
+func loadInputs(cmd *cobra.Command, g *globals) (*host.Inputs, error) {
+	cfg, err := loadConfig(cmd, g)
+	if err != nil {
+		return nil, err
+	}
+	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, ReadOnly: g.readOnly, Log: g.log}
+	if !g.torrcSet(cmd) {
+		opts.Torrcs = nil
+	}
+	if g.defaultsSet(cmd) {
+		opts.DefaultsTorrc = &g.defaultsTorrc
+	}
+	if g.policySet(cmd) {
+		opts.Policy = &g.policy
+	}
+	return host.Load(opts)
 }

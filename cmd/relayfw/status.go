@@ -114,7 +114,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
 		return nil, backendError(fmt.Errorf("status: %w", err))
 	}
 	st := &status{Backend: b.Name(), Installed: installed, AlsoInstalled: []string{}, InSync: len(drift) == 0,
-		Drift: append([]string{}, drift...), RelayLinksBehind: behind.total(), Note: in.notExitNote(),
+		Drift: append([]string{}, drift...), RelayLinksBehind: behind.total(), Note: in.NotExitNote(),
 		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}}
 	st.Exit = st.Note == ""
 	for _, o := range otherBackends(cmd.Context(), b) {

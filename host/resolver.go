@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"bufio"
@@ -26,8 +26,8 @@ var localResolvers = []struct{ name, comm, user string }{
 	{"pdns-recursor", "pdns_recursor", "pdns"},
 }
 
-// procRoot is where processes are listed; a variable for tests.
-var procRoot = "/proc"
+// ProcRoot is where processes are listed; a variable for tests.
+var ProcRoot = "/proc"
 
 // systemdResolvedStubs are the addresses of systemd-resolved's stub
 // resolver: it forwards to the upstream servers of its own resolv.conf.
@@ -37,12 +37,12 @@ var systemdResolvedStubs = []netip.Addr{netip.MustParseAddr("127.0.0.53"), netip
 // a running process of a known resolver first (its effective uid), else
 // the service user its package creates.
 func findLocalResolver() (*rules.UserRef, string) {
-	entries, _ := os.ReadDir(procRoot)
+	entries, _ := os.ReadDir(ProcRoot)
 	for _, e := range entries {
 		if _, err := strconv.Atoi(e.Name()); err != nil {
 			continue
 		}
-		comm, err := os.ReadFile(filepath.Join(procRoot, e.Name(), "comm"))
+		comm, err := os.ReadFile(filepath.Join(ProcRoot, e.Name(), "comm"))
 		if err != nil {
 			continue
 		}
@@ -50,7 +50,7 @@ func findLocalResolver() (*rules.UserRef, string) {
 			if strings.TrimSpace(string(comm)) != r.comm {
 				continue
 			}
-			if uid, ok := processUID(filepath.Join(procRoot, e.Name(), "status")); ok {
+			if uid, ok := processUID(filepath.Join(ProcRoot, e.Name(), "status")); ok {
 				name := r.user
 				if u, err := lookupUserName(uid); err == nil {
 					name = u
@@ -60,7 +60,7 @@ func findLocalResolver() (*rules.UserRef, string) {
 		}
 	}
 	for _, r := range localResolvers {
-		if uid, err := lookupUID(r.user); err == nil {
+		if uid, err := LookupUID(r.user); err == nil {
 			return &rules.UserRef{Name: r.user, UID: uid}, fmt.Sprintf("user %s of %s exists", r.user, r.name)
 		}
 	}
@@ -92,11 +92,11 @@ func processUID(statusPath string) (uint32, bool) {
 // the resolver's user may query any name server. allow.resolver_user
 // names it; otherwise relayfw looks for one, and says what to set when it
 // finds none.
-func (in *inputs) localResolverAllowance(g *globals, resolvers []netip.Addr) *rules.UserRef {
+func (in *Inputs) localResolverAllowance(resolvers []netip.Addr) *rules.UserRef {
 	if name := in.cfg.Allow.ResolverUser; name != "" {
-		uid, err := lookupUID(name)
+		uid, err := LookupUID(name)
 		if err != nil {
-			g.log.Warn(fmt.Sprintf("allow.resolver_user %q: %v; the local resolver gets no DNS allowance", name, err))
+			in.log().Warn(fmt.Sprintf("allow.resolver_user %q: %v; the local resolver gets no DNS allowance", name, err))
 			return nil
 		}
 		return &rules.UserRef{Name: name, UID: uid}
@@ -109,11 +109,11 @@ func (in *inputs) localResolverAllowance(g *globals, resolvers []netip.Addr) *ru
 	}
 	ref, how := findLocalResolver()
 	if ref == nil {
-		g.log.Warn("resolv.conf points at loopback, but no local recursive resolver (unbound, bind9, knot-resolver, pdns-recursor) was found: " +
+		in.log().Warn("resolv.conf points at loopback, but no local recursive resolver (unbound, bind9, knot-resolver, pdns-recursor) was found: " +
 			"it could not reach any name server. Set allow.resolver_user = \"USER\" in relayfw.toml to the user your resolver runs as")
 		return nil
 	}
-	g.log.Debug("local recursive resolver", "how", how, "user", ref.Name, "uid", ref.UID)
+	in.log().Debug("local recursive resolver", "how", how, "user", ref.Name, "uid", ref.UID)
 	return ref
 }
 
@@ -126,19 +126,19 @@ func lookupUserName(uid uint32) (string, error) {
 	return u.Username, nil
 }
 
-// aptUser is the user apt downloads packages as on Debian and Ubuntu.
-const aptUser = "_apt"
+// AptUser is the user apt downloads packages as on Debian and Ubuntu.
+const AptUser = "_apt"
 
 // updatesAllowance lets apt's downloads out (allow.updates, on unless set
 // to false), when the host has apt's user.
-func (in *inputs) updatesAllowance(g *globals) *rules.UserRef {
+func (in *Inputs) updatesAllowance() *rules.UserRef {
 	if !config.On(in.cfg.Allow.Updates) {
 		return nil
 	}
-	uid, err := lookupUID(aptUser)
+	uid, err := LookupUID(AptUser)
 	if err != nil {
-		g.log.Debug("no package updates allowance", "user", aptUser, "err", err)
+		in.log().Debug("no package updates allowance", "user", AptUser, "err", err)
 		return nil
 	}
-	return &rules.UserRef{Name: aptUser, UID: uid}
+	return &rules.UserRef{Name: AptUser, UID: uid}
 }

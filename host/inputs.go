@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"bufio"
@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -14,8 +15,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-
-	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/relays"
@@ -29,25 +28,53 @@ const (
 	defaultDataDirectory = "/var/lib/tor"
 )
 
-// inputs is everything a command computes from the torrcs, --policy, the
-// config file and the host.
-type inputs struct {
+// Options are what the caller (relayfw's flags, or a provisioning
+// program) says about where the inputs are.
+type Options struct {
+	// Torrcs are the torrcs to read, one tor instance each; none: the
+	// config's [[instance]] tables or torrc, else Debian's layout.
+	Torrcs []string
+	// DefaultsTorrc, when not nil, is tor's --defaults-torrc for every
+	// torrc ("" for none); nil: Debian's defaults for Debian's torrcs.
+	DefaultsTorrc *string
+	// Policy, when not nil, replaces the torrcs' ExitPolicy lines.
+	Policy *string
+	// Config is relayfw.toml (LoadConfig).
+	Config config.Config
+	// ConfigPath is where Config came from, for Paths.
+	ConfigPath string
+	// ReadOnly callers (a dry run, an explanation) are not told about
+	// what does not change their answer, such as a missing consensus.
+	ReadOnly bool
+	// Log receives warnings; nil discards them.
+	Log *slog.Logger
+}
+
+// Inputs is everything relayfw computes from the torrcs, the exit policy,
+// relayfw.toml and the host.
+type Inputs struct {
+	opts      Options
 	cfg       config.Config
-	instances []*torInstance
+	Instances []*Instance
 	// watched are the files and directories the firewall depends on.
 	watched []string
 }
 
-// loadInputs reads the config file and every tor instance's torrc and
-// builds their effective exit policies. Warnings go to the log (stderr).
-func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
-	in := &inputs{}
-	cfg, err := loadConfig(cmd, g)
-	if err != nil {
-		return nil, err
+// Config is the relayfw.toml the inputs were read with.
+func (in *Inputs) Config() config.Config { return in.cfg }
+
+func (in *Inputs) log() *slog.Logger {
+	if in.opts.Log == nil {
+		return slog.New(slog.DiscardHandler)
 	}
-	in.cfg = cfg
-	srcs, err := instanceSources(cmd, g, in)
+	return in.opts.Log
+}
+
+// Load reads every tor instance's configuration and builds their
+// effective exit policies. Warnings go to opts.Log.
+func Load(opts Options) (*Inputs, error) {
+	in := &Inputs{opts: opts, cfg: opts.Config}
+	srcs, err := in.instanceSources()
 	if err != nil {
 		return nil, err
 	}
@@ -56,47 +83,48 @@ func loadInputs(cmd *cobra.Command, g *globals) (*inputs, error) {
 		defaults, lines, err := readInstance(src, &in.watched)
 		var fe *rules.FileError
 		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
-			g.policySet(cmd) && !g.torrcSet(cmd) && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
-			// --policy alone, on a host without a torrc: an empty torrc.
+			opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
+			// A policy alone, on a host without a torrc: an empty torrc.
 			lines, err = nil, nil
 		}
 		if err != nil {
 			return nil, err
 		}
-		t := &torInstance{name: src.name, torrc: src.torrc, defaults: src.defaults, defaultsName: src.defaultsName}
-		if t.opts, err = rules.OptionsFromGroups(defaults, lines); err != nil {
+		t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName}
+		if t.Options, err = rules.OptionsFromGroups(defaults, lines); err != nil {
 			return nil, err
 		}
-		if g.policySet(cmd) {
-			t.opts.ExitPolicy = nil
-			if g.policy != "" {
-				t.opts.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: g.policy, File: "--policy"}}
+		if opts.Policy != nil {
+			t.Options.ExitPolicy = nil
+			if *opts.Policy != "" {
+				t.Options.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: *opts.Policy, File: "--policy"}}
 			}
 		}
-		for _, w := range t.opts.Warnings {
-			g.log.Warn(w)
+		for _, w := range t.Options.Warnings {
+			in.log().Warn(w)
 		}
-		if t.effective, err = rules.EffectivePolicy(t.opts, facts); err != nil {
+		if t.Effective, err = rules.EffectivePolicy(t.Options, facts); err != nil {
 			return nil, err
 		}
-		for _, w := range t.effective.Warnings {
-			g.log.Warn(w)
+		for _, w := range t.Effective.Warnings {
+			in.log().Warn(w)
 		}
-		in.instances = append(in.instances, t)
+		in.Instances = append(in.Instances, t)
 	}
-	if err := in.resolveUsers(g); err != nil {
+	if err := in.resolveUsers(); err != nil {
 		return nil, err
 	}
 	return in, nil
 }
 
-// loadConfig reads relayfw.toml; the default one is optional.
-func loadConfig(cmd *cobra.Command, g *globals) (config.Config, error) {
-	cfg, err := config.Load(g.configPath)
+// LoadConfig reads relayfw.toml; with optional, a missing file is an
+// empty configuration.
+func LoadConfig(path string, optional bool) (config.Config, error) {
+	cfg, err := config.Load(path)
 	switch {
 	case err == nil:
 		return cfg, nil
-	case errors.Is(err, fs.ErrNotExist) && !g.configSet(cmd):
+	case errors.Is(err, fs.ErrNotExist) && optional:
 		return config.Config{}, nil
 	}
 	return config.Config{}, fmt.Errorf("config: %w", err)
@@ -106,51 +134,51 @@ func loadConfig(cmd *cobra.Command, g *globals) (config.Config, error) {
 // keeps an unscoped exit policy (tor runs as whoever started it); with
 // several instances one without User runs as root. Two exit instances of
 // one user cannot be told apart in the kernel: that is refused.
-func (in *inputs) resolveUsers(g *globals) error {
-	owner := map[uint32]*torInstance{}
-	for _, t := range in.instances {
-		if t.opts.User == "" {
-			if len(in.instances) == 1 {
+func (in *Inputs) resolveUsers() error {
+	owner := map[uint32]*Instance{}
+	for _, t := range in.Instances {
+		if t.Options.User == "" {
+			if len(in.Instances) == 1 {
 				continue
 			}
-			if t.isExit() {
-				g.log.Warn(fmt.Sprintf("%s has no User: tor runs it as root, so its exit policy applies to root's sockets", t.describe()))
+			if t.IsExit() {
+				in.log().Warn(fmt.Sprintf("%s has no User: tor runs it as root, so its exit policy applies to root's sockets", t.Describe()))
 			}
 			root := uint32(0)
-			t.uid = &root
+			t.UID = &root
 		} else {
-			uid, err := lookupUID(t.opts.User)
+			uid, err := LookupUID(t.Options.User)
 			if err != nil {
-				at := t.opts.Origin["user"]
+				at := t.Options.Origin["user"]
 				return &rules.SyntaxError{File: at.File, Line: at.Line,
-					Err: fmt.Errorf("user %q (option User) does not exist on this host (tor refuses to start: \"Error setting configured user\")", t.opts.User)}
+					Err: fmt.Errorf("user %q (option User) does not exist on this host (tor refuses to start: \"Error setting configured user\")", t.Options.User)}
 			}
-			t.uid = &uid
+			t.UID = &uid
 		}
-		if !t.isExit() {
+		if !t.IsExit() {
 			continue
 		}
-		if other, dup := owner[*t.uid]; dup {
-			return &exitError{code: exitDataErr, err: fmt.Errorf("%s and %s exit as the same user: the kernel cannot tell their exit traffic apart; give each instance its own User (tor-instance-create does)",
-				other.describe(), t.describe())}
+		if other, dup := owner[*t.UID]; dup {
+			return &rules.SyntaxError{File: t.Torrc, Err: fmt.Errorf("%s and %s exit as the same user: the kernel cannot tell their exit traffic apart; give each instance its own User (tor-instance-create does)",
+				other.Describe(), t.Describe())}
 		}
-		owner[*t.uid] = t
+		owner[*t.UID] = t
 	}
 	return nil
 }
 
 // ruleInstances are the instances as the compiler sees them.
-func (in *inputs) ruleInstances() []rules.Instance {
-	out := make([]rules.Instance, 0, len(in.instances))
-	for _, t := range in.instances {
-		out = append(out, rules.Instance{Name: t.name, Policy: t.effective.Policy, UID: t.uid, User: t.opts.User, ExitSources: t.opts.OutboundBindExit})
+func (in *Inputs) ruleInstances() []rules.Instance {
+	out := make([]rules.Instance, 0, len(in.Instances))
+	for _, t := range in.Instances {
+		out = append(out, rules.Instance{Name: t.Name, Policy: t.Effective.Policy, UID: t.UID, User: t.Options.User, ExitSources: t.Options.OutboundBindExit})
 	}
 	return out
 }
 
 // ruleset compiles every instance's policy and the host's needs.
-func (in *inputs) ruleset(g *globals) (rules.Ruleset, rules.Host) {
-	h := in.host(g)
+func (in *Inputs) Ruleset() (rules.Ruleset, rules.Host) {
+	h := in.Host()
 	return rules.CompileInstances(in.ruleInstances(), h), h
 }
 
@@ -174,7 +202,7 @@ func hostFacts() rules.HostFacts {
 }
 
 // host builds the compiler's view of what the host must keep reaching.
-func (in *inputs) host(g *globals) rules.Host {
+func (in *Inputs) Host() rules.Host {
 	allow := in.cfg.Allow
 	h := rules.Host{
 		DHCP: config.On(allow.DHCP),
@@ -192,17 +220,17 @@ func (in *inputs) host(g *globals) rules.Host {
 			for _, path := range in.resolvConfFiles() {
 				found, err := readResolvers(path)
 				if err != nil {
-					g.log.Warn(fmt.Sprintf("no DNS allowance: %v", err))
+					in.log().Warn(fmt.Sprintf("no DNS allowance: %v", err))
 				}
 				rs = append(rs, found...)
 			}
-			h.Resolvers = withResolvedUpstreams(g, rs, resolvedUpstreamConf)
+			h.Resolvers = in.withResolvedUpstreams(rs, resolvedUpstreamConf)
 		}
-		h.LocalResolver = in.localResolverAllowance(g, h.Resolvers)
+		h.LocalResolver = in.localResolverAllowance(h.Resolvers)
 	}
-	h.Updates = in.updatesAllowance(g)
-	h.RelayLinks = in.relayLinks(g)
-	h.Extra = in.extraAllowances(g)
+	h.Updates = in.updatesAllowance()
+	h.RelayLinks = in.relayLinks()
+	h.Extra = in.extraAllowances()
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
 	return h
 }
@@ -211,7 +239,7 @@ func (in *inputs) host(g *globals) rules.Host {
 // resolved now (one that does not resolve is left out, with a warning,
 // rather than keeping the whole firewall from being applied), users
 // looked up.
-func (in *inputs) extraAllowances(g *globals) []rules.Allowance {
+func (in *Inputs) extraAllowances() []rules.Allowance {
 	var out []rules.Allowance
 	for _, e := range in.cfg.Allow.Extra {
 		a := rules.Allowance{Name: e.Name, Proto: e.Proto}
@@ -235,7 +263,7 @@ func (in *inputs) extraAllowances(g *globals) []rules.Allowance {
 			addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", to)
 			cancel()
 			if err != nil {
-				g.log.Warn(fmt.Sprintf("allow.extra %s: %q does not resolve (%v); left out", e.Name, to, err))
+				in.log().Warn(fmt.Sprintf("allow.extra %s: %q does not resolve (%v); left out", e.Name, to, err))
 				continue
 			}
 			for _, addr := range addrs {
@@ -247,9 +275,9 @@ func (in *inputs) extraAllowances(g *globals) []rules.Allowance {
 			continue // nothing to allow: not "anywhere"
 		}
 		if e.User != "" {
-			uid, err := lookupUID(e.User)
+			uid, err := LookupUID(e.User)
 			if err != nil {
-				g.log.Warn(fmt.Sprintf("allow.extra %s: user %q: %v; left out", e.Name, e.User, err))
+				in.log().Warn(fmt.Sprintf("allow.extra %s: user %q: %v; left out", e.Name, e.User, err))
 				continue
 			}
 			a.UID = &uid
@@ -259,11 +287,12 @@ func (in *inputs) extraAllowances(g *globals) []rules.Allowance {
 	return out
 }
 
-// lookupUID accepts a user name or a numeric uid. A variable so that the
+// LookupUID accepts a user name or a numeric uid. A variable so that the
 // golden tests see the same uids on every machine.
-var lookupUID = lookupSystemUID
+var LookupUID = LookupSystemUID
 
-func lookupSystemUID(name string) (uint32, error) {
+// LookupSystemUID looks a user up in the system's user database.
+func LookupSystemUID(name string) (uint32, error) {
 	if n, err := strconv.ParseUint(name, 10, 32); err == nil {
 		return uint32(n), nil
 	}
@@ -276,10 +305,10 @@ func lookupSystemUID(name string) (uint32, error) {
 }
 
 // resolvConfFiles are the resolv.conf files the instances' tors read.
-func (in *inputs) resolvConfFiles() []string {
+func (in *Inputs) resolvConfFiles() []string {
 	var out []string
-	for _, t := range in.instances {
-		path := t.opts.ServerDNSResolvConfFile
+	for _, t := range in.Instances {
+		path := t.Options.ServerDNSResolvConfFile
 		if path == "" {
 			path = defaultResolvConf
 		}
@@ -291,12 +320,12 @@ func (in *inputs) resolvConfFiles() []string {
 }
 
 // dataDirectory is where an instance's tor keeps its cached consensus.
-func (in *inputs) dataDirectory(t *torInstance) string {
+func (in *Inputs) dataDirectory(t *Instance) string {
 	switch {
-	case in.cfg.DataDirectory != "" && len(in.instances) == 1:
+	case in.cfg.DataDirectory != "" && len(in.Instances) == 1:
 		return in.cfg.DataDirectory
-	case t.opts.DataDirectory != "":
-		return t.opts.DataDirectory
+	case t.Options.DataDirectory != "":
+		return t.Options.DataDirectory
 	}
 	return defaultDataDirectory
 }
@@ -305,37 +334,37 @@ func (in *inputs) dataDirectory(t *torInstance) string {
 // reach: the union of their cached consensuses (a missing one is a
 // warning) and their authorities and fallbacks, from the torrcs or tor's
 // compiled-in lists.
-func (in *inputs) relayLinks(g *globals) []netip.AddrPort {
-	anyRelay := slices.ContainsFunc(in.instances, (*torInstance).isRelay)
+func (in *Inputs) relayLinks() []netip.AddrPort {
+	anyRelay := slices.ContainsFunc(in.Instances, (*Instance).IsRelay)
 	var sets []relays.Links
-	for _, t := range in.instances {
-		if !t.isRelay() && anyRelay {
+	for _, t := range in.Instances {
+		if !t.IsRelay() && anyRelay {
 			continue // a client instance next to relays: nothing of its own
 		}
 		dir := in.dataDirectory(t)
 		consensus, path, err := relays.ReadConsensus(dir)
 		if err != nil {
 			who := ""
-			if len(in.instances) > 1 {
-				who = t.describe() + ": "
+			if len(in.Instances) > 1 {
+				who = t.Describe() + ": "
 			}
 			msg := fmt.Sprintf("%sno cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
 				who, dir, strings.ReplaceAll(err.Error(), "\n", "; "))
-			if g.readOnly {
-				g.log.Debug(msg) // apply, check and status say it
+			if in.opts.ReadOnly {
+				in.log().Debug(msg) // apply, check and status say it
 			} else {
-				g.log.Warn(msg)
+				in.log().Warn(msg)
 			}
 		} else {
-			g.log.Debug("read consensus", "path", path, "links", len(consensus))
+			in.log().Debug("read consensus", "path", path, "links", len(consensus))
 		}
-		auth, err := relays.DirServers(t.opts.DirAuthority, "authorities")
+		auth, err := relays.DirServers(t.Options.DirAuthority, "authorities")
 		if err != nil {
-			g.log.Warn(fmt.Sprintf("DirAuthority: %v", err))
+			in.log().Warn(fmt.Sprintf("DirAuthority: %v", err))
 		}
-		fallbacks, err := relays.DirServers(t.opts.FallbackDir, "fallbacks")
+		fallbacks, err := relays.DirServers(t.Options.FallbackDir, "fallbacks")
 		if err != nil {
-			g.log.Warn(fmt.Sprintf("FallbackDir: %v", err))
+			in.log().Warn(fmt.Sprintf("FallbackDir: %v", err))
 		}
 		sets = append(sets, consensus, auth, fallbacks)
 	}
@@ -349,14 +378,14 @@ var resolvedUpstreamConf = "/run/systemd/resolve/resolv.conf"
 // (127.0.0.53), the upstream servers it forwards to: its own traffic
 // leaves the host. The loopback rule already covers the stub itself. A
 // recursive resolver on loopback is localResolverAllowance's.
-func withResolvedUpstreams(g *globals, resolvers []netip.Addr, upstreamConf string) []netip.Addr {
+func (in *Inputs) withResolvedUpstreams(resolvers []netip.Addr, upstreamConf string) []netip.Addr {
 	stub := slices.ContainsFunc(resolvers, func(a netip.Addr) bool { return slices.Contains(systemdResolvedStubs, a.Unmap()) })
 	if !stub {
 		return resolvers
 	}
 	upstreams, err := readResolvers(upstreamConf)
 	if err != nil {
-		g.log.Warn(fmt.Sprintf("the resolver is systemd-resolved's stub, but its upstream servers are unknown (%v): allow them with allow.resolvers", err))
+		in.log().Warn(fmt.Sprintf("the resolver is systemd-resolved's stub, but its upstream servers are unknown (%v): allow them with allow.resolvers", err))
 		return resolvers
 	}
 	for _, u := range upstreams {

@@ -1,4 +1,4 @@
-package main
+package host
 
 import (
 	"errors"
@@ -11,8 +11,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/spf13/cobra"
-
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/rules"
 )
@@ -23,29 +21,29 @@ import (
 // with tor-service-defaults-torrc-instances, "@@NAME@@" replaced by NAME.
 // Variables so that tests can point them at a temporary directory.
 var (
-	torEtcDir   = "/etc/tor"
-	torShareDir = "/usr/share/tor"
+	TorEtcDir   = "/etc/tor"
+	TorShareDir = "/usr/share/tor"
 )
 
-func debianDefaultTorrc() string { return filepath.Join(torEtcDir, "torrc") }
-func debianDefaults() string     { return filepath.Join(torShareDir, "tor-service-defaults-torrc") }
+func debianDefaultTorrc() string { return filepath.Join(TorEtcDir, "torrc") }
+func debianDefaults() string     { return filepath.Join(TorShareDir, "tor-service-defaults-torrc") }
 func debianInstanceDefaults() string {
-	return filepath.Join(torShareDir, "tor-service-defaults-torrc-instances")
+	return filepath.Join(TorShareDir, "tor-service-defaults-torrc-instances")
 }
 
-// torInstance is one tor process: where its configuration comes from and
+// Instance is one tor process: where its configuration comes from and
 // what relayfw computed from it.
-type torInstance struct {
-	name     string
-	torrc    string
-	defaults string // "" when none
+type Instance struct {
+	Name     string
+	Torrc    string
+	Defaults string // "" when none
 	// defaultsName replaces "@@NAME@@" in the defaults file (Debian's
 	// instance template), "" for none.
 	defaultsName string
 
-	opts      rules.Options
-	effective rules.Effective
-	uid       *uint32 // its User's uid; nil for a single torrc without User
+	Options   rules.Options
+	Effective rules.Effective
+	UID       *uint32 // its User's uid; nil for a single torrc without User
 }
 
 // instanceSource is where an instance's configuration comes from.
@@ -60,7 +58,7 @@ func debianInstanceName(torrc string) (string, bool) {
 		return "", false
 	}
 	parent, name := filepath.Split(filepath.Clean(dir))
-	if filepath.Clean(parent) != filepath.Join(torEtcDir, "instances") {
+	if filepath.Clean(parent) != filepath.Join(TorEtcDir, "instances") {
 		return "", false
 	}
 	return name, true
@@ -109,11 +107,11 @@ func instanceNameOf(torrc string) string {
 // instance each), else relayfw.toml's [[instance]] tables or its torrc,
 // else what Debian's units run: /etc/tor/torrc and every
 // /etc/tor/instances/*/torrc.
-func instanceSources(cmd *cobra.Command, g *globals, in *inputs) ([]instanceSource, error) {
+func (in *Inputs) instanceSources() ([]instanceSource, error) {
 	var srcs []instanceSource
 	switch {
-	case g.torrcSet(cmd):
-		for _, t := range g.torrcs {
+	case len(in.opts.Torrcs) > 0:
+		for _, t := range in.opts.Torrcs {
 			srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(t), torrc: t}))
 		}
 	case len(in.cfg.Instances) > 0:
@@ -124,7 +122,7 @@ func instanceSources(cmd *cobra.Command, g *globals, in *inputs) ([]instanceSour
 	case in.cfg.Torrc != "":
 		srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(in.cfg.Torrc), torrc: in.cfg.Torrc}))
 	default:
-		matches, err := filepath.Glob(filepath.Join(torEtcDir, "instances", "*", "torrc"))
+		matches, err := filepath.Glob(filepath.Join(TorEtcDir, "instances", "*", "torrc"))
 		if err != nil {
 			return nil, err
 		}
@@ -139,9 +137,9 @@ func instanceSources(cmd *cobra.Command, g *globals, in *inputs) ([]instanceSour
 			srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(m), torrc: m}))
 		}
 	}
-	if g.defaultsSet(cmd) {
+	if d := in.opts.DefaultsTorrc; d != nil {
 		for i := range srcs {
-			srcs[i].defaults, srcs[i].defaultsName = g.defaultsTorrc, ""
+			srcs[i].defaults, srcs[i].defaultsName = *d, ""
 		}
 	}
 	// Two --torrc flags can give the same name: number the repeats.
@@ -212,37 +210,40 @@ func unwrapPathErr(err error) error {
 	return err
 }
 
-// selectInstance narrows the instances to --instance NAME.
-func selectInstance(insts []*torInstance, name string) ([]*torInstance, error) {
+// ErrNoInstance is SelectInstance's error for a name no instance has.
+var ErrNoInstance = errors.New("no such tor instance")
+
+// SelectInstance narrows the instances to the one named ("": all).
+func SelectInstance(insts []*Instance, name string) ([]*Instance, error) {
 	if name == "" {
 		return insts, nil
 	}
 	var names []string
 	for _, in := range insts {
-		if in.name == name {
-			return []*torInstance{in}, nil
+		if in.Name == name {
+			return []*Instance{in}, nil
 		}
-		names = append(names, in.name)
+		names = append(names, in.Name)
 	}
-	return nil, usageError(fmt.Errorf("--instance %q: no such tor instance (have: %s)", name, strings.Join(names, ", ")))
+	return nil, fmt.Errorf("%w %q (have: %s)", ErrNoInstance, name, strings.Join(names, ", "))
 }
 
-// describe is how messages name an instance.
-func (t *torInstance) describe() string {
-	s := fmt.Sprintf("tor instance %s (%s", t.name, t.torrc)
+// Describe is how messages name an instance.
+func (t *Instance) Describe() string {
+	s := fmt.Sprintf("tor instance %s (%s", t.Name, t.Torrc)
 	switch {
-	case t.opts.User != "":
-		s += fmt.Sprintf(", user %s", t.opts.User)
-	case t.uid != nil:
+	case t.Options.User != "":
+		s += fmt.Sprintf(", user %s", t.Options.User)
+	case t.UID != nil:
 		s += ", as root"
 	}
 	return s + ")"
 }
 
-// isRelay says whether the instance is a relay (it has an ORPort); a
+// IsRelay says whether the instance is a relay (it has an ORPort); a
 // client instance needs nothing from the firewall that the relays do not.
-func (t *torInstance) isRelay() bool {
-	for _, p := range t.opts.Ports {
+func (t *Instance) IsRelay() bool {
+	for _, p := range t.Options.Ports {
 		if p.Kind == "ORPort" {
 			return true
 		}
@@ -250,33 +251,33 @@ func (t *torInstance) isRelay() bool {
 	return false
 }
 
-// isExit says whether the instance exits any traffic.
-func (t *torInstance) isExit() bool { return !t.effective.Policy.IsRejectStar() }
+// IsExit says whether the instance exits any traffic.
+func (t *Instance) IsExit() bool { return !t.Effective.Policy.IsRejectStar() }
 
-// role says what kind of tor the instance is, in an operator's words.
-func (t *torInstance) role() string {
+// Role says what kind of tor the instance is, in an operator's words.
+func (t *Instance) Role() string {
 	switch {
-	case t.opts.BridgeRelay && t.isRelay():
+	case t.Options.BridgeRelay && t.IsRelay():
 		return "a bridge"
-	case t.isExit():
+	case t.IsExit():
 		return "an exit relay"
-	case t.isRelay():
+	case t.IsRelay():
 		return "a non-exit relay (guard or middle)"
 	}
 	return "a tor client, not a relay"
 }
 
-// notExitNote is the plain statement that no instance exits, and what the
+// NotExitNote is the plain statement that no instance exits, and what the
 // host can still reach; "" when an instance is an exit.
-func (in *inputs) notExitNote() string {
+func (in *Inputs) NotExitNote() string {
 	var roles []string
-	for _, t := range in.instances {
-		if t.isExit() {
+	for _, t := range in.Instances {
+		if t.IsExit() {
 			return ""
 		}
-		r := t.role()
-		if len(in.instances) > 1 {
-			r = t.name + ": " + r
+		r := t.Role()
+		if len(in.Instances) > 1 {
+			r = t.Name + ": " + r
 		}
 		roles = append(roles, r)
 	}
@@ -287,7 +288,7 @@ func (in *inputs) notExitNote() string {
 		what string
 	}{
 		{config.On(allow.DNS), "DNS"}, {config.On(allow.DHCP), "DHCP"}, {config.On(allow.NTP), "NTP"},
-		{config.On(allow.Ping), "ping"}, {config.On(allow.Updates), "package updates (user " + aptUser + ", TCP 80 and 443)"},
+		{config.On(allow.Ping), "ping"}, {config.On(allow.Updates), "package updates (user " + AptUser + ", TCP 80 and 443)"},
 		{len(allow.Extra) > 0, "what allow.extra lists"},
 	} {
 		if a.on {
@@ -296,4 +297,24 @@ func (in *inputs) notExitNote() string {
 	}
 	return fmt.Sprintf("not an exit (%s): the firewall lets out no exit traffic; the host still reaches %s",
 		strings.Join(roles, "; "), strings.Join(reach, ", "))
+}
+
+// Paths are the files and directories the firewall depends on, sorted:
+// every instance's torrc, defaults file and what it %includes,
+// relayfw.toml, the resolv.conf files, and Debian's /etc/tor/instances,
+// where new instances appear.
+func (in *Inputs) Paths() []string {
+	paths := slices.Clone(in.watched)
+	paths = append(paths, filepath.Join(TorEtcDir, "instances"))
+	if in.opts.ConfigPath != "" {
+		paths = append(paths, in.opts.ConfigPath)
+	}
+	paths = append(paths, in.resolvConfFiles()...)
+	for i, p := range paths {
+		if abs, err := filepath.Abs(p); err == nil {
+			paths[i] = abs
+		}
+	}
+	slices.Sort(paths)
+	return slices.Compact(paths)
 }
