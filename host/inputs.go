@@ -117,6 +117,10 @@ func Load(opts Options) (*Inputs, error) {
 	return in, nil
 }
 
+// DefaultConfig is relayfw.toml when there is none: every allowance on,
+// the backend auto.
+func DefaultConfig() config.Config { return config.Config{} }
+
 // LoadConfig reads relayfw.toml; with optional, a missing file is an
 // empty configuration.
 func LoadConfig(path string, optional bool) (config.Config, error) {

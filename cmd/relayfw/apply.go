@@ -2,7 +2,6 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -34,7 +33,7 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Rule
 		return rs, in, nil, release, err
 	}
 	if lock {
-		if release, err = acquireLock(g.wait); err != nil {
+		if release, err = guardAndLock(cmd.Context(), g.wait); err != nil {
 			return rs, in, nil, func() {}, err
 		}
 	}
@@ -63,57 +62,22 @@ so it happens even when the SSH session that ran apply dies.`,
 			if err != nil {
 				return err
 			}
-			var p *pending
-			if confirm > 0 {
-				// Everything a rollback needs is written before the
-				// firewall changes; if it cannot be, nothing changes.
-				if p, err := readPending(); err == nil {
-					return &exitError{code: exitTempFail, err: fmt.Errorf("an earlier apply --confirm is pending: %s", confirmStatus(p))}
-				}
-				previous, err := prepareRollback()
-				if err != nil {
-					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: keeping the current ruleset: %w", err)}
-				}
-				p = &pending{Deadline: time.Now().Add(confirm), Backend: backendKind(b), Previous: previous}
-				if st, ok := readState(); ok {
-					p.PreviousBackend = st.Backend
-				}
-				if err := writePending(p); err != nil {
-					return &exitError{code: exitCantCreate, err: fmt.Errorf("apply --confirm: %w", err)}
-				}
-			}
-			res, err := b.Apply(cmd.Context(), rs)
+			applier := host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
+			res, p, err := applier.Apply(cmd.Context(), b, rs, confirm)
 			if err != nil {
-				if p != nil {
-					_ = os.Remove(pendingPath())
-				}
-				return backendError(fmt.Errorf("apply: %w", err))
-			}
-			removeOthers(cmd.Context(), g, b)
-			recordApply(g, backendKind(b))
-			if err := saveRuleset(appliedRuleset(), rs); err != nil {
-				g.log.Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
+				return hostError(fmt.Errorf("apply: %w", err))
 			}
 			fmt.Fprintln(g.stdout, summary(b, res))
 			if note := in.NotExitNote(); note != "" {
 				fmt.Fprintln(g.stdout, note)
 			}
 			if p != nil {
-				if err := startWatcher(g, p); err != nil {
-					// Nobody would roll back: do it now.
-					msg, rerr := rollback(cmd, g, p)
-					_ = os.Remove(pendingPath())
-					if rerr != nil {
-						return fmt.Errorf("apply --confirm: starting the rollback watcher: %v; rolling back failed too: %w", err, rerr)
-					}
-					return fmt.Errorf("apply --confirm: starting the rollback watcher: %w; %s", err, msg)
-				}
 				release() // the watcher takes the lock at the deadline
 				release = func() {}
-				if awaitEnter(g, p) {
-					fmt.Fprintln(g.stdout, "confirmed: the new firewall stays")
-				} else {
-					fmt.Fprintln(g.stdout, confirmStatus(p))
+				kept, msg := awaitConfirm(g, p)
+				fmt.Fprintln(g.stdout, msg)
+				if !kept {
+					return &exitStatus{code: exitFailed}
 				}
 			}
 			if res.Changed && detailed {
@@ -248,7 +212,7 @@ objects are found, whichever backend put them there.`,
 			if err != nil {
 				return err
 			}
-			release, err := acquireLock(g.wait)
+			release, err := guardAndLock(cmd.Context(), g.wait)
 			if err != nil {
 				return err
 			}
@@ -266,7 +230,7 @@ objects are found, whichever backend put them there.`,
 				if _, err := chooseBackend(cmd.Context(), g, "auto"); err != nil {
 					return err // no backend at all, or not permitted
 				}
-				targets = allBackends(cmd.Context())
+				targets = host.AllBackends(cmd.Context())
 			}
 			var names []string
 			removedAny := false
@@ -284,7 +248,7 @@ objects are found, whichever backend put them there.`,
 			if !removedAny {
 				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", strings.Join(names, ", "))
 			}
-			forgetApply()
+			host.ForgetApply()
 			return nil
 		},
 	}

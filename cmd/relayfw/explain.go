@@ -197,7 +197,7 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *host.Instance, asUs
 func installedLinks(cmd *cobra.Command, g *globals, in *host.Inputs, rs rules.Ruleset) map[netip.AddrPort]bool {
 	quiet := *g
 	quiet.log = slog.New(slog.DiscardHandler)
-	b, err := chooseBackend(cmd.Context(), &quiet, backendChoice(cmd, g, in.Config()))
+	b, err := host.ChooseBackend(cmd.Context(), backendChoice(cmd, g, in.Config()), quiet.log)
 	if err != nil {
 		return nil
 	}

@@ -1,88 +1,68 @@
 package main
 
 import (
+	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
-	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/host"
 )
 
-// lockDir holds one lock file per network namespace: the firewall is per
-// namespace, so are the operations that change it.
-var lockDir = "/run/relayfw"
-
 // exitTempFail (EX_TEMPFAIL) is the exit code when another relayfw holds
-// the lock and --wait did not allow waiting long enough.
+// the lock, or a confirm window is open, past --wait.
 const exitTempFail = 75
 
-// lockPath names the lock of the namespace this process runs in. The
-// namespace is named by its cookie, which the kernel never reuses (an
-// inode number can be, once a namespace is gone), else by its inode.
-func lockPath() string {
-	name := "lock"
-	if cookie, ok := netnsCookie(); ok {
-		name = fmt.Sprintf("lock-netns%d", cookie)
-	} else if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
-		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-			name = fmt.Sprintf("lock-net%d", st.Ino)
-		}
-	}
-	return filepath.Join(lockDir, name)
+// acquireLock takes the namespace's lock (host.Lock), mapping its errors
+// to exit codes.
+func acquireLock(ctx context.Context, wait time.Duration) (release func(), err error) {
+	release, err = host.Lock(ctx, wait)
+	return release, hostError(err)
 }
 
-// netnsCookie is SO_NETNS_COOKIE of a socket in this namespace (Linux 5.14+).
-func netnsCookie() (uint64, bool) {
-	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+// guardAndLock is how a change starts: refuse (or, with --wait, wait out)
+// an open confirm window, then take the lock, and look again.
+func guardAndLock(ctx context.Context, wait time.Duration) (release func(), err error) {
+	start := time.Now()
+	if err := host.GuardPending(ctx, wait); err != nil {
+		return nil, hostError(err)
+	}
+	release, err = acquireLock(ctx, max(wait-time.Since(start), 0))
 	if err != nil {
-		return 0, false
+		return nil, err
 	}
-	defer unix.Close(fd)
-	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-	return cookie, err == nil
+	if p, err := host.ReadPending(); err == nil {
+		release()
+		return nil, hostError(&host.PendingError{P: p})
+	}
+	return release, nil
 }
 
-// acquireLock serializes apply, refresh and remove: it takes an exclusive
-// flock, waiting up to wait (0: not at all). The lock goes with the
-// process, so a killed relayfw never leaves it held.
-func acquireLock(wait time.Duration) (release func(), err error) {
-	if err := os.MkdirAll(lockDir, 0o755); err != nil {
-		return nil, stateError(lockDir, err)
+// hostError maps the host package's errors to exit codes.
+func hostError(err error) error {
+	var busy *host.BusyError
+	var pending *host.PendingError
+	var state *host.StateError
+	switch {
+	case err == nil:
+		return nil
+	case errors.As(err, &busy), errors.As(err, &pending):
+		return &exitError{code: exitTempFail, err: err}
+	case errors.As(err, &state) && state.NotPermitted():
+		return &exitError{code: exitNoPerm, err: err}
+	case errors.As(err, &state):
+		return &exitError{code: exitCantCreate, err: err}
 	}
-	path := lockPath()
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, stateError(path, err)
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
-		if err == nil {
-			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
-		}
-		if !errors.Is(err, unix.EWOULDBLOCK) {
-			f.Close()
-			return nil, fmt.Errorf("lock %s: %w", path, err)
-		}
-		if time.Now().After(deadline) {
-			f.Close()
-			return nil, &exitError{code: exitTempFail, err: fmt.Errorf(
-				"another relayfw is changing the firewall (lock %s); try again, or wait with --wait 30s", path)}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return backendError(err)
 }
 
-// stateError maps a failure to create relayfw's state under /run: not
-// permitted (77), or it cannot be created at all — read-only, full (73).
-func stateError(path string, err error) error {
-	if errors.Is(err, os.ErrPermission) && !errors.Is(err, syscall.EROFS) {
-		return &exitError{code: exitNoPerm, err: fmt.Errorf("%s: %w", path, firewall.ErrNotPermitted)}
+// backendError maps the firewall sentinels to exit codes.
+func backendError(err error) error {
+	switch {
+	case errors.Is(err, firewall.ErrNotPermitted):
+		return &exitError{code: exitNoPerm, err: err}
+	case errors.Is(err, firewall.ErrUnavailable):
+		return &exitError{code: exitUnavailable, err: err}
 	}
-	return &exitError{code: exitCantCreate, err: fmt.Errorf("cannot create relayfw's state in %s: %w (it must be writable, e.g. a tmpfs /run)", path, err)}
+	return err
 }

@@ -1,26 +1,30 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"testing"
 	"time"
+
+	"github.com/relayfw/relayfw/host"
 )
 
 func TestLock(t *testing.T) {
-	lockDir = t.TempDir()
-	release, err := acquireLock(0)
+	host.StateDir = t.TempDir()
+	ctx := context.Background()
+	release, err := acquireLock(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second holder (another open file description) must not get it.
-	_, err = acquireLock(0)
+	_, err = acquireLock(ctx, 0)
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != exitTempFail {
 		t.Fatalf("second lock: %v, want exit %d", err, exitTempFail)
 	}
 	go func() { time.Sleep(200 * time.Millisecond); release() }()
 	start := time.Now()
-	release2, err := acquireLock(5 * time.Second)
+	release2, err := acquireLock(ctx, 5*time.Second)
 	if err != nil {
 		t.Fatalf("waiting for the lock: %v", err)
 	}

@@ -30,7 +30,9 @@ type globals struct {
 	// not change their answer, such as a missing consensus.
 	readOnly bool
 	stdout   io.Writer
-	log      *slog.Logger
+	// flush writes what the command printed so far, before it waits.
+	flush func()
+	log   *slog.Logger
 }
 
 func (g *globals) torrcSet(cmd *cobra.Command) bool   { return cmd.Flags().Changed("torrc") }
@@ -71,7 +73,7 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
 		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
-		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackWatcherCommand(g),
+		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g),
 		newPathsCommand(g), newGendocsCommand(g))
 	return root
 }
@@ -91,6 +93,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	var out strings.Builder
 	g.stdout = &out
+	g.flush = func() { _, _ = io.WriteString(stdout, out.String()); out.Reset() }
 	root := newRootCommand(g)
 	root.SetArgs(args)
 	root.SetOut(&out)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -37,40 +38,11 @@ func (c ruleClasses) of(name string) string {
 	return "other"
 }
 
-// appliedState is what apply remembers for status, per network namespace.
-type appliedState struct {
-	AppliedAt time.Time `json:"applied_at"`
-	Backend   string    `json:"backend"`
-}
-
-func statePath() string { return strings.Replace(lockPath(), "lock-", "state-", 1) + ".json" }
-
-// readState reads what the last apply recorded.
-func readState() (appliedState, bool) {
-	var a appliedState
-	data, err := os.ReadFile(statePath())
-	if err != nil || json.Unmarshal(data, &a) != nil {
-		return a, false
-	}
-	return a, true
-}
-
-// forgetApply drops the record of the last apply: nothing is installed.
-func forgetApply() { _ = os.Remove(statePath()) }
-
-// recordApply remembers the apply; failing to is a warning, the firewall
-// is in place.
-func recordApply(g *globals, backend string) {
-	data, _ := json.Marshal(appliedState{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: backend})
-	path := statePath()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		g.log.Warn(fmt.Sprintf("cannot record the apply time in %s: %v", path, err))
-		return
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		g.log.Warn(fmt.Sprintf("cannot record the apply time in %s: %v", path, err))
-	}
+// pendingStatus is an open confirm window: until when, and what a
+// rollback restores.
+type pendingStatus struct {
+	Deadline time.Time `json:"deadline"`
+	Restores string    `json:"restores"`
 }
 
 // status is relayfw status --format json.
@@ -87,7 +59,9 @@ type status struct {
 	RelayLinksBehind int `json:"relay_links_behind"`
 	// Exit says whether a tor instance exits; Note says plainly what a
 	// non-exit host gets.
-	Exit      bool                        `json:"exit"`
+	Exit bool `json:"exit"`
+	// Pending is an open apply --confirm window.
+	Pending   *pendingStatus              `json:"pending"`
 	Note      string                      `json:"note,omitempty"`
 	LastApply *time.Time                  `json:"last_apply"`
 	Classes   map[string]firewall.Counter `json:"classes"`
@@ -117,10 +91,13 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
 		Drift: append([]string{}, drift...), RelayLinksBehind: behind.total(), Note: in.NotExitNote(),
 		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}}
 	st.Exit = st.Note == ""
-	for _, o := range otherBackends(cmd.Context(), b) {
+	for _, o := range host.OtherBackends(cmd.Context(), b) {
 		if ok, err := o.Installed(cmd.Context()); err == nil && ok {
-			st.AlsoInstalled = append(st.AlsoInstalled, backendKind(o))
+			st.AlsoInstalled = append(st.AlsoInstalled, host.Kind(o))
 		}
+	}
+	if p, err := host.ReadPending(); err == nil {
+		st.Pending = &pendingStatus{Deadline: p.Deadline, Restores: p.Restores()}
 	}
 	for _, r := range rs.Outbound {
 		st.ruleClass[r.Name] = r.Class
@@ -138,11 +115,8 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
 		sum.Bytes += c.Bytes
 		st.Classes[k] = sum
 	}
-	if data, err := os.ReadFile(statePath()); err == nil {
-		var a appliedState
-		if json.Unmarshal(data, &a) == nil {
-			st.LastApply = &a.AppliedAt
-		}
+	if a, ok := host.ReadState(); ok {
+		st.LastApply = &a.AppliedAt
 	}
 	return st, nil
 }
@@ -184,6 +158,10 @@ func newStatusCommand(g *globals) *cobra.Command {
 			}
 			if st.Note != "" {
 				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
+			}
+			if p := st.Pending; p != nil {
+				fmt.Fprintf(w, "pending:    apply --confirm until %s (in %s): relayfw confirm keeps it; otherwise it rolls back to %s\n",
+					p.Deadline.Format(time.RFC3339), time.Until(p.Deadline).Round(time.Second), p.Restores)
 			}
 			if st.LastApply != nil {
 				fmt.Fprintf(w, "last apply: %s\n", st.LastApply.Format(time.RFC3339))

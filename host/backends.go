@@ -1,0 +1,139 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+
+	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/firewall/ipt"
+	"github.com/relayfw/relayfw/firewall/nft"
+)
+
+// BackendChoice is the backend to use: flag (--backend) when set, else
+// relayfw.toml's backend, else the backend of the last apply (so that a
+// firewall is never lost track of), else "auto".
+func BackendChoice(flag string, flagSet bool, cfg config.Config) string {
+	switch {
+	case flagSet:
+		return flag
+	case cfg.Backend != "" && cfg.Backend != "auto":
+		return cfg.Backend
+	}
+	if st, ok := ReadState(); ok && (st.Backend == "nftables" || st.Backend == "iptables") {
+		return st.Backend
+	}
+	return "auto"
+}
+
+// Kind is "nftables" or "iptables": what --backend and the state name (a
+// backend's Name says more, e.g. "iptables 1.8.9 (legacy)").
+func Kind(b firewall.Backend) string {
+	if strings.HasPrefix(b.Name(), "iptables") {
+		return "iptables"
+	}
+	return "nftables"
+}
+
+// ChooseBackend returns the backend named ("auto", "nftables",
+// "iptables"), checked to work here. auto: nftables when the kernel
+// answers over netlink, else iptables (logged). Errors wrap
+// firewall.ErrUnavailable or firewall.ErrNotPermitted.
+func ChooseBackend(ctx context.Context, name string, log *slog.Logger) (firewall.Backend, error) {
+	iptables := func() (firewall.Backend, error) {
+		b, err := ipt.New()
+		if err != nil {
+			return nil, err
+		}
+		if err := b.Available(ctx); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	nftables := &nft.Backend{}
+	switch name {
+	case "nftables":
+		if err := nftables.Available(ctx); err != nil {
+			return nil, err
+		}
+		return nftables, nil
+	case "iptables":
+		return iptables()
+	case "auto", "":
+	default:
+		return nil, fmt.Errorf("backend %q: want auto, nftables or iptables", name)
+	}
+	err := nftables.Available(ctx)
+	if err == nil {
+		return nftables, nil
+	}
+	if errors.Is(err, firewall.ErrNotPermitted) {
+		return nil, err
+	}
+	b, ierr := iptables()
+	if ierr != nil {
+		return nil, fmt.Errorf("no firewall backend: %v; %w", err, ierr)
+	}
+	if log != nil {
+		log.Info(fmt.Sprintf("nftables is not available (%v); using %s", err, b.Name()))
+	}
+	return b, nil
+}
+
+// AllBackends are the backends that work on this host.
+func AllBackends(ctx context.Context) []firewall.Backend {
+	var out []firewall.Backend
+	if n := (&nft.Backend{}); n.Available(ctx) == nil {
+		out = append(out, n)
+	}
+	if i, err := ipt.New(); err == nil && i.Available(ctx) == nil {
+		out = append(out, i)
+	}
+	return out
+}
+
+// OtherBackends are the working backends of another kind than b.
+func OtherBackends(ctx context.Context, b firewall.Backend) []firewall.Backend {
+	var out []firewall.Backend
+	for _, o := range AllBackends(ctx) {
+		if Kind(o) != Kind(b) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// Hooks the confirm state machine's tests replace with fakes.
+var (
+	chooseBackend = ChooseBackend
+	otherBackends = OtherBackends
+)
+
+// RemoveOthers removes relayfw's objects from the backends other than b:
+// never two relayfw firewalls at once.
+func RemoveOthers(ctx context.Context, b firewall.Backend, log *slog.Logger) {
+	removeOthers(ctx, b, log, nil)
+}
+
+func removeOthers(ctx context.Context, b firewall.Backend, log *slog.Logger, others func(context.Context, firewall.Backend) []firewall.Backend) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if others == nil {
+		others = otherBackends
+	}
+	for _, o := range others(ctx, b) {
+		installed, err := o.Installed(ctx)
+		if err != nil || !installed {
+			continue
+		}
+		if _, err := o.Remove(ctx); err != nil {
+			log.Warn(fmt.Sprintf("relayfw's %s firewall is still installed next to the %s one: removing it failed: %v (relayfw remove --backend %s)", o.Name(), b.Name(), err, Kind(o)))
+			continue
+		}
+		log.Info(fmt.Sprintf("removed relayfw's %s firewall: the %s one replaces it", o.Name(), b.Name()))
+	}
+}

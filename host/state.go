@@ -1,0 +1,184 @@
+package host
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// StateDir holds relayfw's state, one set of files per network namespace
+// (the firewall is per namespace, so are the operations that change it):
+// the lock, the record of the last apply, the ruleset it installed and a
+// pending confirm. A variable so that tests can use their own.
+var StateDir = "/run/relayfw"
+
+// stateFile names a state file of the namespace this process runs in. The
+// namespace is named by its cookie, which the kernel never reuses (an
+// inode number can be, once a namespace is gone), else by its inode.
+func stateFile(kind, ext string) string {
+	name := kind
+	if cookie, ok := netnsCookie(); ok {
+		name = fmt.Sprintf("%s-netns%d", kind, cookie)
+	} else if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			name = fmt.Sprintf("%s-net%d", kind, st.Ino)
+		}
+	}
+	return filepath.Join(StateDir, name+ext)
+}
+
+// netnsCookie is SO_NETNS_COOKIE of a socket in this namespace (Linux 5.14+).
+func netnsCookie() (uint64, bool) {
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return 0, false
+	}
+	defer unix.Close(fd)
+	cookie, err := unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+	return cookie, err == nil
+}
+
+// LockPath, StatePath, PendingPath, AppliedRulesetPath and
+// RollbackLogPath are this namespace's state files.
+func LockPath() string           { return stateFile("lock", "") }
+func StatePath() string          { return stateFile("state", ".json") }
+func PendingPath() string        { return stateFile("state", ".pending.json") }
+func AppliedRulesetPath() string { return stateFile("state", ".ruleset.json") }
+func RollbackLogPath() string    { return stateFile("state", ".rollback.log") }
+func previousRulesetPath() string {
+	return stateFile("state", ".previous.json")
+}
+
+// State is what the last apply recorded.
+type State struct {
+	AppliedAt time.Time `json:"applied_at"`
+	Backend   string    `json:"backend"` // "nftables" or "iptables"
+}
+
+// ReadState reads the record of the last apply.
+func ReadState() (State, bool) {
+	var s State
+	data, err := os.ReadFile(StatePath())
+	if err != nil || json.Unmarshal(data, &s) != nil {
+		return s, false
+	}
+	return s, true
+}
+
+// RecordApply remembers an apply with a backend kind.
+func RecordApply(kind string) error {
+	data, _ := json.Marshal(State{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: kind})
+	return writeAtomic(StatePath(), data, 0o644)
+}
+
+// ForgetApply drops the record: nothing is installed.
+func ForgetApply() {
+	_ = os.Remove(StatePath())
+	_ = os.Remove(AppliedRulesetPath())
+}
+
+// SaveRuleset remembers the ruleset an apply installed, for a rollback.
+func SaveRuleset(path string, rs rules.Ruleset) error {
+	data, err := json.Marshal(rs)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, data, 0o600)
+}
+
+// LoadRuleset reads a ruleset SaveRuleset wrote.
+func LoadRuleset(path string) (rules.Ruleset, error) {
+	var rs rules.Ruleset
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return rs, err
+	}
+	if err := json.Unmarshal(data, &rs); err != nil {
+		return rs, fmt.Errorf("%s: %w", path, err)
+	}
+	return rs, nil
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// StateError is relayfw's state that cannot be created: NotPermitted
+// (root or CAP_NET_ADMIN needed) or not at all (read-only, full).
+type StateError struct {
+	Path string
+	Err  error
+}
+
+func (e *StateError) Error() string {
+	if e.NotPermitted() {
+		return fmt.Sprintf("%s: %v", e.Path, firewall.ErrNotPermitted)
+	}
+	return fmt.Sprintf("cannot create relayfw's state in %s: %v (it must be writable, e.g. a tmpfs /run)", e.Path, e.Err)
+}
+
+func (e *StateError) Unwrap() error { return e.Err }
+
+// NotPermitted says the state failed for want of privileges.
+func (e *StateError) NotPermitted() bool {
+	return errors.Is(e.Err, os.ErrPermission) && !errors.Is(e.Err, syscall.EROFS)
+}
+
+// BusyError is another relayfw holding the lock past the wait.
+type BusyError struct{ Path string }
+
+func (e *BusyError) Error() string {
+	return fmt.Sprintf("another relayfw is changing the firewall (lock %s); try again, or wait with --wait 30s", e.Path)
+}
+
+// Lock serializes the operations that change the firewall (apply,
+// refresh, remove, confirm, rollback): an exclusive flock on the
+// namespace's lock file, waiting up to wait (0: not at all) or until ctx
+// ends. The lock goes with the process, so a killed relayfw never leaves
+// it held.
+func Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
+	if err := os.MkdirAll(StateDir, 0o755); err != nil {
+		return nil, &StateError{Path: StateDir, Err: err}
+	}
+	path := LockPath()
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, &StateError{Path: path, Err: err}
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			f.Close()
+			return nil, &BusyError{Path: path}
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
