@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -34,7 +35,7 @@ func TestConfirmOrRollback(t *testing.T) {
 
 	// First ever apply --confirm: rolling back removes the firewall.
 	code, out, errOut := relayfwIn(t, ns, append(flagsB, "apply", "--confirm", "1s")...)
-	if code != 0 || !strings.Contains(out, "waiting for `relayfw confirm`") {
+	if code != 0 || !strings.Contains(out, "waiting for relayfw confirm until") {
 		t.Fatalf("apply --confirm: %d %q %q", code, out, errOut)
 	}
 	waitFor("rollback to no firewall", func() bool {
@@ -112,8 +113,12 @@ func TestConfirmOnTerminal(t *testing.T) {
 	if code, _, _ := relayfwIn(t, ns, append(flagsA, "apply")...); code != 0 {
 		t.Fatal("apply A")
 	}
-	if code, out := onTerminal("", 0); code != 0 || !strings.Contains(out, "Press Enter") {
-		t.Fatalf("no Enter: exit %d\n%s", code, out)
+	// Silence: the summary, then the prompt; at the deadline it says what it
+	// rolled back to and exits 1.
+	code, out := onTerminal("", 0)
+	applied, prompt, rolled := strings.Index(out, "applied:"), strings.Index(out, "Press Enter"), strings.Index(out, "rolled back to the firewall applied at")
+	if code != 1 || applied < 0 || prompt < applied || rolled < prompt {
+		t.Fatalf("no Enter: exit %d (want 1), want the summary, the prompt, then the rollback:\n%s", code, out)
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !inSync(flagsA) {
@@ -121,5 +126,80 @@ func TestConfirmOnTerminal(t *testing.T) {
 			t.Fatal("no Enter, yet no rollback")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestConfirmWindow: while an apply --confirm waits, every other change is
+// refused with exit 75 naming the deadline and the ways out; status shows
+// the window; relayfw rollback restores the previous firewall at once;
+// --wait waits for the window to end. On every backend.
+func TestConfirmWindow(t *testing.T) {
+	requireRoot(t)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			tn := newTestNet(t)
+			run := b.runner(t, tn)
+			flagsA := relayInputs(t, b.flag, "../examples/torrc")
+			flagsB := relayInputs(t, b.flag, bigPolicyTorrc(20))
+			inSync := func(flags []string) bool {
+				code, _, _ := run(append(flags, "check")...)
+				return code == 0
+			}
+			mustApply(t, run, flagsA)
+			if code, out, errOut := run(append(flagsB, "apply", "--confirm", "60s")...); code != 0 || !strings.Contains(out, "applied:") {
+				t.Fatalf("apply --confirm: %d %q %q", code, out, errOut)
+			}
+			for _, op := range [][]string{
+				append(append([]string{}, flagsA...), "apply"),
+				append(append([]string{}, flagsA...), "refresh"),
+				append(append([]string{}, flagsA...), "remove"),
+			} {
+				code, out, errOut := run(op...)
+				if code != 75 || !strings.Contains(errOut, "pending until "+time.Now().UTC().Format("2006-")) ||
+					!strings.Contains(errOut, "relayfw confirm") || !strings.Contains(errOut, "relayfw rollback") {
+					t.Errorf("%s inside the window: exit %d (want 75) %q %q", op[len(op)-1], code, out, errOut)
+				}
+			}
+			if !inSync(flagsB) {
+				t.Fatal("a refused change changed the firewall")
+			}
+			code, out, _ := run(append(flagsB, "status")...)
+			if code != 0 || !strings.Contains(out, "pending:    apply --confirm until") || !strings.Contains(out, "rolls back to the firewall applied at") {
+				t.Errorf("status inside the window: %d\n%s", code, out)
+			}
+			var st struct {
+				Pending *struct {
+					Deadline time.Time `json:"deadline"`
+					Restores string    `json:"restores"`
+				} `json:"pending"`
+			}
+			if _, out, _ := run(append(flagsB, "status", "--format", "json")...); json.Unmarshal([]byte(out), &st) != nil || st.Pending == nil || time.Until(st.Pending.Deadline) < 30*time.Second {
+				t.Errorf("status --format json inside the window: %s", out)
+			}
+			if code, out, errOut := run(append(flagsA, "rollback")...); code != 0 || !strings.HasPrefix(out, "rolled back to the firewall applied at") {
+				t.Fatalf("rollback: %d %q %q", code, out, errOut)
+			}
+			if !inSync(flagsA) {
+				t.Fatal("rollback did not restore A")
+			}
+			if code, _, errOut := run(append(flagsA, "rollback")...); code != 1 || !strings.Contains(errOut, "no apply is waiting") {
+				t.Errorf("rollback with nothing pending: %d %q", code, errOut)
+			}
+			// --wait waits the window out (the watcher rolls B back), then
+			// applies.
+			if code, _, errOut := run(append(flagsB, "apply", "--confirm", "2s")...); code != 0 {
+				t.Fatalf("apply --confirm: %d %q", code, errOut)
+			}
+			start := time.Now()
+			if code, out, errOut := run(append(flagsA, "apply", "--wait", "20s")...); code != 0 {
+				t.Fatalf("apply --wait during the window: %d %q %q", code, out, errOut)
+			}
+			if waited := time.Since(start); waited < time.Second {
+				t.Errorf("apply --wait did not wait for the window (%v)", waited)
+			}
+			if !inSync(flagsA) {
+				t.Error("A is not installed after apply --wait")
+			}
+		})
 	}
 }

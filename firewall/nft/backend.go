@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
@@ -678,6 +681,7 @@ func (p plan) ruleDrift(chain string, wantRules []kernelRule, installed []*nftab
 		have[i] = string(r.UserData) + "\x00" + string(b)
 	}
 	var drift []string
+	var listed map[uint64]string // nft's own text of the chain's rules, read once
 	for _, e := range firewall.Diff(want, have) {
 		if e.Reordered {
 			drift = append(drift, fmt.Sprintf("chain %s: rules from %d on are in another order", chain, e.Want+1))
@@ -686,10 +690,50 @@ func (p plan) ruleDrift(chain string, wantRules []kernelRule, installed []*nftab
 		if e.Missing {
 			drift = append(drift, fmt.Sprintf("chain %s: missing rule %d: %s", chain, e.Want+1, wantRules[e.Want].text()))
 		} else {
-			drift = append(drift, fmt.Sprintf("chain %s: unexpected rule (handle %d): %s", chain, installed[e.Have].Handle, describe(installed[e.Have])))
+			r := installed[e.Have]
+			if listed == nil {
+				listed = listChain(chain)
+			}
+			text, ok := listed[r.Handle]
+			if !ok {
+				text = exprSummary(r)
+			}
+			drift = append(drift, fmt.Sprintf("chain %s: unexpected rule (handle %d): %s (%s)", chain, r.Handle, text, describe(r)))
 		}
 	}
 	return drift, nil
+}
+
+// listChain is nft's own text of a chain's rules by handle, from the nft
+// binary when the host has it (the backend itself needs none): the way an
+// admin wrote a rule is the way to show it back.
+func listChain(chain string) map[uint64]string {
+	out := map[uint64]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	text, err := exec.CommandContext(ctx, "nft", "-a", "list", "chain", "inet", TableName, chain).Output()
+	if err != nil {
+		return out
+	}
+	for _, l := range strings.Split(string(text), "\n") {
+		body, handle, ok := strings.Cut(strings.TrimSpace(l), " # handle ")
+		if !ok {
+			continue
+		}
+		if h, err := strconv.ParseUint(handle, 10, 64); err == nil {
+			out[h] = body
+		}
+	}
+	return out
+}
+
+// exprSummary names a rule's expressions, when nft cannot show it.
+func exprSummary(r *nftables.Rule) string {
+	var kinds []string
+	for _, e := range r.Exprs {
+		kinds = append(kinds, strings.ToLower(strings.TrimPrefix(fmt.Sprintf("%T", e), "*expr.")))
+	}
+	return "expressions: " + strings.Join(kinds, ", ")
 }
 
 // describe names an installed rule by its comment.
