@@ -163,6 +163,7 @@ func TestBackends(t *testing.T) {
 			t.Run("SecondBackendReplacesFirst", func(t *testing.T) { testSecondBackend(t, backend) })
 			t.Run("LocalResolverByUser", func(t *testing.T) { testLocalResolver(t, backend) })
 			t.Run("UpdatesForApt", func(t *testing.T) { testUpdatesForApt(t, backend) })
+			t.Run("DryRun", func(t *testing.T) { testDryRun(t, backend) })
 		})
 	}
 }
@@ -1203,6 +1204,69 @@ func testUpdatesForApt(t *testing.T, b backend) {
 		}
 		if (err == nil) != c.ok {
 			t.Errorf("%s to %s: %v, want connected=%v", c.user, c.dst, err, c.ok)
+		}
+	}
+}
+
+// testDryRun: apply --dry-run says what would change, in an operator's
+// terms, and changes nothing in the kernel; apply then prints the same.
+func testDryRun(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	env := b.env(t)
+	flagsA := relayInputs(t, b.flag, "ORPort 9001\nExitRelay 1\nIPv6Exit 1\nExitPolicyRejectPrivate 0\nExitPolicy accept *:80,accept *:443,reject *:*\n")
+	flagsB := relayInputs(t, b.flag, "ORPort 9001\nExitRelay 1\nIPv6Exit 1\nExitPolicyRejectPrivate 0\nExitPolicy reject 203.0.113.0/24:*,accept *:443,accept *:8080-8081,reject *:*\n")
+
+	code, out, errOut := run(append(flagsA, "apply", "--dry-run", "--detailed-exitcode")...)
+	if code != 2 || !strings.Contains(out, "+ firewall: installed for the first time") {
+		t.Fatalf("dry run before any apply: exit %d %q %q", code, out, errOut)
+	}
+	if n, i := installedIn(t, tn.relay, env); n || i {
+		t.Fatal("a dry run installed something")
+	}
+	mustApply(t, run, flagsA)
+	before := b.snapshot(t, tn.relay, env)
+	code, out, _ = run(append(flagsB, "apply", "--dry-run", "--detailed-exitcode")...)
+	for _, want := range []string{
+		"+ exit4: TCP 8080-8081 to 0.0.0.0-203.0.112.255, 203.0.114.0-255.255.255.255",
+		"- exit4: TCP 80 to 0.0.0.0-203.0.112.255, 203.0.114.0-255.255.255.255",
+		"- exit4: TCP 80,443 to 203.0.113.0/24",
+		"+ exit6: TCP 8080-8081 to ::/0",
+		"- exit6: TCP 80 to ::/0",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("dry run of B lacks %q:\n%s", want, out)
+		}
+	}
+	if code != 2 {
+		t.Errorf("dry run of B: exit %d, want 2", code)
+	}
+	if after := b.snapshot(t, tn.relay, env); after != before {
+		t.Fatalf("the dry run changed the kernel:\n%s", cmp.Diff(before, after))
+	}
+	if code, out, _ := run(append(flagsA, "apply", "--dry-run", "--detailed-exitcode")...); code != 0 || !strings.Contains(out, "in sync, nothing would change") {
+		t.Errorf("dry run of what is installed: exit %d %q", code, out)
+	}
+	// A rule relayfw did not install: shown as a rule, to be removed.
+	hand := []string{"nft", "add rule inet relayfw output tcp dport 25 accept"}
+	want := "tcp dport 25 accept"
+	if b.mode != "" {
+		hand = []string{"iptables", "-I", "RELAYFW-OUTPUT", "3", "-p", "tcp", "--dport", "25", "-j", "ACCEPT"}
+		want = "-A RELAYFW-OUTPUT -p tcp -m tcp --dport 25 -j ACCEPT"
+	}
+	shell(t, tn.relay, env, "", hand...)
+	if code, out, _ := run(append(flagsA, "apply", "--dry-run", "--detailed-exitcode")...); code != 2 || !strings.Contains(out, want) {
+		t.Errorf("dry run with a hand-made rule: exit %d %q, want 2 showing %q", code, out, want)
+	}
+	// The real apply says the same as the dry run.
+	_, dry, _ := run(append(flagsB, "apply", "--dry-run")...)
+	code, out, errOut = run(append(flagsB, "apply")...)
+	if code != 0 || !strings.HasPrefix(out, "applied:") {
+		t.Fatalf("apply B: %d %q %q", code, out, errOut)
+	}
+	for _, l := range strings.Split(strings.TrimSpace(dry), "\n")[1:] {
+		if !strings.Contains(out, strings.TrimSpace(l)) {
+			t.Errorf("apply does not print the dry run's %q:\n%s", l, out)
 		}
 	}
 }

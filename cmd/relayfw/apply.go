@@ -42,7 +42,7 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Rule
 }
 
 func newApplyCommand(g *globals) *cobra.Command {
-	var detailed bool
+	var detailed, dryRun bool
 	var confirm time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply",
@@ -54,13 +54,42 @@ With --detailed-exitcode, exit 2 when something changed.
 With --confirm DURATION (like iptables-apply), the previous firewall comes
 back after DURATION unless "relayfw confirm" runs first (or Enter is pressed,
 when apply runs on a terminal). The rollback is done by a detached watcher,
-so it happens even when the SSH session that ran apply dies.`,
+so it happens even when the SSH session that ran apply dies.
+
+With --dry-run, nothing changes: apply says what it would change, in an
+operator's terms — the TCP ports each exit map would accept or reject more,
+and for which addresses; host allowances and rules added, removed or
+changed; relay links +N -M; and any rule in relayfw's chains it did not
+install (hand-made, or another tool's), which apply would remove. With
+--detailed-exitcode, exit 2 when something would change. A real apply prints
+the same lines after its summary.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, in, b, release, err := rulesetAndBackend(cmd, g, true)
+			if dryRun && confirm > 0 {
+				return usageError(fmt.Errorf("--dry-run and --confirm: a dry run changes nothing to confirm"))
+			}
+			rs, in, b, release, err := rulesetAndBackend(cmd, g, !dryRun)
 			defer func() { release() }()
 			if err != nil {
 				return err
+			}
+			changes, err := planChanges(cmd, b, rs)
+			if err != nil {
+				return backendError(fmt.Errorf("apply: %w", err))
+			}
+			if dryRun {
+				if len(changes) == 0 {
+					fmt.Fprintf(g.stdout, "dry run (%s): in sync, nothing would change\n", b.Name())
+					return nil
+				}
+				fmt.Fprintf(g.stdout, "dry run (%s): apply would change:\n", b.Name())
+				for _, c := range changes {
+					fmt.Fprintf(g.stdout, "  %s\n", c)
+				}
+				if detailed {
+					return &exitStatus{code: exitChanged}
+				}
+				return nil
 			}
 			applier := host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
 			res, p, err := applier.Apply(cmd.Context(), b, rs, confirm)
@@ -68,6 +97,11 @@ so it happens even when the SSH session that ran apply dies.`,
 				return hostError(fmt.Errorf("apply: %w", err))
 			}
 			fmt.Fprintln(g.stdout, summary(b, res))
+			if res.Changed {
+				for _, c := range changes {
+					fmt.Fprintf(g.stdout, "  %s\n", c)
+				}
+			}
 			if note := in.NotExitNote(); note != "" {
 				fmt.Fprintln(g.stdout, note)
 			}
@@ -86,7 +120,8 @@ so it happens even when the SSH session that ran apply dies.`,
 			return nil
 		},
 	}
-	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed")
+	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed (or, with --dry-run, would change)")
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "change nothing: say what apply would change")
 	cmd.Flags().DurationVar(&confirm, "confirm", 0, "roll back after this long unless relayfw confirm runs (e.g. 60s)")
 	return cmd
 }
@@ -97,6 +132,96 @@ func summary(b firewall.Backend, res firewall.Result) string {
 		return "applied: " + what
 	}
 	return "in sync, nothing changed: " + what
+}
+
+// planChanges says what applying rs with b would change, in an operator's
+// terms: rules.Changes against the ruleset relayfw last installed there
+// (nothing, on a first apply or after another backend), the relay links
+// against the kernel's, and the kernel's drift that the ruleset does not
+// explain — rules in relayfw's chains it did not install are removed.
+func planChanges(cmd *cobra.Command, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
+	installed, err := b.Installed(cmd.Context())
+	if err != nil {
+		return nil, err
+	}
+	if !installed {
+		changes := append([]string{fmt.Sprintf("+ firewall: installed for the first time (%s)", host.Kind(b))},
+			withoutLinks(rules.Changes(rules.Ruleset{}, rs))...)
+		links := 0
+		for _, s := range rs.Sets {
+			links += len(s.Elements)
+		}
+		return append(changes, fmt.Sprintf("relay links: +%d -0", links)), nil
+	}
+	var prev rules.Ruleset
+	if st, ok := host.ReadState(); ok && st.Backend == host.Kind(b) {
+		prev, _ = host.LoadRuleset(host.AppliedRulesetPath())
+	}
+	changes := rules.Changes(prev, rs)
+	drift, behind, err := checkState(cmd, b, rs)
+	if err != nil {
+		return nil, err
+	}
+	changes = withoutLinks(changes)
+	if behind.total() > 0 {
+		changes = append(changes, fmt.Sprintf("relay links: +%d -%d", behind.Missing, behind.Extra))
+	}
+	// What relayfw did not install: against the ruleset it did install,
+	// every difference is someone else's; without it, the rules that are
+	// not relayfw's by their comment.
+	foreign := drift
+	if prev.Version != 0 {
+		asInstalled, err := withKernelLinks(cmd, b, prev)
+		if err != nil {
+			return nil, err
+		}
+		if foreign, err = b.Check(cmd.Context(), asInstalled); err != nil {
+			return nil, err
+		}
+	}
+	for _, d := range foreign {
+		unexpected := strings.Contains(d, "unexpected rule")
+		switch {
+		case unexpected && (prev.Version != 0 || !strings.Contains(d, `"`+"relayfw: ")):
+			changes = append(changes, "- not relayfw's, removed: "+d)
+		case prev.Version != 0:
+			changes = append(changes, "~ repair: "+d)
+		}
+	}
+	if len(changes) == 0 && len(drift) > 0 {
+		for _, d := range drift { // nothing else explains it
+			changes = append(changes, "~ repair: "+d)
+		}
+	}
+	return changes, nil
+}
+
+// withKernelLinks is rs with the relay sets as the kernel holds them.
+func withKernelLinks(cmd *cobra.Command, b firewall.Backend, rs rules.Ruleset) (rules.Ruleset, error) {
+	installed, err := b.RelayLinks(cmd.Context(), rs)
+	if err != nil {
+		return rs, err
+	}
+	out := rs
+	out.Sets = slices.Clone(rs.Sets)
+	for i, s := range out.Sets {
+		if have, ok := installed[s.Name]; ok {
+			out.Sets[i].Elements = have
+		}
+	}
+	return out, nil
+}
+
+// withoutLinks drops Changes' relay-link lines: the kernel's own sets are
+// what apply compares (refresh changes them between applies).
+func withoutLinks(changes []string) []string {
+	out := changes[:0:0]
+	for _, c := range changes {
+		if !strings.HasPrefix(c, "relay links ") {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // linksBehind is how far the installed relay links are from the cached
