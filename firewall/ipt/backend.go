@@ -24,6 +24,10 @@ type Backend struct {
 
 var _ firewall.Backend = (*Backend)(nil)
 
+// xtablesWait bounds, in seconds, how long iptables waits for the xtables
+// lock another program holds: never forever while relayfw holds its own.
+const xtablesWait = 30
+
 // family is one of iptables and ip6tables.
 type family struct {
 	v6      bool
@@ -50,7 +54,7 @@ func New() (*Backend, error) {
 		if v6 {
 			proto, tool, saveTool = iptables.ProtocolIPv6, "ip6tables-restore", "ip6tables-save"
 		}
-		ipt, err := iptables.New(iptables.IPFamily(proto))
+		ipt, err := iptables.New(iptables.IPFamily(proto), iptables.Timeout(xtablesWait))
 		if err != nil {
 			if v6 && len(b.families) > 0 {
 				continue
@@ -110,9 +114,9 @@ func (b *Backend) Render(rs rules.Ruleset) (string, error) {
 
 // Available reads each family's filter table (which needs the same
 // privilege as writing it); the state is kept for the next operation.
-func (b *Backend) Available(context.Context) error {
+func (b *Backend) Available(ctx context.Context) error {
 	for _, f := range b.families {
-		st, err := f.read()
+		st, err := f.read(ctx)
 		if err != nil {
 			return err
 		}
@@ -125,13 +129,13 @@ func (b *Backend) Available(context.Context) error {
 }
 
 // state returns the cached state once, else reads it.
-func (f *family) state() (state, error) {
+func (f *family) state(ctx context.Context) (state, error) {
 	if f.cached != nil {
 		st := *f.cached
 		f.cached = nil
 		return st, nil
 	}
-	return f.read()
+	return f.read(ctx)
 }
 
 // state is what a family has installed.
@@ -144,9 +148,9 @@ type state struct {
 
 // read parses (ip6)iptables-save -t filter: one exec gives the chain, its
 // rules, OUTPUT's rules and the iptables mode.
-func (f *family) read() (state, error) {
+func (f *family) read(ctx context.Context) (state, error) {
 	var st state
-	out, err := runTool(f.name(), "", f.save, "-t", "filter")
+	out, err := runTool(ctx, f.name(), "", f.save, "-t", "filter")
 	if err != nil {
 		return st, err
 	}
@@ -191,22 +195,22 @@ func (f *family) drift(st state, want []string) []string {
 }
 
 // restore runs (ip6)iptables-restore --noflush with the script.
-func (f *family) runRestore(script string) error {
-	_, err := runTool(f.name(), script, f.restore, "--noflush", "--wait")
+func (f *family) runRestore(ctx context.Context, script string) error {
+	_, err := runTool(ctx, f.name(), script, f.restore, "--noflush", fmt.Sprintf("--wait=%d", xtablesWait))
 	return err
 }
 
 // Apply writes the ipsets (each swapped in whole), then each family's
 // chain and jump in one iptables-restore transaction, skipping what is
 // already in sync, then destroys relayfw's ipsets no rule uses any more.
-func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, error) {
+func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result, error) {
 	var res firewall.Result
 	type job struct {
 		f      *family
 		script string
 	}
 	var jobs []job
-	have, err := b.ipset.owned()
+	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return res, err
 	}
@@ -231,7 +235,7 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 				setScript.WriteString(replaceScript(set, h != nil))
 			}
 		}
-		st, err := f.state()
+		st, err := f.state(ctx)
 		if err != nil {
 			return res, err
 		}
@@ -241,13 +245,13 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 	}
 	// The sets first: the rules refer to them.
 	if setScript.Len() > 0 {
-		if err := b.ipset.restore(setScript.String()); err != nil {
+		if err := b.ipset.restore(ctx, setScript.String()); err != nil {
 			return res, err
 		}
 		res.Changed = true
 	}
 	for _, j := range jobs {
-		if err := j.f.runRestore(j.script); err != nil {
+		if err := j.f.runRestore(ctx, j.script); err != nil {
 			return res, err
 		}
 		res.Changed = true
@@ -260,7 +264,7 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 		}
 	}
 	slices.Sort(stale)
-	if err := b.ipset.destroy(stale); err != nil {
+	if err := b.ipset.destroy(ctx, stale); err != nil {
 		return res, err
 	}
 	res.Changed = res.Changed || len(stale) > 0
@@ -268,9 +272,9 @@ func (b *Backend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, e
 }
 
 // Check reports the differences of every family.
-func (b *Backend) Check(_ context.Context, rs rules.Ruleset) ([]string, error) {
+func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error) {
 	var drift []string
-	have, err := b.ipset.owned()
+	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -285,7 +289,7 @@ func (b *Backend) Check(_ context.Context, rs rules.Ruleset) ([]string, error) {
 			d, _, _ := setDrift(set, have[set.name], f.name()+": ")
 			drift = append(drift, d...)
 		}
-		st, err := f.state()
+		st, err := f.state(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -303,10 +307,10 @@ func (b *Backend) Check(_ context.Context, rs rules.Ruleset) ([]string, error) {
 
 // Remove deletes the jumps and the chain of each family, in one
 // transaction per family, and nothing else.
-func (b *Backend) Remove(context.Context) (bool, error) {
+func (b *Backend) Remove(ctx context.Context) (bool, error) {
 	removed := false
 	for _, f := range b.families {
-		st, err := f.state()
+		st, err := f.state(ctx)
 		if err != nil {
 			return removed, err
 		}
@@ -322,13 +326,13 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 			fmt.Fprintf(&s, "-F %s\n-X %s\n", Chain, Chain)
 		}
 		s.WriteString("COMMIT\n")
-		if err := f.runRestore(s.String()); err != nil {
+		if err := f.runRestore(ctx, s.String()); err != nil {
 			return removed, err
 		}
 		removed = true
 	}
 	// The sets last, once no rule refers to them.
-	have, err := b.ipset.owned()
+	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return removed, err
 	}
@@ -337,7 +341,7 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	if err := b.ipset.destroy(names); err != nil {
+	if err := b.ipset.destroy(ctx, names); err != nil {
 		return removed, err
 	}
 	return removed || len(names) > 0, nil
@@ -345,10 +349,10 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 
 // Counters sums the counters of both families' chain rules by rule name,
 // from iptables-save -c.
-func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error) {
+func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, error) {
 	out := map[string]firewall.Counter{}
 	for _, f := range b.families {
-		text, err := runTool(f.name(), "", f.save, "-c", "-t", "filter")
+		text, err := runTool(ctx, f.name(), "", f.save, "-c", "-t", "filter")
 		if err != nil {
 			return nil, err
 		}
@@ -379,8 +383,8 @@ func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error)
 // Refresh brings only the relay-link ipsets' contents up to date: one
 // ipset restore deletes the entries that left and adds the new ones,
 // without touching the chains or the exit policy's sets.
-func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed int, err error) {
-	have, err := b.ipset.owned()
+func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
+	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return 0, 0, err
 	}
@@ -406,7 +410,7 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 		}
 	}
 	if script.Len() > 0 {
-		if err := b.ipset.restore(script.String()); err != nil {
+		if err := b.ipset.restore(ctx, script.String()); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -415,9 +419,9 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 
 // Installed reports whether relayfw's chain, its jump or any of its
 // ipsets exist.
-func (b *Backend) Installed(context.Context) (bool, error) {
+func (b *Backend) Installed(ctx context.Context) (bool, error) {
 	for _, f := range b.families {
-		st, err := f.state()
+		st, err := f.state(ctx)
 		if err != nil {
 			return false, err
 		}
@@ -425,13 +429,13 @@ func (b *Backend) Installed(context.Context) (bool, error) {
 			return true, nil
 		}
 	}
-	have, err := b.ipset.owned()
+	have, err := b.ipset.owned(ctx)
 	return len(have) > 0, err
 }
 
 // RelayLinks reads the installed entries of the relay-link ipsets.
-func (b *Backend) RelayLinks(_ context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
-	have, err := b.ipset.owned()
+func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
+	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,7 @@ package ipt
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -28,8 +29,10 @@ func (e *toolError) Unwrap() error { return e.err }
 // between legacy, nft and ipset) wraps firewall.ErrNotPermitted under who,
 // so the CLI says what to fix and exits 77; any other failure is a
 // *toolError.
-func runTool(who, stdin, path string, args ...string) ([]byte, error) {
-	cmd := exec.Command(path, args...)
+//
+// The command ends with ctx: a canceled or timed-out operation kills it.
+func runTool(ctx context.Context, who, stdin, path string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, path, args...)
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}

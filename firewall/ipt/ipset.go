@@ -2,6 +2,7 @@ package ipt
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
@@ -198,8 +199,8 @@ type installedIpset struct {
 type ipsets struct{ path string }
 
 // owned reads every relayfw ipset with one ipset save.
-func (x ipsets) owned() (map[string]*installedIpset, error) {
-	out, err := runTool("ipset", "", x.path, "save")
+func (x ipsets) owned(ctx context.Context) (map[string]*installedIpset, error) {
+	out, err := runTool(ctx, "ipset", "", x.path, "save")
 	if err != nil {
 		return nil, err
 	}
@@ -253,12 +254,12 @@ func replaceScript(s ipset, created bool) string {
 	return b.String()
 }
 
-func (x ipsets) restore(script string) error {
-	_, err := runTool("ipset", script, x.path, "restore", "-exist")
+func (x ipsets) restore(ctx context.Context, script string) error {
+	_, err := runTool(ctx, "ipset", script, x.path, "restore", "-exist")
 	return err
 }
 
-func (x ipsets) destroy(names []string) error {
+func (x ipsets) destroy(ctx context.Context, names []string) error {
 	if len(names) == 0 {
 		return nil
 	}
@@ -266,7 +267,7 @@ func (x ipsets) destroy(names []string) error {
 	for _, n := range names {
 		fmt.Fprintf(&b, "destroy %s\n", n)
 	}
-	return x.restore(b.String())
+	return x.restore(ctx, b.String())
 }
 
 // setDrift compares one set with what is installed, one line per

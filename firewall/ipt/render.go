@@ -39,7 +39,13 @@ type familyPlan struct {
 	lines  []string
 }
 
+// planFamily renders one family; rs.Validate is the contract it relies on
+// (its own limits come on top: output interface lo only, one source port,
+// log prefixes of 29 characters).
 func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
+	if err := rs.Validate(); err != nil {
+		return familyPlan{}, err
+	}
 	fam := rules.IPv4
 	if v6 {
 		fam = rules.IPv6
@@ -119,9 +125,6 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
 	}
 	proto, hasProto := protoNames[r.Proto]
-	if r.Proto != "" && !hasProto {
-		return nil, fmt.Errorf("unknown protocol %q", r.Proto)
-	}
 	if r.Proto == "icmp" && v6 || r.Proto == "icmpv6" && !v6 {
 		return nil, nil // the other family's ICMP
 	}
@@ -148,26 +151,11 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 			dsts = append(dsts, dst{addr: "-d " + p.Masked().String()})
 		}
 	}
-	if r.Set != "" || r.ExitMap != "" {
-		if r.Proto != "tcp" || len(r.DstAddrs) > 0 || len(r.DstPorts) > 0 {
-			return nil, fmt.Errorf("set and exit map lookups need proto tcp, no daddr and no dport")
-		}
-	}
-	if r.Set != "" {
-		s, ok := rs.Set(r.Set)
-		if !ok {
-			return nil, fmt.Errorf("unknown set %q", r.Set)
-		}
-		dsts = []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(s.Name))}}
+	if r.Set != "" { // the set's name, as the ruleset chose it
+		dsts = []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(r.Set))}}
 	}
 	if r.ExitMap != "" {
-		m, ok := rs.ExitMap(r.ExitMap)
-		if !ok {
-			return nil, fmt.Errorf("unknown exit map %q", r.ExitMap)
-		}
-		if (m.Family == rules.IPv6) != v6 {
-			return nil, fmt.Errorf("exit map %q is not of the rule's family", r.ExitMap)
-		}
+		m, _ := rs.ExitMap(r.ExitMap)
 		dsts = exitMapMatches(rs, m, classSet)
 		if len(dsts) == 0 {
 			return nil, nil // the policy accepts nothing in this family
@@ -184,15 +172,9 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 				}
 			}
 		}
-		if len(states) != len(r.CtState) {
-			return nil, fmt.Errorf("unknown ct state in %v", r.CtState)
-		}
 		matches = append(matches, "-m conntrack --ctstate "+strings.Join(states, ","))
 	}
 	if r.TCPMidstream {
-		if r.Proto != "tcp" {
-			return nil, fmt.Errorf("tcp_midstream needs proto tcp")
-		}
 		matches = append(matches, "-m tcp --tcp-flags SYN,ACK ACK")
 	}
 	if r.SocketUID != nil {
@@ -215,17 +197,11 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 	}
 	portMatches := []string{""}
 	if sport != "" || len(r.DstPorts) > 0 {
-		if r.Proto != "tcp" && r.Proto != "udp" {
-			return nil, fmt.Errorf("ports need proto tcp or udp")
-		}
 		portMatches = nil
 		if len(r.DstPorts) == 0 {
 			portMatches = []string{"-m " + proto[1] + " " + sport}
 		}
 		for _, pr := range r.DstPorts {
-			if pr.First == 0 || pr.First > pr.Last {
-				return nil, fmt.Errorf("--dport %d-%d: not a port range", pr.First, pr.Last)
-			}
 			m := "-m " + proto[1] + " "
 			if sport != "" {
 				m += sport + " "
@@ -235,9 +211,6 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 	}
 	icmp := []string{""}
 	if len(r.ICMPTypes) > 0 {
-		if r.Proto != "icmp" && r.Proto != "icmpv6" {
-			return nil, fmt.Errorf("icmp_types need proto icmp or icmpv6")
-		}
 		icmp = nil
 		for _, t := range r.ICMPTypes {
 			if r.Proto == "icmpv6" {
@@ -251,17 +224,14 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 	var target string
 	switch {
 	case r.Action == rules.ActionLog:
-		if r.LogPerMinute == 0 || r.LogPrefix == "" || len(r.LogPrefix) > 29 || strings.ContainsAny(r.LogPrefix, "\"\\\n") {
-			return nil, fmt.Errorf("a log rule needs a rate and a plain prefix of at most 29 characters")
+		if len(r.LogPrefix) > 29 { // iptables' LOG limit
+			return nil, fmt.Errorf("a log prefix of at most 29 characters")
 		}
 		matches = append(matches, fmt.Sprintf("-m limit --limit %d/min", r.LogPerMinute))
 		target = fmt.Sprintf("-j LOG --log-prefix %q", r.LogPrefix)
 	case r.Action == rules.ActionAccept:
 		target = "-j ACCEPT"
 	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectTCPReset:
-		if r.Proto != "tcp" {
-			return nil, fmt.Errorf("a TCP reset needs proto tcp")
-		}
 		target = "-j REJECT --reject-with tcp-reset"
 	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectAdminProhibited:
 		target = "-j REJECT --reject-with icmp-admin-prohibited"

@@ -43,7 +43,12 @@ func (b *Backend) Render(rs rules.Ruleset) (string, error) { return Render(rs) }
 // conn opens a netlink connection whose send buffer fits a batch of about
 // size bytes: google/nftables sends a whole batch in one sendmsg, and a
 // large exit policy is tens of thousands of set elements.
-func (b *Backend) conn(size int) (*nftables.Conn, error) {
+func (b *Backend) conn(ctx context.Context, size int) (*nftables.Conn, error) {
+	// The netlink library takes no context: an operation that was
+	// canceled does not start talking to the kernel.
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	opts := []nftables.ConnOption{nftables.AsLasting()}
 	if b.NetNS != 0 {
 		opts = append(opts, nftables.WithNetNSFd(b.NetNS))
@@ -94,8 +99,8 @@ func classify(err error) error {
 }
 
 // Available asks the kernel for its inet tables.
-func (b *Backend) Available(context.Context) error {
-	c, err := b.conn(0)
+func (b *Backend) Available(ctx context.Context) error {
+	c, err := b.conn(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -112,12 +117,12 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 		return firewall.Result{}, err
 	}
 	res := firewall.Result{Rules: p.ruleCount(), Sets: p.setCount(), Elements: p.elementCount()}
-	c, err := b.conn(p.batchSize())
+	c, err := b.conn(ctx, p.batchSize())
 	if err != nil {
 		return res, err
 	}
 	defer c.CloseLasting()
-	drift, err := p.drift(c)
+	drift, err := p.drift(ctx, c)
 	if err != nil {
 		return res, err
 	}
@@ -145,17 +150,17 @@ func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error)
 	if err != nil {
 		return nil, err
 	}
-	c, err := b.conn(0)
+	c, err := b.conn(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
 	defer c.CloseLasting()
-	return p.drift(c)
+	return p.drift(ctx, c)
 }
 
 // Remove deletes the table inet relayfw, and nothing else.
-func (b *Backend) Remove(context.Context) (bool, error) {
-	c, err := b.conn(0)
+func (b *Backend) Remove(ctx context.Context) (bool, error) {
+	c, err := b.conn(ctx, 0)
 	if err != nil {
 		return false, err
 	}
@@ -174,12 +179,12 @@ func (b *Backend) Remove(context.Context) (bool, error) {
 // Refresh brings the point sets (relay links) up to date in one
 // transaction: it deletes the elements that left and adds the new ones,
 // leaving the chains alone.
-func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed int, err error) {
+func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
 	p, err := newPlan(rs)
 	if err != nil {
 		return 0, 0, err
 	}
-	c, err := b.conn(p.batchSize())
+	c, err := b.conn(ctx, p.batchSize())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -239,9 +244,9 @@ func (b *Backend) Refresh(_ context.Context, rs rules.Ruleset) (added, removed i
 
 // Counters sums the counters of the table's rules by rule name, over the
 // output chain and the exit policy's class chains.
-func (b *Backend) Counters(context.Context) (map[string]firewall.Counter, error) {
+func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, error) {
 	out := map[string]firewall.Counter{}
-	c, err := b.conn(0)
+	c, err := b.conn(ctx, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -306,7 +311,7 @@ func ownChains(c *nftables.Conn) ([]*nftables.Chain, error) {
 }
 
 // drift compares the kernel's table with the plan, one line per difference.
-func (p plan) drift(c *nftables.Conn) ([]string, error) {
+func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 	t, err := ownTable(c)
 	if err != nil {
 		return nil, err
@@ -363,7 +368,7 @@ func (p plan) drift(c *nftables.Conn) ([]string, error) {
 		if err != nil {
 			return nil, classify(err)
 		}
-		ruleDrift, err := p.ruleDrift(name, want[name], installed)
+		ruleDrift, err := p.ruleDrift(ctx, name, want[name], installed)
 		if err != nil {
 			return nil, err
 		}
@@ -653,7 +658,7 @@ func stringDiff(want, got []string) (missing, extra []string) {
 
 // ruleDrift compares a chain's installed rules with the plan's, as an edit
 // script (longest common subsequence) so one inserted rule is one line.
-func (p plan) ruleDrift(chain string, wantRules []kernelRule, installed []*nftables.Rule) ([]string, error) {
+func (p plan) ruleDrift(ctx context.Context, chain string, wantRules []kernelRule, installed []*nftables.Rule) ([]string, error) {
 	sets := map[string]*nftables.Set{}
 	for _, s := range p.sets {
 		sets[s.name] = &nftables.Set{Name: s.name}
@@ -692,7 +697,7 @@ func (p plan) ruleDrift(chain string, wantRules []kernelRule, installed []*nftab
 		} else {
 			r := installed[e.Have]
 			if listed == nil {
-				listed = listChain(chain)
+				listed = listChain(ctx, chain)
 			}
 			text, ok := listed[r.Handle]
 			if !ok {
@@ -707,9 +712,9 @@ func (p plan) ruleDrift(chain string, wantRules []kernelRule, installed []*nftab
 // listChain is nft's own text of a chain's rules by handle, from the nft
 // binary when the host has it (the backend itself needs none): the way an
 // admin wrote a rule is the way to show it back.
-func listChain(chain string) map[uint64]string {
+func listChain(ctx context.Context, chain string) map[uint64]string {
 	out := map[uint64]string{}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	text, err := exec.CommandContext(ctx, "nft", "-a", "list", "chain", "inet", TableName, chain).Output()
 	if err != nil {
@@ -754,8 +759,8 @@ func keysAsElements(keys []string) []nftables.SetElement {
 }
 
 // Installed reports whether the table inet relayfw exists.
-func (b *Backend) Installed(context.Context) (bool, error) {
-	c, err := b.conn(0)
+func (b *Backend) Installed(ctx context.Context) (bool, error) {
+	c, err := b.conn(ctx, 0)
 	if err != nil {
 		return false, err
 	}
@@ -765,8 +770,8 @@ func (b *Backend) Installed(context.Context) (bool, error) {
 }
 
 // RelayLinks reads the installed elements of the ruleset's point sets.
-func (b *Backend) RelayLinks(_ context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
-	c, err := b.conn(0)
+func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
+	c, err := b.conn(ctx, 0)
 	if err != nil {
 		return nil, err
 	}

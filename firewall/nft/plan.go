@@ -9,7 +9,6 @@ package nft
 import (
 	"fmt"
 	"net/netip"
-	"strings"
 
 	"github.com/relayfw/relayfw/rules"
 )
@@ -119,19 +118,12 @@ var protoNumbers = map[string]byte{"tcp": protoTCP, "udp": protoUDP, "icmp": pro
 // newPlan expands a ruleset into kernel rules and sets. It refuses rule
 // fields this backend cannot express instead of installing something else.
 func newPlan(rs rules.Ruleset) (plan, error) {
+	// rs.Validate is the contract; the limits below are this backend's own.
+	if err := rs.Validate(); err != nil {
+		return plan{}, err
+	}
 	var p plan
 	for _, s := range rs.Sets {
-		if s.Family != rules.IPv4 && s.Family != rules.IPv6 {
-			return plan{}, fmt.Errorf("set %q: needs family ipv4 or ipv6", s.Name)
-		}
-		for _, e := range s.Elements {
-			if e.AddrFirst != e.AddrLast || e.Ports.First != e.Ports.Last {
-				return plan{}, fmt.Errorf("set %q: a range in a set of points", s.Name)
-			}
-			if e.AddrFirst.Is4() != (s.Family == rules.IPv4) {
-				return plan{}, fmt.Errorf("set %q: element %s of the wrong family", s.Name, e.AddrFirst)
-			}
-		}
 		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == rules.IPv6, elements: s.Elements})
 	}
 	exitRule := map[string]string{} // exit map -> name of the rule that looks it up
@@ -164,35 +156,18 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	default:
 		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
 	}
+	// Validate has checked states, family, protocol and ports.
 	for _, s := range r.CtState {
-		bit, ok := ctBits[s]
-		if !ok {
-			return nil, fmt.Errorf("unknown ct state %q", s)
-		}
-		base.ctMask |= bit
+		base.ctMask |= ctBits[s]
 	}
 	switch r.Family {
 	case rules.IPv4:
 		base.nfproto = nfprotoIPv4
 	case rules.IPv6:
 		base.nfproto = nfprotoIPv6
-	case rules.AnyFamily:
-	default:
-		return nil, fmt.Errorf("unknown family %q", r.Family)
 	}
-	if r.Proto != "" {
-		n, ok := protoNumbers[r.Proto]
-		if !ok {
-			return nil, fmt.Errorf("unknown protocol %q", r.Proto)
-		}
-		base.l4proto = n
-	}
-	if r.TCPMidstream {
-		if r.Proto != "tcp" {
-			return nil, fmt.Errorf("tcp_midstream needs proto tcp")
-		}
-		base.midstream = true
-	}
+	base.l4proto = protoNumbers[r.Proto]
+	base.midstream = r.TCPMidstream
 	base.skuid = r.SocketUID
 	switch {
 	case len(r.SrcPorts) == 0:
@@ -201,43 +176,18 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	default:
 		return nil, fmt.Errorf("sport: only one single port is supported")
 	}
-	for _, pr := range r.DstPorts {
-		if pr.First == 0 || pr.First > pr.Last {
-			return nil, fmt.Errorf("dport %d-%d: not a port range", pr.First, pr.Last)
-		}
-	}
-	if (base.sport != 0 || len(r.DstPorts) > 0) && r.Proto != "tcp" && r.Proto != "udp" {
-		return nil, fmt.Errorf("ports need proto tcp or udp")
-	}
 	if base.sport != 0 && (len(r.DstPorts) > 1 || len(r.DstPorts) == 1 && r.DstPorts[0].First != r.DstPorts[0].Last) {
 		return nil, fmt.Errorf("a source port goes with one single destination port")
 	}
-	if r.Set != "" || r.ExitMap != "" {
-		if r.Proto != "tcp" || base.nfproto == 0 || len(r.DstPorts) > 0 || len(r.DstAddrs) > 0 || (r.Set != "" && r.ExitMap != "") {
-			return nil, fmt.Errorf("set and exit map lookups need one family, proto tcp, no daddr and no dport")
-		}
-		base.set, base.vmap = r.Set, r.ExitMap
-		if r.ExitMap != "" && r.Action != rules.ActionAccept {
-			return nil, fmt.Errorf("an exit map lookup accepts")
-		}
-	}
+	base.set, base.vmap = r.Set, r.ExitMap
 	switch r.Action {
 	case rules.ActionAccept:
 	case rules.ActionLog:
-		if r.LogPerMinute == 0 || r.LogPrefix == "" || len(r.LogPrefix) > 127 || strings.ContainsAny(r.LogPrefix, "\"\\\n") {
-			return nil, fmt.Errorf("a log rule needs a rate and a plain prefix of at most 127 characters")
+		if len(r.LogPrefix) > 127 { // nftables' log prefix limit
+			return nil, fmt.Errorf("a log prefix of at most 127 characters")
 		}
 		base.logPrefix, base.logRate = r.LogPrefix, r.LogPerMinute
 	case rules.ActionReject:
-		switch r.RejectWith {
-		case rules.RejectTCPReset:
-			if r.Proto != "tcp" {
-				return nil, fmt.Errorf("a TCP reset needs proto tcp")
-			}
-		case rules.RejectAdminProhibited:
-		default:
-			return nil, fmt.Errorf("unknown reject kind %q", r.RejectWith)
-		}
 		base.reject = r.RejectWith
 	default:
 		return nil, fmt.Errorf("unknown action %q", r.Action)
@@ -289,29 +239,13 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 // to the output chain, whose next rules reject.
 func (p *plan) addExitMap(m rules.ExitMap, ruleName string) error {
 	v6 := m.Family == rules.IPv6
-	if m.Family != rules.IPv4 && !v6 {
-		return fmt.Errorf("exit map %q: needs family ipv4 or ipv6", m.Name)
-	}
 	if ruleName == "" {
 		return fmt.Errorf("exit map %q: no rule looks it up", m.Name)
-	}
-	for _, pc := range m.Prefixes {
-		if pc.Prefix.Addr().Is4() != !v6 || pc.Class < rules.NoClass || pc.Class >= len(m.Classes) {
-			return fmt.Errorf("exit map %q: prefix %s of the wrong family or class", m.Name, pc.Prefix)
-		}
 	}
 	for _, c := range m.Classes {
 		k := kernelClass{chain: c.Name,
 			rule: kernelRule{name: ruleName, icmpType: -1, l4proto: protoTCP}}
 		if !c.AllPorts() {
-			if len(c.Ports) == 0 {
-				return fmt.Errorf("exit map %q: class %s accepts no port", m.Name, c.Name)
-			}
-			for _, pr := range c.Ports {
-				if pr.First == 0 || pr.First > pr.Last {
-					return fmt.Errorf("class %s: %d-%d is not a port range", c.Name, pr.First, pr.Last)
-				}
-			}
 			k.ports, k.rule.portSet = c.Ports, c.Name
 		}
 		p.classes = append(p.classes, k)

@@ -1,0 +1,58 @@
+package rules
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestValidate(t *testing.T) {
+	entries, _, err := ParseExitPolicy("accept *:80,reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := func() Ruleset {
+		h := DefaultHost()
+		h.RelayLinks = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:9001")}
+		h.LogRejectsPerMinute = 5
+		return Compile(ExitPolicy{Entries: entries}, h)
+	}
+	if err := good().Validate(); err != nil {
+		t.Fatalf("a compiled ruleset: %v", err)
+	}
+	tests := []struct {
+		name   string
+		break_ func(*Ruleset)
+		want   string
+	}{
+		{"unknown set", func(rs *Ruleset) { rs.Sets = nil }, `set "relays4" is not in the ruleset`},
+		{"range in a set", func(rs *Ruleset) { rs.Sets[0].Elements[0].Ports.Last = 9002 }, "not one address and one port"},
+		{"v6 element in v4 set", func(rs *Ruleset) {
+			a := netip.MustParseAddr("2001:db8::1")
+			rs.Sets[0].Elements[0].AddrFirst, rs.Sets[0].Elements[0].AddrLast = a, a
+		}, "wrong family"},
+		{"exit map gone", func(rs *Ruleset) { rs.ExitMaps = rs.ExitMaps[1:] }, `exit map "exit4" is not in the ruleset`},
+		{"class without ports", func(rs *Ruleset) { rs.ExitMaps[0].Classes[0].Ports = nil }, "accepts no port"},
+		{"bad port range", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Proto: "tcp", DstPorts: []PortRange{{90, 80}}, Action: ActionAccept})
+		}, "not a port range"},
+		{"ports without proto", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", DstPorts: []PortRange{{80, 80}}, Action: ActionAccept})
+		}, "ports need proto"},
+		{"unknown action", func(rs *Ruleset) { rs.Outbound[0].Action = "drop" }, "unknown action"},
+		{"reset without tcp", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Proto: "udp", Action: ActionReject, RejectWith: RejectTCPReset})
+		}, "TCP reset needs proto tcp"},
+		{"bad name", func(rs *Ruleset) { rs.Outbound[0].Name = "a b" }, "want letters"},
+		{"address of the other family", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Family: IPv4, DstAddrs: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, Action: ActionAccept})
+		}, "does not fit family"},
+	}
+	for _, tt := range tests {
+		rs := good()
+		tt.break_(&rs)
+		if err := rs.Validate(); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want %q", tt.name, err, tt.want)
+		}
+	}
+}
