@@ -311,10 +311,11 @@ func (n *torNode) start(t *testing.T, dirAuths []string, extra ...string) {
 		"ShutdownWaitLength 0",
 		"UseDefaultFallbackDirs 0",
 		"ContactInfo relayfw-test@example.org",
-		// The fastest voting schedule tor allows, so the network is up in
-		// seconds.
-		"TestingV3AuthInitialVotingInterval 5", "TestingV3AuthInitialVoteDelay 2", "TestingV3AuthInitialDistDelay 2",
-		"V3AuthVotingInterval 10", "V3AuthVoteDelay 2", "V3AuthDistDelay 2",
+		// A fast voting schedule, so the network is up in seconds, with
+		// delays that a loaded 2-core machine still meets (at 2 s, votes
+		// came late under load and consensuses lapsed).
+		"TestingV3AuthInitialVotingInterval 10", "TestingV3AuthInitialVoteDelay 3", "TestingV3AuthInitialDistDelay 3",
+		"V3AuthVotingInterval 20", "V3AuthVoteDelay 4", "V3AuthDistDelay 4",
 	}
 	lines = append(lines, dirAuths...)
 	if n.orPort != 0 {
