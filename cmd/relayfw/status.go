@@ -12,12 +12,11 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
 
-// Verdict classes the counters are summed into, as status shows them.
+// classes are the verdict classes status prints, in its order.
 var classes = []struct{ key, title string }{
 	{rules.ClassExit, "exit accepted"},
 	{rules.ClassRelayLink, "relay link"},
@@ -27,98 +26,13 @@ var classes = []struct{ key, title string }{
 	{rules.ClassRejectedDefault, "rejected by default (not TCP)"},
 }
 
-// ruleClasses maps the ruleset's rule names to their verdict classes;
-// installed rules the ruleset does not have count as "other".
-type ruleClasses map[string]string
-
-func (c ruleClasses) of(name string) string {
-	if k, ok := c[name]; ok {
-		return k
-	}
-	return "other"
-}
-
-// pendingStatus is an open confirm window: until when, and what a
-// rollback restores.
-type pendingStatus struct {
-	Deadline time.Time `json:"deadline"`
-	Restores string    `json:"restores"`
-}
-
-// status is relayfw status --format json.
-type status struct {
-	Backend   string `json:"backend"`
-	Installed bool   `json:"installed"`
-	// AlsoInstalled are other backends holding relayfw objects (there
-	// should be none: apply removes them).
-	AlsoInstalled []string `json:"also_installed"`
-	InSync        bool     `json:"in_sync"`
-	Drift         []string `json:"drift"`
-	// RelayLinksBehind counts the relay links the cached consensus has and
-	// the kernel lacks, and the other way round (refresh brings them up).
-	RelayLinksBehind int `json:"relay_links_behind"`
-	// Exit says whether a tor instance exits; Note says plainly what a
-	// non-exit host gets.
-	Exit bool `json:"exit"`
-	// Pending is an open apply --confirm window.
-	Pending   *pendingStatus              `json:"pending"`
-	Note      string                      `json:"note,omitempty"`
-	LastApply *time.Time                  `json:"last_apply"`
-	Classes   map[string]firewall.Counter `json:"classes"`
-	Rules     map[string]firewall.Counter `json:"rules"`
-
-	ruleClass ruleClasses
-}
-
-func gatherStatus(cmd *cobra.Command, g *globals) (*status, error) {
+func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 	rs, in, b, _, err := rulesetAndBackend(cmd, g, false)
 	if err != nil {
 		return nil, err
 	}
-	installed, err := b.Installed(cmd.Context())
-	if err != nil {
-		return nil, backendError(fmt.Errorf("status: %w", err))
-	}
-	drift, behind, err := checkState(cmd, b, rs)
-	if err != nil {
-		return nil, backendError(fmt.Errorf("status: %w", err))
-	}
-	counters, err := b.Counters(cmd.Context())
-	if err != nil {
-		return nil, backendError(fmt.Errorf("status: %w", err))
-	}
-	st := &status{Backend: b.Name(), Installed: installed, AlsoInstalled: []string{}, InSync: len(drift) == 0,
-		Drift: append([]string{}, drift...), RelayLinksBehind: behind.total(), Note: in.NotExitNote(),
-		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}}
-	st.Exit = st.Note == ""
-	for _, o := range host.OtherBackends(cmd.Context(), b) {
-		if ok, err := o.Installed(cmd.Context()); err == nil && ok {
-			st.AlsoInstalled = append(st.AlsoInstalled, host.Kind(o))
-		}
-	}
-	if p, err := host.ReadPending(); err == nil {
-		st.Pending = &pendingStatus{Deadline: p.Deadline, Restores: p.Restores()}
-	}
-	for _, r := range rs.Outbound {
-		st.ruleClass[r.Name] = r.Class
-	}
-	for _, c := range classes {
-		st.Classes[c.key] = firewall.Counter{}
-	}
-	for name, c := range counters {
-		k := st.ruleClass.of(name)
-		if k == rules.ClassLog {
-			continue // logged packets are counted again by the reject that follows
-		}
-		sum := st.Classes[k]
-		sum.Packets += c.Packets
-		sum.Bytes += c.Bytes
-		st.Classes[k] = sum
-	}
-	if a, ok := host.ReadState(); ok {
-		st.LastApply = &a.AppliedAt
-	}
-	return st, nil
+	st, err := host.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
+	return st, backendError(err)
 }
 
 func newStatusCommand(g *globals) *cobra.Command {
@@ -225,7 +139,7 @@ file renamed over it), for node_exporter's textfile collector, e.g.
 }
 
 // writeMetrics writes the Prometheus text format.
-func writeMetrics(w io.Writer, st *status) error {
+func writeMetrics(w io.Writer, st *host.Status) error {
 	var b strings.Builder
 	b.WriteString("# HELP relayfw_packets_total Packets matched by relayfw's rules.\n# TYPE relayfw_packets_total counter\n")
 	names := make([]string, 0, len(st.Rules))
@@ -234,11 +148,11 @@ func writeMetrics(w io.Writer, st *status) error {
 	}
 	slices.Sort(names)
 	for _, n := range names {
-		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", st.ruleClass.of(n), n, st.Rules[n].Packets)
+		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", st.RuleClass(n), n, st.Rules[n].Packets)
 	}
 	b.WriteString("# HELP relayfw_bytes_total Bytes matched by relayfw's rules.\n# TYPE relayfw_bytes_total counter\n")
 	for _, n := range names {
-		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", st.ruleClass.of(n), n, st.Rules[n].Bytes)
+		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", st.RuleClass(n), n, st.Rules[n].Bytes)
 	}
 	boolean := func(v bool) int {
 		if v {

@@ -1,0 +1,113 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// StatusClasses are the verdict classes the counters are summed into.
+var StatusClasses = []string{rules.ClassExit, rules.ClassRelayLink, rules.ClassHostAllowance,
+	rules.ClassEstablished, rules.ClassRejectedPolicy, rules.ClassRejectedDefault}
+
+// ruleClasses maps the ruleset's rule names to their verdict classes;
+// installed rules the ruleset does not have count as "other".
+type ruleClasses map[string]string
+
+func (c ruleClasses) of(name string) string {
+	if k, ok := c[name]; ok {
+		return k
+	}
+	return "other"
+}
+
+// PendingStatus is an open confirm window: until when, and what a
+// rollback restores.
+type PendingStatus struct {
+	Deadline time.Time `json:"deadline"`
+	Restores string    `json:"restores"`
+}
+
+// Status is what relayfw status reports (its --format json).
+type Status struct {
+	Backend   string `json:"backend"`
+	Installed bool   `json:"installed"`
+	// AlsoInstalled are other backends holding relayfw objects (there
+	// should be none: apply removes them).
+	AlsoInstalled []string `json:"also_installed"`
+	InSync        bool     `json:"in_sync"`
+	Drift         []string `json:"drift"`
+	// RelayLinksBehind counts the relay links the cached consensus has and
+	// the kernel lacks, and the other way round (refresh brings them up).
+	RelayLinksBehind int `json:"relay_links_behind"`
+	// Exit says whether a tor instance exits; Note says plainly what a
+	// non-exit host gets.
+	Exit bool `json:"exit"`
+	// Pending is an open apply --confirm window.
+	Pending   *PendingStatus              `json:"pending"`
+	Note      string                      `json:"note,omitempty"`
+	LastApply *time.Time                  `json:"last_apply"`
+	Classes   map[string]firewall.Counter `json:"classes"`
+	Rules     map[string]firewall.Counter `json:"rules"`
+
+	ruleClass ruleClasses
+}
+
+// RuleClass is the verdict class of an installed rule's name ("other"
+// for a rule the ruleset does not have).
+func (st *Status) RuleClass(name string) string { return st.ruleClass.of(name) }
+
+// GatherStatus reads the kernel's state of b against rs: installed, in
+// sync (the rules), relay links behind, other backends holding relayfw
+// objects, an open confirm window, the last apply, counters per rule and
+// per verdict class. note is the plain statement for a host that does not
+// exit (Inputs.NotExitNote).
+func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string) (*Status, error) {
+	installed, err := b.Installed(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	drift, behind, err := Check(ctx, b, rs)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	counters, err := b.Counters(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("status: %w", err)
+	}
+	st := &Status{Backend: b.Name(), Installed: installed, AlsoInstalled: []string{}, InSync: len(drift) == 0,
+		Drift: append([]string{}, drift...), RelayLinksBehind: behind.Total(), Note: note,
+		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}}
+	st.Exit = st.Note == ""
+	for _, o := range OtherBackends(ctx, b) {
+		if ok, err := o.Installed(ctx); err == nil && ok {
+			st.AlsoInstalled = append(st.AlsoInstalled, Kind(o))
+		}
+	}
+	if p, err := ReadPending(); err == nil {
+		st.Pending = &PendingStatus{Deadline: p.Deadline, Restores: p.Restores()}
+	}
+	for _, r := range rs.Outbound {
+		st.ruleClass[r.Name] = r.Class
+	}
+	for _, c := range StatusClasses {
+		st.Classes[c] = firewall.Counter{}
+	}
+	for name, c := range counters {
+		k := st.ruleClass.of(name)
+		if k == rules.ClassLog {
+			continue // logged packets are counted again by the reject that follows
+		}
+		sum := st.Classes[k]
+		sum.Packets += c.Packets
+		sum.Bytes += c.Bytes
+		st.Classes[k] = sum
+	}
+	if a, ok := ReadState(); ok {
+		st.LastApply = &a.AppliedAt
+	}
+	return st, nil
+}
