@@ -14,10 +14,21 @@ import (
 // unless relayfw confirm comes first.
 func TestConfirmOrRollback(t *testing.T) {
 	requireRoot(t)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { testConfirmOrRollback(t, b) })
+	}
+}
+
+func testConfirmOrRollback(t *testing.T, b backend) {
 	ns := newIsolatedNS(t, "rfwconf")
+	env := b.env(t)
+	relayfwIn := func(t *testing.T, ns string, args ...string) (int, string, string) {
+		t.Helper()
+		return relayfwEnv(t, ns, env, args...)
+	}
 	// --wait: a rollback in progress holds the lock for a moment.
-	flagsA := append(relayInputs(t, "nftables", "../examples/torrc"), "--wait", "10s")
-	flagsB := append(relayInputs(t, "nftables", bigPolicyTorrc(50)), "--wait", "10s")
+	flagsA := append(relayInputs(t, b.flag, "../examples/torrc"), "--wait", "10s")
+	flagsB := append(relayInputs(t, b.flag, bigPolicyTorrc(50)), "--wait", "10s")
 	inSync := func(flags []string) bool {
 		code, _, _ := relayfwIn(t, ns, append(flags, "check")...)
 		return code == 0
@@ -48,6 +59,7 @@ func TestConfirmOrRollback(t *testing.T) {
 		t.Fatal("apply A")
 	}
 	session := exec.Command("ip", append([]string{"netns", "exec", ns, relayfwBin}, append(flagsB, "apply", "--confirm", "2s")...)...)
+	session.Env = env
 	session.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if out, err := session.CombinedOutput(); err != nil {
 		t.Fatalf("apply --confirm: %v %s", err, out)
@@ -79,15 +91,27 @@ func TestConfirmOrRollback(t *testing.T) {
 func TestConfirmOnTerminal(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "script") // gives relayfw a pseudo-terminal
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) { testConfirmOnTerminal(t, b) })
+	}
+}
+
+func testConfirmOnTerminal(t *testing.T, b backend) {
 	ns := newIsolatedNS(t, "rfwtty")
-	flagsA := append(relayInputs(t, "nftables", "../examples/torrc"), "--wait", "10s")
-	flagsB := append(relayInputs(t, "nftables", bigPolicyTorrc(30)), "--wait", "10s")
+	env := b.env(t)
+	relayfwIn := func(t *testing.T, ns string, args ...string) (int, string, string) {
+		t.Helper()
+		return relayfwEnv(t, ns, env, args...)
+	}
+	flagsA := append(relayInputs(t, b.flag, "../examples/torrc"), "--wait", "10s")
+	flagsB := append(relayInputs(t, b.flag, bigPolicyTorrc(30)), "--wait", "10s")
 	if code, _, _ := relayfwIn(t, ns, append(flagsA, "apply")...); code != 0 {
 		t.Fatal("apply A")
 	}
 	onTerminal := func(input string, delay time.Duration) (int, string) {
 		line := relayfwBin + " " + strings.Join(append(flagsB, "apply", "--confirm", "3s"), " ")
 		cmd := exec.Command("ip", "netns", "exec", ns, "script", "-qec", line, "/dev/null")
+		cmd.Env = env
 		stdin, err := cmd.StdinPipe()
 		if err != nil {
 			t.Fatal(err)
