@@ -164,6 +164,7 @@ func TestBackends(t *testing.T) {
 			t.Run("LocalResolverByUser", func(t *testing.T) { testLocalResolver(t, backend) })
 			t.Run("UpdatesForApt", func(t *testing.T) { testUpdatesForApt(t, backend) })
 			t.Run("DryRun", func(t *testing.T) { testDryRun(t, backend) })
+			t.Run("NonExitSaidPlainly", func(t *testing.T) { testNonExit(t, backend) })
 		})
 	}
 }
@@ -1267,6 +1268,33 @@ func testDryRun(t *testing.T, b backend) {
 	for _, l := range strings.Split(strings.TrimSpace(dry), "\n")[1:] {
 		if !strings.Contains(out, strings.TrimSpace(l)) {
 			t.Errorf("apply does not print the dry run's %q:\n%s", l, out)
+		}
+	}
+}
+
+// testNonExit: a middle relay's firewall lets out no exit traffic, and
+// apply and status say so plainly; relay links still get through.
+func testNonExit(t *testing.T, b backend) {
+	tn := newTestNet(t)
+	run := b.runner(t, tn)
+	dir := t.TempDir()
+	cfg := writeTestConfig(t, dir, consensusWith("203.0.113.11:9001"))
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
+	code, out, errOut := run(append(flags, "apply")...)
+	if code != 0 || !strings.Contains(out, "not an exit (a non-exit relay (guard or middle))") || !strings.Contains(out, "the host still reaches the relay links") {
+		t.Fatalf("apply of a middle: exit %d %q %q", code, out, errOut)
+	}
+	if code, out, _ := run(append(flags, "status")...); code != 0 || !strings.Contains(out, "exit:       no — not an exit") {
+		t.Errorf("status of a middle: exit %d\n%s", code, out)
+	}
+	for dst, want := range map[string]outcome{"203.0.113.5:80": refused, "203.0.113.5:443": refused, "203.0.113.11:9001": connected} {
+		ap := netip.MustParseAddrPort(dst)
+		if o, _ := tn.probe(t, ap.Addr(), ap.Port()); o != want {
+			t.Errorf("a middle relay to %s: %s, want %s", dst, o, want)
 		}
 	}
 }
