@@ -170,15 +170,7 @@ func exitMapChanges(name string, prev, next ExitMap) []string {
 // portsAt is the port set an exit map accepts at addr.
 func portsAt(m ExitMap, ivs []ClassInterval, addr netip.Addr) portSet {
 	var ps portSet
-	i, found := slices.BinarySearchFunc(ivs, addr, func(iv ClassInterval, a netip.Addr) int {
-		switch {
-		case iv.Last.Less(a):
-			return -1
-		case a.Less(iv.First):
-			return 1
-		}
-		return 0
-	})
+	i, found := IntervalAt(ivs, addr)
 	if !found {
 		return ps
 	}

@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"slices"
 	"strings"
 	"testing"
 
@@ -132,15 +131,7 @@ func TestExitMapIntervals(t *testing.T) {
 			for probe := 0; probe < 200; probe++ {
 				a := randomAddr(r, v6, entries)
 				want := m.Lookup(a)
-				k, _ := slices.BinarySearchFunc(ivs, a, func(iv ClassInterval, a netip.Addr) int {
-					switch {
-					case iv.Last.Less(a):
-						return -1
-					case a.Less(iv.First):
-						return 1
-					}
-					return 0
-				})
+				k, _ := IntervalAt(ivs, a)
 				got := NoClass
 				if k < len(ivs) && ivs[k].First.Compare(a) <= 0 && a.Compare(ivs[k].Last) <= 0 {
 					got = ivs[k].Class

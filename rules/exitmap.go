@@ -54,6 +54,20 @@ type ClassInterval struct {
 	Class       int
 }
 
+// IntervalAt finds the interval of ivs (sorted, disjoint: Intervals'
+// result) that holds a.
+func IntervalAt(ivs []ClassInterval, a netip.Addr) (int, bool) {
+	return slices.BinarySearchFunc(ivs, a, func(iv ClassInterval, a netip.Addr) int {
+		switch {
+		case iv.Last.Less(a):
+			return -1
+		case a.Less(iv.First):
+			return 1
+		}
+		return 0
+	})
+}
+
 // AllPorts reports whether the class accepts every port.
 func (c PortClass) AllPorts() bool {
 	return len(c.Ports) == 1 && c.Ports[0] == PortRange{1, 65535}
