@@ -60,6 +60,9 @@ type Result struct {
 	Rules    int // kernel rules installed
 	Sets     int
 	Elements int // set elements installed
+	// Drift is what the kernel held that differed from the ruleset, as
+	// Check would have said it, before the apply replaced it.
+	Drift []string
 }
 
 // ErrUnavailable means the backend cannot work on this host (no nftables

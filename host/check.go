@@ -10,66 +10,107 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// PlanChanges says what applying rs with b would change, in an operator's
-// terms: rules.Changes against the ruleset relayfw last installed there
-// (nothing, on a first apply or after another backend), the relay links
-// against the kernel's, and the kernel's drift that the ruleset does not
-// explain — rules in relayfw's chains it did not install are removed.
-func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
-	installed, err := b.Installed(ctx)
+// Plan is what an apply of rs with b starts from, read before it: whether
+// relayfw's firewall is installed there, the ruleset relayfw last installed
+// (when it was this backend), and how far the kernel's relay links are from
+// rs's. It reads the kernel's relay sets, not its whole table.
+type Plan struct {
+	Installed bool
+	Prev      rules.Ruleset // Version 0 when unknown
+	Links     LinksBehind
+	rs        rules.Ruleset
+	kind      string
+}
+
+// NewPlan reads what an apply of rs with b would start from.
+func NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, error) {
+	p := &Plan{rs: rs, kind: Kind(b)}
+	var err error
+	if p.Installed, err = b.Installed(ctx); err != nil || !p.Installed {
+		return p, err
+	}
+	if st, ok := ReadState(); ok && st.Backend == Kind(b) {
+		p.Prev, _ = LoadRuleset(AppliedRulesetPath())
+	}
+	installed, err := b.RelayLinks(ctx, rs)
 	if err != nil {
 		return nil, err
 	}
-	if !installed {
-		changes := append([]string{fmt.Sprintf("+ firewall: installed for the first time (%s)", Kind(b))},
-			withoutLinks(rules.Changes(rules.Ruleset{}, rs))...)
+	for _, s := range rs.Sets {
+		if have, ok := installed[s.Name]; ok {
+			m, e := regionDiff(s.Elements, have)
+			p.Links.Missing += m
+			p.Links.Extra += e
+		}
+	}
+	return p, nil
+}
+
+// Changes says what the apply changes, in an operator's terms: rules.Changes
+// against the ruleset relayfw last installed (everything, on a first apply
+// or after another backend), the relay links against the kernel's, and,
+// from drift (the kernel's differences from rs, as Check or the backend's
+// Apply found them), the rules in relayfw's chains it did not install,
+// which the apply removes, and any other repair nothing else explains.
+func (p *Plan) Changes(drift []string) []string {
+	if !p.Installed {
+		changes := append([]string{fmt.Sprintf("+ firewall: installed for the first time (%s)", p.kind)},
+			withoutLinks(rules.Changes(rules.Ruleset{}, p.rs))...)
 		links := 0
-		for _, s := range rs.Sets {
+		for _, s := range p.rs.Sets {
 			links += len(s.Elements)
 		}
-		return append(changes, fmt.Sprintf("relay links: +%d -0", links)), nil
+		return append(changes, fmt.Sprintf("relay links: +%d -0", links))
 	}
-	var prev rules.Ruleset
-	if st, ok := ReadState(); ok && st.Backend == Kind(b) {
-		prev, _ = LoadRuleset(AppliedRulesetPath())
+	changes := withoutLinks(rules.Changes(p.Prev, p.rs))
+	if p.Links.Total() > 0 {
+		changes = append(changes, fmt.Sprintf("relay links: +%d -%d", p.Links.Missing, p.Links.Extra))
 	}
-	changes := rules.Changes(prev, rs)
-	drift, behind, err := Check(ctx, b, rs)
+	drift = withoutLinkDrift(drift, p.rs)
+	for _, d := range drift {
+		if strings.Contains(d, "unexpected rule") && !strings.Contains(d, `"`+"relayfw: ") {
+			changes = append(changes, "- not relayfw's, removed: "+d)
+		}
+	}
+	if len(changes) == 0 {
+		for _, d := range drift { // a hand edit nothing else explains
+			changes = append(changes, "~ repair: "+d)
+		}
+	}
+	return changes
+}
+
+// PlanChanges is a dry run: what applying rs with b would change.
+func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
+	p, err := NewPlan(ctx, b, rs)
+	if err != nil || !p.Installed {
+		return p.Changes(nil), err
+	}
+	asInstalled, err := withKernelLinks(ctx, b, rs)
 	if err != nil {
 		return nil, err
 	}
-	changes = withoutLinks(changes)
-	if behind.Total() > 0 {
-		changes = append(changes, fmt.Sprintf("relay links: +%d -%d", behind.Missing, behind.Extra))
+	drift, err := b.Check(ctx, asInstalled)
+	if err != nil {
+		return nil, err
 	}
-	// What relayfw did not install: against the ruleset it did install,
-	// every difference is someone else's; without it, the rules that are
-	// not relayfw's by their comment.
-	foreign := drift
-	if prev.Version != 0 {
-		asInstalled, err := withKernelLinks(ctx, b, prev)
-		if err != nil {
-			return nil, err
+	return p.Changes(drift), nil
+}
+
+// withoutLinkDrift drops the drift lines about the relay sets' elements:
+// Plan counts those itself.
+func withoutLinkDrift(drift []string, rs rules.Ruleset) []string {
+	var out []string
+	for _, d := range drift {
+		link := false
+		for _, s := range rs.Sets {
+			link = link || (strings.Contains(d, s.Name+":") && (strings.Contains(d, "elements") || strings.Contains(d, "entries")))
 		}
-		if foreign, err = b.Check(ctx, asInstalled); err != nil {
-			return nil, err
-		}
-	}
-	for _, d := range foreign {
-		unexpected := strings.Contains(d, "unexpected rule")
-		switch {
-		case unexpected && (prev.Version != 0 || !strings.Contains(d, `"`+"relayfw: ")):
-			changes = append(changes, "- not relayfw's, removed: "+d)
-		case prev.Version != 0:
-			changes = append(changes, "~ repair: "+d)
+		if !link {
+			out = append(out, d)
 		}
 	}
-	if len(changes) == 0 && len(drift) > 0 {
-		for _, d := range drift { // nothing else explains it
-			changes = append(changes, "~ repair: "+d)
-		}
-	}
-	return changes, nil
+	return out
 }
 
 // withKernelLinks is rs with the relay sets as the kernel holds them.
@@ -123,34 +164,41 @@ func Check(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string,
 		if !ok {
 			continue // a missing set is drift
 		}
-		want := slices.Clone(s.Elements)
-		slices.SortFunc(have, compareRegions)
-		slices.SortFunc(want, compareRegions)
-		for i, j := 0, 0; i < len(want) || j < len(have); {
-			switch c := 0; {
-			case j == len(have):
-				behind.Missing++
-				i++
-			case i == len(want):
-				behind.Extra++
-				j++
-			default:
-				if c = compareRegions(want[i], have[j]); c < 0 {
-					behind.Missing++
-					i++
-				} else if c > 0 {
-					behind.Extra++
-					j++
-				} else {
-					i++
-					j++
-				}
-			}
-		}
+		m, e := regionDiff(s.Elements, have)
+		behind.Missing += m
+		behind.Extra += e
 		asInstalled.Sets[i].Elements = have
 	}
 	drift, err := b.Check(ctx, asInstalled)
 	return drift, behind, err
+}
+
+// regionDiff counts the elements want has and have lacks, and the other
+// way round.
+func regionDiff(want, have []rules.Region) (missing, extra int) {
+	want, have = slices.Clone(want), slices.Clone(have)
+	slices.SortFunc(have, compareRegions)
+	slices.SortFunc(want, compareRegions)
+	for i, j := 0, 0; i < len(want) || j < len(have); {
+		switch {
+		case j == len(have):
+			missing++
+			i++
+		case i == len(want):
+			extra++
+			j++
+		case compareRegions(want[i], have[j]) < 0:
+			missing++
+			i++
+		case compareRegions(want[i], have[j]) > 0:
+			extra++
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return missing, extra
 }
 
 func compareRegions(a, b rules.Region) int {

@@ -106,9 +106,50 @@ func exitMapChanges(name string, prev, next ExitMap) []string {
 	slices.SortFunc(starts, netip.Addr.Compare)
 	starts = slices.Compact(starts)
 
+	// What changes between a class of prev and a class of next, computed
+	// once per pair: a block list has tens of thousands of segments but
+	// few classes.
+	type delta struct {
+		opened, closed *portSet
+		openedText     string
+		closedText     string
+	}
+	type pair struct{ p, n int }
+	deltas := map[pair]*delta{}
+	classPorts := func(m ExitMap, class int) portSet {
+		var ps portSet
+		if class != NoClass {
+			for _, r := range m.Classes[class].Ports {
+				ps.add(r)
+			}
+		}
+		return ps
+	}
+	deltaOf := func(k pair) *delta {
+		if d, ok := deltas[k]; ok {
+			return d
+		}
+		pp, np := classPorts(prev, k.p), classPorts(next, k.n)
+		opened, closed := np.minus(pp), pp.minus(np)
+		d := &delta{opened: &opened, closed: &closed}
+		if !opened.empty() {
+			d.openedText = opened.String()
+		}
+		if !closed.empty() {
+			d.closedText = closed.String()
+		}
+		deltas[k] = d
+		return d
+	}
+	classAt := func(ivs []ClassInterval, a netip.Addr) int {
+		if i, ok := IntervalAt(ivs, a); ok {
+			return ivs[i].Class
+		}
+		return NoClass
+	}
 	type change struct {
-		first, last    netip.Addr
-		opened, closed portSet
+		first, last netip.Addr
+		d           *delta
 	}
 	var changes []change
 	for i, first := range starts {
@@ -116,26 +157,25 @@ func exitMapChanges(name string, prev, next ExitMap) []string {
 		if i+1 < len(starts) {
 			last = starts[i+1].Prev()
 		}
-		pp, np := portsAt(prev, pi, first), portsAt(next, ni, first)
-		opened, closed := np.minus(pp), pp.minus(np)
-		if opened.empty() && closed.empty() {
+		d := deltaOf(pair{classAt(pi, first), classAt(ni, first)})
+		if d.openedText == "" && d.closedText == "" {
 			continue
 		}
-		if n := len(changes); n > 0 && changes[n-1].last.Next() == first && changes[n-1].opened == opened && changes[n-1].closed == closed {
+		if n := len(changes); n > 0 && changes[n-1].last.Next() == first &&
+			changes[n-1].d.openedText == d.openedText && changes[n-1].d.closedText == d.closedText {
 			changes[n-1].last = last
 			continue
 		}
-		changes = append(changes, change{first: first, last: last, opened: opened, closed: closed})
+		changes = append(changes, change{first: first, last: last, d: d})
 	}
 	// One line per port change, with the address ranges it applies to:
 	// the private and local rejects cut a change into many ranges.
 	type group struct {
-		sign   string
-		ports  portSet
-		ranges []string
+		sign, ports string
+		ranges      []string
 	}
 	var groups []*group
-	find := func(sign string, ports portSet) *group {
+	find := func(sign, ports string) *group {
 		for _, g := range groups {
 			if g.sign == sign && g.ports == ports {
 				return g
@@ -147,12 +187,12 @@ func exitMapChanges(name string, prev, next ExitMap) []string {
 	}
 	for _, c := range changes {
 		where := rangeText(c.first, c.last)
-		if !c.opened.empty() {
-			g := find("+", c.opened)
+		if c.d.openedText != "" {
+			g := find("+", c.d.openedText)
 			g.ranges = append(g.ranges, where)
 		}
-		if !c.closed.empty() {
-			g := find("-", c.closed)
+		if c.d.closedText != "" {
+			g := find("-", c.d.closedText)
 			g.ranges = append(g.ranges, where)
 		}
 	}
@@ -165,19 +205,6 @@ func exitMapChanges(name string, prev, next ExitMap) []string {
 		out = append(out, fmt.Sprintf("%s %s: TCP %s to %s", g.sign, name, g.ports, where))
 	}
 	return out
-}
-
-// portsAt is the port set an exit map accepts at addr.
-func portsAt(m ExitMap, ivs []ClassInterval, addr netip.Addr) portSet {
-	var ps portSet
-	i, found := IntervalAt(ivs, addr)
-	if !found {
-		return ps
-	}
-	for _, r := range m.Classes[ivs[i].Class].Ports {
-		ps.add(r)
-	}
-	return ps
 }
 
 // rangeText is an address range as a prefix when it is one, else first-last.
@@ -195,8 +222,14 @@ func rangeText(first, last netip.Addr) string {
 type portSet [1024]uint64
 
 func (s *portSet) add(r PortRange) {
-	for p := int(r.First); p <= int(r.Last); p++ {
+	for p := int(r.First); p <= int(r.Last); {
+		if p%64 == 0 && p+63 <= int(r.Last) {
+			s[p/64] = ^uint64(0) // a whole word at once
+			p += 64
+			continue
+		}
 		s[p/64] |= 1 << (p % 64)
+		p++
 	}
 }
 

@@ -28,6 +28,20 @@ type torAbbrev struct {
 	warn        bool // tor warns that the short name is deprecated
 }
 
+// torOptionIndex and torAbbrevIndex find exact names without a scan: a
+// block list is tens of thousands of ExitPolicy lines.
+var torOptionIndex, torAbbrevIndex = func() (map[string]int, map[string][]int) {
+	names := map[string]int{}
+	for i, o := range torOptionTable {
+		names[strings.ToLower(o.name)] = i
+	}
+	abbrevs := map[string][]int{}
+	for i, a := range torAbbrevTable {
+		abbrevs[strings.ToLower(a.short)] = append(abbrevs[strings.ToLower(a.short)], i)
+	}
+	return names, abbrevs
+}()
+
 // torOptionKey is the option a torrc keyword names, as tor's confmgt
 // resolves it: config_expand_abbrev applies the alias table (case
 // insensitively, one pass in table order), then config_mgr_find_var looks
@@ -44,23 +58,32 @@ type torOptionKey struct {
 // false when tor does not know it: "Unknown option 'KEY'. Failing."
 func lookupTorOption(key string) (torOptionKey, bool) {
 	var res torOptionKey
-	for _, a := range torAbbrevTable {
-		if !a.cmdlineOnly && strings.EqualFold(key, a.short) {
-			if a.warn {
-				res.Warnings = append(res.Warnings, fmt.Sprintf("the option name %q is deprecated; tor reads it as %q", a.short, a.full))
+	// One pass over the table in order, each entry compared with the key
+	// as the entries before it left it: the index only skips the entries
+	// that cannot match.
+	for pos := 0; ; {
+		next := -1
+		for _, i := range torAbbrevIndex[strings.ToLower(key)] {
+			if i >= pos && !torAbbrevTable[i].cmdlineOnly {
+				next = i
+				break
 			}
-			key = a.full
 		}
+		if next < 0 {
+			break
+		}
+		a := torAbbrevTable[next]
+		if a.warn {
+			res.Warnings = append(res.Warnings, fmt.Sprintf("the option name %q is deprecated; tor reads it as %q", a.short, a.full))
+		}
+		key, pos = a.full, next+1
 	}
 	if key == "" {
 		return res, false
 	}
 	var found *torOptionName
-	for i := range torOptionTable {
-		if strings.EqualFold(torOptionTable[i].name, key) {
-			found = &torOptionTable[i]
-			break
-		}
+	if i, ok := torOptionIndex[strings.ToLower(key)]; ok {
+		found = &torOptionTable[i]
 	}
 	if found == nil {
 		for i := range torOptionTable {

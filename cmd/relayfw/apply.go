@@ -72,11 +72,11 @@ the same lines after its summary.`,
 			if err != nil {
 				return err
 			}
-			changes, err := host.PlanChanges(cmd.Context(), b, rs)
-			if err != nil {
-				return backendError(fmt.Errorf("apply: %w", err))
-			}
 			if dryRun {
+				changes, err := host.PlanChanges(cmd.Context(), b, rs)
+				if err != nil {
+					return backendError(fmt.Errorf("apply: %w", err))
+				}
 				if len(changes) == 0 {
 					fmt.Fprintf(g.stdout, "dry run (%s): in sync, nothing would change\n", b.Name())
 					return nil
@@ -90,6 +90,12 @@ the same lines after its summary.`,
 				}
 				return nil
 			}
+			// What the apply starts from, for the lines that say what it
+			// changed: the backend's own comparison supplies the rest.
+			plan, err := host.NewPlan(cmd.Context(), b, rs)
+			if err != nil {
+				return backendError(fmt.Errorf("apply: %w", err))
+			}
 			applier := host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
 			res, p, err := applier.Apply(cmd.Context(), b, rs, confirm)
 			if err != nil {
@@ -97,7 +103,7 @@ the same lines after its summary.`,
 			}
 			fmt.Fprintln(g.stdout, summary(b, res))
 			if res.Changed {
-				for _, c := range changes {
+				for _, c := range plan.Changes(res.Drift) {
 					fmt.Fprintf(g.stdout, "  %s\n", c)
 				}
 			}

@@ -239,7 +239,8 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 		if err != nil {
 			return res, err
 		}
-		if len(f.drift(st, want)) > 0 {
+		if d := f.drift(st, want); len(d) > 0 {
+			res.Drift = append(res.Drift, d...)
 			jobs = append(jobs, job{f, restoreScript(want, len(st.jumps))})
 		}
 	}

@@ -129,6 +129,7 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 	if len(drift) == 0 {
 		return res, nil
 	}
+	res.Drift = drift
 	if err := p.queueReplace(c); err != nil {
 		return res, err
 	}
