@@ -38,7 +38,7 @@ func NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, 
 	}
 	for _, s := range rs.Sets {
 		if have, ok := installed[s.Name]; ok {
-			m, e := regionDiff(s.Elements, have)
+			m, e := rules.DiffRegions(s.Elements, have)
 			p.Links.Missing += m
 			p.Links.Extra += e
 		}
@@ -164,46 +164,11 @@ func Check(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string,
 		if !ok {
 			continue // a missing set is drift
 		}
-		m, e := regionDiff(s.Elements, have)
+		m, e := rules.DiffRegions(s.Elements, have)
 		behind.Missing += m
 		behind.Extra += e
 		asInstalled.Sets[i].Elements = have
 	}
 	drift, err := b.Check(ctx, asInstalled)
 	return drift, behind, err
-}
-
-// regionDiff counts the elements want has and have lacks, and the other
-// way round.
-func regionDiff(want, have []rules.Region) (missing, extra int) {
-	want, have = slices.Clone(want), slices.Clone(have)
-	slices.SortFunc(have, compareRegions)
-	slices.SortFunc(want, compareRegions)
-	for i, j := 0, 0; i < len(want) || j < len(have); {
-		switch {
-		case j == len(have):
-			missing++
-			i++
-		case i == len(want):
-			extra++
-			j++
-		case compareRegions(want[i], have[j]) < 0:
-			missing++
-			i++
-		case compareRegions(want[i], have[j]) > 0:
-			extra++
-			j++
-		default:
-			i++
-			j++
-		}
-	}
-	return missing, extra
-}
-
-func compareRegions(a, b rules.Region) int {
-	if c := a.AddrFirst.Compare(b.AddrFirst); c != 0 {
-		return c
-	}
-	return int(a.Ports.First) - int(b.Ports.First)
 }

@@ -186,28 +186,17 @@ func readInstance(src instanceSource, watched *[]string) ([]rules.ConfigLine, []
 	fsys := watchFS{paths: watched}
 	var defaults []rules.ConfigLine
 	if src.defaults != "" {
-		data, err := fsys.ReadFile(src.defaults)
-		if err != nil {
-			return nil, nil, &rules.FileError{Path: src.defaults, Err: unwrapPathErr(err)}
-		}
-		text := string(data)
+		var name func(string) string
 		if src.defaultsName != "" {
-			text = strings.ReplaceAll(text, "@@NAME@@", src.defaultsName)
+			name = func(text string) string { return strings.ReplaceAll(text, "@@NAME@@", src.defaultsName) }
 		}
-		if defaults, err = rules.ParseTorrc(fsys, src.defaults, text); err != nil {
+		var err error
+		if defaults, err = rules.ReadTorrcTemplateFS(fsys, src.defaults, name); err != nil {
 			return nil, nil, err
 		}
 	}
 	lines, err := rules.ReadTorrcFS(fsys, src.torrc)
 	return defaults, lines, err
-}
-
-func unwrapPathErr(err error) error {
-	var pe *fs.PathError
-	if errors.As(err, &pe) {
-		return pe.Err
-	}
-	return err
 }
 
 // ErrNoInstance is SelectInstance's error for a name no instance has.

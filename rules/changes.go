@@ -40,7 +40,7 @@ func Changes(prev, next Ruleset) []string {
 	for _, name := range unionNames(setNames(prev), setNames(next)) {
 		ps, _ := prev.Set(name)
 		ns, _ := next.Set(name)
-		added, removed := regionDiff(ps.Elements, ns.Elements)
+		added, removed := DiffRegions(ns.Elements, ps.Elements)
 		if added > 0 || removed > 0 {
 			out = append(out, fmt.Sprintf("relay links %s: +%d -%d", name, added, removed))
 		}
@@ -279,26 +279,27 @@ func (s portSet) String() string {
 	return strings.Join(parts, ",")
 }
 
-// regionDiff counts the set elements next adds and removes.
-func regionDiff(prev, next []Region) (added, removed int) {
+// DiffRegions counts the point elements (one address, one port) want has
+// and have lacks, and the other way round.
+func DiffRegions(want, have []Region) (missing, extra int) {
 	key := func(r Region) string { return r.AddrFirst.String() + " " + strconv.Itoa(int(r.Ports.First)) }
-	have := map[string]bool{}
-	for _, r := range prev {
-		have[key(r)] = true
+	haveKeys := map[string]bool{}
+	for _, r := range have {
+		haveKeys[key(r)] = true
 	}
-	seen := map[string]bool{}
-	for _, r := range next {
-		seen[key(r)] = true
-		if !have[key(r)] {
-			added++
+	wantKeys := map[string]bool{}
+	for _, r := range want {
+		wantKeys[key(r)] = true
+		if !haveKeys[key(r)] {
+			missing++
 		}
 	}
-	for k := range have {
-		if !seen[k] {
-			removed++
+	for k := range haveKeys {
+		if !wantKeys[k] {
+			extra++
 		}
 	}
-	return added, removed
+	return missing, extra
 }
 
 func mapNames(rs Ruleset) []string {

@@ -82,11 +82,22 @@ func ReadTorrc(path string) ([]ConfigLine, error) {
 
 // ReadTorrcFS reads a torrc through fsys.
 func ReadTorrcFS(fsys FS, path string) ([]ConfigLine, error) {
+	return ReadTorrcTemplateFS(fsys, path, nil)
+}
+
+// ReadTorrcTemplateFS reads a torrc through fsys after edit rewrites its
+// text (nil: none), as Debian's units rewrite "@@NAME@@" in the defaults
+// file of a tor instance.
+func ReadTorrcTemplateFS(fsys FS, path string, edit func(string) string) ([]ConfigLine, error) {
 	data, err := fsys.ReadFile(path)
 	if err != nil {
 		return nil, &FileError{Path: path, Err: unwrapPathError(err)}
 	}
-	return parseTorrcText(fsys, path, string(data), 1)
+	text := string(data)
+	if edit != nil {
+		text = edit(text)
+	}
+	return parseTorrcText(fsys, path, text, 1)
 }
 
 // ParseTorrc parses torrc text held in memory; name is used in messages
