@@ -58,31 +58,24 @@ func newRollbackWatcherCommand(g *globals) *cobra.Command {
 }
 
 func newConfirmCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "confirm",
-		Short: "Keep the firewall of a pending apply --confirm",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			release, err := acquireLock(cmd.Context(), g.wait)
-			if err != nil {
-				return err
-			}
-			defer release()
-			if _, err := host.Confirm(); errors.Is(err, host.ErrNothingPending) {
-				return &exitError{code: exitFailed, err: err}
-			} else if err != nil {
-				return err
-			}
-			fmt.Fprintln(g.stdout, "confirmed: the new firewall stays")
-			return nil
-		},
-	}
+	return pendingCommand(g, "confirm", "Keep the firewall of a pending apply --confirm",
+		func(*cobra.Command) (string, error) {
+			_, err := host.Confirm()
+			return "confirmed: the new firewall stays", err
+		})
 }
 
 func newRollbackCommand(g *globals) *cobra.Command {
+	return pendingCommand(g, "rollback", "Roll a pending apply --confirm back now, instead of at its deadline",
+		func(cmd *cobra.Command) (string, error) { return host.Rollback(cmd.Context(), g.log) })
+}
+
+// pendingCommand ends a pending apply --confirm under the lock: exit 1
+// when none is pending, else the one line decide returns.
+func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (string, error)) *cobra.Command {
 	return &cobra.Command{
-		Use:   "rollback",
-		Short: "Roll a pending apply --confirm back now, instead of at its deadline",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			release, err := acquireLock(cmd.Context(), g.wait)
@@ -90,12 +83,12 @@ func newRollbackCommand(g *globals) *cobra.Command {
 				return err
 			}
 			defer release()
-			msg, err := host.Rollback(cmd.Context(), g.log)
+			msg, err := decide(cmd)
 			if errors.Is(err, host.ErrNothingPending) {
 				return &exitError{code: exitFailed, err: err}
 			}
 			if err != nil {
-				return hostError(fmt.Errorf("rollback: %w", err))
+				return hostError(fmt.Errorf("%s: %w", use, err))
 			}
 			fmt.Fprintln(g.stdout, msg)
 			return nil

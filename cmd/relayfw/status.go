@@ -16,14 +16,14 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// classes are the verdict classes status prints, in its order.
-var classes = []struct{ key, title string }{
-	{rules.ClassExit, "exit accepted"},
-	{rules.ClassRelayLink, "relay link"},
-	{rules.ClassHostAllowance, "host allowance"},
-	{rules.ClassEstablished, "established, related, loopback"},
-	{rules.ClassRejectedPolicy, "rejected by the exit policy (TCP)"},
-	{rules.ClassRejectedDefault, "rejected by default (not TCP)"},
+// classTitles name host.StatusClasses as status prints them.
+var classTitles = map[string]string{
+	rules.ClassExit:            "exit accepted",
+	rules.ClassRelayLink:       "relay link",
+	rules.ClassHostAllowance:   "host allowance",
+	rules.ClassEstablished:     "established, related, loopback",
+	rules.ClassRejectedPolicy:  "rejected by the exit policy (TCP)",
+	rules.ClassRejectedDefault: "rejected by default (not TCP)",
 }
 
 func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
@@ -83,9 +83,9 @@ func newStatusCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "last apply: unknown\n")
 			}
 			fmt.Fprintf(w, "counters:\n")
-			for _, c := range classes {
-				v := st.Classes[c.key]
-				fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", c.title, v.Packets, v.Bytes)
+			for _, c := range host.StatusClasses {
+				v := st.Classes[c]
+				fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", classTitles[c], v.Packets, v.Bytes)
 			}
 			return nil
 		},

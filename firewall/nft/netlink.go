@@ -318,20 +318,18 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 // addElements queues elems in as many messages as it takes: the element
 // list is one netlink attribute, whose length is 16 bits.
 func addElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
-	for len(elems) > 0 {
-		n := min(len(elems), elementsPerMessage)
-		if err := c.SetAddElements(s, elems[:n]); err != nil {
-			return fmt.Errorf("set %s: %w", s.Name, err)
-		}
-		elems = elems[n:]
-	}
-	return nil
+	return inBatches(s, elems, c.SetAddElements)
 }
 
+// delElements is addElements' counterpart.
 func delElements(c *nftables.Conn, s *nftables.Set, elems []nftables.SetElement) error {
+	return inBatches(s, elems, c.SetDeleteElements)
+}
+
+func inBatches(s *nftables.Set, elems []nftables.SetElement, queue func(*nftables.Set, []nftables.SetElement) error) error {
 	for len(elems) > 0 {
 		n := min(len(elems), elementsPerMessage)
-		if err := c.SetDeleteElements(s, elems[:n]); err != nil {
+		if err := queue(s, elems[:n]); err != nil {
 			return fmt.Errorf("set %s: %w", s.Name, err)
 		}
 		elems = elems[n:]
