@@ -74,7 +74,7 @@ func requireCommand(t *testing.T, name string) string {
 	t.Helper()
 	p, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("%s not found: run `bash .ci/setup` (apt-get install %s) first", name, name)
+		t.Fatalf("%s not found: run `bash scripts/setup` (apt-get install %s) first", name, name)
 	}
 	return p
 }

@@ -107,9 +107,9 @@ func listenInNS(ns, addr string) (net.Listener, error) {
 	return l, err
 }
 
-// startListener accepts connections in ns and closes each one after
-// reading until EOF, until the test ends.
-func startListener(t *testing.T, ns, addr string) {
+// serveTCP accepts connections on addr in ns until the test ends, each
+// handled by handle in a goroutine of its own (which closes it).
+func serveTCP(t *testing.T, ns, addr string, handle func(net.Conn)) {
 	t.Helper()
 	l, err := listenInNS(ns, addr)
 	if err != nil {
@@ -123,19 +123,28 @@ func startListener(t *testing.T, ns, addr string) {
 				return
 			}
 			go func() {
-				buf := make([]byte, 512)
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				for {
-					n, err := c.Read(buf)
-					if err != nil {
-						break
-					}
-					_, _ = c.Write(buf[:n]) // echo
-				}
-				c.Close()
+				defer c.Close()
+				handle(c)
 			}()
 		}
 	}()
+}
+
+// startListener accepts connections in ns and echoes what each sends
+// until EOF, until the test ends.
+func startListener(t *testing.T, ns, addr string) {
+	t.Helper()
+	serveTCP(t, ns, addr, func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		buf := make([]byte, 512)
+		for {
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.Write(buf[:n]) // echo
+		}
+	})
 }
 
 // outcome of a TCP connection attempt.

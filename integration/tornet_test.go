@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -504,36 +505,22 @@ func (c *procConn) Close() error {
 // serveHTTP answers every request with the port and the client's address.
 func (tn *torNet) serveHTTP(t *testing.T, at netip.AddrPort) {
 	t.Helper()
-	l, err := listenInNS(tn.tornet, at.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(20 * time.Second))
-				r := bufio.NewReader(c)
-				first, err := r.ReadString('\n')
-				if err != nil {
-					return
-				}
-				if !strings.HasPrefix(first, "GET ") {
-					// Not HTTP: echo, for connections held open by the test.
-					_, _ = c.Write([]byte(first))
-					_, _ = io.Copy(c, r)
-					return
-				}
-				peer, _ := netip.ParseAddrPort(c.RemoteAddr().String())
-				fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nport %d from %s\n", at.Port(), peer.Addr())
-			}()
+	serveTCP(t, tn.tornet, at.String(), func(c net.Conn) {
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		r := bufio.NewReader(c)
+		first, err := r.ReadString('\n')
+		if err != nil {
+			return
 		}
-	}()
+		if !strings.HasPrefix(first, "GET ") {
+			// Not HTTP: echo, for connections held open by the test.
+			_, _ = c.Write([]byte(first))
+			_, _ = io.Copy(c, r)
+			return
+		}
+		peer, _ := netip.ParseAddrPort(c.RemoteAddr().String())
+		fmt.Fprintf(c, "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nport %d from %s\n", at.Port(), peer.Addr())
+	})
 }
 
 // serveDNS answers A queries for names, NXDOMAIN for anything else.
