@@ -105,6 +105,14 @@ func (b backend) runner(t *testing.T, tn *testNet) runFunc {
 	}
 }
 
+// runnerIn is relayfwIn with the backend's environment env.
+func (b backend) runnerIn(env []string) func(t *testing.T, ns string, args ...string) (int, string, string) {
+	return func(t *testing.T, ns string, args ...string) (int, string, string) {
+		t.Helper()
+		return relayfwEnv(t, ns, env, args...)
+	}
+}
+
 // relayfwIn runs relayfw in a namespace.
 func relayfwIn(t *testing.T, ns string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()

@@ -22,10 +22,7 @@ func TestConfirmOrRollback(t *testing.T) {
 func testConfirmOrRollback(t *testing.T, b backend) {
 	ns := newIsolatedNS(t, "rfwconf")
 	env := b.env(t)
-	relayfwIn := func(t *testing.T, ns string, args ...string) (int, string, string) {
-		t.Helper()
-		return relayfwEnv(t, ns, env, args...)
-	}
+	relayfwIn := b.runnerIn(env)
 	// --wait: a rollback in progress holds the lock for a moment.
 	flagsA := append(relayInputs(t, b.flag, "../examples/torrc"), "--wait", "10s")
 	flagsB := append(relayInputs(t, b.flag, bigPolicyTorrc(50)), "--wait", "10s")
@@ -99,10 +96,7 @@ func TestConfirmOnTerminal(t *testing.T) {
 func testConfirmOnTerminal(t *testing.T, b backend) {
 	ns := newIsolatedNS(t, "rfwtty")
 	env := b.env(t)
-	relayfwIn := func(t *testing.T, ns string, args ...string) (int, string, string) {
-		t.Helper()
-		return relayfwEnv(t, ns, env, args...)
-	}
+	relayfwIn := b.runnerIn(env)
 	flagsA := append(relayInputs(t, b.flag, "../examples/torrc"), "--wait", "10s")
 	flagsB := append(relayInputs(t, b.flag, bigPolicyTorrc(30)), "--wait", "10s")
 	if code, _, _ := relayfwIn(t, ns, append(flagsA, "apply")...); code != 0 {

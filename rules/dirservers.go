@@ -54,15 +54,9 @@ func ParseDirAuthorityLine(value string) (DirServer, []string, error) {
 				warns = append(warns, fmt.Sprintf("bad v3 identity digest %q on DirAuthority line", flag))
 			}
 		case strings.HasPrefix(lower, "ipv6="):
-			if ds.IPv6.IsValid() {
-				warns = append(warns, "redundant ipv6 addr/port on DirAuthority line")
-				break
+			if err := ds.ipv6Flag(flag, "DirAuthority", &warns); err != nil {
+				return ds, warns, err
 			}
-			ap, ok := torAddrPortParse(flag[len("ipv6="):])
-			if !ok || !ap.Addr().Is6() {
-				return ds, warns, fmt.Errorf("bad ipv6 addr/port %q on DirAuthority line", flag)
-			}
-			ds.IPv6 = ap
 		case strings.HasPrefix(lower, "upload="), strings.HasPrefix(lower, "download="), strings.HasPrefix(lower, "vote="):
 			extraDirports = append(extraDirports, flag)
 		default:
@@ -133,15 +127,9 @@ func ParseFallbackDirLine(value string) (DirServer, []string, error) {
 			ok = err == nil && len(id) == 20
 			haveID = ok && strings.Trim(cp[len("id="):], "0") != ""
 		case strings.HasPrefix(strings.ToLower(cp), "ipv6="):
-			if ds.IPv6.IsValid() {
-				warns = append(warns, "redundant ipv6 addr/port on FallbackDir line")
-				break
+			if err := ds.ipv6Flag(cp, "FallbackDir", &warns); err != nil {
+				return ds, warns, err
 			}
-			ap, good := torAddrPortParse(cp[len("ipv6="):])
-			if !good || !ap.Addr().Is6() {
-				return ds, warns, fmt.Errorf("bad ipv6 addr/port %q on FallbackDir line", cp)
-			}
-			ds.IPv6 = ap
 		}
 		if !ok {
 			return ds, warns, fmt.Errorf("bad FallbackDir option %q", cp)
@@ -163,6 +151,21 @@ func ParseFallbackDirLine(value string) (DirServer, []string, error) {
 	}
 	ds.Addr, ds.DirPort, ds.ORPort = a, port, uint16(orport)
 	return ds, warns, nil
+}
+
+// ipv6Flag reads an "ipv6=[addr]:port" flag of a kind of line, as both
+// of tor's parsers do: a second one is a warning, a bad one an error.
+func (ds *DirServer) ipv6Flag(flag, kind string, warns *[]string) error {
+	if ds.IPv6.IsValid() {
+		*warns = append(*warns, fmt.Sprintf("redundant ipv6 addr/port on %s line", kind))
+		return nil
+	}
+	ap, ok := torAddrPortParse(flag[len("ipv6="):])
+	if !ok || !ap.Addr().Is6() {
+		return fmt.Errorf("bad ipv6 addr/port %q on %s line", flag, kind)
+	}
+	ds.IPv6 = ap
+	return nil
 }
 
 // isLegalNickname is tor's is_legal_nickname: 1 to 19 ASCII letters and
