@@ -9,8 +9,11 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/relayfw/relayfw/rules"
 )
 
 // DefaultPath is where relayfw looks for its settings when --config is
@@ -35,6 +38,77 @@ type Config struct {
 	Allow Allow `toml:"allow"`
 	// Log switches the logging of rejected packets.
 	Log Log `toml:"log"`
+	// Inbound is the opt-in protection of the ORPorts.
+	Inbound Inbound `toml:"inbound"`
+}
+
+// Inbound is the [inbound] table: limits on new connections to the
+// relays' ORPorts, per source. Off unless enabled; a limit left out (0 or
+// "") is the default of rules.DefaultInbound.
+type Inbound struct {
+	Enabled bool `toml:"enabled"`
+	// DirPorts protects the DirPorts too.
+	DirPorts       bool   `toml:"dir_ports"`
+	PerMinute      uint   `toml:"per_minute"`
+	Burst          uint   `toml:"burst"`
+	PerHour        uint   `toml:"per_hour"`
+	Block          string `toml:"block"` // a duration: "24h", "30m"
+	MaxConnections uint   `toml:"max_connections"`
+	IPv4Prefix     int    `toml:"ipv4_prefix"`
+	IPv6Prefix     int    `toml:"ipv6_prefix"`
+	SetSize        uint   `toml:"set_size"`
+	// TrustRelays exempts every relay of the cached consensus, not only
+	// the directory authorities.
+	TrustRelays bool `toml:"trust_relays"`
+	// Trusted are more sources never limited (addresses or prefixes),
+	// e.g. the Snowflake bridges.
+	Trusted []string `toml:"trusted"`
+}
+
+// Settings are the limits with the defaults filled in and the operator's
+// trusted sources; the ports and the authorities are the host's to add.
+func (c Inbound) Settings() (rules.Inbound, error) {
+	in := rules.DefaultInbound()
+	set := func(dst *uint, v uint) {
+		if v != 0 {
+			*dst = v
+		}
+	}
+	set(&in.PerMinute, c.PerMinute)
+	set(&in.Burst, c.Burst)
+	set(&in.PerHour, c.PerHour)
+	set(&in.MaxConns, c.MaxConnections)
+	set(&in.SetSize, c.SetSize)
+	if c.IPv4Prefix != 0 {
+		in.V4Prefix = c.IPv4Prefix
+	}
+	if c.IPv6Prefix != 0 {
+		in.V6Prefix = c.IPv6Prefix
+	}
+	if c.Block != "" {
+		d, err := time.ParseDuration(c.Block)
+		if err != nil || d < time.Second || d%time.Second != 0 {
+			return in, fmt.Errorf("block %q: want a duration of whole seconds such as 24h or 30m", c.Block)
+		}
+		in.BlockSeconds = uint(d / time.Second)
+	}
+	for _, t := range c.Trusted {
+		p, err := netip.ParsePrefix(t)
+		if err != nil {
+			a, aerr := netip.ParseAddr(t)
+			if aerr != nil {
+				return in, fmt.Errorf("trusted %q: not an address or prefix", t)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		if p.Bits() == 0 {
+			return in, fmt.Errorf("trusted %q trusts every source: leave [inbound] off instead", t)
+		}
+		in.Trusted = append(in.Trusted, p.Masked())
+	}
+	check := in
+	check.Ports = []uint16{1} // the host adds the real ones
+	return in, check.Validate()
 }
 
 // Instance is one [[instance]]: a tor process of its own.
@@ -139,6 +213,9 @@ func Parse(path string, data []byte) (Config, error) {
 	case "", "auto", "nftables", "iptables":
 	default:
 		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "backend"), Msg: fmt.Sprintf("backend %q: want auto, nftables or iptables", c.Backend)}
+	}
+	if _, err := c.Inbound.Settings(); err != nil {
+		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "[inbound]"), Msg: "[inbound] " + strings.TrimPrefix(err.Error(), "inbound: ")}
 	}
 	names := map[string]bool{}
 	for i, in := range c.Instances {

@@ -33,6 +33,12 @@ func TestParse(t *testing.T) {
 		{"instance bad name", "[[instance]]\nname = \"a b\"\ntorrc = \"/x\"\n", 1, "name \"a b\""},
 		{"torrc and instances", "torrc = \"/etc/tor/torrc\"\n[[instance]]\nname = \"a\"\ntorrc = \"/x\"\n", 1, "torrc and [[instance]] together"},
 		{"extra unknown key", "[[allow.extra]]\nname = \"x\"\nport = [\"80\"]\n", 3, `unknown key "allow.extra.port"`},
+		{"inbound ok", "[inbound]\nenabled = true\ndir_ports = true\nper_minute = 20\nburst = 10\nper_hour = 100\nblock = \"30m\"\nmax_connections = 16\nipv4_prefix = 32\nipv6_prefix = 56\nset_size = 262144\ntrust_relays = true\ntrusted = [\"192.0.2.7\", \"2001:db8::/48\"]\n", 0, ""},
+		{"inbound bad block", "torrc = \"/x\"\n[inbound]\nblock = \"1 day\"\n", 2, `block "1 day"`},
+		{"inbound bad prefix", "[inbound]\nenabled = true\nipv6_prefix = 129\n", 1, "ipv6_prefix 129"},
+		{"inbound bad trusted", "[inbound]\ntrusted = [\"example.org\"]\n", 1, `trusted "example.org"`},
+		{"inbound trusts everyone", "[inbound]\ntrusted = [\"0.0.0.0/0\"]\n", 1, "trusts every source"},
+		{"inbound unknown key", "[inbound]\nenable = true\n", 2, `unknown key "inbound.enable"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,8 @@ package firewall
 import (
 	"context"
 	"errors"
+	"net/netip"
+	"time"
 
 	"github.com/relayfw/relayfw/rules"
 )
@@ -39,13 +41,31 @@ type Backend interface {
 	// so that a firewall is never lost track of, whichever backend put it
 	// there.
 	Installed(ctx context.Context) (bool, error)
-	// RelayLinks reads the installed contents of the ruleset's sets (the
-	// relay links), by set name; a set that is not installed is absent.
+	// RelayLinks reads the installed contents of the sets that follow the
+	// consensus, by set name: the ruleset's sets (relay links) and, with
+	// inbound protection, its trusted sources (regions without ports). A
+	// set that is not installed is absent.
 	RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error)
+	// Blocked lists the sources the inbound protection blocks now, as
+	// networks of in's source prefix lengths; none when it is not
+	// installed.
+	Blocked(ctx context.Context, in rules.Inbound) ([]Block, error)
+	// Unblock lifts the block of the source network and forgets its rate
+	// meters, so that its next connection starts afresh; false when it was
+	// not blocked.
+	Unblock(ctx context.Context, source netip.Prefix) (bool, error)
 	// Counters reads the packet and byte counts of relayfw's rules, summed
 	// by rule name (the ruleset's Rule.Name); empty when nothing is
 	// installed.
 	Counters(ctx context.Context) (map[string]Counter, error)
+}
+
+// Block is one blocked source and the time its block has left.
+type Block struct {
+	Source  netip.Prefix  `json:"source"`
+	Expires time.Duration `json:"-"`
+	// ExpiresSeconds is Expires for JSON.
+	ExpiresSeconds int64 `json:"expires_seconds"`
 }
 
 // Counter is what one rule matched.

@@ -36,13 +36,7 @@ func NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, 
 	if err != nil {
 		return nil, err
 	}
-	for _, s := range rs.Sets {
-		if have, ok := installed[s.Name]; ok {
-			m, e := rules.DiffRegions(s.Elements, have)
-			p.Links.Missing += m
-			p.Links.Extra += e
-		}
-	}
+	_, p.Links = asInstalled(rs, installed)
 	return p, nil
 }
 
@@ -103,8 +97,15 @@ func withoutLinkDrift(drift []string, rs rules.Ruleset) []string {
 	var out []string
 	for _, d := range drift {
 		link := false
+		names := make([]string, 0, len(rs.Sets)+2)
 		for _, s := range rs.Sets {
-			link = link || (strings.Contains(d, s.Name+":") && (strings.Contains(d, "elements") || strings.Contains(d, "entries")))
+			names = append(names, s.Name)
+		}
+		if rs.Inbound != nil {
+			names = append(names, rules.InboundSetName("trust", rules.IPv4), rules.InboundSetName("trust", rules.IPv6))
+		}
+		for _, name := range names {
+			link = link || (strings.Contains(d, name+":") && (strings.Contains(d, "elements") || strings.Contains(d, "entries")))
 		}
 		if !link {
 			out = append(out, d)
@@ -113,20 +114,59 @@ func withoutLinkDrift(drift []string, rs rules.Ruleset) []string {
 	return out
 }
 
-// withKernelLinks is rs with the relay sets as the kernel holds them.
+// withKernelLinks is rs with the sets that follow the consensus as the
+// kernel holds them.
 func withKernelLinks(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (rules.Ruleset, error) {
 	installed, err := b.RelayLinks(ctx, rs)
 	if err != nil {
 		return rs, err
 	}
+	out, _ := asInstalled(rs, installed)
+	return out, nil
+}
+
+// asInstalled is rs with the sets that follow the consensus — the relay
+// links and the inbound protection's trusted sources — as the kernel holds
+// them (installed, from Backend.RelayLinks), and how far those are behind
+// rs. A set the kernel does not have stays as in rs: its absence is drift.
+func asInstalled(rs rules.Ruleset, installed map[string][]rules.Region) (rules.Ruleset, LinksBehind) {
+	var behind LinksBehind
 	out := rs
 	out.Sets = slices.Clone(rs.Sets)
 	for i, s := range out.Sets {
-		if have, ok := installed[s.Name]; ok {
-			out.Sets[i].Elements = have
+		have, ok := installed[s.Name]
+		if !ok {
+			continue
 		}
+		m, e := rules.DiffRegions(s.Elements, have)
+		behind.Missing += m
+		behind.Extra += e
+		out.Sets[i].Elements = have
 	}
-	return out, nil
+	if rs.Inbound == nil {
+		return out, behind
+	}
+	in := *rs.Inbound
+	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+		have, ok := installed[rules.InboundSetName("trust", fam)]
+		if !ok {
+			continue
+		}
+		var want []rules.Region
+		for _, r := range rules.Ranges(rs.Inbound.TrustedOf(fam)) {
+			want = append(want, rules.Region{AddrFirst: r.First, AddrLast: r.Last})
+		}
+		m, e := rules.DiffRegions(want, have)
+		behind.Missing += m
+		behind.Extra += e
+		ranges := make([]rules.AddrRange, len(have))
+		for i, r := range have {
+			ranges[i] = rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast}
+		}
+		in = in.WithTrustedRanges(fam, ranges)
+	}
+	out.Inbound = &in
+	return out, behind
 }
 
 // withoutLinks drops Changes' relay-link lines: the kernel's own sets are
@@ -134,7 +174,7 @@ func withKernelLinks(ctx context.Context, b firewall.Backend, rs rules.Ruleset) 
 func withoutLinks(changes []string) []string {
 	out := changes[:0:0]
 	for _, c := range changes {
-		if !strings.HasPrefix(c, "relay links ") {
+		if !strings.HasPrefix(c, "relay links ") && !strings.HasPrefix(c, "inbound trusted: ") {
 			out = append(out, c)
 		}
 	}
@@ -152,23 +192,11 @@ func (l LinksBehind) Total() int { return l.Missing + l.Extra }
 // relay links' elements, and how far the relay links are behind (a new
 // consensus that refresh has not installed yet is not drift).
 func Check(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, LinksBehind, error) {
-	var behind LinksBehind
 	installed, err := b.RelayLinks(ctx, rs)
 	if err != nil {
-		return nil, behind, err
+		return nil, LinksBehind{}, err
 	}
-	asInstalled := rs
-	asInstalled.Sets = slices.Clone(rs.Sets)
-	for i, s := range asInstalled.Sets {
-		have, ok := installed[s.Name]
-		if !ok {
-			continue // a missing set is drift
-		}
-		m, e := rules.DiffRegions(s.Elements, have)
-		behind.Missing += m
-		behind.Extra += e
-		asInstalled.Sets[i].Elements = have
-	}
+	asInstalled, behind := asInstalled(rs, installed)
 	drift, err := b.Check(ctx, asInstalled)
 	return drift, behind, err
 }

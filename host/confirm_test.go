@@ -41,6 +41,10 @@ func (f *fakeBackend) RelayLinks(context.Context, rules.Ruleset) (map[string][]r
 	return nil, nil
 }
 func (f *fakeBackend) Counters(context.Context) (map[string]firewall.Counter, error) { return nil, nil }
+func (f *fakeBackend) Blocked(context.Context, rules.Inbound) ([]firewall.Block, error) {
+	return nil, nil
+}
+func (f *fakeBackend) Unblock(context.Context, netip.Prefix) (bool, error) { return false, nil }
 
 // fakeHost points the state at a temporary directory and the backend
 // hooks at two fakes.

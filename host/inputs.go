@@ -233,7 +233,9 @@ func (in *Inputs) Host() rules.Host {
 		h.LocalResolver = in.localResolverAllowance(h.Resolvers)
 	}
 	h.Updates = in.updatesAllowance()
-	h.RelayLinks = in.relayLinks()
+	nw := in.network()
+	h.RelayLinks = nw.Links
+	h.Inbound = in.inbound(nw)
 	h.Extra = in.extraAllowances()
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
 	return h
@@ -334,19 +336,20 @@ func (in *Inputs) dataDirectory(t *Instance) string {
 	return defaultDataDirectory
 }
 
-// relayLinks gathers the relays and directory servers the instances must
+// network gathers the relays and directory servers the instances must
 // reach: the union of their cached consensuses (a missing one is a
 // warning) and their authorities and fallbacks, from the torrcs or tor's
-// compiled-in lists.
-func (in *Inputs) relayLinks() []netip.AddrPort {
+// compiled-in lists; and who of them are authorities and relays.
+func (in *Inputs) network() relays.Network {
 	anyRelay := slices.ContainsFunc(in.Instances, (*Instance).IsRelay)
 	var sets []relays.Links
+	var authorities, relayAddrs []netip.Addr
 	for _, t := range in.Instances {
 		if !t.IsRelay() && anyRelay {
 			continue // a client instance next to relays: nothing of its own
 		}
 		dir := in.dataDirectory(t)
-		consensus, path, err := relays.ReadConsensus(dir)
+		consensus, path, err := relays.ReadNetwork(dir)
 		if err != nil {
 			who := ""
 			if len(in.Instances) > 1 {
@@ -360,7 +363,7 @@ func (in *Inputs) relayLinks() []netip.AddrPort {
 				in.log().Warn(msg)
 			}
 		} else {
-			in.log().Debug("read consensus", "path", path, "links", len(consensus))
+			in.log().Debug("read consensus", "path", path, "links", len(consensus.Links))
 		}
 		auth, err := relays.DirServers(t.Options.DirAuthority, "authorities")
 		if err != nil {
@@ -370,9 +373,52 @@ func (in *Inputs) relayLinks() []netip.AddrPort {
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("FallbackDir: %v", err))
 		}
-		sets = append(sets, consensus, auth, fallbacks)
+		sets = append(sets, consensus.Links, auth, fallbacks)
+		authorities = append(authorities, auth.Addrs()...)
+		authorities = append(authorities, consensus.Authorities...)
+		relayAddrs = append(relayAddrs, consensus.Relays...)
 	}
-	return relays.Merge(sets...)
+	return relays.Network{Links: relays.Merge(sets...), Authorities: authorities, Relays: relayAddrs}
+}
+
+// inbound is the ORPort protection of [inbound], nil when it is off: the
+// relay instances' ORPorts (and DirPorts if asked), trusting the
+// authorities, the operator's list and, if asked, every relay.
+func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
+	c := in.cfg.Inbound
+	if !c.Enabled {
+		return nil
+	}
+	settings, err := c.Settings() // validated when the config was loaded
+	if err != nil {
+		in.log().Warn(fmt.Sprintf("inbound protection off: %v", err))
+		return nil
+	}
+	for _, t := range in.Instances {
+		for _, p := range t.Options.Ports {
+			if p.Kind != "ORPort" && !(c.DirPorts && p.Kind == "DirPort") {
+				continue
+			}
+			port, err := strconv.ParseUint(p.Port, 10, 16)
+			if err != nil || port == 0 {
+				in.log().Warn(fmt.Sprintf("inbound: %s %s %s is not a fixed port and is not protected", p.Where.Where(), p.Kind, p.Port))
+				continue
+			}
+			settings.Ports = append(settings.Ports, uint16(port))
+		}
+	}
+	if len(settings.Ports) == 0 {
+		in.log().Warn("inbound protection is enabled, but no tor instance has an ORPort: nothing to protect")
+		return nil
+	}
+	trusted := nw.Authorities
+	if c.TrustRelays {
+		trusted = append(trusted, nw.Relays...)
+	}
+	for _, a := range trusted {
+		settings.Trusted = append(settings.Trusted, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return &settings
 }
 
 // resolvedUpstreamConf lists systemd-resolved's upstream servers.

@@ -44,8 +44,25 @@ func (l Links) normalize() Links {
 // the order relayfw tries them.
 var ConsensusFiles = []string{"cached-microdesc-consensus", "cached-consensus"}
 
+// Network is what relayfw reads from a consensus.
+type Network struct {
+	// Links are the ORPorts and DirPorts tor connects to.
+	Links Links
+	// Authorities are the directory authorities' addresses: their
+	// dir-source lines, and relays with the Authority flag.
+	Authorities []netip.Addr
+	// Relays are the addresses of every relay listed.
+	Relays []netip.Addr
+}
+
 // ReadConsensus reads the first consensus found in dataDir.
 func ReadConsensus(dataDir string) (Links, string, error) {
+	n, path, err := ReadNetwork(dataDir)
+	return n.Links, path, err
+}
+
+// ReadNetwork reads the first consensus found in dataDir.
+func ReadNetwork(dataDir string) (Network, string, error) {
 	var errs []error
 	for _, name := range ConsensusFiles {
 		path := filepath.Join(dataDir, name)
@@ -54,25 +71,32 @@ func ReadConsensus(dataDir string) (Links, string, error) {
 			errs = append(errs, err)
 			continue
 		}
-		links, err := ParseConsensus(f)
+		n, err := ParseNetwork(f)
 		f.Close()
 		if err != nil {
-			return nil, path, fmt.Errorf("%s: %w", path, err)
+			return Network{}, path, fmt.Errorf("%s: %w", path, err)
 		}
-		return links, path, nil
+		return n, path, nil
 	}
-	return nil, "", errors.Join(errs...)
+	return Network{}, "", errors.Join(errs...)
 }
 
-// ParseConsensus reads a network-status consensus (full or microdesc
-// flavour): "r" lines give each relay's IPv4 address and ORPort, "a" lines
-// its other (IPv6) ORPorts, "dir-source" lines the authorities' address,
-// DirPort and ORPort.
+// ParseConsensus reads the links of a consensus; see ParseNetwork.
 func ParseConsensus(r io.Reader) (Links, error) {
-	var links Links
+	n, err := ParseNetwork(r)
+	return n.Links, err
+}
+
+// ParseNetwork reads a network-status consensus (full or microdesc
+// flavour): "r" lines give each relay's IPv4 address and ORPort, "a" lines
+// its other (IPv6) ORPorts, "s" lines its flags, "dir-source" lines the
+// authorities' address, DirPort and ORPort.
+func ParseNetwork(r io.Reader) (Network, error) {
+	var n Network
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	sawR := false
+	var current []netip.Addr // the addresses of the last "r" entry
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) == 0 {
@@ -81,6 +105,7 @@ func ParseConsensus(r io.Reader) (Links, error) {
 		switch f[0] {
 		case "r":
 			// r nick id [digest] date time IP ORPort DirPort
+			current = nil
 			if len(f) < 8 {
 				continue
 			}
@@ -88,13 +113,21 @@ func ParseConsensus(r io.Reader) (Links, error) {
 			a, err := netip.ParseAddr(f[len(f)-3])
 			orport, perr := strconv.ParseUint(f[len(f)-2], 10, 16)
 			if err == nil && perr == nil {
-				links.add(a, uint16(orport))
+				n.Links.add(a, uint16(orport))
+				current = append(current, a.Unmap())
+				n.Relays = append(n.Relays, a.Unmap())
 			}
 		case "a":
 			if len(f) >= 2 {
 				if ap, err := netip.ParseAddrPort(f[1]); err == nil {
-					links.add(ap.Addr(), ap.Port())
+					n.Links.add(ap.Addr(), ap.Port())
+					current = append(current, ap.Addr().Unmap())
+					n.Relays = append(n.Relays, ap.Addr().Unmap())
 				}
+			}
+		case "s":
+			if slices.Contains(f[1:], "Authority") {
+				n.Authorities = append(n.Authorities, current...)
 			}
 		case "dir-source":
 			// dir-source nick id address IP dirport orport
@@ -103,19 +136,37 @@ func ParseConsensus(r io.Reader) (Links, error) {
 				dirport, e1 := strconv.ParseUint(f[5], 10, 16)
 				orport, e2 := strconv.ParseUint(f[6], 10, 16)
 				if err == nil && e1 == nil && e2 == nil {
-					links.add(a, uint16(dirport))
-					links.add(a, uint16(orport))
+					n.Links.add(a, uint16(dirport))
+					n.Links.add(a, uint16(orport))
+					n.Authorities = append(n.Authorities, a.Unmap())
 				}
 			}
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, err
+		return Network{}, err
 	}
 	if !sawR {
-		return nil, errors.New("no relay (\"r\" line) in the consensus")
+		return Network{}, errors.New("no relay (\"r\" line) in the consensus")
 	}
-	return links.normalize(), nil
+	n.Links = n.Links.normalize()
+	n.Authorities = uniqueAddrs(n.Authorities)
+	n.Relays = uniqueAddrs(n.Relays)
+	return n, nil
+}
+
+// Addrs are the links' addresses, each once.
+func (l Links) Addrs() []netip.Addr {
+	out := make([]netip.Addr, len(l))
+	for i, ap := range l {
+		out[i] = ap.Addr()
+	}
+	return uniqueAddrs(out)
+}
+
+func uniqueAddrs(as []netip.Addr) []netip.Addr {
+	slices.SortFunc(as, netip.Addr.Compare)
+	return slices.Compact(as)
 }
 
 // dirServerLinks is the addresses one DirAuthority or FallbackDir line

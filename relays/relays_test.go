@@ -143,3 +143,34 @@ func FuzzParseConsensus(f *testing.F) {
 		}
 	})
 }
+
+func TestReadNetworkAuthoritiesAndRelays(t *testing.T) {
+	n, _, err := ReadNetwork("testdata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs := func(as []netip.Addr) []string {
+		var out []string
+		for _, a := range as {
+			out = append(out, a.String())
+		}
+		return out
+	}
+	if diff := cmp.Diff([]string{"203.0.113.201", "203.0.113.202"}, addrs(n.Authorities)); diff != "" {
+		t.Errorf("authorities (-want +got):\n%s", diff)
+	}
+	want := []string{"203.0.113.11", "203.0.113.12", "203.0.113.13", "2001:db8:1::11", "2001:db8:1::13"}
+	if diff := cmp.Diff(want, addrs(n.Relays)); diff != "" {
+		t.Errorf("relays (-want +got):\n%s", diff)
+	}
+	// A relay with the Authority flag is an authority too, whichever
+	// address it is listed with.
+	text := "r a A 2026-11-25 11:00:00 192.0.2.7 9001 0\na [2001:db8::7]:9001\ns Authority Running\nr b B 2026-11-25 11:00:00 192.0.2.8 9001 0\ns Running\n"
+	n, err = ParseNetwork(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"192.0.2.7", "2001:db8::7"}, addrs(n.Authorities)); diff != "" {
+		t.Errorf("flagged authorities (-want +got):\n%s", diff)
+	}
+}

@@ -45,7 +45,53 @@ func Changes(prev, next Ruleset) []string {
 			out = append(out, fmt.Sprintf("relay links %s: +%d -%d", name, added, removed))
 		}
 	}
+	return append(out, inboundChanges(prev.Inbound, next.Inbound)...)
+}
+
+// inboundChanges says whether the ORPort protection comes, goes or
+// changes its limits, and how many trusted networks come and go.
+func inboundChanges(prev, next *Inbound) []string {
+	switch {
+	case prev == nil && next == nil:
+		return nil
+	case prev == nil:
+		return []string{"+ inbound protection: " + next.Summary()}
+	case next == nil:
+		return []string{"- inbound protection removed: " + prev.Summary()}
+	}
+	var out []string
+	p, n := *prev, *next
+	p.Trusted, n.Trusted = nil, nil
+	if !sameJSON(p, n) {
+		out = append(out, "~ inbound protection: "+next.Summary())
+	}
+	added, removed := prefixDiff(next.Trusted, prev.Trusted)
+	if added > 0 || removed > 0 {
+		out = append(out, fmt.Sprintf("inbound trusted: +%d -%d", added, removed))
+	}
 	return out
+}
+
+// prefixDiff counts the prefixes only in a and only in b.
+func prefixDiff(a, b []netip.Prefix) (onlyA, onlyB int) {
+	inB := map[netip.Prefix]bool{}
+	for _, p := range b {
+		inB[p] = true
+	}
+	for _, p := range a {
+		if inB[p] {
+			delete(inB, p)
+		} else {
+			onlyA++
+		}
+	}
+	return onlyA, len(inB)
+}
+
+func sameJSON(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb)
 }
 
 func ruleChange(name string, p, n Rule, inPrev, inNext bool) string {
@@ -73,11 +119,7 @@ func cmpOr(a, b string) string {
 	return b
 }
 
-func sameRule(a, b Rule) bool {
-	ja, _ := json.Marshal(a)
-	jb, _ := json.Marshal(b)
-	return string(ja) == string(jb)
-}
+func sameRule(a, b Rule) bool { return sameJSON(a, b) }
 
 // maxRanges bounds the address ranges one line lists.
 const maxRanges = 4
@@ -282,7 +324,9 @@ func (s portSet) String() string {
 // DiffRegions counts the point elements (one address, one port) want has
 // and have lacks, and the other way round.
 func DiffRegions(want, have []Region) (missing, extra int) {
-	key := func(r Region) string { return r.AddrFirst.String() + " " + strconv.Itoa(int(r.Ports.First)) }
+	key := func(r Region) string {
+		return r.AddrFirst.String() + "-" + r.AddrLast.String() + " " + strconv.Itoa(int(r.Ports.First))
+	}
 	haveKeys := map[string]bool{}
 	for _, r := range have {
 		haveKeys[key(r)] = true

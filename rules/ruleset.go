@@ -95,6 +95,8 @@ type Ruleset struct {
 	Outbound []Rule    `json:"outbound"`
 	Sets     []Set     `json:"sets"`
 	ExitMaps []ExitMap `json:"exit_maps"`
+	// Inbound, when not nil, protects the relays' ORPorts (opt-in).
+	Inbound *Inbound `json:"inbound,omitempty"`
 }
 
 // RulesetVersion is the version of the Ruleset JSON format. Version 2
@@ -261,6 +263,8 @@ type Host struct {
 	// LogRejectsPerMinute, when not 0, logs rejected packets to the kernel
 	// log at most this often ("relayfw reject: " prefix).
 	LogRejectsPerMinute uint
+	// Inbound, when not nil, is the ORPort protection to install.
+	Inbound *Inbound
 }
 
 // UserRef is a user by name (for comments) and uid (for the kernel).
@@ -442,6 +446,17 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 	if h.LogRejectsPerMinute > 0 {
 		add(Rule{Name: "log-rejects", Class: ClassLog, Comment: "log what is rejected next, rate-limited",
 			Action: ActionLog, LogPrefix: "relayfw reject: ", LogPerMinute: h.LogRejectsPerMinute})
+	}
+	if h.Inbound != nil {
+		in := *h.Inbound
+		in.Ports = slices.Clone(in.Ports)
+		slices.Sort(in.Ports)
+		in.Ports = slices.Compact(in.Ports)
+		in.Trusted = MergePrefixes(in.Trusted)
+		if in.Trusted == nil {
+			in.Trusted = []netip.Prefix{} // "trusted": [] in JSON
+		}
+		rs.Inbound = &in
 	}
 	add(Rule{Name: "reject-tcp", Class: ClassRejectedPolicy, Comment: "everything else: TCP gets a reset", Proto: "tcp",
 		Action: ActionReject, RejectWith: RejectTCPReset})

@@ -64,6 +64,19 @@ func (rs Ruleset) Validate() error {
 			return fmt.Errorf("rule %q: %w", r.Name, err)
 		}
 	}
+	if rs.Inbound != nil {
+		for name := range sets {
+			if strings.HasPrefix(name, "inbound") {
+				return fmt.Errorf("set %q: names starting with inbound are the inbound protection's", name)
+			}
+		}
+		for name := range maps {
+			if strings.HasPrefix(name, "inbound") {
+				return fmt.Errorf("exit map %q: names starting with inbound are the inbound protection's", name)
+			}
+		}
+		return rs.Inbound.Validate()
+	}
 	return nil
 }
 

@@ -57,9 +57,30 @@ const maxClassIpsets = 64
 type ipset struct {
 	name    string
 	class   string // the port class it holds, if any
-	typ     string // "hash:ip,port" or "hash:net"
+	typ     string // "hash:ip,port", "hash:net" or "hash:ip"
 	v6      bool
 	entries []string // as ipset save prints them, sorted
+	// follows: its entries follow the consensus (relay links, trusted
+	// sources): refresh brings them up to date.
+	follows bool
+	// dynamic: the kernel fills it (blocked sources); its entries are
+	// not compared, only its parameters.
+	dynamic bool
+	maxelem uint // 0: ipsetMaxElem
+	timeout uint // seconds; 0: none
+	netmask int  // 0: none
+}
+
+// params are the create parameters relayfw sets, as ipset save prints them.
+func (s ipset) params() map[string]string {
+	out := map[string]string{"maxelem": fmt.Sprint(cmp.Or(s.maxelem, ipsetMaxElem))}
+	if s.netmask != 0 {
+		out["netmask"] = fmt.Sprint(s.netmask)
+	}
+	if s.timeout != 0 {
+		out["timeout"] = fmt.Sprint(s.timeout)
+	}
+	return out
 }
 
 func (s ipset) create(name string) string {
@@ -69,7 +90,14 @@ func (s ipset) create(name string) string {
 	}
 	// Fixed parameters: restore -exist then accepts an identical create
 	// of a set left over by an interrupted run. The hash grows as needed.
-	return fmt.Sprintf("create %s %s family %s maxelem %d\n", name, s.typ, family, ipsetMaxElem)
+	extra := ""
+	if s.netmask != 0 {
+		extra += fmt.Sprintf(" netmask %d", s.netmask)
+	}
+	if s.timeout != 0 {
+		extra += fmt.Sprintf(" timeout %d", s.timeout)
+	}
+	return fmt.Sprintf("create %s %s family %s maxelem %d%s\n", name, s.typ, family, cmp.Or(s.maxelem, ipsetMaxElem), extra)
 }
 
 // classSets splits an exit map's classes into those matched through an
@@ -173,7 +201,7 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 			entries = append(entries, fmt.Sprintf("%s,tcp:%d", e.AddrFirst, e.Ports.First))
 		}
 		slices.Sort(entries)
-		out = append(out, ipset{name: ipsetName(s.Name), typ: "hash:ip,port", v6: v6, entries: entries})
+		out = append(out, ipset{name: ipsetName(s.Name), typ: "hash:ip,port", v6: v6, entries: entries, follows: true})
 	}
 	for _, m := range rs.ExitMaps {
 		if (m.Family == rules.IPv6) != v6 {
@@ -186,13 +214,17 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 				typ: "hash:net", v6: v6, entries: entries})
 		}
 	}
+	if rs.Inbound != nil {
+		out = append(out, inboundIpsets(*rs.Inbound, v6)...)
+	}
 	return out
 }
 
 // installedIpset is what ipset save says of one of relayfw's sets.
 type installedIpset struct {
 	typ     string
-	entries []string // sorted
+	params  map[string]string // create parameters: "maxelem": "65536", …
+	entries []string          // sorted
 }
 
 // ipsets runs the ipset command.
@@ -213,8 +245,15 @@ func (x ipsets) owned(ctx context.Context) (map[string]*installedIpset, error) {
 		}
 		switch verb {
 		case "create":
-			typ, _, _ := strings.Cut(rest, " ")
-			sets[name] = &installedIpset{typ: typ}
+			f := strings.Fields(rest)
+			if len(f) == 0 {
+				continue
+			}
+			set := &installedIpset{typ: f[0], params: map[string]string{}}
+			for i := 1; i+1 < len(f); i += 2 {
+				set.params[f[i]] = f[i+1]
+			}
+			sets[name] = set
 		case "add":
 			if s := sets[name]; s != nil {
 				s.entries = append(s.entries, rest)
@@ -279,6 +318,18 @@ func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, 
 	}
 	if have.typ != want.typ {
 		return []string{fmt.Sprintf("%sipset %s is %s, not %s", prefix, want.name, have.typ, want.typ)}, len(want.entries), len(have.entries)
+	}
+	if want.dynamic {
+		for k, v := range want.params() {
+			if have.params[k] != v {
+				drift = append(drift, fmt.Sprintf("%sipset %s has %s %s, not %s", prefix, want.name, k, cmp.Or(have.params[k], "none"), v))
+			}
+		}
+		if have.params["netmask"] != "" && want.netmask == 0 {
+			drift = append(drift, fmt.Sprintf("%sipset %s has netmask %s, not none", prefix, want.name, have.params["netmask"]))
+		}
+		slices.Sort(drift)
+		return drift, 0, 0 // its entries are the kernel's
 	}
 	missing, extra := sortedDiff(want.entries, have.entries)
 	added, removed = len(missing), len(extra)

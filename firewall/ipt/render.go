@@ -8,6 +8,7 @@ package ipt
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/relayfw/relayfw/rules"
@@ -35,8 +36,9 @@ func Lines(rs rules.Ruleset, v6 bool) ([]string, error) {
 
 // familyPlan is what one family installs: its ipsets and chain rules.
 type familyPlan struct {
-	ipsets []ipset
-	lines  []string
+	ipsets  []ipset
+	lines   []string
+	inbound *inboundPlan // nil: no inbound protection
 }
 
 // planFamily renders one family; rs.Validate is the contract it relies on
@@ -68,13 +70,18 @@ func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
 		}
 		fp.lines = append(fp.lines, lines...)
 	}
+	if rs.Inbound != nil {
+		p := inboundRules(*rs.Inbound, v6)
+		fp.inbound = &p
+	}
 	return fp, nil
 }
 
 // Render is iptables-restore (v6: ip6tables-restore) input that replaces
-// the chain and puts the jump at the top of OUTPUT, for --noflush.
+// the chain and puts the jump at the top of OUTPUT (and, with inbound
+// protection, INPUT's), for --noflush.
 func Render(rs rules.Ruleset, v6 bool) (string, error) {
-	lines, err := Lines(rs, v6)
+	fp, err := planFamily(rs, v6)
 	if err != nil {
 		return "", err
 	}
@@ -84,26 +91,65 @@ func Render(rs rules.Ruleset, v6 bool) (string, error) {
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# relayfw: load with %s --noflush\n", tool)
-	b.WriteString(restoreScript(lines, 0))
+	b.WriteString(restoreScript(fp, state{}))
 	return b.String(), nil
 }
 
-// restoreScript replaces the chain's content and makes the jump the first
-// rule of OUTPUT; staleJumps jump rules are deleted first (the kernel
-// applies the whole table at COMMIT).
-func restoreScript(lines []string, staleJumps int) string {
+// restoreScript replaces the chains' content and makes each jump the first
+// rule of OUTPUT (INPUT); the jumps st has are deleted first, and the
+// inbound chains when the plan has none (the kernel applies the whole
+// table at COMMIT).
+func restoreScript(fp familyPlan, st state) string {
 	var b strings.Builder
 	b.WriteString("*filter\n")
 	fmt.Fprintf(&b, ":%s - [0:0]\n", Chain)
-	for i := 0; i < staleJumps; i++ {
+	if fp.inbound != nil {
+		fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", InboundChain, InputChain)
+	}
+	for range st.jumps {
 		fmt.Fprintf(&b, "-D OUTPUT -j %s\n", Chain)
 	}
+	for range st.inputJumps {
+		fmt.Fprintf(&b, "-D INPUT -j %s\n", InputChain)
+	}
 	fmt.Fprintf(&b, "-I OUTPUT 1 -j %s\n", Chain)
-	for _, l := range lines {
+	for _, l := range fp.lines {
 		b.WriteString(l)
 		b.WriteByte('\n')
 	}
+	if fp.inbound != nil {
+		fmt.Fprintf(&b, "-I INPUT 1 -j %s\n", InputChain)
+		for _, l := range append(slices.Clone(fp.inbound.input), fp.inbound.inbound...) {
+			b.WriteString(l)
+			b.WriteByte('\n')
+		}
+	} else {
+		b.WriteString(removeInboundScript(st))
+	}
 	b.WriteString("COMMIT\n")
+	return b.String()
+}
+
+// removeInboundScript deletes the inbound chains st has (their jumps are
+// deleted before).
+func removeInboundScript(st state) string {
+	var b strings.Builder
+	for _, c := range []struct {
+		name   string
+		exists bool
+	}{{InputChain, st.inputExists}, {InboundChain, st.inboundExists}} {
+		if c.exists {
+			fmt.Fprintf(&b, "-F %s\n", c.name)
+		}
+	}
+	for _, c := range []struct {
+		name   string
+		exists bool
+	}{{InputChain, st.inputExists}, {InboundChain, st.inboundExists}} {
+		if c.exists {
+			fmt.Fprintf(&b, "-X %s\n", c.name)
+		}
+	}
 	return b.String()
 }
 

@@ -234,6 +234,38 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 			return 0, 0, err
 		}
 	}
+	if p.inbound != nil {
+		// The trusted sources (authorities, relays): an interval set,
+		// replaced whole in the same transaction when it changed.
+		for _, want := range p.inbound.sets {
+			if !want.interval {
+				continue
+			}
+			s, ok := have[want.name]
+			if !ok || !s.Interval {
+				return 0, 0, fmt.Errorf("set %s is missing or of another type: run relayfw apply", want.name)
+			}
+			elems, err := c.GetSetElements(s)
+			if err != nil {
+				return 0, 0, classify(err)
+			}
+			got, err := rawElements(s, elems)
+			if err != nil {
+				return 0, 0, fmt.Errorf("set %s: %w: run relayfw apply", want.name, err)
+			}
+			missing, extra := stringDiff(want.rawElements(), got)
+			if len(missing) == 0 && len(extra) == 0 {
+				continue
+			}
+			added += len(missing)
+			removed += len(extra)
+			changed = true
+			c.FlushSet(s)
+			if err := addElements(c, s, want.setElements()); err != nil {
+				return 0, 0, err
+			}
+		}
+	}
 	if !changed {
 		return 0, 0, nil
 	}
@@ -326,9 +358,14 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	want := map[string][]kernelRule{ChainName: p.rules}
+	sets := p.nameSets()
+	want := map[string][]chainRule{ChainName: p.chainRules(p.rules, sets)}
 	for _, k := range p.classes {
-		want[k.chain] = []kernelRule{k.rule}
+		want[k.chain] = p.chainRules([]kernelRule{k.rule}, sets)
+	}
+	if p.inbound != nil {
+		want[InboundChainName] = p.inbound.chainRules(sets)
+		want[InputChainName] = []chainRule{{jumpExprs(sets), jumpUserData(), jumpText}}
 	}
 	have := map[string]*nftables.Chain{}
 	for _, ch := range chains {
@@ -338,10 +375,17 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 		}
 		have[ch.Name] = ch
 	}
-	if out := have[ChainName]; out != nil && (out.Type != nftables.ChainTypeFilter || out.Hooknum == nil || *out.Hooknum != *nftables.ChainHookOutput ||
-		out.Priority == nil || *out.Priority != *nftables.ChainPriorityFilter ||
-		out.Policy == nil || *out.Policy != nftables.ChainPolicyAccept) {
-		drift = append(drift, fmt.Sprintf("chain %s is not \"type filter hook output priority filter; policy accept\"", ChainName))
+	for _, base := range []struct {
+		name string
+		hook *nftables.ChainHook
+		text string
+	}{{ChainName, nftables.ChainHookOutput, "output"}, {InputChainName, nftables.ChainHookInput, "input"}} {
+		ch := have[base.name]
+		if ch != nil && (ch.Type != nftables.ChainTypeFilter || ch.Hooknum == nil || *ch.Hooknum != *base.hook ||
+			ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityFilter ||
+			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept) {
+			drift = append(drift, fmt.Sprintf("chain %s is not \"type filter hook %s priority filter; policy accept\"", base.name, base.text))
+		}
 	}
 
 	setDrift, err := p.setDrift(c, t)
@@ -350,26 +394,30 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 	}
 	drift = append(drift, setDrift...)
 
-	// The class chains in plan order, then the output chain.
+	// The class chains in plan order, then the output chain, then the
+	// inbound chains.
 	names := make([]string, 0, len(want))
 	for _, k := range p.classes {
 		names = append(names, k.chain)
 	}
 	names = append(names, ChainName)
+	if p.inbound != nil {
+		names = append(names, InboundChainName, InputChainName)
+	}
 	for _, name := range names {
 		ch := have[name]
 		if ch == nil {
 			drift = append(drift, fmt.Sprintf("chain %s is missing", name))
 			continue
 		}
-		if name != ChainName && ch.Hooknum != nil {
+		if name != ChainName && name != InputChainName && ch.Hooknum != nil {
 			drift = append(drift, fmt.Sprintf("chain %s is a base chain", name))
 		}
 		installed, err := c.GetRules(t, ch)
 		if err != nil {
 			return nil, classify(err)
 		}
-		ruleDrift, err := p.ruleDrift(ctx, name, want[name], installed)
+		ruleDrift, err := ruleDrift(ctx, name, want[name], installed)
 		if err != nil {
 			return nil, err
 		}
@@ -378,11 +426,33 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 	return drift, nil
 }
 
+// nameSets are the plan's sets by name, as rules refer to them when they
+// are compared (the kernel's set ids are not compared).
+func (p plan) nameSets() map[string]*nftables.Set {
+	sets := map[string]*nftables.Set{}
+	for _, s := range p.sets {
+		sets[s.name] = &nftables.Set{Name: s.name}
+	}
+	for _, m := range p.maps {
+		sets[m.name] = &nftables.Set{Name: m.name}
+	}
+	for _, k := range p.classes {
+		sets[k.chain] = &nftables.Set{Name: k.chain}
+	}
+	if p.inbound != nil {
+		for _, s := range p.inbound.sets {
+			sets[s.name] = &nftables.Set{Name: s.name}
+		}
+	}
+	return sets
+}
+
 // wantedSet is a set or map the plan installs, with its elements in the
 // form rawElements reads them back.
 type wantedSet struct {
 	obj      *nftables.Set
 	elements []string // sorted
+	dynamic  bool     // filled by the packet path: elements not compared
 }
 
 func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
@@ -392,7 +462,7 @@ func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[s.name] = wantedSet{obj, s.rawElements()}
+		out[s.name] = wantedSet{obj, s.rawElements(), false}
 	}
 	for _, k := range p.classes {
 		if k.ports == nil {
@@ -402,14 +472,19 @@ func (p plan) wantedSets(t *nftables.Table) (map[string]wantedSet, error) {
 		for _, pr := range k.ports {
 			els = append(els, rawInterval(binaryutil.BigEndian.PutUint16(pr.First), binaryutil.BigEndian.PutUint16(pr.Last), ""))
 		}
-		out[k.chain] = wantedSet{k.portSetObject(t), sortedStrings(els)}
+		out[k.chain] = wantedSet{k.portSetObject(t), sortedStrings(els), false}
 	}
 	for _, m := range p.maps {
 		els := make([]string, 0, len(m.intervals))
 		for _, iv := range m.intervals {
 			els = append(els, rawInterval(iv.first.AsSlice(), iv.last.AsSlice(), "jump "+iv.chain))
 		}
-		out[m.name] = wantedSet{m.object(t), sortedStrings(els)}
+		out[m.name] = wantedSet{m.object(t), sortedStrings(els), false}
+	}
+	if p.inbound != nil {
+		for _, s := range p.inbound.sets {
+			out[s.name] = wantedSet{s.object(t), s.rawElements(), s.dynamic}
+		}
 	}
 	return out, nil
 }
@@ -461,6 +536,13 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 			drift = append(drift, fmt.Sprintf("%s %s has the wrong type or flags", kind, name))
 			continue
 		}
+		if s.Dynamic != w.obj.Dynamic || s.HasTimeout != w.obj.HasTimeout || s.Timeout != w.obj.Timeout || s.Size != w.obj.Size {
+			drift = append(drift, fmt.Sprintf("%s %s has another size, timeout or dynamic flag", kind, name))
+			continue
+		}
+		if w.dynamic {
+			continue // blocked sources and meters: the kernel's own
+		}
 		elems, err := c.GetSetElements(s)
 		if err != nil {
 			return nil, classify(err)
@@ -505,6 +587,27 @@ func rawElements(s *nftables.Set, elems []nftables.SetElement) ([]string, error)
 		slices.Sort(out)
 		return out, nil
 	}
+	ivs, err := intervals(s, elems)
+	if err != nil {
+		return nil, err
+	}
+	for _, iv := range ivs {
+		out = append(out, rawInterval(iv.first, iv.last, iv.verdict))
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// interval is an interval set's element read back: keys first to last,
+// and a map's verdict.
+type interval struct {
+	first, last []byte
+	verdict     string
+}
+
+// intervals reads an interval set's start and end keys back as intervals,
+// neighbours with one verdict joined.
+func intervals(s *nftables.Set, elems []nftables.SetElement) ([]interval, error) {
 	slices.SortStableFunc(elems, func(a, b nftables.SetElement) int {
 		if c := bytes.Compare(a.Key, b.Key); c != 0 {
 			return c
@@ -517,10 +620,6 @@ func rawElements(s *nftables.Set, elems []nftables.SetElement) ([]string, error)
 		}
 		return 0
 	})
-	type interval struct {
-		first, last []byte
-		verdict     string
-	}
 	var ivs []interval
 	for i, e := range elems {
 		if e.IntervalEnd {
@@ -550,11 +649,7 @@ func rawElements(s *nftables.Set, elems []nftables.SetElement) ([]string, error)
 		}
 		ivs = append(ivs, iv)
 	}
-	for _, iv := range ivs {
-		out = append(out, rawInterval(iv.first, iv.last, iv.verdict))
-	}
-	slices.Sort(out)
-	return out, nil
+	return ivs, nil
 }
 
 func rawInterval(first, last []byte, verdict string) string {
@@ -564,6 +659,15 @@ func rawInterval(first, last []byte, verdict string) string {
 // rawText is a raw element in the text print writes, for messages; the
 // wanted set's key length tells where the keys end.
 func rawText(w *nftables.Set, raw string) string {
+	if !w.Interval && len(raw) == 2 {
+		return fmt.Sprint(uint16(raw[0])<<8 | uint16(raw[1])) // a port
+	}
+	if !w.Interval && len(raw) != 8 && len(raw) != 20 {
+		a, ok := netip.AddrFromSlice([]byte(raw))
+		if ok {
+			return a.String()
+		}
+	}
 	if !w.Interval {
 		a, port, ok := decodeElementKey([]byte(raw), len(raw) > 8)
 		if !ok {
@@ -657,26 +761,32 @@ func stringDiff(want, got []string) (missing, extra []string) {
 	return missing, extra
 }
 
+// chainRule is a rule as drift compares it: its netlink form and text.
+type chainRule struct {
+	exprs    []expr.Any
+	userData []byte
+	text     string
+}
+
+// chainRules are the kernel rules of one chain of the plan.
+func (p plan) chainRules(krs []kernelRule, sets map[string]*nftables.Set) []chainRule {
+	out := make([]chainRule, len(krs))
+	for i, r := range krs {
+		out[i] = chainRule{r.exprs(sets), r.userData(), r.text()}
+	}
+	return out
+}
+
 // ruleDrift compares a chain's installed rules with the plan's, as an edit
 // script (longest common subsequence) so one inserted rule is one line.
-func (p plan) ruleDrift(ctx context.Context, chain string, wantRules []kernelRule, installed []*nftables.Rule) ([]string, error) {
-	sets := map[string]*nftables.Set{}
-	for _, s := range p.sets {
-		sets[s.name] = &nftables.Set{Name: s.name}
-	}
-	for _, m := range p.maps {
-		sets[m.name] = &nftables.Set{Name: m.name}
-	}
-	for _, k := range p.classes {
-		sets[k.chain] = &nftables.Set{Name: k.chain}
-	}
+func ruleDrift(ctx context.Context, chain string, wantRules []chainRule, installed []*nftables.Rule) ([]string, error) {
 	want := make([]string, len(wantRules))
 	for i, r := range wantRules {
-		b, err := normalizedExprs(r.exprs(sets))
+		b, err := normalizedExprs(r.exprs)
 		if err != nil {
 			return nil, err
 		}
-		want[i] = string(r.userData()) + "\x00" + string(b)
+		want[i] = string(r.userData) + "\x00" + string(b)
 	}
 	have := make([]string, len(installed))
 	for i, r := range installed {
@@ -694,7 +804,7 @@ func (p plan) ruleDrift(ctx context.Context, chain string, wantRules []kernelRul
 			continue
 		}
 		if e.Missing {
-			drift = append(drift, fmt.Sprintf("chain %s: missing rule %d: %s", chain, e.Want+1, wantRules[e.Want].text()))
+			drift = append(drift, fmt.Sprintf("chain %s: missing rule %d: %s", chain, e.Want+1, wantRules[e.Want].text))
 		} else {
 			r := installed[e.Have]
 			if listed == nil {
@@ -805,6 +915,34 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 				regions = append(regions, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}})
 			}
 			out[want.Name] = regions
+		}
+	}
+	if rs.Inbound == nil {
+		return out, nil
+	}
+	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+		name := rules.InboundSetName("trust", fam)
+		for _, s := range sets {
+			if s.Name != name || !s.Interval || s.IsMap {
+				continue
+			}
+			elems, err := c.GetSetElements(s)
+			if err != nil {
+				return nil, classify(err)
+			}
+			ivs, err := intervals(s, elems)
+			if err != nil {
+				return nil, err
+			}
+			regions := []rules.Region{}
+			for _, iv := range ivs {
+				first, ok1 := netip.AddrFromSlice(iv.first)
+				last, ok2 := netip.AddrFromSlice(iv.last)
+				if ok1 && ok2 {
+					regions = append(regions, rules.Region{AddrFirst: first, AddrLast: last})
+				}
+			}
+			out[name] = regions
 		}
 	}
 	return out, nil

@@ -287,6 +287,11 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 			return err
 		}
 	}
+	if p.inbound != nil {
+		if err := p.inbound.queueSets(c, t, addSet); err != nil {
+			return err
+		}
+	}
 	for stage := range 2 {
 		for _, k := range p.classes {
 			if k.stage != stage {
@@ -311,6 +316,9 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 	ch := c.AddChain(chain(t))
 	for _, r := range p.rules {
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets), UserData: r.userData()})
+	}
+	if p.inbound != nil {
+		p.inbound.queueChains(c, t, sets)
 	}
 	return nil
 }
@@ -338,7 +346,13 @@ func inBatches(s *nftables.Set, elems []nftables.SetElement, queue func(*nftable
 }
 
 // ruleCount is the number of kernel rules.
-func (p plan) ruleCount() int { return len(p.rules) + len(p.classes) }
+func (p plan) ruleCount() int {
+	n := len(p.rules) + len(p.classes)
+	if p.inbound != nil {
+		n += len(p.inbound.rules) + 1
+	}
+	return n
+}
 
 // elementCount is the number of set and map elements (an interval
 // counted once), for messages.
@@ -353,6 +367,11 @@ func (p plan) elementCount() int {
 	for _, k := range p.classes {
 		n += len(k.ports)
 	}
+	if p.inbound != nil {
+		for _, s := range p.inbound.sets {
+			n += len(s.ports) + len(s.ranges)
+		}
+	}
 	return n
 }
 
@@ -363,6 +382,9 @@ func (p plan) setCount() int {
 		if k.ports != nil {
 			n++
 		}
+	}
+	if p.inbound != nil {
+		n += len(p.inbound.sets)
 	}
 	return n
 }

@@ -109,6 +109,7 @@ type plan struct {
 	sets    []kernelSet
 	maps    []kernelMap
 	classes []kernelClass
+	inbound *inboundPlan // nil: no inbound protection
 }
 
 var ctBits = map[string]uint32{"invalid": ctInvalid, "established": ctEstablished, "related": ctRelated, "new": ctNew}
@@ -143,6 +144,9 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 			return plan{}, fmt.Errorf("rule %q: %w", r.Name, err)
 		}
 		p.rules = append(p.rules, krs...)
+	}
+	if rs.Inbound != nil {
+		p.inbound = newInboundPlan(*rs.Inbound)
 	}
 	return p, nil
 }

@@ -40,6 +40,9 @@ func (p plan) text() string {
 		writeElements(&b, len(s.elements), func(i int) string { return elementText(s.elements[i]) })
 		b.WriteString("\t}\n\n")
 	}
+	if p.inbound != nil {
+		p.inbound.textSets(&b)
+	}
 	for stage := range 2 {
 		for _, c := range p.classes {
 			if c.stage != stage {
@@ -74,7 +77,11 @@ func (p plan) text() string {
 		b.WriteString(r.text())
 		b.WriteByte('\n')
 	}
-	b.WriteString("\t}\n}\n")
+	b.WriteString("\t}\n")
+	if p.inbound != nil {
+		p.inbound.textChains(&b)
+	}
+	b.WriteString("}\n")
 	return b.String()
 }
 

@@ -1,0 +1,213 @@
+package ipt
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// The inbound protection: RELAYFW-INPUT, entered by one jump at the top of
+// INPUT, sends the SYN of a new connection to a protected port into
+// RELAYFW-INBOUND, whose rules end in RETURN, DROP or REJECT; whatever
+// returns goes on through INPUT as before. INPUT's policy is not touched.
+const (
+	InputChain   = "RELAYFW-INPUT"
+	InboundChain = "RELAYFW-INBOUND"
+	// inputJumpRule is the one rule relayfw adds to INPUT.
+	inputJumpRule = "-A INPUT -j " + InputChain
+)
+
+// inboundPlan is one family's share: RELAYFW-INPUT's and RELAYFW-INBOUND's
+// rules, as iptables -S prints them.
+type inboundPlan struct {
+	input, inbound []string
+}
+
+// inboundRules renders the protection for one family. The hashlimit meters
+// count per source network; a source over a rate is added to the block
+// set (SET is no verdict: the next rule drops what is now blocked).
+func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
+	fam, sfx, maskOpt := rules.IPv4, "4", 32
+	if v6 {
+		fam, sfx, maskOpt = rules.IPv6, "6", 128
+	}
+	mask := in.Prefix(fam)
+	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", CommentPrefix+name) }
+	trust := ipsetName(rules.InboundSetName("trust", fam))
+	block := ipsetName(rules.InboundSetName("block", fam))
+	var p inboundPlan
+	ports := make([]rules.PortRange, len(in.Ports))
+	for i, port := range in.Ports {
+		ports[i] = rules.PortRange{First: port, Last: port}
+	}
+	for _, d := range portMatches("", "", rules.PortClass{Ports: ports}) {
+		p.input = append(p.input, fmt.Sprintf("-A %s -p tcp %s -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW %s -j %s",
+			InputChain, d.ports, comment(rules.InboundRuleJump), InboundChain))
+	}
+	add := func(f string, a ...any) { p.inbound = append(p.inbound, "-A "+InboundChain+" "+fmt.Sprintf(f, a...)) }
+	add("-m set --match-set %s src %s -j RETURN", trust, comment(rules.InboundRuleTrusted+sfx))
+	add("-m set --match-set %s src %s -j DROP", block, comment(rules.InboundRuleBlocked+sfx))
+	meter := func(name string, rate uint, unit string, burst uint, expireSeconds uint) {
+		rateText, unitMillis := hashlimitRate(rate, unit)
+		m := fmt.Sprintf("-m hashlimit --hashlimit-above %s --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name %s --hashlimit-htable-max %d",
+			rateText, burst, ownedPrefix+rules.InboundSetName(name, fam), in.SetSize)
+		if uint64(expireSeconds)*1000 != unitMillis {
+			m += fmt.Sprintf(" --hashlimit-htable-expire %d", uint64(expireSeconds)*1000)
+		}
+		if mask != maskOpt {
+			m += fmt.Sprintf(" --hashlimit-srcmask %d", mask)
+		}
+		ruleName := rules.InboundRuleMinute + sfx
+		if name == "hour" {
+			ruleName = rules.InboundRuleHour + sfx
+		}
+		add("%s %s -j SET --add-set %s src --exist", m, comment(ruleName), block)
+	}
+	meter("minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
+	meter("hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
+	add("-m set --match-set %s src %s -j DROP", block, comment("inbound-limited"+sfx))
+	add("-p tcp -m connlimit --connlimit-above %d --connlimit-mask %d --connlimit-saddr %s -j REJECT --reject-with tcp-reset",
+		in.MaxConns, mask, comment(rules.InboundRuleConns+sfx))
+	return p
+}
+
+// hashlimitRate is a rate as iptables prints it (libxt_hashlimit's
+// print_rate: the largest unit that divides the per-packet period
+// evenly), and that unit's length in milliseconds, hashlimit's default
+// expiry of a meter.
+func hashlimitRate(n uint, unit string) (string, uint64) {
+	const scale = 1000000
+	units := []struct {
+		name string
+		mult uint64
+	}{{"day", 86400 * scale}, {"hour", 3600 * scale}, {"min", 60 * scale}, {"sec", scale}}
+	var per uint64
+	for _, u := range units {
+		if u.name == unit {
+			per = u.mult / uint64(n)
+		}
+	}
+	if per == 0 {
+		per = 1
+	}
+	i := 1
+	for ; i < len(units); i++ {
+		if per > units[i].mult || units[i].mult/per < units[i].mult%per {
+			break
+		}
+	}
+	u := units[i-1]
+	return fmt.Sprintf("%d/%s", u.mult/per, u.name), u.mult / scale * 1000
+}
+
+// inboundIpsets are one family's trusted sources (hash:net) and block
+// set (hash:ip with a timeout; an IPv6 one holds /64s by its netmask).
+func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
+	fam := rules.IPv4
+	if v6 {
+		fam = rules.IPv6
+	}
+	var entries []string
+	for _, r := range rules.Ranges(in.TrustedOf(fam)) {
+		for _, p := range r.Prefixes() {
+			if p.Bits() == 0 {
+				for _, h := range halves(p.Addr()) {
+					entries = append(entries, h.String())
+				}
+				continue
+			}
+			if p.IsSingleIP() {
+				entries = append(entries, p.Addr().String())
+			} else {
+				entries = append(entries, p.String())
+			}
+		}
+	}
+	slices.Sort(entries)
+	block := ipset{name: ipsetName(rules.InboundSetName("block", fam)), typ: "hash:ip", v6: v6, dynamic: true,
+		maxelem: in.SetSize, timeout: in.BlockSeconds}
+	if mask := in.Prefix(fam); mask != familyBits(v6) {
+		block.netmask = mask
+	}
+	return []ipset{
+		{name: ipsetName(rules.InboundSetName("trust", fam)), typ: "hash:net", v6: v6, entries: entries, follows: true},
+		block,
+	}
+}
+
+func familyBits(v6 bool) int {
+	if v6 {
+		return 128
+	}
+	return 32
+}
+
+// Blocked reads the block sets.
+func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Block, error) {
+	have, err := b.ipset.owned(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []firewall.Block
+	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+		s := have[ipsetName(rules.InboundSetName("block", fam))]
+		if s == nil {
+			continue
+		}
+		for _, e := range s.entries {
+			// "198.51.100.9 timeout 86312"
+			f := strings.Fields(e)
+			a, err := netip.ParseAddr(f[0])
+			if err != nil {
+				continue
+			}
+			var left int64
+			for i := 1; i+1 < len(f); i++ {
+				if f[i] == "timeout" {
+					left, _ = strconv.ParseInt(f[i+1], 10, 64)
+				}
+			}
+			out = append(out, firewall.Block{Source: in.Source(a), Expires: time.Duration(left) * time.Second, ExpiresSeconds: left})
+		}
+	}
+	return out, nil
+}
+
+// Unblock deletes the source from the block set. hashlimit's meters
+// cannot be reset from outside the kernel: they refill at the configured
+// rate (a minute's burst in a minute), and a source unblocked sooner may
+// be blocked again by its next connections.
+func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
+	have, err := b.ipset.owned(ctx)
+	if err != nil {
+		return false, err
+	}
+	fam := rules.IPv4
+	if source.Addr().Is6() {
+		fam = rules.IPv6
+	}
+	name := ipsetName(rules.InboundSetName("block", fam))
+	s := have[name]
+	if s == nil {
+		return false, fmt.Errorf("the inbound protection is not installed")
+	}
+	addr := source.Masked().Addr()
+	found := false
+	for _, e := range s.entries {
+		f := strings.Fields(e)
+		if a, err := netip.ParseAddr(f[0]); err == nil && a == addr {
+			found = true
+		}
+	}
+	if !found {
+		return false, nil
+	}
+	return true, b.ipset.restore(ctx, fmt.Sprintf("del %s %s\n", name, addr))
+}

@@ -1,0 +1,295 @@
+package rules
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Inbound is the opt-in protection of the relays' ORPorts against
+// connection floods. It looks only at new TCP connections to Ports;
+// everything else reaching the host is left to the host's own input
+// policy. Per source (an IPv4 address, an IPv6 /64 by default):
+//
+//  1. a trusted source (directory authorities, optionally the relays of
+//     the consensus, the operator's own list) is never limited;
+//  2. a blocked source's new connections are dropped until its block
+//     expires;
+//  3. a source that opens more than PerMinute (burst Burst) or PerHour new
+//     connections is blocked for BlockSeconds, and that connection
+//     dropped;
+//  4. a source that already holds MaxConns connections gets a TCP reset
+//     for the next one (relays sharing an address fail fast instead of
+//     waiting for a timeout).
+//
+// Established connections are never touched: only the first packet of a
+// connection reaches these rules.
+type Inbound struct {
+	// Ports are the protected TCP ports: every relay instance's ORPorts,
+	// and their DirPorts when asked for. Sorted, without duplicates.
+	Ports []uint16 `json:"ports"`
+	// V4Prefix and V6Prefix are the source masks: a source is an address
+	// (32) or a network (IPv6 /64: one host usually holds a whole /64).
+	V4Prefix int `json:"v4_prefix"`
+	V6Prefix int `json:"v6_prefix"`
+	// PerMinute and Burst: new connections a source may open a minute,
+	// with a bucket of Burst; PerHour: a minute's budget does not add up
+	// to more than this an hour.
+	PerMinute uint `json:"per_minute"`
+	Burst     uint `json:"burst"`
+	PerHour   uint `json:"per_hour"`
+	// BlockSeconds is how long a source that broke a rate stays blocked.
+	BlockSeconds uint `json:"block_seconds"`
+	// MaxConns is how many connections one source may hold at once.
+	MaxConns uint `json:"max_conns"`
+	// SetSize bounds each per-source set (meters, connection counts, the
+	// block list): when full, new sources are not metered and not
+	// blocked, never refused for it.
+	SetSize uint `json:"set_size"`
+	// Trusted are sources never limited, sorted and merged.
+	Trusted []netip.Prefix `json:"trusted"`
+}
+
+// DefaultInbound are the limits of toralf/torutils' ipv4-rules.sh and
+// ipv6-rules.sh (2026-08), the scripts the Tor Project's relay guide
+// points operators to: 8 new connections a minute (burst 8) and 24 an
+// hour per source, blocked for a day when exceeded, at most 8 connections
+// at once (8 relays may share an address); IPv4 /32 and IPv6 /64 sources.
+func DefaultInbound() Inbound {
+	return Inbound{V4Prefix: 32, V6Prefix: 64, PerMinute: 8, Burst: 8, PerHour: 24,
+		BlockSeconds: 86400, MaxConns: 8, SetSize: 65536}
+}
+
+// Inbound set names: per family, the trusted sources, the block list, the
+// per-minute and per-hour meters and the connection counts.
+const (
+	InboundPortsSet = "inbound_ports"
+)
+
+// InboundSetName names an inbound set of a family: kind is "trust",
+// "block", "minute", "hour" or "conns".
+func InboundSetName(kind string, fam Family) string {
+	return "inbound_" + kind + suffix(fam)
+}
+
+// Inbound rule names, per family (suffix 4 or 6): the counters of
+// status and metrics, one per cause.
+const (
+	InboundRuleJump    = "inbound"         // new connections to the ORPorts
+	InboundRuleTrusted = "inbound-trusted" // from a trusted source
+	InboundRuleBlocked = "inbound-blocked" // dropped: the source is blocked
+	InboundRuleMinute  = "inbound-minute"  // dropped and blocked: over the per-minute rate
+	InboundRuleHour    = "inbound-hour"    // dropped and blocked: over the per-hour rate
+	InboundRuleConns   = "inbound-conns"   // reset: over the concurrent limit
+)
+
+// InboundCauses are the rule names whose counters count dropped or
+// refused connections, as metric label values.
+var InboundCauses = []string{"blocked", "minute", "hour", "conns"}
+
+// Validate checks the settings; ports must not be empty.
+func (in Inbound) Validate() error {
+	switch {
+	case len(in.Ports) == 0:
+		return fmt.Errorf("inbound: no port to protect")
+	case slices.Contains(in.Ports, 0):
+		return fmt.Errorf("inbound: port 0")
+	case in.V4Prefix < 1 || in.V4Prefix > 32:
+		return fmt.Errorf("inbound: ipv4_prefix %d is not 1-32", in.V4Prefix)
+	case in.V6Prefix < 1 || in.V6Prefix > 128:
+		return fmt.Errorf("inbound: ipv6_prefix %d is not 1-128", in.V6Prefix)
+	case in.PerMinute == 0 || in.Burst == 0 || in.PerHour == 0:
+		return fmt.Errorf("inbound: per_minute, burst and per_hour must be at least 1")
+	case in.PerMinute > 1<<20 || in.PerHour > 1<<26 || in.Burst > 1<<20:
+		return fmt.Errorf("inbound: rates above a million a minute are no limit")
+	case in.BlockSeconds == 0 || in.BlockSeconds > 2147483:
+		return fmt.Errorf("inbound: block_seconds %d is not 1-2147483", in.BlockSeconds)
+	case in.MaxConns == 0 || in.MaxConns > 1<<16:
+		return fmt.Errorf("inbound: max_connections %d is not 1-65536", in.MaxConns)
+	case in.SetSize < 1024 || in.SetSize > 1<<24:
+		return fmt.Errorf("inbound: set_size %d is not 1024-16777216", in.SetSize)
+	}
+	for _, p := range in.Trusted {
+		if !p.IsValid() || p != p.Masked() {
+			return fmt.Errorf("inbound: trusted %s is not a network address", p)
+		}
+	}
+	return nil
+}
+
+// Prefix is a family's source mask length.
+func (in Inbound) Prefix(fam Family) int {
+	if fam == IPv6 {
+		return in.V6Prefix
+	}
+	return in.V4Prefix
+}
+
+// Source is the source network a packet from a is metered and blocked as.
+func (in Inbound) Source(a netip.Addr) netip.Prefix {
+	a = a.Unmap()
+	fam := IPv4
+	if a.Is6() {
+		fam = IPv6
+	}
+	p, _ := a.Prefix(in.Prefix(fam))
+	return p
+}
+
+// TrustedOf are the trusted prefixes of a family.
+func (in Inbound) TrustedOf(fam Family) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range in.Trusted {
+		if p.Addr().Is4() == (fam == IPv4) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Trusts reports whether a source address is never limited.
+func (in Inbound) Trusts(a netip.Addr) bool {
+	return prefixesContain(in.Trusted, a.Unmap())
+}
+
+// Protects reports whether new connections to port are limited.
+func (in Inbound) Protects(port uint16) bool { return slices.Contains(in.Ports, port) }
+
+// MinuteMeterSeconds and HourMeterSeconds are how long a source's meter
+// outlives its last new connection: once its bucket is full again, a
+// meter that is forgotten and made anew says the same.
+func (in Inbound) MinuteMeterSeconds() uint { return ceilDiv(60*in.Burst, in.PerMinute) }
+
+// HourMeterSeconds is MinuteMeterSeconds for the hourly rate, whose
+// bucket holds an hour's worth.
+func (in Inbound) HourMeterSeconds() uint { return 3600 }
+
+func ceilDiv(a, b uint) uint { return (a + b - 1) / b }
+
+// Summary is the protection in one line, for explain and status.
+func (in Inbound) Summary() string {
+	ports := make([]string, len(in.Ports))
+	for i, p := range in.Ports {
+		ports[i] = fmt.Sprint(p)
+	}
+	return fmt.Sprintf("new TCP connections to port %s: per source (IPv4 /%d, IPv6 /%d) at most %d a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset; %d trusted networks exempt",
+		strings.Join(ports, ","), in.V4Prefix, in.V6Prefix, in.PerMinute, in.Burst, in.PerHour,
+		durationText(in.BlockSeconds), in.MaxConns, len(in.Trusted))
+}
+
+// durationText is a number of seconds as "24h", "30m", "90s".
+func durationText(s uint) string {
+	switch {
+	case s%3600 == 0:
+		return fmt.Sprintf("%dh", s/3600)
+	case s%60 == 0:
+		return fmt.Sprintf("%dm", s/60)
+	}
+	return fmt.Sprintf("%ds", s)
+}
+
+// MergePrefixes sorts prefixes, masks them and drops those inside
+// another.
+func MergePrefixes(ps []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(ps))
+	for _, p := range ps {
+		if p.IsValid() {
+			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked())
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.Prefix) int {
+		if c := a.Addr().Compare(b.Addr()); c != 0 {
+			return c
+		}
+		return a.Bits() - b.Bits()
+	})
+	merged := out[:0]
+	for _, p := range out {
+		if n := len(merged); n > 0 && merged[n-1].Contains(p.Addr()) && merged[n-1].Bits() <= p.Bits() {
+			continue
+		}
+		merged = append(merged, p)
+	}
+	return merged
+}
+
+// unmapBits is 96 for an IPv4-mapped IPv6 prefix, which Unmap turns into
+// an IPv4 one.
+func unmapBits(p netip.Prefix) int {
+	if p.Addr().Is4In6() && p.Bits() >= 96 {
+		return 96
+	}
+	return 0
+}
+
+// AddrRange is the addresses First to Last.
+type AddrRange struct{ First, Last netip.Addr }
+
+// Ranges joins prefixes (of one family) into the fewest ranges: how an
+// interval set holds them, whatever prefixes they were given as.
+func Ranges(ps []netip.Prefix) []AddrRange {
+	var out []AddrRange
+	for _, p := range MergePrefixes(ps) {
+		first, last := p.Addr(), LastAddr(p)
+		if n := len(out); n > 0 && out[n-1].First.Is4() == first.Is4() && (out[n-1].Last.Next() == first || out[n-1].Last.Compare(first) >= 0) {
+			if last.Compare(out[n-1].Last) > 0 {
+				out[n-1].Last = last
+			}
+			continue
+		}
+		out = append(out, AddrRange{first, last})
+	}
+	return out
+}
+
+// Prefixes are the fewest prefixes that cover exactly the range.
+func (r AddrRange) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	first := r.First
+	for first.IsValid() && first.Compare(r.Last) <= 0 {
+		// The largest prefix that starts at first and ends by r.Last.
+		bits := first.BitLen()
+		for bits > 0 {
+			p := netip.PrefixFrom(first, bits-1)
+			if p.Masked().Addr() != first || LastAddr(p).Compare(r.Last) > 0 {
+				break
+			}
+			bits--
+		}
+		p := netip.PrefixFrom(first, bits)
+		out = append(out, p)
+		next := LastAddr(p).Next()
+		if !next.IsValid() || next.Compare(first) <= 0 {
+			break // the family's last address
+		}
+		first = next
+	}
+	return out
+}
+
+// LastAddr is the last address of a prefix.
+func LastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	for i := p.Bits(); i < len(b)*8; i++ {
+		b[i/8] |= 1 << (7 - i%8)
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+// WithTrustedRanges is the protection with a family's trusted sources
+// replaced by ranges (as a kernel set holds them).
+func (in Inbound) WithTrustedRanges(fam Family, ranges []AddrRange) Inbound {
+	var trusted []netip.Prefix
+	for _, p := range in.Trusted {
+		if p.Addr().Is4() != (fam == IPv4) {
+			trusted = append(trusted, p)
+		}
+	}
+	for _, r := range ranges {
+		trusted = append(trusted, r.Prefixes()...)
+	}
+	in.Trusted = MergePrefixes(trusted)
+	return in
+}

@@ -1,0 +1,125 @@
+package rules
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestRangesAndPrefixes(t *testing.T) {
+	pfx := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		in   []netip.Prefix
+		want []string // ranges
+	}{
+		{pfx("192.0.2.4/32", "192.0.2.5/32"), []string{"192.0.2.4-192.0.2.5"}},
+		{pfx("192.0.2.0/25", "192.0.2.128/25", "192.0.2.7/32"), []string{"192.0.2.0-192.0.2.255"}},
+		{pfx("198.51.100.1/32", "192.0.2.0/24"), []string{"192.0.2.0-192.0.2.255", "198.51.100.1-198.51.100.1"}},
+		{pfx("2001:db8::/64", "2001:db8:0:1::/64", "0.0.0.0/0"), []string{"0.0.0.0-255.255.255.255", "2001:db8::-2001:db8:0:1:ffff:ffff:ffff:ffff"}},
+		{pfx("::ffff:192.0.2.1/128"), []string{"192.0.2.1-192.0.2.1"}},
+	} {
+		var got []string
+		var back []netip.Prefix
+		for _, r := range Ranges(tc.in) {
+			got = append(got, r.First.String()+"-"+r.Last.String())
+			back = append(back, r.Prefixes()...)
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("Ranges(%v) (-want +got):\n%s", tc.in, diff)
+		}
+		// The prefixes of the ranges cover the same addresses.
+		if diff := cmp.Diff(Ranges(tc.in), Ranges(back), cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {
+			t.Errorf("Prefixes of %v do not round-trip:\n%s", tc.in, diff)
+		}
+	}
+	// A range that is no prefix splits into the fewest.
+	r := AddrRange{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("192.0.2.6")}
+	var got []string
+	for _, p := range r.Prefixes() {
+		got = append(got, p.String())
+	}
+	if diff := cmp.Diff([]string{"192.0.2.1/32", "192.0.2.2/31", "192.0.2.4/31", "192.0.2.6/32"}, got); diff != "" {
+		t.Errorf("Prefixes (-want +got):\n%s", diff)
+	}
+}
+
+func TestInboundDefaultsAndValidate(t *testing.T) {
+	in := DefaultInbound()
+	in.Ports = []uint16{9001}
+	if err := in.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	if got := in.MinuteMeterSeconds(); got != 60 {
+		t.Errorf("minute meter: %d s", got)
+	}
+	if got := in.Source(netip.MustParseAddr("2001:db8:1:2:3:4:5:6")); got.String() != "2001:db8:1:2::/64" {
+		t.Errorf("v6 source: %s", got)
+	}
+	if got := in.Source(netip.MustParseAddr("192.0.2.9")); got.String() != "192.0.2.9/32" {
+		t.Errorf("v4 source: %s", got)
+	}
+	for _, bad := range []func(*Inbound){
+		func(i *Inbound) { i.Ports = nil },
+		func(i *Inbound) { i.V4Prefix = 33 },
+		func(i *Inbound) { i.V6Prefix = 0 },
+		func(i *Inbound) { i.PerMinute = 0 },
+		func(i *Inbound) { i.MaxConns = 0 },
+		func(i *Inbound) { i.BlockSeconds = 0 },
+		func(i *Inbound) { i.SetSize = 10 },
+		func(i *Inbound) { i.Trusted = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/24")} },
+	} {
+		c := in
+		bad(&c)
+		if err := c.Validate(); err == nil {
+			t.Errorf("%+v: accepted", c)
+		}
+	}
+}
+
+func TestCompileInbound(t *testing.T) {
+	h := DefaultHost()
+	in := DefaultInbound()
+	in.Ports = []uint16{9001, 443, 9001}
+	in.Trusted = []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32"), netip.MustParsePrefix("192.0.2.0/24")}
+	h.Inbound = &in
+	rs := Compile(mustPolicy(t, "accept *:443"), h)
+	if rs.Inbound == nil {
+		t.Fatal("no inbound protection")
+	}
+	if diff := cmp.Diff([]uint16{443, 9001}, rs.Inbound.Ports); diff != "" {
+		t.Errorf("ports (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, rs.Inbound.Trusted, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+		t.Errorf("trusted (-want +got):\n%s", diff)
+	}
+	if err := rs.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if rs := Compile(mustPolicy(t, "accept *:443"), DefaultHost()); rs.Inbound != nil {
+		t.Error("inbound protection without [inbound]")
+	}
+	// Changes says when it comes and goes.
+	off := Compile(mustPolicy(t, "accept *:443"), DefaultHost())
+	if got := Changes(off, rs); len(got) != 1 || got[0][:22] != "+ inbound protection: " {
+		t.Errorf("Changes on: %q", got)
+	}
+	if got := Changes(rs, off); len(got) != 1 || got[0][:31] != "- inbound protection removed: n" {
+		t.Errorf("Changes off: %q", got)
+	}
+}
+
+func mustPolicy(t *testing.T, text string) ExitPolicy {
+	t.Helper()
+	entries, _, err := ParseExitPolicy(text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ExitPolicy{Entries: entries}
+}
