@@ -3,6 +3,8 @@ package host
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
@@ -52,8 +54,69 @@ type Status struct {
 	LastApply *time.Time                  `json:"last_apply"`
 	Classes   map[string]firewall.Counter `json:"classes"`
 	Rules     map[string]firewall.Counter `json:"rules"`
+	// Inbound is the ORPort protection; nil when [inbound] is off.
+	Inbound *InboundStatus `json:"inbound"`
 
 	ruleClass ruleClasses
+}
+
+// InboundStatus is what the ORPort protection did.
+type InboundStatus struct {
+	Ports   []uint16 `json:"ports"`
+	Summary string   `json:"summary"`
+	// NewConnections counts the connection attempts it looked at;
+	// Trusted those from trusted sources.
+	NewConnections uint64 `json:"new_connections"`
+	Trusted        uint64 `json:"trusted"`
+	// Drops counts refused connection attempts by cause: "blocked" (the
+	// source was blocked), "minute" and "hour" (the source broke a rate and
+	// is blocked from now), "conns" (too many at once: reset).
+	Drops map[string]uint64 `json:"drops"`
+	// Blocked are the sources blocked now.
+	Blocked []firewall.Block `json:"blocked"`
+}
+
+// inboundRuleCause maps an inbound rule's name to its drop cause, or to
+// "" for the jump and the trusted rules; ok is false for other rules.
+func inboundRuleCause(name string) (cause string, ok bool) {
+	base := strings.TrimRight(name, "46")
+	switch base {
+	case rules.InboundRuleJump, rules.InboundRuleTrusted, "inbound-limited":
+		return "", true
+	}
+	for _, c := range rules.InboundCauses {
+		if base == "inbound-"+c {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// gatherInbound sums the inbound rules' counters and lists the blocks.
+func gatherInbound(ctx context.Context, b firewall.Backend, in rules.Inbound, counters map[string]firewall.Counter) (*InboundStatus, error) {
+	st := &InboundStatus{Ports: in.Ports, Summary: in.Summary(), Drops: map[string]uint64{}, Blocked: []firewall.Block{}}
+	for _, c := range rules.InboundCauses {
+		st.Drops[c] = 0
+	}
+	for name, c := range counters {
+		cause, ok := inboundRuleCause(name)
+		switch {
+		case !ok:
+		case name == rules.InboundRuleJump:
+			st.NewConnections += c.Packets
+		case strings.HasPrefix(name, rules.InboundRuleTrusted):
+			st.Trusted += c.Packets
+		case cause != "":
+			st.Drops[cause] += c.Packets
+		}
+	}
+	blocked, err := b.Blocked(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	slices.SortFunc(blocked, func(a, b firewall.Block) int { return a.Source.Addr().Compare(b.Source.Addr()) })
+	st.Blocked = append(st.Blocked, blocked...)
+	return st, nil
 }
 
 // RuleClass is the verdict class of an installed rule's name ("other"
@@ -101,6 +164,10 @@ func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 		if k == rules.ClassLog {
 			continue // logged packets are counted again by the reject that follows
 		}
+		if _, inbound := inboundRuleCause(name); inbound {
+			st.ruleClass[name] = ClassInbound
+			continue // not outbound traffic: Inbound counts it
+		}
 		sum := st.Classes[k]
 		sum.Packets += c.Packets
 		sum.Bytes += c.Bytes
@@ -109,5 +176,13 @@ func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 	if a, ok := ReadState(); ok {
 		st.LastApply = &a.AppliedAt
 	}
+	if rs.Inbound != nil {
+		if st.Inbound, err = gatherInbound(ctx, b, *rs.Inbound, counters); err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
+	}
 	return st, nil
 }
+
+// ClassInbound is the class of the inbound protection's rules in metrics.
+const ClassInbound = "inbound"

@@ -38,6 +38,21 @@ name = "anywhere"
 rejects_per_minute = 10
 `
 
+// inboundShapes turn the inbound protection on with other masks, a
+// shorter block, a minute meter that outlives its minute, trusted
+// networks that join into one range, and the DirPort.
+const inboundShapes = `
+[inbound]
+enabled = true
+dir_ports = true
+ipv4_prefix = 24
+ipv6_prefix = 56
+per_minute = 4
+burst = 12
+block = "30m"
+trusted = ["192.0.2.0/25", "192.0.2.128/25", "198.51.100.77", "2001:db8:5::/48"]
+`
+
 // TestNftPrintEqualsApply: `nft -f` of `relayfw print` leaves the same
 // kernel state as `relayfw apply` (nft's own listing, and relayfw check).
 func TestNftPrintEqualsApply(t *testing.T) {
@@ -50,6 +65,8 @@ func TestNftPrintEqualsApply(t *testing.T) {
 		{"sharded", bigPolicyTorrc(12000), ""},
 		// Every prefix and port shape the allowances produce.
 		{"extras", "../examples/torrc", extraShapes},
+		{"inbound", "ExitRelay 1\nIPv6Exit 1\nORPort 443\nORPort 9001\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n", inboundShapes},
+		{"inbound-defaults", "ExitRelay 1\nORPort 443\nORPort 9001\nDirPort 9030\n", "[inbound]\nenabled = true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newIsolatedNS(t, "rfwnft")
@@ -101,6 +118,8 @@ func TestIptablesPrintEqualsApply(t *testing.T) {
 			{"example", "../examples/torrc", ""},
 			{"big", bigPolicyTorrc(2000), ""},
 			{"extras", "../examples/torrc", extraShapes},
+			{"inbound", "ExitRelay 1\nIPv6Exit 1\nORPort 443\nORPort 9001\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n", inboundShapes},
+			{"inbound-defaults", "ExitRelay 1\nORPort 443\nORPort 9001\nDirPort 9030\n", "[inbound]\nenabled = true\n"},
 		} {
 			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
 				ns := newIsolatedNS(t, "rfwipt")

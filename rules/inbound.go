@@ -175,8 +175,11 @@ func (in Inbound) Summary() string {
 	}
 	return fmt.Sprintf("new TCP connections to port %s: per source (IPv4 /%d, IPv6 /%d) at most %d a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset; %d trusted networks exempt",
 		strings.Join(ports, ","), in.V4Prefix, in.V6Prefix, in.PerMinute, in.Burst, in.PerHour,
-		durationText(in.BlockSeconds), in.MaxConns, len(in.Trusted))
+		in.BlockText(), in.MaxConns, len(in.Trusted))
 }
+
+// BlockText is the block's length as "24h", "30m" or "90s".
+func (in Inbound) BlockText() string { return durationText(in.BlockSeconds) }
 
 // durationText is a number of seconds as "24h", "30m", "90s".
 func durationText(s uint) string {

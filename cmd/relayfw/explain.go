@@ -30,6 +30,7 @@ type explanation struct {
 
 func newExplainCommand(g *globals) *cobra.Command {
 	var format, proto, instance, userName string
+	var inbound bool
 	cmd := &cobra.Command{
 		Use:   "explain TARGET...",
 		Short: "Say whether the exit policy and the host firewall let ADDR:PORT or [ADDR6]:PORT out, and why",
@@ -47,9 +48,16 @@ another user's sockets: user-scoped allowances (the local resolver, package
 updates, allow.extra with a user) are explained as the kernel applies them.
 
 When relayfw's firewall is installed and readable, a relay link the cached
-consensus has but the kernel does not yet is said so.`,
+consensus has but the kernel does not yet is said so.
+
+With --inbound, each TARGET is a source connecting to the relay (ADDR, or
+ADDR:PORT with the local port it connects to), and the answer is what the
+inbound protection ([inbound]) does with its new connections: off,
+unprotected (not an ORPort), trusted, limited (with the limits of its
+source network), or blocked now (read from the kernel, with the time left).`,
 		Example: `  relayfw explain 203.0.113.5:80 '[2001:db8::1]:443'
-  relayfw explain --format json 198.51.100.9:25`,
+  relayfw explain --format json 198.51.100.9:25
+  relayfw explain --inbound 203.0.113.7 '[2001:db8::7]:9001'`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "text" && format != "json" {
@@ -57,6 +65,14 @@ consensus has but the kernel does not yet is said so.`,
 			}
 			if proto != "tcp" && proto != "udp" {
 				return usageError(fmt.Errorf("--proto %q: want tcp or udp", proto))
+			}
+			if inbound {
+				g.readOnly = true
+				in, err := loadInputs(cmd, g)
+				if err != nil {
+					return err
+				}
+				return explainInbound(cmd, g, in, args, format)
 			}
 			targets := make([]netip.AddrPort, len(args))
 			for i, a := range args {
@@ -129,6 +145,7 @@ consensus has but the kernel does not yet is said so.`,
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol of the connection the firewall is asked about: tcp or udp")
 	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to ask (default: every exit instance)")
+	cmd.Flags().BoolVar(&inbound, "inbound", false, "explain what the inbound protection does with connections from each TARGET, a source ADDR[:PORT]")
 	cmd.Flags().StringVar(&userName, "user", "", "ask for a connection of this user's sockets (name or uid), as the kernel matches user-scoped allowances (default: the instance's tor)")
 	return cmd
 }

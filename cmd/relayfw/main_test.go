@@ -191,6 +191,18 @@ func TestPrintGolden(t *testing.T) {
 	}
 }
 
+// TestPrintInboundGolden: the inbound protection as print shows it, in
+// every text format (ipset: the sets iptables' rules refer to).
+func TestPrintInboundGolden(t *testing.T) {
+	for _, format := range []string{"nft", "iptables", "ip6tables", "ipset"} {
+		code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", "testdata/inbound.toml", "print", "--format", format)
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+		}
+		golden(t, "testdata/inbound."+format, stdout)
+	}
+}
+
 func TestPrintJSONGolden(t *testing.T) {
 	code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "print", "--format", "json")
 	if code != 0 {

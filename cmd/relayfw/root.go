@@ -74,7 +74,7 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
 		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
 		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g),
-		newPathsCommand(g), newGendocsCommand(g))
+		newPathsCommand(g), newUnblockCommand(g), newGendocsCommand(g))
 	return root
 }
 

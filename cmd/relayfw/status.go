@@ -87,6 +87,7 @@ func newStatusCommand(g *globals) *cobra.Command {
 				v := st.Classes[c]
 				fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", classTitles[c], v.Packets, v.Bytes)
 			}
+			writeInboundStatus(w, st.Inbound)
 			return nil
 		},
 	}
@@ -138,6 +139,30 @@ file renamed over it), for node_exporter's textfile collector, e.g.
 	return cmd
 }
 
+// writeInboundStatus is status's inbound section.
+func writeInboundStatus(w io.Writer, in *host.InboundStatus) {
+	if in == nil {
+		fmt.Fprintf(w, "inbound:    off\n")
+		return
+	}
+	fmt.Fprintf(w, "inbound:    %s\n", in.Summary)
+	fmt.Fprintf(w, "  new connections %d, trusted %d; refused: blocked source %d, over the minute rate %d, over the hour rate %d, too many at once %d\n",
+		in.NewConnections, in.Trusted, in.Drops["blocked"], in.Drops["minute"], in.Drops["hour"], in.Drops["conns"])
+	fmt.Fprintf(w, "  blocked now: %d", len(in.Blocked))
+	for i, b := range in.Blocked {
+		if i == 10 {
+			fmt.Fprintf(w, " … (status --format json lists all)")
+			break
+		}
+		sep := ", "
+		if i == 0 {
+			sep = ": "
+		}
+		fmt.Fprintf(w, "%s%s (%s left)", sep, b.Source, b.Expires.Round(time.Second))
+	}
+	fmt.Fprintf(w, "\n")
+}
+
 // writeMetrics writes the Prometheus text format.
 func writeMetrics(w io.Writer, st *host.Status) error {
 	var b strings.Builder
@@ -165,6 +190,18 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 	fmt.Fprintf(&b, "# HELP relayfw_relay_links_behind Relay links the cached consensus and the kernel disagree on (relayfw refresh).\n# TYPE relayfw_relay_links_behind gauge\nrelayfw_relay_links_behind %d\n", st.RelayLinksBehind)
 	if st.LastApply != nil {
 		fmt.Fprintf(&b, "# HELP relayfw_last_apply_timestamp_seconds When relayfw last applied.\n# TYPE relayfw_last_apply_timestamp_seconds gauge\nrelayfw_last_apply_timestamp_seconds %d\n", st.LastApply.Unix())
+	}
+	if in := st.Inbound; in != nil {
+		b.WriteString("# HELP relayfw_inbound_new_connections_total New connections to the ORPorts the inbound protection looked at.\n# TYPE relayfw_inbound_new_connections_total counter\n")
+		fmt.Fprintf(&b, "relayfw_inbound_new_connections_total %d\n", in.NewConnections)
+		b.WriteString("# HELP relayfw_inbound_trusted_total New connections from trusted sources (authorities, relays, the operator's list).\n# TYPE relayfw_inbound_trusted_total counter\n")
+		fmt.Fprintf(&b, "relayfw_inbound_trusted_total %d\n", in.Trusted)
+		b.WriteString("# HELP relayfw_inbound_drops_total New connections refused, by cause: blocked (source blocked), minute and hour (over a rate: blocked from now), conns (too many at once).\n# TYPE relayfw_inbound_drops_total counter\n")
+		for _, c := range rules.InboundCauses {
+			fmt.Fprintf(&b, "relayfw_inbound_drops_total{cause=%q} %d\n", c, in.Drops[c])
+		}
+		b.WriteString("# HELP relayfw_inbound_blocked Sources blocked now.\n# TYPE relayfw_inbound_blocked gauge\n")
+		fmt.Fprintf(&b, "relayfw_inbound_blocked %d\n", len(in.Blocked))
 	}
 	fmt.Fprintf(&b, "# HELP relayfw_info The backend in use.\n# TYPE relayfw_info gauge\nrelayfw_info{backend=%q,version=%q} 1\n", st.Backend, version)
 	_, err := io.WriteString(w, b.String())

@@ -1,0 +1,136 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/host"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// inboundExplanation is one line of "explain --inbound --format json".
+type inboundExplanation struct {
+	Target string `json:"target"`
+	Source string `json:"source"` // the source network it is metered as
+	Port   int    `json:"port,omitempty"`
+	// Verdict is "off" (no [inbound]), "unprotected" (not an ORPort),
+	// "trusted", "limited" or "blocked" (blocked now, in the kernel).
+	Verdict string `json:"verdict"`
+	Reason  string `json:"reason"`
+	Rule    string `json:"rule,omitempty"`
+	// ExpiresSeconds is a block's time left.
+	ExpiresSeconds int64 `json:"expires_seconds,omitempty"`
+}
+
+// parseInboundTarget reads ADDR, ADDR:PORT or [ADDR6]:PORT.
+func parseInboundTarget(s string) (netip.Addr, uint16, error) {
+	if a, err := netip.ParseAddr(s); err == nil && a.Zone() == "" {
+		return a.Unmap(), 0, nil
+	}
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil || ap.Port() == 0 || ap.Addr().Zone() != "" {
+		return netip.Addr{}, 0, fmt.Errorf("target %q: want a source ADDR, ADDR:PORT or [ADDR6]:PORT (PORT: the local port it connects to)", s)
+	}
+	return ap.Addr().Unmap(), ap.Port(), nil
+}
+
+// explainInbound answers, for sources connecting to the relay, what the
+// inbound protection does with their new connections; when the firewall
+// is installed and readable, a source blocked now is said so.
+func explainInbound(cmd *cobra.Command, g *globals, in *host.Inputs, args []string, format string) error {
+	type target struct {
+		text string
+		addr netip.Addr
+		port uint16
+	}
+	var targets []target
+	for _, a := range args {
+		addr, port, err := parseInboundTarget(a)
+		if err != nil {
+			return usageError(err)
+		}
+		targets = append(targets, target{a, addr, port})
+	}
+	rs, _ := in.Ruleset()
+	var blocked map[netip.Prefix]firewall.Block
+	if rs.Inbound != nil {
+		blocked = installedBlocks(cmd, g, in, *rs.Inbound)
+	}
+	enc := json.NewEncoder(g.stdout)
+	for _, t := range targets {
+		e := inboundVerdict(rs.Inbound, t.text, t.addr, t.port, blocked)
+		if format == "json" {
+			if err := enc.Encode(e); err != nil {
+				return err
+			}
+			continue
+		}
+		rule := ""
+		if e.Rule != "" {
+			rule = " (rule " + e.Rule + ")"
+		}
+		if _, err := fmt.Fprintf(g.stdout, "inbound from %s: %s, %s%s\n", e.Target, e.Verdict, e.Reason, rule); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// inboundVerdict is the model's answer, and the kernel's block if any.
+func inboundVerdict(in *rules.Inbound, text string, addr netip.Addr, port uint16, blocked map[netip.Prefix]firewall.Block) inboundExplanation {
+	e := inboundExplanation{Target: text, Port: int(port)}
+	if in == nil {
+		e.Verdict, e.Reason = "off", "the inbound protection is off (enabled = true under [inbound] in relayfw.toml turns it on)"
+		return e
+	}
+	src := in.Source(addr)
+	e.Source = src.String()
+	sfx := "4"
+	if addr.Is6() {
+		sfx = "6"
+	}
+	switch {
+	case port != 0 && !in.Protects(port):
+		e.Verdict, e.Reason = "unprotected", fmt.Sprintf("port %d is not an ORPort: relayfw leaves its connections to the host's own firewall", port)
+	case in.Trusts(addr):
+		e.Verdict, e.Reason, e.Rule = "trusted", "a directory authority, a relay (trust_relays) or in trusted: never limited", rules.InboundRuleTrusted+sfx
+	default:
+		if b, ok := blocked[src]; ok {
+			e.Verdict, e.Rule, e.ExpiresSeconds = "blocked", rules.InboundRuleBlocked+sfx, b.ExpiresSeconds
+			e.Reason = fmt.Sprintf("source %s is blocked for %s more: new connections are dropped (relayfw unblock %s lifts it)",
+				src, b.Expires.Round(time.Second), addr)
+			return e
+		}
+		e.Verdict, e.Rule = "limited", rules.InboundRuleMinute+sfx
+		e.Reason = fmt.Sprintf("as source %s: at most %d new connections a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset",
+			src, in.PerMinute, in.Burst, in.PerHour, in.BlockText(), in.MaxConns)
+	}
+	return e
+}
+
+// installedBlocks reads the kernel's blocked sources, when relayfw's
+// firewall is installed and readable; nil otherwise.
+func installedBlocks(cmd *cobra.Command, g *globals, in *host.Inputs, inbound rules.Inbound) map[netip.Prefix]firewall.Block {
+	b, err := host.ChooseBackend(cmd.Context(), backendChoice(cmd, g, in.Config()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil
+	}
+	if ok, err := b.Installed(cmd.Context()); err != nil || !ok {
+		return nil
+	}
+	list, err := b.Blocked(cmd.Context(), inbound)
+	if err != nil {
+		return nil
+	}
+	out := map[netip.Prefix]firewall.Block{}
+	for _, bl := range list {
+		out[bl.Source] = bl
+	}
+	return out
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"fmt"
+	"net/netip"
+
+	"github.com/spf13/cobra"
+)
+
+func newUnblockCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "unblock ADDR|PREFIX...",
+		Short: "Lift the inbound protection's block of sources",
+		Long: `Lift the block the inbound protection put on each source, given as an
+address (the IPv6 /64 or whatever source prefix [inbound] sets is
+lifted) or a prefix. With nftables the source's rate meters are reset too,
+so its next connection starts afresh; iptables' hashlimit meters cannot be
+reset and refill at the configured rate. relayfw status --format json
+lists the blocked sources.`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var sources []netip.Prefix
+			for _, a := range args {
+				p, err := netip.ParsePrefix(a)
+				if err != nil {
+					addr, aerr := netip.ParseAddr(a)
+					if aerr != nil {
+						return usageError(fmt.Errorf("unblock: %q is not an address or prefix", a))
+					}
+					p = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+				}
+				sources = append(sources, p)
+			}
+			rs, _, b, release, err := rulesetAndBackend(cmd, g, true)
+			defer release()
+			if err != nil {
+				return err
+			}
+			if rs.Inbound == nil {
+				return &exitError{code: exitFailed, err: fmt.Errorf("unblock: the inbound protection is off (enabled = true under [inbound] in relayfw.toml)")}
+			}
+			for _, p := range sources {
+				// The block set holds source networks of the configured
+				// prefix length: lift the one the address is in.
+				src := rs.Inbound.Source(p.Addr())
+				if p.Bits() < src.Bits() {
+					return usageError(fmt.Errorf("unblock: %s is wider than a source (/%d): name the sources one by one", p, src.Bits()))
+				}
+				was, err := b.Unblock(cmd.Context(), src)
+				if err != nil {
+					return backendError(fmt.Errorf("unblock %s: %w", src, err))
+				}
+				if was {
+					fmt.Fprintf(g.stdout, "unblocked %s (%s)\n", src, b.Name())
+				} else {
+					fmt.Fprintf(g.stdout, "%s was not blocked (%s)\n", src, b.Name())
+				}
+			}
+			return nil
+		},
+	}
+}
