@@ -7,7 +7,9 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"syscall"
@@ -136,6 +138,7 @@ func TestInbound(t *testing.T) {
 			t.Run("FloodBlocked", func(t *testing.T) { testInboundFlood(t, b) })
 			t.Run("ConcurrentLimit", func(t *testing.T) { testInboundConcurrent(t, b) })
 			t.Run("OffByDefault", func(t *testing.T) { testInboundOff(t, b) })
+			t.Run("TrustedRelaysFollowTheConsensus", func(t *testing.T) { testInboundTrustRefresh(t, b) })
 		})
 	}
 }
@@ -251,6 +254,20 @@ func testInboundFlood(t *testing.T, b backend) {
 	if code != 0 || !regexp.MustCompile(`(?m)^relayfw_inbound_blocked 2$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^relayfw_inbound_drops_total\{cause="minute"\} [2-9]`).MatchString(out) {
 		t.Errorf("metrics: %d\n%s", code, out)
+	}
+
+	// An apply that changes the protection's rules keeps the blocks.
+	changed := inboundFlags(t, b, "[inbound]\nenabled = true\nper_minute = 60\nburst = 8\nmax_connections = 9\ntrusted = [\"192.0.2.99\"]\n")
+	code, out, errOut = run(append(changed, "apply")...)
+	if code != 0 || !strings.Contains(out, "~ inbound protection") {
+		t.Fatalf("apply of changed limits: %d %s %s", code, out, errOut)
+	}
+	code, out, _ = run(append(changed, "status", "--format", "json")...)
+	if code != 0 || !strings.Contains(out, `"source": "`+s.flood4+`/32"`) || !strings.Contains(out, `"source": "2001:db8:100::/64"`) {
+		t.Errorf("the apply lost the blocks:\n%s", out)
+	}
+	if got := attempt(t, tn, s.flood4, orPort); got != timedOut {
+		t.Errorf("after the apply, the blocked source: %s, want dropped", got)
 	}
 
 	// explain --inbound reads the block from the kernel.
@@ -388,6 +405,38 @@ func testInboundOff(t *testing.T, b backend) {
 	}
 	if code, out, _ := run(append(off, "check")...); code != 0 {
 		t.Errorf("check after turning it off: %d %s", code, out)
+	}
+}
+
+// testInboundTrustRefresh: with trust_relays, a relay that joins the
+// consensus is trusted once refresh (not apply) brings the trusted set up
+// to date; until then check says the links are behind (exit 3), not that
+// the rules drifted.
+func testInboundTrustRefresh(t *testing.T, b backend) {
+	tn := inboundNet(t)
+	run := b.runner(t, tn)
+	flags := inboundFlags(t, b, "[inbound]\nenabled = true\ntrust_relays = true\n")
+	mustApply(t, run, flags)
+	newRelay := inboundSources.conns4
+	consensus := filepath.Join(filepath.Dir(flags[len(flags)-1]), "tordata", "cached-microdesc-consensus")
+	text := inboundConsensus + "r newrelay CCCCCCCCCCCCCCCCCCCCCCCCCCC 2026-11-25 12:00:00 " + newRelay + " 9001 0\ns Fast Running Valid\n"
+	if err := os.WriteFile(consensus, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, _ := run(append(flags, "check")...); code != 3 {
+		t.Errorf("check with a relay not yet trusted: %d, want 3 (links behind)\n%s", code, out)
+	}
+	code, out, errOut := run(append(flags, "refresh")...)
+	if code != 0 || !regexp.MustCompile(`[2-9] added`).MatchString(out) {
+		t.Fatalf("refresh: %d %s %s", code, out, errOut) // its relay link and its trusted address
+	}
+	if code, out, _ := run(append(flags, "check")...); code != 0 {
+		t.Errorf("check after refresh: %d\n%s", code, out)
+	}
+	for i := 0; i < 12; i++ {
+		if got := attempt(t, tn, newRelay, orPort); got != connected {
+			t.Fatalf("the new relay's connection %d: %s, want connected (trusted)", i+1, got)
+		}
 	}
 }
 

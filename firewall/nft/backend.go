@@ -130,7 +130,13 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 		return res, nil
 	}
 	res.Drift = drift
-	if err := p.queueReplace(c); err != nil {
+	var keep map[string][]nftables.SetElement
+	if p.inbound != nil {
+		if keep, err = p.inbound.liveBlocks(c); err != nil {
+			return res, err
+		}
+	}
+	if err := p.queueReplace(c, keep); err != nil {
 		return res, err
 	}
 	if err := c.Flush(); err != nil {

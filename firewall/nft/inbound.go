@@ -477,3 +477,35 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 	}
 	return blocked, nil
 }
+
+// liveBlocks reads the block sets of the installed table, so that a
+// replacement of the table keeps them (with the time each has left): an
+// apply must not let blocked flooders back in.
+func (p *inboundPlan) liveBlocks(c *nftables.Conn) (map[string][]nftables.SetElement, error) {
+	t, err := ownTable(c)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	out := map[string][]nftables.SetElement{}
+	for _, s := range p.sets {
+		if !s.dynamic || s.timeout == 0 || !strings.Contains(s.name, "_block") {
+			continue
+		}
+		have, err := c.GetSetByName(t, s.name)
+		if err != nil || !have.HasTimeout || have.KeyType.Bytes != s.object(t).KeyType.Bytes {
+			continue // not installed, or another kind of set
+		}
+		elems, err := c.GetSetElements(have)
+		if err != nil {
+			return nil, classify(err)
+		}
+		for _, e := range elems {
+			left := min(e.Expires, time.Duration(s.timeout)*time.Second)
+			if left < time.Second {
+				continue
+			}
+			out[s.name] = append(out[s.name], nftables.SetElement{Key: e.Key, Timeout: left.Truncate(time.Millisecond)})
+		}
+	}
+	return out, nil
+}

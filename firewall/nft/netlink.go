@@ -259,9 +259,10 @@ func (s kernelSet) setElements() []nftables.SetElement {
 const elementsPerMessage = 400
 
 // queueReplace queues, on c, the whole-table replacement: add (so that the
-// delete cannot fail), delete, then the new table with its content. The
-// kernel applies the batch at Flush as one transaction.
-func (p plan) queueReplace(c *nftables.Conn) error {
+// delete cannot fail), delete, then the new table with its content, and
+// the elements keep names (blocked sources, each with the time it has
+// left). The kernel applies the batch at Flush as one transaction.
+func (p plan) queueReplace(c *nftables.Conn, keep map[string][]nftables.SetElement) error {
 	t := table()
 	c.AddTable(t)
 	c.DelTable(t)
@@ -290,6 +291,11 @@ func (p plan) queueReplace(c *nftables.Conn) error {
 	if p.inbound != nil {
 		if err := p.inbound.queueSets(c, t, addSet); err != nil {
 			return err
+		}
+		for name, elems := range keep {
+			if err := addElements(c, sets[name], elems); err != nil {
+				return err
+			}
 		}
 	}
 	for stage := range 2 {
