@@ -406,6 +406,21 @@ func testInboundOff(t *testing.T, b backend) {
 	if code, out, _ := run(append(off, "check")...); code != 0 {
 		t.Errorf("check after turning it off: %d %s", code, out)
 	}
+	// Turned on with --confirm and rolled back: the input hook goes with
+	// the rest of the apply.
+	code, out, errOut := run(append(on, "apply", "--confirm", "60s")...)
+	if code != 0 || inputHook(t, b, tn.relay) == "" {
+		t.Fatalf("apply --confirm with [inbound]: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := run(append(on, "--wait", "10s", "rollback")...); code != 0 {
+		t.Fatalf("rollback: %d %s %s", code, out, errOut)
+	}
+	if hook := inputHook(t, b, tn.relay); hook != "" {
+		t.Errorf("rolled back, but relayfw still hooks input:\n%s", hook)
+	}
+	if code, out, _ := run(append(off, "check")...); code != 0 {
+		t.Errorf("check after the rollback: %d %s", code, out)
+	}
 }
 
 // testInboundTrustRefresh: with trust_relays, a relay that joins the

@@ -148,3 +148,29 @@ func TestClassEntriesAreTheExitMap(t *testing.T) {
 		}
 	}
 }
+
+// TestHashlimitRate: rates print as iptables -S prints them back, and the
+// unit is hashlimit's default meter expiry.
+func TestHashlimitRate(t *testing.T) {
+	for _, tc := range []struct {
+		n      uint
+		unit   string
+		want   string
+		expire uint64
+	}{
+		{8, "min", "8/min", 60000},
+		{24, "hour", "24/hour", 3600000},
+		{90, "hour", "90/hour", 3600000},
+		{60, "min", "1/sec", 1000}, // as iptables prints it
+		{120, "min", "2/sec", 1000},
+		{7, "min", "7/min", 60000},
+		{1, "hour", "1/hour", 3600000},
+		{48, "hour", "48/hour", 3600000},
+		{120, "hour", "2/min", 60000},
+	} {
+		got, expire := hashlimitRate(tc.n, tc.unit)
+		if got != tc.want || expire != tc.expire {
+			t.Errorf("%d/%s: %s, %d ms; want %s, %d ms", tc.n, tc.unit, got, expire, tc.want, tc.expire)
+		}
+	}
+}
