@@ -56,7 +56,8 @@ type Inbound struct {
 	MaxConnections uint   `toml:"max_connections"`
 	IPv4Prefix     int    `toml:"ipv4_prefix"`
 	IPv6Prefix     int    `toml:"ipv6_prefix"`
-	SetSize        uint   `toml:"set_size"`
+	// SetSize bounds each per-source set; 0: by the host's memory.
+	SetSize uint `toml:"set_size"`
 	// TrustRelays exempts every relay of the cached consensus, not only
 	// the directory authorities.
 	TrustRelays bool `toml:"trust_relays"`
@@ -78,7 +79,7 @@ func (c Inbound) Settings() (rules.Inbound, error) {
 	set(&in.Burst, c.Burst)
 	set(&in.PerHour, c.PerHour)
 	set(&in.MaxConns, c.MaxConnections)
-	set(&in.SetSize, c.SetSize)
+	set(&in.SetSize, c.SetSize) // 0: the host sizes it by its memory
 	if c.IPv4Prefix != 0 {
 		in.V4Prefix = c.IPv4Prefix
 	}

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -394,6 +395,9 @@ func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
 		in.log().Warn(fmt.Sprintf("inbound protection off: %v", err))
 		return nil
 	}
+	if c.SetSize == 0 {
+		settings.SetSize = InboundSetSize(memTotal())
+	}
 	for _, t := range in.Instances {
 		for _, p := range t.Options.Ports {
 			if p.Kind != "ORPort" && !(c.DirPorts && p.Kind == "DirPort") {
@@ -419,6 +423,37 @@ func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
 		settings.Trusted = append(settings.Trusted, netip.PrefixFrom(a, a.BitLen()))
 	}
 	return &settings
+}
+
+// InboundSetSize is the default size of each per-source set of the
+// inbound protection for a host with this much memory (bytes; 0:
+// unknown), as torutils scales its sets: 256Ki entries, 512Ki from 4 GiB,
+// 1Mi from 16 GiB. A guard sees hundreds of thousands of client addresses
+// an hour; a full meter stops metering new sources (nftables) or drops
+// them (iptables' hashlimit).
+func InboundSetSize(mem uint64) uint {
+	switch {
+	case mem >= 16<<30:
+		return 1 << 20
+	case mem >= 4<<30:
+		return 1 << 19
+	}
+	return 1 << 18
+}
+
+// memTotal is MemTotal of /proc/meminfo in bytes, 0 when unknown.
+func memTotal() uint64 {
+	data, err := os.ReadFile(filepath.Join(ProcRoot, "meminfo"))
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) >= 2 && f[0] == "MemTotal:" {
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // resolvedUpstreamConf lists systemd-resolved's upstream servers.

@@ -29,3 +29,11 @@ func TestResolvedUpstreams(t *testing.T) {
 		}
 	}
 }
+
+func TestInboundSetSize(t *testing.T) {
+	for mem, want := range map[uint64]uint{0: 1 << 18, 1 << 30: 1 << 18, 4 << 30: 1 << 19, 8 << 30: 1 << 19, 16 << 30: 1 << 20, 64 << 30: 1 << 20} {
+		if got := InboundSetSize(mem); got != want {
+			t.Errorf("%d bytes: %d, want %d", mem, got, want)
+		}
+	}
+}

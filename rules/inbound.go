@@ -55,10 +55,11 @@ type Inbound struct {
 // ipv6-rules.sh (2026-08), the scripts the Tor Project's relay guide
 // points operators to: 8 new connections a minute (burst 8) and 24 an
 // hour per source, blocked for a day when exceeded, at most 8 connections
-// at once (8 relays may share an address); IPv4 /32 and IPv6 /64 sources.
+// at once (8 relays may share an address); IPv4 /32 and IPv6 /64 sources;
+// sets of 256Ki entries (the host package scales them with its memory).
 func DefaultInbound() Inbound {
 	return Inbound{V4Prefix: 32, V6Prefix: 64, PerMinute: 8, Burst: 8, PerHour: 24,
-		BlockSeconds: 86400, MaxConns: 8, SetSize: 65536}
+		BlockSeconds: 86400, MaxConns: 8, SetSize: 1 << 18}
 }
 
 // Inbound set names: per family, the trusted sources, the block list, the
