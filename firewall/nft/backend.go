@@ -167,20 +167,13 @@ func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error)
 
 // Remove deletes the table inet relayfw, and nothing else.
 func (b *Backend) Remove(ctx context.Context) (bool, error) {
-	c, err := b.conn(ctx, 0)
-	if err != nil {
-		return false, err
-	}
-	defer c.CloseLasting()
-	t, err := ownTable(c)
-	if err != nil || t == nil {
-		return false, err
-	}
-	c.DelTable(t)
-	if err := c.Flush(); err != nil {
-		return false, classify(fmt.Errorf("deleting table inet %s: %w", TableName, err))
-	}
-	return true, nil
+	return b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
+		c.DelTable(t)
+		if err := c.Flush(); err != nil {
+			return classify(fmt.Errorf("deleting table inet %s: %w", TableName, err))
+		}
+		return nil
+	})
 }
 
 // Refresh brings the point sets (relay links) up to date in one
@@ -213,19 +206,10 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 	}
 	changed := false
 	for _, want := range p.sets {
-		s, ok := have[want.name]
-		if !ok || s.Interval || s.IsMap {
-			return 0, 0, fmt.Errorf("set %s is missing or of another type: run relayfw apply", want.name)
-		}
-		elems, err := c.GetSetElements(s)
+		s, missing, extra, err := installedDiff(c, have, want.name, false, want.rawElements())
 		if err != nil {
-			return 0, 0, classify(err)
+			return 0, 0, err
 		}
-		got, err := rawElements(s, elems)
-		if err != nil {
-			return 0, 0, fmt.Errorf("set %s: %w: run relayfw apply", want.name, err)
-		}
-		missing, extra := stringDiff(want.rawElements(), got)
 		if len(missing) == 0 && len(extra) == 0 {
 			continue
 		}
@@ -247,19 +231,10 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 			if !want.interval {
 				continue
 			}
-			s, ok := have[want.name]
-			if !ok || !s.Interval {
-				return 0, 0, fmt.Errorf("set %s is missing or of another type: run relayfw apply", want.name)
-			}
-			elems, err := c.GetSetElements(s)
+			s, missing, extra, err := installedDiff(c, have, want.name, true, want.rawElements())
 			if err != nil {
-				return 0, 0, classify(err)
+				return 0, 0, err
 			}
-			got, err := rawElements(s, elems)
-			if err != nil {
-				return 0, 0, fmt.Errorf("set %s: %w: run relayfw apply", want.name, err)
-			}
-			missing, extra := stringDiff(want.rawElements(), got)
 			if len(missing) == 0 && len(extra) == 0 {
 				continue
 			}
@@ -281,45 +256,79 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 	return added, removed, nil
 }
 
+// installedDiff reads the named set of the installed table (have) and
+// compares its elements with want (rawElements' form): what is missing
+// and what is extra. A set that is missing or of another kind is an error
+// that apply mends.
+func installedDiff(c *nftables.Conn, have map[string]*nftables.Set, name string, interval bool, want []string) (*nftables.Set, []string, []string, error) {
+	s, ok := have[name]
+	if !ok || s.Interval != interval || s.IsMap {
+		return nil, nil, nil, fmt.Errorf("set %s is missing or of another type: run relayfw apply", name)
+	}
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, nil, nil, classify(err)
+	}
+	got, err := rawElements(s, elems)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("set %s: %w: run relayfw apply", name, err)
+	}
+	missing, extra := stringDiff(want, got)
+	return s, missing, extra, nil
+}
+
 // Counters sums the counters of the table's rules by rule name, over the
 // output chain and the exit policy's class chains.
 func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, error) {
 	out := map[string]firewall.Counter{}
-	c, err := b.conn(ctx, 0)
+	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
+		chains, err := ownChains(c)
+		if err != nil {
+			return err
+		}
+		for _, ch := range chains {
+			rs, err := c.GetRules(t, ch)
+			if err != nil {
+				return classify(err)
+			}
+			for _, r := range rs {
+				comment, ok := userdata.GetString(r.UserData, userdata.TypeComment)
+				name, mine := strings.CutPrefix(comment, CommentPrefix)
+				if !ok || !mine {
+					continue
+				}
+				for _, e := range r.Exprs {
+					if ctr, ok := e.(*expr.Counter); ok {
+						sum := out[name]
+						sum.Packets += ctr.Packets
+						sum.Bytes += ctr.Bytes
+						out[name] = sum
+					}
+				}
+			}
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, err
+	}
+	return out, nil
+}
+
+// withTable runs f on a connection with the installed table inet
+// relayfw; when the table is not installed, f does not run and installed
+// is false.
+func (b *Backend) withTable(ctx context.Context, f func(c *nftables.Conn, t *nftables.Table) error) (installed bool, err error) {
+	c, err := b.conn(ctx, 0)
+	if err != nil {
+		return false, err
 	}
 	defer c.CloseLasting()
 	t, err := ownTable(c)
 	if err != nil || t == nil {
-		return out, err
+		return false, err
 	}
-	chains, err := ownChains(c)
-	if err != nil {
-		return nil, err
-	}
-	for _, ch := range chains {
-		rs, err := c.GetRules(t, ch)
-		if err != nil {
-			return nil, classify(err)
-		}
-		for _, r := range rs {
-			comment, ok := userdata.GetString(r.UserData, userdata.TypeComment)
-			name, mine := strings.CutPrefix(comment, CommentPrefix)
-			if !ok || !mine {
-				continue
-			}
-			for _, e := range r.Exprs {
-				if ctr, ok := e.(*expr.Counter); ok {
-					sum := out[name]
-					sum.Packets += ctr.Packets
-					sum.Bytes += ctr.Bytes
-					out[name] = sum
-				}
-			}
-		}
-	}
-	return out, nil
+	return true, f(c, t)
 }
 
 // ownTable is the table inet relayfw, or nil when it is not installed.

@@ -390,92 +390,73 @@ func (p *inboundPlan) chainRules(sets map[string]*nftables.Set) []chainRule {
 
 // Blocked reads the block sets.
 func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Block, error) {
-	c, err := b.conn(ctx, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer c.CloseLasting()
-	t, err := ownTable(c)
-	if err != nil || t == nil {
-		return nil, err
-	}
 	var out []firewall.Block
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		s, err := c.GetSetByName(t, rules.InboundSetName("block", fam))
-		if err != nil {
-			continue // no inbound protection
-		}
-		elems, err := c.GetSetElements(s)
-		if err != nil {
-			return nil, classify(err)
-		}
-		for _, e := range elems {
-			a, ok := netip.AddrFromSlice(e.Key)
-			if !ok {
-				continue
+	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
+		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+			s, err := c.GetSetByName(t, rules.InboundSetName("block", fam))
+			if err != nil {
+				continue // no inbound protection
 			}
-			out = append(out, firewall.Block{Source: in.Source(a), Expires: e.Expires, ExpiresSeconds: int64(e.Expires / time.Second)})
+			elems, err := c.GetSetElements(s)
+			if err != nil {
+				return classify(err)
+			}
+			for _, e := range elems {
+				if a, ok := netip.AddrFromSlice(e.Key); ok {
+					out = append(out, firewall.Block{Source: in.Source(a), Expires: e.Expires, ExpiresSeconds: int64(e.Expires / time.Second)})
+				}
+			}
 		}
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
 
 // Unblock deletes the source from the block set and its meters, in one
 // transaction; the source is given as any address in its network.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
-	c, err := b.conn(ctx, 0)
-	if err != nil {
-		return false, err
-	}
-	defer c.CloseLasting()
-	t, err := ownTable(c)
-	if err != nil {
-		return false, err
-	}
-	if t == nil {
-		return false, nil
-	}
 	fam := rules.IPv4
 	if source.Addr().Is6() {
 		fam = rules.IPv6
 	}
 	key := source.Masked().Addr().AsSlice()
 	blocked := false
-	queued := false
-	for _, kind := range []string{"block", "minute", "hour"} {
-		s, err := c.GetSetByName(t, rules.InboundSetName(kind, fam))
-		if err != nil {
-			if kind == "block" {
-				return false, fmt.Errorf("the inbound protection is not installed")
-			}
-			continue
-		}
-		elems, err := c.GetSetElements(s)
-		if err != nil {
-			return false, classify(err)
-		}
-		for _, e := range elems {
-			if string(e.Key) != string(key) {
+	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
+		queued := false
+		for _, kind := range []string{"block", "minute", "hour"} {
+			s, err := c.GetSetByName(t, rules.InboundSetName(kind, fam))
+			if err != nil {
+				if kind == "block" {
+					return fmt.Errorf("the inbound protection is not installed")
+				}
 				continue
 			}
-			if kind == "block" {
-				blocked = true
+			elems, err := c.GetSetElements(s)
+			if err != nil {
+				return classify(err)
 			}
-			// Deleting an element that is gone fails the whole batch:
-			// only those just read.
-			if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
-				return false, classify(err)
+			for _, e := range elems {
+				if string(e.Key) != string(key) {
+					continue
+				}
+				blocked = blocked || kind == "block"
+				// Deleting an element that is gone fails the whole
+				// batch: only those just read.
+				if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
+					return classify(err)
+				}
+				queued = true
 			}
-			queued = true
 		}
-	}
-	if !queued {
-		return false, nil
-	}
-	if err := c.Flush(); err != nil {
-		return false, classify(fmt.Errorf("unblocking %s: %w", source, err))
-	}
-	return blocked, nil
+		if !queued {
+			return nil
+		}
+		if err := c.Flush(); err != nil {
+			return classify(fmt.Errorf("unblocking %s: %w", source, err))
+		}
+		return nil
+	})
+	return blocked, err
 }
 
 // liveBlocks reads the block sets of the installed table, so that a
