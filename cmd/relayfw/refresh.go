@@ -12,8 +12,9 @@ func newRefreshCommand(g *globals) *cobra.Command {
 		Short: "Re-read the consensus and replace only the relay-link sets",
 		Long: `Re-read tor's cached consensus (and the directory authorities and
 fallbacks) and replace the contents of the relay-link sets atomically,
-without touching any rule. Prints how many links were added and removed.
-Run apply first.`,
+without touching any rule; with [inbound], the trusted sources too (the
+authorities, and the relays with trust_relays). Prints how many elements
+were added and removed. Run apply first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rs, _, b, release, err := rulesetAndBackend(cmd, g, true)

@@ -429,9 +429,10 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 	return out, nil
 }
 
-// Refresh brings only the relay-link ipsets' contents up to date: one
-// ipset restore deletes the entries that left and adds the new ones,
-// without touching the chains or the exit policy's sets.
+// Refresh brings only the contents of the ipsets that follow the
+// consensus (relay links, the inbound protection's trusted sources) up to
+// date: one ipset restore deletes the entries that left and adds the new
+// ones, without touching the chains or the exit policy's sets.
 func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
 	have, err := b.ipset.owned(ctx)
 	if err != nil {

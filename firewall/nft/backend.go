@@ -176,8 +176,9 @@ func (b *Backend) Remove(ctx context.Context) (bool, error) {
 	})
 }
 
-// Refresh brings the point sets (relay links) up to date in one
-// transaction: it deletes the elements that left and adds the new ones,
+// Refresh brings the sets that follow the consensus up to date in one
+// transaction: the relay links (it deletes the elements that left and
+// adds the new ones) and the inbound protection's trusted sources,
 // leaving the chains alone.
 func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
 	p, err := newPlan(rs)
@@ -204,9 +205,37 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 	for _, s := range sets {
 		have[s.Name] = s
 	}
-	changed := false
+	// What each set gets: a relay-link set only what changed (a consensus
+	// moves a few relays an hour); an interval set of trusted sources
+	// (authorities, relays) is replaced whole in the same transaction.
+	type job struct {
+		name     string
+		interval bool
+		want     []string
+		update   func(s *nftables.Set, missing, extra []string) error
+	}
+	var jobs []job
 	for _, want := range p.sets {
-		s, missing, extra, err := installedDiff(c, have, want.name, false, want.rawElements())
+		jobs = append(jobs, job{want.name, false, want.rawElements(), func(s *nftables.Set, missing, extra []string) error {
+			if err := delElements(c, s, keysAsElements(extra)); err != nil {
+				return err
+			}
+			return addElements(c, s, keysAsElements(missing))
+		}})
+	}
+	if p.inbound != nil {
+		for _, want := range p.inbound.sets {
+			if want.interval {
+				jobs = append(jobs, job{want.name, true, want.rawElements(), func(s *nftables.Set, _, _ []string) error {
+					c.FlushSet(s)
+					return addElements(c, s, want.setElements())
+				}})
+			}
+		}
+	}
+	changed := false
+	for _, j := range jobs {
+		s, missing, extra, err := installedDiff(c, have, j.name, j.interval, j.want)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -216,35 +245,8 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 		added += len(missing)
 		removed += len(extra)
 		changed = true
-		// Only what changed: a consensus moves a few relays an hour.
-		if err := delElements(c, s, keysAsElements(extra)); err != nil {
+		if err := j.update(s, missing, extra); err != nil {
 			return 0, 0, err
-		}
-		if err := addElements(c, s, keysAsElements(missing)); err != nil {
-			return 0, 0, err
-		}
-	}
-	if p.inbound != nil {
-		// The trusted sources (authorities, relays): an interval set,
-		// replaced whole in the same transaction when it changed.
-		for _, want := range p.inbound.sets {
-			if !want.interval {
-				continue
-			}
-			s, missing, extra, err := installedDiff(c, have, want.name, true, want.rawElements())
-			if err != nil {
-				return 0, 0, err
-			}
-			if len(missing) == 0 && len(extra) == 0 {
-				continue
-			}
-			added += len(missing)
-			removed += len(extra)
-			changed = true
-			c.FlushSet(s)
-			if err := addElements(c, s, want.setElements()); err != nil {
-				return 0, 0, err
-			}
 		}
 	}
 	if !changed {
