@@ -3,6 +3,7 @@ package integration
 import (
 	"bufio"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -101,8 +102,11 @@ func TestPrivateTorNetwork(t *testing.T) {
 	}
 	defer held.Close()
 
+	// With the ORPort protection on, at its defaults: the network must
+	// work through it (the authorities are trusted from the torrcs'
+	// DirAuthority lines, relays and the client stay under the limits).
 	cfg := filepath.Join(tn.dir, "relayfw.toml")
-	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte("[inbound]\nenabled = true\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	apply := func(backend string, torrcs ...*torNode) {
@@ -162,6 +166,7 @@ func TestPrivateTorNetwork(t *testing.T) {
 	if body, err := tn.fetchViaTor("198.51.100.80", 8443); err == nil {
 		t.Fatalf("port 8443 is rejected by the policy, yet the client got %q", body)
 	}
+	inboundRefusedNone(t, tn, "nftables", cfg, exitA)
 	t.Logf("one exit under relayfw: network up and checked %s after start, %s after the apply",
 		time.Since(start).Round(time.Second), time.Since(applied).Round(time.Second))
 
@@ -209,7 +214,38 @@ func TestPrivateTorNetwork(t *testing.T) {
 	if body, err := tn.fetchViaTor("198.51.100.80", 9999); err == nil {
 		t.Fatalf("port 9999 is rejected by both policies, yet the client got %q", body)
 	}
+	inboundRefusedNone(t, tn, "iptables", cfg, exitA, exitB)
 	t.Logf("private Tor network test: %s in all", time.Since(start).Round(time.Second))
+}
+
+// inboundRefusedNone: the exit host's inbound protection blocked no relay,
+// authority or client of the test network and refused none of their
+// connections (the network worked through it; how many new connections it
+// saw depends on which side opened the relays' links).
+func inboundRefusedNone(t *testing.T, tn *torNet, backend, cfg string, exits ...*torNode) {
+	t.Helper()
+	args := []string{"netns", "exec", tn.exit, relayfwBin, "--backend", backend, "--config", cfg}
+	for _, n := range exits {
+		args = append(args, "--torrc", n.torrc)
+	}
+	code, out, errOut := runCmd(t, exec.Command("ip", append(args, "status", "--format", "json")...))
+	var st struct {
+		Inbound *struct {
+			NewConnections uint64            `json:"new_connections"`
+			Trusted        uint64            `json:"trusted"`
+			Drops          map[string]uint64 `json:"drops"`
+			Blocked        []any             `json:"blocked"`
+		} `json:"inbound"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.Inbound == nil {
+		t.Fatalf("status (%s): %d %v %s %s", backend, code, err, out, errOut)
+	}
+	in := st.Inbound
+	if len(in.Blocked) > 0 || in.Drops["blocked"]+in.Drops["minute"]+in.Drops["hour"]+in.Drops["conns"] > 0 {
+		t.Errorf("the inbound protection (%s) refused the test network: %+v", backend, *in)
+	}
+	t.Logf("inbound protection (%s): %d new connections to the exits' ORPorts, %d from authorities, none refused",
+		backend, in.NewConnections, in.Trusted)
 }
 
 // torNet is the private network: the namespaces and the tor processes.
@@ -320,7 +356,11 @@ func (n *torNode) start(t *testing.T, dirAuths []string, extra ...string) {
 	}
 	lines = append(lines, dirAuths...)
 	if n.orPort != 0 {
-		lines = append(lines, "SocksPort 0", "AssumeReachable 1", "Address "+n.addr, fmt.Sprintf("ORPort %s:%d", n.addr, n.orPort))
+		// Relays connect from their own address, as on their own hosts
+		// (the exit's inbound protection tells them apart and trusts the
+		// authorities); the namespace's veth address is the client's.
+		lines = append(lines, "SocksPort 0", "AssumeReachable 1", "Address "+n.addr, fmt.Sprintf("ORPort %s:%d", n.addr, n.orPort),
+			"OutboundBindAddress "+n.addr)
 	}
 	if n.dirPort != 0 {
 		lines = append(lines, fmt.Sprintf("DirPort %s:%d", n.addr, n.dirPort))
