@@ -292,12 +292,14 @@ func testInboundFlood(t *testing.T, b backend) {
 	if code, _, errOut := run(append(flags, "unblock", "not-an-address")...); code != 64 {
 		t.Errorf("unblock of a bad address: exit %d %s, want 64", code, errOut)
 	}
-	if b.mode == "" {
-		// nftables forgets the source's meters with its block: it
-		// connects again at once. (iptables' hashlimit meters refill at
-		// the configured rate; README says so.)
-		if got := attempt(t, tn, s.flood4, orPort); got != connected {
-			t.Errorf("after unblock: %s, want connected", got)
+	// Its meters start afresh (nftables forgets them; iptables lets it
+	// skip its hashlimit meters until they have refilled): it connects
+	// again at once, and a burst more, on both families.
+	for _, src := range []string{s.flood4, s.neighbour6} {
+		for i := 0; i < 4; i++ {
+			if got := attempt(t, tn, src, orPort); got != connected {
+				t.Errorf("%s after unblock, connection %d: %s, want connected", src, i+1, got)
+			}
 		}
 	}
 	code, out, _ = run(append(flags, "status", "--format", "json")...)

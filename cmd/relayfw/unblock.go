@@ -13,9 +13,9 @@ func newUnblockCommand(g *globals) *cobra.Command {
 		Short: "Lift the inbound protection's block of sources",
 		Long: `Lift the block the inbound protection put on each source, given as an
 address (the IPv6 /64 or whatever source prefix [inbound] sets is
-lifted) or a prefix. With nftables the source's rate meters are reset too,
-so its next connection starts afresh; iptables' hashlimit meters cannot be
-reset and refill at the configured rate. relayfw status --format json
+lifted) or a prefix. The source's rate meters start afresh too (nftables
+deletes them; with iptables, whose hashlimit meters cannot be reset, the
+source skips them until they have refilled). relayfw status --format json
 lists the blocked sources.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

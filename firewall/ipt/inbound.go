@@ -42,6 +42,7 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", CommentPrefix+name) }
 	trust := ipsetName(rules.InboundSetName("trust", fam))
 	block := ipsetName(rules.InboundSetName("block", fam))
+	grace := ipsetName(rules.InboundSetName("grace", fam))
 	var p inboundPlan
 	ports := make([]rules.PortRange, len(in.Ports))
 	for i, port := range in.Ports {
@@ -68,7 +69,9 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 		if name == "hour" {
 			ruleName = rules.InboundRuleHour + sfx
 		}
-		add("%s %s -j SET --add-set %s src --exist", m, comment(ruleName), block)
+		// A source just unblocked skips the meters until they have
+		// refilled: hashlimit's cannot be reset (see Unblock).
+		add("-m set ! --match-set %s src %s %s -j SET --add-set %s src --exist", grace, m, comment(ruleName), block)
 	}
 	meter("minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
 	meter("hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
@@ -136,11 +139,17 @@ func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
 	if mask := in.Prefix(fam); mask != familyBits(v6) {
 		block.netmask = mask
 	}
+	grace := block
+	grace.name, grace.timeout = ipsetName(rules.InboundSetName("grace", fam)), graceSeconds(in)
 	return []ipset{
 		{name: ipsetName(rules.InboundSetName("trust", fam)), typ: "hash:net", v6: v6, entries: entries, follows: true},
-		block,
+		block, grace,
 	}
 }
+
+// graceSeconds is how long a source unblocked by relayfw unblock skips
+// the meters: until both have refilled, as if it had never been metered.
+func graceSeconds(in rules.Inbound) uint { return max(in.MinuteMeterSeconds(), in.HourMeterSeconds()) }
 
 func familyBits(v6 bool) int {
 	if v6 {
@@ -181,9 +190,10 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 }
 
 // Unblock deletes the source from the block set. hashlimit's meters
-// cannot be reset from outside the kernel: they refill at the configured
-// rate (a minute's burst in a minute), and a source unblocked sooner may
-// be blocked again by its next connections.
+// cannot be reset from outside the kernel, so the source also goes into
+// the grace set, whose members skip the meters until they have refilled
+// (the concurrent limit still applies): its next connection starts
+// afresh, as with nftables.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
 	have, err := b.ipset.owned(ctx)
 	if err != nil {
@@ -209,5 +219,9 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 	if !found {
 		return false, nil
 	}
-	return true, b.ipset.restore(ctx, fmt.Sprintf("del %s %s\n", name, addr))
+	grace := ipsetName(rules.InboundSetName("grace", fam))
+	if have[grace] == nil {
+		return false, fmt.Errorf("ipset %s is missing: run relayfw apply", grace)
+	}
+	return true, b.ipset.restore(ctx, fmt.Sprintf("add %s %s\ndel %s %s\n", grace, addr, name, addr))
 }
