@@ -198,8 +198,11 @@ func durationText(s uint) string {
 func MergePrefixes(ps []netip.Prefix) []netip.Prefix {
 	out := make([]netip.Prefix, 0, len(ps))
 	for _, p := range ps {
+		if p.Addr().Is4In6() && p.Bits() >= 96 {
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96) // an IPv4 network
+		}
 		if p.IsValid() {
-			out = append(out, netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p)).Masked())
+			out = append(out, p.Masked())
 		}
 	}
 	slices.SortFunc(out, func(a, b netip.Prefix) int {
@@ -216,15 +219,6 @@ func MergePrefixes(ps []netip.Prefix) []netip.Prefix {
 		merged = append(merged, p)
 	}
 	return merged
-}
-
-// unmapBits is 96 for an IPv4-mapped IPv6 prefix, which Unmap turns into
-// an IPv4 one.
-func unmapBits(p netip.Prefix) int {
-	if p.Addr().Is4In6() && p.Bits() >= 96 {
-		return 96
-	}
-	return 0
 }
 
 // AddrRange is the addresses First to Last.

@@ -173,6 +173,9 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 		for _, e := range s.entries {
 			// "198.51.100.9 timeout 86312"
 			f := strings.Fields(e)
+			if len(f) == 0 {
+				continue
+			}
 			a, err := netip.ParseAddr(f[0])
 			if err != nil {
 				continue
@@ -211,8 +214,8 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 	addr := source.Masked().Addr()
 	found := false
 	for _, e := range s.entries {
-		f := strings.Fields(e)
-		if a, err := netip.ParseAddr(f[0]); err == nil && a == addr {
+		addrText, _, _ := strings.Cut(e, " ")
+		if a, err := netip.ParseAddr(addrText); err == nil && a == addr {
 			found = true
 		}
 	}

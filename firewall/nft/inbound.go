@@ -31,6 +31,7 @@ const (
 // inboundSet is one set of the inbound protection.
 type inboundSet struct {
 	name     string
+	kind     string // "ports", "trust", "block", "minute", "hour", "conns"
 	keyType  string // "inet_service", "ipv4_addr", "ipv6_addr"
 	interval bool
 	dynamic  bool // filled by the packet path: its elements are not compared
@@ -67,14 +68,14 @@ type inboundPlan struct {
 
 func newInboundPlan(in rules.Inbound) *inboundPlan {
 	p := &inboundPlan{}
-	p.sets = append(p.sets, inboundSet{name: rules.InboundPortsSet, keyType: "inet_service", ports: in.Ports})
+	p.sets = append(p.sets, inboundSet{name: rules.InboundPortsSet, kind: "ports", keyType: "inet_service", ports: in.Ports})
 	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		p.sets = append(p.sets, inboundSet{name: rules.InboundSetName("trust", fam), keyType: addrKeyType(fam),
+		p.sets = append(p.sets, inboundSet{name: rules.InboundSetName("trust", fam), kind: "trust", keyType: addrKeyType(fam),
 			interval: true, ranges: rules.Ranges(in.TrustedOf(fam))})
 	}
 	dyn := func(kind string, timeout uint) {
 		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-			p.sets = append(p.sets, inboundSet{name: rules.InboundSetName(kind, fam), keyType: addrKeyType(fam),
+			p.sets = append(p.sets, inboundSet{name: rules.InboundSetName(kind, fam), kind: kind, keyType: addrKeyType(fam),
 				dynamic: true, timeout: timeout, size: in.SetSize})
 		}
 	}
@@ -469,7 +470,7 @@ func (p *inboundPlan) liveBlocks(c *nftables.Conn) (map[string][]nftables.SetEle
 	}
 	out := map[string][]nftables.SetElement{}
 	for _, s := range p.sets {
-		if !s.dynamic || s.timeout == 0 || !strings.Contains(s.name, "_block") {
+		if s.kind != "block" {
 			continue
 		}
 		have, err := c.GetSetByName(t, s.name)
