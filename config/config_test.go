@@ -73,11 +73,19 @@ func TestOn(t *testing.T) {
 func FuzzParse(f *testing.F) {
 	f.Add("[allow]\ndns = false\nresolvers = [\"192.0.2.1\"]\n")
 	f.Add("torrc = 1\n")
+	f.Add("[inbound]\nenabled = true\nblock = \"90s\"\nipv6_prefix = 48\ntrusted = [\"192.0.2.0/24\"]\n")
 	f.Fuzz(func(t *testing.T, text string) {
-		_, err := Parse("relayfw.toml", []byte(text))
+		c, err := Parse("relayfw.toml", []byte(text))
 		var se *SyntaxError
 		if err != nil && !errors.As(err, &se) {
 			t.Fatalf("error is not a SyntaxError: %v", err)
+		}
+		if err != nil {
+			return
+		}
+		// What Parse accepts, the inbound settings accept too.
+		if _, err := c.Inbound.Settings(); err != nil {
+			t.Fatalf("accepted [inbound] the settings refuse: %v", err)
 		}
 	})
 }

@@ -112,14 +112,14 @@ func ParseNetwork(r io.Reader) (Network, error) {
 			sawR = true
 			a, err := netip.ParseAddr(f[len(f)-3])
 			orport, perr := strconv.ParseUint(f[len(f)-2], 10, 16)
-			if err == nil && perr == nil {
+			if err == nil && perr == nil && orport != 0 {
 				n.Links.add(a, uint16(orport))
 				current = append(current, a.Unmap())
 				n.Relays = append(n.Relays, a.Unmap())
 			}
 		case "a":
 			if len(f) >= 2 {
-				if ap, err := netip.ParseAddrPort(f[1]); err == nil {
+				if ap, err := netip.ParseAddrPort(f[1]); err == nil && ap.Port() != 0 {
 					n.Links.add(ap.Addr(), ap.Port())
 					current = append(current, ap.Addr().Unmap())
 					n.Relays = append(n.Relays, ap.Addr().Unmap())
@@ -135,7 +135,7 @@ func ParseNetwork(r io.Reader) (Network, error) {
 				a, err := netip.ParseAddr(f[4])
 				dirport, e1 := strconv.ParseUint(f[5], 10, 16)
 				orport, e2 := strconv.ParseUint(f[6], 10, 16)
-				if err == nil && e1 == nil && e2 == nil {
+				if err == nil && e1 == nil && e2 == nil && dirport+orport != 0 {
 					n.Links.add(a, uint16(dirport))
 					n.Links.add(a, uint16(orport))
 					n.Authorities = append(n.Authorities, a.Unmap())

@@ -3,6 +3,7 @@ package relays
 import (
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -132,13 +133,19 @@ func FuzzParseConsensus(f *testing.F) {
 	data, _ := os.ReadFile("testdata/cached-microdesc-consensus")
 	f.Add(string(data))
 	f.Fuzz(func(t *testing.T, text string) {
-		links, err := ParseConsensus(strings.NewReader(text))
+		n, err := ParseNetwork(strings.NewReader(text))
 		if err != nil {
 			return
 		}
-		for _, ap := range links {
+		for _, ap := range n.Links {
 			if !ap.IsValid() || ap.Port() == 0 {
 				t.Fatalf("bad link %v", ap)
+			}
+		}
+		// Authorities and relays are addresses the links hold, unmapped.
+		for _, a := range append(slices.Clone(n.Authorities), n.Relays...) {
+			if !a.IsValid() || a.Is4In6() || !slices.Contains(n.Links.Addrs(), a) {
+				t.Fatalf("address %v is not a link's", a)
 			}
 		}
 	})
