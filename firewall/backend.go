@@ -14,7 +14,9 @@ import (
 
 // Backend is one way of installing relayfw's ruleset on a host. It owns
 // only relayfw's own objects: the table inet relayfw, or the chain
-// RELAYFW-OUTPUT, its one jump from OUTPUT and the relayfw-* ipsets.
+// RELAYFW-OUTPUT, its one jump from OUTPUT and the relayfw-* ipsets (with
+// inbound protection also RELAYFW-INPUT, its one jump from INPUT, and
+// RELAYFW-INBOUND).
 type Backend interface {
 	// Name is "nftables" or "iptables".
 	Name() string

@@ -1,8 +1,10 @@
 // Package ipt installs relayfw's ruleset with iptables and ip6tables, in
 // whatever mode (legacy or nf_tables) the host's iptables is: the chain
 // RELAYFW-OUTPUT in the filter table of each family, entered by one jump at
-// the top of OUTPUT. Chain content is written in one iptables-restore
-// --noflush transaction per family; go-iptables reads the state back.
+// the top of OUTPUT (and, with inbound protection, RELAYFW-INPUT, entered
+// from the top of INPUT, and RELAYFW-INBOUND). Chain content is written in
+// one iptables-restore --noflush transaction per family; go-iptables reads
+// the state back.
 package ipt
 
 import (
