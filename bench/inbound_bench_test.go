@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -49,60 +50,69 @@ func BenchmarkInbound(b *testing.B) {
 
 	const rounds, sources, perSource = 3, 2000, 2
 	for _, mode := range modes {
-		b.Run("backend="+mode, func(b *testing.B) {
-			backend := "nftables"
-			env := os.Environ()
-			if mode != "nftables" {
-				backend = "iptables"
-				env = append(env, "PATH="+iptablesModeDir(b, dir, mode)+":"+os.Getenv("PATH"))
+		for _, v6 := range []bool{false, true} {
+			family := "ipv4"
+			if v6 {
+				family = "ipv6"
 			}
-			relayfw := func(args ...string) string {
-				var out []byte
-				var err error
-				inNS(b, relay, func() {
-					cmd := exec.Command(bin, append([]string{"--backend", backend, "--torrc", torrc}, args...)...)
-					cmd.Env = env
-					out, err = cmd.CombinedOutput()
-				})
-				if err != nil {
-					b.Fatalf("relayfw %v: %v\n%s", args, err, out)
+			b.Run("backend="+mode+"/family="+family, func(b *testing.B) {
+				backend := "nftables"
+				env := os.Environ()
+				if mode != "nftables" {
+					backend = "iptables"
+					env = append(env, "PATH="+iptablesModeDir(b, dir, mode)+":"+os.Getenv("PATH"))
 				}
-				return string(out)
-			}
-			var rateOff, rateOn []float64
-			for i := 0; i < b.N; i++ {
-				for r := 0; r < rounds; r++ {
-					relayfw("--config", off, "remove")
-					relayfw("--config", off, "apply")
-					rateOff = append(rateOff, sourcesRate(b, client, sources, perSource))
-					relayfw("--config", off, "remove")
-					relayfw("--config", on, "apply")
-					rateOn = append(rateOn, sourcesRate(b, client, sources, perSource))
-					// The protection looked at every connection and
-					// refused none: it measured what it claims.
-					st := relayfw("--config", on, "status", "--format", "json")
-					want := fmt.Sprintf(`"new_connections": %d,`, sources*perSource)
-					if !strings.Contains(st, want) || !strings.Contains(st, `"blocked": []`) {
-						b.Fatalf("status after the round has no %s, or blocks:\n%s", want, st)
+				relayfw := func(args ...string) string {
+					var out []byte
+					var err error
+					inNS(b, relay, func() {
+						cmd := exec.Command(bin, append([]string{"--backend", backend, "--torrc", torrc}, args...)...)
+						cmd.Env = env
+						out, err = cmd.CombinedOutput()
+					})
+					if err != nil {
+						b.Fatalf("relayfw %v: %v\n%s", args, err, out)
+					}
+					return string(out)
+				}
+				var rateOff, rateOn []float64
+				for i := 0; i < b.N; i++ {
+					for r := 0; r < rounds; r++ {
+						relayfw("--config", off, "remove")
+						relayfw("--config", off, "apply")
+						rateOff = append(rateOff, sourcesRate(b, client, v6, sources, perSource))
+						relayfw("--config", off, "remove")
+						relayfw("--config", on, "apply")
+						rateOn = append(rateOn, sourcesRate(b, client, v6, sources, perSource))
+						// The protection looked at every connection and
+						// refused none: it measured what it claims.
+						st := relayfw("--config", on, "status", "--format", "json")
+						want := fmt.Sprintf(`"new_connections": %d,`, sources*perSource)
+						if !strings.Contains(st, want) || !strings.Contains(st, `"blocked": []`) {
+							b.Fatalf("status after the round has no %s, or blocks:\n%s", want, st)
+						}
 					}
 				}
-			}
-			relayfw("--config", off, "remove")
-			ro, rn := medianF(rateOff), medianF(rateOn)
-			b.ReportMetric(ro, "conn/s-inbound-off")
-			b.ReportMetric(rn, "conn/s-inbound-on")
-			b.ReportMetric(rn/ro, "inbound-on/off")
-			b.Logf("%s: %d sources x %d connections: %.0f/s with [inbound] off, %.0f/s on (ratio %.2f) (medians of %d)",
-				mode, sources, perSource, ro, rn, rn/ro, len(rateOn))
-		})
+				relayfw("--config", off, "remove")
+				ro, rn := medianF(rateOff), medianF(rateOn)
+				b.ReportMetric(ro, "conn/s-inbound-off")
+				b.ReportMetric(rn, "conn/s-inbound-on")
+				b.ReportMetric(rn/ro, "inbound-on/off")
+				b.Logf("%s %s: %d sources x %d connections: %.0f/s with [inbound] off, %.0f/s on (ratio %.2f) (medians of %d)",
+					mode, family, sources, perSource, ro, rn, rn/ro, len(rateOn))
+			})
+		}
 	}
 }
 
 // orPortAddr is the relay's ORPort listener; sourceNet the client's
-// sources (a local route on its lo: any address in it can be bound).
+// sources (a local route on its lo: any address in it can be bound); each
+// IPv6 source is a /64 of its own.
 var (
-	orPortAddr = netip.MustParseAddrPort("198.51.100.1:9001")
-	sourceNet  = netip.MustParsePrefix("10.77.0.0/16")
+	orPortAddr  = netip.MustParseAddrPort("198.51.100.1:9001")
+	orPortAddr6 = netip.MustParseAddrPort("[2001:db8::1]:9001")
+	sourceNet   = netip.MustParsePrefix("10.77.0.0/16")
+	sourceNet6  = netip.MustParsePrefix("2001:db8:7700::/40")
 )
 
 // newORPortNS makes the relay namespace with an ORPort listener and a
@@ -111,7 +121,7 @@ var (
 func newORPortNS(b *testing.B) (relay, client netns.NsHandle) {
 	relay = newBenchNS(b, "rfwinrelay")
 	client = newBenchNS(b, "rfwinclient")
-	if err := netnstest.Veth(relay, client, []string{"198.51.100.1/30"}, []string{"198.51.100.2/30"}); err != nil {
+	if err := netnstest.Veth(relay, client, []string{"198.51.100.1/30", "2001:db8::1/126"}, []string{"198.51.100.2/30", "2001:db8::2/126"}); err != nil {
 		b.Fatal(err)
 	}
 	for _, ns := range []netns.NsHandle{relay, client} {
@@ -123,14 +133,22 @@ func newORPortNS(b *testing.B) (relay, client netns.NsHandle) {
 		if err == nil && ns == relay {
 			var l netlink.Link
 			if l, err = h.LinkByName("veth0"); err == nil {
-				err = h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP("198.51.100.2")})
+				for _, gw := range []string{"198.51.100.2", "2001:db8::2"} {
+					if err == nil {
+						err = h.RouteAdd(&netlink.Route{LinkIndex: l.Attrs().Index, Gw: net.ParseIP(gw)})
+					}
+				}
 			}
 		}
 		if err == nil && ns == client {
 			var lo netlink.Link
 			if lo, err = h.LinkByName("lo"); err == nil {
-				err = h.RouteAdd(&netlink.Route{LinkIndex: lo.Attrs().Index, Type: unix.RTN_LOCAL, Table: unix.RT_TABLE_LOCAL, Scope: netlink.SCOPE_HOST,
-					Dst: &net.IPNet{IP: sourceNet.Addr().AsSlice(), Mask: net.CIDRMask(sourceNet.Bits(), 32)}})
+				for _, p := range []netip.Prefix{sourceNet, sourceNet6} {
+					if err == nil {
+						err = h.RouteAdd(&netlink.Route{LinkIndex: lo.Attrs().Index, Type: unix.RTN_LOCAL, Table: unix.RT_TABLE_LOCAL, Scope: netlink.SCOPE_HOST,
+							Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}})
+					}
+				}
 			}
 		}
 		h.Close()
@@ -140,7 +158,7 @@ func newORPortNS(b *testing.B) (relay, client netns.NsHandle) {
 	}
 	var l net.Listener
 	if err := netnstest.Do(relay, func() (err error) {
-		l, err = net.Listen("tcp", orPortAddr.String())
+		l, err = net.Listen("tcp", fmt.Sprintf("[::]:%d", orPortAddr.Port())) // both families
 		return err
 	}); err != nil {
 		b.Fatal(err)
@@ -158,22 +176,47 @@ func newORPortNS(b *testing.B) (relay, client netns.NsHandle) {
 	return relay, client
 }
 
+// freebind lets a socket bind an address of a local route that no
+// interface holds (IPv4 allows that for local routes by itself; IPv6 asks
+// for it).
+func freebind(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) { serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_FREEBIND, 1) })
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
 // sourcesRate opens perSource connections from each of n sources in
-// sourceNet, round-robin, and returns connections per second. Each
-// closes with a reset, so no TIME_WAIT piles up.
-func sourcesRate(b *testing.B, client netns.NsHandle, n, perSource int) float64 {
+// sourceNet (v6: a /64 each in sourceNet6), round-robin, and returns
+// connections per second. Each closes with a reset, so no TIME_WAIT piles
+// up.
+func sourcesRate(b *testing.B, client netns.NsHandle, v6 bool, n, perSource int) float64 {
 	var rate float64
 	inNS(b, client, func() {
-		base := sourceNet.Addr().As4()
+		dst := orPortAddr
+		if v6 {
+			dst = orPortAddr6
+		}
+		source := func(i int) netip.Addr {
+			if v6 {
+				a := sourceNet6.Addr().As16()
+				a[6], a[7], a[15] = byte((i+1)>>8), byte(i+1), 1 // 2001:db8:77::/40 + a /64 per source
+				return netip.AddrFrom16(a)
+			}
+			a := sourceNet.Addr().As4()
+			a[2], a[3] = byte((i+1)>>8), byte(i+1)
+			return netip.AddrFrom4(a)
+		}
 		start := time.Now()
 		for k := 0; k < perSource; k++ {
 			for i := 0; i < n; i++ {
-				src := base
-				src[2], src[3] = byte((i+1)>>8), byte(i+1)
-				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: src[:]}}
-				c, err := d.Dial("tcp", orPortAddr.String())
+				src := source(i)
+				d := net.Dialer{Timeout: 2 * time.Second, LocalAddr: &net.TCPAddr{IP: src.AsSlice()}, Control: freebind}
+				c, err := d.Dial("tcp", dst.String())
 				if err != nil {
-					b.Fatalf("connect from %v: %v", netip.AddrFrom4(src), err)
+					b.Fatalf("connect from %v: %v", src, err)
 				}
 				_ = c.(*net.TCPConn).SetLinger(0)
 				c.Close()
