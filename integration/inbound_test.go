@@ -256,15 +256,18 @@ func testInboundFlood(t *testing.T, b backend) {
 		t.Errorf("metrics: %d\n%s", code, out)
 	}
 
-	// An apply that changes the protection's rules keeps the blocks.
-	changed := inboundFlags(t, b, "[inbound]\nenabled = true\nper_minute = 60\nburst = 8\nmax_connections = 9\ntrusted = [\"192.0.2.99\"]\n")
+	// An apply that changes the protection's rules and its block time
+	// keeps the blocks, each with the time it has left, at most the new
+	// block time.
+	changed := inboundFlags(t, b, "[inbound]\nenabled = true\nper_minute = 60\nburst = 8\nmax_connections = 9\nblock = \"12h\"\ntrusted = [\"192.0.2.99\"]\n")
 	code, out, errOut = run(append(changed, "apply")...)
 	if code != 0 || !strings.Contains(out, "~ inbound protection") {
 		t.Fatalf("apply of changed limits: %d %s %s", code, out, errOut)
 	}
 	code, out, _ = run(append(changed, "status", "--format", "json")...)
-	if code != 0 || !strings.Contains(out, `"source": "`+s.flood4+`/32"`) || !strings.Contains(out, `"source": "2001:db8:100::/64"`) {
-		t.Errorf("the apply lost the blocks:\n%s", out)
+	if code != 0 || !strings.Contains(out, `"source": "`+s.flood4+`/32"`) || !strings.Contains(out, `"source": "2001:db8:100::/64"`) ||
+		!regexp.MustCompile(`"expires_seconds": 43[12]\d\d`).MatchString(out) || strings.Contains(out, `"expires_seconds": 86`) {
+		t.Errorf("the apply lost the blocks, or kept them longer than 12h:\n%s", out)
 	}
 	if got := attempt(t, tn, s.flood4, orPort); got != timedOut {
 		t.Errorf("after the apply, the blocked source: %s, want dropped", got)
@@ -272,7 +275,7 @@ func testInboundFlood(t *testing.T, b backend) {
 
 	// explain --inbound reads the block from the kernel.
 	code, out, errOut = run(append(flags, "explain", "--inbound", s.neighbour6, s.auth4+":9001", s.other4, s.flood4+":22")...)
-	for _, want := range []string{"inbound from " + s.neighbour6 + ": blocked, source 2001:db8:100::/64 is blocked for 2",
+	for _, want := range []string{"inbound from " + s.neighbour6 + ": blocked, source 2001:db8:100::/64 is blocked for 11h59m",
 		"inbound from " + s.auth4 + ":9001: trusted", "inbound from " + s.other4 + ": limited, as source " + s.other4 + "/32",
 		"inbound from " + s.flood4 + ":22: unprotected"} {
 		if code != 0 || !strings.Contains(out, want) {

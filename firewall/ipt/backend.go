@@ -275,6 +275,9 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 				return res, fmt.Errorf("ipset %s is %s, not %s: run relayfw remove, then apply", set.name, h.typ, set.typ)
 			}
 			if drift, _, _ := setDrift(set, h, ""); len(drift) > 0 {
+				if set.dynamic && h != nil {
+					set.entries = carriedOver(h.entries, set.timeout) // new parameters keep the blocks
+				}
 				setScript.WriteString(replaceScript(set, h != nil))
 			}
 		}

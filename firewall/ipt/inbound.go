@@ -151,6 +151,25 @@ func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
 // the meters: until both have refilled, as if it had never been metered.
 func graceSeconds(in rules.Inbound) uint { return max(in.MinuteMeterSeconds(), in.HourMeterSeconds()) }
 
+// carriedOver are the entries of a set with timeouts ("ADDR timeout N",
+// as ipset save prints them) for its replacement, each with the time it
+// has left, at most timeout.
+func carriedOver(entries []string, timeout uint) []string {
+	var out []string
+	for _, e := range entries {
+		f := strings.Fields(e)
+		if len(f) != 3 || f[1] != "timeout" {
+			continue
+		}
+		left, err := strconv.ParseUint(f[2], 10, 32)
+		if err != nil || left == 0 {
+			continue
+		}
+		out = append(out, fmt.Sprintf("%s timeout %d", f[0], min(uint(left), timeout)))
+	}
+	return out
+}
+
 func familyBits(v6 bool) int {
 	if v6 {
 		return 128

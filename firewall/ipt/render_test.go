@@ -174,3 +174,11 @@ func TestHashlimitRate(t *testing.T) {
 		}
 	}
 }
+
+func TestCarriedOver(t *testing.T) {
+	got := carriedOver([]string{"198.51.100.9 timeout 86312", "2001:db8:1:2:: timeout 20", "203.0.113.1", "bad timeout x"}, 3600)
+	want := []string{"198.51.100.9 timeout 3600", "2001:db8:1:2:: timeout 20"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("carriedOver: %q, want %q", got, want)
+	}
+}
