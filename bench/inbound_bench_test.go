@@ -34,10 +34,7 @@ func BenchmarkInbound(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("SKIPPED: needs root for network namespaces")
 	}
-	modes := []string{"nftables", "legacy", "nft"}
-	if env := os.Getenv("RELAYFW_SCALE_MODES"); env != "" {
-		modes = strings.Split(env, ",")
-	}
+	modes := benchModes()
 	dir := b.TempDir()
 	bin := buildRelayfw(b, dir)
 	torrc := filepath.Join(dir, "torrc")
@@ -56,12 +53,7 @@ func BenchmarkInbound(b *testing.B) {
 				family = "ipv6"
 			}
 			b.Run("backend="+mode+"/family="+family, func(b *testing.B) {
-				backend := "nftables"
-				env := os.Environ()
-				if mode != "nftables" {
-					backend = "iptables"
-					env = append(env, "PATH="+iptablesModeDir(b, dir, mode)+":"+os.Getenv("PATH"))
-				}
+				backend, env := modeEnv(b, dir, mode)
 				relayfw := func(args ...string) string {
 					var out []byte
 					var err error

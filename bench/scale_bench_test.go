@@ -57,10 +57,7 @@ func BenchmarkScale(b *testing.B) {
 			sizes = append(sizes, n)
 		}
 	}
-	modes := []string{"nftables", "legacy", "nft"}
-	if env := os.Getenv("RELAYFW_SCALE_MODES"); env != "" {
-		modes = strings.Split(env, ",")
-	}
+	modes := benchModes()
 	dir := b.TempDir()
 	bin := buildRelayfw(b, dir)
 	cfg := writeConfig(b, dir)
@@ -85,12 +82,7 @@ func BenchmarkScale(b *testing.B) {
 		for _, mode := range modes {
 			b.Run(fmt.Sprintf("entries=%d/backend=%s", n, mode), func(b *testing.B) {
 				peer := newLinearPeer(b, dir, mode, entries)
-				backend := "nftables"
-				env := os.Environ()
-				if mode != "nftables" {
-					backend = "iptables"
-					env = append(env, "PATH="+iptablesModeDir(b, dir, mode)+":"+os.Getenv("PATH"))
-				}
+				backend, env := modeEnv(b, dir, mode)
 				flags := []string{"--backend", backend, "--torrc", torrc, "--config", cfg}
 				run := func(name string, args ...string) time.Duration {
 					cmd := exec.Command(name, args...)
@@ -274,6 +266,25 @@ func writeFile(b *testing.B, path, text string) {
 	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 		b.Fatal(err)
 	}
+}
+
+// benchModes are the backends a benchmark runs: nftables, and iptables in
+// legacy and nf_tables mode; RELAYFW_SCALE_MODES ("nftables,legacy,nft")
+// narrows them.
+func benchModes() []string {
+	if env := os.Getenv("RELAYFW_SCALE_MODES"); env != "" {
+		return strings.Split(env, ",")
+	}
+	return []string{"nftables", "legacy", "nft"}
+}
+
+// modeEnv is relayfw's --backend for a mode and the environment it runs
+// in: for an iptables mode, a PATH whose iptables* are that mode's.
+func modeEnv(b *testing.B, dir, mode string) (backend string, env []string) {
+	if mode == "nftables" {
+		return "nftables", os.Environ()
+	}
+	return "iptables", append(os.Environ(), "PATH="+iptablesModeDir(b, dir, mode)+":"+os.Getenv("PATH"))
 }
 
 // iptablesModeDir is a directory of iptables* links to one mode's tools.
