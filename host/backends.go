@@ -95,12 +95,16 @@ func AllBackends(ctx context.Context) []firewall.Backend {
 	return out
 }
 
-// OtherBackends are the working backends of another kind than b.
+// OtherBackends are the working backends of another kind than b (b's own
+// kind is not even looked at: for iptables that is four commands).
 func OtherBackends(ctx context.Context, b firewall.Backend) []firewall.Backend {
 	var out []firewall.Backend
-	for _, o := range AllBackends(ctx) {
-		if Kind(o) != Kind(b) {
-			out = append(out, o)
+	if n := (&nft.Backend{}); Kind(b) != Kind(n) && n.Available(ctx) == nil {
+		out = append(out, n)
+	}
+	if Kind(b) != "iptables" {
+		if i, err := ipt.New(); err == nil && i.Available(ctx) == nil {
+			out = append(out, i)
 		}
 	}
 	return out
