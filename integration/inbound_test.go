@@ -417,6 +417,10 @@ func testInboundOff(t *testing.T, b backend) {
 	if code != 0 || inputHook(t, b, tn.relay) == "" {
 		t.Fatalf("apply --confirm with [inbound]: %d %s %s", code, out, errOut)
 	}
+	// A flood does not wait for the window: unblock works inside it.
+	if code, out, errOut := run(append(on, "unblock", inboundSources.flood4)...); code != 0 || !strings.Contains(out, "was not blocked") {
+		t.Errorf("unblock inside a confirm window: %d %s %s", code, out, errOut)
+	}
 	if code, out, errOut := run(append(on, "--wait", "10s", "rollback")...); code != 0 {
 		t.Fatalf("rollback: %d %s %s", code, out, errOut)
 	}

@@ -16,7 +16,7 @@ address (the IPv6 /64 or whatever source prefix [inbound] sets is
 lifted) or a prefix. The source's rate meters start afresh too (nftables
 deletes them; with iptables, whose hashlimit meters cannot be reset, the
 source skips them until they have refilled). relayfw status --format json
-lists the blocked sources.`,
+lists the blocked sources. It works during an apply --confirm window too.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var sources []netip.Prefix
@@ -31,8 +31,19 @@ lists the blocked sources.`,
 				}
 				sources = append(sources, p)
 			}
-			rs, _, b, release, err := rulesetAndBackend(cmd, g, true)
+			// The lock, but not the confirm guard: lifting a block is no
+			// change a rollback would undo (a rollback keeps the blocks the
+			// kernel holds then), and a flood does not wait for a window.
+			rs, in, err := compileRuleset(cmd, g)
+			if err != nil {
+				return err
+			}
+			release, err := acquireLock(cmd.Context(), g.wait)
+			if err != nil {
+				return err
+			}
 			defer release()
+			b, err := chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
 			if err != nil {
 				return err
 			}
