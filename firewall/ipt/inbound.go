@@ -20,8 +20,6 @@ import (
 const (
 	InputChain   = "RELAYFW-INPUT"
 	InboundChain = "RELAYFW-INBOUND"
-	// inputJumpRule is the one rule relayfw adds to INPUT.
-	inputJumpRule = "-A INPUT -j " + InputChain
 )
 
 // inboundPlan is one family's share: RELAYFW-INPUT's and RELAYFW-INBOUND's

@@ -22,9 +22,6 @@ const Chain = "RELAYFW-OUTPUT"
 // CommentPrefix marks every rule relayfw generates.
 const CommentPrefix = "relayfw: "
 
-// jumpRule is the one rule relayfw adds to OUTPUT, as iptables -S prints it.
-const jumpRule = "-A OUTPUT -j " + Chain
-
 // maxMultiportSlots is multiport's limit: 15 ports, a range counting two.
 const maxMultiportSlots = 15
 
@@ -108,12 +105,7 @@ func restoreScript(fp familyPlan, st state) string {
 	if fp.inbound != nil {
 		fmt.Fprintf(&b, ":%s - [0:0]\n:%s - [0:0]\n", InboundChain, InputChain)
 	}
-	for range st.jumps {
-		fmt.Fprintf(&b, "-D OUTPUT -j %s\n", Chain)
-	}
-	for range st.inputJumps {
-		fmt.Fprintf(&b, "-D INPUT -j %s\n", InputChain)
-	}
+	b.WriteString(deleteJumpsScript(st))
 	fmt.Fprintf(&b, "-I OUTPUT 1 -j %s\n", Chain)
 	for _, l := range fp.lines {
 		b.WriteString(l)
@@ -126,33 +118,35 @@ func restoreScript(fp familyPlan, st state) string {
 			b.WriteByte('\n')
 		}
 	} else {
-		b.WriteString(removeInboundScript(st))
+		b.WriteString(deleteChainsScript(st, InputChain, InboundChain))
 	}
 	b.WriteString("COMMIT\n")
 	return b.String()
 }
 
-// removeInboundScript deletes the inbound chains st has (their jumps are
-// deleted before).
-func removeInboundScript(st state) string {
+// deleteJumpsScript deletes every jump of relayfw's st has.
+func deleteJumpsScript(st state) string {
 	var b strings.Builder
-	for _, c := range []struct {
-		name   string
-		exists bool
-	}{{InputChain, st.inputExists}, {InboundChain, st.inboundExists}} {
-		if c.exists {
-			fmt.Fprintf(&b, "-F %s\n", c.name)
-		}
-	}
-	for _, c := range []struct {
-		name   string
-		exists bool
-	}{{InputChain, st.inputExists}, {InboundChain, st.inboundExists}} {
-		if c.exists {
-			fmt.Fprintf(&b, "-X %s\n", c.name)
+	for _, h := range hooks {
+		for range st.jumps[h.from] {
+			fmt.Fprintf(&b, "-D %s -j %s\n", h.from, h.to)
 		}
 	}
 	return b.String()
+}
+
+// deleteChainsScript deletes those of the chains st has: all are flushed
+// before any is deleted, as one may jump to another (their jumps from the
+// built-in chains are deleted before).
+func deleteChainsScript(st state, chains ...string) string {
+	var flush, del strings.Builder
+	for _, c := range chains {
+		if st.has(c) {
+			fmt.Fprintf(&flush, "-F %s\n", c)
+			fmt.Fprintf(&del, "-X %s\n", c)
+		}
+	}
+	return flush.String() + del.String()
 }
 
 var protoNames = map[string][2]string{ // rules proto -> iptables -p, match module
