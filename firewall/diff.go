@@ -104,3 +104,22 @@ func LineDiff(want, have []string) []string {
 	}
 	return out
 }
+
+// SortedDiff compares two sorted lists of set elements: what want has and
+// have lacks (missing), and the other way round (extra).
+func SortedDiff(want, have []string) (missing, extra []string) {
+	for i, j := 0, 0; i < len(want) || j < len(have); {
+		switch {
+		case j == len(have) || (i < len(want) && want[i] < have[j]):
+			missing = append(missing, want[i])
+			i++
+		case i == len(want) || have[j] < want[i]:
+			extra = append(extra, have[j])
+			j++
+		default:
+			i++
+			j++
+		}
+	}
+	return missing, extra
+}

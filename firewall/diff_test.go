@@ -2,6 +2,7 @@ package firewall
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -44,5 +45,15 @@ func TestDiffLarge(t *testing.T) {
 	got := LineDiff(want, have)
 	if len(got) != 2 || got[0] != "missing rule 19993: rule 19992" || got[1] != "unexpected rule 8: foreign rule" {
 		t.Fatalf("got %q", got)
+	}
+}
+
+func TestSortedDiff(t *testing.T) {
+	missing, extra := SortedDiff([]string{"a", "b", "d", "e"}, []string{"b", "c", "e", "f"})
+	if strings.Join(missing, ",") != "a,d" || strings.Join(extra, ",") != "c,f" {
+		t.Errorf("missing %v, extra %v; want [a d], [c f]", missing, extra)
+	}
+	if missing, extra := SortedDiff(nil, nil); missing != nil || extra != nil {
+		t.Errorf("empty lists: %v %v", missing, extra)
 	}
 }

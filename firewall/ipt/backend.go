@@ -452,7 +452,7 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 			if h == nil || h.typ != set.typ {
 				return 0, 0, fmt.Errorf("ipset %s is missing or of another type: run relayfw apply", set.name)
 			}
-			missing, extra := sortedDiff(set.entries, h.entries)
+			missing, extra := firewall.SortedDiff(set.entries, h.entries)
 			for _, e := range extra {
 				fmt.Fprintf(&script, "del %s %s\n", set.name, e)
 			}

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -331,7 +332,7 @@ func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, 
 		slices.Sort(drift)
 		return drift, 0, 0 // its entries are the kernel's
 	}
-	missing, extra := sortedDiff(want.entries, have.entries)
+	missing, extra := firewall.SortedDiff(want.entries, have.entries)
 	added, removed = len(missing), len(extra)
 	if added > 0 {
 		drift = append(drift, fmt.Sprintf("%sipset %s: %d entries missing", prefix, want.name, added))
@@ -340,23 +341,4 @@ func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, 
 		drift = append(drift, fmt.Sprintf("%sipset %s: %d unexpected entries", prefix, want.name, removed))
 	}
 	return drift, added, removed
-}
-
-// sortedDiff compares two sorted lists: what want has and have lacks, and
-// the other way round.
-func sortedDiff(want, have []string) (missing, extra []string) {
-	for i, j := 0, 0; i < len(want) || j < len(have); {
-		switch {
-		case j == len(have) || (i < len(want) && want[i] < have[j]):
-			missing = append(missing, want[i])
-			i++
-		case i == len(want) || have[j] < want[i]:
-			extra = append(extra, have[j])
-			j++
-		default:
-			i++
-			j++
-		}
-	}
-	return missing, extra
 }

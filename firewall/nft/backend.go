@@ -275,7 +275,7 @@ func installedDiff(c *nftables.Conn, have map[string]*nftables.Set, name string,
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("set %s: %w: run relayfw apply", name, err)
 	}
-	missing, extra := stringDiff(want, got)
+	missing, extra := firewall.SortedDiff(want, got)
 	return s, missing, extra, nil
 }
 
@@ -569,7 +569,7 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 			drift = append(drift, fmt.Sprintf("%s %s: %v", kind, name, err))
 			continue
 		}
-		missing, extra := stringDiff(w.elements, got)
+		missing, extra := firewall.SortedDiff(w.elements, got)
 		if len(missing) > 0 {
 			drift = append(drift, fmt.Sprintf("%s %s: %d elements missing, e.g. %s", kind, name, len(missing), rawText(w.obj, missing[0])))
 		}
@@ -756,26 +756,6 @@ func decodeVerdict(b []byte) (string, error) {
 		return "drop", nil
 	}
 	return fmt.Sprintf("verdict %d", code), nil
-}
-
-// stringDiff returns the elements only in want and only in got (both
-// sorted).
-func stringDiff(want, got []string) (missing, extra []string) {
-	i, j := 0, 0
-	for i < len(want) || j < len(got) {
-		switch {
-		case j == len(got) || (i < len(want) && want[i] < got[j]):
-			missing = append(missing, want[i])
-			i++
-		case i == len(want) || got[j] < want[i]:
-			extra = append(extra, got[j])
-			j++
-		default:
-			i++
-			j++
-		}
-	}
-	return missing, extra
 }
 
 // chainRule is a rule as drift compares it: its netlink form and text.

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -121,7 +122,7 @@ func TestRenderExample(t *testing.T) {
 func TestStringDiff(t *testing.T) {
 	want := []string{"192.0.2.1 . 443", "192.0.2.1 . 80", "192.0.2.9 . 22"}
 	got := []string{"192.0.2.1 . 443", "192.0.2.5 . 25", "192.0.2.9 . 22"}
-	missing, extra := stringDiff(want, got)
+	missing, extra := firewall.SortedDiff(want, got)
 	if diff := cmp.Diff([]string{"192.0.2.1 . 80"}, missing); diff != "" {
 		t.Error("missing:", diff)
 	}
