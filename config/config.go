@@ -94,13 +94,9 @@ func (c Inbound) Settings() (rules.Inbound, error) {
 		in.BlockSeconds = uint(d / time.Second)
 	}
 	for _, t := range c.Trusted {
-		p, err := netip.ParsePrefix(t)
+		p, err := rules.ParsePrefixOrAddr(t)
 		if err != nil {
-			a, aerr := netip.ParseAddr(t)
-			if aerr != nil {
-				return in, fmt.Errorf("trusted %q: not an address or prefix", t)
-			}
-			p = netip.PrefixFrom(a, a.BitLen())
+			return in, fmt.Errorf("trusted %q: not an address or prefix", t)
 		}
 		if p.Bits() == 0 {
 			return in, fmt.Errorf("trusted %q trusts every source: leave [inbound] off instead", t)

@@ -193,6 +193,21 @@ func durationText(s uint) string {
 	return fmt.Sprintf("%ds", s)
 }
 
+// ParsePrefixOrAddr reads a prefix ("192.0.2.0/24"), or an address as its
+// own /32 or /128 (an IPv4-mapped address as IPv4): how operators name
+// sources, and how ipset lists hash:net entries.
+func ParsePrefixOrAddr(s string) (netip.Prefix, error) {
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not an address or prefix", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
 // MergePrefixes sorts prefixes, masks them and drops those inside
 // another.
 func MergePrefixes(ps []netip.Prefix) []netip.Prefix {

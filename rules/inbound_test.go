@@ -123,3 +123,19 @@ func mustPolicy(t *testing.T, text string) ExitPolicy {
 	}
 	return ExitPolicy{Entries: entries}
 }
+
+func TestParsePrefixOrAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"192.0.2.0/24": "192.0.2.0/24", "192.0.2.7": "192.0.2.7/32", "2001:db8::7": "2001:db8::7/128",
+		"::ffff:192.0.2.7": "192.0.2.7/32", "2001:db8::/48": "2001:db8::/48",
+	} {
+		if p, err := ParsePrefixOrAddr(in); err != nil || p.String() != want {
+			t.Errorf("%q: %v %v, want %s", in, p, err, want)
+		}
+	}
+	for _, bad := range []string{"", "example.org", "192.0.2.0/33", "192.0.2.256"} {
+		if p, err := ParsePrefixOrAddr(bad); err == nil {
+			t.Errorf("%q: accepted as %v", bad, p)
+		}
+	}
+}

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/rules"
 )
 
 func newUnblockCommand(g *globals) *cobra.Command {
@@ -21,13 +23,9 @@ lists the blocked sources. It works during an apply --confirm window too.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var sources []netip.Prefix
 			for _, a := range args {
-				p, err := netip.ParsePrefix(a)
+				p, err := rules.ParsePrefixOrAddr(a)
 				if err != nil {
-					addr, aerr := netip.ParseAddr(a)
-					if aerr != nil {
-						return usageError(fmt.Errorf("unblock: %q is not an address or prefix", a))
-					}
-					p = netip.PrefixFrom(addr.Unmap(), addr.Unmap().BitLen())
+					return usageError(fmt.Errorf("unblock: %w", err))
 				}
 				sources = append(sources, p)
 			}

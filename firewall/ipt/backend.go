@@ -522,15 +522,9 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 		}
 		var prefixes []netip.Prefix
 		for _, e := range h.entries {
-			p, err := netip.ParsePrefix(e)
-			if err != nil {
-				a, aerr := netip.ParseAddr(e)
-				if aerr != nil {
-					continue
-				}
-				p = netip.PrefixFrom(a, a.BitLen())
+			if p, err := rules.ParsePrefixOrAddr(e); err == nil {
+				prefixes = append(prefixes, p)
 			}
-			prefixes = append(prefixes, p)
 		}
 		regions := []rules.Region{}
 		for _, r := range rules.Ranges(prefixes) {
