@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 	"time"
@@ -22,17 +23,21 @@ func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, *host.Inputs
 	return rs, in, nil
 }
 
+// lockFunc takes the namespace's lock: guardAndLock for a change an open
+// confirm window must not see, acquireLock for one it may.
+type lockFunc func(ctx context.Context, wait time.Duration) (release func(), err error)
+
 // rulesetAndBackend compiles the ruleset, then picks the backend: bad
-// input is reported before the kernel is asked anything. With lock, the
+// input is reported before the kernel is asked anything. With a lock, the
 // namespace's lock is taken in between and release must be called.
-func rulesetAndBackend(cmd *cobra.Command, g *globals, lock bool) (rs rules.Ruleset, in *host.Inputs, b firewall.Backend, release func(), err error) {
+func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs rules.Ruleset, in *host.Inputs, b firewall.Backend, release func(), err error) {
 	release = func() {}
 	rs, in, err = compileRuleset(cmd, g)
 	if err != nil {
 		return rs, in, nil, release, err
 	}
-	if lock {
-		if release, err = guardAndLock(cmd.Context(), g.wait); err != nil {
+	if lock != nil {
+		if release, err = lock(cmd.Context(), g.wait); err != nil {
 			return rs, in, nil, func() {}, err
 		}
 	}
@@ -67,7 +72,11 @@ the same lines after its summary.`,
 			if dryRun && confirm > 0 {
 				return usageError(fmt.Errorf("--dry-run and --confirm: a dry run changes nothing to confirm"))
 			}
-			rs, in, b, release, err := rulesetAndBackend(cmd, g, !dryRun)
+			lock := lockFunc(guardAndLock)
+			if dryRun {
+				lock = nil
+			}
+			rs, in, b, release, err := rulesetAndBackend(cmd, g, lock)
 			defer func() { release() }()
 			if err != nil {
 				return err
@@ -151,7 +160,7 @@ and relayfw refresh has not run yet: it, or relayfw-consensus.path, brings
 them up to date).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, _, b, _, err := rulesetAndBackend(cmd, g, false)
+			rs, _, b, _, err := rulesetAndBackend(cmd, g, nil)
 			if err != nil {
 				return err
 			}

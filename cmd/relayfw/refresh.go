@@ -17,7 +17,7 @@ authorities, and the relays with trust_relays). Prints how many elements
 were added and removed. Run apply first.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, _, b, release, err := rulesetAndBackend(cmd, g, true)
+			rs, _, b, release, err := rulesetAndBackend(cmd, g, guardAndLock)
 			defer release()
 			if err != nil {
 				return err

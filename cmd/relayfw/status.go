@@ -27,7 +27,7 @@ var classTitles = map[string]string{
 }
 
 func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
-	rs, in, b, _, err := rulesetAndBackend(cmd, g, false)
+	rs, in, b, _, err := rulesetAndBackend(cmd, g, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -32,16 +32,8 @@ lists the blocked sources. It works during an apply --confirm window too.`,
 			// The lock, but not the confirm guard: lifting a block is no
 			// change a rollback would undo (a rollback keeps the blocks the
 			// kernel holds then), and a flood does not wait for a window.
-			rs, in, err := compileRuleset(cmd, g)
-			if err != nil {
-				return err
-			}
-			release, err := acquireLock(cmd.Context(), g.wait)
-			if err != nil {
-				return err
-			}
+			rs, _, b, release, err := rulesetAndBackend(cmd, g, acquireLock)
 			defer release()
-			b, err := chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
 			if err != nil {
 				return err
 			}
