@@ -84,38 +84,29 @@ func newInboundPlan(in rules.Inbound) *inboundPlan {
 	dyn("hour", in.HourMeterSeconds())
 	dyn("conns", 0)
 
-	each := func(f func(fam rules.Family, v6 bool, sfx string, mask int)) {
+	// The rules in order, each for IPv4, then IPv6.
+	for _, kind := range []string{"trusted", "blocked", "minute", "hour", "conns"} {
 		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
 			v6 := fam == rules.IPv6
-			sfx := "4"
-			if v6 {
-				sfx = "6"
+			r := inboundRule{v6: v6, mask: in.Prefix(fam), block: rules.InboundSetName("block", fam)}
+			switch kind {
+			case "trusted": // exact addresses, unmasked
+				r.name, r.match, r.set, r.mask = rules.InboundRuleTrusted, "trusted", rules.InboundSetName("trust", fam), familyBits(v6)
+			case "blocked":
+				r.name, r.match, r.set = rules.InboundRuleBlocked, "blocked", r.block
+			case "minute":
+				r.name, r.match, r.set = rules.InboundRuleMinute, "meter", rules.InboundSetName("minute", fam)
+				r.rate, r.unit, r.burst = in.PerMinute, "minute", in.Burst
+			case "hour":
+				r.name, r.match, r.set = rules.InboundRuleHour, "meter", rules.InboundSetName("hour", fam)
+				r.rate, r.unit, r.burst = in.PerHour, "hour", in.PerHour
+			case "conns":
+				r.name, r.match, r.set, r.max = rules.InboundRuleConns, "conns", rules.InboundSetName("conns", fam), in.MaxConns
 			}
-			f(fam, v6, sfx, in.Prefix(fam))
+			r.name += map[bool]string{false: "4", true: "6"}[v6]
+			p.rules = append(p.rules, r)
 		}
 	}
-	each(func(fam rules.Family, v6 bool, sfx string, mask int) {
-		p.rules = append(p.rules, inboundRule{name: rules.InboundRuleTrusted + sfx, v6: v6, match: "trusted",
-			set: rules.InboundSetName("trust", fam), mask: familyBits(v6)})
-	})
-	each(func(fam rules.Family, v6 bool, sfx string, mask int) {
-		p.rules = append(p.rules, inboundRule{name: rules.InboundRuleBlocked + sfx, v6: v6, match: "blocked",
-			set: rules.InboundSetName("block", fam), mask: mask})
-	})
-	each(func(fam rules.Family, v6 bool, sfx string, mask int) {
-		p.rules = append(p.rules, inboundRule{name: rules.InboundRuleMinute + sfx, v6: v6, match: "meter",
-			set: rules.InboundSetName("minute", fam), mask: mask, rate: in.PerMinute, unit: "minute", burst: in.Burst,
-			block: rules.InboundSetName("block", fam)})
-	})
-	each(func(fam rules.Family, v6 bool, sfx string, mask int) {
-		p.rules = append(p.rules, inboundRule{name: rules.InboundRuleHour + sfx, v6: v6, match: "meter",
-			set: rules.InboundSetName("hour", fam), mask: mask, rate: in.PerHour, unit: "hour", burst: in.PerHour,
-			block: rules.InboundSetName("block", fam)})
-	})
-	each(func(fam rules.Family, v6 bool, sfx string, mask int) {
-		p.rules = append(p.rules, inboundRule{name: rules.InboundRuleConns + sfx, v6: v6, match: "conns",
-			set: rules.InboundSetName("conns", fam), mask: mask, max: in.MaxConns})
-	})
 	return p
 }
 
@@ -361,7 +352,7 @@ func inputChain(t *nftables.Table) *nftables.Chain {
 
 // queueSets queues the inbound sets (after the relay sets, as in the
 // text) and records them in sets.
-func (p *inboundPlan) queueSets(c *nftables.Conn, t *nftables.Table, addSet func(*nftables.Set, []nftables.SetElement) error) error {
+func (p *inboundPlan) queueSets(t *nftables.Table, addSet func(*nftables.Set, []nftables.SetElement) error) error {
 	for _, s := range p.sets {
 		if err := addSet(s.object(t), s.setElements()); err != nil {
 			return err

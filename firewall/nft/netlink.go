@@ -289,7 +289,7 @@ func (p plan) queueReplace(c *nftables.Conn, keep map[string][]nftables.SetEleme
 		}
 	}
 	if p.inbound != nil {
-		if err := p.inbound.queueSets(c, t, addSet); err != nil {
+		if err := p.inbound.queueSets(t, addSet); err != nil {
 			return err
 		}
 		for name, elems := range keep {
