@@ -2,9 +2,11 @@ package nft
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/google/nftables"
@@ -414,7 +416,9 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 	key := source.Masked().Addr().AsSlice()
 	blocked := false
 	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
-		queued := false
+		// One transaction per set: deleting an element that is not there
+		// fails its transaction with ENOENT, which says "not blocked" (or
+		// "not metered") without reading sets of up to set_size elements.
 		for _, kind := range []string{"block", "minute", "hour"} {
 			s, err := c.GetSetByName(t, rules.InboundSetName(kind, fam))
 			if err != nil {
@@ -423,28 +427,15 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 				}
 				continue
 			}
-			elems, err := c.GetSetElements(s)
-			if err != nil {
+			if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
 				return classify(err)
 			}
-			for _, e := range elems {
-				if string(e.Key) != string(key) {
-					continue
-				}
+			switch err := c.Flush(); {
+			case err == nil:
 				blocked = blocked || kind == "block"
-				// Deleting an element that is gone fails the whole
-				// batch: only those just read.
-				if err := c.SetDeleteElements(s, []nftables.SetElement{{Key: key}}); err != nil {
-					return classify(err)
-				}
-				queued = true
+			case !errors.Is(err, syscall.ENOENT):
+				return classify(fmt.Errorf("unblocking %s: %w", source, err))
 			}
-		}
-		if !queued {
-			return nil
-		}
-		if err := c.Flush(); err != nil {
-			return classify(fmt.Errorf("unblocking %s: %w", source, err))
 		}
 		return nil
 	})
