@@ -2,6 +2,7 @@ package ipt
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -177,13 +178,12 @@ func familyBits(v6 bool) int {
 
 // Blocked reads the block sets.
 func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Block, error) {
-	have, err := b.ipset.owned(ctx)
-	if err != nil {
-		return nil, err
-	}
 	var out []firewall.Block
 	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		s := have[ipsetName(rules.InboundSetName("block", fam))]
+		s, err := b.ipset.one(ctx, ipsetName(rules.InboundSetName("block", fam)))
+		if err != nil {
+			return nil, err
+		}
 		if s == nil {
 			continue
 		}
@@ -215,33 +215,23 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 // (the concurrent limit still applies): its next connection starts
 // afresh, as with nftables.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
-	have, err := b.ipset.owned(ctx)
-	if err != nil {
-		return false, err
-	}
 	fam := rules.IPv4
 	if source.Addr().Is6() {
 		fam = rules.IPv6
 	}
 	name := ipsetName(rules.InboundSetName("block", fam))
-	s := have[name]
-	if s == nil {
+	addr := source.Masked().Addr()
+	blocked, err := b.ipset.contains(ctx, name, addr.String())
+	var te *toolError
+	if errors.As(err, &te) && strings.Contains(te.stderr, "does not exist") {
 		return false, fmt.Errorf("the inbound protection is not installed")
 	}
-	addr := source.Masked().Addr()
-	found := false
-	for _, e := range s.entries {
-		addrText, _, _ := strings.Cut(e, " ")
-		if a, err := netip.ParseAddr(addrText); err == nil && a == addr {
-			found = true
-		}
-	}
-	if !found {
-		return false, nil
+	if err != nil || !blocked {
+		return false, err
 	}
 	grace := ipsetName(rules.InboundSetName("grace", fam))
-	if have[grace] == nil {
-		return false, fmt.Errorf("ipset %s is missing: run relayfw apply", grace)
+	if err := b.ipset.restore(ctx, fmt.Sprintf("add %s %s\ndel %s %s\n", grace, addr, name, addr)); err != nil {
+		return false, fmt.Errorf("%w (relayfw apply restores a missing set)", err)
 	}
-	return true, b.ipset.restore(ctx, fmt.Sprintf("add %s %s\ndel %s %s\n", grace, addr, name, addr))
+	return true, nil
 }

@@ -3,6 +3,7 @@ package ipt
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"net/netip"
@@ -237,6 +238,36 @@ func (x ipsets) owned(ctx context.Context) (map[string]*installedIpset, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseSave(out), nil
+}
+
+// one reads one of relayfw's ipsets (ipset save NAME); nil when the host
+// does not have it.
+func (x ipsets) one(ctx context.Context, name string) (*installedIpset, error) {
+	out, err := runTool(ctx, "ipset", "", x.path, "save", name)
+	var te *toolError
+	if errors.As(err, &te) && strings.Contains(te.stderr, "does not exist") {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return parseSave(out)[name], nil
+}
+
+// contains asks the kernel whether the set holds entry (ipset test),
+// without listing the set.
+func (x ipsets) contains(ctx context.Context, name, entry string) (bool, error) {
+	_, err := runTool(ctx, "ipset", "", x.path, "test", name, entry)
+	var te *toolError
+	if errors.As(err, &te) && strings.Contains(te.stderr, "is NOT in set") {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// parseSave reads relayfw's sets from ipset save's output.
+func parseSave(out []byte) map[string]*installedIpset {
 	sets := map[string]*installedIpset{}
 	for _, l := range strings.Split(string(out), "\n") {
 		verb, rest, _ := strings.Cut(l, " ")
@@ -264,7 +295,7 @@ func (x ipsets) owned(ctx context.Context) (map[string]*installedIpset, error) {
 	for _, s := range sets {
 		slices.Sort(s.entries)
 	}
-	return sets, nil
+	return sets
 }
 
 // replaceScript creates and fills the set when it is missing (created:
