@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
@@ -212,13 +213,8 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *host.Instance, asUs
 // firewall is installed and this process may read it; nil otherwise (explain
 // then answers from the model alone).
 func installedLinks(cmd *cobra.Command, g *globals, in *host.Inputs, rs rules.Ruleset) map[netip.AddrPort]bool {
-	quiet := *g
-	quiet.log = slog.New(slog.DiscardHandler)
-	b, err := host.ChooseBackend(cmd.Context(), backendChoice(cmd, g, in.Config()), quiet.log)
-	if err != nil {
-		return nil
-	}
-	if ok, err := b.Installed(cmd.Context()); err != nil || !ok {
+	b := installedBackend(cmd, g, in)
+	if b == nil {
 		return nil
 	}
 	sets, err := b.RelayLinks(cmd.Context(), rs)
@@ -232,4 +228,18 @@ func installedLinks(cmd *cobra.Command, g *globals, in *host.Inputs, rs rules.Ru
 		}
 	}
 	return out
+}
+
+// installedBackend is the backend holding relayfw's firewall, when it is
+// installed and this process may read it; nil otherwise (explain then
+// answers from the model alone, quietly).
+func installedBackend(cmd *cobra.Command, g *globals, in *host.Inputs) firewall.Backend {
+	b, err := host.ChooseBackend(cmd.Context(), backendChoice(cmd, g, in.Config()), slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil
+	}
+	if ok, err := b.Installed(cmd.Context()); err != nil || !ok {
+		return nil
+	}
+	return b
 }

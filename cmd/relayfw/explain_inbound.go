@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"time"
 
@@ -117,11 +116,8 @@ func inboundVerdict(in *rules.Inbound, text string, addr netip.Addr, port uint16
 // installedBlocks reads the kernel's blocked sources, when relayfw's
 // firewall is installed and readable; nil otherwise.
 func installedBlocks(cmd *cobra.Command, g *globals, in *host.Inputs, inbound rules.Inbound) map[netip.Prefix]firewall.Block {
-	b, err := host.ChooseBackend(cmd.Context(), backendChoice(cmd, g, in.Config()), slog.New(slog.DiscardHandler))
-	if err != nil {
-		return nil
-	}
-	if ok, err := b.Installed(cmd.Context()); err != nil || !ok {
+	b := installedBackend(cmd, g, in)
+	if b == nil {
 		return nil
 	}
 	list, err := b.Blocked(cmd.Context(), inbound)
