@@ -64,11 +64,12 @@ type Backend interface {
 
 // Block is one blocked source and the time its block has left.
 type Block struct {
-	Source  netip.Prefix  `json:"source"`
-	Expires time.Duration `json:"-"`
-	// ExpiresSeconds is Expires for JSON.
-	ExpiresSeconds int64 `json:"expires_seconds"`
+	Source         netip.Prefix `json:"source"`
+	ExpiresSeconds int64        `json:"expires_seconds"`
 }
+
+// Left is the time the block has left.
+func (b Block) Left() time.Duration { return time.Duration(b.ExpiresSeconds) * time.Second }
 
 // Counter is what one rule matched.
 type Counter struct {

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/spf13/cobra"
 
@@ -103,7 +102,7 @@ func inboundVerdict(in *rules.Inbound, text string, addr netip.Addr, port uint16
 		if b, ok := blocked[src]; ok {
 			e.Verdict, e.Rule, e.ExpiresSeconds = "blocked", rules.InboundRuleBlocked+sfx, b.ExpiresSeconds
 			e.Reason = fmt.Sprintf("source %s is blocked for %s more: new connections are dropped (relayfw unblock %s lifts it)",
-				src, b.Expires.Round(time.Second), addr)
+				src, b.Left(), addr)
 			return e
 		}
 		e.Verdict, e.Rule = "limited", rules.InboundRuleMinute+sfx

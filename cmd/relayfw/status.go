@@ -158,7 +158,7 @@ func writeInboundStatus(w io.Writer, in *host.InboundStatus) {
 		if i == 0 {
 			sep = ": "
 		}
-		fmt.Fprintf(w, "%s%s (%s left)", sep, b.Source, b.Expires.Round(time.Second))
+		fmt.Fprintf(w, "%s%s (%s left)", sep, b.Source, b.Left())
 	}
 	fmt.Fprintf(w, "\n")
 }

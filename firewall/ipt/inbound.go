@@ -8,7 +8,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
@@ -203,7 +202,7 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 					left, _ = strconv.ParseInt(f[i+1], 10, 64)
 				}
 			}
-			out = append(out, firewall.Block{Source: in.Source(a), Expires: time.Duration(left) * time.Second, ExpiresSeconds: left})
+			out = append(out, firewall.Block{Source: in.Source(a), ExpiresSeconds: left})
 		}
 	}
 	return out, nil

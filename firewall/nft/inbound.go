@@ -397,7 +397,7 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 			}
 			for _, e := range elems {
 				if a, ok := netip.AddrFromSlice(e.Key); ok {
-					out = append(out, firewall.Block{Source: in.Source(a), Expires: e.Expires, ExpiresSeconds: int64(e.Expires / time.Second)})
+					out = append(out, firewall.Block{Source: in.Source(a), ExpiresSeconds: int64(e.Expires / time.Second)})
 				}
 			}
 		}
