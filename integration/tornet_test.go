@@ -429,8 +429,11 @@ func waitFor(t *testing.T, timeout time.Duration, what string, ok func() bool) {
 	}
 }
 
-// orConnections are the exit host's established TCP connections to
-// relays' ORPorts (5000-5099), as "local peer" strings.
+// orConnections are the exit host's established links with relays, as
+// "local peer" strings: connections to their ORPorts (5000-5099), and
+// connections they opened to the exits' ORPorts (5100-5199). Relays that
+// connect from their advertised address open canonical links, which tor
+// uses in both directions, so either side may have opened a link.
 func (tn *torNet) orConnections(t *testing.T) map[string]bool {
 	t.Helper()
 	out, err := exec.Command("ip", "netns", "exec", tn.exit, "ss", "-Htn", "state", "established").CombinedOutput()
@@ -444,7 +447,9 @@ func (tn *torNet) orConnections(t *testing.T) map[string]bool {
 			continue
 		}
 		local, peer := f[len(f)-2], f[len(f)-1]
-		if ap, err := netip.ParseAddrPort(peer); err == nil && ap.Port() >= 5000 && ap.Port() < 5100 {
+		l, lerr := netip.ParseAddrPort(local)
+		p, perr := netip.ParseAddrPort(peer)
+		if lerr == nil && perr == nil && (p.Port() >= 5000 && p.Port() < 5100 || l.Port() >= 5100 && l.Port() < 5200) {
 			conns[local+" "+peer] = true
 		}
 	}
