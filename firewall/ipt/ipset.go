@@ -8,7 +8,9 @@ import (
 	"hash/fnv"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
@@ -325,9 +327,73 @@ func replaceScript(s ipset, created bool) string {
 	return b.String()
 }
 
+// ipsetBusyWait bounds how long a restore waits for a set the kernel
+// holds busy. While any process dumps a set (ipset list or save: relayfw
+// status, check and metrics do, and so may an operator's shell), the
+// kernel refuses to swap or destroy it; and iptables-nft drops the
+// reference of a deleted rule's set match after its transaction, not
+// with it. Both pass in moments.
+const ipsetBusyWait = 10 * time.Second
+
+// restore runs an ipset restore script. ipset runs the script line by
+// line and stops at the first refused one; when the kernel refused it
+// because the set was busy, the lines before it have taken effect, so the
+// rest, from that line on, is run again until ipsetBusyWait has passed.
 func (x ipsets) restore(ctx context.Context, script string) error {
-	_, err := runTool(ctx, "ipset", script, x.path, "restore", "-exist")
-	return err
+	deadline := time.Now().Add(ipsetBusyWait)
+	pause := 20 * time.Millisecond
+	for {
+		_, err := runTool(ctx, "ipset", script, x.path, "restore", "-exist")
+		line, busy := busyLine(err)
+		if !busy {
+			return err
+		}
+		rest, ok := linesFrom(script, line)
+		if !ok {
+			return err
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%w (waited %s: another process is listing the set, e.g. a stuck ipset list, or a rule still uses it)", err, ipsetBusyWait)
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(err, ctx.Err())
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 500*time.Millisecond)
+		script = rest
+	}
+}
+
+// busyLine reports whether err is an ipset restore refused because a set
+// was busy, and the script line (from 1) that was refused.
+func busyLine(err error) (line int, busy bool) {
+	var te *toolError
+	if !errors.As(err, &te) {
+		return 0, false
+	}
+	// "ipset v7.17: Error in line 2: Kernel error received: Device or
+	// resource busy" (swap), "… Set cannot be destroyed: it is in use by a
+	// kernel component" (destroy).
+	if !strings.Contains(te.stderr, "Device or resource busy") && !strings.Contains(te.stderr, "in use by a kernel component") {
+		return 0, false
+	}
+	_, after, ok := strings.Cut(te.stderr, "Error in line ")
+	if !ok {
+		return 0, false
+	}
+	digits, _, _ := strings.Cut(after, ":")
+	n, err := strconv.Atoi(digits)
+	return n, err == nil && n > 0
+}
+
+// linesFrom is script from its line n (from 1) on.
+func linesFrom(script string, n int) (string, bool) {
+	lines := strings.SplitAfter(script, "\n")
+	if n > len(lines) || lines[n-1] == "" {
+		return "", false
+	}
+	return strings.Join(lines[n-1:], ""), true
 }
 
 func (x ipsets) destroy(ctx context.Context, names []string) error {
