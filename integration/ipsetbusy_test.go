@@ -28,18 +28,10 @@ func testIpsetBusy(t *testing.T, b backend) {
 	ns := newIsolatedNS(t, "rfwbusy")
 	env := b.env(t)
 	relayfwIn := b.runnerIn(env)
-	ipsetIn := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "ipset"}, args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("ipset %v: %v\n%s", args, err, out)
-		}
-		return string(out)
-	}
 	// largest is the relayfw ipset with the most entries, and their number.
 	largest := func() (string, int) {
 		count := map[string]int{}
-		for _, l := range strings.Split(ipsetIn("save"), "\n") {
+		for _, l := range strings.Split(ipsetIn(t, ns, "save"), "\n") {
 			if f := strings.Fields(l); len(f) > 2 && f[0] == "add" && strings.HasPrefix(f[1], "relayfw-") {
 				count[f[1]]++
 			}
@@ -99,7 +91,7 @@ func testIpsetBusy(t *testing.T, b backend) {
 	if code, out, errOut := relayfwIn(t, ns, append(flagsB, "check")...); code != 0 {
 		t.Fatalf("check after apply B: exit %d: %s%s", code, out, errOut)
 	}
-	if strings.Contains(ipsetIn("list", "-n"), setA) {
+	if strings.Contains(ipsetIn(t, ns, "list", "-n"), setA) {
 		t.Errorf("A's set %s is still there after apply B", setA)
 	}
 
@@ -111,7 +103,56 @@ func testIpsetBusy(t *testing.T, b backend) {
 	if code, out, errOut := relayfwIn(t, ns, append(flagsB, "remove")...); code != 0 {
 		t.Fatalf("remove while %s is being dumped: exit %d: %s%s", setB, code, out, errOut)
 	}
-	if left := strings.TrimSpace(ipsetIn("list", "-n")); strings.Contains(left, "relayfw-") {
+	if left := strings.TrimSpace(ipsetIn(t, ns, "list", "-n")); strings.Contains(left, "relayfw-") {
 		t.Errorf("ipsets left after remove:\n%s", left)
 	}
+}
+
+// TestIpsetLeftoverTemporarySet: an apply that replaces a set fills a
+// temporary "-new" set and swaps it in. One left by an interrupted apply,
+// with other parameters than the set needs now, is replaced, not a reason
+// for every later apply to fail.
+func TestIpsetLeftoverTemporarySet(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "ipset")
+	for _, b := range backends {
+		if b.mode == "" {
+			continue // nftables has no ipsets
+		}
+		t.Run(b.name, func(t *testing.T) {
+			ns := newIsolatedNS(t, "rfwtmp")
+			relayfwIn := b.runnerIn(b.env(t))
+			flags := relayInputs(t, b.flag, "../examples/torrc")
+			if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
+				t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
+			}
+			// The relay-link set is replaced when the consensus changes;
+			// its leftover temporary set is of another type.
+			ipsetIn(t, ns, "create", "relayfw-relays4-new", "hash:net", "family", "inet", "maxelem", "16")
+			grown := testConsensus + "r another AAAAAAAAAAAAAAAAAAAAAAAAAAB 2026-11-25 11:00:00 198.51.100.77 9001 0\ns Fast Running Valid\n"
+			flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), grown)
+			if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
+				t.Fatalf("apply with a leftover relayfw-relays4-new: exit %d: %s%s", code, out, errOut)
+			}
+			if code, out, errOut := relayfwIn(t, ns, append(flags, "check")...); code != 0 {
+				t.Fatalf("check: exit %d: %s%s", code, out, errOut)
+			}
+			if !strings.Contains(ipsetIn(t, ns, "save", "relayfw-relays4"), "198.51.100.77,tcp:9001") {
+				t.Error("the relay-link set lacks the new relay")
+			}
+			if names := ipsetIn(t, ns, "list", "-n"); strings.Contains(names, "-new") {
+				t.Errorf("a temporary set is left:\n%s", names)
+			}
+		})
+	}
+}
+
+// ipsetIn runs ipset in the namespace and returns what it printed.
+func ipsetIn(t *testing.T, ns string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", append([]string{"netns", "exec", ns, "ipset"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ipset %v: %v\n%s", args, err, out)
+	}
+	return string(out)
 }

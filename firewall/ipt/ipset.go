@@ -317,8 +317,11 @@ func replaceScript(s ipset, created bool) string {
 		}
 		return b.String()
 	}
+	// A temporary set left by an interrupted apply may have other
+	// parameters, and create refuses to change them: start afresh (with
+	// -exist, destroying a set that is not there succeeds).
+	fmt.Fprintf(&b, "destroy %s\n", tmp)
 	b.WriteString(s.create(tmp))
-	fmt.Fprintf(&b, "flush %s\n", tmp)
 	for _, e := range s.entries {
 		fmt.Fprintf(&b, "add %s %s\n", tmp, e)
 	}
