@@ -7,23 +7,27 @@ import (
 	"time"
 )
 
-// TestIpsetBusy: while another process dumps one of relayfw's ipsets (an
-// ipset save whose reader stalls, as relayfw status or a metrics scrape
-// does for a moment), the kernel refuses to destroy or swap that set.
-// An apply that drops the set (a new policy) and a remove wait for the
-// dump to end and succeed, instead of failing half done: a rollback
-// watcher failing this way leaves the new firewall in place.
-func TestIpsetBusy(t *testing.T) {
+// TestIpsets: the iptables backend's ipsets on the hosts' troubles.
+func TestIpsets(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "ipset")
 	for _, b := range backends {
 		if b.mode == "" {
 			continue // nftables has no ipsets
 		}
-		t.Run(b.name, func(t *testing.T) { testIpsetBusy(t, b) })
+		t.Run(b.name, func(t *testing.T) {
+			t.Run("Busy", func(t *testing.T) { testIpsetBusy(t, b) })
+			t.Run("LeftoverTemporarySet", func(t *testing.T) { testIpsetLeftover(t, b) })
+		})
 	}
 }
 
+// testIpsetBusy: while another process dumps one of relayfw's ipsets (an
+// ipset save whose reader stalls, as relayfw status or a metrics scrape
+// does for a moment), the kernel refuses to destroy or swap that set.
+// An apply that drops the set (a new policy) and a remove wait for the
+// dump to end and succeed, instead of failing half done: a rollback
+// watcher failing this way leaves the new firewall in place.
 func testIpsetBusy(t *testing.T, b backend) {
 	ns := newIsolatedNS(t, "rfwbusy")
 	env := b.env(t)
@@ -108,42 +112,33 @@ func testIpsetBusy(t *testing.T, b backend) {
 	}
 }
 
-// TestIpsetLeftoverTemporarySet: an apply that replaces a set fills a
-// temporary "-new" set and swaps it in. One left by an interrupted apply,
-// with other parameters than the set needs now, is replaced, not a reason
-// for every later apply to fail.
-func TestIpsetLeftoverTemporarySet(t *testing.T) {
-	requireRoot(t)
-	requireCommand(t, "ipset")
-	for _, b := range backends {
-		if b.mode == "" {
-			continue // nftables has no ipsets
-		}
-		t.Run(b.name, func(t *testing.T) {
-			ns := newIsolatedNS(t, "rfwtmp")
-			relayfwIn := b.runnerIn(b.env(t))
-			flags := relayInputs(t, b.flag, "../examples/torrc")
-			if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
-				t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
-			}
-			// The relay-link set is replaced when the consensus changes;
-			// its leftover temporary set is of another type.
-			ipsetIn(t, ns, "create", "relayfw-relays4-new", "hash:net", "family", "inet", "maxelem", "16")
-			grown := testConsensus + "r another AAAAAAAAAAAAAAAAAAAAAAAAAAB 2026-11-25 11:00:00 198.51.100.77 9001 0\ns Fast Running Valid\n"
-			flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), grown)
-			if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
-				t.Fatalf("apply with a leftover relayfw-relays4-new: exit %d: %s%s", code, out, errOut)
-			}
-			if code, out, errOut := relayfwIn(t, ns, append(flags, "check")...); code != 0 {
-				t.Fatalf("check: exit %d: %s%s", code, out, errOut)
-			}
-			if !strings.Contains(ipsetIn(t, ns, "save", "relayfw-relays4"), "198.51.100.77,tcp:9001") {
-				t.Error("the relay-link set lacks the new relay")
-			}
-			if names := ipsetIn(t, ns, "list", "-n"); strings.Contains(names, "-new") {
-				t.Errorf("a temporary set is left:\n%s", names)
-			}
-		})
+// testIpsetLeftover: an apply that replaces a set fills a temporary
+// "-new" set and swaps it in. One left by an interrupted apply, with other
+// parameters than the set needs now, is replaced, not a reason for every
+// later apply to fail.
+func testIpsetLeftover(t *testing.T, b backend) {
+	ns := newIsolatedNS(t, "rfwtmp")
+	relayfwIn := b.runnerIn(b.env(t))
+	flags := relayInputs(t, b.flag, "../examples/torrc")
+	if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
+		t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
+	}
+	// The relay-link set is replaced when the consensus changes;
+	// its leftover temporary set is of another type.
+	ipsetIn(t, ns, "create", "relayfw-relays4-new", "hash:net", "family", "inet", "maxelem", "16")
+	grown := testConsensus + "r another AAAAAAAAAAAAAAAAAAAAAAAAAAB 2026-11-25 11:00:00 198.51.100.77 9001 0\ns Fast Running Valid\n"
+	flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), grown)
+	if code, out, errOut := relayfwIn(t, ns, append(flags, "apply")...); code != 0 {
+		t.Fatalf("apply with a leftover relayfw-relays4-new: exit %d: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := relayfwIn(t, ns, append(flags, "check")...); code != 0 {
+		t.Fatalf("check: exit %d: %s%s", code, out, errOut)
+	}
+	if !strings.Contains(ipsetIn(t, ns, "save", "relayfw-relays4"), "198.51.100.77,tcp:9001") {
+		t.Error("the relay-link set lacks the new relay")
+	}
+	if names := ipsetIn(t, ns, "list", "-n"); strings.Contains(names, "-new") {
+		t.Errorf("a temporary set is left:\n%s", names)
 	}
 }
 
