@@ -154,6 +154,26 @@ func (e *BusyError) Error() string {
 // ends. The lock goes with the process, so a killed relayfw never leaves
 // it held.
 func Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
+	return flockState(ctx, wait, unix.LOCK_EX)
+}
+
+// ReadLock is the lock of an operation that only reads the firewall
+// (check, status, a dry run): shared among readers, it waits for a change
+// in progress to end. A dump of the kernel's rules that spans another
+// process's commit can mix the old firewall with the new and report drift
+// that is not there. It waits up to wait (or until ctx ends); ok is false
+// when the lock could not be had, and the caller reads anyway.
+func ReadLock(ctx context.Context, wait time.Duration) (release func(), ok bool) {
+	release, err := flockState(ctx, wait, unix.LOCK_SH)
+	if err != nil {
+		return func() {}, false
+	}
+	return release, true
+}
+
+// flockState takes the namespace's lock file with flock how (LOCK_EX or
+// LOCK_SH), polling until wait has passed or ctx ends.
+func flockState(ctx context.Context, wait time.Duration, how int) (release func(), err error) {
 	if err := os.MkdirAll(StateDir, 0o755); err != nil {
 		return nil, &StateError{Path: StateDir, Err: err}
 	}
@@ -164,7 +184,7 @@ func Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
 	}
 	deadline := time.Now().Add(wait)
 	for {
-		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
 		if err == nil {
 			return func() { _ = unix.Flock(int(f.Fd()), unix.LOCK_UN); f.Close() }, nil
 		}

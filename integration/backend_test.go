@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -915,6 +916,39 @@ func TestLockSerializes(t *testing.T) {
 	}()
 	if code, out, errOut := relayfwIn(t, tn.relay, append(flags, "--wait", "10s", "apply")...); code != 0 {
 		t.Fatalf("apply --wait: exit %d %q %q", code, out, errOut)
+	}
+	<-unlocked
+
+	// Readers wait for a change in progress instead of reading the kernel
+	// in the middle of it, and then answer.
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatal(err)
+	}
+	var released atomic.Bool
+	type answer struct {
+		op       string
+		code     int
+		out      string
+		released bool
+	}
+	answers := make(chan answer, 2)
+	for _, op := range []string{"check", "status"} {
+		go func() {
+			code, out, errOut := relayfwIn(t, tn.relay, append(flags, op)...)
+			answers <- answer{op, code, out + errOut, released.Load()}
+		}()
+	}
+	time.Sleep(500 * time.Millisecond)
+	released.Store(true)
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	for range 2 {
+		a := <-answers
+		if a.code != 0 || !strings.Contains(a.out, "in sync") {
+			t.Errorf("%s after the change: exit %d %q", a.op, a.code, a.out)
+		}
+		if !a.released {
+			t.Errorf("%s answered while another relayfw held the lock", a.op)
+		}
 	}
 }
 

@@ -74,7 +74,7 @@ the same lines after its summary.`,
 			}
 			lock := lockFunc(guardAndLock)
 			if dryRun {
-				lock = nil
+				lock = readLock
 			}
 			rs, in, b, release, err := rulesetAndBackend(cmd, g, lock)
 			defer func() { release() }()
@@ -160,7 +160,8 @@ and relayfw refresh has not run yet: it, or relayfw-consensus.path, brings
 them up to date).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, _, b, _, err := rulesetAndBackend(cmd, g, nil)
+			rs, _, b, release, err := rulesetAndBackend(cmd, g, readLock)
+			defer release()
 			if err != nil {
 				return err
 			}

@@ -20,6 +20,19 @@ func acquireLock(ctx context.Context, wait time.Duration) (release func(), err e
 	return release, hostError(err)
 }
 
+// readLockWait bounds how long a command that only reads the firewall
+// waits for another relayfw's change to end (an apply of a large block
+// list through iptables takes seconds) before it reads anyway.
+const readLockWait = 30 * time.Second
+
+// readLock is the lock of check, status, metrics and apply --dry-run:
+// shared, so readers never wait for each other, and never an error — past
+// readLockWait (or --wait, when longer) they read without it.
+func readLock(ctx context.Context, wait time.Duration) (release func(), err error) {
+	release, _ = host.ReadLock(ctx, max(wait, readLockWait))
+	return release, nil
+}
+
 // guardAndLock is how a change starts: refuse (or, with --wait, wait out)
 // an open confirm window, then take the lock, and look again.
 func guardAndLock(ctx context.Context, wait time.Duration) (release func(), err error) {

@@ -27,7 +27,8 @@ var classTitles = map[string]string{
 }
 
 func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
-	rs, in, b, _, err := rulesetAndBackend(cmd, g, nil)
+	rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
+	defer release()
 	if err != nil {
 		return nil, err
 	}
