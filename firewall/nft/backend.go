@@ -376,12 +376,12 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 		return nil, err
 	}
 	sets := p.nameSets()
-	want := map[string][]chainRule{ChainName: p.chainRules(p.rules, sets)}
+	want := map[string][]chainRule{ChainName: chainRules(p.rules, sets)}
 	for _, k := range p.classes {
-		want[k.chain] = p.chainRules([]kernelRule{k.rule}, sets)
+		want[k.chain] = chainRules([]kernelRule{k.rule}, sets)
 	}
 	if p.inbound != nil {
-		want[InboundChainName] = p.inbound.chainRules(sets)
+		want[InboundChainName] = chainRules(p.inbound.rules, sets)
 		want[InputChainName] = []chainRule{{jumpExprs(sets), jumpUserData(), jumpText}}
 	}
 	have := map[string]*nftables.Chain{}
@@ -765,10 +765,18 @@ type chainRule struct {
 	text     string
 }
 
-// chainRules are the kernel rules of one chain of the plan.
-func (p plan) chainRules(krs []kernelRule, sets map[string]*nftables.Set) []chainRule {
-	out := make([]chainRule, len(krs))
-	for i, r := range krs {
+// plannedRule is a rule of the plan (the output and class chains', or the
+// inbound protection's): its netlink form, comment and text.
+type plannedRule interface {
+	exprs(sets map[string]*nftables.Set) []expr.Any
+	userData() []byte
+	text() string
+}
+
+// chainRules are the planned rules of one chain as drift compares them.
+func chainRules[R plannedRule](planned []R, sets map[string]*nftables.Set) []chainRule {
+	out := make([]chainRule, len(planned))
+	for i, r := range planned {
 		out[i] = chainRule{r.exprs(sets), r.userData(), r.text()}
 	}
 	return out

@@ -373,15 +373,6 @@ func (p *inboundPlan) queueChains(c *nftables.Conn, t *nftables.Table, sets map[
 	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: jumpExprs(sets), UserData: jumpUserData()})
 }
 
-// chainRules are the chain inbound's rules as drift compares them.
-func (p *inboundPlan) chainRules(sets map[string]*nftables.Set) []chainRule {
-	out := make([]chainRule, len(p.rules))
-	for i, r := range p.rules {
-		out[i] = chainRule{r.exprs(sets), r.userData(), r.text()}
-	}
-	return out
-}
-
 // Blocked reads the block sets.
 func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Block, error) {
 	var out []firewall.Block
