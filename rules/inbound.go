@@ -74,8 +74,8 @@ func InboundSetName(kind string, fam Family) string {
 	return "inbound_" + kind + suffix(fam)
 }
 
-// Inbound rule names, per family (suffix 4 or 6): the counters of
-// status and metrics, one per cause.
+// Inbound rule names, per family (InboundRuleName adds 4 or 6): the
+// counters of status and metrics, one per cause.
 const (
 	InboundRuleJump    = "inbound"         // new connections to the ORPorts
 	InboundRuleTrusted = "inbound-trusted" // from a trusted source
@@ -84,6 +84,10 @@ const (
 	InboundRuleHour    = "inbound-hour"    // dropped and blocked: over the per-hour rate
 	InboundRuleConns   = "inbound-conns"   // reset: over the concurrent limit
 )
+
+// InboundRuleName names an inbound rule of a family; base is one of the
+// InboundRule names but InboundRuleJump (one rule for both families).
+func InboundRuleName(base string, fam Family) string { return base + suffix(fam) }
 
 // InboundCauses are the rule names whose counters count dropped or
 // refused connections, as metric label values.
@@ -130,11 +134,7 @@ func (in Inbound) Prefix(fam Family) int {
 // Source is the source network a packet from a is metered and blocked as.
 func (in Inbound) Source(a netip.Addr) netip.Prefix {
 	a = a.Unmap()
-	fam := IPv4
-	if a.Is6() {
-		fam = IPv6
-	}
-	p, _ := a.Prefix(in.Prefix(fam))
+	p, _ := a.Prefix(in.Prefix(FamilyOf(a)))
 	return p
 }
 

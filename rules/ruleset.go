@@ -465,6 +465,22 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 	return rs
 }
 
+// FamilyOf is an address's family (an IPv4-mapped address is IPv4).
+func FamilyOf(a netip.Addr) Family {
+	if a.Unmap().Is4() {
+		return IPv4
+	}
+	return IPv6
+}
+
+// Bits is the length of the family's addresses: 32, or 128 for IPv6.
+func (f Family) Bits() int {
+	if f == IPv6 {
+		return 128
+	}
+	return 32
+}
+
 func suffix(f Family) string {
 	if f == IPv6 {
 		return "6"

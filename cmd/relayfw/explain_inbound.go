@@ -89,23 +89,20 @@ func inboundVerdict(in *rules.Inbound, text string, addr netip.Addr, port uint16
 	}
 	src := in.Source(addr)
 	e.Source = src.String()
-	sfx := "4"
-	if addr.Is6() {
-		sfx = "6"
-	}
+	fam := rules.FamilyOf(addr)
 	switch {
 	case port != 0 && !in.Protects(port):
 		e.Verdict, e.Reason = "unprotected", fmt.Sprintf("port %d is not an ORPort: relayfw leaves its connections to the host's own firewall", port)
 	case in.Trusts(addr):
-		e.Verdict, e.Reason, e.Rule = "trusted", "a directory authority, a relay (trust_relays) or in trusted: never limited", rules.InboundRuleTrusted+sfx
+		e.Verdict, e.Reason, e.Rule = "trusted", "a directory authority, a relay (trust_relays) or in trusted: never limited", rules.InboundRuleName(rules.InboundRuleTrusted, fam)
 	default:
 		if b, ok := blocked[src]; ok {
-			e.Verdict, e.Rule, e.ExpiresSeconds = "blocked", rules.InboundRuleBlocked+sfx, b.ExpiresSeconds
+			e.Verdict, e.Rule, e.ExpiresSeconds = "blocked", rules.InboundRuleName(rules.InboundRuleBlocked, fam), b.ExpiresSeconds
 			e.Reason = fmt.Sprintf("source %s is blocked for %s more: new connections are dropped (relayfw unblock %s lifts it)",
 				src, b.Left(), addr)
 			return e
 		}
-		e.Verdict, e.Rule = "limited", rules.InboundRuleMinute+sfx
+		e.Verdict, e.Rule = "limited", rules.InboundRuleName(rules.InboundRuleMinute, fam)
 		e.Reason = fmt.Sprintf("as source %s: at most %d new connections a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset",
 			src, in.PerMinute, in.Burst, in.PerHour, in.BlockText(), in.MaxConns)
 	}

@@ -32,12 +32,10 @@ type inboundPlan struct {
 // count per source network; a source over a rate is added to the block
 // set (SET is no verdict: the next rule drops what is now blocked).
 func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
-	fam, sfx, maskOpt := rules.IPv4, "4", 32
-	if v6 {
-		fam, sfx, maskOpt = rules.IPv6, "6", 128
-	}
+	fam := familyOf(v6)
 	mask := in.Prefix(fam)
 	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", CommentPrefix+name) }
+	ruleComment := func(base string) string { return comment(rules.InboundRuleName(base, fam)) }
 	trust := ipsetName(rules.InboundSetName("trust", fam))
 	block := ipsetName(rules.InboundSetName("block", fam))
 	grace := ipsetName(rules.InboundSetName("grace", fam))
@@ -51,31 +49,27 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 			InputChain, d.ports, comment(rules.InboundRuleJump), InboundChain))
 	}
 	add := func(f string, a ...any) { p.inbound = append(p.inbound, "-A "+InboundChain+" "+fmt.Sprintf(f, a...)) }
-	add("-m set --match-set %s src %s -j RETURN", trust, comment(rules.InboundRuleTrusted+sfx))
-	add("-m set --match-set %s src %s -j DROP", block, comment(rules.InboundRuleBlocked+sfx))
-	meter := func(name string, rate uint, unit string, burst uint, expireSeconds uint) {
+	add("-m set --match-set %s src %s -j RETURN", trust, ruleComment(rules.InboundRuleTrusted))
+	add("-m set --match-set %s src %s -j DROP", block, ruleComment(rules.InboundRuleBlocked))
+	meter := func(rule, name string, rate uint, unit string, burst uint, expireSeconds uint) {
 		rateText, unitMillis := hashlimitRate(rate, unit)
 		m := fmt.Sprintf("-m hashlimit --hashlimit-above %s --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name %s --hashlimit-htable-max %d",
 			rateText, burst, ownedPrefix+rules.InboundSetName(name, fam), in.SetSize)
 		if uint64(expireSeconds)*1000 != unitMillis {
 			m += fmt.Sprintf(" --hashlimit-htable-expire %d", uint64(expireSeconds)*1000)
 		}
-		if mask != maskOpt {
+		if mask != fam.Bits() {
 			m += fmt.Sprintf(" --hashlimit-srcmask %d", mask)
-		}
-		ruleName := rules.InboundRuleMinute + sfx
-		if name == "hour" {
-			ruleName = rules.InboundRuleHour + sfx
 		}
 		// A source just unblocked skips the meters until they have
 		// refilled: hashlimit's cannot be reset (see Unblock).
-		add("-m set ! --match-set %s src %s %s -j SET --add-set %s src --exist", grace, m, comment(ruleName), block)
+		add("-m set ! --match-set %s src %s %s -j SET --add-set %s src --exist", grace, m, ruleComment(rule), block)
 	}
-	meter("minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
-	meter("hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
-	add("-m set --match-set %s src %s -j DROP", block, comment("inbound-limited"+sfx))
+	meter(rules.InboundRuleMinute, "minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
+	meter(rules.InboundRuleHour, "hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
+	add("-m set --match-set %s src %s -j DROP", block, ruleComment("inbound-limited"))
 	add("-p tcp -m connlimit --connlimit-above %d --connlimit-mask %d --connlimit-saddr %s -j REJECT --reject-with tcp-reset",
-		in.MaxConns, mask, comment(rules.InboundRuleConns+sfx))
+		in.MaxConns, mask, ruleComment(rules.InboundRuleConns))
 	return p
 }
 
@@ -111,10 +105,7 @@ func hashlimitRate(n uint, unit string) (string, uint64) {
 // inboundIpsets are one family's trusted sources (hash:net) and block
 // set (hash:ip with a timeout; an IPv6 one holds /64s by its netmask).
 func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
-	fam := rules.IPv4
-	if v6 {
-		fam = rules.IPv6
-	}
+	fam := familyOf(v6)
 	var entries []string
 	for _, r := range rules.Ranges(in.TrustedOf(fam)) {
 		for _, p := range r.Prefixes() {
@@ -134,7 +125,7 @@ func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
 	slices.Sort(entries)
 	block := ipset{name: ipsetName(rules.InboundSetName("block", fam)), typ: "hash:ip", v6: v6, dynamic: true,
 		maxelem: in.SetSize, timeout: in.BlockSeconds}
-	if mask := in.Prefix(fam); mask != familyBits(v6) {
+	if mask := in.Prefix(fam); mask != fam.Bits() {
 		block.netmask = mask
 	}
 	grace := block
@@ -166,13 +157,6 @@ func carriedOver(entries []string, timeout uint) []string {
 		out = append(out, fmt.Sprintf("%s timeout %d", f[0], min(uint(left), timeout)))
 	}
 	return out
-}
-
-func familyBits(v6 bool) int {
-	if v6 {
-		return 128
-	}
-	return 32
 }
 
 // Blocked reads the block sets.
@@ -214,10 +198,7 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 // (the concurrent limit still applies): its next connection starts
 // afresh, as with nftables.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
-	fam := rules.IPv4
-	if source.Addr().Is6() {
-		fam = rules.IPv6
-	}
+	fam := rules.FamilyOf(source.Addr())
 	name := ipsetName(rules.InboundSetName("block", fam))
 	addr := source.Masked().Addr()
 	blocked, err := b.ipset.contains(ctx, name, addr.String())

@@ -47,10 +47,7 @@ func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
 	if err := rs.Validate(); err != nil {
 		return familyPlan{}, err
 	}
-	fam := rules.IPv4
-	if v6 {
-		fam = rules.IPv6
-	}
+	fam := familyOf(v6)
 	var fp familyPlan
 	fp.ipsets = wantedIpsets(rs, v6)
 	classSet := map[string]string{} // class name -> ipset name
@@ -147,6 +144,14 @@ func deleteChainsScript(st state, chains ...string) string {
 		}
 	}
 	return flush.String() + del.String()
+}
+
+// familyOf is the family of iptables (false) or ip6tables (true).
+func familyOf(v6 bool) rules.Family {
+	if v6 {
+		return rules.IPv6
+	}
+	return rules.IPv4
 }
 
 var protoNames = map[string][2]string{ // rules proto -> iptables -p, match module

@@ -46,7 +46,7 @@ type inboundSet struct {
 // inboundRule is one rule of the chain inbound.
 type inboundRule struct {
 	name string
-	v6   bool
+	fam  rules.Family
 	// match is what the rule looks for: "trusted" (saddr in the trust
 	// set), "blocked" (the source in the block set), "meter" (the source
 	// over the rate of the meter set), "conns" (the source holding more
@@ -89,11 +89,10 @@ func newInboundPlan(in rules.Inbound) *inboundPlan {
 	// The rules in order, each for IPv4, then IPv6.
 	for _, kind := range []string{"trusted", "blocked", "minute", "hour", "conns"} {
 		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-			v6 := fam == rules.IPv6
-			r := inboundRule{v6: v6, mask: in.Prefix(fam), block: rules.InboundSetName("block", fam)}
+			r := inboundRule{fam: fam, mask: in.Prefix(fam), block: rules.InboundSetName("block", fam)}
 			switch kind {
 			case "trusted": // exact addresses, unmasked
-				r.name, r.match, r.set, r.mask = rules.InboundRuleTrusted, "trusted", rules.InboundSetName("trust", fam), familyBits(v6)
+				r.name, r.match, r.set, r.mask = rules.InboundRuleTrusted, "trusted", rules.InboundSetName("trust", fam), fam.Bits()
 			case "blocked":
 				r.name, r.match, r.set = rules.InboundRuleBlocked, "blocked", r.block
 			case "minute":
@@ -105,7 +104,7 @@ func newInboundPlan(in rules.Inbound) *inboundPlan {
 			case "conns":
 				r.name, r.match, r.set, r.max = rules.InboundRuleConns, "conns", rules.InboundSetName("conns", fam), in.MaxConns
 			}
-			r.name += map[bool]string{false: "4", true: "6"}[v6]
+			r.name = rules.InboundRuleName(r.name, fam)
 			p.rules = append(p.rules, r)
 		}
 	}
@@ -117,13 +116,6 @@ func addrKeyType(fam rules.Family) string {
 		return "ipv6_addr"
 	}
 	return "ipv4_addr"
-}
-
-func familyBits(v6 bool) int {
-	if v6 {
-		return 128
-	}
-	return 32
 }
 
 // text writes the sets (at the top of the table).
@@ -155,18 +147,18 @@ func (s inboundSet) text(b *strings.Builder) {
 // source is the rule's source address expression, masked.
 func (r inboundRule) source() string {
 	ip := "ip"
-	if r.v6 {
+	if r.fam == rules.IPv6 {
 		ip = "ip6"
 	}
-	if r.mask == familyBits(r.v6) {
+	if r.mask == r.fam.Bits() {
 		return ip + " saddr"
 	}
-	return fmt.Sprintf("%s saddr & %s", ip, maskAddr(r.v6, r.mask))
+	return fmt.Sprintf("%s saddr & %s", ip, maskAddr(r.fam, r.mask))
 }
 
 // maskAddr is the netmask of a prefix length, as an address.
-func maskAddr(v6 bool, bits int) netip.Addr {
-	b := make([]byte, familyBits(v6)/8)
+func maskAddr(fam rules.Family, bits int) netip.Addr {
+	b := make([]byte, fam.Bits()/8)
 	for i := 0; i < bits; i++ {
 		b[i/8] |= 1 << (7 - i%8)
 	}
@@ -252,7 +244,7 @@ func (s inboundSet) rawElements() []string {
 // the family match nft adds for an ip/ip6 payload in an inet table.
 func (r inboundRule) sourceExprs() []expr.Any {
 	nfproto := byte(nfprotoIPv4)
-	if r.v6 {
+	if r.fam == rules.IPv6 {
 		nfproto = nfprotoIPv6
 	}
 	e := []expr.Any{
@@ -265,13 +257,13 @@ func (r inboundRule) sourceExprs() []expr.Any {
 // loadSource loads the source address, masked, into register 1.
 func (r inboundRule) loadSource() []expr.Any {
 	off, l := uint32(12), uint32(4)
-	if r.v6 {
+	if r.fam == rules.IPv6 {
 		off, l = 8, 16
 	}
 	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l}}
-	if r.mask != familyBits(r.v6) {
+	if r.mask != r.fam.Bits() {
 		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: l,
-			Mask: maskAddr(r.v6, r.mask).AsSlice(), Xor: make([]byte, l)})
+			Mask: maskAddr(r.fam, r.mask).AsSlice(), Xor: make([]byte, l)})
 	}
 	return e
 }
@@ -400,10 +392,7 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 // Unblock deletes the source from the block set and its meters, in one
 // transaction; the source is given as any address in its network.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
-	fam := rules.IPv4
-	if source.Addr().Is6() {
-		fam = rules.IPv6
-	}
+	fam := rules.FamilyOf(source.Addr())
 	key := source.Masked().Addr().AsSlice()
 	blocked := false
 	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
