@@ -2,7 +2,6 @@ package ipt
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -111,15 +110,11 @@ func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
 		for _, p := range r.Prefixes() {
 			if p.Bits() == 0 {
 				for _, h := range halves(p.Addr()) {
-					entries = append(entries, h.String())
+					entries = append(entries, netEntry(h))
 				}
 				continue
 			}
-			if p.IsSingleIP() {
-				entries = append(entries, p.Addr().String())
-			} else {
-				entries = append(entries, p.String())
-			}
+			entries = append(entries, netEntry(p))
 		}
 	}
 	slices.Sort(entries)
@@ -146,17 +141,26 @@ func graceSeconds(in rules.Inbound) uint { return max(in.MinuteMeterSeconds(), i
 func carriedOver(entries []string, timeout uint) []string {
 	var out []string
 	for _, e := range entries {
-		f := strings.Fields(e)
-		if len(f) != 3 || f[1] != "timeout" {
-			continue
+		if addr, left, ok := timedEntry(e); ok && left > 0 {
+			out = append(out, fmt.Sprintf("%s timeout %d", addr, min(left, uint64(timeout))))
 		}
-		left, err := strconv.ParseUint(f[2], 10, 32)
-		if err != nil || left == 0 {
-			continue
-		}
-		out = append(out, fmt.Sprintf("%s timeout %d", f[0], min(uint(left), timeout)))
 	}
 	return out
+}
+
+// timedEntry reads an entry of a set with timeouts as ipset save prints
+// it, "198.51.100.9 timeout 86312": the address and the seconds left.
+func timedEntry(e string) (addr netip.Addr, left uint64, ok bool) {
+	f := strings.Fields(e)
+	if len(f) != 3 || f[1] != "timeout" {
+		return addr, 0, false
+	}
+	addr, err := netip.ParseAddr(f[0])
+	if err != nil {
+		return addr, 0, false
+	}
+	left, err = strconv.ParseUint(f[2], 10, 32)
+	return addr, left, err == nil
 }
 
 // Blocked reads the block sets.
@@ -171,22 +175,9 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 			continue
 		}
 		for _, e := range s.entries {
-			// "198.51.100.9 timeout 86312"
-			f := strings.Fields(e)
-			if len(f) == 0 {
-				continue
+			if a, left, ok := timedEntry(e); ok {
+				out = append(out, firewall.Block{Source: in.Source(a), ExpiresSeconds: int64(left)})
 			}
-			a, err := netip.ParseAddr(f[0])
-			if err != nil {
-				continue
-			}
-			var left int64
-			for i := 1; i+1 < len(f); i++ {
-				if f[i] == "timeout" {
-					left, _ = strconv.ParseInt(f[i+1], 10, 64)
-				}
-			}
-			out = append(out, firewall.Block{Source: in.Source(a), ExpiresSeconds: left})
 		}
 	}
 	return out, nil
@@ -202,8 +193,7 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 	name := ipsetName(rules.InboundSetName("block", fam))
 	addr := source.Masked().Addr()
 	blocked, err := b.ipset.contains(ctx, name, addr.String())
-	var te *toolError
-	if errors.As(err, &te) && strings.Contains(te.stderr, "does not exist") {
+	if noSuchSet(err) {
 		return false, fmt.Errorf("the inbound protection is not installed")
 	}
 	if err != nil || !blocked {

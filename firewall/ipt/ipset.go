@@ -75,14 +75,15 @@ type ipset struct {
 	netmask int  // 0: none
 }
 
-// params are the create parameters relayfw sets, as ipset save prints them.
-func (s ipset) params() map[string]string {
-	out := map[string]string{"maxelem": fmt.Sprint(cmp.Or(s.maxelem, ipsetMaxElem))}
+// params are the create parameters relayfw sets, in create's order, as
+// ipset save prints them.
+func (s ipset) params() [][2]string {
+	out := [][2]string{{"maxelem", fmt.Sprint(cmp.Or(s.maxelem, ipsetMaxElem))}}
 	if s.netmask != 0 {
-		out["netmask"] = fmt.Sprint(s.netmask)
+		out = append(out, [2]string{"netmask", fmt.Sprint(s.netmask)})
 	}
 	if s.timeout != 0 {
-		out["timeout"] = fmt.Sprint(s.timeout)
+		out = append(out, [2]string{"timeout", fmt.Sprint(s.timeout)})
 	}
 	return out
 }
@@ -94,14 +95,11 @@ func (s ipset) create(name string) string {
 	}
 	// Fixed parameters: restore -exist then accepts an identical create
 	// of a set left over by an interrupted run. The hash grows as needed.
-	extra := ""
-	if s.netmask != 0 {
-		extra += fmt.Sprintf(" netmask %d", s.netmask)
+	line := fmt.Sprintf("create %s %s family %s", name, s.typ, family)
+	for _, p := range s.params() {
+		line += " " + p[0] + " " + p[1]
 	}
-	if s.timeout != 0 {
-		extra += fmt.Sprintf(" timeout %d", s.timeout)
-	}
-	return fmt.Sprintf("create %s %s family %s maxelem %d%s\n", name, s.typ, family, cmp.Or(s.maxelem, ipsetMaxElem), extra)
+	return line + "\n"
 }
 
 // classSets splits an exit map's classes into those matched through an
@@ -145,10 +143,7 @@ func classSets(rs rules.Ruleset, m rules.ExitMap) (withSet, withRules []int) {
 func classEntries(m rules.ExitMap, class int) []string {
 	var out []string
 	entry := func(p netip.Prefix, match bool) {
-		s := p.String()
-		if p.IsSingleIP() {
-			s = p.Addr().String()
-		}
+		s := netEntry(p)
 		if !match {
 			s += " nomatch"
 		}
@@ -183,6 +178,15 @@ func classEntries(m rules.ExitMap, class int) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// netEntry is a hash:net entry as ipset save prints it: a prefix, a
+// single address without its length.
+func netEntry(p netip.Prefix) string {
+	if p.IsSingleIP() {
+		return p.Addr().String()
+	}
+	return p.String()
 }
 
 // halves are the two /1 prefixes of a family.
@@ -247,14 +251,19 @@ func (x ipsets) owned(ctx context.Context) (map[string]*installedIpset, error) {
 // does not have it.
 func (x ipsets) one(ctx context.Context, name string) (*installedIpset, error) {
 	out, err := runTool(ctx, "ipset", "", x.path, "save", name)
-	var te *toolError
-	if errors.As(err, &te) && strings.Contains(te.stderr, "does not exist") {
+	if noSuchSet(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
 	return parseSave(out)[name], nil
+}
+
+// noSuchSet reports whether ipset refused for want of the named set.
+func noSuchSet(err error) bool {
+	var te *toolError
+	return errors.As(err, &te) && strings.Contains(te.stderr, "does not exist")
 }
 
 // contains asks the kernel whether the set holds entry (ipset test),
@@ -421,8 +430,8 @@ func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, 
 		return []string{fmt.Sprintf("%sipset %s is %s, not %s", prefix, want.name, have.typ, want.typ)}, len(want.entries), len(have.entries)
 	}
 	if want.dynamic {
-		for k, v := range want.params() {
-			if have.params[k] != v {
+		for _, p := range want.params() {
+			if k, v := p[0], p[1]; have.params[k] != v {
 				drift = append(drift, fmt.Sprintf("%sipset %s has %s %s, not %s", prefix, want.name, k, cmp.Or(have.params[k], "none"), v))
 			}
 		}

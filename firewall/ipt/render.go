@@ -110,7 +110,7 @@ func restoreScript(fp familyPlan, st state) string {
 	}
 	if fp.inbound != nil {
 		fmt.Fprintf(&b, "-I INPUT 1 -j %s\n", InputChain)
-		for _, l := range append(slices.Clone(fp.inbound.input), fp.inbound.inbound...) {
+		for _, l := range slices.Concat(fp.inbound.input, fp.inbound.inbound) {
 			b.WriteString(l)
 			b.WriteByte('\n')
 		}
