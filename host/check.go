@@ -77,8 +77,11 @@ func (p *Plan) Changes(drift []string) []string {
 // PlanChanges is a dry run: what applying rs with b would change.
 func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
 	p, err := NewPlan(ctx, b, rs)
-	if err != nil || !p.Installed {
-		return p.Changes(nil), err
+	if err != nil {
+		return nil, err
+	}
+	if !p.Installed {
+		return p.Changes(nil), nil
 	}
 	asInstalled, err := withKernelLinks(ctx, b, rs)
 	if err != nil {

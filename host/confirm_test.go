@@ -19,6 +19,7 @@ type fakeBackend struct {
 	kind      string
 	installed *rules.Ruleset
 	applies   int
+	linksErr  error // what RelayLinks fails with
 }
 
 func (f *fakeBackend) Name() string                         { return f.kind + " (fake)" }
@@ -38,7 +39,7 @@ func (f *fakeBackend) Remove(context.Context) (bool, error) {
 func (f *fakeBackend) Refresh(context.Context, rules.Ruleset) (int, int, error) { return 0, 0, nil }
 func (f *fakeBackend) Installed(context.Context) (bool, error)                  { return f.installed != nil, nil }
 func (f *fakeBackend) RelayLinks(context.Context, rules.Ruleset) (map[string][]rules.Region, error) {
-	return nil, nil
+	return nil, f.linksErr
 }
 func (f *fakeBackend) Counters(context.Context) (map[string]firewall.Counter, error) { return nil, nil }
 func (f *fakeBackend) Blocked(context.Context, rules.Inbound) ([]firewall.Block, error) {
