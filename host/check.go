@@ -19,7 +19,9 @@ type Plan struct {
 	Prev      rules.Ruleset // Version 0 when unknown
 	Links     LinksBehind
 	rs        rules.Ruleset
-	kind      string
+	// asInstalled is rs with the kernel's relay links (asInstalled).
+	asInstalled rules.Ruleset
+	kind        string
 }
 
 // NewPlan reads what an apply of rs with b would start from.
@@ -36,7 +38,7 @@ func NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, 
 	if err != nil {
 		return nil, err
 	}
-	_, p.Links = asInstalled(rs, installed)
+	p.asInstalled, p.Links = asInstalled(rs, installed)
 	return p, nil
 }
 
@@ -83,11 +85,7 @@ func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]s
 	if !p.Installed {
 		return p.Changes(nil), nil
 	}
-	asInstalled, err := withKernelLinks(ctx, b, rs)
-	if err != nil {
-		return nil, err
-	}
-	drift, err := b.Check(ctx, asInstalled)
+	drift, err := b.Check(ctx, p.asInstalled)
 	if err != nil {
 		return nil, err
 	}
@@ -97,16 +95,16 @@ func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]s
 // withoutLinkDrift drops the drift lines about the relay sets' elements:
 // Plan counts those itself.
 func withoutLinkDrift(drift []string, rs rules.Ruleset) []string {
+	names := make([]string, 0, len(rs.Sets)+2)
+	for _, s := range rs.Sets {
+		names = append(names, s.Name)
+	}
+	if rs.Inbound != nil {
+		names = append(names, rules.InboundSetName("trust", rules.IPv4), rules.InboundSetName("trust", rules.IPv6))
+	}
 	var out []string
 	for _, d := range drift {
 		link := false
-		names := make([]string, 0, len(rs.Sets)+2)
-		for _, s := range rs.Sets {
-			names = append(names, s.Name)
-		}
-		if rs.Inbound != nil {
-			names = append(names, rules.InboundSetName("trust", rules.IPv4), rules.InboundSetName("trust", rules.IPv6))
-		}
 		for _, name := range names {
 			link = link || (strings.Contains(d, name+":") && (strings.Contains(d, "elements") || strings.Contains(d, "entries")))
 		}
@@ -115,17 +113,6 @@ func withoutLinkDrift(drift []string, rs rules.Ruleset) []string {
 		}
 	}
 	return out
-}
-
-// withKernelLinks is rs with the sets that follow the consensus as the
-// kernel holds them.
-func withKernelLinks(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (rules.Ruleset, error) {
-	installed, err := b.RelayLinks(ctx, rs)
-	if err != nil {
-		return rs, err
-	}
-	out, _ := asInstalled(rs, installed)
-	return out, nil
 }
 
 // asInstalled is rs with the sets that follow the consensus — the relay
