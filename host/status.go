@@ -81,7 +81,7 @@ type InboundStatus struct {
 func inboundRuleCause(name string) (cause string, ok bool) {
 	base := strings.TrimRight(name, "46")
 	switch base {
-	case rules.InboundRuleJump, rules.InboundRuleTrusted, "inbound-limited":
+	case rules.InboundRuleJump, rules.InboundRuleTrusted, rules.InboundRuleLimited:
 		return "", true
 	}
 	for _, c := range rules.InboundCauses {

@@ -83,6 +83,10 @@ const (
 	InboundRuleMinute  = "inbound-minute"  // dropped and blocked: over the per-minute rate
 	InboundRuleHour    = "inbound-hour"    // dropped and blocked: over the per-hour rate
 	InboundRuleConns   = "inbound-conns"   // reset: over the concurrent limit
+	// InboundRuleLimited (iptables only) drops the connection a meter
+	// has just blocked the source for (the meter's SET is no verdict);
+	// the meter's own counter counts it as its cause.
+	InboundRuleLimited = "inbound-limited"
 )
 
 // InboundRuleName names an inbound rule of a family; base is one of the

@@ -66,7 +66,7 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 	}
 	meter(rules.InboundRuleMinute, "minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
 	meter(rules.InboundRuleHour, "hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
-	add("-m set --match-set %s src %s -j DROP", block, ruleComment("inbound-limited"))
+	add("-m set --match-set %s src %s -j DROP", block, ruleComment(rules.InboundRuleLimited))
 	add("-p tcp -m connlimit --connlimit-above %d --connlimit-mask %d --connlimit-saddr %s -j REJECT --reject-with tcp-reset",
 		in.MaxConns, mask, ruleComment(rules.InboundRuleConns))
 	return p
