@@ -84,25 +84,22 @@ func ChooseBackend(ctx context.Context, name string, log *slog.Logger) (firewall
 }
 
 // AllBackends are the backends that work on this host.
-func AllBackends(ctx context.Context) []firewall.Backend {
-	var out []firewall.Backend
-	if n := (&nft.Backend{}); n.Available(ctx) == nil {
-		out = append(out, n)
-	}
-	if i, err := ipt.New(); err == nil && i.Available(ctx) == nil {
-		out = append(out, i)
-	}
-	return out
+func AllBackends(ctx context.Context) []firewall.Backend { return workingBackends(ctx, "") }
+
+// OtherBackends are the working backends of another kind than b.
+func OtherBackends(ctx context.Context, b firewall.Backend) []firewall.Backend {
+	return workingBackends(ctx, Kind(b))
 }
 
-// OtherBackends are the working backends of another kind than b (b's own
-// kind is not even looked at: for iptables that is four commands).
-func OtherBackends(ctx context.Context, b firewall.Backend) []firewall.Backend {
+// workingBackends are the backends that work on this host but those of
+// kind skip, which are not even looked at (for iptables that is four
+// commands).
+func workingBackends(ctx context.Context, skip string) []firewall.Backend {
 	var out []firewall.Backend
-	if n := (&nft.Backend{}); Kind(b) != Kind(n) && n.Available(ctx) == nil {
+	if n := (&nft.Backend{}); skip != Kind(n) && n.Available(ctx) == nil {
 		out = append(out, n)
 	}
-	if Kind(b) != "iptables" {
+	if skip != "iptables" {
 		if i, err := ipt.New(); err == nil && i.Available(ctx) == nil {
 			out = append(out, i)
 		}
