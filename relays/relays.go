@@ -55,12 +55,6 @@ type Network struct {
 	Relays []netip.Addr
 }
 
-// ReadConsensus reads the first consensus found in dataDir.
-func ReadConsensus(dataDir string) (Links, string, error) {
-	n, path, err := ReadNetwork(dataDir)
-	return n.Links, path, err
-}
-
 // ReadNetwork reads the first consensus found in dataDir.
 func ReadNetwork(dataDir string) (Network, string, error) {
 	var errs []error
@@ -79,12 +73,6 @@ func ReadNetwork(dataDir string) (Network, string, error) {
 		return n, path, nil
 	}
 	return Network{}, "", errors.Join(errs...)
-}
-
-// ParseConsensus reads the links of a consensus; see ParseNetwork.
-func ParseConsensus(r io.Reader) (Links, error) {
-	n, err := ParseNetwork(r)
-	return n.Links, err
 }
 
 // ParseNetwork reads a network-status consensus (full or microdesc

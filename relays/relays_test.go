@@ -20,7 +20,7 @@ func strs(l Links) []string {
 }
 
 func TestReadConsensus(t *testing.T) {
-	links, path, err := ReadConsensus("testdata")
+	n, path, err := ReadNetwork("testdata")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestReadConsensus(t *testing.T) {
 	want := []string{"203.0.113.11:9001", "203.0.113.12:443", "203.0.113.13:25",
 		"203.0.113.201:8001", "203.0.113.201:8030", "203.0.113.202:80", "203.0.113.202:443",
 		"[2001:db8:1::11]:9001", "[2001:db8:1::13]:25"}
-	if diff := cmp.Diff(want, strs(links)); diff != "" {
+	if diff := cmp.Diff(want, strs(n.Links)); diff != "" {
 		t.Fatal(diff)
 	}
 }
@@ -38,20 +38,20 @@ func TestReadConsensus(t *testing.T) {
 func TestFullConsensusFlavour(t *testing.T) {
 	// The full flavour has a digest field before the date.
 	text := "r relayA AAAA dddd 2026-11-25 11:00:00 198.51.100.9 9001 9030\n"
-	links, err := ParseConsensus(strings.NewReader(text))
+	n, err := ParseNetwork(strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff([]string{"198.51.100.9:9001"}, strs(links)); diff != "" {
+	if diff := cmp.Diff([]string{"198.51.100.9:9001"}, strs(n.Links)); diff != "" {
 		t.Fatal(diff)
 	}
 }
 
 func TestMissingConsensus(t *testing.T) {
-	if _, _, err := ReadConsensus(t.TempDir()); err == nil {
+	if _, _, err := ReadNetwork(t.TempDir()); err == nil {
 		t.Fatal("want an error for a DataDirectory without a consensus")
 	}
-	if _, err := ParseConsensus(strings.NewReader("garbage\n")); err == nil {
+	if _, err := ParseNetwork(strings.NewReader("garbage\n")); err == nil {
 		t.Fatal("want an error for a file without relays")
 	}
 }
