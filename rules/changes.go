@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"math/bits"
@@ -65,27 +66,11 @@ func inboundChanges(prev, next *Inbound) []string {
 	if !sameJSON(p, n) {
 		out = append(out, "~ inbound protection: "+next.Summary())
 	}
-	added, removed := prefixDiff(next.Trusted, prev.Trusted)
+	added, removed := countDiff(next.Trusted, prev.Trusted, func(p netip.Prefix) netip.Prefix { return p })
 	if added > 0 || removed > 0 {
 		out = append(out, fmt.Sprintf("inbound trusted: +%d -%d", added, removed))
 	}
 	return out
-}
-
-// prefixDiff counts the prefixes only in a and only in b.
-func prefixDiff(a, b []netip.Prefix) (onlyA, onlyB int) {
-	inB := map[netip.Prefix]bool{}
-	for _, p := range b {
-		inB[p] = true
-	}
-	for _, p := range a {
-		if inB[p] {
-			delete(inB, p)
-		} else {
-			onlyA++
-		}
-	}
-	return onlyA, len(inB)
 }
 
 func sameJSON(a, b any) bool {
@@ -96,7 +81,7 @@ func sameJSON(a, b any) bool {
 
 func ruleChange(name string, p, n Rule, inPrev, inNext bool) string {
 	kind := "rule"
-	if cmpOr(n.Class, p.Class) == ClassHostAllowance {
+	if cmp.Or(n.Class, p.Class) == ClassHostAllowance {
 		kind = "allowance"
 	}
 	switch {
@@ -110,13 +95,6 @@ func ruleChange(name string, p, n Rule, inPrev, inNext bool) string {
 
 func sameUID(a, b *uint32) bool {
 	return (a == nil) == (b == nil) && (a == nil || *a == *b)
-}
-
-func cmpOr(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
 }
 
 func sameRule(a, b Rule) bool { return sameJSON(a, b) }
@@ -324,22 +302,30 @@ func (s portSet) String() string {
 // DiffRegions counts the point elements (one address, one port) want has
 // and have lacks, and the other way round.
 func DiffRegions(want, have []Region) (missing, extra int) {
-	key := func(r Region) string {
-		return r.AddrFirst.String() + "-" + r.AddrLast.String() + " " + strconv.Itoa(int(r.Ports.First))
+	type point struct {
+		first, last netip.Addr
+		port        uint16
 	}
-	haveKeys := map[string]bool{}
-	for _, r := range have {
-		haveKeys[key(r)] = true
+	return countDiff(want, have, func(r Region) point { return point{r.AddrFirst, r.AddrLast, r.Ports.First} })
+}
+
+// countDiff counts the keys of want's elements have lacks, and the other
+// way round, each key once.
+func countDiff[T any, K comparable](want, have []T, key func(T) K) (missing, extra int) {
+	w, h := map[K]bool{}, map[K]bool{}
+	for _, x := range want {
+		w[key(x)] = true
 	}
-	wantKeys := map[string]bool{}
-	for _, r := range want {
-		wantKeys[key(r)] = true
-		if !haveKeys[key(r)] {
+	for _, x := range have {
+		h[key(x)] = true
+	}
+	for k := range w {
+		if !h[k] {
 			missing++
 		}
 	}
-	for k := range haveKeys {
-		if !wantKeys[k] {
+	for k := range h {
+		if !w[k] {
 			extra++
 		}
 	}
