@@ -167,44 +167,49 @@ func writeInboundStatus(w io.Writer, in *host.InboundStatus) {
 // writeMetrics writes the Prometheus text format.
 func writeMetrics(w io.Writer, st *host.Status) error {
 	var b strings.Builder
-	b.WriteString("# HELP relayfw_packets_total Packets matched by relayfw's rules.\n# TYPE relayfw_packets_total counter\n")
-	names := make([]string, 0, len(st.Rules))
-	for n := range st.Rules {
-		names = append(names, n)
+	header := func(name, typ, help string) {
+		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
 	}
-	slices.Sort(names)
-	for _, n := range names {
-		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", st.RuleClass(n), n, st.Rules[n].Packets)
+	one := func(name, typ, help string, v uint64) {
+		header(name, typ, help)
+		fmt.Fprintf(&b, "%s %d\n", name, v)
 	}
-	b.WriteString("# HELP relayfw_bytes_total Bytes matched by relayfw's rules.\n# TYPE relayfw_bytes_total counter\n")
-	for _, n := range names {
-		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", st.RuleClass(n), n, st.Rules[n].Bytes)
-	}
-	boolean := func(v bool) int {
+	boolean := func(v bool) uint64 {
 		if v {
 			return 1
 		}
 		return 0
 	}
-	fmt.Fprintf(&b, "# HELP relayfw_installed Whether relayfw's firewall is installed.\n# TYPE relayfw_installed gauge\nrelayfw_installed %d\n", boolean(st.Installed))
-	fmt.Fprintf(&b, "# HELP relayfw_in_sync Whether the installed rules equal the ones compiled from torrc (relay links apart).\n# TYPE relayfw_in_sync gauge\nrelayfw_in_sync %d\n", boolean(st.InSync))
-	fmt.Fprintf(&b, "# HELP relayfw_relay_links_behind Relay links the cached consensus and the kernel disagree on (relayfw refresh).\n# TYPE relayfw_relay_links_behind gauge\nrelayfw_relay_links_behind %d\n", st.RelayLinksBehind)
+	names := make([]string, 0, len(st.Rules))
+	for n := range st.Rules {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	header("relayfw_packets_total", "counter", "Packets matched by relayfw's rules.")
+	for _, n := range names {
+		fmt.Fprintf(&b, "relayfw_packets_total{class=%q,rule=%q} %d\n", st.RuleClass(n), n, st.Rules[n].Packets)
+	}
+	header("relayfw_bytes_total", "counter", "Bytes matched by relayfw's rules.")
+	for _, n := range names {
+		fmt.Fprintf(&b, "relayfw_bytes_total{class=%q,rule=%q} %d\n", st.RuleClass(n), n, st.Rules[n].Bytes)
+	}
+	one("relayfw_installed", "gauge", "Whether relayfw's firewall is installed.", boolean(st.Installed))
+	one("relayfw_in_sync", "gauge", "Whether the installed rules equal the ones compiled from torrc (relay links apart).", boolean(st.InSync))
+	one("relayfw_relay_links_behind", "gauge", "Relay links the cached consensus and the kernel disagree on (relayfw refresh).", uint64(st.RelayLinksBehind))
 	if st.LastApply != nil {
-		fmt.Fprintf(&b, "# HELP relayfw_last_apply_timestamp_seconds When relayfw last applied.\n# TYPE relayfw_last_apply_timestamp_seconds gauge\nrelayfw_last_apply_timestamp_seconds %d\n", st.LastApply.Unix())
+		one("relayfw_last_apply_timestamp_seconds", "gauge", "When relayfw last applied.", uint64(st.LastApply.Unix()))
 	}
 	if in := st.Inbound; in != nil {
-		b.WriteString("# HELP relayfw_inbound_new_connections_total New connections to the ORPorts the inbound protection looked at.\n# TYPE relayfw_inbound_new_connections_total counter\n")
-		fmt.Fprintf(&b, "relayfw_inbound_new_connections_total %d\n", in.NewConnections)
-		b.WriteString("# HELP relayfw_inbound_trusted_total New connections from trusted sources (authorities, relays, the operator's list).\n# TYPE relayfw_inbound_trusted_total counter\n")
-		fmt.Fprintf(&b, "relayfw_inbound_trusted_total %d\n", in.Trusted)
-		b.WriteString("# HELP relayfw_inbound_drops_total New connections refused, by cause: blocked (source blocked), minute and hour (over a rate: blocked from now), conns (too many at once).\n# TYPE relayfw_inbound_drops_total counter\n")
+		one("relayfw_inbound_new_connections_total", "counter", "New connections to the ORPorts the inbound protection looked at.", in.NewConnections)
+		one("relayfw_inbound_trusted_total", "counter", "New connections from trusted sources (authorities, relays, the operator's list).", in.Trusted)
+		header("relayfw_inbound_drops_total", "counter", "New connections refused, by cause: blocked (source blocked), minute and hour (over a rate: blocked from now), conns (too many at once).")
 		for _, c := range rules.InboundCauses {
 			fmt.Fprintf(&b, "relayfw_inbound_drops_total{cause=%q} %d\n", c, in.Drops[c])
 		}
-		b.WriteString("# HELP relayfw_inbound_blocked Sources blocked now.\n# TYPE relayfw_inbound_blocked gauge\n")
-		fmt.Fprintf(&b, "relayfw_inbound_blocked %d\n", len(in.Blocked))
+		one("relayfw_inbound_blocked", "gauge", "Sources blocked now.", uint64(len(in.Blocked)))
 	}
-	fmt.Fprintf(&b, "# HELP relayfw_info The backend in use.\n# TYPE relayfw_info gauge\nrelayfw_info{backend=%q,version=%q} 1\n", st.Backend, version)
+	header("relayfw_info", "gauge", "The backend in use.")
+	fmt.Fprintf(&b, "relayfw_info{backend=%q,version=%q} 1\n", st.Backend, version)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
