@@ -47,7 +47,7 @@ func TestKillDuringApply(t *testing.T) {
 				t.Fatal("apply B failed")
 			}
 			span := time.Since(start) * 6 / 5
-			r := rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 7))
+			r := rand.New(rand.NewPCG(testSeed(t, "RELAYFW_KILL_SEED", 7), 7))
 			outcomes := map[string]int{}
 			for trial := 0; trial < 100; trial++ {
 				if code, out, errOut := relayfwEnv(t, ns, env, append(flagsA, "apply")...); code != 0 {

@@ -8,8 +8,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // relayfwBin is the relayfw binary built for this test run; dialerBin the
@@ -77,4 +79,21 @@ func requireCommand(t *testing.T, name string) string {
 		t.Fatalf("%s not found: run `bash scripts/setup` (apt-get install %s) first", name, name)
 	}
 	return p
+}
+
+// testSeed is the seed of a test's random input. CI and a plain run use
+// fixed, so the same commit gives the same answer twice; the environment
+// variable env replays a given seed; RELAYFW_EXPLORE=1 draws a new one
+// from the clock to look for new failures. The seed is logged either way,
+// with the variable that replays it.
+func testSeed(t *testing.T, env string, fixed uint64) uint64 {
+	t.Helper()
+	seed, how := fixed, "fixed"
+	if v, err := strconv.ParseUint(os.Getenv(env), 10, 64); err == nil {
+		seed, how = v, "from "+env
+	} else if os.Getenv("RELAYFW_EXPLORE") == "1" {
+		seed, how = uint64(time.Now().UnixNano()), "new (RELAYFW_EXPLORE=1)"
+	}
+	t.Logf("random input: %s=%d (%s)", env, seed, how)
+	return seed
 }

@@ -257,11 +257,8 @@ func TestTorOracle(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("RELAYFW_ORACLE_CASES")); err == nil {
 		n = v
 	}
-	seed := uint64(time.Now().UnixNano())
-	if v, err := strconv.ParseUint(os.Getenv("RELAYFW_ORACLE_SEED"), 10, 64); err == nil {
-		seed = v
-	}
-	t.Logf("tor oracle: %d cases, RELAYFW_ORACLE_SEED=%d", n, seed)
+	seed := testSeed(t, "RELAYFW_ORACLE_SEED", 20261202)
+	t.Logf("tor oracle: %d random cases", n)
 	r := rand.New(rand.NewPCG(seed, 0x7e1a7))
 	cases := make([][]string, n)
 	for i := range cases {
