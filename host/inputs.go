@@ -187,11 +187,21 @@ func (in *Inputs) Ruleset() (rules.Ruleset, rules.Host) {
 	return rules.CompileInstances(in.ruleInstances(), h), h
 }
 
-// hostFacts gathers the host's interface addresses and a resolver for
-// host names given as Address.
+// hostFacts gathers the addresses of the host's interfaces that are up and
+// running, and a resolver for host names given as Address.
 func hostFacts() rules.HostFacts {
 	var facts rules.HostFacts
-	if addrs, err := net.InterfaceAddrs(); err == nil {
+	ifaces, _ := net.Interfaces()
+	for _, ifc := range ifaces {
+		// tor's interface list (get_interface_address6_list) skips
+		// interfaces that are not both up and running.
+		if ifc.Flags&(net.FlagUp|net.FlagRunning) != net.FlagUp|net.FlagRunning {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
 		for _, a := range addrs {
 			if p, err := netip.ParsePrefix(a.String()); err == nil {
 				facts.InterfaceAddrs = append(facts.InterfaceAddrs, p.Addr())

@@ -63,13 +63,24 @@ func askTor(t *testing.T, ns, torrc string, args ...string) torAnswer {
 	if err := tor.Start(); err != nil {
 		t.Fatalf("starting tor: %v", err)
 	}
-	defer func() { cancel(); _ = tor.Wait() }()
+	exited := make(chan error, 1)
+	go func() { exited <- tor.Wait() }()
+	defer func() { cancel(); <-exited }()
 
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		reply, err := getinfoExitPolicy(ns)
 		if err == nil {
 			return torAnswer{ok: true, policy: reply}
+		}
+		select {
+		case werr := <-exited:
+			// tor passed --verify-config and then stopped on start: an
+			// abort (tor_assert, exit 134) is a refusal too.
+			exited <- werr
+			log, _ := os.ReadFile(torrc + ".log")
+			return torAnswer{ok: false, why: fmt.Sprintf("tor exited on start (%v): %s", werr, log)}
+		default:
 		}
 		if !strings.Contains(err.Error(), "not ready") && !strings.Contains(err.Error(), "connection refused") {
 			t.Fatalf("asking tor: %v", err)
@@ -273,6 +284,11 @@ func TestTorOracle(t *testing.T) {
 		[]string{"ExitRelay 1", "ExitPolicy opt accept *:80, accept *:+443, accept *:1000-2000x"},
 		// tor 0.4.9 aborts on an empty policy prefix with no ExitPolicy.
 		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0"},
+		// RELAYFW_ORACLE_SEED=1796179815331257748, case 046: the outbound
+		// address does not keep tor from aborting; relayfw accepted it.
+		[]string{"ExitRelay 1", "IPv6Exit 1", "ReducedExitPolicy 1", "ExitPolicyRejectPrivate 0", "ExitPolicyRejectLocalInterfaces 1",
+			"OutboundBindAddress [2001:db8::9]", "EXITPOLICY \"reject [2001:db8:1::]/48:6667, accept [1.2.3.4]:6667\"",
+			"EXITPOLICY \"accept 8.8.8.8:9001, accept 1.2.3/8:80, accept *:80\"", "/ExitPolicy"},
 		[]string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0", "ExitPolicy accept6 1.2.3.4:80"},
 	)
 
@@ -305,6 +321,13 @@ func checkAgainstTor(t *testing.T, dir string, lines []string) torAnswer {
 // checkAgainstTorWithDefaults is checkAgainstTor with a defaults file
 // (tor's and relayfw's --defaults-torrc) of these lines; nil for none.
 func checkAgainstTorWithDefaults(t *testing.T, dir string, defaults, lines []string) torAnswer {
+	return checkAgainstTorOnHost(t, dir, defaults, lines, nil)
+}
+
+// checkAgainstTorOnHost is checkAgainstTorWithDefaults in a namespace that
+// setup, when not nil, has given interfaces and addresses: tor's policy
+// depends on the host's public interface addresses.
+func checkAgainstTorOnHost(t *testing.T, dir string, defaults, lines []string, setup func(ns string) error) torAnswer {
 	if err := os.MkdirAll(filepath.Join(dir, "data"), 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -326,6 +349,11 @@ func checkAgainstTorWithDefaults(t *testing.T, dir string, defaults, lines []str
 		extra = []string{"--defaults-torrc", path}
 	}
 	ns := newIsolatedNS(t, "rfwtor")
+	if setup != nil {
+		if err := setup(ns); err != nil {
+			t.Fatal(err)
+		}
+	}
 	want := askTor(t, ns, torrc, extra...)
 
 	// relayfw runs in the same namespace, so it sees the same interfaces.
@@ -434,5 +462,59 @@ func TestTorDefaultsTorrc(t *testing.T) {
 		if got := checkAgainstTorWithDefaults(t, filepath.Join(dir, "bad"), []string{"ExitPolcy accept *:80"}, []string{"ExitRelay 1"}); got.ok {
 			t.Fatal("tor accepted a misspelled option in the defaults file")
 		}
+	})
+}
+
+// TestTorAbortsByInterface: whether tor 0.4.9 aborts on a torrc without
+// ExitPolicy depends on the host's interfaces: with
+// ExitPolicyRejectLocalInterfaces, a public address on an interface that
+// is up avoids it; one on a down interface, an ORPort's or an outbound
+// address does not. relayfw must refuse exactly the torrcs tor aborts on,
+// in the same namespace.
+func TestTorAbortsByInterface(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "tor")
+	base := []string{"ExitRelay 1", "IPv6Exit 1", "ExitPolicyRejectPrivate 0"}
+	// A veth pair inside the namespace: both ends up make d0 up and
+	// running, as tor's interface list requires.
+	iface := func(up bool, addrs ...string) func(ns string) error {
+		return func(ns string) error {
+			cmds := [][]string{{"ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1"}}
+			for _, a := range addrs {
+				cmds = append(cmds, []string{"ip", "addr", "add", a, "dev", "d0"})
+			}
+			if up {
+				cmds = append(cmds, []string{"ip", "link", "set", "d1", "up"}, []string{"ip", "link", "set", "d0", "up"})
+			}
+			for _, c := range cmds {
+				if out, err := exec.Command("ip", append([]string{"netns", "exec", ns}, c...)...).CombinedOutput(); err != nil {
+					return fmt.Errorf("%v: %v\n%s", c, err, out)
+				}
+			}
+			return nil
+		}
+	}
+	cases := []struct {
+		name    string
+		lines   []string
+		setup   func(string) error
+		refused bool
+	}{
+		{"public IPv4 up", append(base, "ExitPolicyRejectLocalInterfaces 1"), iface(true, "203.0.113.70/24"), false},
+		{"public IPv6 up", append(base, "ExitPolicyRejectLocalInterfaces 1"), iface(true, "2001:db8::70/64"), false},
+		{"public IPv4 down", append(base, "ExitPolicyRejectLocalInterfaces 1"), iface(false, "203.0.113.70/24"), true},
+		{"private only", append(base, "ExitPolicyRejectLocalInterfaces 1"), iface(true, "10.70.0.1/24"), true},
+		{"public up, RejectLocalInterfaces 0", base, iface(true, "203.0.113.70/24"), true},
+		{"ORPort address", append(base, "ExitPolicyRejectLocalInterfaces 1", "ORPort 203.0.113.70:19009 NoListen"), iface(true, "10.70.0.1/24"), true},
+	}
+	dir := t.TempDir()
+	inParallel(len(cases), func(i int) {
+		c := cases[i]
+		t.Run(c.name, func(t *testing.T) {
+			got := checkAgainstTorOnHost(t, filepath.Join(dir, fmt.Sprintf("abort%02d", i)), nil, c.lines, c.setup)
+			if got.ok == c.refused {
+				t.Fatalf("tor ok=%v, the test expects refused=%v (%s)", got.ok, c.refused, got.why)
+			}
+		})
 	})
 }

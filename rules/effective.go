@@ -150,13 +150,12 @@ func EffectivePolicy(o Options, facts HostFacts) (Effective, error) {
 			}
 		}
 	}
-	if len(eff.Policy.Entries) == 0 && o.ExitPolicy == nil {
-		// tor 0.4.9 then hands a NULL list to
-		// policies_log_first_redundant_entry and aborts on its assertion:
-		// it refuses to start with this torrc.
+	if abortsOnValidation(o, facts) {
 		at := o.Origin["ipv6exit"]
 		return eff, &SyntaxError{File: at.File, Line: at.Line, Err: errors.New(
-			"IPv6Exit 1 with ExitPolicyRejectPrivate 0 and no ExitPolicy line: tor 0.4.9 aborts on this combination; add an ExitPolicy line")}
+			"IPv6Exit 1 with ExitPolicyRejectPrivate 0, no ExitPolicy line and no public interface address rejected by ExitPolicyRejectLocalInterfaces: " +
+				"tor 0.4.9 aborts on start (policies_log_first_redundant_entry: Assertion policy failed); " +
+				"add an ExitPolicy line (e.g. \"ExitPolicy reject *:*\" before the policy you want, or the policy itself), or set ExitPolicyRejectPrivate 1")}
 	}
 	eff.Policy.Entries = removeRedundancies(eff.Policy.Entries)
 
@@ -172,6 +171,26 @@ func EffectivePolicy(o Options, facts HostFacts) (Effective, error) {
 	}
 	eff.Policy.Entries = removeRedundancies(eff.Policy.Entries)
 	return eff, nil
+}
+
+// abortsOnValidation says whether tor 0.4.9 aborts on these options. Its
+// validate_addr_policies builds the exit policy when the configuration is
+// validated: before the ports of a new configuration exist (at start none
+// are configured), with OutboundBindAddress* parsed for validation only
+// (left unset), and without the relay's own addresses. When that adds no
+// entry ahead of the ExitPolicy lines and there are none, the list stays
+// NULL and policies_log_first_redundant_entry's tor_assert(policy) aborts.
+// Entries ahead: "reject *6:*" (IPv6Exit 0), "reject private:*"
+// (ExitPolicyRejectPrivate), and with ExitPolicyRejectLocalInterfaces the
+// public addresses of the host's interfaces (IPv6 ones only with IPv6Exit).
+func abortsOnValidation(o Options, facts HostFacts) bool {
+	if o.ExitPolicy != nil || !o.IPv6Exit || o.ExitPolicyRejectPrivate {
+		return false
+	}
+	if o.ExitPolicyRejectLocalInterfaces && slices.ContainsFunc(facts.InterfaceAddrs, isPublicForReject) {
+		return false
+	}
+	return true
 }
 
 // isPublicForReject is tor_addr_is_public_for_reject.
