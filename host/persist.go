@@ -1,0 +1,180 @@
+package host
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// PersistentDir keeps what must outlive a reboot (StateDir is a tmpfs):
+// the last good firewall, the boot's fallback; the last change, for status
+// and metrics; and the record of an unconfirmed rollback, which keeps the
+// automatic applies (boot, the re-apply path unit) from installing again
+// what the operator did not confirm. The units give it as their
+// StateDirectory. A variable so that tests can use their own.
+var PersistentDir = "/var/lib/relayfw"
+
+// persistentFile names a file of PersistentDir. The host's own network
+// namespace has plain names: they must be found again after a reboot,
+// when a namespace cookie is new. Any other namespace (a container, a
+// test) gets files of its own, named like StateDir's.
+func persistentFile(kind string) string {
+	if inInitNetns() {
+		return filepath.Join(PersistentDir, kind+".json")
+	}
+	return filepath.Join(PersistentDir, filepath.Base(stateFile(kind, ".json")))
+}
+
+// inInitNetns says whether this process shares PID 1's network namespace.
+func inInitNetns() bool {
+	var self, init syscall.Stat_t
+	if syscall.Stat("/proc/self/ns/net", &self) != nil || syscall.Stat("/proc/1/ns/net", &init) != nil {
+		return false
+	}
+	return self.Dev == init.Dev && self.Ino == init.Ino
+}
+
+// LastGoodPath, LastChangePath and RolledBackPath are this namespace's
+// persistent files.
+func LastGoodPath() string   { return persistentFile("last-good") }
+func LastChangePath() string { return persistentFile("last-change") }
+func RolledBackPath() string { return persistentFile("rolled-back") }
+
+// Kinds of Change.
+const (
+	ChangeApplied    = "applied"     // an apply without a confirm window, or a refresh
+	ChangePending    = "pending"     // an apply --confirm, waiting for confirmation
+	ChangeConfirmed  = "confirmed"   // a confirm window ended with relayfw confirm
+	ChangeRolledBack = "rolled back" // a confirm window, or a failed apply, rolled back
+	ChangeFallback   = "fallback"    // the boot apply failed; a fallback was installed
+	ChangeRemoved    = "removed"     // relayfw remove
+)
+
+// Why a rollback happened.
+const (
+	RollbackDeadline = "deadline" // not confirmed in time
+	RollbackCommand  = "rollback" // relayfw rollback
+	RollbackFailure  = "failure"  // the apply failed; what it changed was restored
+)
+
+// Change is the last change relayfw made to the firewall.
+type Change struct {
+	Kind string    `json:"change"`
+	Why  string    `json:"why,omitempty"`
+	At   time.Time `json:"at"`
+	// Window names the confirm window the change opened or ended (its
+	// deadline, RFC 3339), so that an apply that waited for a window can
+	// tell how that window ended.
+	Window string `json:"window,omitempty"`
+	// Detail is one line for an operator, e.g. what a rollback restored.
+	Detail string `json:"detail,omitempty"`
+	// LastRollback is when the firewall was last rolled back, kept
+	// across later changes.
+	LastRollback *time.Time `json:"last_rollback,omitempty"`
+}
+
+// ReadLastChange reads the last change; ok is false when none is known.
+func ReadLastChange() (Change, bool) {
+	var c Change
+	data, err := os.ReadFile(LastChangePath())
+	if err != nil || json.Unmarshal(data, &c) != nil {
+		return Change{}, false
+	}
+	return c, true
+}
+
+// RecordChange writes c as the last change (at now when c.At is zero),
+// keeping the time of the last rollback.
+func RecordChange(c Change) error {
+	if c.At.IsZero() {
+		c.At = time.Now()
+	}
+	c.At = c.At.UTC().Truncate(time.Second)
+	if c.Kind == ChangeRolledBack {
+		at := c.At
+		c.LastRollback = &at
+	} else if prev, ok := ReadLastChange(); ok {
+		c.LastRollback = prev.LastRollback
+	}
+	data, err := json.Marshal(c)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(LastChangePath(), data, 0o644)
+}
+
+// LastGood is the firewall that last stood: applied without a confirm
+// window, or confirmed. The boot installs it when its own apply fails.
+type LastGood struct {
+	Backend string        `json:"backend"`
+	At      time.Time     `json:"at"`
+	Ruleset rules.Ruleset `json:"ruleset"`
+}
+
+// SaveLastGood keeps rs, installed with backend kind, as the last good
+// firewall.
+func SaveLastGood(kind string, rs rules.Ruleset) error {
+	data, err := json.Marshal(LastGood{Backend: kind, At: time.Now().UTC().Truncate(time.Second), Ruleset: rs})
+	if err != nil {
+		return err
+	}
+	return writeAtomic(LastGoodPath(), data, 0o600)
+}
+
+// ReadLastGood reads the last good firewall; an error wrapping
+// os.ErrNotExist when there is none.
+func ReadLastGood() (LastGood, error) {
+	var lg LastGood
+	data, err := os.ReadFile(LastGoodPath())
+	if err != nil {
+		return lg, err
+	}
+	if err := json.Unmarshal(data, &lg); err != nil {
+		return lg, fmt.Errorf("%s: %w", LastGoodPath(), err)
+	}
+	return lg, nil
+}
+
+// RolledBack records an apply --confirm that was rolled back: the torrc
+// still holds the change, so until an operator applies by hand, the
+// automatic applies keep the last good firewall.
+type RolledBack struct {
+	At  time.Time `json:"at"`
+	Why string    `json:"why"`
+	// Window is the deadline of the window that was rolled back.
+	Window string `json:"window"`
+}
+
+// ReadRolledBack reads the record of an unconfirmed rollback; ok is false
+// when there is none.
+func ReadRolledBack() (RolledBack, bool) {
+	var r RolledBack
+	data, err := os.ReadFile(RolledBackPath())
+	if err != nil || json.Unmarshal(data, &r) != nil {
+		return RolledBack{}, false
+	}
+	return r, true
+}
+
+// RecordRolledBack writes the record of an unconfirmed rollback.
+func RecordRolledBack(r RolledBack) error {
+	data, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(RolledBackPath(), data, 0o644)
+}
+
+// ForgetRolledBack drops it: an operator applied by hand.
+func ForgetRolledBack() error {
+	if err := os.Remove(RolledBackPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
