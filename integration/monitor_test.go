@@ -48,7 +48,7 @@ type monitorStatus struct {
 func testMonitoringNeverBlind(t *testing.T, b backend) {
 	tn := newTestNet(t)
 	run := b.runner(t, tn)
-	persistentFiles(t, tn.relay) // removed at the end
+	lastChange, _ := persistentFiles(t, tn.relay) // removed at the end
 	example, err := os.ReadFile("../examples/torrc")
 	if err != nil {
 		t.Fatal(err)
@@ -194,10 +194,22 @@ func testMonitoringNeverBlind(t *testing.T, b backend) {
 		})
 	}
 
+	// Without the record of the last apply (/run lost it) and without
+	// --backend, an invalid input still leads status to the backend that
+	// holds relayfw's firewall.
+	appendTo(t, torrc, "ExitPolcy accept *:80\n")
+	if err := os.Remove(strings.Replace(lastChange, "/var/lib/relayfw/last-change-", "/run/relayfw/state-", 1)); err != nil {
+		t.Fatalf("the record of the last apply: %v", err)
+	}
+	code, out, errOut := run(append(plain, "status")...)
+	if code != 0 || !strings.Contains(out, "backend:    "+b.flag) || !strings.Contains(out, "installed:  true\n") ||
+		!regexp.MustCompile(`\n  exit accepted +[1-9]\d* packets`).MatchString(out) {
+		t.Errorf("status without the record of the last apply: exit %d\n%s%s", code, out, errOut)
+	}
+
 	// Reports that cannot be made still fail: without CAP_NET_ADMIN, 77,
 	// invalid inputs or not.
 	requireCommand(t, "setpriv")
-	appendTo(t, torrc, "ExitPolcy accept *:80\n")
 	for _, op := range []string{"status", "metrics"} {
 		args := append([]string{"netns", "exec", tn.relay, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
 			"--inh-caps=-all", "--bounding-set=-all", relayfwBin}, append(flags, op)...)
