@@ -163,6 +163,11 @@ func GatherStatusInvalid(ctx context.Context, b firewall.Backend, inputErr error
 		ref = rules.Ruleset{} // first run, or nothing installed since the state was lost
 	}
 	st, err := gatherStatus(ctx, b, ref, "", known)
+	if err != nil && known {
+		// A ruleset the backend cannot compare the kernel with (an older
+		// relayfw's): the kernel's facts still count.
+		st, err = gatherStatus(ctx, b, ref, "", false)
+	}
 	if err != nil {
 		return nil, err
 	}

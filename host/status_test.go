@@ -89,6 +89,33 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 	}
 }
 
+// uncomparableBackend cannot compare the kernel with a ruleset.
+type uncomparableBackend struct{ countingBackend }
+
+func (uncomparableBackend) Check(context.Context, rules.Ruleset) ([]string, error) {
+	return nil, errors.New("ruleset of an older format")
+}
+
+// TestStatusWithInvalidInputsUncomparable: when the ruleset relayfw last
+// installed cannot be compared with the kernel, the kernel's facts are
+// still reported; with valid inputs the error is the status's.
+func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	rs := policyRuleset(t, "accept *:80,reject *:*")
+	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
+		t.Fatal(err)
+	}
+	b := uncomparableBackend{countingBackend{nft, map[string]firewall.Counter{"reject-tcp": {Packets: 2, Bytes: 120}}}}
+	st, err := GatherStatusInvalid(ctx, b, errors.New("torrc t:1: bad"))
+	if err != nil || !st.Installed || st.InSync || len(st.Drift) != 0 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 {
+		t.Errorf("status %+v, %v", st, err)
+	}
+	if _, err := GatherStatus(ctx, b, rs, ""); err == nil {
+		t.Error("GatherStatus hid the backend's error")
+	}
+}
+
 // TestStatusShowsTheLastChange: the last change, the last rollback and an
 // unconfirmed rollback's record reach the status; an apply under a confirm
 // window is not recorded as applied.
