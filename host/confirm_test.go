@@ -54,6 +54,9 @@ func fakeHost(t *testing.T) (nft, ipt *fakeBackend) {
 	nft, ipt = &fakeBackend{kind: "nftables"}, &fakeBackend{kind: "iptables"}
 	oldDir, oldChoose, oldOthers := StateDir, chooseBackend, otherBackends
 	StateDir = t.TempDir()
+	oldPersistent := PersistentDir
+	PersistentDir = t.TempDir()
+	t.Cleanup(func() { PersistentDir = oldPersistent })
 	chooseBackend = func(_ context.Context, name string, _ *slog.Logger) (firewall.Backend, error) {
 		if name == "iptables" {
 			return ipt, nil

@@ -56,8 +56,25 @@ type Status struct {
 	Rules     map[string]firewall.Counter `json:"rules"`
 	// Inbound is the ORPort protection; nil when [inbound] is off.
 	Inbound *InboundStatus `json:"inbound"`
+	// Config says whether the inputs could be read (GatherStatusInvalid).
+	Config ConfigStatus `json:"config"`
+	// LastChange is the last change relayfw made to the firewall; nil
+	// when none is known (a host that never applied since it was kept).
+	LastChange *Change `json:"last_change"`
+	// RolledBack is an unconfirmed rollback whose change the torrc still
+	// holds: the automatic applies keep the last good firewall until an
+	// operator applies by hand. nil when there is none.
+	RolledBack *RolledBack `json:"rolled_back"`
 
 	ruleClass ruleClasses
+}
+
+// ConfigStatus says whether relayfw's inputs — the torrcs, their
+// %includes and defaults files, relayfw.toml — could be read; Error is the
+// one line every other command prints when they cannot.
+type ConfigStatus struct {
+	Valid bool   `json:"valid"`
+	Error string `json:"error,omitempty"`
 }
 
 // InboundStatus is what the ORPort protection did.
@@ -129,13 +146,54 @@ func (st *Status) RuleClass(name string) string { return st.ruleClass.of(name) }
 // per verdict class. note is the plain statement for a host that does not
 // exit (Inputs.NotExitNote).
 func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string) (*Status, error) {
+	return gatherStatus(ctx, b, rs, note, true)
+}
+
+// GatherStatusInvalid is GatherStatus when the inputs cannot be read
+// (inputErr, with the line every other command prints): the kernel is
+// still reported — installed, counters, the inbound protection's blocks —
+// read with the ruleset relayfw last installed for its rule names and
+// classes, and Drift lists the kernel's differences from that ruleset.
+// The firewall is not in sync while the inputs are invalid, and the relay
+// links are not compared (the cached consensus is found through them).
+func GatherStatusInvalid(ctx context.Context, b firewall.Backend, inputErr error) (*Status, error) {
+	ref, err := LoadRuleset(AppliedRulesetPath())
+	known := err == nil
+	if !known {
+		ref = rules.Ruleset{} // first run, or nothing installed since the state was lost
+	}
+	st, err := gatherStatus(ctx, b, ref, "", known)
+	if err != nil && known {
+		// A ruleset the backend cannot compare the kernel with (an older
+		// relayfw's): the kernel's facts still count.
+		st, err = gatherStatus(ctx, b, ref, "", false)
+	}
+	if err != nil {
+		return nil, err
+	}
+	st.InSync = false
+	st.RelayLinksBehind = 0
+	st.Exit = false
+	for _, r := range ref.Outbound {
+		st.Exit = st.Exit || r.Class == rules.ClassExit
+	}
+	st.Config = ConfigStatus{Error: inputErr.Error()}
+	return st, nil
+}
+
+// gatherStatus is GatherStatus; compare false skips the comparison with
+// rs (no drift, no relay links behind).
+func gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string, compare bool) (*Status, error) {
 	installed, err := b.Installed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	drift, behind, err := Check(ctx, b, rs)
-	if err != nil {
-		return nil, fmt.Errorf("status: %w", err)
+	var drift []string
+	var behind LinksBehind
+	if compare {
+		if drift, behind, err = Check(ctx, b, rs); err != nil {
+			return nil, fmt.Errorf("status: %w", err)
+		}
 	}
 	counters, err := b.Counters(ctx)
 	if err != nil {
@@ -143,9 +201,9 @@ func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 	}
 	st := &Status{Backend: b.Name(), Installed: installed, AlsoInstalled: []string{}, InSync: len(drift) == 0,
 		Drift: append([]string{}, drift...), RelayLinksBehind: behind.Total(), Note: note,
-		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}}
+		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}, Config: ConfigStatus{Valid: true}}
 	st.Exit = st.Note == ""
-	for _, o := range OtherBackends(ctx, b) {
+	for _, o := range otherBackends(ctx, b) {
 		if ok, err := o.Installed(ctx); err == nil && ok {
 			st.AlsoInstalled = append(st.AlsoInstalled, Kind(o))
 		}
@@ -175,6 +233,12 @@ func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 	}
 	if a, ok := ReadState(); ok {
 		st.LastApply = &a.AppliedAt
+	}
+	if c, ok := ReadLastChange(); ok {
+		st.LastChange = &c
+	}
+	if r, ok := ReadRolledBack(); ok {
+		st.RolledBack = &r
 	}
 	if rs.Inbound != nil {
 		if st.Inbound, err = gatherInbound(ctx, b, *rs.Inbound, counters); err != nil {

@@ -1,6 +1,14 @@
 package host
 
-import "testing"
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/rules"
+)
 
 func TestInboundRuleCause(t *testing.T) {
 	for name, want := range map[string]string{
@@ -16,5 +24,122 @@ func TestInboundRuleCause(t *testing.T) {
 		if _, ok := inboundRuleCause(name); ok {
 			t.Errorf("%s taken for an inbound rule", name)
 		}
+	}
+}
+
+// countingBackend is a fakeBackend whose rules count packets.
+type countingBackend struct {
+	*fakeBackend
+	counters map[string]firewall.Counter
+}
+
+func (c countingBackend) Counters(context.Context) (map[string]firewall.Counter, error) {
+	return c.counters, nil
+}
+
+// TestStatusWithInvalidInputs: with inputs that cannot be read, status
+// still reports the kernel, its counters classed by the ruleset relayfw
+// last installed, never in sync, with the inputs' error; on a host that
+// never applied it reports what little there is, without an error.
+func TestStatusWithInvalidInputs(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	inputErr := errors.New("torrc /etc/tor/torrc:3: unknown option \"ExitPolcy\"")
+
+	st, err := GatherStatusInvalid(ctx, nft, inputErr)
+	if err != nil {
+		t.Fatalf("never applied: %v", err)
+	}
+	if st.Installed || st.InSync || st.Config.Valid || st.Config.Error != inputErr.Error() || st.LastChange != nil || st.RolledBack != nil {
+		t.Errorf("never applied: %+v", st)
+	}
+
+	rs := policyRuleset(t, "accept *:80,reject *:*")
+	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
+		t.Fatal(err)
+	}
+	exitRule := ""
+	for _, r := range rs.Outbound {
+		if r.Class == rules.ClassExit && exitRule == "" {
+			exitRule = r.Name
+		}
+	}
+	b := countingBackend{nft, map[string]firewall.Counter{exitRule: {Packets: 3, Bytes: 180}, "reject-tcp": {Packets: 2, Bytes: 120}}}
+	for _, tc := range []struct {
+		name   string
+		gather func() (*Status, error)
+		valid  bool
+	}{
+		{"valid", func() (*Status, error) { return GatherStatus(ctx, b, rs, "") }, true},
+		{"invalid", func() (*Status, error) { return GatherStatusInvalid(ctx, b, inputErr) }, false},
+	} {
+		st, err := tc.gather()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !st.Installed || st.InSync != tc.valid || st.Config.Valid != tc.valid || !st.Exit {
+			t.Errorf("%s: installed %v, in sync %v, config %+v, exit %v", tc.name, st.Installed, st.InSync, st.Config, st.Exit)
+		}
+		if st.Classes[rules.ClassExit].Packets != 3 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 || st.RuleClass(exitRule) != rules.ClassExit {
+			t.Errorf("%s: counters not classed by the applied ruleset: %+v", tc.name, st.Classes)
+		}
+		if st.LastChange == nil || st.LastChange.Kind != ChangeApplied || time.Since(st.LastChange.At) > time.Minute {
+			t.Errorf("%s: last change %+v, want applied now", tc.name, st.LastChange)
+		}
+	}
+}
+
+// uncomparableBackend cannot compare the kernel with a ruleset.
+type uncomparableBackend struct{ countingBackend }
+
+func (uncomparableBackend) Check(context.Context, rules.Ruleset) ([]string, error) {
+	return nil, errors.New("ruleset of an older format")
+}
+
+// TestStatusWithInvalidInputsUncomparable: when the ruleset relayfw last
+// installed cannot be compared with the kernel, the kernel's facts are
+// still reported; with valid inputs the error is the status's.
+func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	rs := policyRuleset(t, "accept *:80,reject *:*")
+	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
+		t.Fatal(err)
+	}
+	b := uncomparableBackend{countingBackend{nft, map[string]firewall.Counter{"reject-tcp": {Packets: 2, Bytes: 120}}}}
+	st, err := GatherStatusInvalid(ctx, b, errors.New("torrc t:1: bad"))
+	if err != nil || !st.Installed || st.InSync || len(st.Drift) != 0 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 {
+		t.Errorf("status %+v, %v", st, err)
+	}
+	if _, err := GatherStatus(ctx, b, rs, ""); err == nil {
+		t.Error("GatherStatus hid the backend's error")
+	}
+}
+
+// TestStatusShowsTheLastChange: the last change, the last rollback and an
+// unconfirmed rollback's record reach the status; an apply under a confirm
+// window is not recorded as applied.
+func TestStatusShowsTheLastChange(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	if err := RecordChange(Change{Kind: ChangeRolledBack, Why: RollbackDeadline, At: at, Window: "w1", Detail: "rolled back to no firewall"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := RecordRolledBack(RolledBack{At: at, Why: RollbackDeadline, Window: "w1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:80"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	st, err := GatherStatus(ctx, nft, policyRuleset(t, "accept *:80"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.LastChange; c == nil || c.Kind != ChangeRolledBack || c.Why != RollbackDeadline || c.LastRollback == nil || !c.LastRollback.Equal(at) {
+		t.Errorf("last change %+v: an apply --confirm is not applied", c)
+	}
+	if r := st.RolledBack; r == nil || !r.At.Equal(at) || r.Why != RollbackDeadline {
+		t.Errorf("rolled back %+v", r)
 	}
 }

@@ -157,7 +157,9 @@ are equal; 1, listing the differences, when a rule, chain, set or the exit
 policy differs (drift: relayfw apply repairs it); 3 when the rules are in sync
 but the relay links are behind tor's cached consensus (tor fetched a new one
 and relayfw refresh has not run yet: it, or relayfw-consensus.path, brings
-them up to date).`,
+them up to date). When it finds several, the most severe code: 1 (drift),
+then 4 (the running tor's exit policy differs from the torrc's; reserved),
+then 3.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rs, _, b, release, err := rulesetAndBackend(cmd, g, readLock)
@@ -169,6 +171,7 @@ them up to date).`,
 			if err != nil {
 				return backendError(fmt.Errorf("check: %w", err))
 			}
+			var found []int // what check found: exit codes, mostSevere picks one
 			linksLine := fmt.Sprintf("relay links behind the cached consensus: %d to add, %d to remove (relayfw refresh)", behind.Missing, behind.Extra)
 			if len(drift) > 0 {
 				fmt.Fprintf(g.stdout, "drift (%s):\n", b.Name())
@@ -177,12 +180,13 @@ them up to date).`,
 				}
 				if behind.Total() > 0 {
 					fmt.Fprintf(g.stdout, "%s\n", linksLine)
+					found = append(found, exitLinksBehind)
 				}
-				return &exitStatus{code: exitFailed}
+				return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
 			}
 			if behind.Total() > 0 {
 				fmt.Fprintf(g.stdout, "rules in sync (%s); %s\n", b.Name(), linksLine)
-				return &exitStatus{code: exitLinksBehind}
+				return &exitStatus{code: mostSevere(append(found, exitLinksBehind)...)}
 			}
 			fmt.Fprintf(g.stdout, "in sync (%s)\n", b.Name())
 			return nil

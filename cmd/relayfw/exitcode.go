@@ -23,6 +23,18 @@ const (
 	exitNoPerm      = 77 // EX_NOPERM: needs root / CAP_NET_ADMIN
 )
 
+// Exit codes in the order the design fixed them, after 3. status and
+// metrics exit 0 whenever they could report the kernel, with invalid
+// inputs too (a monitoring scrape must not fail for a torrc typo).
+const (
+	// exitPolicyDiffers: check found the running tor's exit policy
+	// different from the torrc's. Reserved: not returned yet.
+	exitPolicyDiffers = 4
+	// exitRolledBack: apply --wait waited for a confirm window that was
+	// then rolled back, so it did not install the torrc's change.
+	exitRolledBack = 5
+)
+
 // exitError carries the exit code an error maps to.
 type exitError struct {
 	code int
@@ -59,4 +71,21 @@ func exitCode(err error) int {
 		return exitNoInput
 	}
 	return exitFailed
+}
+
+// checkSeverity orders what check can find, most severe first: drift (the
+// rules differ), the running tor's policy differs, the relay links behind.
+var checkSeverity = []int{exitFailed, exitPolicyDiffers, exitLinksBehind}
+
+// mostSevere is check's exit code for what it found (codes among
+// checkSeverity): the first of checkSeverity found, exitOK for none.
+func mostSevere(found ...int) int {
+	for _, code := range checkSeverity {
+		for _, f := range found {
+			if f == code {
+				return code
+			}
+		}
+	}
+	return exitOK
 }

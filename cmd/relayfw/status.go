@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
@@ -26,14 +28,54 @@ var classTitles = map[string]string{
 	rules.ClassRejectedDefault: "rejected by default (not TCP)",
 }
 
+// gatherStatus reads the kernel's state for status and metrics. With
+// inputs that cannot be read (a torrc or relayfw.toml with a syntax error,
+// a missing %include …) it still reports the kernel (host.GatherStatusInvalid):
+// monitoring is never blind. It fails only when the kernel cannot be read
+// (not permitted, no backend).
 func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
-	rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
+	release, _ := readLock(cmd.Context(), g.wait)
 	defer release()
+	rs, in, inputErr := compileRuleset(cmd, g)
+	if inputErr == nil {
+		b, err := chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
+		if err != nil {
+			return nil, err
+		}
+		st, err := host.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
+		return st, backendError(err)
+	}
+	cfg, err := loadConfig(cmd, g)
+	if err != nil {
+		cfg = host.DefaultConfig() // relayfw.toml itself is what is invalid
+	}
+	b, err := reportBackend(cmd, g, cfg)
 	if err != nil {
 		return nil, err
 	}
-	st, err := host.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
+	st, err := host.GatherStatusInvalid(cmd.Context(), b, inputErr)
 	return st, backendError(err)
+}
+
+// reportBackend is the backend status reads when the inputs are invalid:
+// --backend, else relayfw.toml's (when it could be read), else the one of
+// the last apply; with none of these, the one holding relayfw's firewall
+// (auto's choice when neither does).
+func reportBackend(cmd *cobra.Command, g *globals, cfg config.Config) (firewall.Backend, error) {
+	name := backendChoice(cmd, g, cfg)
+	b, err := chooseBackend(cmd.Context(), g, name)
+	if err != nil || name != "auto" {
+		return b, err
+	}
+	if ok, err := b.Installed(cmd.Context()); err == nil && ok {
+		return b, nil
+	}
+	for _, o := range host.OtherBackends(cmd.Context(), b) {
+		if ok, err := o.Installed(cmd.Context()); err == nil && ok {
+			return o, nil
+		}
+	}
+	return b, nil
 }
 
 func newStatusCommand(g *globals) *cobra.Command {
@@ -61,12 +103,17 @@ func newStatusCommand(g *globals) *cobra.Command {
 			for _, o := range st.AlsoInstalled {
 				fmt.Fprintf(w, "also:       relayfw objects in %s too (relayfw apply keeps one firewall; relayfw remove removes both)\n", o)
 			}
+			fmt.Fprintf(w, "config:     %s\n", configLine(st.Config))
 			if st.InSync {
 				fmt.Fprintf(w, "in sync:    yes\n")
+			} else if !st.Config.Valid {
+				fmt.Fprintf(w, "in sync:    %s\n", invalidSyncLine(st))
 			} else {
 				fmt.Fprintf(w, "in sync:    no (%d differences; see relayfw check)\n", len(st.Drift))
 			}
-			if st.RelayLinksBehind > 0 {
+			if !st.Config.Valid {
+				fmt.Fprintf(w, "relay links: not compared with the cached consensus while the config is invalid\n")
+			} else if st.RelayLinksBehind > 0 {
 				fmt.Fprintf(w, "relay links: %d behind the cached consensus (relayfw refresh)\n", st.RelayLinksBehind)
 			} else {
 				fmt.Fprintf(w, "relay links: up to date\n")
@@ -82,6 +129,9 @@ func newStatusCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "last apply: %s\n", st.LastApply.Format(time.RFC3339))
 			} else {
 				fmt.Fprintf(w, "last apply: unknown\n")
+			}
+			for _, line := range lastChangeLines(st) {
+				fmt.Fprintln(w, line)
 			}
 			fmt.Fprintf(w, "counters:\n")
 			for _, c := range host.StatusClasses {
@@ -110,6 +160,9 @@ file renamed over it), for node_exporter's textfile collector, e.g.
 			st, err := gatherStatus(cmd, g)
 			if err != nil {
 				return err
+			}
+			if !st.Config.Valid {
+				g.log.Warn("config invalid (relayfw_config_valid 0): " + st.Config.Error)
 			}
 			if output == "" {
 				return writeMetrics(g.stdout, st)
@@ -195,9 +248,23 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 	}
 	one("relayfw_installed", "gauge", "Whether relayfw's firewall is installed.", boolean(st.Installed))
 	one("relayfw_in_sync", "gauge", "Whether the installed rules equal the ones compiled from torrc (relay links apart).", boolean(st.InSync))
-	one("relayfw_relay_links_behind", "gauge", "Relay links the cached consensus and the kernel disagree on (relayfw refresh).", uint64(st.RelayLinksBehind))
+	one("relayfw_config_valid", "gauge", "Whether the torrcs, their includes and defaults files and relayfw.toml could be read (0: relayfw status says why; relayfw_in_sync is 0 meanwhile).", boolean(st.Config.Valid))
+	if st.Config.Valid { // the consensus is found through the inputs
+		one("relayfw_relay_links_behind", "gauge", "Relay links the cached consensus and the kernel disagree on (relayfw refresh).", uint64(st.RelayLinksBehind))
+	}
 	if st.LastApply != nil {
 		one("relayfw_last_apply_timestamp_seconds", "gauge", "When relayfw last applied.", uint64(st.LastApply.Unix()))
+	}
+	if c := st.LastChange; c != nil {
+		header("relayfw_last_change_timestamp_seconds", "gauge", "When relayfw last changed the firewall; change is applied, pending, confirmed, rolled back (why: deadline, rollback, failure), fallback or removed.")
+		if c.Why != "" {
+			fmt.Fprintf(&b, "relayfw_last_change_timestamp_seconds{change=%q,why=%q} %d\n", c.Kind, c.Why, c.At.Unix())
+		} else {
+			fmt.Fprintf(&b, "relayfw_last_change_timestamp_seconds{change=%q} %d\n", c.Kind, c.At.Unix())
+		}
+		if c.LastRollback != nil {
+			one("relayfw_last_rollback_timestamp_seconds", "gauge", "When relayfw's firewall was last rolled back (not confirmed by the deadline, relayfw rollback, or a failed apply).", uint64(c.LastRollback.Unix()))
+		}
 	}
 	if in := st.Inbound; in != nil {
 		one("relayfw_inbound_new_connections_total", "counter", "New connections to the ORPorts the inbound protection looked at.", in.NewConnections)
@@ -212,4 +279,67 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 	fmt.Fprintf(&b, "relayfw_info{backend=%q,version=%q} 1\n", st.Backend, version)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// configLine is status's config line: "valid", or "invalid: " and the line
+// every other command prints.
+func configLine(c host.ConfigStatus) string {
+	if c.Valid {
+		return "valid"
+	}
+	return "invalid: " + c.Error
+}
+
+// invalidSyncLine is status's in-sync line while the config is invalid:
+// nothing can be compiled to compare with, so not in sync; the kernel is
+// compared with what relayfw last installed.
+func invalidSyncLine(st *host.Status) string {
+	const why = "no, the config is invalid"
+	switch {
+	case !st.Installed:
+		return why
+	case len(st.Drift) > 0:
+		return fmt.Sprintf("%s, and the kernel has %d differences from the firewall relayfw last installed (status --format json lists them)", why, len(st.Drift))
+	}
+	return why + " (the kernel holds what relayfw last installed)"
+}
+
+// whyTitles say why a rollback happened.
+var whyTitles = map[string]string{
+	host.RollbackDeadline: "not confirmed by the deadline",
+	host.RollbackCommand:  "relayfw rollback",
+	host.RollbackFailure:  "the apply failed; what it changed was restored",
+}
+
+// lastChangeLines are status's lines on the last change, the last
+// rollback and an unconfirmed rollback the automatic applies keep to.
+func lastChangeLines(st *host.Status) []string {
+	var lines []string
+	if c := st.LastChange; c != nil {
+		line := fmt.Sprintf("last change: %s at %s", c.Kind, c.At.Format(time.RFC3339))
+		if w := whyTitles[c.Why]; w != "" {
+			line += " (" + w + ")"
+		} else if c.Why != "" {
+			line += " (" + c.Why + ")"
+		}
+		if c.Kind == host.ChangePending && c.Window != "" {
+			line += ", window until " + c.Window
+		}
+		if c.Detail != "" {
+			line += ": " + c.Detail
+		}
+		lines = append(lines, line)
+		if r := c.LastRollback; r != nil && (c.Kind != host.ChangeRolledBack || !r.Equal(c.At)) {
+			lines = append(lines, "last rollback: "+r.Format(time.RFC3339))
+		}
+	}
+	if r := st.RolledBack; r != nil {
+		why := whyTitles[r.Why]
+		if why == "" {
+			why = r.Why
+		}
+		lines = append(lines, fmt.Sprintf("rolled back: at %s (%s); the torrc still holds that change: since then the automatic applies (boot, relayfw-reapply) keep the last good firewall, until an operator runs relayfw apply",
+			r.At.Format(time.RFC3339), why))
+	}
+	return lines
 }
