@@ -1,0 +1,182 @@
+package integration
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// TestIptablesAllOrNothing: an apply whose ip6tables-restore is refused
+// after iptables-restore has committed (a wrapper first on PATH refuses
+// when told to) exits 1, says what it restored, and leaves both families
+// and the ipsets exactly as they were: over a policy (with hand-made
+// lines, blocked sources and another tool's rules), on a fresh host (then
+// nothing of relayfw's is left) and under --confirm. nftables needs no
+// such test: its apply is one transaction of the one table inet relayfw,
+// both families at once.
+func TestIptablesAllOrNothing(t *testing.T) {
+	requireRoot(t)
+	requireCommand(t, "ipset")
+	// A: a policy with class sets in both families, inbound protection.
+	torrcA := largePolicyTorrc(300, 12)
+	configA := "[inbound]\nenabled = true\n"
+	// B: another policy, other relay links, inbound blocks of 12h (its
+	// block sets are swapped for sets with another timeout) and other
+	// trusted sources; or no inbound protection (its chains deleted).
+	torrcB := bigPolicyTorrc(40)
+	consensusB := inboundConsensus + "r another CCCCCCCCCCCCCCCCCCCCCCCCCCC 2026-11-25 11:00:00 198.51.100.77 9001 0\ns Fast Running Valid\n"
+	configB := "[inbound]\nenabled = true\nblock = \"12h\"\ntrusted = [\"192.0.2.99\"]\n"
+	for _, b := range backends {
+		if b.mode == "" {
+			continue
+		}
+		t.Run(b.name, func(t *testing.T) {
+			t.Run("OverAPolicy", func(t *testing.T) {
+				testSecondFamilyRefused(t, b, torrcA, configA, torrcB, consensusB, configB)
+			})
+			t.Run("OverAPolicyNewOneWithoutInbound", func(t *testing.T) {
+				testSecondFamilyRefused(t, b, torrcA, configA, torrcB, consensusB, "")
+			})
+			t.Run("FreshHost", func(t *testing.T) {
+				testSecondFamilyRefused(t, b, "", "", torrcB, consensusB, configB)
+			})
+			t.Run("UnderConfirm", func(t *testing.T) {
+				testSecondFamilyRefused(t, b, torrcA, configA, torrcB, consensusB, configB, "--confirm", "30s")
+			})
+		})
+	}
+}
+
+// refusingRestore puts an ip6tables-restore first on PATH that refuses
+// (reads its input, prints a message, exits 1) when RELAYFW_TEST_REFUSE is
+// set, else runs the mode's real one. It returns the environment that runs
+// the real one and the environment that refuses.
+func refusingRestore(t *testing.T, b backend) (env, refusing []string) {
+	t.Helper()
+	real := requireCommand(t, "ip6tables-"+b.mode+"-restore")
+	dir := t.TempDir()
+	script := fmt.Sprintf(`#!/bin/sh
+if [ -n "$RELAYFW_TEST_REFUSE" ]; then
+	cat >/dev/null
+	echo "ip6tables-restore: refused by the test" >&2
+	exit 1
+fi
+exec %s "$@"
+`, real)
+	if err := os.WriteFile(filepath.Join(dir, "ip6tables-restore"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	env = append(b.env(t), "PATH="+dir+":"+iptablesPath(t, b.mode))
+	return env, append(slices.Clone(env), "RELAYFW_TEST_REFUSE=1")
+}
+
+var (
+	ipsetKernelParams = regexp.MustCompile(` (hashsize \d+|initval 0x[0-9a-f]+)`)
+	ipsetTimeLeft     = regexp.MustCompile(` timeout (\d+)$`)
+)
+
+// firewallState is both families' filter tables (without counters) and
+// relayfw's ipsets, sorted, without what the kernel chooses (hash size
+// and seed); the time left of each timed entry is in left instead.
+func firewallState(t *testing.T, b backend, ns string, env []string) (text string, left map[string]int) {
+	t.Helper()
+	left = map[string]int{}
+	var sets []string
+	for _, l := range strings.Split(ipsetIn(t, ns, "save"), "\n") {
+		if f := strings.Fields(l); len(f) < 2 || !strings.HasPrefix(f[1], "relayfw-") {
+			continue
+		}
+		l = ipsetKernelParams.ReplaceAllString(l, "")
+		if m := ipsetTimeLeft.FindStringSubmatch(l); m != nil && strings.HasPrefix(l, "add ") {
+			l = strings.TrimSuffix(l, m[0])
+			left[l], _ = strconv.Atoi(m[1])
+			l += " timeout T"
+		}
+		sets = append(sets, l)
+	}
+	slices.Sort(sets)
+	return b.snapshot(t, ns, env) + strings.Join(sets, "\n") + "\n", left
+}
+
+// testSecondFamilyRefused installs A (none when torrcA is ""), adds what
+// an admin and the kernel add (a hand-made line in RELAYFW-OUTPUT,
+// blocked sources), then applies B with args while ip6tables-restore
+// refuses: exit 1, the message says what was restored, and everything is
+// as before, check with A's inputs in sync once the hand-made line is
+// gone. Then B applies with the real ip6tables-restore: the refusal was
+// the only trouble.
+func testSecondFamilyRefused(t *testing.T, b backend, torrcA, configA, torrcB, consensusB, configB string, args ...string) {
+	ns := newIsolatedNS(t, "rfwaon")
+	env, refusing := refusingRestore(t, b)
+	run := b.runnerIn(env)
+	b.foreignSetup(t, ns, env)
+	flagsB := relayInputs(t, b.flag, torrcB)
+	flagsB[len(flagsB)-1] = writeTestConfig(t, t.TempDir(), consensusB, configB)
+
+	var flagsA []string
+	const hand = "-A RELAYFW-OUTPUT -d 192.0.2.77/32 -j ACCEPT"
+	if torrcA != "" {
+		flagsA = relayInputs(t, b.flag, torrcA)
+		flagsA[len(flagsA)-1] = writeTestConfig(t, t.TempDir(), inboundConsensus, configA)
+		if code, out, errOut := run(t, ns, append(flagsA, "apply")...); code != 0 {
+			t.Fatalf("apply A: exit %d: %s%s", code, out, errOut)
+		}
+		shell(t, ns, env, "", append([]string{"iptables"}, strings.Fields(hand)...)...)
+		ipsetIn(t, ns, "add", "relayfw-inbound_block4", "203.0.113.50")
+		ipsetIn(t, ns, "add", "relayfw-inbound_block6", "2001:db8:5::1")
+	}
+	before, leftBefore := firewallState(t, b, ns, env)
+
+	code, out, errOut := relayfwEnv(t, ns, refusing, append(flagsB, append([]string{"apply"}, args...)...)...)
+	t.Logf("apply B, ip6tables-restore refusing: exit %d: %s%s", code, out, errOut)
+	if code != 1 {
+		t.Errorf("apply B with ip6tables-restore refusing: exit %d, want 1", code)
+	}
+	for _, want := range []string{"ip6tables-restore: refused by the test", "; restored the IPv4 rules and the ipsets as they were before this apply"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("apply B's message does not say %q", want)
+		}
+	}
+	after, leftAfter := firewallState(t, b, ns, env)
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Errorf("the firewall after the refused apply is not the one before (-before +after):\n%s", diff)
+	}
+	if torrcA == "" {
+		if strings.Contains(after, "RELAYFW") || strings.Contains(after, "relayfw-") {
+			t.Errorf("something of relayfw's is left on a host that had nothing:\n%s", after)
+		}
+	}
+	// A blocked source stays blocked for the time it had left.
+	for entry, was := range leftBefore {
+		if now, ok := leftAfter[entry]; !ok || now > was || now < was-60 {
+			t.Errorf("%s: %d s left after the refused apply (present: %v), had %d s", entry, now, ok, was)
+		}
+	}
+	if torrcA != "" {
+		if len(leftBefore) != 2 {
+			t.Errorf("blocked sources before: %v, want the two added", leftBefore)
+		}
+		shell(t, ns, env, "", append([]string{"iptables", "-D"}, strings.Fields(hand)[1:]...)...)
+		if code, out, errOut := run(t, ns, append(flagsA, "check")...); code != 0 {
+			t.Errorf("check with A's inputs after the refused apply: exit %d: %s%s", code, out, errOut)
+		}
+	}
+
+	// The wrapper passes the real tool through: B applies.
+	if code, out, errOut := run(t, ns, append(flagsB, "apply")...); code != 0 {
+		t.Fatalf("apply B with the real ip6tables-restore: exit %d: %s%s", code, out, errOut)
+	}
+	if code, out, errOut := run(t, ns, append(flagsB, "check")...); code != 0 {
+		t.Errorf("check B: exit %d: %s%s", code, out, errOut)
+	}
+}
