@@ -18,7 +18,8 @@ import (
 // when told to) exits 1, says what it restored, and leaves both families
 // and the ipsets exactly as they were: over a policy (with hand-made
 // lines, blocked sources and another tool's rules), on a fresh host (then
-// nothing of relayfw's is left) and under --confirm. nftables needs no
+// nothing of relayfw's is left) and under --confirm. The same when the
+// last step, the destroy of the old policy's sets, is refused half done. nftables needs no
 // such test: its apply is one transaction of the one table inet relayfw,
 // both families at once.
 func TestIptablesAllOrNothing(t *testing.T) {
@@ -33,51 +34,86 @@ func TestIptablesAllOrNothing(t *testing.T) {
 	torrcB := bigPolicyTorrc(40)
 	consensusB := inboundConsensus + "r another CCCCCCCCCCCCCCCCCCCCCCCCCCC 2026-11-25 11:00:00 198.51.100.77 9001 0\ns Fast Running Valid\n"
 	configB := "[inbound]\nenabled = true\nblock = \"12h\"\ntrusted = [\"192.0.2.99\"]\n"
+	ipv6Refused := []string{"ip6tables-restore: refused by the test", "; restored the IPv4 rules and the ipsets as they were before this apply"}
 	for _, b := range backends {
 		if b.mode == "" {
 			continue
 		}
 		t.Run(b.name, func(t *testing.T) {
 			t.Run("OverAPolicy", func(t *testing.T) {
-				testSecondFamilyRefused(t, b, torrcA, configA, torrcB, consensusB, configB)
+				testStepRefused(t, b, refuseIPv6, ipv6Refused, torrcA, configA, torrcB, consensusB, configB)
 			})
 			t.Run("OverAPolicyNewOneWithoutInbound", func(t *testing.T) {
-				testSecondFamilyRefused(t, b, torrcA, configA, torrcB, consensusB, "")
+				testStepRefused(t, b, refuseIPv6, ipv6Refused, torrcA, configA, torrcB, consensusB, "")
 			})
 			t.Run("FreshHost", func(t *testing.T) {
-				testSecondFamilyRefused(t, b, "", "", torrcB, consensusB, configB)
+				testStepRefused(t, b, refuseIPv6, ipv6Refused, "", "", torrcB, consensusB, configB)
 			})
 			t.Run("UnderConfirm", func(t *testing.T) {
-				testSecondFamilyRefused(t, b, torrcA, configA, torrcB, consensusB, configB, "--confirm", "30s")
+				testStepRefused(t, b, refuseIPv6, ipv6Refused, torrcA, configA, torrcB, consensusB, configB, "--confirm", "30s")
+			})
+			// Both families committed, one old class set destroyed: the
+			// rules and that set come back.
+			t.Run("OldSetsDestroyRefused", func(t *testing.T) {
+				testStepRefused(t, b, refuseDestroy, []string{"destroying the ipsets the new rules do not use: ", "refused by the test",
+					"; restored the IPv4 and IPv6 rules and the ipsets as they were before this apply"},
+					torrcA, configA, torrcB, consensusB, configB)
 			})
 		})
 	}
 }
 
-// refusingRestore puts an ip6tables-restore first on PATH that refuses
-// (reads its input, prints a message, exits 1) when RELAYFW_TEST_REFUSE is
-// set, else runs the mode's real one. It returns the environment that runs
-// the real one and the environment that refuses.
-func refusingRestore(t *testing.T, b backend) (env, refusing []string) {
+// Steps of an iptables apply the wrappers of refusingTools refuse.
+const (
+	refuseIPv6    = "ip6tables-restore" // IPv6's transaction, after IPv4's
+	refuseDestroy = "ipset-destroy"     // the destroy of the old sets, after both families
+)
+
+// refusingTools puts wrappers of ip6tables-restore and ipset first on PATH
+// that run the real ones unless RELAYFW_TEST_REFUSE names their step:
+// then ip6tables-restore refuses (reads its input, prints a message, exits
+// 1), and ipset, the first time it is given a script of destroys of class
+// sets, destroys the first of them and refuses the next line, as ipset
+// restore does. It returns the environment that runs the real tools and
+// the one that refuses step.
+func refusingTools(t *testing.T, b backend, step string) (env, refusing []string) {
 	t.Helper()
-	real := requireCommand(t, "ip6tables-"+b.mode+"-restore")
 	dir := t.TempDir()
-	script := fmt.Sprintf(`#!/bin/sh
-if [ -n "$RELAYFW_TEST_REFUSE" ]; then
+	wrappers := map[string]string{
+		"ip6tables-restore": fmt.Sprintf(`#!/bin/sh
+if [ "$RELAYFW_TEST_REFUSE" = %s ]; then
 	cat >/dev/null
 	echo "ip6tables-restore: refused by the test" >&2
 	exit 1
 fi
 exec %s "$@"
-`, real)
-	if err := os.WriteFile(filepath.Join(dir, "ip6tables-restore"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
+`, refuseIPv6, requireCommand(t, "ip6tables-"+b.mode+"-restore")),
+		"ipset": fmt.Sprintf(`#!/bin/sh
+real=%s
+if [ "$RELAYFW_TEST_REFUSE" = %s ] && [ "$1" = restore ] && [ ! -e %s/refused ]; then
+	script=$(cat)
+	case "$script" in
+	"destroy relayfw-exit"*)
+		touch %s/refused
+		printf '%%s\n' "$script" | head -n 1 | $real restore -exist || exit 1
+		echo "ipset v7.17: Error in line 2: refused by the test" >&2
+		exit 1;;
+	esac
+	printf '%%s\n' "$script" | exec $real "$@"
+fi
+exec $real "$@"
+`, requireCommand(t, "ipset"), refuseDestroy, dir, dir),
+	}
+	for name, script := range wrappers {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	env = append(b.env(t), "PATH="+dir+":"+iptablesPath(t, b.mode))
-	return env, append(slices.Clone(env), "RELAYFW_TEST_REFUSE=1")
+	return env, append(slices.Clone(env), "RELAYFW_TEST_REFUSE="+step)
 }
 
 var (
@@ -108,16 +144,16 @@ func firewallState(t *testing.T, b backend, ns string, env []string) (text strin
 	return b.snapshot(t, ns, env) + strings.Join(sets, "\n") + "\n", left
 }
 
-// testSecondFamilyRefused installs A (none when torrcA is ""), adds what
-// an admin and the kernel add (a hand-made line in RELAYFW-OUTPUT,
-// blocked sources), then applies B with args while ip6tables-restore
-// refuses: exit 1, the message says what was restored, and everything is
-// as before, check with A's inputs in sync once the hand-made line is
-// gone. Then B applies with the real ip6tables-restore: the refusal was
-// the only trouble.
-func testSecondFamilyRefused(t *testing.T, b backend, torrcA, configA, torrcB, consensusB, configB string, args ...string) {
+// testStepRefused installs A (none when torrcA is ""), adds what an admin
+// and the kernel add (a hand-made line in RELAYFW-OUTPUT, blocked
+// sources), then applies B with args while step is refused: exit 1, the
+// message says what failed and what was restored (want), and everything
+// is as before, check with A's inputs in sync once the hand-made line is
+// gone. Then B applies with the real tools: the refusal was the only
+// trouble.
+func testStepRefused(t *testing.T, b backend, step string, want []string, torrcA, configA, torrcB, consensusB, configB string, args ...string) {
 	ns := newIsolatedNS(t, "rfwaon")
-	env, refusing := refusingRestore(t, b)
+	env, refusing := refusingTools(t, b, step)
 	run := b.runnerIn(env)
 	b.foreignSetup(t, ns, env)
 	flagsB := relayInputs(t, b.flag, torrcB)
@@ -138,13 +174,13 @@ func testSecondFamilyRefused(t *testing.T, b backend, torrcA, configA, torrcB, c
 	before, leftBefore := firewallState(t, b, ns, env)
 
 	code, out, errOut := relayfwEnv(t, ns, refusing, append(flagsB, append([]string{"apply"}, args...)...)...)
-	t.Logf("apply B, ip6tables-restore refusing: exit %d: %s%s", code, out, errOut)
+	t.Logf("apply B, %s refused: exit %d: %s%s", step, code, out, errOut)
 	if code != 1 {
-		t.Errorf("apply B with ip6tables-restore refusing: exit %d, want 1", code)
+		t.Errorf("apply B with %s refused: exit %d, want 1", step, code)
 	}
-	for _, want := range []string{"ip6tables-restore: refused by the test", "; restored the IPv4 rules and the ipsets as they were before this apply"} {
-		if !strings.Contains(errOut, want) {
-			t.Errorf("apply B's message does not say %q", want)
+	for _, w := range want {
+		if !strings.Contains(errOut, w) {
+			t.Errorf("apply B's message does not say %q", w)
 		}
 	}
 	after, leftAfter := firewallState(t, b, ns, env)
