@@ -59,6 +59,7 @@ func TestIptablesAllOrNothing(t *testing.T) {
 					"; restored the IPv4 and IPv6 rules and the ipsets as they were before this apply"},
 					torrcA, configA, torrcB, consensusB, configB)
 			})
+			t.Run("RemoveRefused", func(t *testing.T) { testRemoveRefused(t, b, torrcA, configA) })
 		})
 	}
 }
@@ -214,5 +215,32 @@ func testStepRefused(t *testing.T, b backend, step string, want []string, torrcA
 	}
 	if code, out, errOut := run(t, ns, append(flagsB, "check")...); code != 0 {
 		t.Errorf("check B: exit %d: %s%s", code, out, errOut)
+	}
+}
+
+// testRemoveRefused: a remove whose ip6tables-restore is refused after
+// IPv4's rules were deleted puts them back: exit 1, the message says so,
+// the firewall is as it was.
+func testRemoveRefused(t *testing.T, b backend, torrc, config string) {
+	ns := newIsolatedNS(t, "rfwaonrm")
+	env, refusing := refusingTools(t, b, refuseIPv6)
+	b.foreignSetup(t, ns, env)
+	flags := relayInputs(t, b.flag, torrc)
+	flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), inboundConsensus, config)
+	if code, out, errOut := relayfwEnv(t, ns, env, append(flags, "apply")...); code != 0 {
+		t.Fatalf("apply: exit %d: %s%s", code, out, errOut)
+	}
+	before, _ := firewallState(t, b, ns, env)
+	code, out, errOut := relayfwEnv(t, ns, refusing, append(flags, "remove")...)
+	t.Logf("remove, ip6tables-restore refused: exit %d: %s%s", code, out, errOut)
+	if code != 1 || !strings.Contains(errOut, "refused by the test; restored the IPv4 rules as they were before this remove") {
+		t.Errorf("remove with ip6tables-restore refused: exit %d, want 1 and a message saying IPv4's rules were restored", code)
+	}
+	after, _ := firewallState(t, b, ns, env)
+	if diff := cmp.Diff(before, after); diff != "" {
+		t.Errorf("the firewall after the refused remove is not the one before (-before +after):\n%s", diff)
+	}
+	if code, out, errOut := relayfwEnv(t, ns, env, append(flags, "check")...); code != 0 {
+		t.Errorf("check after the refused remove: exit %d: %s%s", code, out, errOut)
 	}
 }

@@ -3,6 +3,7 @@ package ipt
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os/exec"
 	"slices"
@@ -277,7 +278,7 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 	if err != nil {
 		return res, err
 	}
-	before := snapshot{sets: have, read: time.Now(), families: map[*family]state{}, plans: map[*family]familyPlan{}}
+	before := snapshot{op: "apply", sets: have, read: time.Now(), families: map[*family]state{}, plans: map[*family]familyPlan{}}
 	var setScript strings.Builder
 	wanted := map[string]bool{}
 	for _, f := range b.families {
@@ -379,38 +380,41 @@ func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error)
 	return append(drift, stale...), nil
 }
 
-// Remove deletes the jumps and the chain of each family, in one
-// transaction per family, and nothing else.
+// Remove deletes the jumps and the chains of each family, in one
+// transaction per family, then relayfw's ipsets, and nothing else. When
+// the second family's transaction fails, the first family's rules are
+// put back (see undo): a failed remove leaves the firewall it found.
 func (b *Backend) Remove(ctx context.Context) (bool, error) {
-	removed := false
+	have, err := b.ipset.owned(ctx)
+	if err != nil {
+		return false, err
+	}
+	before := snapshot{op: "remove", sets: have, read: time.Now(), families: map[*family]state{}}
 	for _, f := range b.families {
 		st, err := f.state(ctx)
 		if err != nil {
-			return removed, err
+			return false, err
 		}
+		before.families[f] = st
+	}
+	var committed []*family
+	for _, f := range b.families {
+		st := before.families[f]
 		if !st.installed() {
 			continue
 		}
 		script := "*filter\n" + deleteJumpsScript(st) + deleteChainsScript(st, ownedChains...) + "COMMIT\n"
 		if err := f.runRestore(ctx, script); err != nil {
-			return removed, err
+			return false, b.undo(ctx, before, committed, err)
 		}
-		removed = true
+		committed = append(committed, f)
 	}
 	// The sets last, once no rule refers to them.
-	have, err := b.ipset.owned(ctx)
-	if err != nil {
-		return removed, err
-	}
-	names := make([]string, 0, len(have))
-	for name := range have {
-		names = append(names, name)
-	}
-	slices.Sort(names)
+	names := slices.Sorted(maps.Keys(have))
 	if err := b.ipset.destroy(ctx, names); err != nil {
-		return removed, err
+		return true, fmt.Errorf("relayfw's rules are removed from both families, some of its ipsets are left (relayfw remove again destroys them): %w", err)
 	}
-	return removed || len(names) > 0, nil
+	return len(committed) > 0 || len(names) > 0, nil
 }
 
 // Counters sums the counters of both families' chain rules by rule name,

@@ -18,15 +18,16 @@ import (
 // the earlier ones changed, from what the apply read before its first
 // change, so that a failed apply leaves the firewall it found.
 
-// snapshot is what an apply read before its first change.
+// snapshot is what an apply (or a remove) read before its first change.
 type snapshot struct {
+	op   string // "apply" or "remove", for messages
 	sets map[string]*installedIpset
 	// read is when sets was read: the entries of the sets with timeouts
 	// (the inbound protection's blocked sources) have less time left now.
 	read     time.Time
 	families map[*family]state
-	// plans are what the apply installs, to tell which rules a family
-	// holds when undo fails.
+	// plans are what an apply installs, to tell which rules a family
+	// holds when undo fails; nil for a remove.
 	plans map[*family]familyPlan
 }
 
@@ -88,14 +89,14 @@ func (b *Backend) undo(ctx context.Context, before snapshot, committed []*family
 		}
 	}
 	if len(failed) == 0 {
-		return fmt.Errorf("%w; %s", cause, restoredText(restored, setsBack))
+		return fmt.Errorf("%w; %s", cause, restoredText(before.op, restored, setsBack))
 	}
-	return fmt.Errorf("%w; restoring the firewall from before this apply failed: %s; %s (relayfw check shows the differences)",
-		cause, strings.Join(failed, "; "), b.where(ctx, before))
+	return fmt.Errorf("%w; restoring the firewall from before this %s failed: %s; %s (relayfw check shows the differences)",
+		cause, before.op, strings.Join(failed, "; "), b.where(ctx, before))
 }
 
 // restoredText says what undo put back.
-func restoredText(families []string, sets bool) string {
+func restoredText(op string, families []string, sets bool) string {
 	var parts []string
 	if len(families) > 0 {
 		parts = append(parts, "the "+strings.Join(families, " and ")+" rules")
@@ -106,7 +107,7 @@ func restoredText(families []string, sets bool) string {
 	if len(parts) == 0 {
 		return "nothing was changed"
 	}
-	return "restored " + strings.Join(parts, " and ") + " as they were before this apply"
+	return "restored " + strings.Join(parts, " and ") + " as they were before this " + op
 }
 
 // where says, after a failed undo, which rules each family holds and
@@ -119,8 +120,10 @@ func (b *Backend) where(ctx context.Context, before snapshot) string {
 		case err != nil:
 			parts = append(parts, fmt.Sprintf("%s: unknown (%v)", f.label(), err))
 		case sameState(st, before.families[f]):
-			parts = append(parts, f.label()+" has the rules from before this apply")
-		case len(f.drift(st, before.plans[f])) == 0:
+			parts = append(parts, f.label()+" has the rules from before this "+before.op)
+		case before.plans == nil && !st.installed():
+			parts = append(parts, f.label()+" has none of relayfw's rules any more")
+		case before.plans != nil && len(f.drift(st, before.plans[f])) == 0:
 			parts = append(parts, f.label()+" has the new rules")
 		default:
 			parts = append(parts, f.label()+" has neither the old rules nor the new ones")
@@ -131,9 +134,9 @@ func (b *Backend) where(ctx context.Context, before snapshot) string {
 	case err != nil:
 		parts = append(parts, fmt.Sprintf("the ipsets: unknown (%v)", err))
 	case back == "" && gone == "":
-		parts = append(parts, "the ipsets are as before this apply")
+		parts = append(parts, "the ipsets are as before this "+before.op)
 	default:
-		parts = append(parts, "the ipsets are not as before this apply")
+		parts = append(parts, "the ipsets are not as before this "+before.op)
 	}
 	return strings.Join(parts, ", ")
 }

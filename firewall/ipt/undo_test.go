@@ -435,3 +435,37 @@ func TestIpsetRollback(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveFailureRestores: a remove whose IPv6 transaction is refused
+// puts IPv4's rules back where they were and destroys no ipset.
+func TestRemoveFailureRestores(t *testing.T) {
+	a := testRuleset(t, "reject 192.0.2.0/24:*,accept *:80,reject *:*", "198.51.100.7:9001")
+	dir := t.TempDir()
+	saveA := ipsetSave(allIpsets(a)...)
+	ipsetPath, ipsetRuns := fakeTool(t, dir, "ipset", reply{out: saveA})
+	save4, _ := fakeTool(t, dir, "iptables-save", reply{out: iptablesSave(t, &a, false)}, reply{out: iptablesSave(t, nil, false)})
+	save6, _ := fakeTool(t, dir, "ip6tables-save", reply{out: iptablesSave(t, &a, true)})
+	restore4, restore4Runs := fakeTool(t, dir, "iptables-restore", reply{})
+	restore6, _ := fakeTool(t, dir, "ip6tables-restore", reply{err: "ip6tables-restore v1.8.9 (legacy): line 4 failed"})
+	be := &Backend{
+		families: []*family{{save: save4, restore: restore4}, {v6: true, save: save6, restore: restore6}},
+		ipset:    ipsets{path: ipsetPath},
+	}
+	_, err := be.Remove(context.Background())
+	if err == nil || !strings.HasSuffix(err.Error(), "line 4 failed; restored the IPv4 rules as they were before this remove") {
+		t.Fatalf("remove: %v, want IPv6's failure and IPv4's rules restored", err)
+	}
+	linesA, _ := Lines(a, false)
+	want := []string{
+		"--noflush --wait=30\n*filter\n-D OUTPUT -j RELAYFW-OUTPUT\n-F RELAYFW-OUTPUT\n-X RELAYFW-OUTPUT\nCOMMIT\n",
+		"--noflush --wait=30\n*filter\n:RELAYFW-OUTPUT - [0:0]\n" + strings.Join(linesA, "\n") + "\n-I OUTPUT 1 -j RELAYFW-OUTPUT\nCOMMIT\n",
+	}
+	if diff := cmp.Diff(want, restore4Runs()); diff != "" {
+		t.Errorf("iptables-restore runs (-want +got):\n%s", diff)
+	}
+	for _, r := range ipsetRuns() {
+		if !strings.HasPrefix(r, "save\n") {
+			t.Errorf("ipset ran %q; a remove that failed destroys no set", r)
+		}
+	}
+}
