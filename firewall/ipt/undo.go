@@ -39,8 +39,8 @@ func (f *family) label() string {
 	return "IPv4"
 }
 
-// undo restores what an apply changed before cause stopped it, in an
-// order in which every rule always finds its sets:
+// undo restores what an apply (or a remove) changed before cause stopped
+// it, in an order in which every rule always finds its sets:
 //  1. the sets the old rules use: created again when gone, swapped back
 //     to their old parameters and entries when changed;
 //  2. each family that committed the new rules gets its old chains and
