@@ -313,10 +313,7 @@ func parseSave(out []byte) map[string]*installedIpset {
 // false); else it fills a fresh temporary set and swaps it in, so the live
 // set changes in one step (swap needs only the same type and family).
 func replaceScript(s ipset, created bool) string {
-	tmp := s.name + "-new"
-	if len(tmp) > 31 { // ipset's name limit
-		tmp = s.name[:27] + "-new"
-	}
+	tmp := tmpName(s.name)
 	var b strings.Builder
 	if !created {
 		// A new set: filled before any rule refers to it.
@@ -337,6 +334,14 @@ func replaceScript(s ipset, created bool) string {
 	fmt.Fprintf(&b, "swap %s %s\n", tmp, s.name)
 	fmt.Fprintf(&b, "destroy %s\n", tmp)
 	return b.String()
+}
+
+// tmpName is the temporary set replaceScript fills before swapping it in.
+func tmpName(name string) string {
+	if len(name)+len("-new") > 31 { // ipset's name limit
+		return name[:27] + "-new"
+	}
+	return name + "-new"
 }
 
 // ipsetBusyWait bounds how long a restore waits for a set the kernel

@@ -4,7 +4,8 @@
 // the top of OUTPUT (and, with inbound protection, RELAYFW-INPUT, entered
 // from the top of INPUT, and RELAYFW-INBOUND). Chain content is written in
 // one iptables-restore --noflush transaction per family; go-iptables reads
-// the state back.
+// the state back. An apply that fails at a later step undoes the earlier
+// ones (undo.go), so that it leaves the firewall it found.
 package ipt
 
 import (
