@@ -133,9 +133,10 @@ type Allow struct {
 	// Resolvers replaces the resolvers read from resolv.conf.
 	Resolvers []string `toml:"resolvers"`
 	// ResolverUser is the user of the host's own recursive resolver, which
-	// may query any name server (UDP and TCP 53); by default relayfw finds
-	// unbound, bind9, knot-resolver or pdns-recursor itself when
-	// resolv.conf points at loopback.
+	// may query any name server (UDP and TCP 53); by default, when
+	// resolv.conf points at loopback, the service user of unbound, bind9,
+	// knot-resolver or pdns-recursor (unbound, bind, knot-resolver, pdns)
+	// when the password database has it. No running program's name counts.
 	ResolverUser string `toml:"resolver_user"`
 	// Updates lets the user apt downloads as (_apt) reach TCP 80 and 443
 	// anywhere, so that security updates keep flowing whatever the exit
