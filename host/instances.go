@@ -154,30 +154,66 @@ func (in *Inputs) instanceSources() ([]instanceSource, error) {
 }
 
 // watchFS reads the real file system and records what it was asked about:
-// the files and directories a change to which changes the firewall.
+// the files and directories a change to which changes the firewall. Each
+// of them must be nameable in the systemd unit that watches them (see
+// PathChangedValue), and so must every file an included directory lists:
+// one that is not is refused rather than silently left unwatched.
 type watchFS struct {
 	rules.OSFS
 	paths *[]string
 }
 
-func (w watchFS) add(p string) {
+func (w watchFS) add(p string) error {
+	if err := checkUnitPath(p); err != nil {
+		return err
+	}
 	if !slices.Contains(*w.paths, p) {
 		*w.paths = append(*w.paths, p)
 	}
+	return nil
 }
 
-func (w watchFS) ReadFile(name string) ([]byte, error) { w.add(name); return w.OSFS.ReadFile(name) }
+func (w watchFS) ReadFile(name string) ([]byte, error) {
+	if err := w.add(name); err != nil {
+		return nil, err
+	}
+	return w.OSFS.ReadFile(name)
+}
+
 func (w watchFS) Stat(name string) (fs.FileInfo, error) {
-	w.add(name)
+	if err := w.add(name); err != nil {
+		return nil, err
+	}
 	return w.OSFS.Stat(name)
 }
+
 func (w watchFS) ReadDir(name string) ([]fs.DirEntry, error) {
-	w.add(name) // a file added to an included directory
-	return w.OSFS.ReadDir(name)
+	if err := w.add(name); err != nil { // a file added to an included directory
+		return nil, err
+	}
+	entries, err := w.OSFS.ReadDir(name)
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // tor skips hidden files
+		}
+		if err := checkUnitPath(filepath.Join(name, e.Name())); err != nil {
+			return nil, err
+		}
+	}
+	return entries, err
 }
+
 func (w watchFS) Glob(pattern string) ([]string, error) {
-	w.add(filepath.Dir(pattern)) // a file that starts to match
-	return w.OSFS.Glob(pattern)
+	if err := w.add(filepath.Dir(pattern)); err != nil { // a file that starts to match
+		return nil, err
+	}
+	matches, err := w.OSFS.Glob(pattern)
+	for _, m := range matches {
+		if err := checkUnitPath(m); err != nil {
+			return nil, err
+		}
+	}
+	return matches, err
 }
 
 // readInstance reads one instance's defaults file and torrc as tor does,

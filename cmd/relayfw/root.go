@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -108,11 +110,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if isCobraUsageError(err) {
 			err = usageError(err)
 		}
-		fmt.Fprintf(stderr, "relayfw: %v\n", err)
+		fmt.Fprintf(stderr, "relayfw: %s\n", oneLine(err.Error()))
 		return exitCode(err)
 	}
 	_, _ = io.WriteString(stdout, out.String())
 	return exitOK
+}
+
+// oneLine keeps an error message on one line: a control character (a
+// newline in a file name, say) is written as a Go escape.
+func oneLine(msg string) string {
+	if !strings.ContainsFunc(msg, unicode.IsControl) {
+		return msg
+	}
+	q := strconv.Quote(msg)
+	return q[1 : len(q)-1]
 }
 
 // isCobraUsageError recognises cobra's own argument errors, which it
