@@ -150,7 +150,7 @@ type Allow struct {
 type Extra struct {
 	Name  string   `toml:"name"`  // used in rule comments: relayfw: extra-<name>4
 	Proto string   `toml:"proto"` // tcp (default) or udp
-	To    []string `toml:"to"`    // addresses, prefixes or host names (resolved at apply); none: anywhere
+	To    []string `toml:"to"`    // addresses, prefixes or host names (resolved by apply and refresh); none: anywhere
 	Ports []string `toml:"ports"` // "443" or "8000-8999"; none: any port
 	User  string   `toml:"user"`  // only sockets of this user (name or uid)
 }
