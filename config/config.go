@@ -40,6 +40,12 @@ type Config struct {
 	Log Log `toml:"log"`
 	// Inbound is the opt-in protection of the ORPorts.
 	Inbound Inbound `toml:"inbound"`
+	// StrictModes refuses a torrc, defaults file, %include'd file or
+	// directory that a user other than root (or the one running relayfw)
+	// could change, like sshd's StrictModes; false uses it with a
+	// warning. On unless set to false. relayfw.toml itself is always
+	// checked.
+	StrictModes *bool `toml:"strict_modes"`
 }
 
 // Inbound is the [inbound] table: limits on new connections to the

@@ -109,7 +109,7 @@ func Load(opts Options) (*Inputs, error) {
 	}
 	facts := in.hostFacts()
 	for _, src := range srcs {
-		defaults, lines, err := readInstance(src, &in.watched)
+		defaults, lines, err := in.readInstance(src)
 		var fe *rules.FileError
 		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
 			opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
@@ -152,15 +152,23 @@ func DefaultConfig() config.Config { return config.Config{} }
 
 // LoadConfig reads relayfw.toml; with optional, a missing file is an
 // empty configuration.
+// relayfw.toml must be root's (see UnsafeFileError) whatever it says:
+// whoever could write it could set strict_modes = false.
 func LoadConfig(path string, optional bool) (config.Config, error) {
-	cfg, err := config.Load(path)
+	data, unsafe, err := readTrusted(path)
 	switch {
-	case err == nil:
-		return cfg, nil
 	case errors.Is(err, fs.ErrNotExist) && optional:
 		return config.Config{}, nil
+	case err != nil:
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	case unsafe != nil:
+		return config.Config{}, fmt.Errorf("config %s: %w", ShowPath(path), unsafe)
 	}
-	return config.Config{}, fmt.Errorf("config: %w", err)
+	cfg, err := config.Parse(path, data)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
 }
 
 // resolveUsers finds each instance's uid. A single torrc without User

@@ -157,10 +157,14 @@ func (in *Inputs) instanceSources() ([]instanceSource, error) {
 // the files and directories a change to which changes the firewall. Each
 // of them must be nameable in the systemd unit that watches them (see
 // PathChangedValue), and so must every file an included directory lists:
-// one that is not is refused rather than silently left unwatched.
+// one that is not is refused rather than silently left unwatched. Each
+// file read and directory listed must be root's (see UnsafeFileError);
+// with lax (strict_modes = false) one that is not is used with a warning.
 type watchFS struct {
 	rules.OSFS
 	paths *[]string
+	lax   bool
+	warn  func(string)
 }
 
 func (w watchFS) add(p string) error {
@@ -173,11 +177,28 @@ func (w watchFS) add(p string) error {
 	return nil
 }
 
+// trust passes a file the owner and mode check refused, when strict modes
+// are off.
+func (w watchFS) trust(name string, unsafe error) error {
+	if unsafe == nil {
+		return nil
+	}
+	if !w.lax {
+		return unsafe
+	}
+	w.warn(fmt.Sprintf("%s: %v; used anyway (strict_modes = false)", ShowPath(name), unsafe))
+	return nil
+}
+
 func (w watchFS) ReadFile(name string) ([]byte, error) {
 	if err := w.add(name); err != nil {
 		return nil, err
 	}
-	return w.OSFS.ReadFile(name)
+	data, unsafe, err := readTrusted(name)
+	if err != nil {
+		return nil, err
+	}
+	return data, w.trust(name, unsafe)
 }
 
 func (w watchFS) Stat(name string) (fs.FileInfo, error) {
@@ -191,7 +212,13 @@ func (w watchFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	if err := w.add(name); err != nil { // a file added to an included directory
 		return nil, err
 	}
-	entries, err := w.OSFS.ReadDir(name)
+	entries, unsafe, err := readDirTrusted(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.trust(name, unsafe); err != nil {
+		return nil, err
+	}
 	for _, e := range entries {
 		if strings.HasPrefix(e.Name(), ".") {
 			continue // tor skips hidden files
@@ -200,12 +227,18 @@ func (w watchFS) ReadDir(name string) ([]fs.DirEntry, error) {
 			return nil, err
 		}
 	}
-	return entries, err
+	return entries, nil
 }
 
 func (w watchFS) Glob(pattern string) ([]string, error) {
-	if err := w.add(filepath.Dir(pattern)); err != nil { // a file that starts to match
+	dir := filepath.Dir(pattern)
+	if err := w.add(dir); err != nil { // a file that starts to match
 		return nil, err
+	}
+	if !strings.ContainsAny(dir, "*?[\\") {
+		if err := w.trust(pattern, statTrusted(pattern, dir)); err != nil {
+			return nil, err
+		}
 	}
 	matches, err := w.OSFS.Glob(pattern)
 	for _, m := range matches {
@@ -218,8 +251,8 @@ func (w watchFS) Glob(pattern string) ([]string, error) {
 
 // readInstance reads one instance's defaults file and torrc as tor does,
 // recording in watched every file and directory it depends on.
-func readInstance(src instanceSource, watched *[]string) ([]rules.ConfigLine, []rules.ConfigLine, error) {
-	fsys := watchFS{paths: watched}
+func (in *Inputs) readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, error) {
+	fsys := watchFS{paths: &in.watched, lax: !config.On(in.cfg.StrictModes), warn: func(msg string) { in.log().Warn(msg) }}
 	var defaults []rules.ConfigLine
 	if src.defaults != "" {
 		var name func(string) string

@@ -50,12 +50,13 @@ func exitCode(err error) int {
 	var fileErr *rules.FileError
 	var pathErr *fs.PathError // reading the config file
 	var refused *host.RefusedFileError
+	var unsafe *host.UnsafeFileError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
-	case errors.As(err, &refused): // before fileErr: it may wrap one
+	case errors.As(err, &refused), errors.As(err, &unsafe): // before fileErr, which may wrap them
 		return exitDataErr
 	case errors.As(err, &torrcSyntax), errors.As(err, &configSyntax):
 		return exitDataErr

@@ -51,7 +51,16 @@ func newRootCommand(g *globals) *cobra.Command {
 		Short: "Turn a Tor relay's ExitPolicy into a host firewall",
 		Long: `relayfw reads a Tor relay's torrc, computes the exit policy exactly as tor
 does, and compiles it into a reject-by-default outbound firewall that lets out
-what the relay's ExitPolicy allows, while the host keeps working.`,
+what the relay's ExitPolicy allows, while the host keeps working.
+
+The files that decide the firewall must be root's, as sshd's StrictModes
+wants: a torrc, defaults file, %include'd file or directory, or relayfw.toml
+that is owned by a user other than root (or the user running relayfw), or
+that its group or others can write, or that lies below a directory they can
+write (a sticky directory such as /tmp excepted: there others cannot replace
+what is not theirs), is refused with exit 65, one line naming it, its owner
+and mode, and the fix. strict_modes = false in relayfw.toml uses such torrcs
+and included files with a warning; relayfw.toml itself is always checked.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
