@@ -40,6 +40,12 @@ type Config struct {
 	Log Log `toml:"log"`
 	// Inbound is the opt-in protection of the ORPorts.
 	Inbound Inbound `toml:"inbound"`
+	// StrictModes refuses a torrc, defaults file, %include'd file or
+	// directory that a user other than root (or the one running relayfw)
+	// could change, like sshd's StrictModes; false uses it with a
+	// warning. On unless set to false. relayfw.toml itself is always
+	// checked.
+	StrictModes *bool `toml:"strict_modes"`
 }
 
 // Inbound is the [inbound] table: limits on new connections to the
@@ -133,9 +139,10 @@ type Allow struct {
 	// Resolvers replaces the resolvers read from resolv.conf.
 	Resolvers []string `toml:"resolvers"`
 	// ResolverUser is the user of the host's own recursive resolver, which
-	// may query any name server (UDP and TCP 53); by default relayfw finds
-	// unbound, bind9, knot-resolver or pdns-recursor itself when
-	// resolv.conf points at loopback.
+	// may query any name server (UDP and TCP 53); by default, when
+	// resolv.conf points at loopback, the service user of unbound, bind9,
+	// knot-resolver or pdns-recursor (unbound, bind, knot-resolver, pdns)
+	// when the password database has it. No running program's name counts.
 	ResolverUser string `toml:"resolver_user"`
 	// Updates lets the user apt downloads as (_apt) reach TCP 80 and 443
 	// anywhere, so that security updates keep flowing whatever the exit
@@ -149,7 +156,7 @@ type Allow struct {
 type Extra struct {
 	Name  string   `toml:"name"`  // used in rule comments: relayfw: extra-<name>4
 	Proto string   `toml:"proto"` // tcp (default) or udp
-	To    []string `toml:"to"`    // addresses, prefixes or host names (resolved at apply); none: anywhere
+	To    []string `toml:"to"`    // addresses, prefixes or host names (resolved by apply and refresh); none: anywhere
 	Ports []string `toml:"ports"` // "443" or "8000-8999"; none: any port
 	User  string   `toml:"user"`  // only sockets of this user (name or uid)
 }

@@ -2,6 +2,9 @@ package config
 
 import (
 	"errors"
+	"os"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -90,15 +93,36 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// TestExampleConfig: examples/relayfw.toml, which shows every key and is
-// the Debian package's conffile, parses, and leaves the torrcs to
-// discovery (a torrc key would hide tor's other instances).
+// TestExampleConfig: examples/relayfw.toml, the Debian package's
+// conffile, sets nothing (every line is a comment showing a default or an
+// example: the host's own tests prove it compiles to the ruleset of no
+// relayfw.toml), and its examples, uncommented, parse. Its torrc line is
+// the alternative to [[instance]] and stays commented.
 func TestExampleConfig(t *testing.T) {
-	c, err := Load("../examples/relayfw.toml")
+	data, err := os.ReadFile("../examples/relayfw.toml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Torrc != "" || len(c.Instances) != 0 || c.DataDirectory != "" || c.Backend != "auto" || !On(c.Allow.DNS) || !On(c.Allow.Updates) {
-		t.Fatalf("%+v", c)
+	c, err := Parse("relayfw.toml", data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(c, Config{}) {
+		t.Fatalf("the shipped file sets %+v", c)
+	}
+	setting := regexp.MustCompile(`^# (\[.*\]|[a-z_0-9]+ = .*)$`)
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if setting.MatchString(l) && l != `# torrc = "/etc/tor/torrc"` {
+			l = strings.TrimPrefix(l, "# ")
+		}
+		lines = append(lines, l)
+	}
+	c, err = Parse("uncommented relayfw.toml", []byte(strings.Join(lines, "\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Backend != "auto" || len(c.Instances) != 1 || len(c.Allow.Extra) != 1 || c.Allow.ResolverUser == "" || len(c.Inbound.Trusted) == 0 || c.Inbound.Block == "" {
+		t.Fatalf("uncommented, the examples set %+v", c)
 	}
 }

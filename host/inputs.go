@@ -59,6 +59,34 @@ type Inputs struct {
 	Instances []*Instance
 	// watched are the files and directories the firewall depends on.
 	watched []string
+	// dnsDeadline ends every host-name lookup of this run: set by the
+	// first one, DNSWait later.
+	dnsDeadline time.Time
+	// extra is allow.extra resolved, once per run; extraNames counts its
+	// host names, extraUnresolved those that did not resolve.
+	extra                       []rules.Allowance
+	extraDone                   bool
+	extraNames, extraUnresolved int
+}
+
+// LookupNetIP resolves host names (allow.extra's, a torrc's Address); a
+// variable so that tests answer without DNS.
+var LookupNetIP = net.DefaultResolver.LookupNetIP
+
+// DNSWait bounds the time one run of relayfw waits for host names, all of
+// its lookups together: a name that does not resolve (no network yet at
+// boot, a resolver that does not answer) costs one short wait per run,
+// not one per name.
+var DNSWait = 3 * time.Second
+
+// lookupHost resolves a host name within the run's DNS deadline.
+func (in *Inputs) lookupHost(name string) ([]netip.Addr, error) {
+	if in.dnsDeadline.IsZero() {
+		in.dnsDeadline = time.Now().Add(DNSWait)
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), in.dnsDeadline)
+	defer cancel()
+	return LookupNetIP(ctx, "ip", name)
 }
 
 // Config is the relayfw.toml the inputs were read with.
@@ -79,9 +107,9 @@ func Load(opts Options) (*Inputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	facts := hostFacts()
+	facts := in.hostFacts()
 	for _, src := range srcs {
-		defaults, lines, err := readInstance(src, &in.watched)
+		defaults, lines, err := in.readInstance(src)
 		var fe *rules.FileError
 		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
 			opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
@@ -124,15 +152,23 @@ func DefaultConfig() config.Config { return config.Config{} }
 
 // LoadConfig reads relayfw.toml; with optional, a missing file is an
 // empty configuration.
+// relayfw.toml must be root's (see UnsafeFileError) whatever it says:
+// whoever could write it could set strict_modes = false.
 func LoadConfig(path string, optional bool) (config.Config, error) {
-	cfg, err := config.Load(path)
+	data, unsafe, err := readTrusted(path)
 	switch {
-	case err == nil:
-		return cfg, nil
 	case errors.Is(err, fs.ErrNotExist) && optional:
 		return config.Config{}, nil
+	case err != nil:
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	case unsafe != nil:
+		return config.Config{}, fmt.Errorf("config %s: %w", ShowPath(path), unsafe)
 	}
-	return config.Config{}, fmt.Errorf("config: %w", err)
+	cfg, err := config.Parse(path, data)
+	if err != nil {
+		return config.Config{}, fmt.Errorf("config: %w", err)
+	}
+	return cfg, nil
 }
 
 // resolveUsers finds each instance's uid. A single torrc without User
@@ -189,7 +225,7 @@ func (in *Inputs) Ruleset() (rules.Ruleset, rules.Host) {
 
 // hostFacts gathers the addresses of the host's interfaces that are up and
 // running, and a resolver for host names given as Address.
-func hostFacts() rules.HostFacts {
+func (in *Inputs) hostFacts() rules.HostFacts {
 	var facts rules.HostFacts
 	ifaces, _ := net.Interfaces()
 	for _, ifc := range ifaces {
@@ -208,11 +244,7 @@ func hostFacts() rules.HostFacts {
 			}
 		}
 	}
-	facts.LookupHost = func(name string) ([]netip.Addr, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-	}
+	facts.LookupHost = in.lookupHost
 	return facts
 }
 
@@ -253,10 +285,26 @@ func (in *Inputs) Host() rules.Host {
 }
 
 // extraAllowances turns allow.extra into allowances: host names are
-// resolved now (one that does not resolve is left out, with a warning,
-// rather than keeping the whole firewall from being applied), users
-// looked up.
+// resolved now, once per run, within the run's DNS deadline (one that
+// does not resolve is left out, with a warning, rather than keeping the
+// whole firewall from being applied), users looked up.
 func (in *Inputs) extraAllowances() []rules.Allowance {
+	if in.extraDone {
+		return in.extra
+	}
+	in.extraDone = true
+	in.extra = in.resolveExtra()
+	return in.extra
+}
+
+// ExtraNames says how many host names allow.extra has and how many of
+// them did not resolve in this run (Host resolves them).
+func (in *Inputs) ExtraNames() (names, unresolved int) {
+	in.extraAllowances()
+	return in.extraNames, in.extraUnresolved
+}
+
+func (in *Inputs) resolveExtra() []rules.Allowance {
 	var out []rules.Allowance
 	for _, e := range in.cfg.Allow.Extra {
 		a := rules.Allowance{Name: e.Name, Proto: e.Proto}
@@ -276,10 +324,10 @@ func (in *Inputs) extraAllowances() []rules.Allowance {
 				a.Dst = append(a.Dst, netip.PrefixFrom(addr, addr.BitLen()))
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			addrs, err := net.DefaultResolver.LookupNetIP(ctx, "ip", to)
-			cancel()
+			in.extraNames++
+			addrs, err := in.lookupHost(to)
 			if err != nil {
+				in.extraUnresolved++
 				in.log().Warn(fmt.Sprintf("allow.extra %s: %q does not resolve (%v); left out", e.Name, to, err))
 				continue
 			}

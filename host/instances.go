@@ -154,36 +154,105 @@ func (in *Inputs) instanceSources() ([]instanceSource, error) {
 }
 
 // watchFS reads the real file system and records what it was asked about:
-// the files and directories a change to which changes the firewall.
+// the files and directories a change to which changes the firewall. Each
+// of them must be nameable in the systemd unit that watches them (see
+// PathChangedValue), and so must every file an included directory lists:
+// one that is not is refused rather than silently left unwatched. Each
+// file read and directory listed must be root's (see UnsafeFileError);
+// with lax (strict_modes = false) one that is not is used with a warning.
 type watchFS struct {
 	rules.OSFS
 	paths *[]string
+	lax   bool
+	warn  func(string)
 }
 
-func (w watchFS) add(p string) {
+func (w watchFS) add(p string) error {
+	if err := checkUnitPath(p); err != nil {
+		return err
+	}
 	if !slices.Contains(*w.paths, p) {
 		*w.paths = append(*w.paths, p)
 	}
+	return nil
 }
 
-func (w watchFS) ReadFile(name string) ([]byte, error) { w.add(name); return w.OSFS.ReadFile(name) }
+// trust passes a file the owner and mode check refused, when strict modes
+// are off.
+func (w watchFS) trust(name string, unsafe error) error {
+	if unsafe == nil {
+		return nil
+	}
+	if !w.lax {
+		return unsafe
+	}
+	w.warn(fmt.Sprintf("%s: %v; used anyway (strict_modes = false)", ShowPath(name), unsafe))
+	return nil
+}
+
+func (w watchFS) ReadFile(name string) ([]byte, error) {
+	if err := w.add(name); err != nil {
+		return nil, err
+	}
+	data, unsafe, err := readTrusted(name)
+	if err != nil {
+		return nil, err
+	}
+	return data, w.trust(name, unsafe)
+}
+
 func (w watchFS) Stat(name string) (fs.FileInfo, error) {
-	w.add(name)
+	if err := w.add(name); err != nil {
+		return nil, err
+	}
 	return w.OSFS.Stat(name)
 }
+
 func (w watchFS) ReadDir(name string) ([]fs.DirEntry, error) {
-	w.add(name) // a file added to an included directory
-	return w.OSFS.ReadDir(name)
+	if err := w.add(name); err != nil { // a file added to an included directory
+		return nil, err
+	}
+	entries, unsafe, err := readDirTrusted(name)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.trust(name, unsafe); err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // tor skips hidden files
+		}
+		if err := checkUnitPath(filepath.Join(name, e.Name())); err != nil {
+			return nil, err
+		}
+	}
+	return entries, nil
 }
+
 func (w watchFS) Glob(pattern string) ([]string, error) {
-	w.add(filepath.Dir(pattern)) // a file that starts to match
-	return w.OSFS.Glob(pattern)
+	dir := filepath.Dir(pattern)
+	if err := w.add(dir); err != nil { // a file that starts to match
+		return nil, err
+	}
+	if !strings.ContainsAny(dir, "*?[\\") {
+		if err := w.trust(pattern, statTrusted(pattern, dir)); err != nil {
+			return nil, err
+		}
+	}
+	matches, err := w.OSFS.Glob(pattern)
+	for _, m := range matches {
+		if err := checkUnitPath(m); err != nil {
+			return nil, err
+		}
+	}
+	return matches, err
 }
 
 // readInstance reads one instance's defaults file and torrc as tor does,
 // recording in watched every file and directory it depends on.
-func readInstance(src instanceSource, watched *[]string) ([]rules.ConfigLine, []rules.ConfigLine, error) {
-	fsys := watchFS{paths: watched}
+func (in *Inputs) readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, error) {
+	fsys := watchFS{paths: &in.watched, lax: !config.On(in.cfg.StrictModes), warn: func(msg string) { in.log().Warn(msg) }}
 	var defaults []rules.ConfigLine
 	if src.defaults != "" {
 		var name func(string) string

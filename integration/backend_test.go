@@ -1153,10 +1153,10 @@ func testSecondBackend(t *testing.T, b backend) {
 	}
 }
 
-// testLocalResolver: resolv.conf points at 127.0.0.1, where a recursive
-// resolver runs as a test user (a process named unbound, running as
-// daemon): that user's sockets reach DNS (UDP and TCP 53) anywhere,
-// another user's and root's do not.
+// testLocalResolver: with resolv.conf on 127.0.0.1, a program named
+// unbound (a copy of sleep) run by nobody gets nobody DNS to the outside:
+// only allow.resolver_user (here daemon) or a resolver package's service
+// user reaches any name server.
 func testLocalResolver(t *testing.T, b backend) {
 	requireCommand(t, "setpriv")
 	tn := newTestNet(t)
@@ -1177,11 +1177,11 @@ func testLocalResolver(t *testing.T, b backend) {
 	if err := os.WriteFile(unbound, data, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	resolver := exec.Command("setpriv", "--reuid", "daemon", "--regid", "daemon", "--clear-groups", unbound, "300")
-	if err := resolver.Start(); err != nil {
+	fake := exec.Command("setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups", unbound, "300")
+	if err := fake.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = resolver.Process.Kill(); _ = resolver.Wait() })
+	t.Cleanup(func() { _ = fake.Process.Kill(); _ = fake.Wait() })
 	resolvConf := filepath.Join(dir, "resolv.conf")
 	if err := os.WriteFile(resolvConf, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -1190,33 +1190,47 @@ func testLocalResolver(t *testing.T, b backend) {
 	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\nServerDNSResolvConfFile "+resolvConf+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "relayfw.toml")
-	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
-	mustApply(t, run, flags)
 	serveUDP(t, tn.net, "198.51.100.2:53", func(q []byte) []byte { return q })
-	for _, c := range []struct {
-		user string
-		ok   bool
-	}{{"daemon", true}, {"nobody", false}, {"root", false}} {
-		conn, err := dialAsIn(t, tn.relay, c.user, "", netip.MustParseAddrPort("203.0.113.53:53"))
+	// dns says whether user reaches TCP 53 on a documentation address and
+	// gets an answer over UDP 53 from net.
+	dns := func(user string) (tcp, udp bool) {
+		conn, err := dialAsIn(t, tn.relay, user, "", netip.MustParseAddrPort("203.0.113.53:53"))
 		if conn != nil {
 			conn.Close()
 		}
-		if (err == nil) != c.ok {
-			t.Errorf("TCP 53 as %s: %v, want connected=%v", c.user, err, c.ok)
+		args := []string{"netns", "exec", tn.relay}
+		if user != "root" {
+			args = append(args, "setpriv", "--reuid", user, "--regid", "nogroup", "--clear-groups")
 		}
+		args = append(args, "bash", "-c", "exec 3<>/dev/udp/198.51.100.2/53; printf q >&3; timeout 3 head -c1 <&3")
+		out, _ := exec.Command("ip", args...).Output()
+		return err == nil, string(out) == "q"
 	}
-	// UDP as the resolver's user gets an answer from net.
-	script := "exec 3<>/dev/udp/198.51.100.2/53; printf q >&3; timeout 3 head -c1 <&3"
-	out, err := exec.Command("ip", "netns", "exec", tn.relay, "setpriv", "--reuid", "daemon", "--regid", "daemon", "--clear-groups", "bash", "-c", script).CombinedOutput()
-	if err != nil || string(out) != "q" {
-		t.Errorf("UDP 53 as the resolver's user: %v %q", err, out)
-	}
-	if code, out, _ := run(append(flags, "explain", "--proto", "udp", "--user", "daemon", "203.0.113.53:53")...); code != 0 || !strings.Contains(out, "dns-resolver-udp") {
-		t.Errorf("explain --user daemon: exit %d %q", code, out)
+	for _, phase := range []struct {
+		name, config string
+		allowed      string // the user with DNS anywhere; "": none
+	}{
+		{"a program named unbound run by nobody", "", ""},
+		{"allow.resolver_user", "[allow]\nresolver_user = \"daemon\"\n", "daemon"},
+	} {
+		cfg := filepath.Join(dir, "relayfw.toml")
+		if err := os.WriteFile(cfg, []byte(phase.config), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
+		mustApply(t, run, flags)
+		for _, user := range []string{"nobody", "daemon", "root"} {
+			want := user == phase.allowed
+			if tcp, udp := dns(user); tcp != want || udp != want {
+				t.Errorf("%s: DNS as %s: TCP %v, UDP %v, want %v", phase.name, user, tcp, udp, want)
+			}
+		}
+		if phase.allowed == "" {
+			continue
+		}
+		if code, out, _ := run(append(flags, "explain", "--proto", "udp", "--user", phase.allowed, "203.0.113.53:53")...); code != 0 || !strings.Contains(out, "dns-resolver-udp") {
+			t.Errorf("explain --user %s: exit %d %q", phase.allowed, code, out)
+		}
 	}
 }
 

@@ -69,6 +69,13 @@ func TestBadInput(t *testing.T) {
 		return []string{"--torrc", good, "--config", write(name, body)}
 	}
 	base := []string{"--torrc", good, "--config", cfg}
+	// A file in an %included directory whose name holds a newline (the
+	// unit that watches the inputs could not name it) is refused.
+	badNames := filepath.Join(dir, "badnames.d")
+	if err := os.Mkdir(badNames, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write("badnames.d/10-y\n[Unit]\nWants=poweroff.target", "ExitPolicy accept *:25\n")
 	with := func(a []string, more ...string) []string { return append(append([]string{}, a...), more...) }
 	nobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
 
@@ -98,6 +105,8 @@ func TestBadInput(t *testing.T) {
 		{"octal IPv4", nil, nil, with(torrc("t16", "ExitPolicy accept 01.2.3.4:80\n"), "apply"), 65, "t16:3:"},
 		{"mask on wildcard", nil, nil, with(torrc("t17", "ExitPolicy accept */8:80\n"), "apply"), 65, "t17:3:"},
 		{"port too big", nil, nil, with(torrc("t18", "ExitPolicy accept *:65536\n"), "refresh"), 65, "t18:3:"},
+		{"newline in an included file name", nil, nil, with(torrc("t20", "%include "+badNames+"\n"), "apply"), 65, `badnames.d/10-y\n[Unit]\nWants=poweroff.target": a control character`},
+		{"newline in an included file name: print", nil, nil, with(torrc("t21", "%include "+badNames+"\n"), "print"), 65, "rename it"},
 		{"missing torrc", nil, nil, []string{"--torrc", filepath.Join(dir, "nope"), "--config", cfg, "apply"}, 66, "nope: no such file"},
 		{"torrc is a directory", nil, nil, []string{"--torrc", dir, "--config", cfg, "apply"}, 66, dir},
 		{"missing include", nil, nil, with(torrc("t19", "%include "+filepath.Join(dir, "absent.d")+"\n"), "apply"), 66, "absent.d"},

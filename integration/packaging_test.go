@@ -35,21 +35,45 @@ func TestSystemdUnits(t *testing.T) {
 		}
 		paths = append(paths, p)
 	}
-	// The drop-in relayfw writes for the path unit is verified with it.
+	// The drop-in relayfw writes for the path unit is verified with it,
+	// for a torrc that includes files whose names hold a space, a
+	// backslash and specifiers ("%n" would be the unit's name, "%z" is
+	// none: systemd-analyze says so unless "%" is written "%%").
 	cfg := filepath.Join(dir, "relayfw.toml")
 	if err := os.WriteFile(cfg, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if code, _, errOut := runCmd(t, exec.Command(relayfwBin, "--torrc", "../examples/torrc", "--config", cfg,
+	inc := filepath.Join(dir, "torrc.d")
+	if err := os.Mkdir(inc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"10 exit ports", `20-back\slash`, "30-100%", "40-%n%z"}
+	for _, name := range names {
+		if err := os.WriteFile(filepath.Join(inc, name), []byte("ExitPolicy accept *:443\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\n%include "+inc+"\nExitPolicy reject *:*\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCmd(t, exec.Command(relayfwBin, "--torrc", torrc, "--config", cfg,
 		"paths", "--update-path-unit", "--unit-dir", dir)); code != 0 {
 		t.Fatalf("paths --update-path-unit: exit %d: %s", code, errOut)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "relayfw-reapply.path.d", "50-inputs.conf")); err != nil {
+	dropIn, err := os.ReadFile(filepath.Join(dir, "relayfw-reapply.path.d", "50-inputs.conf"))
+	if err != nil {
 		t.Fatal(err)
+	}
+	for _, name := range names {
+		want := "\nPathChanged=" + strings.ReplaceAll(filepath.Join(inc, name), "%", "%%") + "\n"
+		if !strings.Contains(string(dropIn), want) {
+			t.Errorf("the drop-in lacks %q:\n%s", want, dropIn)
+		}
 	}
 	out, err := exec.Command(analyze, append([]string{"verify"}, paths...)...).CombinedOutput()
 	if err != nil || len(strings.TrimSpace(string(out))) > 0 {
-		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+		t.Fatalf("systemd-analyze verify: %v\n%s\n%s", err, out, dropIn)
 	}
 }
 

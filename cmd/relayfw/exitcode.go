@@ -6,6 +6,7 @@ import (
 	"io/fs"
 
 	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -60,11 +61,15 @@ func exitCode(err error) int {
 	var configSyntax *config.SyntaxError
 	var fileErr *rules.FileError
 	var pathErr *fs.PathError // reading the config file
+	var refused *host.RefusedFileError
+	var unsafe *host.UnsafeFileError
 	switch {
 	case err == nil:
 		return exitOK
 	case errors.As(err, &ee):
 		return ee.code
+	case errors.As(err, &refused), errors.As(err, &unsafe): // before fileErr, which may wrap them
+		return exitDataErr
 	case errors.As(err, &torrcSyntax), errors.As(err, &configSyntax):
 		return exitDataErr
 	case errors.As(err, &fileErr), errors.As(err, &pathErr):

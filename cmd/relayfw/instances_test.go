@@ -174,7 +174,7 @@ func TestWritePathDropIn(t *testing.T) {
 		}
 	}
 	data, _ := os.ReadFile(filepath.Join(dir, "relayfw-reapply.path.d/50-inputs.conf"))
-	if !strings.Contains(string(data), `PathChanged=/etc/tor/with\x20space`) {
+	if !strings.Contains(string(data), `PathChanged=/etc/tor/with space`) {
 		t.Errorf("drop-in:\n%s", data)
 	}
 }

@@ -64,6 +64,14 @@ func TestExitCodes(t *testing.T) {
 	badQuote := writeFile(t, "torrc", "ExitPolicy \"accept *:80\n")
 	badConfig := writeFile(t, "relayfw.toml", "[allow]\ndns = true\nfirewall = \"off\"\n")
 	emptyConfig := writeFile(t, "relayfw.toml", "")
+	groupWritable := writeFile(t, "torrc", "ORPort 9001\nExitRelay 1\n")
+	if err := os.Chmod(groupWritable, 0o664); err != nil {
+		t.Fatal(err)
+	}
+	groupConfig := writeFile(t, "relayfw.toml", "strict_modes = false\n")
+	if err := os.Chmod(groupConfig, 0o664); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name     string
 		args     []string
@@ -87,6 +95,8 @@ func TestExitCodes(t *testing.T) {
 		{"bad config key", []string{"--torrc", exampleTorrc, "--config", badConfig, "policy"}, 65, badConfig + ":3: unknown key \"allow.firewall\""},
 		{"missing torrc", []string{"--torrc", "/nonexistent/torrc", "--config", emptyConfig, "policy"}, 66, "/nonexistent/torrc"},
 		{"missing config", []string{"--torrc", exampleTorrc, "--config", "/nonexistent/relayfw.toml", "policy"}, 66, "/nonexistent/relayfw.toml"},
+		{"group-writable torrc", []string{"--torrc", groupWritable, "--config", emptyConfig, "print"}, 65, groupWritable + ": it is writable by its group (owner "},
+		{"group-writable config", []string{"--torrc", exampleTorrc, "--config", groupConfig, "policy"}, 65, "config " + groupConfig + ": it is writable by its group"},
 		{"bad torrc stops apply first", []string{"--torrc", badTorrc, "--config", emptyConfig, "apply"}, 65, badTorrc + ":3:"},
 	}
 	for _, tt := range tests {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/host"
 )
 
 // pathUnit is the unit that re-applies when an input changes.
@@ -29,7 +32,12 @@ directory it %includes, relayfw.toml, the resolv.conf files, and Debian's
 
 With --update-path-unit, write them as PathChanged= lines into a drop-in of
 relayfw-reapply.path under --unit-dir; when that changed and systemd runs,
-reload systemd and restart the path unit so that it watches them.
+reload systemd and restart the path unit so that it watches them. Each path
+is written as systemd reads PathChanged=: literally (a space or a backslash
+stands for itself), "%" as "%%". A path no unit line can name — a control
+character such as a newline, bytes that are not UTF-8, a trailing space or
+backslash — is refused (exit 65), and so is such a file name in a directory
+a torrc %includes, by every command that reads the torrcs.
 relayfw.service and relayfw-reapply.service run this after every apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -43,7 +51,11 @@ relayfw.service and relayfw-reapply.service run this after every apply.`,
 				return err
 			}
 			changed, err := writePathDropIn(unitDir, paths)
-			if err != nil {
+			var refused *host.RefusedFileError
+			switch {
+			case errors.As(err, &refused):
+				return err // exit 65, naming the file
+			case err != nil:
 				return &exitError{code: exitCantCreate, err: err}
 			}
 			if !changed {
@@ -75,9 +87,12 @@ func writePathDropIn(unitDir string, paths []string) (changed bool, err error) {
 	var b strings.Builder
 	b.WriteString("# Written by \"relayfw paths --update-path-unit\": every file relayfw read.\n[Path]\n")
 	for _, p := range paths {
-		// systemd unit files take C-style escapes; a path with a space or
-		// a backslash is written with them.
-		fmt.Fprintf(&b, "PathChanged=%s\n", strings.NewReplacer(`\`, `\\`, " ", `\x20`).Replace(p))
+		// As systemd reads PathChanged=: literally, but for specifiers.
+		v, err := host.PathChangedValue(p)
+		if err != nil {
+			return false, err
+		}
+		fmt.Fprintf(&b, "PathChanged=%s\n", v)
 	}
 	dir := filepath.Join(unitDir, pathUnit+".d")
 	file := filepath.Join(dir, "50-inputs.conf")

@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/host"
 )
 
 func newRefreshCommand(g *globals) *cobra.Command {
@@ -14,13 +16,31 @@ func newRefreshCommand(g *globals) *cobra.Command {
 fallbacks) and replace the contents of the relay-link sets atomically,
 without touching any rule; with [inbound], the trusted sources too (the
 authorities, and the relays with trust_relays). Prints how many elements
-were added and removed. Run apply first.`,
+were added and removed. Run apply first.
+
+The host names of allow.extra are resolved again too (an answer can
+change, and an apply at boot may have run before the network was up):
+when they now resolve to other addresses than at the last apply, and
+nothing else changed since, refresh replaces the rules atomically as apply
+does and says so. A name that does not resolve leaves what is installed.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, _, b, release, err := rulesetAndBackend(cmd, g, guardAndLock)
+			rs, in, b, release, err := rulesetAndBackend(cmd, g, guardAndLock)
 			defer release()
 			if err != nil {
 				return err
+			}
+			// allow.extra's host names were resolved again: new answers
+			// replace the rules through the normal, atomic apply.
+			if reapply, warning := in.ExtraReapply(b, rs); warning != "" {
+				g.log.Warn(warning)
+			} else if reapply {
+				res, _, err := host.Applier{Log: g.log}.Apply(cmd.Context(), b, rs, 0)
+				if err != nil {
+					return hostError(fmt.Errorf("refresh: %w", err))
+				}
+				fmt.Fprintf(g.stdout, "allow.extra's host names resolve to new addresses: rules replaced; %s\n", summary(b, res))
+				return nil
 			}
 			added, removed, err := b.Refresh(cmd.Context(), rs)
 			if err != nil {

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -49,7 +51,16 @@ func newRootCommand(g *globals) *cobra.Command {
 		Short: "Turn a Tor relay's ExitPolicy into a host firewall",
 		Long: `relayfw reads a Tor relay's torrc, computes the exit policy exactly as tor
 does, and compiles it into a reject-by-default outbound firewall that lets out
-what the relay's ExitPolicy allows, while the host keeps working.`,
+what the relay's ExitPolicy allows, while the host keeps working.
+
+The files that decide the firewall must be root's, as sshd's StrictModes
+wants: a torrc, defaults file, %include'd file or directory, or relayfw.toml
+that is owned by a user other than root (or the user running relayfw), or
+that its group or others can write, or that lies below a directory they can
+write (a sticky directory such as /tmp excepted: there others cannot replace
+what is not theirs), is refused with exit 65, one line naming it, its owner
+and mode, and the fix. strict_modes = false in relayfw.toml uses such torrcs
+and included files with a warning; relayfw.toml itself is always checked.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -108,11 +119,21 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if isCobraUsageError(err) {
 			err = usageError(err)
 		}
-		fmt.Fprintf(stderr, "relayfw: %v\n", err)
+		fmt.Fprintf(stderr, "relayfw: %s\n", oneLine(err.Error()))
 		return exitCode(err)
 	}
 	_, _ = io.WriteString(stdout, out.String())
 	return exitOK
+}
+
+// oneLine keeps an error message on one line: a control character (a
+// newline in a file name, say) is written as a Go escape.
+func oneLine(msg string) string {
+	if !strings.ContainsFunc(msg, unicode.IsControl) {
+		return msg
+	}
+	q := strconv.Quote(msg)
+	return q[1 : len(q)-1]
 }
 
 // isCobraUsageError recognises cobra's own argument errors, which it
