@@ -3,6 +3,7 @@ package host
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/relayfw/relayfw/rules"
@@ -34,12 +35,15 @@ func (t *Instance) RunsAs() uint32 {
 }
 
 // relayLinkUsers are the users whose sockets get the relay links: those
-// of the instances that make them. The consensus tor caches is written by
-// tor's user, so what it lists is for tor's sockets alone.
+// of the instances that make them, one per uid. The consensus tor caches
+// is written by tor's user, so what it lists is for tor's sockets alone.
 func (in *Inputs) relayLinkUsers() []rules.UserRef {
 	var out []rules.UserRef
 	for _, t := range in.linkInstances() {
-		out = append(out, rules.UserRef{Name: cmp.Or(t.Options.User, "root"), UID: t.RunsAs()})
+		uid := t.RunsAs()
+		if !slices.ContainsFunc(out, func(u rules.UserRef) bool { return u.UID == uid }) {
+			out = append(out, rules.UserRef{Name: cmp.Or(t.Options.User, "root"), UID: uid})
+		}
 	}
 	return out
 }

@@ -28,6 +28,7 @@ func TestRelayLinksAreTors(t *testing.T) {
 	withUser := writeFile(t, "torrc", string(example)+"User debian-tor\n")
 	instA := writeFile(t, "torrc", "ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\nUser _tor-a\nDataDirectory "+data+"\n")
 	instB := writeFile(t, "torrc", "ORPort 9002\nExitRelay 0\nUser _tor-b\nDataDirectory "+data+"\n")
+	sameUID := writeFile(t, "torrc", "ORPort 9003\nExitRelay 0\nUser 201\nDataDirectory "+data+"\n")
 	client := writeFile(t, "torrc", "SocksPort 9050\nUser _apt\nDataDirectory "+data+"\n")
 	emptyConfig := writeFile(t, "relayfw.toml", "")
 	const (
@@ -51,6 +52,8 @@ func TestRelayLinksAreTors(t *testing.T) {
 		{"two relays: one", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "", "relay-links4-uid201", "", false},
 		{"two relays: the other", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "_tor-b", "relay-links4-uid202", "", false},
 		{"two relays: the client's user", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "_apt", "", forOnly + "_tor-a, _tor-b only)", false},
+		{"two relays, one uid: one rule", []string{"--torrc", instA, "--torrc", sameUID, "--config", emptyConfig}, "", "relay-links4", "", false},
+		{"two relays, one uid: root", []string{"--torrc", instA, "--torrc", sameUID, "--config", emptyConfig}, "0", "", forOnly + "_tor-a only)", false},
 		{"a client alone: its user", []string{"--torrc", client, "--config", emptyConfig}, "", "relay-links4", "", false},
 	}
 	for _, tt := range tests {
