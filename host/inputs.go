@@ -143,6 +143,7 @@ func Load(opts Options) (*Inputs, error) {
 	if err := in.resolveUsers(); err != nil {
 		return nil, err
 	}
+	in.warnRootLinks()
 	return in, nil
 }
 
@@ -278,6 +279,7 @@ func (in *Inputs) Host() rules.Host {
 	h.Updates = in.updatesAllowance()
 	nw := in.network()
 	h.RelayLinks = nw.Links
+	h.RelayLinkUsers = in.relayLinkUsers()
 	h.Inbound = in.inbound(nw)
 	h.Extra = in.extraAllowances()
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
@@ -400,13 +402,9 @@ func (in *Inputs) dataDirectory(t *Instance) string {
 // warning) and their authorities and fallbacks, from the torrcs or tor's
 // compiled-in lists; and who of them are authorities and relays.
 func (in *Inputs) network() relays.Network {
-	anyRelay := slices.ContainsFunc(in.Instances, (*Instance).IsRelay)
 	var sets []relays.Links
 	var authorities, relayAddrs []netip.Addr
-	for _, t := range in.Instances {
-		if !t.IsRelay() && anyRelay {
-			continue // a client instance next to relays: nothing of its own
-		}
+	for _, t := range in.linkInstances() {
 		dir := in.dataDirectory(t)
 		consensus, path, err := relays.ReadNetwork(dir)
 		if err != nil {

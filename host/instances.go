@@ -339,7 +339,7 @@ func (in *Inputs) NotExitNote() string {
 		}
 		roles = append(roles, r)
 	}
-	reach := []string{"the relay links (other relays' ORPorts, the directory authorities and fallbacks)"}
+	reach := []string{"the relay links (tor's sockets: other relays' ORPorts, the directory authorities and fallbacks)"}
 	allow := in.cfg.Allow
 	for _, a := range []struct {
 		on   bool

@@ -596,6 +596,9 @@ func testNotPermitted(t *testing.T, b backend) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// With a User, nothing warns (a tor without one gives root the relay
+	// links): the refusal is the only line.
+	torrc = append(torrc, "User daemon\n"...)
 	if err := os.WriteFile(filepath.Join(dir, "torrc"), torrc, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -653,23 +656,31 @@ func (b backend) chainState(t *testing.T, ns string, env []string) string {
 }
 
 // testRelayLinks: relays of the consensus are reachable on their ORPorts
-// whatever the exit policy says, nothing else is, and refresh changes
-// that without touching the rules.
+// by tor's user (daemon here) whatever the exit policy says, nothing else
+// is, and refresh changes that without touching the rules.
 func testRelayLinks(t *testing.T, b backend) {
+	requireCommand(t, "setpriv")
 	tn := newTestNet(t)
 	run := b.runner(t, tn)
 	env := b.env(t)
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, consensusWith("203.0.113.11:9001", "203.0.113.13:6881", "[2001:db8:1::11]:9001"))
-	flags := []string{"--backend", b.flag, "--torrc", "../examples/torrc", "--config", cfg}
+	example, err := os.ReadFile("../examples/torrc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, append(example, "User daemon\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
 	mustApply(t, run, flags)
 
 	expect := func(stage string, want map[string]outcome) {
 		t.Helper()
 		for dst, w := range want {
-			ap := netip.MustParseAddrPort(dst)
-			if o, _ := tn.probe(t, ap.Addr(), ap.Port()); o != w {
-				t.Errorf("%s: %s %s, want %s", stage, dst, o, w)
+			if got := reaches(t, tn.relay, "daemon", dst); got != (w == connected) {
+				t.Errorf("%s: tor's user to %s: connected=%v, want %s", stage, dst, got, w)
 			}
 		}
 	}
@@ -679,6 +690,10 @@ func testRelayLinks(t *testing.T, b backend) {
 		"203.0.113.13:6881": connected, "203.0.113.14:6881": refused, "203.0.113.11:6881": refused,
 		"[2001:db8:1::11]:9001": connected, "[2001:db8:1::99]:9001": refused,
 	})
+	// They are tor's links: root does not get them.
+	if o, _ := tn.probe(t, netip.MustParseAddr("203.0.113.11"), 9001); o != refused {
+		t.Errorf("root to the relay link 203.0.113.11:9001: %s, want refused", o)
+	}
 	before := b.chainState(t, tn.relay, env)
 
 	// The consensus changes: .11 leaves, .99 joins.
@@ -813,7 +828,7 @@ func testExitSource(t *testing.T, b backend) {
 		{tn.relayAddr4, "203.0.113.5:80", connected}, // exit traffic, policy accepts
 		{tn.relayAddr4, "203.0.113.5:25", refused},   // exit traffic, policy rejects
 		{other, "203.0.113.5:80", refused},           // not exit traffic: no exit policy for it
-		{other, "198.51.100.2:9001", connected},      // relay link (testConsensus)
+		{other, "198.51.100.2:9001", connected},      // relay link (testConsensus); no User: tor's user is root
 	} {
 		if got := dialFrom(tc.src, tc.dst); got != tc.want {
 			t.Errorf("from %s to %s: %s, want %s", tc.src, tc.dst, got, tc.want)
@@ -958,6 +973,8 @@ func testStatusAndMetrics(t *testing.T, b backend) {
 	run := b.runner(t, tn)
 	flags := relayInputs(t, b.flag, "../examples/torrc")
 	mustApply(t, run, flags)
+	// examples/torrc has no User: tor runs as root, whose sockets get the
+	// relay link 198.51.100.2:9001.
 	for _, dst := range []string{"203.0.113.5:80", "203.0.113.5:25", "198.51.100.2:9001"} {
 		ap := netip.MustParseAddrPort(dst)
 		tn.probe(t, ap.Addr(), ap.Port())
@@ -1058,10 +1075,16 @@ func testInstancesByUser(t *testing.T, b backend) {
 		}
 	}
 	// root runs neither instance: its TCP to a port both policies accept
-	// for someone is refused.
-	for _, tg := range []string{"203.0.113.200:80", "198.51.100.9:443"} {
+	// for someone is refused, and so is its TCP to a relay link, which
+	// both instances' users reach.
+	for _, tg := range []string{"203.0.113.200:80", "198.51.100.9:443", "198.51.100.2:9001"} {
 		if o, _ := tn.probe(t, netip.MustParseAddrPort(tg).Addr(), netip.MustParseAddrPort(tg).Port()); o != refused {
 			t.Errorf("root to %s: %s, want refused", tg, o)
+		}
+	}
+	for _, user := range []string{"daemon", "nobody"} {
+		if !reaches(t, tn.relay, user, "198.51.100.2:9001") {
+			t.Errorf("%s to the relay link 198.51.100.2:9001: refused", user)
 		}
 	}
 }
@@ -1345,6 +1368,7 @@ func testNonExit(t *testing.T, b backend) {
 	if code, out, _ := run(append(flags, "status")...); code != 0 || !strings.Contains(out, "exit:       no — not an exit") {
 		t.Errorf("status of a middle: exit %d\n%s", code, out)
 	}
+	// No User: tor runs as root, whose sockets get the relay links.
 	for dst, want := range map[string]outcome{"203.0.113.5:80": refused, "203.0.113.5:443": refused, "203.0.113.11:9001": connected} {
 		ap := netip.MustParseAddrPort(dst)
 		if o, _ := tn.probe(t, ap.Addr(), ap.Port()); o != want {

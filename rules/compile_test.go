@@ -231,3 +231,64 @@ func TestLogRuleDecidesNothing(t *testing.T) {
 		}
 	}
 }
+
+// TestRelayLinksAreTors: the relay links accept TCP to what the
+// consensus lists for the sockets of the tor users only (root when none
+// is named); every other user meets the exit policy, which rejects here.
+func TestRelayLinksAreTors(t *testing.T) {
+	entries, _, err := ParseExitPolicy("accept *:80,reject *:*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	link4, link6 := netip.MustParseAddrPort("198.51.100.25:25"), netip.MustParseAddrPort("[2001:db8::25]:3389")
+	uid := func(u uint32) *uint32 { return &u }
+	tests := []struct {
+		name      string
+		users     []UserRef
+		wantRules []string
+		reach     []*uint32 // users whose sockets reach the links
+		not       []*uint32 // users whose sockets do not
+	}{
+		{"none: root", nil, []string{"relay-links4", "relay-links6"}, []*uint32{uid(0)}, []*uint32{nil, uid(65534), uid(101)}},
+		{"one user", []UserRef{{"debian-tor", 101}}, []string{"relay-links4", "relay-links6"},
+			[]*uint32{uid(101)}, []*uint32{nil, uid(0), uid(65534)}},
+		{"two users, one twice, unsorted", []UserRef{{"_tor-b", 202}, {"_tor-a", 201}, {"202", 202}},
+			[]string{"relay-links4-uid201", "relay-links4-uid202", "relay-links6-uid201", "relay-links6-uid202"},
+			[]*uint32{uid(201), uid(202)}, []*uint32{nil, uid(0), uid(65534)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := DefaultHost()
+			h.RelayLinks = []netip.AddrPort{link4, link6}
+			h.RelayLinkUsers = tt.users
+			rs := CompileInstances([]Instance{{Name: "default", Policy: ExitPolicy{Entries: entries}}}, h)
+			if err := rs.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, r := range rs.Outbound {
+				if r.Class == ClassRelayLink {
+					names = append(names, r.Name)
+				}
+			}
+			if diff := cmp.Diff(tt.wantRules, names); diff != "" {
+				t.Errorf("relay-link rules (-want +got):\n%s", diff)
+			}
+			for _, link := range []netip.AddrPort{link4, link6} {
+				p := Packet{OutIface: "eth0", Dst: link.Addr(), Proto: "tcp", DstPort: link.Port(), SYN: true}
+				for _, u := range tt.reach {
+					p.UID = u
+					if i := rs.Verdict(p); i < 0 || rs.Outbound[i].Class != ClassRelayLink {
+						t.Errorf("uid %d to %s: not a relay link", *u, link)
+					}
+				}
+				for _, u := range tt.not {
+					p.UID = u
+					if rs.Decision(p) != ActionReject {
+						t.Errorf("uid %v to %s: %s, want reject", u, link, rs.Decision(p))
+					}
+				}
+			}
+		})
+	}
+}

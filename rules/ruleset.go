@@ -253,8 +253,14 @@ type Host struct {
 	// MLD, without which IPv6 stops working.
 	DHCP, NTP, Ping, NDP bool
 	// RelayLinks are ORPorts and DirPorts of other relays and directory
-	// authorities, reachable over TCP whatever the exit policy says.
+	// authorities, reachable over TCP whatever the exit policy says, by
+	// sockets of RelayLinkUsers only.
 	RelayLinks []netip.AddrPort
+	// RelayLinkUsers are the users of the tor instances that make relay
+	// links: only their sockets reach RelayLinks (the consensus is written
+	// by tor's user; any other user must not get what it lists). None:
+	// root, as whom tor runs without User.
+	RelayLinkUsers []UserRef
 	// ExitSources are OutboundBindAddressExit addresses: where set for a
 	// family, the exit policy applies only to packets from them.
 	ExitSources []netip.Addr
@@ -302,7 +308,8 @@ type Instance struct {
 }
 
 // Compile turns an effective exit policy and host facts into the ruleset
-// of a single tor that has no User: its policy applies to every socket.
+// of a single tor that has no User: its policy applies to every socket,
+// its relay links to Host.RelayLinkUsers' (root's when none is given).
 func Compile(p ExitPolicy, h Host) Ruleset {
 	return CompileInstances([]Instance{{Name: "default", Policy: p, ExitSources: h.ExitSources}}, h)
 }
@@ -336,8 +343,9 @@ func ExitMapName(i, n int, v6 bool) string {
 // CompileInstances turns the effective exit policies of the host's tor
 // instances and host facts into the ruleset, in this order (first match
 // decides): loopback, established, ICMP the host needs, host allowances,
-// relay links, each exit instance's policy as one exit map lookup per
-// family (scoped to its user and exit addresses), then reject.
+// relay links (one rule per family and tor user: the users in
+// Host.RelayLinkUsers), each exit instance's policy as one exit map
+// lookup per family (scoped to its user and exit addresses), then reject.
 func CompileInstances(insts []Instance, h Host) Ruleset {
 	rs := Ruleset{Version: RulesetVersion}
 	add := func(r Rule) { rs.Outbound = append(rs.Outbound, r) }
@@ -406,6 +414,7 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 				Family: fam, Proto: a.Proto, DstAddrs: dst, DstPorts: a.Ports, SocketUID: a.UID, Action: ActionAccept})
 		}
 	}
+	linkUsers := relayLinkUsers(h.RelayLinkUsers)
 	for _, fam := range []Family{IPv4, IPv6} {
 		set := Set{Name: "relays" + suffix(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities"}
 		for _, ap := range h.RelayLinks {
@@ -417,8 +426,12 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 		sortRegions(set.Elements)
 		set.Elements = slices.Compact(set.Elements)
 		rs.Sets = append(rs.Sets, set)
-		add(Rule{Name: "relay-links" + suffix(fam), Class: ClassRelayLink, Comment: "TCP to other relays and directory authorities",
-			Family: fam, Proto: "tcp", Set: set.Name, Action: ActionAccept})
+		for _, u := range linkUsers {
+			uid := u.UID
+			add(Rule{Name: RelayLinkRuleName(fam, uid, len(linkUsers)), Class: ClassRelayLink,
+				Comment: fmt.Sprintf("TCP to other relays and directory authorities, for tor's sockets (user %s, uid %d)", u.Name, u.UID),
+				Family:  fam, Proto: "tcp", Set: set.Name, SocketUID: &uid, Action: ActionAccept})
+		}
 	}
 	for _, fam := range []Family{IPv4, IPv6} {
 		exits := ExitInstances(insts, fam == IPv6)
@@ -463,6 +476,29 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 	add(Rule{Name: "reject", Class: ClassRejectedDefault, Comment: "everything else: ICMP administratively prohibited",
 		Action: ActionReject, RejectWith: RejectAdminProhibited})
 	return rs
+}
+
+// RelayLinkRuleName names the relay-link rule of a family for the user
+// uid, one of n users: "relay-links4"/"relay-links6" for a single user
+// (the usual host: one tor user), else "relay-links4-uid<uid>", so that
+// each user's rule keeps its name (and counters) when others come and go.
+func RelayLinkRuleName(fam Family, uid uint32, n int) string {
+	name := "relay-links" + suffix(fam)
+	if n > 1 {
+		name += fmt.Sprintf("-uid%d", uid)
+	}
+	return name
+}
+
+// relayLinkUsers are the users who get relay links, one per uid, by uid;
+// root when none is given (tor without User runs as root).
+func relayLinkUsers(users []UserRef) []UserRef {
+	if len(users) == 0 {
+		return []UserRef{{Name: "root", UID: 0}}
+	}
+	out := slices.Clone(users)
+	slices.SortStableFunc(out, func(a, b UserRef) int { return cmp.Compare(a.UID, b.UID) })
+	return slices.CompactFunc(out, func(a, b UserRef) bool { return a.UID == b.UID })
 }
 
 // FamilyOf is an address's family (an IPv4-mapped address is IPv4).

@@ -133,6 +133,11 @@ func (r Rule) validate(sets, maps map[string]Family) error {
 			return errors.New("an exit map lookup accepts")
 		}
 	}
+	if r.Class == ClassRelayLink && (r.Set == "" || r.SocketUID == nil || r.Action != ActionAccept) {
+		// The consensus lists them, and tor's user writes it: a relay link
+		// for every socket would let any user reach what it lists.
+		return errors.New("a relay-link rule accepts a set lookup for one user's sockets (skuid): relay links are tor's alone")
+	}
 	switch r.Action {
 	case ActionAccept:
 	case ActionLog:

@@ -44,6 +44,17 @@ func TestValidate(t *testing.T) {
 			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Proto: "udp", Action: ActionReject, RejectWith: RejectTCPReset})
 		}, "TCP reset needs proto tcp"},
 		{"bad name", func(rs *Ruleset) { rs.Outbound[0].Name = "a b" }, "want letters"},
+		{"relay links for every user", func(rs *Ruleset) {
+			for i := range rs.Outbound {
+				if rs.Outbound[i].Class == ClassRelayLink {
+					rs.Outbound[i].SocketUID = nil
+				}
+			}
+		}, "relay links are tor's alone"},
+		{"relay link without a set", func(rs *Ruleset) {
+			uid := uint32(0)
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Class: ClassRelayLink, Proto: "tcp", SocketUID: &uid, Action: ActionAccept})
+		}, "relay links are tor's alone"},
 		{"address of the other family", func(rs *Ruleset) {
 			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Family: IPv4, DstAddrs: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, Action: ActionAccept})
 		}, "does not fit family"},

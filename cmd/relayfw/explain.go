@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -45,8 +47,9 @@ OutboundBindAddressExit, the connection is taken to come from that address.
 With several tor instances, each exit instance answers on a line of its own
 starting "instance NAME:", for a connection of its tor (its User's
 sockets); --instance NAME asks one. --user NAME asks for a connection of
-another user's sockets: user-scoped allowances (the local resolver, package
-updates, allow.extra with a user) are explained as the kernel applies them.
+another user's sockets: user-scoped rules (relay links, which only tor's
+users get; the local resolver, package updates, allow.extra with a user)
+are explained as the kernel applies them. A tor without User runs as root.
 
 When relayfw's firewall is installed and readable, a relay link the cached
 consensus has but the kernel does not yet is said so.
@@ -114,13 +117,13 @@ source network), or blocked now (read from the kernel, with the time left).`,
 				}
 				asUser = &uid
 			}
-			rs, _ := in.Ruleset()
+			rs, h := in.Ruleset()
 			kernelLinks := installedLinks(cmd, g, in, rs)
 			enc := json.NewEncoder(g.stdout)
 			for _, inst := range insts {
 				for i, t := range targets {
 					e := explain(inst.Effective.Policy, args[i], t)
-					explainFirewall(&e, rs, inst, asUser, proto, t)
+					explainFirewall(&e, rs, h.RelayLinkUsers, inst, asUser, proto, t)
 					if e.Reason == "relay link" && kernelLinks != nil && !kernelLinks[netip.AddrPortFrom(t.Addr().Unmap(), t.Port())] {
 						e.Reason = "relay link (in the cached consensus, not yet in the kernel: relayfw refresh)"
 					}
@@ -147,7 +150,7 @@ source network), or blocked now (read from the kernel, with the time left).`,
 	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol of the connection the firewall is asked about: tcp or udp")
 	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to ask (default: every exit instance)")
 	cmd.Flags().BoolVar(&inbound, "inbound", false, "explain what the inbound protection does with connections from each TARGET, a source ADDR[:PORT]")
-	cmd.Flags().StringVar(&userName, "user", "", "ask for a connection of this user's sockets (name or uid), as the kernel matches user-scoped allowances (default: the instance's tor)")
+	cmd.Flags().StringVar(&userName, "user", "", "ask for a connection of this user's sockets (name or uid), as the kernel matches user-scoped rules such as relay links (default: the instance's tor)")
 	return cmd
 }
 
@@ -168,9 +171,10 @@ func explain(p rules.ExitPolicy, target string, t netip.AddrPort) explanation {
 }
 
 // explainFirewall adds the host firewall's verdict for a new connection.
-// The connection is the instance's: from its User's sockets and its
-// OutboundBindAddressExit.
-func explainFirewall(e *explanation, rs rules.Ruleset, inst *host.Instance, asUser *uint32, proto string, t netip.AddrPort) {
+// The connection is the instance's: from its tor's sockets (its User's,
+// else root's) and its OutboundBindAddressExit. A relay link that the
+// firewall rejects for this user is said to be another user's.
+func explainFirewall(e *explanation, rs rules.Ruleset, linkUsers []rules.UserRef, inst *host.Instance, asUser *uint32, proto string, t netip.AddrPort) {
 	dst := t.Addr().Unmap()
 	p := rules.Packet{OutIface: "eth0", Dst: dst, Proto: proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
 	if dst.IsLoopback() {
@@ -181,7 +185,8 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *host.Instance, asUs
 			p.Src = src
 		}
 	}
-	p.UID = inst.UID
+	uid := inst.RunsAs()
+	p.UID = &uid
 	if asUser != nil {
 		p.UID = asUser
 	}
@@ -207,6 +212,24 @@ func explainFirewall(e *explanation, rs rules.Ruleset, inst *host.Instance, asUs
 	default:
 		e.Reason = "host allowance"
 	}
+	if r.Action == rules.ActionReject {
+		if users := linkUsersOf(rs, linkUsers, p); len(users) > 0 {
+			e.Reason += " (a relay link, for the sockets of tor's user " + strings.Join(users, ", ") + " only)"
+		}
+	}
+}
+
+// linkUsersOf names the users for whose sockets p would be a relay link.
+func linkUsersOf(rs rules.Ruleset, users []rules.UserRef, p rules.Packet) []string {
+	var out []string
+	for _, u := range users {
+		q := p
+		q.UID = &u.UID
+		if i := rs.Verdict(q); i >= 0 && rs.Outbound[i].Class == rules.ClassRelayLink && !slices.Contains(out, u.Name) {
+			out = append(out, u.Name)
+		}
+	}
+	return out
 }
 
 // installedLinks reads the relay links in the kernel, when relayfw's
