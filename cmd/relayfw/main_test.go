@@ -192,14 +192,25 @@ func TestPrintGolden(t *testing.T) {
 }
 
 // TestPrintInboundGolden: the inbound protection as print shows it, in
-// every text format (ipset: the sets iptables' rules refer to).
+// every text format (ipset: the sets iptables' rules refer to): ORPort 443
+// on every address (inbound.*), and ORPorts bound to addresses, on one
+// family, not listened on, with a DirPort (inbound-bound.*).
 func TestPrintInboundGolden(t *testing.T) {
-	for _, format := range []string{"nft", "iptables", "ip6tables", "ipset"} {
-		code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", "testdata/inbound.toml", "print", "--format", format)
-		if code != 0 {
-			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+	for _, tc := range []struct{ name, torrc string }{
+		{"inbound", exampleTorrc},
+		{"inbound-bound", "testdata/inbound-bound.torrc"},
+	} {
+		formats := []string{"nft", "iptables", "ip6tables", "ipset"}
+		if tc.name == "inbound-bound" {
+			formats = append(formats, "json")
 		}
-		golden(t, "testdata/inbound."+format, stdout)
+		for _, format := range formats {
+			code, stdout, stderr := relayfw(t, "--torrc", tc.torrc, "--config", "testdata/"+tc.name+".toml", "print", "--format", format)
+			if code != 0 {
+				t.Fatalf("%s %s: exit %d: %s", tc.name, format, code, stderr)
+			}
+			golden(t, "testdata/"+tc.name+"."+format, stdout)
+		}
 	}
 }
 
