@@ -39,6 +39,15 @@ func FuzzParseInboundTarget(f *testing.F) {
 	in := rules.DefaultInbound()
 	in.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:9001"), netip.MustParseAddrPort("192.0.2.11:443"), netip.MustParseAddrPort("[::]:9001")}
 	f.Fuzz(func(t *testing.T, s string) {
+		// As --to: a plain address of the relay, or refused.
+		if d, err := parseInboundDestination(s); err == nil && s != "" {
+			if !d.IsValid() || d.Is4In6() || d.Zone() != "" || d.IsUnspecified() {
+				t.Fatalf("--to %q: address %v", s, d)
+			}
+			if e := inboundVerdict(&in, s, d, d, 443, nil); e.Verdict == "" || e.Destination != d.String() {
+				t.Fatalf("--to %q: %+v", s, e)
+			}
+		}
 		a, port, err := parseInboundTarget(s)
 		if err != nil {
 			return
