@@ -545,6 +545,21 @@ func testInboundBound(t *testing.T, b backend) {
 		!strings.Contains(out, `"source": "`+s.flood4+`/32"`) || !strings.Contains(out, `"in_sync": true`) {
 		t.Errorf("status: %d %s %s", code, out, errOut)
 	}
+	// tor moving its IPv4 ORPort to the web server's address is a change
+	// check sees and apply --dry-run names.
+	moved := relayInputs(t, b.flag, "ExitRelay 1\nIPv6Exit 1\nORPort 192.0.2.10:443\nORPort [2001:db8:10::11]:443\nExitPolicy accept *:80,reject *:*\n")
+	moved[len(moved)-1] = flags[len(flags)-1]
+	wantDrift := "missing rule 1: -A RELAYFW-INPUT -d 192.0.2.10/32 -p tcp -m multiport --dports 443 "
+	if b.mode == "" {
+		wantDrift = "set inbound_endpoints4: 1 elements missing, e.g. 192.0.2.10 . 443"
+	}
+	if code, out, errOut := run(append(moved, "check")...); code != 1 || !strings.Contains(out, wantDrift) {
+		t.Errorf("check with the ORPort moved to another address: %d, want 1 and %q in:\n%s%s", code, wantDrift, out, errOut)
+	}
+	code, out, errOut = run(append(moved, "apply", "--dry-run")...)
+	if code != 0 || !strings.Contains(out, "~ inbound protection: new TCP connections to 192.0.2.10:443, [2001:db8:10::11]:443:") {
+		t.Errorf("apply --dry-run with the ORPort moved: %d %s %s", code, out, errOut)
+	}
 	code, out, errOut = run(append(flags, "explain", "--inbound", "--to", web4.String(), s.other4+":443")...)
 	if code != 0 || !strings.Contains(out, "unprotected, 192.0.2.10:443 is not an ORPort tor listens on") {
 		t.Errorf("explain --inbound --to the web server: %d %s %s", code, out, errOut)

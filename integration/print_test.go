@@ -74,6 +74,7 @@ func TestNftPrintEqualsApply(t *testing.T) {
 		{"inbound", "ExitRelay 1\nIPv6Exit 1\nORPort 443\nORPort 9001\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n", inboundShapes},
 		{"inbound-defaults", "ExitRelay 1\nORPort 443\nORPort 9001\nDirPort 9030\n", "[inbound]\nenabled = true\n"},
 		{"inbound-bound", inboundBoundTorrc, inboundShapes},
+		{"inbound-one-address", "ExitRelay 1\nORPort 192.0.2.11:443\n", "[inbound]\nenabled = true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newIsolatedNS(t, "rfwnft")
@@ -128,6 +129,8 @@ func TestIptablesPrintEqualsApply(t *testing.T) {
 			{"inbound", "ExitRelay 1\nIPv6Exit 1\nORPort 443\nORPort 9001\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n", inboundShapes},
 			{"inbound-defaults", "ExitRelay 1\nORPort 443\nORPort 9001\nDirPort 9030\n", "[inbound]\nenabled = true\n"},
 			{"inbound-bound", inboundBoundTorrc, inboundShapes},
+			// IPv6 protects nothing: RELAYFW-INPUT is empty.
+			{"inbound-one-address", "ExitRelay 1\nORPort 192.0.2.11:443\n", "[inbound]\nenabled = true\n"},
 		} {
 			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
 				ns := newIsolatedNS(t, "rfwipt")
