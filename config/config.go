@@ -73,7 +73,7 @@ type Inbound struct {
 }
 
 // Settings are the limits with the defaults filled in and the operator's
-// trusted sources; the ports and the authorities are the host's to add.
+// trusted sources; the endpoints and the authorities are the host's to add.
 func (c Inbound) Settings() (rules.Inbound, error) {
 	in := rules.DefaultInbound()
 	set := func(dst *uint, v uint) {
@@ -110,7 +110,7 @@ func (c Inbound) Settings() (rules.Inbound, error) {
 		in.Trusted = append(in.Trusted, p.Masked())
 	}
 	check := in
-	check.Ports = []uint16{1} // the host adds the real ones
+	check.Endpoints = []netip.AddrPort{netip.AddrPortFrom(netip.IPv4Unspecified(), 1)} // the host adds the real ones
 	return in, check.Validate()
 }
 

@@ -439,8 +439,9 @@ func (in *Inputs) network() relays.Network {
 }
 
 // inbound is the ORPort protection of [inbound], nil when it is off: the
-// relay instances' ORPorts (and DirPorts if asked), trusting the
-// authorities, the operator's list and, if asked, every relay.
+// relay instances' ORPorts (and DirPorts if asked) where tor listens,
+// trusting the authorities, the operator's list and, if asked, every
+// relay.
 func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
 	c := in.cfg.Inbound
 	if !c.Enabled {
@@ -454,21 +455,15 @@ func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
 	if c.SetSize == 0 {
 		settings.SetSize = InboundSetSize(memTotal())
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), portHostTimeout)
+	defer cancel()
+	names := map[string]hostAnswer{}
 	for _, t := range in.Instances {
-		for _, p := range t.Options.Ports {
-			if p.Kind != "ORPort" && !(c.DirPorts && p.Kind == "DirPort") {
-				continue
-			}
-			port, err := strconv.ParseUint(p.Port, 10, 16)
-			if err != nil || port == 0 {
-				in.log().Warn(fmt.Sprintf("inbound: %s %s %s is not a fixed port and is not protected", p.Where.Where(), p.Kind, p.Port))
-				continue
-			}
-			settings.Ports = append(settings.Ports, uint16(port))
-		}
+		settings.Endpoints = append(settings.Endpoints, in.listenEndpoints(ctx, t, c.DirPorts, names)...)
 	}
-	if len(settings.Ports) == 0 {
-		in.log().Warn("inbound protection is enabled, but no tor instance has an ORPort: nothing to protect")
+	settings.Endpoints = rules.NormalizeEndpoints(settings.Endpoints)
+	if len(settings.Endpoints) == 0 {
+		in.log().Warn("inbound protection is enabled, but no tor instance listens on an ORPort: nothing to protect")
 		return nil
 	}
 	trusted := nw.Authorities

@@ -3,6 +3,7 @@ package host
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -79,8 +80,9 @@ type ConfigStatus struct {
 
 // InboundStatus is what the ORPort protection did.
 type InboundStatus struct {
-	Ports   []uint16 `json:"ports"`
-	Summary string   `json:"summary"`
+	// Endpoints are the protected endpoints (rules.Inbound's).
+	Endpoints []netip.AddrPort `json:"endpoints"`
+	Summary   string           `json:"summary"`
 	// NewConnections counts the connection attempts it looked at;
 	// Trusted those from trusted sources.
 	NewConnections uint64 `json:"new_connections"`
@@ -111,7 +113,7 @@ func inboundRuleCause(name string) (cause string, ok bool) {
 
 // gatherInbound sums the inbound rules' counters and lists the blocks.
 func gatherInbound(ctx context.Context, b firewall.Backend, in rules.Inbound, counters map[string]firewall.Counter) (*InboundStatus, error) {
-	st := &InboundStatus{Ports: in.Ports, Summary: in.Summary(), Drops: map[string]uint64{}, Blocked: []firewall.Block{}}
+	st := &InboundStatus{Endpoints: in.Endpoints, Summary: in.Summary(), Drops: map[string]uint64{}, Blocked: []firewall.Block{}}
 	for _, c := range rules.InboundCauses {
 		st.Drops[c] = 0
 	}

@@ -139,6 +139,7 @@ func TestInbound(t *testing.T) {
 			t.Run("ConcurrentLimit", func(t *testing.T) { testInboundConcurrent(t, b) })
 			t.Run("OffByDefault", func(t *testing.T) { testInboundOff(t, b) })
 			t.Run("TrustedRelaysFollowTheConsensus", func(t *testing.T) { testInboundTrustRefresh(t, b) })
+			t.Run("BoundORPortOnly", func(t *testing.T) { testInboundBound(t, b) })
 		})
 	}
 }
@@ -461,6 +462,111 @@ func testInboundTrustRefresh(t *testing.T, b backend) {
 		if got := attempt(t, tn, newRelay, orPort); got != connected {
 			t.Fatalf("the new relay's connection %d: %s, want connected (trusted)", i+1, got)
 		}
+	}
+}
+
+// testInboundBound: with ORPorts bound to one address of each family
+// (tor's on .11, a web server's on .10, the same port 443), a source's
+// quick connections to the web server all connect and are never metered;
+// the same source is still limited and blocked on tor's address, and the
+// blocked source still reaches the web server.
+func testInboundBound(t *testing.T, b backend) {
+	tn := inboundNet(t)
+	run := b.runner(t, tn)
+	// The relay's two more addresses of each family, on its lo, reached
+	// from net through the link.
+	web4, tor4 := netip.MustParseAddr("192.0.2.10"), netip.MustParseAddr("192.0.2.11")
+	web6, tor6 := netip.MustParseAddr("2001:db8:10::10"), netip.MustParseAddr("2001:db8:10::11")
+	addrsOnLo(t, tn.relay, "192.0.2.10/32", "192.0.2.11/32", "2001:db8:10::10/128", "2001:db8:10::11/128")
+	for _, a := range []netip.Addr{web4, tor4, web6, tor6} {
+		via := tn.relayAddr4
+		if a.Is6() {
+			via = tn.relayAddr6
+		}
+		if out, err := exec.Command("ip", "-n", tn.net, "route", "add", netip.PrefixFrom(a, a.BitLen()).String(), "via", via.String()).CombinedOutput(); err != nil {
+			t.Fatalf("route to %s in net: %v %s", a, err, out)
+		}
+		startListener(t, tn.relay, netip.AddrPortFrom(a, 443).String())
+	}
+	flags := relayInputs(t, b.flag, "ExitRelay 1\nIPv6Exit 1\nORPort 192.0.2.11:443\nORPort [2001:db8:10::11]:443\nExitPolicy accept *:80,reject *:*\n")
+	flags[len(flags)-1] = writeTestConfig(t, t.TempDir(), inboundConsensus, "[inbound]\nenabled = true\nper_minute = 60\nburst = 8\n")
+	mustApply(t, run, flags)
+	if code, out, errOut := run(append(flags, "check")...); code != 0 {
+		t.Fatalf("check after apply: %d %s %s", code, out, errOut)
+	}
+	connect := func(src string, dst netip.Addr) outcome {
+		t.Helper()
+		c, err := dialFrom(tn.net, netip.MustParseAddr(src), netip.AddrPortFrom(dst, 443), time.Second)
+		switch {
+		case err == nil:
+			c.Close()
+			return connected
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return refused
+		}
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			return timedOut
+		}
+		t.Fatalf("connect from %s to %s:443: %v", src, dst, err)
+		return ""
+	}
+	s := inboundSources
+	for _, fam := range []struct {
+		name, src string
+		web, tor  netip.Addr
+	}{{"ipv4", s.flood4, web4, tor4}, {"ipv6", s.flood6, web6, tor6}} {
+		t.Run(fam.name, func(t *testing.T) {
+			// Three times the burst to the web server: never metered.
+			for i := 0; i < 25; i++ {
+				if got := connect(fam.src, fam.web); got != connected {
+					t.Fatalf("connection %d to the web server at %s:443: %s, want connected (not an ORPort)", i+1, fam.web, got)
+				}
+			}
+			// tor's ORPort from the same source: a fresh burst, then blocked.
+			for i := 0; i < 8; i++ {
+				if got := connect(fam.src, fam.tor); got != connected {
+					t.Fatalf("connection %d of the burst to the ORPort %s:443: %s", i+1, fam.tor, got)
+				}
+			}
+			if got := connect(fam.src, fam.tor); got != timedOut {
+				t.Fatalf("connection over the limit to the ORPort: %s, want dropped (timeout)", got)
+			}
+			// Blocked from tor, not from the web server.
+			for i := 0; i < 5; i++ {
+				if got := connect(fam.src, fam.web); got != connected {
+					t.Fatalf("the blocked source's connection %d to the web server: %s, want connected", i+1, got)
+				}
+			}
+		})
+	}
+	code, out, errOut := run(append(flags, "status", "--format", "json")...)
+	if code != 0 || !strings.Contains(out, `"192.0.2.11:443"`) || !strings.Contains(out, `"[2001:db8:10::11]:443"`) ||
+		!strings.Contains(out, `"source": "`+s.flood4+`/32"`) || !strings.Contains(out, `"in_sync": true`) {
+		t.Errorf("status: %d %s %s", code, out, errOut)
+	}
+	// tor moving its IPv4 ORPort to the web server's address is a change
+	// check sees and apply --dry-run names.
+	moved := relayInputs(t, b.flag, "ExitRelay 1\nIPv6Exit 1\nORPort 192.0.2.10:443\nORPort [2001:db8:10::11]:443\nExitPolicy accept *:80,reject *:*\n")
+	moved[len(moved)-1] = flags[len(flags)-1]
+	wantDrift := "missing rule 1: -A RELAYFW-INPUT -d 192.0.2.10/32 -p tcp -m multiport --dports 443 "
+	if b.mode == "" {
+		wantDrift = "set inbound_endpoints4: 1 elements missing, e.g. 192.0.2.10 . 443"
+	}
+	if code, out, errOut := run(append(moved, "check")...); code != 1 || !strings.Contains(out, wantDrift) {
+		t.Errorf("check with the ORPort moved to another address: %d, want 1 and %q in:\n%s%s", code, wantDrift, out, errOut)
+	}
+	code, out, errOut = run(append(moved, "apply", "--dry-run")...)
+	if code != 0 || !strings.Contains(out, "~ inbound protection: new TCP connections to 192.0.2.10:443, [2001:db8:10::11]:443:") {
+		t.Errorf("apply --dry-run with the ORPort moved: %d %s %s", code, out, errOut)
+	}
+	code, out, errOut = run(append(flags, "explain", "--inbound", "--to", web4.String(), s.other4+":443")...)
+	if code != 0 || !strings.Contains(out, "unprotected, 192.0.2.10:443 is not an ORPort tor listens on") {
+		t.Errorf("explain --inbound --to the web server: %d %s %s", code, out, errOut)
+	}
+	code, out, errOut = run(append(flags, "explain", "--inbound", s.other4+":443")...)
+	if code != 0 || !strings.Contains(out, "limited") || !strings.Contains(out, "to 192.0.2.11 only") {
+		t.Errorf("explain --inbound to port 443: %d %s %s", code, out, errOut)
 	}
 }
 

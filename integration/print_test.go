@@ -53,6 +53,12 @@ block = "30m"
 trusted = ["192.0.2.0/25", "192.0.2.128/25", "198.51.100.77", "2001:db8:5::/48"]
 `
 
+// inboundBoundTorrc has ORPorts bound to an address of each family, one
+// on every IPv4 address only and a DirPort (IPv4): every set and rule
+// shape of the inbound endpoints but the one for both families.
+const inboundBoundTorrc = "ExitRelay 1\nIPv6Exit 1\nORPort 192.0.2.11:443\nORPort [2001:db8::11]:443\nORPort 192.0.2.12:443\n" +
+	"ORPort 9001 IPv4Only\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n"
+
 // TestNftPrintEqualsApply: `nft -f` of `relayfw print` leaves the same
 // kernel state as `relayfw apply` (nft's own listing, and relayfw check).
 func TestNftPrintEqualsApply(t *testing.T) {
@@ -67,6 +73,8 @@ func TestNftPrintEqualsApply(t *testing.T) {
 		{"extras", "../examples/torrc", extraShapes},
 		{"inbound", "ExitRelay 1\nIPv6Exit 1\nORPort 443\nORPort 9001\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n", inboundShapes},
 		{"inbound-defaults", "ExitRelay 1\nORPort 443\nORPort 9001\nDirPort 9030\n", "[inbound]\nenabled = true\n"},
+		{"inbound-bound", inboundBoundTorrc, inboundShapes},
+		{"inbound-one-address", "ExitRelay 1\nORPort 192.0.2.11:443\n", "[inbound]\nenabled = true\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := newIsolatedNS(t, "rfwnft")
@@ -120,6 +128,9 @@ func TestIptablesPrintEqualsApply(t *testing.T) {
 			{"extras", "../examples/torrc", extraShapes},
 			{"inbound", "ExitRelay 1\nIPv6Exit 1\nORPort 443\nORPort 9001\nDirPort 9030\nExitPolicy accept *:80,reject *:*\n", inboundShapes},
 			{"inbound-defaults", "ExitRelay 1\nORPort 443\nORPort 9001\nDirPort 9030\n", "[inbound]\nenabled = true\n"},
+			{"inbound-bound", inboundBoundTorrc, inboundShapes},
+			// IPv6 protects nothing: RELAYFW-INPUT is empty.
+			{"inbound-one-address", "ExitRelay 1\nORPort 192.0.2.11:443\n", "[inbound]\nenabled = true\n"},
 		} {
 			t.Run(b.name+"/"+tc.name, func(t *testing.T) {
 				ns := newIsolatedNS(t, "rfwipt")

@@ -50,6 +50,7 @@ func FuzzParseTorrc(f *testing.F) {
 		"ExitRelay 1\nExitPolicy accept *:80,\\\n  reject *:* # web only\n",
 		"exitpolicy \"accept *:80\"\n/ExitPolicy\n+ExitPolicy reject *:*\n",
 		"ORPort [2001:db8::1]:443\nAddress 203.0.113.1\nOutboundBindAddressExit 198.51.100.2\n",
+		"ORPort 443\nORPort 192.0.2.1:443 NoAdvertise\nORPort [::ffff:192.0.2.2]:9001 IPv4Only\nDirPort 80 NoListen\n",
 		"# comment\n\n  IPv6Exit 1\r\nExitRelay auto\n",
 		"ExitPolicy \"bad\\q\"\n", "ExitRelay maybe\n",
 	} {
@@ -69,6 +70,14 @@ func FuzzParseTorrc(f *testing.F) {
 		opts, err := OptionsFromLines(lines)
 		if err != nil {
 			return
+		}
+		// Whatever the listener lines, the endpoints to protect are valid.
+		if eps, _ := ListenEndpoints(opts.Ports, true); len(eps) > 0 {
+			in := DefaultInbound()
+			in.Endpoints = eps
+			if err := in.Validate(); err != nil {
+				t.Fatalf("endpoints %v: %v", eps, err)
+			}
 		}
 		eff, err := EffectivePolicy(opts, HostFacts{})
 		if err != nil {

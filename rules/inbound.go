@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -8,7 +9,7 @@ import (
 )
 
 // Inbound is the opt-in protection of the relays' ORPorts against
-// connection floods. It looks only at new TCP connections to Ports;
+// connection floods. It looks only at new TCP connections to Endpoints;
 // everything else reaching the host is left to the host's own input
 // policy. Per source (an IPv4 address, an IPv6 /64 by default):
 //
@@ -26,9 +27,12 @@ import (
 // Established connections are never touched: only the first packet of a
 // connection reaches these rules.
 type Inbound struct {
-	// Ports are the protected TCP ports: every relay instance's ORPorts,
-	// and their DirPorts when asked for. Sorted, without duplicates.
-	Ports []uint16 `json:"ports"`
+	// Endpoints are the protected TCP endpoints, where tor listens: every
+	// relay instance's ORPorts, and their DirPorts when asked for. An
+	// unspecified address (0.0.0.0, ::) stands for every address of its
+	// family, as tor writes it. Sorted, without duplicates, none inside
+	// another (ListenEndpoints, Compile).
+	Endpoints []netip.AddrPort `json:"endpoints"`
 	// V4Prefix and V6Prefix are the source masks: a source is an address
 	// (32) or a network (IPv6 /64: one host usually holds a whole /64).
 	V4Prefix int `json:"v4_prefix"`
@@ -62,14 +66,15 @@ func DefaultInbound() Inbound {
 		BlockSeconds: 86400, MaxConns: 8, SetSize: 1 << 18}
 }
 
-// Inbound set names: per family, the trusted sources, the block list, the
-// per-minute and per-hour meters and the connection counts.
+// InboundPortsSet names the ports protected on every address of both
+// families, where a backend keeps them in one set for both.
 const (
 	InboundPortsSet = "inbound_ports"
 )
 
-// InboundSetName names an inbound set of a family: kind is "trust",
-// "block", "minute", "hour" or "conns".
+// InboundSetName names an inbound set of a family: kind is "ports" (ports
+// protected on every address of the family), "endpoints" (address-bound
+// ports), "trust", "block", "minute", "hour" or "conns".
 func InboundSetName(kind string, fam Family) string {
 	return "inbound_" + kind + suffix(fam)
 }
@@ -97,13 +102,25 @@ func InboundRuleName(base string, fam Family) string { return base + suffix(fam)
 // refused connections, as metric label values.
 var InboundCauses = []string{"blocked", "minute", "hour", "conns"}
 
-// Validate checks the settings; ports must not be empty.
+// Validate checks the settings; endpoints must not be empty.
 func (in Inbound) Validate() error {
+	if len(in.Endpoints) == 0 {
+		return fmt.Errorf("inbound: no ORPort to protect")
+	}
+	for i, e := range in.Endpoints {
+		a := e.Addr()
+		switch {
+		case !a.IsValid() || a.Zone() != "" || a.Is4In6():
+			return fmt.Errorf("inbound: endpoint %s: not a plain IPv4 or IPv6 address", e)
+		case e.Port() == 0:
+			return fmt.Errorf("inbound: endpoint %s: port 0", e)
+		case i > 0 && in.Endpoints[i-1].Compare(e) >= 0:
+			return fmt.Errorf("inbound: endpoints not sorted or not unique at %s", e)
+		case !a.IsUnspecified() && slices.Contains(in.Endpoints, netip.AddrPortFrom(anyAddr(FamilyOf(a)), e.Port())):
+			return fmt.Errorf("inbound: endpoint %s is inside %s", e, netip.AddrPortFrom(anyAddr(FamilyOf(a)), e.Port()))
+		}
+	}
 	switch {
-	case len(in.Ports) == 0:
-		return fmt.Errorf("inbound: no port to protect")
-	case slices.Contains(in.Ports, 0):
-		return fmt.Errorf("inbound: port 0")
 	case in.V4Prefix < 1 || in.V4Prefix > 32:
 		return fmt.Errorf("inbound: ipv4_prefix %d is not 1-32", in.V4Prefix)
 	case in.V6Prefix < 1 || in.V6Prefix > 128:
@@ -158,8 +175,132 @@ func (in Inbound) Trusts(a netip.Addr) bool {
 	return prefixesContain(in.Trusted, a.Unmap())
 }
 
-// Protects reports whether new connections to port are limited.
-func (in Inbound) Protects(port uint16) bool { return slices.Contains(in.Ports, port) }
+// Protects reports whether new connections to dst are limited.
+func (in Inbound) Protects(dst netip.AddrPort) bool {
+	a := dst.Addr().Unmap()
+	return slices.Contains(in.Endpoints, netip.AddrPortFrom(a, dst.Port())) ||
+		slices.Contains(in.Endpoints, netip.AddrPortFrom(anyAddr(FamilyOf(a)), dst.Port()))
+}
+
+// PortsOn are the ports protected on every address of a family, sorted.
+func (in Inbound) PortsOn(fam Family) []uint16 {
+	var out []uint16
+	for _, e := range in.Endpoints {
+		if e.Addr() == anyAddr(fam) {
+			out = append(out, e.Port())
+		}
+	}
+	return out
+}
+
+// BoundEndpoints are the address-bound endpoints of a family, sorted.
+func (in Inbound) BoundEndpoints(fam Family) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, e := range in.Endpoints {
+		if !e.Addr().IsUnspecified() && FamilyOf(e.Addr()) == fam {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// ProtectedOn says where port is protected in a family: on every address
+// (all), or on these addresses only.
+func (in Inbound) ProtectedOn(fam Family, port uint16) (all bool, addrs []netip.Addr) {
+	for _, e := range in.Endpoints {
+		switch {
+		case e.Port() != port || FamilyOf(e.Addr()) != fam:
+		case e.Addr().IsUnspecified():
+			all = true
+		default:
+			addrs = append(addrs, e.Addr())
+		}
+	}
+	return all, addrs
+}
+
+// EndpointsText is the endpoints in an operator's words: "port
+// 443,9001" for ports on every address of both families, "port 9030
+// (IPv4)" for one family's, then the address-bound ones
+// ("192.0.2.11:443").
+func (in Inbound) EndpointsText() string {
+	v4, v6 := in.PortsOn(IPv4), in.PortsOn(IPv6)
+	var both, only4, only6 []string
+	for _, p := range v4 {
+		if slices.Contains(v6, p) {
+			both = append(both, fmt.Sprint(p))
+		} else {
+			only4 = append(only4, fmt.Sprint(p))
+		}
+	}
+	for _, p := range v6 {
+		if !slices.Contains(v4, p) {
+			only6 = append(only6, fmt.Sprint(p))
+		}
+	}
+	var parts []string
+	if len(both) > 0 {
+		parts = append(parts, "port "+strings.Join(both, ","))
+	}
+	if len(only4) > 0 {
+		parts = append(parts, "port "+strings.Join(only4, ",")+" (IPv4)")
+	}
+	if len(only6) > 0 {
+		parts = append(parts, "port "+strings.Join(only6, ",")+" (IPv6)")
+	}
+	for _, fam := range []Family{IPv4, IPv6} {
+		for _, e := range in.BoundEndpoints(fam) {
+			parts = append(parts, e.String())
+		}
+	}
+	return strings.Join(parts, ", ")
+}
+
+// anyAddr is a family's unspecified address: every address of it.
+func anyAddr(fam Family) netip.Addr {
+	if fam == IPv6 {
+		return netip.IPv6Unspecified()
+	}
+	return netip.IPv4Unspecified()
+}
+
+// NormalizeEndpoints sorts endpoints, unmaps IPv4-mapped addresses and
+// drops duplicates and address-bound endpoints that a port on every
+// address of the family covers.
+func NormalizeEndpoints(eps []netip.AddrPort) []netip.AddrPort {
+	out := make([]netip.AddrPort, 0, len(eps))
+	for _, e := range eps {
+		out = append(out, netip.AddrPortFrom(e.Addr().Unmap(), e.Port()))
+	}
+	slices.SortFunc(out, netip.AddrPort.Compare)
+	out = slices.Compact(out)
+	return slices.DeleteFunc(out, func(e netip.AddrPort) bool {
+		wild := anyAddr(FamilyOf(e.Addr()))
+		return e.Addr() != wild && slices.Contains(out, netip.AddrPortFrom(wild, e.Port()))
+	})
+}
+
+// UnmarshalJSON reads the inbound protection, and the "ports" of
+// Ruleset version 2 (a ruleset an older relayfw saved, for a rollback):
+// those ports were protected on every address of both families.
+func (in *Inbound) UnmarshalJSON(data []byte) error {
+	type plain Inbound
+	var v struct {
+		plain
+		Ports []uint16 `json:"ports"`
+	}
+	if err := json.Unmarshal(data, &v); err != nil {
+		return err
+	}
+	*in = Inbound(v.plain)
+	if len(v.Ports) > 0 {
+		for _, p := range v.Ports {
+			in.Endpoints = append(in.Endpoints, netip.AddrPortFrom(netip.IPv4Unspecified(), p), netip.AddrPortFrom(netip.IPv6Unspecified(), p))
+		}
+		in.Endpoints = NormalizeEndpoints(in.Endpoints)
+	}
+	return nil
+}
 
 // MinuteMeterSeconds and HourMeterSeconds are how long a source's meter
 // outlives its last new connection: once its bucket is full again, a
@@ -174,12 +315,8 @@ func ceilDiv(a, b uint) uint { return (a + b - 1) / b }
 
 // Summary is the protection in one line, for explain and status.
 func (in Inbound) Summary() string {
-	ports := make([]string, len(in.Ports))
-	for i, p := range in.Ports {
-		ports[i] = fmt.Sprint(p)
-	}
-	return fmt.Sprintf("new TCP connections to port %s: per source (IPv4 /%d, IPv6 /%d) at most %d a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset; %d trusted networks exempt",
-		strings.Join(ports, ","), in.V4Prefix, in.V6Prefix, in.PerMinute, in.Burst, in.PerHour,
+	return fmt.Sprintf("new TCP connections to %s: per source (IPv4 /%d, IPv6 /%d) at most %d a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset; %d trusted networks exempt",
+		in.EndpointsText(), in.V4Prefix, in.V6Prefix, in.PerMinute, in.Burst, in.PerHour,
 		in.BlockText(), in.MaxConns, len(in.Trusted))
 }
 

@@ -1,7 +1,10 @@
 package rules
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -52,7 +55,7 @@ func TestRangesAndPrefixes(t *testing.T) {
 
 func TestInboundDefaultsAndValidate(t *testing.T) {
 	in := DefaultInbound()
-	in.Ports = []uint16{9001}
+	in.Endpoints = eps("0.0.0.0:9001", "192.0.2.11:443", "[::]:9001")
 	if err := in.Validate(); err != nil {
 		t.Fatalf("defaults: %v", err)
 	}
@@ -66,7 +69,13 @@ func TestInboundDefaultsAndValidate(t *testing.T) {
 		t.Errorf("v4 source: %s", got)
 	}
 	for _, bad := range []func(*Inbound){
-		func(i *Inbound) { i.Ports = nil },
+		func(i *Inbound) { i.Endpoints = nil },
+		func(i *Inbound) { i.Endpoints = eps("192.0.2.11:0") },
+		func(i *Inbound) { i.Endpoints = eps("[::]:9001", "0.0.0.0:9001") },       // not sorted
+		func(i *Inbound) { i.Endpoints = eps("0.0.0.0:9001", "0.0.0.0:9001") },    // twice
+		func(i *Inbound) { i.Endpoints = eps("0.0.0.0:9001", "192.0.2.11:9001") }, // inside another
+		func(i *Inbound) { i.Endpoints = eps("[::ffff:192.0.2.11]:9001") },
+		func(i *Inbound) { i.Endpoints = eps("[fe80::1%eth0]:9001") },
 		func(i *Inbound) { i.V4Prefix = 33 },
 		func(i *Inbound) { i.V6Prefix = 0 },
 		func(i *Inbound) { i.PerMinute = 0 },
@@ -86,15 +95,15 @@ func TestInboundDefaultsAndValidate(t *testing.T) {
 func TestCompileInbound(t *testing.T) {
 	h := DefaultHost()
 	in := DefaultInbound()
-	in.Ports = []uint16{9001, 443, 9001}
+	in.Endpoints = eps("[::]:9001", "0.0.0.0:443", "0.0.0.0:9001", "192.0.2.11:9001", "[::ffff:192.0.2.12]:443", "[::]:9001")
 	in.Trusted = []netip.Prefix{netip.MustParsePrefix("192.0.2.5/32"), netip.MustParsePrefix("192.0.2.0/24")}
 	h.Inbound = &in
 	rs := Compile(mustPolicy(t, "accept *:443"), h)
 	if rs.Inbound == nil {
 		t.Fatal("no inbound protection")
 	}
-	if diff := cmp.Diff([]uint16{443, 9001}, rs.Inbound.Ports); diff != "" {
-		t.Errorf("ports (-want +got):\n%s", diff)
+	if diff := cmp.Diff(eps("0.0.0.0:443", "0.0.0.0:9001", "[::]:9001"), rs.Inbound.Endpoints, cmpAddrPort); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
 	}
 	if diff := cmp.Diff([]netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, rs.Inbound.Trusted, cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("trusted (-want +got):\n%s", diff)
@@ -112,6 +121,14 @@ func TestCompileInbound(t *testing.T) {
 	}
 	if got := Changes(rs, off); len(got) != 1 || got[0][:31] != "- inbound protection removed: n" {
 		t.Errorf("Changes off: %q", got)
+	}
+	// An ORPort bound to its address: the change names the endpoints.
+	bound := in
+	bound.Endpoints = eps("192.0.2.11:443", "[::]:9001")
+	h.Inbound = &bound
+	next := Compile(mustPolicy(t, "accept *:443"), h)
+	if got := Changes(rs, next); len(got) != 1 || !strings.HasPrefix(got[0], "~ inbound protection: new TCP connections to port 9001 (IPv6), 192.0.2.11:443: per source") {
+		t.Errorf("Changes of the endpoints: %q", got)
 	}
 }
 
@@ -137,5 +154,166 @@ func TestParsePrefixOrAddr(t *testing.T) {
 		if p, err := ParsePrefixOrAddr(bad); err == nil {
 			t.Errorf("%q: accepted as %v", bad, p)
 		}
+	}
+}
+
+var cmpAddrPort = cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })
+
+func eps(ss ...string) []netip.AddrPort {
+	out := []netip.AddrPort{}
+	for _, s := range ss {
+		out = append(out, netip.MustParseAddrPort(s))
+	}
+	return out
+}
+
+// portConfigs are the listener lines of a torrc text.
+func portConfigs(t *testing.T, torrc string) []PortConfig {
+	t.Helper()
+	lines, err := ParseTorrc(nil, "torrc", torrc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := OptionsFromLines(lines)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o.Ports
+}
+
+func TestListenEndpoints(t *testing.T) {
+	for _, tc := range []struct {
+		torrc    string
+		dirPorts bool
+		want     []netip.AddrPort
+		skipped  int
+	}{
+		{"ORPort 443", false, eps("0.0.0.0:443", "[::]:443"), 0},
+		{"ORPort 192.0.2.11:443", false, eps("192.0.2.11:443"), 0},
+		{"ORPort [2001:db8::11]:443", false, eps("[2001:db8::11]:443"), 0},
+		{"ORPort 0.0.0.0:443", false, eps("0.0.0.0:443"), 0},
+		{"ORPort 443 IPv4Only", false, eps("0.0.0.0:443"), 0},
+		{"ORPort 443 IPv6Only", false, eps("[::]:443"), 0},
+		{"ORPort 192.0.2.11:443\nORPort 192.0.2.12:443", false, eps("192.0.2.11:443", "192.0.2.12:443"), 0},
+		// An explicit address supersedes the port without one in its
+		// family (remove_duplicate_orports), in either order.
+		{"ORPort 443\nORPort [2001:db8::11]:443", false, eps("0.0.0.0:443", "[2001:db8::11]:443"), 0},
+		{"ORPort 192.0.2.11:443\nORPort 443", false, eps("192.0.2.11:443", "[::]:443"), 0},
+		{"ORPort 443\nORPort 192.0.2.11:9001", false, eps("0.0.0.0:443", "192.0.2.11:9001", "[::]:443"), 0},
+		// Advertised, not listened on.
+		{"ORPort 198.51.100.7:443 NoListen\nORPort 127.0.0.1:9090 NoAdvertise", false, eps("127.0.0.1:9090"), 0},
+		{"ORPort 443 NoListen\nORPort 9090 NoAdvertise", false, eps("0.0.0.0:9090", "[::]:9090"), 0},
+		{"ORPort auto\nORPort 9001", false, eps("0.0.0.0:9001", "[::]:9001"), 1},
+		{"ORPort relay.example.org:443", false, eps(), 1},
+		{"ORPort 443\nDirPort 80", false, eps("0.0.0.0:443", "[::]:443"), 0},
+		// A DirPort without an address is tor's IPv4 only.
+		{"ORPort 443\nDirPort 80", true, eps("0.0.0.0:80", "0.0.0.0:443", "[::]:443"), 0},
+		{"ORPort 443\nDirPort [2001:db8::11]:80", true, eps("0.0.0.0:443", "[::]:443", "[2001:db8::11]:80"), 0},
+		{"ORPort 443\nDirPort 80 IPv6Only", true, eps("0.0.0.0:443", "[::]:443"), 0},
+		{"ORPort 443\nDirPort 192.0.2.11:80 NoListen", true, eps("0.0.0.0:443", "[::]:443"), 0},
+		{"ORPort 443\nDirPort auto", true, eps("0.0.0.0:443", "[::]:443"), 1},
+		{"SocksPort 9050\nControlPort 9051", true, eps(), 0},
+	} {
+		got, skipped := ListenEndpoints(portConfigs(t, tc.torrc), tc.dirPorts)
+		if diff := cmp.Diff(tc.want, got, cmpAddrPort); diff != "" || len(skipped) != tc.skipped {
+			t.Errorf("%q dir_ports %v: skipped %q, endpoints (-want +got):\n%s", tc.torrc, tc.dirPorts, skipped, diff)
+		}
+	}
+}
+
+func TestPortConfigResolved(t *testing.T) {
+	addrs := func(ss ...string) []netip.Addr {
+		var out []netip.Addr
+		for _, s := range ss {
+			out = append(out, netip.MustParseAddr(s))
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		line  string
+		addrs []netip.Addr
+		want  string // the endpoints; "error" for tor's refusal
+	}{
+		// tor_addr_port_lookup: the first IPv4 answer, else the first IPv6.
+		{"ORPort relay.example.org:443", addrs("2001:db8::5", "192.0.2.5", "192.0.2.6"), "192.0.2.5:443"},
+		{"ORPort relay.example.org:443", addrs("2001:db8::5", "2001:db8::6"), "[2001:db8::5]:443"},
+		{"ORPort relay.example.org:443", addrs("::ffff:192.0.2.7"), "192.0.2.7:443"},
+		{"ORPort relay.example.org:443 IPv6Only", addrs("2001:db8::5", "192.0.2.5"), "error"},
+		{"ORPort relay.example.org:443 IPv4Only", addrs("2001:db8::5"), "error"},
+		{"ORPort relay.example.org:443 NoListen", addrs("192.0.2.5"), ""},
+		{"ORPort relay.example.org:443", nil, "error"},
+		{"DirPort relay.example.org:80", addrs("2001:db8::5"), "[2001:db8::5]:80"},
+	} {
+		ports := portConfigs(t, tc.line)
+		if len(ports) != 1 || ports[0].Host != "relay.example.org" || ports[0].Addr.IsValid() {
+			t.Fatalf("%q: %+v", tc.line, ports)
+		}
+		p, err := ports[0].Resolved(tc.addrs)
+		if err != nil {
+			if tc.want != "error" {
+				t.Errorf("%q %v: %v", tc.line, tc.addrs, err)
+			}
+			continue
+		}
+		got, _ := ListenEndpoints([]PortConfig{p}, true)
+		var s []string
+		for _, e := range got {
+			s = append(s, e.String())
+		}
+		if strings.Join(s, " ") != tc.want {
+			t.Errorf("%q %v: %v, want %s", tc.line, tc.addrs, got, tc.want)
+		}
+	}
+}
+
+func TestInboundProtects(t *testing.T) {
+	in := DefaultInbound()
+	in.Endpoints = NormalizeEndpoints(eps("0.0.0.0:9030", "192.0.2.11:443", "[::]:9001", "0.0.0.0:9001", "[2001:db8::11]:443"))
+	for dst, want := range map[string]bool{
+		"192.0.2.11:443": true, "192.0.2.10:443": false, "[2001:db8::11]:443": true, "[2001:db8::10]:443": false,
+		"198.51.100.1:9001": true, "[2001:db8::1]:9001": true, "198.51.100.1:9030": true, "[2001:db8::1]:9030": false,
+		"[::ffff:192.0.2.11]:443": true, "192.0.2.11:22": false,
+	} {
+		if got := in.Protects(netip.MustParseAddrPort(dst)); got != want {
+			t.Errorf("Protects(%s) = %v", dst, got)
+		}
+	}
+	if got, want := in.EndpointsText(), "port 9001, port 9030 (IPv4), 192.0.2.11:443, [2001:db8::11]:443"; got != want {
+		t.Errorf("EndpointsText: %q, want %q", got, want)
+	}
+	if all, addrs := in.ProtectedOn(IPv4, 443); all || len(addrs) != 1 || addrs[0].String() != "192.0.2.11" {
+		t.Errorf("ProtectedOn(IPv4, 443): %v %v", all, addrs)
+	}
+	if all, addrs := in.ProtectedOn(IPv6, 9001); !all || len(addrs) != 0 {
+		t.Errorf("ProtectedOn(IPv6, 9001): %v %v", all, addrs)
+	}
+	if got := in.PortsOn(IPv4); fmt.Sprint(got) != "[9001 9030]" {
+		t.Errorf("PortsOn(IPv4): %v", got)
+	}
+}
+
+// TestInboundJSON: endpoints are written as tor writes them; a version 2
+// ruleset's ports (an older relayfw's, read back for a rollback) were
+// protected on every address.
+func TestInboundJSON(t *testing.T) {
+	in := DefaultInbound()
+	in.Endpoints = eps("0.0.0.0:443", "192.0.2.11:9001", "[::]:443")
+	data, err := json.Marshal(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), `"endpoints":["0.0.0.0:443","192.0.2.11:9001","[::]:443"]`) {
+		t.Errorf("JSON: %s", data)
+	}
+	var back Inbound
+	if err := json.Unmarshal(data, &back); err != nil || !sameJSON(in, back) {
+		t.Errorf("round trip: %v\n%+v\n%+v", err, in, back)
+	}
+	var old Inbound
+	if err := json.Unmarshal([]byte(`{"ports":[9001,443],"v4_prefix":32,"v6_prefix":64,"per_minute":8,"burst":8,"per_hour":24,"block_seconds":86400,"max_conns":8,"set_size":262144,"trusted":[]}`), &old); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(eps("0.0.0.0:443", "0.0.0.0:9001", "[::]:443", "[::]:9001"), old.Endpoints, cmpAddrPort); diff != "" || old.Validate() != nil || old.PerHour != 24 {
+		t.Errorf("version 2 ports: %v (-want +got):\n%s", old.Validate(), diff)
 	}
 }

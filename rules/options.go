@@ -55,12 +55,20 @@ type Options struct {
 // PortConfig is one listener line such as "ORPort 198.51.100.7:443".
 type PortConfig struct {
 	Kind string     // "ORPort", "DirPort", "ControlPort", …
-	Addr netip.Addr // explicit address; invalid when only a port was given
+	Addr netip.Addr // explicit address; invalid when only a port (or Host) was given
+	// Host is a host name given instead of an address
+	// ("ORPort relay.example.org:443"): tor resolves it when it reads the
+	// line (Resolved); "" otherwise.
+	Host string
 	Port string
 	// IPv4 and IPv6 tell which families the listener serves.
 	IPv4, IPv6  bool
 	NoAdvertise bool
-	Where       ConfigLine
+	// NoListen: tor advertises the port but does not listen on it.
+	NoListen bool
+	// IPv4Only and IPv6Only as given on the line.
+	IPv4Only, IPv6Only bool
+	Where              ConfigLine
 }
 
 // DefaultOptions are tor 0.4.9's defaults for the options relayfw reads.
@@ -336,6 +344,8 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 		}
 		if ok {
 			pc.Addr, explicit = a, true
+		} else {
+			pc.Host = host
 		}
 		pc.Port = "auto"
 	default:
@@ -359,9 +369,11 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 		} else if strings.Contains(host, ":") || strings.ContainsAny(host, "[]") || host == "" {
 			return nil, nil, fmt.Errorf("couldn't parse address %q for %s", first, kind)
 		}
-		// else a host name: tor resolves it; it never names a public
-		// address relayfw could reject without resolving, so only the
-		// port is recorded.
+		// else a host name: tor resolves it (Resolved); until then it
+		// names no address relayfw could reject.
+		if !explicit {
+			pc.Host = host
+		}
 	}
 	if explicit {
 		pc.IPv4, pc.IPv6 = pc.Addr.Is4(), !pc.Addr.Is4()
@@ -394,7 +406,8 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 	case v6Only && explicit && pc.Addr.Is4():
 		return nil, warns, fmt.Errorf("could not interpret %s address as IPv6", kind)
 	}
-	pc.NoAdvertise = noAdvertise
+	pc.NoAdvertise, pc.NoListen = noAdvertise, noListen
+	pc.IPv4Only, pc.IPv6Only = v4Only, v6Only
 	if v4Only {
 		pc.IPv6 = false
 	}

@@ -100,8 +100,10 @@ type Ruleset struct {
 }
 
 // RulesetVersion is the version of the Ruleset JSON format. Version 2
-// replaced the exit policy's interval sets by exit maps.
-const RulesetVersion = 2
+// replaced the exit policy's interval sets by exit maps; version 3 the
+// inbound protection's ports by endpoints (address and port: a reader of
+// "ports" would see nothing protected).
+const RulesetVersion = 3
 
 // Set returns the named set.
 func (rs Ruleset) Set(name string) (Set, bool) {
@@ -462,9 +464,7 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 	}
 	if h.Inbound != nil {
 		in := *h.Inbound
-		in.Ports = slices.Clone(in.Ports)
-		slices.Sort(in.Ports)
-		in.Ports = slices.Compact(in.Ports)
+		in.Endpoints = NormalizeEndpoints(in.Endpoints)
 		in.Trusted = MergePrefixes(in.Trusted)
 		if in.Trusted == nil {
 			in.Trusted = []netip.Prefix{} // "trusted": [] in JSON

@@ -55,13 +55,16 @@ When relayfw's firewall is installed and readable, a relay link the cached
 consensus has but the kernel does not yet is said so.
 
 With --inbound, each TARGET is a source connecting to the relay (ADDR, or
-ADDR:PORT with the local port it connects to), and the answer is what the
-inbound protection ([inbound]) does with its new connections: off,
-unprotected (not an ORPort), trusted, limited (with the limits of its
-source network), or blocked now (read from the kernel, with the time left).`,
+ADDR:PORT with the local port it connects to; --to ADDR names the relay's
+address it connects to), and the answer is what the inbound protection
+([inbound]) does with its new connections: off, unprotected (not an
+ORPort tor listens on), trusted, limited (with the limits of its source
+network), or blocked now (read from the kernel, with the time left). A
+port protected on some addresses only is said so.`,
 		Example: `  relayfw explain 203.0.113.5:80 '[2001:db8::1]:443'
   relayfw explain --format json 198.51.100.9:25
-  relayfw explain --inbound 203.0.113.7 '[2001:db8::7]:9001'`,
+  relayfw explain --inbound 203.0.113.7 '[2001:db8::7]:9001'
+  relayfw explain --inbound --to 192.0.2.10 203.0.113.7:443`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if format != "text" && format != "json" {
@@ -76,7 +79,11 @@ source network), or blocked now (read from the kernel, with the time left).`,
 				if err != nil {
 					return err
 				}
-				return explainInbound(cmd, g, in, args, format)
+				to, _ := cmd.Flags().GetString("to")
+				return explainInbound(cmd, g, in, args, format, to)
+			}
+			if cmd.Flags().Changed("to") {
+				return usageError(fmt.Errorf("--to goes with --inbound"))
 			}
 			targets := make([]netip.AddrPort, len(args))
 			for i, a := range args {
@@ -150,6 +157,7 @@ source network), or blocked now (read from the kernel, with the time left).`,
 	cmd.Flags().StringVar(&proto, "proto", "tcp", "protocol of the connection the firewall is asked about: tcp or udp")
 	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to ask (default: every exit instance)")
 	cmd.Flags().BoolVar(&inbound, "inbound", false, "explain what the inbound protection does with connections from each TARGET, a source ADDR[:PORT]")
+	cmd.Flags().String("to", "", "with --inbound: the relay's address the sources connect to (default: any)")
 	cmd.Flags().StringVar(&userName, "user", "", "ask for a connection of this user's sockets (name or uid), as the kernel matches user-scoped rules such as relay links (default: the instance's tor)")
 	return cmd
 }

@@ -202,14 +202,34 @@ func TestPrintGolden(t *testing.T) {
 }
 
 // TestPrintInboundGolden: the inbound protection as print shows it, in
-// every text format (ipset: the sets iptables' rules refer to).
+// every text format (ipset: the sets iptables' rules refer to) and its
+// Ruleset JSON: ORPort 443 on every address (inbound.*), and ORPorts
+// bound to addresses, on one family, not listened on, with a DirPort
+// (inbound-bound.*).
 func TestPrintInboundGolden(t *testing.T) {
-	for _, format := range []string{"nft", "iptables", "ip6tables", "ipset"} {
-		code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", "testdata/inbound.toml", "print", "--format", format)
-		if code != 0 {
-			t.Fatalf("%s: exit %d: %s", format, code, stderr)
+	for _, tc := range []struct{ name, torrc string }{
+		{"inbound", exampleTorrc},
+		{"inbound-bound", "testdata/inbound-bound.torrc"},
+	} {
+		for _, format := range []string{"nft", "iptables", "ip6tables", "ipset", "json"} {
+			code, stdout, stderr := relayfw(t, "--torrc", tc.torrc, "--config", "testdata/"+tc.name+".toml", "print", "--format", format)
+			if code != 0 {
+				t.Fatalf("%s %s: exit %d: %s", tc.name, format, code, stderr)
+			}
+			if format == "json" {
+				// The Ruleset's inbound object: the rest is example.ruleset.json's.
+				var rs rules.Ruleset
+				if err := json.Unmarshal([]byte(stdout), &rs); err != nil || rs.Inbound == nil {
+					t.Fatalf("%s: print --format json: %v, inbound %v", tc.name, err, rs.Inbound)
+				}
+				data, err := json.MarshalIndent(rs.Inbound, "", "  ")
+				if err != nil {
+					t.Fatal(err)
+				}
+				stdout, format = string(data)+"\n", "inbound.json"
+			}
+			golden(t, "testdata/"+tc.name+"."+format, stdout)
 		}
-		golden(t, "testdata/inbound."+format, stdout)
 	}
 }
 

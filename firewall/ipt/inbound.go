@@ -13,9 +13,11 @@ import (
 )
 
 // The inbound protection: RELAYFW-INPUT, entered by one jump at the top of
-// INPUT, sends the SYN of a new connection to a protected port into
-// RELAYFW-INBOUND, whose rules end in RETURN, DROP or REJECT; whatever
-// returns goes on through INPUT as before. INPUT's policy is not touched.
+// INPUT, sends the SYN of a new connection to a protected endpoint into
+// RELAYFW-INBOUND (a rule for the ports protected on every address of the
+// family, then one per address-bound address, -d ADDR), whose rules end in
+// RETURN, DROP or REJECT; whatever returns goes on through INPUT as
+// before. INPUT's policy is not touched.
 const (
 	InputChain   = "RELAYFW-INPUT"
 	InboundChain = "RELAYFW-INBOUND"
@@ -39,13 +41,27 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 	block := ipsetName(rules.InboundSetName("block", fam))
 	grace := ipsetName(rules.InboundSetName("grace", fam))
 	var p inboundPlan
-	ports := make([]rules.PortRange, len(in.Ports))
-	for i, port := range in.Ports {
-		ports[i] = rules.PortRange{First: port, Last: port}
+	jump := func(dst string, ports []uint16) {
+		ranges := make([]rules.PortRange, len(ports))
+		for i, port := range ports {
+			ranges[i] = rules.PortRange{First: port, Last: port}
+		}
+		for _, d := range portMatches("", "", rules.PortClass{Ports: ranges}) {
+			p.input = append(p.input, fmt.Sprintf("-A %s %s-p tcp %s -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW %s -j %s",
+				InputChain, dst, d.ports, comment(rules.InboundRuleJump), InboundChain))
+		}
 	}
-	for _, d := range portMatches("", "", rules.PortClass{Ports: ports}) {
-		p.input = append(p.input, fmt.Sprintf("-A %s -p tcp %s -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW %s -j %s",
-			InputChain, d.ports, comment(rules.InboundRuleJump), InboundChain))
+	if ports := in.PortsOn(fam); len(ports) > 0 {
+		jump("", ports)
+	}
+	// The address-bound ports, by address (sorted: they come sorted).
+	bound := in.BoundEndpoints(fam)
+	for i := 0; i < len(bound); {
+		addr, ports := bound[i].Addr(), []uint16{}
+		for ; i < len(bound) && bound[i].Addr() == addr; i++ {
+			ports = append(ports, bound[i].Port())
+		}
+		jump("-d "+netip.PrefixFrom(addr, addr.BitLen()).String()+" ", ports)
 	}
 	add := func(f string, a ...any) { p.inbound = append(p.inbound, "-A "+InboundChain+" "+fmt.Sprintf(f, a...)) }
 	add("-m set --match-set %s src %s -j RETURN", trust, ruleComment(rules.InboundRuleTrusted))

@@ -382,7 +382,9 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 	}
 	if p.inbound != nil {
 		want[InboundChainName] = chainRules(p.inbound.rules, sets)
-		want[InputChainName] = []chainRule{{jumpExprs(sets), jumpUserData(), jumpText}}
+		for _, j := range p.inbound.jumps {
+			want[InputChainName] = append(want[InputChainName], chainRule{j.exprs(sets), jumpUserData(), j.text()})
+		}
 	}
 	have := map[string]*nftables.Chain{}
 	for _, ch := range chains {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -20,8 +21,11 @@ import (
 )
 
 // The inbound protection lives in the same table: a base chain on the
-// input hook whose one rule sends the first packet (a SYN, conntrack state
-// new) of a connection to a protected port into the chain inbound. The
+// input hook whose rules send the first packet (a SYN, conntrack state
+// new) of a connection to a protected endpoint into the chain inbound:
+// one rule for the ports protected on every address (one set for both
+// families when they protect the same ports, else one per family), one
+// per family for the address-bound ports (a set of address . port). The
 // input chain's policy is accept: everything else reaching the host is
 // left to the host's own firewall, and a verdict of this table never
 // overrides another table's drop.
@@ -32,15 +36,27 @@ const (
 
 // inboundSet is one set of the inbound protection.
 type inboundSet struct {
-	name     string
-	kind     string // "ports", "trust", "block", "minute", "hour", "conns"
-	keyType  string // "inet_service", "ipv4_addr", "ipv6_addr"
-	interval bool
-	dynamic  bool // filled by the packet path: its elements are not compared
-	timeout  uint // seconds; 0: none
-	size     uint // 0: unbounded
-	ports    []uint16
-	ranges   []rules.AddrRange // trusted sources, joined as the kernel holds them
+	name string
+	// kind is "ports", "endpoints", "trust", "block", "minute", "hour"
+	// or "conns"
+	kind      string
+	keyType   string // "inet_service", "ipv4_addr", "ipv6_addr", "ipv4_addr . inet_service", "ipv6_addr . inet_service"
+	interval  bool
+	dynamic   bool // filled by the packet path: its elements are not compared
+	timeout   uint // seconds; 0: none
+	size      uint // 0: unbounded
+	ports     []uint16
+	endpoints []netip.AddrPort  // address-bound ports
+	ranges    []rules.AddrRange // trusted sources, joined as the kernel holds them
+}
+
+// inboundJump is one rule of the input chain: new connections to the
+// ports of set (on every address; fam "": of both families) or to the
+// endpoints of set (address . port) jump to the chain inbound.
+type inboundJump struct {
+	fam       rules.Family
+	set       string
+	endpoints bool
 }
 
 // inboundRule is one rule of the chain inbound.
@@ -66,11 +82,33 @@ type inboundRule struct {
 type inboundPlan struct {
 	sets  []inboundSet
 	rules []inboundRule
+	jumps []inboundJump
 }
 
 func newInboundPlan(in rules.Inbound) *inboundPlan {
 	p := &inboundPlan{}
-	p.sets = append(p.sets, inboundSet{name: rules.InboundPortsSet, kind: "ports", keyType: "inet_service", ports: in.Ports})
+	v4, v6 := in.PortsOn(rules.IPv4), in.PortsOn(rules.IPv6)
+	if slices.Equal(v4, v6) {
+		if len(v4) > 0 {
+			p.sets = append(p.sets, inboundSet{name: rules.InboundPortsSet, kind: "ports", keyType: "inet_service", ports: v4})
+			p.jumps = append(p.jumps, inboundJump{set: rules.InboundPortsSet})
+		}
+	} else {
+		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+			if ports := in.PortsOn(fam); len(ports) > 0 {
+				name := rules.InboundSetName("ports", fam)
+				p.sets = append(p.sets, inboundSet{name: name, kind: "ports", keyType: "inet_service", ports: ports})
+				p.jumps = append(p.jumps, inboundJump{fam: fam, set: name})
+			}
+		}
+	}
+	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+		if eps := in.BoundEndpoints(fam); len(eps) > 0 {
+			name := rules.InboundSetName("endpoints", fam)
+			p.sets = append(p.sets, inboundSet{name: name, kind: "endpoints", keyType: addrKeyType(fam) + " . inet_service", endpoints: eps})
+			p.jumps = append(p.jumps, inboundJump{fam: fam, set: name, endpoints: true})
+		}
+	}
 	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
 		p.sets = append(p.sets, inboundSet{name: rules.InboundSetName("trust", fam), kind: "trust", keyType: addrKeyType(fam),
 			interval: true, ranges: rules.Ranges(in.TrustedOf(fam))})
@@ -138,6 +176,10 @@ func (s inboundSet) text(b *strings.Builder) {
 	switch {
 	case len(s.ports) > 0:
 		writeElements(b, len(s.ports), func(i int) string { return fmt.Sprint(s.ports[i]) })
+	case len(s.endpoints) > 0:
+		writeElements(b, len(s.endpoints), func(i int) string {
+			return fmt.Sprintf("%s . %d", s.endpoints[i].Addr(), s.endpoints[i].Port())
+		})
 	case len(s.ranges) > 0:
 		writeElements(b, len(s.ranges), func(i int) string { return addrRangeText(s.ranges[i].First, s.ranges[i].Last) })
 	}
@@ -182,8 +224,21 @@ func (r inboundRule) text() string {
 	return s + fmt.Sprintf(" comment %q", CommentPrefix+r.name)
 }
 
-// jumpText is the input chain's one rule.
-const jumpText = `tcp dport @` + rules.InboundPortsSet + ` tcp flags & (fin | syn | rst | ack) == syn ct state new counter jump ` + InboundChainName + ` comment "` + CommentPrefix + rules.InboundRuleJump + `"`
+// text is the input chain's rule.
+func (j inboundJump) text() string {
+	var match string
+	switch {
+	case j.endpoints && j.fam == rules.IPv6:
+		match = "ip6 daddr . tcp dport @" + j.set
+	case j.endpoints:
+		match = "ip daddr . tcp dport @" + j.set
+	case j.fam == "":
+		match = "tcp dport @" + j.set
+	default:
+		match = fmt.Sprintf("meta nfproto %s tcp dport @%s", j.fam, j.set)
+	}
+	return match + ` tcp flags & (fin | syn | rst | ack) == syn ct state new counter jump ` + InboundChainName + ` comment "` + CommentPrefix + rules.InboundRuleJump + `"`
+}
 
 // textSets and textChains write the inbound share of print's text.
 func (p *inboundPlan) textSets(b *strings.Builder) {
@@ -198,7 +253,11 @@ func (p *inboundPlan) textChains(b *strings.Builder) {
 		fmt.Fprintf(b, "\t\t%s\n", r.text())
 	}
 	b.WriteString("\t}\n")
-	fmt.Fprintf(b, "\n\tchain %s {\n\t\ttype filter hook input priority filter; policy accept;\n\t\t%s\n\t}\n", InputChainName, jumpText)
+	fmt.Fprintf(b, "\n\tchain %s {\n\t\ttype filter hook input priority filter; policy accept;\n", InputChainName)
+	for _, j := range p.jumps {
+		fmt.Fprintf(b, "\t\t%s\n", j.text())
+	}
+	b.WriteString("\t}\n")
 }
 
 // object is the set as nft creates it from the text.
@@ -209,17 +268,33 @@ func (s inboundSet) object(t *nftables.Table) *nftables.Set {
 		key = nftables.TypeIPAddr
 	case "ipv6_addr":
 		key = nftables.TypeIP6Addr
+	case "ipv4_addr . inet_service", "ipv6_addr . inet_service":
+		// A concatenated hash set, as the relay-link sets: nft gives it
+		// no flags.
+		addr := nftables.TypeIPAddr
+		if s.keyType[:4] == "ipv6" {
+			addr = nftables.TypeIP6Addr
+		}
+		key, _ = nftables.ConcatSetType(addr, nftables.TypeInetService) // two types: never fails
 	}
 	return &nftables.Set{Table: t, Name: s.name, KeyType: key, Interval: s.interval, Dynamic: s.dynamic,
 		HasTimeout: s.timeout > 0, Timeout: time.Duration(s.timeout) * time.Second, Size: uint32(s.size)}
 }
 
-// setElements are the static elements: ports, or trusted prefixes.
+// setElements are the static elements: ports, endpoints, or trusted
+// prefixes.
 func (s inboundSet) setElements() []nftables.SetElement {
 	if len(s.ports) > 0 {
 		out := make([]nftables.SetElement, len(s.ports))
 		for i, p := range s.ports {
 			out[i] = nftables.SetElement{Key: binaryutil.BigEndian.PutUint16(p)}
+		}
+		return out
+	}
+	if len(s.endpoints) > 0 {
+		out := make([]nftables.SetElement, len(s.endpoints))
+		for i, e := range s.endpoints {
+			out[i] = nftables.SetElement{Key: elementKey(e.Addr(), e.Port())}
 		}
 		return out
 	}
@@ -233,6 +308,9 @@ func (s inboundSet) rawElements() []string {
 	out := []string{}
 	for _, p := range s.ports {
 		out = append(out, string(binaryutil.BigEndian.PutUint16(p)))
+	}
+	for _, e := range s.endpoints {
+		out = append(out, string(elementKey(e.Addr(), e.Port())))
 	}
 	for _, r := range s.ranges {
 		out = append(out, rawInterval(r.First.AsSlice(), r.Last.AsSlice(), ""))
@@ -312,14 +390,35 @@ func (r inboundRule) userData() []byte {
 	return userdata.AppendString(nil, userdata.TypeComment, CommentPrefix+r.name)
 }
 
-// jumpExprs is the input chain's rule: a SYN of a new connection to a
-// protected port jumps to the chain inbound.
-func jumpExprs(sets map[string]*nftables.Set) []expr.Any {
-	s := sets[rules.InboundPortsSet]
-	return []expr.Any{
-		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
-		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoTCP}},
-		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+// exprs is the input chain's rule, as nft generates it for text(): a
+// SYN of a new connection to a protected endpoint jumps to the chain
+// inbound.
+func (j inboundJump) exprs(sets map[string]*nftables.Set) []expr.Any {
+	s := sets[j.set]
+	var e []expr.Any
+	if j.fam != "" {
+		nfproto := byte(nfprotoIPv4)
+		if j.fam == rules.IPv6 {
+			nfproto = nfprotoIPv6
+		}
+		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{nfproto}})
+	}
+	e = append(e, &expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoTCP}})
+	if j.endpoints {
+		// The port follows the address in the next free register: 32-bit
+		// register 9 after an IPv4 address, 128-bit register 2 after IPv6.
+		off, l, portReg := uint32(16), uint32(4), uint32(9)
+		if j.fam == rules.IPv6 {
+			off, l, portReg = 24, 16, 2
+		}
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l},
+			&expr.Payload{DestRegister: portReg, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	} else {
+		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2})
+	}
+	return append(e,
 		&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID},
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 13, Len: 1},
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x17}, Xor: []byte{0}}, // fin|syn|rst|ack
@@ -330,7 +429,7 @@ func jumpExprs(sets map[string]*nftables.Set) []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}},
 		&expr.Counter{},
 		&expr.Verdict{Kind: expr.VerdictJump, Chain: InboundChainName},
-	}
+	)
 }
 
 func jumpUserData() []byte {
@@ -362,7 +461,9 @@ func (p *inboundPlan) queueChains(c *nftables.Conn, t *nftables.Table, sets map[
 		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: r.exprs(sets), UserData: r.userData()})
 	}
 	in := c.AddChain(inputChain(t))
-	c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: jumpExprs(sets), UserData: jumpUserData()})
+	for _, j := range p.jumps {
+		c.AddRule(&nftables.Rule{Table: t, Chain: in, Exprs: j.exprs(sets), UserData: jumpUserData()})
+	}
 }
 
 // Blocked reads the block sets.

@@ -355,7 +355,7 @@ func inBatches(s *nftables.Set, elems []nftables.SetElement, queue func(*nftable
 func (p plan) ruleCount() int {
 	n := len(p.rules) + len(p.classes)
 	if p.inbound != nil {
-		n += len(p.inbound.rules) + 1
+		n += len(p.inbound.rules) + len(p.inbound.jumps)
 	}
 	return n
 }
@@ -375,7 +375,7 @@ func (p plan) elementCount() int {
 	}
 	if p.inbound != nil {
 		for _, s := range p.inbound.sets {
-			n += len(s.ports) + len(s.ranges)
+			n += len(s.ports) + len(s.endpoints) + len(s.ranges)
 		}
 	}
 	return n

@@ -1,0 +1,62 @@
+package host
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// lookupPortHost resolves the host name of an ORPort or DirPort line; a
+// variable so that tests answer without DNS.
+var lookupPortHost = func(ctx context.Context, name string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
+}
+
+// portHostTimeout bounds the lookups of listener host names of one run,
+// all together: a name that does not answer costs one short wait.
+const portHostTimeout = 5 * time.Second
+
+// hostAnswer is a host name's lookup.
+type hostAnswer struct {
+	addrs []netip.Addr
+	err   error
+}
+
+// listenEndpoints are the endpoints an instance's tor listens on for its
+// ORPorts (and DirPorts with dirPorts), as tor makes them from the
+// torrc's lines (rules.ListenEndpoints). A host name is resolved as tor
+// resolves it; one that does not resolve, or that tor would refuse, is
+// left out with a warning, like a port that is not fixed. names caches
+// the answers of the run.
+func (in *Inputs) listenEndpoints(ctx context.Context, t *Instance, dirPorts bool, names map[string]hostAnswer) []netip.AddrPort {
+	var ports []rules.PortConfig
+	for _, p := range t.Options.Ports {
+		if p.Host != "" && (p.Kind == "ORPort" || dirPorts && p.Kind == "DirPort") && p.Port != "auto" {
+			a, ok := names[p.Host]
+			if !ok {
+				a.addrs, a.err = lookupPortHost(ctx, p.Host)
+				names[p.Host] = a
+			}
+			if a.err != nil {
+				in.log().Warn(fmt.Sprintf("inbound: %s %s %s:%s is not protected: %v", p.Where.Where(), p.Kind, p.Host, p.Port, a.err))
+				continue
+			}
+			resolved, err := p.Resolved(a.addrs)
+			if err != nil {
+				in.log().Warn(fmt.Sprintf("inbound: %s %s %s:%s is not protected: %v (tor refuses to start)", p.Where.Where(), p.Kind, p.Host, p.Port, err))
+				continue
+			}
+			p = resolved
+		}
+		ports = append(ports, p)
+	}
+	eps, skipped := rules.ListenEndpoints(ports, dirPorts)
+	for _, s := range skipped {
+		in.log().Warn(fmt.Sprintf("inbound: %s and is not protected", s))
+	}
+	return eps
+}
