@@ -1,24 +1,11 @@
 package host
 
 import (
-	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"time"
 
 	"github.com/relayfw/relayfw/rules"
 )
-
-// lookupPortHost resolves the host name of an ORPort or DirPort line; a
-// variable so that tests answer without DNS.
-var lookupPortHost = func(ctx context.Context, name string) ([]netip.Addr, error) {
-	return net.DefaultResolver.LookupNetIP(ctx, "ip", name)
-}
-
-// portHostTimeout bounds the lookups of listener host names of one run,
-// all together: a name that does not answer costs one short wait.
-const portHostTimeout = 5 * time.Second
 
 // hostAnswer is a host name's lookup.
 type hostAnswer struct {
@@ -31,14 +18,15 @@ type hostAnswer struct {
 // torrc's lines (rules.ListenEndpoints). A host name is resolved as tor
 // resolves it; one that does not resolve, or that tor would refuse, is
 // left out with a warning, like a port that is not fixed. names caches
-// the answers of the run.
-func (in *Inputs) listenEndpoints(ctx context.Context, t *Instance, dirPorts bool, names map[string]hostAnswer) []netip.AddrPort {
+// the answers of the run; every lookup shares the run's DNS deadline
+// (DNSWait) with allow.extra's and Address's.
+func (in *Inputs) listenEndpoints(t *Instance, dirPorts bool, names map[string]hostAnswer) []netip.AddrPort {
 	var ports []rules.PortConfig
 	for _, p := range t.Options.Ports {
 		if p.Host != "" && (p.Kind == "ORPort" || dirPorts && p.Kind == "DirPort") && p.Port != "auto" {
 			a, ok := names[p.Host]
 			if !ok {
-				a.addrs, a.err = lookupPortHost(ctx, p.Host)
+				a.addrs, a.err = in.lookupHost(p.Host)
 				names[p.Host] = a
 			}
 			if a.err != nil {

@@ -19,9 +19,9 @@ import (
 // within one deadline; what cannot be protected is said.
 func TestInboundEndpoints(t *testing.T) {
 	lookups := map[string]int{}
-	saved := lookupPortHost
-	t.Cleanup(func() { lookupPortHost = saved })
-	lookupPortHost = func(ctx context.Context, name string) ([]netip.Addr, error) {
+	saved := LookupNetIP
+	t.Cleanup(func() { LookupNetIP = saved })
+	LookupNetIP = func(ctx context.Context, network, name string) ([]netip.Addr, error) {
 		lookups[name]++
 		if _, ok := ctx.Deadline(); !ok {
 			t.Errorf("lookup of %s without a deadline", name)

@@ -69,7 +69,8 @@ type Inputs struct {
 	extraNames, extraUnresolved int
 }
 
-// LookupNetIP resolves host names (allow.extra's, a torrc's Address); a
+// LookupNetIP resolves host names (allow.extra's, a torrc's Address and
+// ORPort lines); a
 // variable so that tests answer without DNS.
 var LookupNetIP = net.DefaultResolver.LookupNetIP
 
@@ -455,11 +456,9 @@ func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
 	if c.SetSize == 0 {
 		settings.SetSize = InboundSetSize(memTotal())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), portHostTimeout)
-	defer cancel()
 	names := map[string]hostAnswer{}
 	for _, t := range in.Instances {
-		settings.Endpoints = append(settings.Endpoints, in.listenEndpoints(ctx, t, c.DirPorts, names)...)
+		settings.Endpoints = append(settings.Endpoints, in.listenEndpoints(t, c.DirPorts, names)...)
 	}
 	settings.Endpoints = rules.NormalizeEndpoints(settings.Endpoints)
 	if len(settings.Endpoints) == 0 {
