@@ -49,6 +49,8 @@ type Options struct {
 	ReadOnly bool
 	// Log receives warnings; nil discards them.
 	Log *slog.Logger
+	// Now is the time a consensus's age is measured at; nil: time.Now.
+	Now func() time.Time
 }
 
 // Inputs is everything relayfw computes from the torrcs, the exit policy,
@@ -59,6 +61,8 @@ type Inputs struct {
 	Instances []*Instance
 	// watched are the files and directories the firewall depends on.
 	watched []string
+	// consensus is what became of each instance's cached consensus.
+	consensus []ConsensusState
 }
 
 // Config is the relayfw.toml the inputs were read with.
@@ -236,6 +240,7 @@ func (in *Inputs) Host() rules.Host {
 	h.Updates = in.updatesAllowance()
 	nw := in.network()
 	h.RelayLinks = nw.Links
+	h.PrivateRelayLinks = slices.ContainsFunc(in.Instances, func(t *Instance) bool { return t.Options.TestingTorNetwork })
 	h.Inbound = in.inbound(nw)
 	h.Extra = in.extraAllowances()
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
@@ -345,34 +350,26 @@ func (in *Inputs) network() relays.Network {
 	anyRelay := slices.ContainsFunc(in.Instances, (*Instance).IsRelay)
 	var sets []relays.Links
 	var authorities, relayAddrs []netip.Addr
+	in.consensus = nil
 	for _, t := range in.Instances {
 		if !t.IsRelay() && anyRelay {
 			continue // a client instance next to relays: nothing of its own
 		}
-		dir := in.dataDirectory(t)
-		consensus, path, err := relays.ReadNetwork(dir)
-		if err != nil {
-			who := ""
-			if len(in.Instances) > 1 {
-				who = t.Describe() + ": "
-			}
-			msg := fmt.Sprintf("%sno cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
-				who, dir, strings.ReplaceAll(err.Error(), "\n", "; "))
-			if in.opts.ReadOnly {
-				in.log().Debug(msg) // apply, check and status say it
-			} else {
-				in.log().Warn(msg)
-			}
-		} else {
-			in.log().Debug("read consensus", "path", path, "links", len(consensus.Links))
-		}
-		auth, err := relays.DirServers(t.Options.DirAuthority, "authorities")
+		consensus := in.readConsensus(t, in.dataDirectory(t))
+		private := t.Options.TestingTorNetwork
+		auth, refused, err := relays.DirServers(t.Options.DirAuthority, "authorities", private)
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("DirAuthority: %v", err))
 		}
-		fallbacks, err := relays.DirServers(t.Options.FallbackDir, "fallbacks")
+		for _, r := range refused {
+			in.log().Warn(fmt.Sprintf("DirAuthority %s: left out", r))
+		}
+		fallbacks, refused, err := relays.DirServers(t.Options.FallbackDir, "fallbacks", private)
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("FallbackDir: %v", err))
+		}
+		for _, r := range refused {
+			in.log().Warn(fmt.Sprintf("FallbackDir %s: left out", r))
 		}
 		sets = append(sets, consensus.Links, auth, fallbacks)
 		authorities = append(authorities, auth.Addrs()...)

@@ -56,6 +56,9 @@ type Status struct {
 	Rules     map[string]firewall.Counter `json:"rules"`
 	// Inbound is the ORPort protection; nil when [inbound] is off.
 	Inbound *InboundStatus `json:"inbound"`
+	// Consensus is what became of each tor instance's cached consensus:
+	// read (with its age), missing, or refused (and why).
+	Consensus []ConsensusState `json:"consensus"`
 
 	ruleClass ruleClasses
 }

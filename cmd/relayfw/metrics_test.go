@@ -15,7 +15,10 @@ import (
 // with counters, a last apply and the inbound protection.
 func TestMetricsGolden(t *testing.T) {
 	applied := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	age := int64(5400)
 	st := &host.Status{
+		Consensus: []host.ConsensusState{{Instance: "default", State: host.ConsensusRead, AgeSeconds: &age},
+			{Instance: "b", State: host.ConsensusRefused}},
 		Backend: "nftables", Installed: true, InSync: true, RelayLinksBehind: 3, LastApply: &applied,
 		Rules: map[string]firewall.Counter{"exit4": {Packets: 10, Bytes: 600}, "reject": {Packets: 2, Bytes: 120}},
 		Inbound: &host.InboundStatus{NewConnections: 40, Trusted: 5,

@@ -33,7 +33,11 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 		return nil, err
 	}
 	st, err := host.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
-	return st, backendError(err)
+	if err != nil {
+		return nil, backendError(err)
+	}
+	st.Consensus = in.Consensus()
+	return st, nil
 }
 
 func newStatusCommand(g *globals) *cobra.Command {
@@ -70,6 +74,13 @@ func newStatusCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "relay links: %d behind the cached consensus (relayfw refresh)\n", st.RelayLinksBehind)
 			} else {
 				fmt.Fprintf(w, "relay links: up to date\n")
+			}
+			for _, c := range st.Consensus {
+				who := ""
+				if len(st.Consensus) > 1 {
+					who = c.Instance + ": "
+				}
+				fmt.Fprintf(w, "consensus:  %s%s\n", who, c.Summary())
 			}
 			if st.Note != "" {
 				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
@@ -196,6 +207,12 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 	one("relayfw_installed", "gauge", "Whether relayfw's firewall is installed.", boolean(st.Installed))
 	one("relayfw_in_sync", "gauge", "Whether the installed rules equal the ones compiled from torrc (relay links apart).", boolean(st.InSync))
 	one("relayfw_relay_links_behind", "gauge", "Relay links the cached consensus and the kernel disagree on (relayfw refresh).", uint64(st.RelayLinksBehind))
+	if ages := slices.DeleteFunc(slices.Clone(st.Consensus), func(c host.ConsensusState) bool { return c.AgeSeconds == nil }); len(ages) > 0 {
+		header("relayfw_consensus_age_seconds", "gauge", "Time since the valid-after of the tor instance's cached consensus (none while it is missing or refused).")
+		for _, c := range ages {
+			fmt.Fprintf(&b, "relayfw_consensus_age_seconds{instance=%q} %d\n", c.Instance, *c.AgeSeconds)
+		}
+	}
 	if st.LastApply != nil {
 		one("relayfw_last_apply_timestamp_seconds", "gauge", "When relayfw last applied.", uint64(st.LastApply.Unix()))
 	}
