@@ -10,9 +10,9 @@ import (
 var (
 	ErrLinkZone       = errors.New("an address with a zone")
 	ErrLinkPort       = errors.New("port 0")
-	ErrLinkInternal   = errors.New("an internal address (allowed only for a TestingTorNetwork instance)")
-	ErrLinkSpecial    = errors.New("an unspecified, multicast, broadcast or reserved (240/4) address")
-	ErrLinkIPv4InIPv6 = errors.New("an IPv6 address that reaches IPv4 (IPv4-mapped or -compatible, NAT64 or 6to4)")
+	ErrLinkInternal   = errors.New("an internal address (TestingTorNetwork only)")
+	ErrLinkSpecial    = errors.New("an unspecified, multicast, broadcast or reserved address")
+	ErrLinkIPv4InIPv6 = errors.New("an IPv6 form of an IPv4 address")
 	ErrLinkInvalid    = errors.New("not an address")
 )
 
