@@ -162,7 +162,9 @@ func FuzzParseConsensus(f *testing.F) {
 	f.Add(forgedConsensus, true)
 	ld := newLoader()
 	if ld.why != "" {
-		if os.Getenv("CI") != "" {
+		if os.Getenv("CI") != "" && os.Geteuid() == 0 {
+			// CI runs as root with nft and ipset (scripts/setup): the check
+			// must run there.
 			f.Fatalf("CI must check that the printed nft and ipset text loads, but cannot: %s", ld.why)
 		}
 		f.Logf("NOT CHECKED: whether the printed nft and ipset text loads (%s)", ld.why)
