@@ -202,12 +202,16 @@ func FuzzParseConsensus(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if ld.loaded(n.Links) {
+			return
+		}
 		if err := ld.nftCheck(nftText); err != nil {
 			t.Fatal(err)
 		}
 		if err := ld.ipsetRestore(ipt.RenderIpsets(rs)); err != nil {
 			t.Fatal(err)
 		}
+		ld.remember(n.Links)
 	})
 }
 
