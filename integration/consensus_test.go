@@ -244,6 +244,10 @@ func testRefusedKeepsLinks(t *testing.T, b backend) {
 			if code, out, errOut := relayfwWithin(t, tn.relay, env, append(flags, "check")...); code != 0 || !strings.Contains(out, "in sync") {
 				t.Errorf("check: exit %d: %s%s; want in sync", code, out, errOut)
 			}
+			if code, out, errOut := relayfwWithin(t, tn.relay, env, append(flags, "explain", link.String())...); code != 0 ||
+				!strings.Contains(out, "relay link") || strings.Contains(out, "not yet") {
+				t.Errorf("explain %s: exit %d: %s%s; want a relay link", link, code, out, errOut)
+			}
 			code, out, errOut := relayfwWithin(t, tn.relay, env, append(flags, "status")...)
 			if code != 0 || !strings.Contains(out, "consensus:  refused: ") || !strings.Contains(out, rc.state) || !strings.Contains(out, "relay links: up to date") {
 				t.Errorf("status: exit %d: %s%s; want the refusal said", code, out, errOut)

@@ -115,6 +115,11 @@ source network), or blocked now (read from the kernel, with the time left).`,
 				asUser = &uid
 			}
 			rs, _ := in.Ruleset()
+			if b := installedBackend(cmd, g, in); b != nil && in.ConsensusRefused() {
+				if kept, err := in.WithInstalledLinks(cmd.Context(), b, rs); err == nil {
+					rs = kept // a refused consensus keeps the installed links
+				}
+			}
 			kernelLinks := installedLinks(cmd, g, in, rs)
 			enc := json.NewEncoder(g.stdout)
 			for _, inst := range insts {
