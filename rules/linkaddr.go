@@ -5,8 +5,8 @@ import (
 	"net/netip"
 )
 
-// Why CheckRelayLink refuses an address. The consensus parser counts
-// refusals by these errors.
+// Why CheckRelayLink refuses a link. The consensus parser counts what it
+// leaves out by these errors' texts.
 var (
 	ErrLinkZone       = errors.New("an address with a zone")
 	ErrLinkPort       = errors.New("port 0")
@@ -32,12 +32,12 @@ var linkToIPv4 = []netip.Prefix{
 // DirAuthority or FallbackDir line, a ruleset read from JSON): nil when a
 // relay link to ap may be installed. It refuses an address with a zone,
 // port 0, the unspecified, multicast, broadcast and reserved (240/4)
-// addresses, the IPv6 forms that reach IPv4 (IPv4-mapped and -compatible,
-// NAT64's 64:ff9b::/96 and 64:ff9b:1::/48, 6to4's 2002::/16), and tor's
-// internal addresses (tor_addr_is_internal: 0/8, 10/8, 100.64/10, 127/8,
-// 169.254/16, 172.16/12, 192.168/16, ::1, fc00::/7, fe80::/10,
-// fec0::/10) unless private is set: a TestingTorNetwork instance's
-// relays live there.
+// addresses and 0/8, the IPv6 forms that reach IPv4 (IPv4-mapped and
+// -compatible, NAT64's 64:ff9b::/96 and 64:ff9b:1::/48, 6to4's
+// 2002::/16), and tor's other internal addresses (tor_addr_is_internal:
+// 10/8, 100.64/10, 127/8, 169.254/16, 172.16/12, 192.168/16, ::1,
+// fc00::/7, fe80::/10, fec0::/10) unless private is set: a
+// TestingTorNetwork instance's relays live there.
 func CheckRelayLink(ap netip.AddrPort, private bool) error {
 	a := ap.Addr()
 	switch {
