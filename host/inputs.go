@@ -49,6 +49,8 @@ type Options struct {
 	ReadOnly bool
 	// Log receives warnings; nil discards them.
 	Log *slog.Logger
+	// Now is the time a consensus's age is measured at; nil: time.Now.
+	Now func() time.Time
 }
 
 // Inputs is everything relayfw computes from the torrcs, the exit policy,
@@ -67,11 +69,12 @@ type Inputs struct {
 	extra                       []rules.Allowance
 	extraDone                   bool
 	extraNames, extraUnresolved int
+	// consensus is what became of each instance's cached consensus.
+	consensus []ConsensusState
 }
 
 // LookupNetIP resolves host names (allow.extra's, a torrc's Address and
-// ORPort lines); a
-// variable so that tests answer without DNS.
+// ORPort lines); a variable so that tests answer without DNS.
 var LookupNetIP = net.DefaultResolver.LookupNetIP
 
 // DNSWait bounds the time one run of relayfw waits for host names, all of
@@ -281,6 +284,7 @@ func (in *Inputs) Host() rules.Host {
 	nw := in.network()
 	h.RelayLinks = nw.Links
 	h.RelayLinkUsers = in.relayLinkUsers()
+	h.PrivateRelayLinks = slices.ContainsFunc(in.Instances, func(t *Instance) bool { return t.Options.TestingTorNetwork })
 	h.Inbound = in.inbound(nw)
 	h.Extra = in.extraAllowances()
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
@@ -405,31 +409,23 @@ func (in *Inputs) dataDirectory(t *Instance) string {
 func (in *Inputs) network() relays.Network {
 	var sets []relays.Links
 	var authorities, relayAddrs []netip.Addr
+	in.consensus = nil
 	for _, t := range in.linkInstances() {
-		dir := in.dataDirectory(t)
-		consensus, path, err := relays.ReadNetwork(dir)
-		if err != nil {
-			who := ""
-			if len(in.Instances) > 1 {
-				who = t.Describe() + ": "
-			}
-			msg := fmt.Sprintf("%sno cached consensus in %s (%s); relay links are the directory authorities and fallbacks only",
-				who, dir, strings.ReplaceAll(err.Error(), "\n", "; "))
-			if in.opts.ReadOnly {
-				in.log().Debug(msg) // apply, check and status say it
-			} else {
-				in.log().Warn(msg)
-			}
-		} else {
-			in.log().Debug("read consensus", "path", path, "links", len(consensus.Links))
-		}
-		auth, err := relays.DirServers(t.Options.DirAuthority, "authorities")
+		consensus := in.readConsensus(t, in.dataDirectory(t))
+		private := t.Options.TestingTorNetwork
+		auth, refused, err := relays.DirServers(t.Options.DirAuthority, "authorities", private)
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("DirAuthority: %v", err))
 		}
-		fallbacks, err := relays.DirServers(t.Options.FallbackDir, "fallbacks")
+		for _, r := range refused {
+			in.log().Warn(fmt.Sprintf("DirAuthority %s: left out", r))
+		}
+		fallbacks, refused, err := relays.DirServers(t.Options.FallbackDir, "fallbacks", private)
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("FallbackDir: %v", err))
+		}
+		for _, r := range refused {
+			in.log().Warn(fmt.Sprintf("FallbackDir %s: left out", r))
 		}
 		sets = append(sets, consensus.Links, auth, fallbacks)
 		authorities = append(authorities, auth.Addrs()...)

@@ -66,6 +66,9 @@ type Status struct {
 	// holds: the automatic applies keep the last good firewall until an
 	// operator applies by hand. nil when there is none.
 	RolledBack *RolledBack `json:"rolled_back"`
+	// Consensus is what became of each tor instance's cached consensus:
+	// read (with its age), missing, or refused (and why).
+	Consensus []ConsensusState `json:"consensus"`
 
 	ruleClass ruleClasses
 }

@@ -10,12 +10,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
+	"time"
 
 	"github.com/relayfw/relayfw/rules"
 )
@@ -29,12 +32,6 @@ var defaultFallbacks string
 // Links is a deduplicated, sorted set of (address, TCP port) pairs.
 type Links []netip.AddrPort
 
-func (l *Links) add(a netip.Addr, port uint16) {
-	if a.IsValid() && port != 0 {
-		*l = append(*l, netip.AddrPortFrom(a.Unmap(), port))
-	}
-}
-
 func (l Links) normalize() Links {
 	slices.SortFunc(l, func(a, b netip.AddrPort) int { return a.Compare(b) })
 	return slices.Compact(l)
@@ -44,73 +41,265 @@ func (l Links) normalize() Links {
 // the order relayfw tries them.
 var ConsensusFiles = []string{"cached-microdesc-consensus", "cached-consensus"}
 
+// The caps on a consensus. The user tor runs as writes it, so its size and
+// its number of entries are bounded here, not by trust: the Tor network's
+// microdesc consensus has about 9,000 relays in 3 MiB, its full consensus
+// some 5 MiB. A consensus over a cap is refused.
+const (
+	// MaxConsensusBytes is the largest consensus file relayfw reads.
+	MaxConsensusBytes = 32 << 20
+	// MaxConsensusRelays is the most entries a consensus may list: relays
+	// ("r" lines) and directory sources ("dir-source" lines) together.
+	MaxConsensusRelays = 50000
+)
+
 // Network is what relayfw reads from a consensus.
 type Network struct {
-	// Links are the ORPorts and DirPorts tor connects to.
+	// Links are the ORPorts and DirPorts tor connects to; each passes
+	// rules.CheckRelayLink.
 	Links Links
 	// Authorities are the directory authorities' addresses: their
 	// dir-source lines, and relays with the Authority flag.
 	Authorities []netip.Addr
 	// Relays are the addresses of every relay listed.
 	Relays []netip.Addr
+	// ValidAfter and ValidUntil are the consensus's valid-after and
+	// valid-until times (UTC); zero when it has none.
+	ValidAfter, ValidUntil time.Time
+	// LeftOut counts the entries (addresses with their port) left out, by
+	// reason: those rules.CheckRelayLink refuses, and those tor itself does
+	// not use.
+	LeftOut map[string]int
 }
 
-// ReadNetwork reads the first consensus found in dataDir.
-func ReadNetwork(dataDir string) (Network, string, error) {
+// LeftOutTotal is the number of entries left out.
+func (n Network) LeftOutTotal() int {
+	total := 0
+	for _, c := range n.LeftOut {
+		total += c
+	}
+	return total
+}
+
+// LeftOutSummary says in one line how many entries were left out and why
+// ("" when none was).
+func (n Network) LeftOutSummary() string {
+	if len(n.LeftOut) == 0 {
+		return ""
+	}
+	reasons := make([]string, 0, len(n.LeftOut))
+	for r := range n.LeftOut {
+		reasons = append(reasons, r)
+	}
+	slices.Sort(reasons)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d entries left out:", n.LeftOutTotal())
+	for i, r := range reasons {
+		if i > 0 {
+			b.WriteString(";")
+		}
+		fmt.Fprintf(&b, " %d %s", n.LeftOut[r], r)
+	}
+	return b.String()
+}
+
+// Options say how to read a consensus.
+type Options struct {
+	// Private lets relay links be internal addresses: the instance runs
+	// TestingTorNetwork (rules.CheckRelayLink).
+	Private bool
+}
+
+// RefusedError is a consensus file relayfw does not read: not a regular
+// file (a symbolic link, a FIFO, a device), over a cap, or unparsable.
+type RefusedError struct {
+	Path string
+	Err  error
+}
+
+func (e *RefusedError) Error() string { return fmt.Sprintf("%s: refused: %v", e.Path, e.Err) }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Errors of a consensus over a cap.
+var (
+	ErrTooBig        = fmt.Errorf("larger than %d MiB", MaxConsensusBytes>>20)
+	ErrTooManyRelays = fmt.Errorf("more than %d relays", MaxConsensusRelays)
+)
+
+// ReadNetwork reads the first consensus found in dataDir. A file that is
+// missing is skipped for the next one (the error wraps fs.ErrNotExist when
+// none is found); one that exists but is refused is not (the user who can
+// put one file there can put the other): the error is a *RefusedError
+// naming it. The file is opened without following a symbolic link and
+// without blocking, must be a regular file, and is read up to the caps.
+func ReadNetwork(dataDir string, o Options) (Network, string, error) {
 	var errs []error
 	for _, name := range ConsensusFiles {
 		path := filepath.Join(dataDir, name)
-		f, err := os.Open(path)
-		if err != nil {
+		n, err := readConsensus(path, o)
+		if errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 			continue
 		}
-		n, err := ParseNetwork(f)
-		f.Close()
 		if err != nil {
-			return Network{}, path, fmt.Errorf("%s: %w", path, err)
+			return Network{}, path, &RefusedError{Path: path, Err: err}
 		}
 		return n, path, nil
 	}
 	return Network{}, "", errors.Join(errs...)
 }
 
+func readConsensus(path string, o Options) (Network, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return Network{}, err
+	case errors.Is(err, syscall.ELOOP):
+		return Network{}, errors.New("a symbolic link, not a regular file")
+	case err != nil:
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return Network{}, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	switch {
+	case err != nil:
+		return Network{}, err
+	case !fi.Mode().IsRegular():
+		return Network{}, fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))
+	case fi.Size() > MaxConsensusBytes:
+		return Network{}, fmt.Errorf("%d bytes: %w", fi.Size(), ErrTooBig)
+	}
+	return ParseNetwork(f, o)
+}
+
+func fileKind(m fs.FileMode) string {
+	switch {
+	case m&fs.ModeNamedPipe != 0:
+		return "a FIFO"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
+	case m&fs.ModeCharDevice != 0:
+		return "a character device"
+	case m&fs.ModeDevice != 0:
+		return "a block device"
+	case m.IsDir():
+		return "a directory"
+	}
+	return m.Type().String()
+}
+
+// Why an entry is left out, besides what rules.CheckRelayLink says.
+const (
+	leftNotIPv4   = "not an IPv4 address in an \"r\" or \"dir-source\" line"
+	leftNotIPv6   = "not an IPv6 address in an \"a\" line (tor reads IPv6 there)"
+	leftSecondA   = "a second IPv6 \"a\" line (tor reads the first)"
+	leftOutsideA  = "an \"a\" line outside a relay's entry"
+	leftMalformed = "a malformed address or port"
+)
+
 // ParseNetwork reads a network-status consensus (full or microdesc
-// flavour): "r" lines give each relay's IPv4 address and ORPort, "a" lines
-// its other (IPv6) ORPorts, "s" lines its flags, "dir-source" lines the
-// authorities' address, DirPort and ORPort.
-func ParseNetwork(r io.Reader) (Network, error) {
+// flavour): "r" lines give each relay's IPv4 address and ORPort, the
+// first IPv6 "a" line its IPv6 ORPort (as tor reads them), "s" lines its
+// flags, "dir-source" lines the authorities' address, DirPort and ORPort,
+// "valid-after" and "valid-until" its lifetime. Every address and port
+// passes rules.CheckRelayLink (with o.Private for a TestingTorNetwork
+// instance), or is left out and counted. Reading stops with an error past
+// MaxConsensusBytes or MaxConsensusRelays.
+func ParseNetwork(r io.Reader, o Options) (Network, error) {
 	var n Network
-	sc := bufio.NewScanner(r)
+	cr := &cappedReader{r: r, left: MaxConsensusBytes}
+	sc := bufio.NewScanner(cr)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
 	sawR := false
-	var current []netip.Addr // the addresses of the last "r" entry
+	entries := 0
+	inEntry, sawA := false, false // within an "r" entry; its IPv6 "a" line seen
+	var current []netip.Addr      // the accepted addresses of the last "r" entry
+	leave := func(why string) {
+		if n.LeftOut == nil {
+			n.LeftOut = map[string]int{}
+		}
+		n.LeftOut[why]++
+	}
+	// link admits (a, port) as a link, or counts why not.
+	link := func(a netip.Addr, port uint16) bool {
+		if err := rules.CheckRelayLink(netip.AddrPortFrom(a, port), o.Private); err != nil {
+			leave(err.Error())
+			return false
+		}
+		n.Links = append(n.Links, netip.AddrPortFrom(a, port))
+		return true
+	}
+	parseTime := func(f []string) time.Time {
+		if len(f) < 3 {
+			return time.Time{}
+		}
+		t, err := time.Parse(time.DateTime, f[1]+" "+f[2])
+		if err != nil {
+			return time.Time{}
+		}
+		return t
+	}
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
 		if len(f) == 0 {
 			continue
 		}
 		switch f[0] {
+		case "valid-after", "valid-until":
+			if sawR {
+				continue
+			}
+			at := &n.ValidAfter
+			if f[0] == "valid-until" {
+				at = &n.ValidUntil
+			}
+			if at.IsZero() {
+				*at = parseTime(f)
+			}
 		case "r":
 			// r nick id [digest] date time IP ORPort DirPort
-			current = nil
+			current, inEntry, sawA = nil, false, false
 			if len(f) < 8 {
 				continue
 			}
-			sawR = true
+			if entries++; entries > MaxConsensusRelays {
+				return Network{}, ErrTooManyRelays
+			}
+			sawR, inEntry = true, true
 			a, err := netip.ParseAddr(f[len(f)-3])
 			orport, perr := strconv.ParseUint(f[len(f)-2], 10, 16)
-			if err == nil && perr == nil && orport != 0 {
-				n.Links.add(a, uint16(orport))
-				current = append(current, a.Unmap())
-				n.Relays = append(n.Relays, a.Unmap())
+			switch {
+			case err != nil || perr != nil:
+				leave(leftMalformed)
+			case !a.Is4():
+				leave(leftNotIPv4)
+			case link(a, uint16(orport)):
+				current = append(current, a)
+				n.Relays = append(n.Relays, a)
 			}
 		case "a":
-			if len(f) >= 2 {
-				if ap, err := netip.ParseAddrPort(f[1]); err == nil && ap.Port() != 0 {
-					n.Links.add(ap.Addr(), ap.Port())
-					current = append(current, ap.Addr().Unmap())
-					n.Relays = append(n.Relays, ap.Addr().Unmap())
+			if len(f) < 2 {
+				continue
+			}
+			ap, err := netip.ParseAddrPort(f[1])
+			switch {
+			case !inEntry:
+				leave(leftOutsideA)
+			case err != nil:
+				leave(leftMalformed)
+			case ap.Addr().Is4():
+				leave(leftNotIPv6)
+			case sawA:
+				leave(leftSecondA)
+			default:
+				sawA = true
+				if link(ap.Addr(), ap.Port()) {
+					current = append(current, ap.Addr())
+					n.Relays = append(n.Relays, ap.Addr())
 				}
 			}
 		case "s":
@@ -119,14 +308,29 @@ func ParseNetwork(r io.Reader) (Network, error) {
 			}
 		case "dir-source":
 			// dir-source nick id address IP dirport orport
-			if len(f) >= 7 {
-				a, err := netip.ParseAddr(f[4])
-				dirport, e1 := strconv.ParseUint(f[5], 10, 16)
-				orport, e2 := strconv.ParseUint(f[6], 10, 16)
-				if err == nil && e1 == nil && e2 == nil && dirport+orport != 0 {
-					n.Links.add(a, uint16(dirport))
-					n.Links.add(a, uint16(orport))
-					n.Authorities = append(n.Authorities, a.Unmap())
+			if len(f) < 7 {
+				continue
+			}
+			if entries++; entries > MaxConsensusRelays {
+				return Network{}, ErrTooManyRelays
+			}
+			a, err := netip.ParseAddr(f[4])
+			dirport, e1 := strconv.ParseUint(f[5], 10, 16)
+			orport, e2 := strconv.ParseUint(f[6], 10, 16)
+			switch {
+			case err != nil || e1 != nil || e2 != nil:
+				leave(leftMalformed)
+			case !a.Is4():
+				leave(leftNotIPv4)
+			default:
+				ok := false
+				for _, port := range []uint64{dirport, orport} {
+					if port != 0 && link(a, uint16(port)) {
+						ok = true
+					}
+				}
+				if ok {
+					n.Authorities = append(n.Authorities, a)
 				}
 			}
 		}
@@ -141,6 +345,31 @@ func ParseNetwork(r io.Reader) (Network, error) {
 	n.Authorities = uniqueAddrs(n.Authorities)
 	n.Relays = uniqueAddrs(n.Relays)
 	return n, nil
+}
+
+// cappedReader reads up to left bytes, then fails with ErrTooBig.
+type cappedReader struct {
+	r    io.Reader
+	left int64
+}
+
+func (c *cappedReader) Read(p []byte) (int, error) {
+	if c.left <= 0 {
+		// One byte more tells a file of exactly the cap from a larger one.
+		var one [1]byte
+		if n, err := c.r.Read(one[:]); n > 0 {
+			return 0, ErrTooBig
+		} else if err != nil {
+			return 0, err
+		}
+		return 0, nil
+	}
+	if int64(len(p)) > c.left {
+		p = p[:c.left]
+	}
+	n, err := c.r.Read(p)
+	c.left -= int64(n)
+	return n, err
 }
 
 // Addrs are the links' addresses, each once.
@@ -159,20 +388,27 @@ func uniqueAddrs(as []netip.Addr) []netip.Addr {
 
 // dirServerLinks is the addresses one DirAuthority or FallbackDir line
 // makes tor contact: its ORPort and DirPort on IPv4, its ipv6= ORPort.
-func dirServerLinks(ds rules.DirServer) Links {
-	var links Links
-	links.add(ds.Addr, ds.ORPort)
-	links.add(ds.Addr, ds.DirPort)
-	if ds.IPv6.IsValid() {
-		links.add(ds.IPv6.Addr(), ds.IPv6.Port())
+// Those rules.CheckRelayLink refuses are returned apart.
+func dirServerLinks(ds rules.DirServer, private bool) (links Links, refused []string) {
+	for _, ap := range []netip.AddrPort{netip.AddrPortFrom(ds.Addr, ds.ORPort), netip.AddrPortFrom(ds.Addr, ds.DirPort), ds.IPv6} {
+		if !ap.Addr().IsValid() || ap.Port() == 0 {
+			continue // no such port (a fallback has no DirPort in use)
+		}
+		if err := rules.CheckRelayLink(ap, private); err != nil {
+			refused = append(refused, fmt.Sprintf("%s: %v", ap, err))
+			continue
+		}
+		links = append(links, ap)
 	}
-	return links
+	return links, refused
 }
 
 // DirServers parses DirAuthority or FallbackDir values; where torrc has
 // none, tor's compiled-in list applies (defaults: "authorities" or
-// "fallbacks").
-func DirServers(values []string, defaults string) (Links, error) {
+// "fallbacks"). The links rules.CheckRelayLink refuses (private: the
+// instance runs TestingTorNetwork) are left out and said in refused, one
+// line each.
+func DirServers(values []string, defaults string, private bool) (links Links, refused []string, err error) {
 	if len(values) == 0 {
 		list := defaultAuthorities
 		if defaults == "fallbacks" {
@@ -188,15 +424,18 @@ func DirServers(values []string, defaults string) (Links, error) {
 	if defaults == "fallbacks" {
 		parse = rules.ParseFallbackDirLine
 	}
-	var links Links
 	for _, v := range values {
 		ds, _, err := parse(v)
 		if err != nil {
-			return nil, fmt.Errorf("%q: %w", v, err)
+			return nil, nil, fmt.Errorf("%q: %w", v, err)
 		}
-		links = append(links, dirServerLinks(ds)...)
+		l, r := dirServerLinks(ds, private)
+		links = append(links, l...)
+		for _, why := range r {
+			refused = append(refused, fmt.Sprintf("%q: %s", v, why))
+		}
 	}
-	return links.normalize(), nil
+	return links.normalize(), refused, nil
 }
 
 // Merge joins link sets.

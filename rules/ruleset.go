@@ -80,12 +80,16 @@ type Rule struct {
 }
 
 // Set is a named set of single (address . port) elements: each Region
-// has one address and one port.
+// has one address and one port. Sets hold relay links: every element
+// passes CheckRelayLink.
 type Set struct {
 	Name     string   `json:"name"`
 	Family   Family   `json:"family"`
 	Comment  string   `json:"comment"`
 	Elements []Region `json:"elements"`
+	// Private lets the elements be internal addresses (CheckRelayLink):
+	// the relays of a tor instance that runs TestingTorNetwork.
+	Private bool `json:"private,omitempty"`
 }
 
 // Ruleset is what a backend installs: ordered outbound rules, the sets and
@@ -256,13 +260,17 @@ type Host struct {
 	DHCP, NTP, Ping, NDP bool
 	// RelayLinks are ORPorts and DirPorts of other relays and directory
 	// authorities, reachable over TCP whatever the exit policy says, by
-	// sockets of RelayLinkUsers only.
+	// sockets of RelayLinkUsers only. Those CheckRelayLink refuses are
+	// left out.
 	RelayLinks []netip.AddrPort
 	// RelayLinkUsers are the users of the tor instances that make relay
 	// links: only their sockets reach RelayLinks (the consensus is written
 	// by tor's user; any other user must not get what it lists). None:
 	// root, as whom tor runs without User.
 	RelayLinkUsers []UserRef
+	// PrivateRelayLinks lets relay links be internal addresses: a tor
+	// instance runs TestingTorNetwork.
+	PrivateRelayLinks bool
 	// ExitSources are OutboundBindAddressExit addresses: where set for a
 	// family, the exit policy applies only to packets from them.
 	ExitSources []netip.Addr
@@ -418,9 +426,10 @@ func CompileInstances(insts []Instance, h Host) Ruleset {
 	}
 	linkUsers := relayLinkUsers(h.RelayLinkUsers)
 	for _, fam := range []Family{IPv4, IPv6} {
-		set := Set{Name: "relays" + suffix(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities"}
+		set := Set{Name: "relays" + suffix(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities",
+			Private: h.PrivateRelayLinks}
 		for _, ap := range h.RelayLinks {
-			if ap.Addr().Is4() == (fam == IPv4) {
+			if ap.Addr().Is4() == (fam == IPv4) && CheckRelayLink(ap, h.PrivateRelayLinks) == nil {
 				a := ap.Addr().Unmap()
 				set.Elements = append(set.Elements, Region{AddrFirst: a, AddrLast: a, Ports: PortRange{ap.Port(), ap.Port()}})
 			}

@@ -3,6 +3,7 @@ package rules
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -27,6 +28,9 @@ func (rs Ruleset) Validate() error {
 			}
 			if e.AddrFirst.Is4() != (s.Family == IPv4) {
 				return fmt.Errorf("set %q: element %s of the wrong family", s.Name, e.AddrFirst)
+			}
+			if err := CheckRelayLink(netip.AddrPortFrom(e.AddrFirst, e.Ports.First), s.Private); err != nil {
+				return fmt.Errorf("set %q: %s: a relay link may not go to %w", s.Name, netip.AddrPortFrom(e.AddrFirst, e.Ports.First), err)
 			}
 		}
 		sets[s.Name] = s.Family

@@ -41,8 +41,12 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs rules.
 			return rs, in, nil, func() {}, err
 		}
 	}
-	b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
-	return rs, in, b, release, err
+	if b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config())); err != nil {
+		return rs, in, b, release, err
+	}
+	// A refused consensus keeps the relay links installed.
+	rs, err = in.WithInstalledLinks(cmd.Context(), b, rs)
+	return rs, in, b, release, backendError(err)
 }
 
 func newApplyCommand(g *globals) *cobra.Command {

@@ -125,6 +125,11 @@ port protected on some addresses only is said so.`,
 				asUser = &uid
 			}
 			rs, h := in.Ruleset()
+			if b := installedBackend(cmd, g, in); b != nil && in.ConsensusRefused() {
+				if kept, err := in.WithInstalledLinks(cmd.Context(), b, rs); err == nil {
+					rs = kept // a refused consensus keeps the installed links
+				}
+			}
 			kernelLinks := installedLinks(cmd, g, in, rs)
 			enc := json.NewEncoder(g.stdout)
 			for _, inst := range insts {

@@ -18,8 +18,11 @@ import (
 func TestMetricsGolden(t *testing.T) {
 	applied := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	rolledBack := applied.Add(-time.Hour)
+	age := int64(5400)
 	status := func() *host.Status {
 		return &host.Status{
+			Consensus: []host.ConsensusState{{Instance: "default", State: host.ConsensusRead, AgeSeconds: &age},
+				{Instance: "b", State: host.ConsensusRefused}},
 			Backend: "nftables", Installed: true, InSync: true, RelayLinksBehind: 3, LastApply: &applied,
 			Config:     host.ConfigStatus{Valid: true},
 			LastChange: &host.Change{Kind: host.ChangeApplied, At: applied, LastRollback: &rolledBack},
@@ -30,7 +33,7 @@ func TestMetricsGolden(t *testing.T) {
 		}
 	}
 	invalid := status()
-	invalid.InSync, invalid.RelayLinksBehind = false, 0
+	invalid.InSync, invalid.RelayLinksBehind, invalid.Consensus = false, 0, nil // no inputs: no consensus read
 	invalid.Config = host.ConfigStatus{Error: `torrc /etc/tor/torrc:3: unknown option "ExitPolcy"`}
 	invalid.LastChange = &host.Change{Kind: host.ChangeRolledBack, Why: host.RollbackDeadline, At: rolledBack, LastRollback: &rolledBack}
 	for file, st := range map[string]*host.Status{"testdata/metrics.prom": status(), "testdata/metrics-invalid.prom": invalid} {

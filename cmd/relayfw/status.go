@@ -42,8 +42,16 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 		if err != nil {
 			return nil, err
 		}
+		// A refused consensus keeps the relay links installed.
+		if rs, err = in.WithInstalledLinks(cmd.Context(), b, rs); err != nil {
+			return nil, backendError(err)
+		}
 		st, err := host.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
-		return st, backendError(err)
+		if err != nil {
+			return nil, backendError(err)
+		}
+		st.Consensus = in.Consensus()
+		return st, nil
 	}
 	cfg, err := loadConfig(cmd, g)
 	if err != nil {
@@ -117,6 +125,13 @@ func newStatusCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "relay links: %d behind the cached consensus (relayfw refresh)\n", st.RelayLinksBehind)
 			} else {
 				fmt.Fprintf(w, "relay links: up to date\n")
+			}
+			for _, c := range st.Consensus {
+				who := ""
+				if len(st.Consensus) > 1 {
+					who = c.Instance + ": "
+				}
+				fmt.Fprintf(w, "consensus:  %s%s\n", who, c.Summary())
 			}
 			if st.Note != "" {
 				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
@@ -251,6 +266,12 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 	one("relayfw_config_valid", "gauge", "Whether the torrcs, their includes and defaults files and relayfw.toml could be read (0: relayfw status says why; relayfw_in_sync is 0 meanwhile).", boolean(st.Config.Valid))
 	if st.Config.Valid { // the consensus is found through the inputs
 		one("relayfw_relay_links_behind", "gauge", "Relay links the cached consensus and the kernel disagree on (relayfw refresh).", uint64(st.RelayLinksBehind))
+	}
+	if ages := slices.DeleteFunc(slices.Clone(st.Consensus), func(c host.ConsensusState) bool { return c.AgeSeconds == nil }); len(ages) > 0 {
+		header("relayfw_consensus_age_seconds", "gauge", "Time since the valid-after of the tor instance's cached consensus (none while it is missing or refused).")
+		for _, c := range ages {
+			fmt.Fprintf(&b, "relayfw_consensus_age_seconds{instance=%q} %d\n", c.Instance, *c.AgeSeconds)
+		}
 	}
 	if st.LastApply != nil {
 		one("relayfw_last_apply_timestamp_seconds", "gauge", "When relayfw last applied.", uint64(st.LastApply.Unix()))
