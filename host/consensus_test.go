@@ -35,7 +35,7 @@ func consensusInputs(t *testing.T, setup func(dataDir string), now time.Time, lo
 	t.Helper()
 	dir := t.TempDir()
 	torrc := filepath.Join(dir, "torrc")
-	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\n"), 0o644); err != nil {
+	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nUser 101\nExitPolicy accept *:80,reject *:*\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	data := filepath.Join(dir, "tor")
