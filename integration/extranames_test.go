@@ -43,7 +43,17 @@ user = "65534"
 	if err := os.WriteFile(resolvConf, []byte("nameserver 127.0.0.1\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	flags := []string{"--backend", b.flag, "--torrc", "../examples/torrc", "--config", cfg}
+	// The example torrc with a User: without one, every command warns
+	// that root gets the relay links, and the steps want a quiet stderr.
+	example, err := os.ReadFile("../examples/torrc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, append(example, "User daemon\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
 	// run runs relayfw with the name resolving to answer ("": not at all).
 	run := func(answer string, args ...string) (int, string, string) {
 		t.Helper()
