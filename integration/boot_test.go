@@ -162,9 +162,13 @@ func testBootMinimal(t *testing.T, b backend) {
 func testBootRolledBack(t *testing.T, b backend) {
 	tn := newTestNet(t)
 	run := b.runner(t, tn)
-	_, rolledBack := persistentFiles(t, tn.relay)
+	lastChange, rolledBack := persistentFiles(t, tn.relay)
+	lastGood := strings.Replace(lastChange, "/last-change-", "/last-good-", 1)
 	flags := relayInputs(t, b.flag, bootTorrc)
 	mustApply(t, run, flags) // the last good firewall
+	if _, err := os.Stat(lastGood); err != nil {
+		t.Fatalf("apply kept no last good firewall: %v", err)
+	}
 	// An apply --confirm of a torrc that opens 25 was rolled back; the
 	// torrc still holds it (the record as relayfw's rollback writes it).
 	writeFile(t, flags[3], "ORPort 9001\nExitRelay 1\nExitPolicy accept *:25\nExitPolicy accept *:80\nExitPolicy reject *:*\n")
@@ -180,4 +184,17 @@ func testBootRolledBack(t *testing.T, b backend) {
 	if _, err := os.Stat(rolledBack); err != nil {
 		t.Errorf("boot dropped the record of the rollback: %v", err)
 	}
+
+	// Without a last good firewall, nothing was ever confirmed: the
+	// minimal firewall, and tor does not start (exit 1).
+	if err := os.Remove(lastGood); err != nil {
+		t.Fatal(err)
+	}
+	rebootFlush(t, run, flags, tn)
+	code, out, errOut = run(append(flags, "boot")...)
+	if code != 1 || !strings.Contains(errOut, "no last good firewall is recorded: installed the minimal firewall") {
+		t.Fatalf("boot without a last good firewall: exit %d, want 1\n%s%s", code, out, errOut)
+	}
+	tn.wantProbe(t, "the minimal firewall after an unconfirmed rollback", exitPort, refused)
+	tn.wantProbe(t, "the minimal firewall after an unconfirmed rollback", otherPort, refused)
 }

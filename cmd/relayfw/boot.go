@@ -61,7 +61,7 @@ func runBoot(cmd *cobra.Command, g *globals) error {
 			rb.At.Format("2006-01-02T15:04:05Z07:00"), rb.Why)
 		lg, err := host.ValidLastGood()
 		if err != nil {
-			return bootMinimal(cmd, g, fmt.Errorf("%s, and there is none: %w", why, err), err)
+			return bootMinimal(cmd, g, errors.New(why), err)
 		}
 		b, res, err := host.InstallFallback(ctx, lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
 		if err != nil {
