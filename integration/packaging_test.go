@@ -165,8 +165,9 @@ func TestSystemdEnable(t *testing.T) {
 // command that removes it; it disables relayfw.service (tor's units require
 // it while enabled) but never stops it (that would stop tor), and it
 // exits 0 even when relayfw cannot say anything. On an upgrade it does
-// nothing. systemctl is a fake that records its arguments: the host's
-// units are not touched.
+// nothing. postinst links an enabled relayfw.service again on an upgrade
+// (an older one was not required by tor's units). systemctl is a fake that
+// records its arguments: the host's units are not touched.
 func TestPrermKeepsFirewall(t *testing.T) {
 	requireRoot(t)
 	for _, b := range backends {
@@ -226,6 +227,24 @@ func TestPrermKeepsFirewall(t *testing.T) {
 			}
 			if log, err := os.ReadFile(calls); err == nil {
 				t.Errorf("prerm upgrade called systemctl:\n%s", log)
+			}
+
+			// postinst: an upgrade links relayfw.service again as its
+			// [Install] says; a first install enables nothing.
+			for _, tc := range []struct {
+				args []string
+				want bool
+			}{{[]string{"configure", "0.1.0"}, true}, {[]string{"configure"}, false}} {
+				_ = os.Remove(calls)
+				cmd := exec.Command("sh", append([]string{"../packaging/postinst"}, tc.args...)...)
+				cmd.Env = append(os.Environ(), "PATH="+bin+":"+path)
+				if code, out, errOut := runCmd(t, cmd); code != 0 {
+					t.Errorf("postinst %v: exit %d %s %s", tc.args, code, out, errOut)
+				}
+				log, _ := os.ReadFile(calls)
+				if got := strings.Contains(string(log), "reenable relayfw.service\n"); got != tc.want || strings.Contains(string(log), "start") {
+					t.Errorf("postinst %v's systemctl calls:\n%s", tc.args, log)
+				}
 			}
 
 			// A relayfw that cannot say anything does not block the removal.
