@@ -168,6 +168,9 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 		a.log().Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 	}
 	if p == nil {
+		if err := SaveLastGood(Kind(b), rs); err != nil {
+			a.log().Warn(fmt.Sprintf("cannot keep the firewall as the last good one (the boot's fallback) in %s: %v", LastGoodPath(), err))
+		}
 		return res, nil, nil
 	}
 	pid, err := a.StartWatcher(p)

@@ -18,4 +18,7 @@
 //   - Applier.Apply, Confirm, Rollback, Watch, GuardPending: apply with a
 //     confirm window; other changes are refused while it is open.
 //   - ReadState, ReadPending: what status reports.
+//   - ValidLastGood, MinimalRuleset, InstallFallback: what relayfw boot
+//     installs when the apply fails (the last good firewall, else one that
+//     lets no exit traffic out).
 package host

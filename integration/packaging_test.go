@@ -77,6 +77,191 @@ func TestSystemdUnits(t *testing.T) {
 	}
 }
 
+// TestSystemdEnable: systemctl enable relayfw.service (offline, into a
+// root of its own) makes tor's units require it — tor.service, and through
+// tor@.service.requires/ Debian's tor@default.service and every
+// tor@NAME.service — and nothing else: no drop-in of relayfw's adds
+// Requires= to tor's units. The ordering drop-in relayfw ships for
+// tor@.service passes systemd-analyze verify with the instances, and the
+// instances see the requirement: with relayfw.service gone, verify says
+// they need it.
+func TestSystemdEnable(t *testing.T) {
+	requireRoot(t)
+	analyze := requireCommand(t, "systemd-analyze")
+	systemctl := requireCommand(t, "systemctl")
+	root := t.TempDir()
+	lib := filepath.Join(root, "lib", "systemd", "system")
+	etc := filepath.Join(root, "etc", "systemd", "system")
+	for _, d := range []string{lib, etc} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	units, err := filepath.Glob("../contrib/systemd/relayfw*")
+	if err != nil || len(units) == 0 {
+		t.Fatalf("units: %v %v", units, err)
+	}
+	for _, u := range units {
+		data, err := os.ReadFile(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, filepath.Join(lib, filepath.Base(u)), strings.ReplaceAll(string(data), "/usr/local/sbin/relayfw", relayfwBin))
+	}
+	dropIn, err := os.ReadFile("../contrib/systemd/tor@.service.d/50-relayfw.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(dropIn), "Requires=") || !strings.Contains(string(dropIn), "\nAfter=relayfw.service\n") {
+		t.Fatalf("the tor@.service drop-in must order, not require:\n%s", dropIn)
+	}
+	if err := os.MkdirAll(filepath.Join(lib, "tor@.service.d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(lib, "tor@.service.d", "50-relayfw.conf"), string(dropIn))
+	// tor's units as Debian ships them, reduced to what matters here
+	// (without default dependencies: the root has no sysinit.target).
+	writeFile(t, filepath.Join(lib, "tor.service"), "[Unit]\nDescription=tor master\nDefaultDependencies=no\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+	writeFile(t, filepath.Join(lib, "tor@.service"), "[Unit]\nDescription=tor instance %i\nDefaultDependencies=no\nPartOf=tor.service\n[Service]\nExecStart=/bin/true\n")
+	writeFile(t, filepath.Join(lib, "tor@default.service"), "[Unit]\nDescription=tor default\nDefaultDependencies=no\nPartOf=tor.service\n[Service]\nExecStart=/bin/true\n")
+
+	if out, err := exec.Command(systemctl, "--root="+root, "enable", "relayfw.service").CombinedOutput(); err != nil {
+		t.Fatalf("systemctl enable: %v\n%s", err, out)
+	}
+	for _, link := range []string{"multi-user.target.wants", "tor.service.requires", "tor@.service.requires"} {
+		target, err := os.Readlink(filepath.Join(etc, link, "relayfw.service"))
+		if err != nil || filepath.Base(target) != "relayfw.service" {
+			t.Errorf("%s/relayfw.service: %q %v", link, target, err)
+		}
+	}
+	verify := func(units ...string) (string, error) {
+		var paths []string
+		for _, u := range units {
+			paths = append(paths, filepath.Join(lib, u))
+		}
+		cmd := exec.Command(analyze, append([]string{"verify"}, paths...)...)
+		// The root's directories only (a trailing ":" would add the host's).
+		cmd.Env = append(os.Environ(), "SYSTEMD_UNIT_PATH="+etc+":"+lib)
+		out, err := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), err
+	}
+	instances := []string{"tor.service", "tor@default.service", "tor@example.service"}
+	if out, err := verify(instances...); err != nil || out != "" {
+		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
+	}
+	if err := os.Remove(filepath.Join(lib, "relayfw.service")); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range instances {
+		out, err := verify(u)
+		if err == nil || !strings.Contains(out, "relayfw.service") {
+			t.Errorf("%s does not require relayfw.service once enabled: %v\n%s", u, err, out)
+		}
+	}
+}
+
+// TestPrermKeepsFirewall: the package's prerm, on removal, leaves the
+// firewall in the kernel, says so (the backend, installed) and names the
+// command that removes it; it disables relayfw.service (tor's units require
+// it while enabled) but never stops it (that would stop tor), and it
+// exits 0 even when relayfw cannot say anything. On an upgrade it does
+// nothing. postinst links an enabled relayfw.service again on an upgrade
+// (an older one was not required by tor's units). systemctl is a fake that
+// records its arguments: the host's units are not touched.
+func TestPrermKeepsFirewall(t *testing.T) {
+	requireRoot(t)
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			tn := newTestNet(t)
+			run := b.runner(t, tn)
+			persistentFiles(t, tn.relay)
+			flags := relayInputs(t, b.flag, "ORPort 9001\nExitRelay 1\nExitPolicy accept *:80\nExitPolicy reject *:*\n")
+			mustApply(t, run, flags)
+			bin := t.TempDir()
+			calls := filepath.Join(bin, "calls")
+			writeFile(t, filepath.Join(bin, "systemctl"), "#!/bin/sh\necho \"$*\" >>"+calls+"\n")
+			if err := os.Chmod(filepath.Join(bin, "systemctl"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(relayfwBin, filepath.Join(bin, "relayfw")); err != nil {
+				t.Fatal(err)
+			}
+			path := os.Getenv("PATH")
+			for _, kv := range b.env(t) {
+				if p, ok := strings.CutPrefix(kv, "PATH="); ok {
+					path = p // the iptables mode's tools first
+				}
+			}
+			prerm := func(arg string) (int, string, string) {
+				t.Helper()
+				_ = os.Remove(calls)
+				cmd := exec.Command("ip", "netns", "exec", tn.relay, "sh", "../packaging/prerm", arg)
+				cmd.Env = append(os.Environ(), "PATH="+bin+":"+path)
+				return runCmd(t, cmd)
+			}
+			code, out, errOut := prerm("remove")
+			for _, want := range []string{
+				"relayfw: the firewall stays in the kernel when the package is removed (tor may still be running):\n",
+				"\nrelayfw:   backend:    " + b.flag,
+				"\nrelayfw:   installed:  true\n",
+				"\nrelayfw:   last change: applied at ",
+				"\"relayfw remove\" removes it",
+			} {
+				if code != 0 || !strings.Contains(out, want) {
+					t.Errorf("prerm remove: exit %d, lacks %q:\n%s%s", code, want, out, errOut)
+				}
+			}
+			log, _ := os.ReadFile(calls)
+			if !strings.Contains(string(log), "disable relayfw.service\n") || strings.Contains(string(log), "stop relayfw.service") ||
+				strings.Contains(string(log), "--now relayfw.service") || !strings.Contains(string(log), "disable --now relayfw-refresh.timer\n") {
+				t.Errorf("prerm remove's systemctl calls:\n%s", log)
+			}
+			tn.wantProbe(t, "after prerm", exitPort, connected)
+			tn.wantProbe(t, "after prerm", otherPort, refused)
+			if code, out, errOut := run(append(flags, "check")...); code != 0 {
+				t.Errorf("check after prerm: exit %d %s %s", code, out, errOut)
+			}
+
+			if code, out, errOut := prerm("upgrade"); code != 0 || out != "" || errOut != "" {
+				t.Errorf("prerm upgrade: exit %d %q %q", code, out, errOut)
+			}
+			if log, err := os.ReadFile(calls); err == nil {
+				t.Errorf("prerm upgrade called systemctl:\n%s", log)
+			}
+
+			// postinst: an upgrade links relayfw.service again as its
+			// [Install] says; a first install enables nothing.
+			for _, tc := range []struct {
+				args []string
+				want bool
+			}{{[]string{"configure", "0.1.0"}, true}, {[]string{"configure"}, false}} {
+				_ = os.Remove(calls)
+				cmd := exec.Command("sh", append([]string{"../packaging/postinst"}, tc.args...)...)
+				cmd.Env = append(os.Environ(), "PATH="+bin+":"+path)
+				if code, out, errOut := runCmd(t, cmd); code != 0 {
+					t.Errorf("postinst %v: exit %d %s %s", tc.args, code, out, errOut)
+				}
+				log, _ := os.ReadFile(calls)
+				if got := strings.Contains(string(log), "reenable relayfw.service\n"); got != tc.want || strings.Contains(string(log), "start") {
+					t.Errorf("postinst %v's systemctl calls:\n%s", tc.args, log)
+				}
+			}
+
+			// A relayfw that cannot say anything does not block the removal.
+			if err := os.Remove(filepath.Join(bin, "relayfw")); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, filepath.Join(bin, "relayfw"), "#!/bin/sh\nexit 69\n")
+			if err := os.Chmod(filepath.Join(bin, "relayfw"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if code, out, errOut := prerm("remove"); code != 0 || !strings.Contains(out, "could not read the firewall (exit 69)") {
+				t.Errorf("prerm remove with a failing relayfw: exit %d %s %s", code, out, errOut)
+			}
+		})
+	}
+}
+
 // TestVagrantfile: the Vagrantfile is valid Ruby, and what it copies exists.
 func TestVagrantfile(t *testing.T) {
 	requireRoot(t)
@@ -118,7 +303,8 @@ func TestDebianPackage(t *testing.T) {
 	}
 	for _, want := range []string{"./usr/sbin/relayfw", "./etc/relayfw/relayfw.toml", "./lib/systemd/system/relayfw.service",
 		"./lib/systemd/system/relayfw-refresh.timer", "./usr/share/man/man8/relayfw-apply.8.gz",
-		"./usr/share/bash-completion/completions/relayfw", "./usr/share/zsh/vendor-completions/_relayfw"} {
+		"./usr/share/bash-completion/completions/relayfw", "./usr/share/zsh/vendor-completions/_relayfw",
+		"./lib/systemd/system/tor@.service.d/50-relayfw.conf"} {
 		if !strings.Contains(string(contents), want) {
 			t.Errorf("the package lacks %s", want)
 		}
@@ -138,7 +324,7 @@ func TestDebianPackage(t *testing.T) {
 		t.Fatalf("relayfw --version: %v %s", err, version)
 	}
 	unit, err := os.ReadFile("/lib/systemd/system/relayfw.service")
-	if err != nil || !strings.Contains(string(unit), "ExecStart=/usr/sbin/relayfw apply") {
+	if err != nil || !strings.Contains(string(unit), "ExecStart=/usr/sbin/relayfw boot") {
 		t.Fatalf("installed unit: %v\n%s", err, unit)
 	}
 }

@@ -83,7 +83,7 @@ and included files with a warning; relayfw.toml itself is always checked.`,
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
-		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
+		newApplyCommand(g), newBootCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
 		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g),
 		newPathsCommand(g), newUnblockCommand(g), newGendocsCommand(g))
 	return root
