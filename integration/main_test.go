@@ -42,9 +42,26 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
+	start := time.Now()
 	code := m.Run()
 	os.RemoveAll(dir)
+	removeNamespaceState(start)
 	os.Exit(code)
+}
+
+// removeNamespaceState deletes the state files relayfw wrote for the
+// tests' network namespaces (named by namespace cookie, "-netns<N>") since
+// start: the namespaces are gone. The host's own files (plain names) and
+// older ones are left alone.
+func removeNamespaceState(start time.Time) {
+	for _, dir := range []string{"/run/relayfw", "/var/lib/relayfw"} {
+		paths, _ := filepath.Glob(filepath.Join(dir, "*-netns*"))
+		for _, p := range paths {
+			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && !fi.ModTime().Before(start) {
+				_ = os.Remove(p)
+			}
+		}
+	}
 }
 
 // requireRoot skips, loudly, when not root: namespace tests cannot run.
