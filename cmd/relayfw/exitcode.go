@@ -15,6 +15,7 @@ const (
 	exitFailed      = 1  // check found drift, or an operation failed after starting
 	exitChanged     = 2  // apply --detailed-exitcode changed something
 	exitLinksBehind = 3  // check: the rules are in sync, the relay links behind the cached consensus
+	exitRolledBack  = 5  // apply: the confirm window it waited for was rolled back; nothing installed
 	exitUsage       = 64 // EX_USAGE
 	exitDataErr     = 65 // EX_DATAERR: policy, torrc or config syntax
 	exitNoInput     = 66 // EX_NOINPUT: an input file is missing or unreadable

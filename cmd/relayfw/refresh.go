@@ -4,6 +4,8 @@ import (
 	"fmt"
 
 	"github.com/spf13/cobra"
+
+	"github.com/relayfw/relayfw/host"
 )
 
 func newRefreshCommand(g *globals) *cobra.Command {
@@ -25,6 +27,9 @@ were added and removed. Run apply first.`,
 			added, removed, err := b.Refresh(cmd.Context(), rs)
 			if err != nil {
 				return backendError(fmt.Errorf("refresh: %w", err))
+			}
+			if added+removed > 0 {
+				_ = host.RecordChange(host.Change{Kind: host.ChangeApplied, Detail: fmt.Sprintf("refresh: relay links +%d -%d", added, removed)})
 			}
 			n := 0
 			for _, s := range rs.Sets {

@@ -73,7 +73,7 @@ what the relay's ExitPolicy allows, while the host keeps working.`,
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
 		newApplyCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
-		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g),
+		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g), newRecoverCommand(g),
 		newPathsCommand(g), newUnblockCommand(g), newGendocsCommand(g))
 	return root
 }
