@@ -174,12 +174,14 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 	if confirm > 0 {
 		return a.applyConfirm(ctx, b, rs, confirm)
 	}
+	// The journal only serves a kill midway: an apply goes ahead without
+	// it (a full /run must not keep the firewall from being installed).
 	j, err := previousOf(b, journalPreviousPath())
-	if err != nil {
-		return firewall.Result{}, nil, &StateError{Path: journalPreviousPath(), Err: err}
+	if err == nil {
+		err = writeJSON(JournalPath(), j)
 	}
-	if err := writeJSON(JournalPath(), j); err != nil {
-		return firewall.Result{}, nil, &StateError{Path: JournalPath(), Err: err}
+	if err != nil {
+		a.log().Warn(fmt.Sprintf("no journal of this apply (%v): killed midway, it would not be undone", err))
 	}
 	res, err := b.Apply(ctx, rs)
 	if err != nil {
