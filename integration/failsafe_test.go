@@ -215,6 +215,48 @@ func testFailsafe(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("an apply reads its inputs under the lock", func(t *testing.T) {
+		f.t = t
+		// The apply waits for the lock while its torrc changes from B to
+		// A: it installs A, what the torrc says when it got the lock.
+		torrc := filepath.Join(t.TempDir(), "torrc")
+		if err := os.WriteFile(torrc, []byte(bigPolicyTorrc(50)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		holder := exec.Command("ip", "netns", "exec", f.ns, "flock", fmt.Sprintf("/run/relayfw/lock-netns%d", cookie), "sleep", "2")
+		if err := holder.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(300 * time.Millisecond) // flock has it
+		apply := exec.Command("ip", append([]string{"netns", "exec", f.ns, relayfwBin}, append(relayInputs(t, b.flag, torrc), "apply", "--wait", "20s")...)...)
+		apply.Env = f.env
+		var out strings.Builder
+		apply.Stdout, apply.Stderr = &out, &out
+		if err := apply.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond) // the apply waits for the lock
+		example, err := os.ReadFile("../examples/torrc")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(torrc, example, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := holder.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if err := apply.Wait(); err != nil {
+			t.Fatalf("apply: %v\n%s", err, out.String())
+		}
+		if !f.inSync(f.flagsA) {
+			t.Fatalf("the apply installed the torrc it read before the lock:\n%s", out.String())
+		}
+		if !f.isBefore() {
+			f.notBefore("after the apply that waited")
+		}
+	})
+
 	t.Run("kills at random moments of apply --confirm: the old rules after the deadline", func(t *testing.T) {
 		f.t = t
 		flagsL := append(relayInputs(t, b.flag, largePolicyTorrc(2000, 20)), "--wait", "10s")
