@@ -88,10 +88,23 @@ func (e *PendingError) Error() string {
 		e.P.Deadline.Format(time.RFC3339), time.Until(e.P.Deadline).Round(time.Second), e.P.Restores())
 }
 
-// GuardPending returns nil when no confirm window is open; otherwise it
-// waits up to wait (and ctx) for the window to end — confirmed, or rolled
-// back by the watcher — and then returns a *PendingError. Call it before
-// taking the lock: the watcher needs the lock to roll back.
+// Window names the confirm window: its deadline, RFC 3339 (Change.Window,
+// RolledBack.Window).
+func (p *Pending) Window() string { return p.Deadline.UTC().Format(time.RFC3339) }
+
+// LateError is a confirm that comes after the deadline: the window was
+// (or is being) rolled back.
+type LateError struct{ P *Pending }
+
+func (e *LateError) Error() string {
+	return fmt.Sprintf("too late: the apply --confirm window ended at %s; it rolls back to %s", e.P.Window(), e.P.Restores())
+}
+
+// GuardPending returns nil when no confirm window is open, or when the
+// open one needs Recover (its deadline passed, or its watcher is dead);
+// otherwise it waits up to wait (and ctx) for one of these and then
+// returns a *PendingError. Call it without the lock: the watcher needs the
+// lock to roll back.
 func GuardPending(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
@@ -101,6 +114,9 @@ func GuardPending(ctx context.Context, wait time.Duration) error {
 		}
 		if err != nil {
 			return err
+		}
+		if recoveryDue(p) {
+			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
 			return &PendingError{P: p}
@@ -121,6 +137,10 @@ type Applier struct {
 	// Others lists the backends whose relayfw objects an apply removes;
 	// nil: every other working backend (OtherBackends).
 	Others func(ctx context.Context, b firewall.Backend) []firewall.Backend
+	// Automatic marks the applies of the units (boot, the re-apply path
+	// unit): they leave the record of an unconfirmed rollback in place,
+	// which only an operator's apply clears.
+	Automatic bool
 }
 
 func (a Applier) log() *slog.Logger {
@@ -130,36 +150,96 @@ func (a Applier) log() *slog.Logger {
 	return a.Log
 }
 
-// Apply installs rs with b; the caller holds Lock. The other backend's
-// relayfw objects are removed, the apply recorded. With confirm > 0,
-// everything a rollback needs is written before the firewall changes (if
-// it cannot be, nothing changes), and a watcher restores the previous
-// firewall at the deadline unless Confirm runs first.
+// JournalPath is the record of a plain apply in progress: what it
+// replaces, written before the kernel changes and removed once the apply
+// is recorded. Recover finds it only when its writer died midway.
+func JournalPath() string         { return stateFile("state", ".journal.json") }
+func journalPreviousPath() string { return stateFile("state", ".journal-previous.json") }
+
+// Apply installs rs with b; the caller holds Lock (and has run Recover).
+// The other backend's relayfw objects are removed, the apply recorded.
+// What a rollback needs is written before the firewall changes (if it
+// cannot be, nothing changes): for a plain apply a journal, so that an
+// apply killed midway is undone by the next relayfw that takes the lock;
+// with confirm > 0 the pending record, and the watcher that restores the
+// previous firewall at the deadline unless Confirm runs first is started
+// and recorded before the kernel changes.
 func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
 	if p, err := ReadPending(); err == nil {
 		return firewall.Result{}, nil, &PendingError{P: p}
 	}
-	var p *Pending
 	if confirm > 0 {
-		previous, err := keepPrevious()
-		if err != nil {
-			return firewall.Result{}, nil, &StateError{Path: previousRulesetPath(), Err: err}
-		}
-		p = &Pending{Deadline: time.Now().Add(confirm), Backend: Kind(b), Previous: previous}
-		if st, ok := ReadState(); ok {
-			p.PreviousBackend, p.PreviousAppliedAt = st.Backend, &st.AppliedAt
-		}
-		if err := writePending(p); err != nil {
-			return firewall.Result{}, nil, &StateError{Path: PendingPath(), Err: err}
-		}
+		return a.applyConfirm(ctx, b, rs, confirm)
+	}
+	// The journal only serves a kill midway: an apply goes ahead without
+	// it (a full /run must not keep the firewall from being installed).
+	j, err := previousOf(b, journalPreviousPath())
+	if err == nil {
+		err = writeJSON(JournalPath(), j)
+	}
+	if err != nil {
+		a.log().Warn(fmt.Sprintf("no journal of this apply (%v): killed midway, it would not be undone", err))
 	}
 	res, err := b.Apply(ctx, rs)
 	if err != nil {
-		if p != nil {
-			_ = os.Remove(PendingPath())
-		}
+		// The backend's apply is all or nothing: nothing to undo.
+		_ = os.Remove(JournalPath())
 		return res, nil, err
 	}
+	a.installed(ctx, b, rs)
+	_ = os.Remove(JournalPath())
+	if res.Changed {
+		a.record(Change{Kind: ChangeApplied})
+	}
+	if err := SaveLastGood(Kind(b), rs); err != nil {
+		a.log().Warn(fmt.Sprintf("cannot keep the last good firewall: %v", err))
+	}
+	if !a.Automatic {
+		if err := ForgetRolledBack(); err != nil {
+			a.log().Warn(fmt.Sprintf("cannot drop the record of the rollback: %v", err))
+		}
+	}
+	return res, nil, nil
+}
+
+func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
+	p, err := previousOf(b, previousRulesetPath())
+	if err != nil {
+		return firewall.Result{}, nil, &StateError{Path: previousRulesetPath(), Err: err}
+	}
+	p.Deadline = time.Now().Add(confirm)
+	if err := writePending(p); err != nil {
+		return firewall.Result{}, nil, &StateError{Path: PendingPath(), Err: err}
+	}
+	pid, err := a.StartWatcher(p)
+	if err != nil {
+		_ = os.Remove(PendingPath())
+		return firewall.Result{}, nil, fmt.Errorf("starting the rollback watcher: %w (nothing changed)", err)
+	}
+	p.Watcher = pid
+	p.WatcherStart, _ = processStart(pid)
+	// Without the pid, the next relayfw would start a second watcher:
+	// harmless (the first to get the lock rolls back, the other finds
+	// nothing to do).
+	_ = writePending(p)
+	res, err := b.Apply(ctx, rs)
+	if err != nil {
+		msg, rerr := rollbackLocked(ctx, p, a.Log)
+		if rerr != nil {
+			return res, nil, fmt.Errorf("%w; restoring %s failed too: %v (the watcher tries again at %s)", err, p.Restores(), rerr, p.Window())
+		}
+		_ = os.Remove(PendingPath())
+		stopWatcher(p)
+		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Window: p.Window(), Detail: msg})
+		return res, nil, fmt.Errorf("%w; %s", err, msg)
+	}
+	a.installed(ctx, b, rs)
+	a.record(Change{Kind: ChangePending, Window: p.Window()})
+	return res, p, nil
+}
+
+// installed records an apply of rs with b that the kernel took.
+func (a Applier) installed(ctx context.Context, b firewall.Backend, rs rules.Ruleset) {
 	removeOthers(ctx, b, a.Log, a.Others)
 	if err := RecordApply(Kind(b)); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", StatePath(), err))
@@ -167,33 +247,31 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 	if err := SaveRuleset(AppliedRulesetPath(), rs); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 	}
-	if p == nil {
-		if err := SaveLastGood(Kind(b), rs); err != nil {
-			a.log().Warn(fmt.Sprintf("cannot keep the firewall as the last good one (the boot's fallback) in %s: %v", LastGoodPath(), err))
-		}
-		return res, nil, nil
-	}
-	pid, err := a.StartWatcher(p)
-	if err != nil {
-		// Nobody would roll back: do it now.
-		msg, rerr := rollbackLocked(ctx, p, a.Log)
-		_ = os.Remove(PendingPath())
-		if rerr != nil {
-			return res, nil, fmt.Errorf("starting the rollback watcher: %v; rolling back failed too: %w", err, rerr)
-		}
-		return res, nil, fmt.Errorf("starting the rollback watcher: %w; %s", err, msg)
-	}
-	p.Watcher = pid
-	p.WatcherStart, _ = processStart(pid)
-	// The pid only lets Confirm stop the watcher early; without it the
-	// watcher still ends once the pending file is gone.
-	_ = writePending(p)
-	return res, p, nil
 }
 
-// keepPrevious copies the last applied ruleset aside before an apply
+func (a Applier) record(c Change) {
+	if err := RecordChange(c); err != nil {
+		a.log().Warn(fmt.Sprintf("cannot record the change in %s: %v", LastChangePath(), err))
+	}
+}
+
+// previousOf is what an apply with b replaces: the last applied ruleset,
+// copied to keep (none: a rollback removes), and its backend and time.
+func previousOf(b firewall.Backend, keep string) (*Pending, error) {
+	previous, err := keepPrevious(keep)
+	if err != nil {
+		return nil, err
+	}
+	p := &Pending{Backend: Kind(b), Previous: previous}
+	if st, ok := ReadState(); ok && previous != "" {
+		p.PreviousBackend, p.PreviousAppliedAt = st.Backend, &st.AppliedAt
+	}
+	return p, nil
+}
+
+// keepPrevious copies the last applied ruleset to keep before an apply
 // replaces it; "" when there is none (a rollback then removes).
-func keepPrevious() (string, error) {
+func keepPrevious(keep string) (string, error) {
 	data, err := os.ReadFile(AppliedRulesetPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
@@ -201,18 +279,28 @@ func keepPrevious() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if err := writeAtomic(previousRulesetPath(), data, 0o600); err != nil {
+	if err := writeAtomic(keep, data, 0o600); err != nil {
 		return "", err
 	}
-	return previousRulesetPath(), nil
+	return keep, nil
+}
+
+func writeJSON(path string, v any) error {
+	data, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return writeAtomic(path, data, 0o600)
 }
 
 // ErrNothingPending is Confirm's and Rollback's error when no confirm
 // window is open.
-var ErrNothingPending = errors.New("no apply is waiting for confirmation (did it roll back already?)")
+var ErrNothingPending = errors.New("no apply is waiting for confirmation")
 
 // Confirm keeps the firewall of the pending apply: its record goes, and
-// its watcher is stopped. The caller holds Lock.
+// its watcher is stopped; it becomes the last good firewall. The caller
+// holds Lock (and has run Recover). After the deadline it is refused with
+// a *LateError.
 func Confirm() (*Pending, error) {
 	p, err := ReadPending()
 	if errors.Is(err, os.ErrNotExist) {
@@ -221,10 +309,18 @@ func Confirm() (*Pending, error) {
 	if err != nil {
 		return nil, err
 	}
+	if !time.Now().Before(p.Deadline) {
+		return nil, &LateError{P: p}
+	}
 	if err := os.Remove(PendingPath()); err != nil {
 		return nil, err
 	}
 	stopWatcher(p)
+	_ = RecordChange(Change{Kind: ChangeConfirmed, Window: p.Window()})
+	if rs, err := LoadRuleset(AppliedRulesetPath()); err == nil {
+		_ = SaveLastGood(p.Backend, rs)
+	}
+	_ = ForgetRolledBack()
 	return p, nil
 }
 
@@ -238,13 +334,32 @@ func Rollback(ctx context.Context, log *slog.Logger) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	return endWindow(ctx, p, RollbackCommand, log)
+}
+
+// endWindow rolls the pending window p back and records why.
+func endWindow(ctx context.Context, p *Pending, why string, log *slog.Logger) (string, error) {
 	msg, err := rollbackLocked(ctx, p, log)
 	if err != nil {
 		return "", err
 	}
 	_ = os.Remove(PendingPath())
 	stopWatcher(p)
+	_ = RecordChange(Change{Kind: ChangeRolledBack, Why: why, Window: p.Window(), Detail: msg})
+	_ = RecordRolledBack(RolledBack{At: time.Now().UTC().Truncate(time.Second), Why: why, Window: p.Window()})
 	return msg, nil
+}
+
+// WindowRolledBack says whether the confirm window named window (Pending.
+// Window) ended in a rollback, and when.
+func WindowRolledBack(window string) (time.Time, bool) {
+	if c, ok := ReadLastChange(); ok && c.Window == window {
+		return c.At, c.Kind == ChangeRolledBack
+	}
+	if r, ok := ReadRolledBack(); ok && r.Window == window {
+		return r.At, true
+	}
+	return time.Time{}, false
 }
 
 // rollbackLocked restores the previous ruleset on the backend that had
@@ -281,9 +396,109 @@ func rollbackLocked(ctx context.Context, p *Pending, log *slog.Logger) (string, 
 	return "rolled back to " + p.Restores(), nil
 }
 
+// RecoveryDue looks, cheaply and without the lock, whether Recover has
+// something to do: an apply that died midway, or a confirm window whose
+// deadline passed or whose watcher is gone. A reader (check, status)
+// then takes the lock for Recover before it reads.
+func RecoveryDue() bool {
+	if _, err := os.Stat(JournalPath()); err == nil {
+		return true
+	}
+	p, err := ReadPending()
+	return err == nil && recoveryDue(p)
+}
+
+func recoveryDue(p *Pending) bool {
+	return !time.Now().Before(p.Deadline) || !watcherAlive(p)
+}
+
+// Recover brings the firewall back to a decided state; every relayfw that
+// takes the lock runs it first, with the lock held. An apply that died
+// midway (its journal left, its lock free) is undone; a confirm window
+// whose deadline passed is rolled back now; one whose watcher is gone
+// gets a new watcher. It returns one line saying what it did ("" when
+// nothing).
+func (a Applier) Recover(ctx context.Context) (string, error) {
+	var said []string
+	if j, err := readJournal(); err == nil {
+		msg, err := rollbackLocked(ctx, j, a.Log)
+		if err != nil {
+			return "", fmt.Errorf("undoing an apply that was interrupted: %w", err)
+		}
+		_ = os.Remove(JournalPath())
+		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Detail: "an apply was interrupted; " + msg})
+		said = append(said, "an apply was interrupted: "+msg)
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	p, err := ReadPending()
+	if errors.Is(err, os.ErrNotExist) {
+		return strings.Join(said, "; "), nil
+	}
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case !time.Now().Before(p.Deadline):
+		msg, err := endWindow(ctx, p, RollbackDeadline, a.Log)
+		if err != nil {
+			return "", fmt.Errorf("rolling back the apply --confirm whose deadline %s passed: %w", p.Window(), err)
+		}
+		said = append(said, fmt.Sprintf("the apply --confirm was not confirmed by its deadline %s: %s", p.Window(), msg))
+	case !watcherAlive(p) && a.StartWatcher != nil:
+		pid, err := a.StartWatcher(p)
+		if err != nil {
+			return "", fmt.Errorf("restarting the rollback watcher of the apply --confirm until %s: %w", p.Window(), err)
+		}
+		p.Watcher = pid
+		p.WatcherStart, _ = processStart(pid)
+		if err := writePending(p); err != nil {
+			return "", &StateError{Path: PendingPath(), Err: err}
+		}
+		said = append(said, fmt.Sprintf("restarted the rollback watcher of the apply --confirm until %s (it was gone)", p.Window()))
+	}
+	return strings.Join(said, "; "), nil
+}
+
+func readJournal() (*Pending, error) {
+	data, err := os.ReadFile(JournalPath())
+	if err != nil {
+		return nil, err
+	}
+	var j Pending
+	if err := json.Unmarshal(data, &j); err != nil {
+		// A journal cut short: its apply never reached the kernel.
+		_ = os.Remove(JournalPath())
+		return nil, os.ErrNotExist
+	}
+	return &j, nil
+}
+
+// LockPatiently takes the lock however long another relayfw holds it
+// (until ctx ends), saying once that it waits: the watcher's and the
+// backstop timer's lock.
+func LockPatiently(ctx context.Context, log *slog.Logger) (release func(), err error) {
+	release, err = Lock(ctx, 0)
+	var busy *BusyError
+	if !errors.As(err, &busy) {
+		return release, err
+	}
+	if log != nil {
+		log.Info(fmt.Sprintf("waiting for the lock %s: another relayfw holds it", LockPath()))
+	}
+	return Lock(ctx, 100*365*24*time.Hour)
+}
+
 // Watch is the rollback watcher: it sleeps until the pending deadline and
 // rolls back unless the apply was confirmed (or rolled back) first.
 func Watch(ctx context.Context, log *slog.Logger) (string, error) {
+	return Applier{Log: log}.Watch(ctx)
+}
+
+// Watch is the rollback watcher: it sleeps until the pending deadline,
+// then waits for the lock as long as it takes and runs Recover, which
+// rolls back unless the apply was confirmed (or rolled back) first.
+func (a Applier) Watch(ctx context.Context) (string, error) {
 	for {
 		p, err := ReadPending()
 		if err != nil {
@@ -297,13 +512,29 @@ func Watch(ctx context.Context, log *slog.Logger) (string, error) {
 			}
 			continue
 		}
-		release, err := Lock(ctx, time.Minute)
+		release, err := LockPatiently(ctx, a.Log)
 		if err != nil {
 			return "", err
 		}
 		defer release()
-		return Rollback(ctx, log)
+		return a.Recover(ctx)
 	}
+}
+
+// watcherAlive says whether the pending record's watcher still runs: its
+// pid names a live process that started when the watcher did.
+func watcherAlive(p *Pending) bool {
+	if p.Watcher <= 0 {
+		return false
+	}
+	if p.Watcher == os.Getpid() {
+		return true
+	}
+	start, state, ok := procStat(p.Watcher)
+	if !ok || state == "Z" || state == "X" {
+		return false
+	}
+	return p.WatcherStart == 0 || start == p.WatcherStart
 }
 
 // stopWatcher signals the watcher, when the process with its pid is still
@@ -320,19 +551,30 @@ func stopWatcher(p *Pending) {
 // processStart reads a process's start time (field 22 of /proc/PID/stat,
 // in clock ticks since boot).
 func processStart(pid int) (uint64, bool) {
+	start, _, ok := procStat(pid)
+	return start, ok
+}
+
+// procStat reads a process's start time and state from /proc/PID/stat.
+func procStat(pid int) (start uint64, state string, ok bool) {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return 0, false
+		return 0, "", false
 	}
 	// The command name (field 2) is in parentheses and may hold spaces.
 	i := strings.LastIndexByte(string(data), ')')
 	if i < 0 {
-		return 0, false
+		return 0, "", false
 	}
 	f := strings.Fields(string(data[i+1:]))
 	if len(f) < 20 {
-		return 0, false
+		return 0, "", false
 	}
 	v, err := strconv.ParseUint(f[19], 10, 64) // field 22: the 20th after ")"
-	return v, err == nil
+	return v, f[0], err == nil
 }
+
+// InHostNetns says whether relayfw runs in the host's own network
+// namespace (PID 1's): only there may it hand work to systemd, whose
+// units run in that namespace.
+func InHostNetns() bool { return inInitNetns() }

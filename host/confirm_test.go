@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -20,6 +21,7 @@ type fakeBackend struct {
 	installed *rules.Ruleset
 	applies   int
 	linksErr  error // what RelayLinks fails with
+	applyErr  error // what Apply fails with
 }
 
 func (f *fakeBackend) Name() string                         { return f.kind + " (fake)" }
@@ -27,6 +29,9 @@ func (f *fakeBackend) Available(context.Context) error      { return nil }
 func (f *fakeBackend) Render(rules.Ruleset) (string, error) { return "", nil }
 func (f *fakeBackend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, error) {
 	f.applies++
+	if f.applyErr != nil {
+		return firewall.Result{}, f.applyErr
+	}
 	f.installed = &rs
 	return firewall.Result{Changed: true, Rules: len(rs.Outbound)}, nil
 }
@@ -52,11 +57,8 @@ func (f *fakeBackend) Unblock(context.Context, netip.Prefix) (bool, error) { ret
 func fakeHost(t *testing.T) (nft, ipt *fakeBackend) {
 	t.Helper()
 	nft, ipt = &fakeBackend{kind: "nftables"}, &fakeBackend{kind: "iptables"}
-	oldDir, oldChoose, oldOthers := StateDir, chooseBackend, otherBackends
-	StateDir = t.TempDir()
-	oldPersistent := PersistentDir
-	PersistentDir = t.TempDir()
-	t.Cleanup(func() { PersistentDir = oldPersistent })
+	oldDir, oldPersistent, oldChoose, oldOthers := StateDir, PersistentDir, chooseBackend, otherBackends
+	StateDir, PersistentDir = t.TempDir(), t.TempDir()
 	chooseBackend = func(_ context.Context, name string, _ *slog.Logger) (firewall.Backend, error) {
 		if name == "iptables" {
 			return ipt, nil
@@ -69,7 +71,9 @@ func fakeHost(t *testing.T) (nft, ipt *fakeBackend) {
 		}
 		return []firewall.Backend{ipt}
 	}
-	t.Cleanup(func() { StateDir, chooseBackend, otherBackends = oldDir, oldChoose, oldOthers })
+	t.Cleanup(func() {
+		StateDir, PersistentDir, chooseBackend, otherBackends = oldDir, oldPersistent, oldChoose, oldOthers
+	})
 	return nft, ipt
 }
 
@@ -85,6 +89,9 @@ func policyRuleset(t *testing.T, policy string) rules.Ruleset {
 
 func noWatcher(*Pending) (int, error) { return 0, nil }
 
+// selfWatcher records the test itself as the watcher: a live one.
+func selfWatcher(*Pending) (int, error) { return os.Getpid(), nil }
+
 // exits says whether the installed ruleset lets TCP to port out.
 func exits(f *fakeBackend, port uint16) bool {
 	if f.installed == nil {
@@ -97,7 +104,7 @@ func TestConfirmKeepsTheNewFirewall(t *testing.T) {
 	nft, _ := fakeHost(t)
 	ctx := context.Background()
 	a, b := policyRuleset(t, "accept *:80,reject *:*"), policyRuleset(t, "accept *:443,reject *:*")
-	ap := Applier{StartWatcher: noWatcher}
+	ap := Applier{StartWatcher: selfWatcher}
 	if _, p, err := ap.Apply(ctx, nft, a, 0); err != nil || p != nil {
 		t.Fatalf("plain apply: %v %v", p, err)
 	}
@@ -167,7 +174,7 @@ func TestWatcherRollsBackAtTheDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg, err := Watch(ctx, nil)
-	if err != nil || msg != "rolled back to no firewall (relayfw's firewall is removed)" || nft.installed != nil {
+	if err != nil || !strings.HasSuffix(msg, ": rolled back to no firewall (relayfw's firewall is removed)") || nft.installed != nil {
 		t.Fatalf("watch: %q %v, installed %v", msg, err, nft.installed != nil)
 	}
 	if _, ok := ReadState(); ok {
@@ -192,13 +199,14 @@ func TestNoWatcherNoWindow(t *testing.T) {
 	if _, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
+	applies := nft.applies
 	failing := Applier{StartWatcher: func(*Pending) (int, error) { return 0, errors.New("fork failed") }}
 	_, _, err := failing.Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Minute)
-	if err == nil || !strings.Contains(err.Error(), "rolled back to") {
-		t.Fatalf("apply --confirm without a watcher: %v, want an immediate rollback", err)
+	if err == nil || !strings.Contains(err.Error(), "nothing changed") {
+		t.Fatalf("apply --confirm without a watcher: %v, want a refusal before any change", err)
 	}
-	if !exits(nft, 80) || exits(nft, 443) {
-		t.Fatal("the firewall was not rolled back")
+	if nft.applies != applies || !exits(nft, 80) || exits(nft, 443) {
+		t.Fatal("the firewall changed without a watcher")
 	}
 	if err := GuardPending(ctx, 0); err != nil {
 		t.Fatalf("a window is left open: %v", err)

@@ -17,6 +17,10 @@
 //   - Lock: one change at a time per namespace (StateDir).
 //   - Applier.Apply, Confirm, Rollback, Watch, GuardPending: apply with a
 //     confirm window; other changes are refused while it is open.
+//   - Applier.Recover, RecoveryDue: what every command that takes the lock
+//     runs first — an apply that died midway undone, a window past its
+//     deadline rolled back, a dead watcher restarted.
+//   - RecordChange, SaveLastGood, RecordRolledBack: what outlives a reboot.
 //   - ReadState, ReadPending: what status reports.
 //   - ValidLastGood, MinimalRuleset, InstallFallback: what relayfw boot
 //     installs when the apply fails (the last good firewall, else one that

@@ -30,7 +30,8 @@ func (printer) Installed(context.Context) (bool, error) { return true, nil }
 func Example() {
 	dir, _ := os.MkdirTemp("", "relayfw-example")
 	defer os.RemoveAll(dir)
-	host.StateDir = filepath.Join(dir, "state") // default /run/relayfw
+	host.StateDir = filepath.Join(dir, "state")    // default /run/relayfw
+	host.PersistentDir = filepath.Join(dir, "lib") // default /var/lib/relayfw
 	torrc := filepath.Join(dir, "torrc")
 	_ = os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,accept *:443,reject *:*\nExitPolicyRejectPrivate 0\n"), 0o644)
 

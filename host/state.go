@@ -78,9 +78,6 @@ func ReadState() (State, bool) {
 // RecordApply remembers an apply with a backend kind; one without a
 // confirm window is the last change, "applied".
 func RecordApply(kind string) error {
-	if _, err := os.Stat(PendingPath()); errors.Is(err, os.ErrNotExist) {
-		_ = RecordChange(Change{Kind: ChangeApplied})
-	}
 	data, _ := json.Marshal(State{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: kind})
 	return writeAtomic(StatePath(), data, 0o644)
 }

@@ -118,7 +118,8 @@ func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
 
 // TestStatusShowsTheLastChange: the last change, the last rollback and an
 // unconfirmed rollback's record reach the status; an apply under a confirm
-// window is not recorded as applied.
+// window is recorded as pending, not applied, and keeps the last rollback's
+// time.
 func TestStatusShowsTheLastChange(t *testing.T) {
 	nft, _ := fakeHost(t)
 	ctx := context.Background()
@@ -136,8 +137,8 @@ func TestStatusShowsTheLastChange(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := st.LastChange; c == nil || c.Kind != ChangeRolledBack || c.Why != RollbackDeadline || c.LastRollback == nil || !c.LastRollback.Equal(at) {
-		t.Errorf("last change %+v: an apply --confirm is not applied", c)
+	if c := st.LastChange; c == nil || c.Kind != ChangePending || c.Window == "" || c.LastRollback == nil || !c.LastRollback.Equal(at) {
+		t.Errorf("last change %+v: an apply --confirm is pending, not applied, and the last rollback's time stays", c)
 	}
 	if r := st.RolledBack; r == nil || !r.At.Equal(at) || r.Why != RollbackDeadline {
 		t.Errorf("rolled back %+v", r)

@@ -203,16 +203,40 @@ func TestConfirmWindow(t *testing.T) {
 			if code, _, errOut := run(append(flagsA, "rollback")...); code != 1 || !strings.Contains(errOut, "no apply is waiting") {
 				t.Errorf("rollback with nothing pending: %d %q", code, errOut)
 			}
-			// --wait waits the window out (the watcher rolls B back), then
-			// applies.
+			// --wait waits the window out; the watcher rolls B back, so the
+			// waiting apply installs nothing and exits 5.
 			if code, _, errOut := run(append(flagsB, "apply", "--confirm", "2s")...); code != 0 {
 				t.Fatalf("apply --confirm: %d %q", code, errOut)
 			}
 			start := time.Now()
-			if code, out, errOut := run(append(flagsA, "apply", "--wait", "20s")...); code != 0 {
-				t.Fatalf("apply --wait during the window: %d %q %q", code, out, errOut)
+			if code, out, errOut := run(append(flagsB, "apply", "--wait", "20s")...); code != 5 || !strings.Contains(errOut, "was rolled back at") || strings.Count(errOut, "\n") != 1 {
+				t.Fatalf("apply --wait during a window that rolls back: exit %d (want 5 and one line) %q %q", code, out, errOut)
 			}
 			if waited := time.Since(start); waited < time.Second {
+				t.Errorf("apply --wait did not wait for the window (%v)", waited)
+			}
+			if !inSync(flagsA) {
+				t.Error("the waiting apply installed the rolled-back firewall")
+			}
+			// A window that is confirmed: the waiting apply goes ahead.
+			if code, _, errOut := run(append(flagsB, "apply", "--confirm", "20s")...); code != 0 {
+				t.Fatalf("apply --confirm: %d %q", code, errOut)
+			}
+			confirmed := make(chan struct{})
+			confirmEnv := b.env(t)
+			go func() {
+				defer close(confirmed)
+				time.Sleep(time.Second)
+				c := exec.Command("ip", append([]string{"netns", "exec", tn.relay, relayfwBin}, append(flagsB, "confirm")...)...)
+				c.Env = confirmEnv
+				_ = c.Run()
+			}()
+			defer func() { <-confirmed }()
+			start = time.Now()
+			if code, out, errOut := run(append(flagsA, "apply", "--wait", "20s")...); code != 0 {
+				t.Fatalf("apply --wait during a window that is confirmed: %d %q %q", code, out, errOut)
+			}
+			if waited := time.Since(start); waited < 500*time.Millisecond {
 				t.Errorf("apply --wait did not wait for the window (%v)", waited)
 			}
 			if !inSync(flagsA) {

@@ -3,7 +3,9 @@ package integration
 import (
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +31,14 @@ func newIsolatedNS(t *testing.T, prefix string) string {
 	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up in %s: %v\n%s", name, err, out)
 	}
+	// relayfw's files for the namespace outside /run go with it.
+	cookie := netnsCookie(t, name)
+	t.Cleanup(func() {
+		old, _ := filepath.Glob(fmt.Sprintf("/var/lib/relayfw/*-netns%d.json", cookie))
+		for _, f := range old {
+			_ = os.Remove(f)
+		}
+	})
 	return name
 }
 

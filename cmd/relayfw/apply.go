@@ -24,24 +24,28 @@ func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, *host.Inputs
 }
 
 // lockFunc takes the namespace's lock: guardAndLock for a change an open
-// confirm window must not see, acquireLock for one it may.
-type lockFunc func(ctx context.Context, wait time.Duration) (release func(), err error)
+// confirm window must not see, lockAndRecover for one it may, readLock
+// for a reader.
+type lockFunc func(ctx context.Context, g *globals) (release func(), err error)
 
-// rulesetAndBackend compiles the ruleset, then picks the backend: bad
-// input is reported before the kernel is asked anything. With a lock, the
-// namespace's lock is taken in between and release must be called.
+// rulesetAndBackend takes the lock, then reads the inputs and compiles the
+// ruleset, then picks the backend: two applies that race install what
+// the torrc says when the last one got the lock, and bad input is
+// reported before the kernel is asked anything. With a lock, release must
+// be called.
 func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs rules.Ruleset, in *host.Inputs, b firewall.Backend, release func(), err error) {
 	release = func() {}
+	if lock != nil {
+		if release, err = lock(cmd.Context(), g); err != nil {
+			return rs, in, nil, func() {}, err
+		}
+	}
 	rs, in, err = compileRuleset(cmd, g)
 	if err != nil {
 		return rs, in, nil, release, err
 	}
-	if lock != nil {
-		if release, err = lock(cmd.Context(), g.wait); err != nil {
-			return rs, in, nil, func() {}, err
-		}
-	}
-	if b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config())); err != nil {
+	b, err = chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
+	if err != nil {
 		return rs, in, b, release, err
 	}
 	// A refused consensus keeps the relay links installed.
@@ -50,7 +54,7 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs rules.
 }
 
 func newApplyCommand(g *globals) *cobra.Command {
-	var detailed, dryRun bool
+	var detailed, dryRun, automatic bool
 	var confirm time.Duration
 	cmd := &cobra.Command{
 		Use:   "apply",
@@ -62,7 +66,19 @@ With --detailed-exitcode, exit 2 when something changed.
 With --confirm DURATION (like iptables-apply), the previous firewall comes
 back after DURATION unless "relayfw confirm" runs first (or Enter is pressed,
 when apply runs on a terminal). The rollback is done by a detached watcher,
-so it happens even when the SSH session that ran apply dies.
+started before the firewall changes, so it happens even when the SSH session
+that ran apply dies; should the watcher die too, the next relayfw command
+run as root (status included) restarts it, or rolls back once the deadline
+has passed, and where systemd runs a timer at the deadline does the same.
+When the firewall is already in sync, no window opens. An apply that finds
+a window open waits for it with --wait (else exits 75); when that window
+ends in a rollback, it installs nothing and exits 5.
+
+With --automatic (the units' applies: boot, the re-apply path unit), after
+an apply --confirm that was rolled back (not confirmed), the last good
+firewall (the one last applied without a window, or confirmed) is kept
+instead of the torrc's, which still holds the change that was rolled back,
+until an operator applies by hand.
 
 With --dry-run, nothing changes: apply says what it would change, in an
 operator's terms — the TCP ports each exit map would accept or reject more,
@@ -76,7 +92,15 @@ the same lines after its summary.`,
 			if dryRun && confirm > 0 {
 				return usageError(fmt.Errorf("--dry-run and --confirm: a dry run changes nothing to confirm"))
 			}
-			lock := lockFunc(guardAndLock)
+			if automatic && confirm > 0 {
+				return usageError(fmt.Errorf("--automatic and --confirm: the units' applies have nobody to confirm"))
+			}
+			var found *host.Pending
+			lock := lockFunc(func(ctx context.Context, g *globals) (func(), error) {
+				release, p, err := lockForChange(ctx, g)
+				found = p
+				return release, err
+			})
 			if dryRun {
 				lock = readLock
 			}
@@ -103,13 +127,39 @@ the same lines after its summary.`,
 				}
 				return nil
 			}
+			if found != nil {
+				if at, rolled := host.WindowRolledBack(found.Window()); rolled {
+					return &exitError{code: exitRolledBack, err: fmt.Errorf("apply: the apply --confirm window this apply waited for (until %s) was rolled back at %s; nothing installed (run apply again to install the torrc's firewall)",
+						found.Window(), at.Format(time.RFC3339))}
+				}
+			}
+			applier := g.applier()
+			applier.Automatic = automatic
+			if automatic {
+				if rb, ok := host.ReadRolledBack(); ok {
+					if err := keepLastGood(cmd, g, rb); err != nil {
+						return fmt.Errorf("apply --automatic: %w", err)
+					}
+					return nil
+				}
+			}
 			// What the apply starts from, for the lines that say what it
 			// changed: the backend's own comparison supplies the rest.
 			plan, err := host.NewPlan(cmd.Context(), b, rs)
 			if err != nil {
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
-			applier := host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
+			if confirm > 0 {
+				changes, err := host.PlanChanges(cmd.Context(), b, rs)
+				if err != nil {
+					return backendError(fmt.Errorf("apply: %w", err))
+				}
+				if len(changes) == 0 {
+					_ = host.ForgetRolledBack() // the torrc's firewall is the one installed
+					fmt.Fprintf(g.stdout, "in sync, nothing changed (%s): no confirm window opened\n", b.Name())
+					return nil
+				}
+			}
 			res, p, err := applier.Apply(cmd.Context(), b, rs, confirm)
 			if err != nil {
 				return hostError(fmt.Errorf("apply: %w", err))
@@ -141,7 +191,30 @@ the same lines after its summary.`,
 	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed (or, with --dry-run, would change)")
 	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "change nothing: say what apply would change")
 	cmd.Flags().DurationVar(&confirm, "confirm", 0, "roll back after this long unless relayfw confirm runs (e.g. 60s)")
+	cmd.Flags().BoolVar(&automatic, "automatic", false, "an unattended apply (the units'): after an unconfirmed rollback, keep the last good firewall")
 	return cmd
+}
+
+// keepLastGood is an automatic apply (apply --automatic, boot) after an
+// unconfirmed rollback: the torrc still holds the change the operator did
+// not confirm, so until an operator applies by hand it installs (or keeps)
+// the last good firewall, with the backend that installed it.
+func keepLastGood(cmd *cobra.Command, g *globals, rb host.RolledBack) error {
+	why := fmt.Sprintf("the torrc's firewall was rolled back at %s (%s, not confirmed)", rb.At.Format(time.RFC3339), rb.Why)
+	lg, err := host.ValidLastGood()
+	if err != nil {
+		return fmt.Errorf("%s and there is no last good firewall to keep (%v); install the torrc's by hand: relayfw apply --confirm 2m", why, err)
+	}
+	b, res, err := host.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
+	if err != nil {
+		return backendError(fmt.Errorf("%s; installing %s failed: %w", why, host.DescribeLastGood(lg), err))
+	}
+	what := "kept"
+	if res.Changed {
+		what = "installed"
+	}
+	fmt.Fprintf(g.stdout, "%s %s: %s; %s; install the torrc's by hand with relayfw apply --confirm 2m\n", what, host.DescribeLastGood(lg), counts(b, res), why)
+	return nil
 }
 
 func summary(b firewall.Backend, res firewall.Result) string {
@@ -186,6 +259,9 @@ then 3.`,
 					fmt.Fprintf(g.stdout, "%s\n", linksLine)
 					found = append(found, exitLinksBehind)
 				}
+				if rb, ok := host.ReadRolledBack(); ok {
+					fmt.Fprintf(g.stdout, "the torrc differs from what is installed because its apply --confirm was rolled back at %s (not confirmed); relayfw apply --confirm 2m installs it\n", rb.At.Format(time.RFC3339))
+				}
 				return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
 			}
 			if behind.Total() > 0 {
@@ -207,15 +283,15 @@ relayfw.toml), from that backend; otherwise from every backend where relayfw's
 objects are found, whichever backend put them there.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, g)
-			if err != nil {
-				return err
-			}
-			release, err := guardAndLock(cmd.Context(), g.wait)
+			release, err := guardAndLock(cmd.Context(), g)
 			if err != nil {
 				return err
 			}
 			defer release()
+			cfg, err := loadConfig(cmd, g)
+			if err != nil {
+				return err
+			}
 			var targets []firewall.Backend
 			if g.backendSet(cmd) || (cfg.Backend != "" && cfg.Backend != "auto") {
 				b, err := chooseBackend(cmd.Context(), g, backendChoice(cmd, g, cfg))
@@ -246,6 +322,8 @@ objects are found, whichever backend put them there.`,
 			}
 			if !removedAny {
 				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", strings.Join(names, ", "))
+			} else {
+				_ = host.RecordChange(host.Change{Kind: host.ChangeRemoved})
 			}
 			host.ForgetApply()
 			return nil

@@ -48,7 +48,7 @@ systemctl start relayfw.service (starting tor starts it too).`,
 // are).
 func runBoot(cmd *cobra.Command, g *globals) error {
 	ctx := cmd.Context()
-	release, err := guardAndLock(ctx, g.wait)
+	release, err := guardAndLock(ctx, g)
 	if err != nil {
 		return err // a firewall stands and is being changed: nothing to fall back from
 	}
@@ -57,24 +57,14 @@ func runBoot(cmd *cobra.Command, g *globals) error {
 	// operator did not confirm: the automatic applies keep the last good
 	// firewall until an operator applies by hand.
 	if rb, ok := host.ReadRolledBack(); ok {
-		why := fmt.Sprintf("an apply --confirm was rolled back at %s (%s) and the torrc still holds its change: until an operator runs relayfw apply, the automatic applies keep the last good firewall",
-			rb.At.Format("2006-01-02T15:04:05Z07:00"), rb.Why)
-		lg, err := host.ValidLastGood()
-		if err != nil {
-			return bootMinimal(cmd, g, errors.New(why), err)
+		if err := keepLastGood(cmd, g, rb); err != nil {
+			return bootMinimal(cmd, g, err, err)
 		}
-		b, res, err := host.InstallFallback(ctx, lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
-		if err != nil {
-			cause := backendError(fmt.Errorf("%s; installing it failed: %w", why, err))
-			return bootMinimal(cmd, g, cause, cause)
-		}
-		fmt.Fprintf(g.stdout, "kept %s: %s\n", host.DescribeLastGood(lg), counts(b, res))
-		g.log.Warn(why)
 		return nil
 	}
 	rs, in, b, _, err := rulesetAndBackend(cmd, g, nil)
 	if err == nil {
-		applier := host.Applier{Log: g.log}
+		applier := host.Applier{Log: g.log, Automatic: true}
 		var res firewall.Result
 		if res, _, err = applier.Apply(ctx, b, rs, 0); err == nil {
 			fmt.Fprintln(g.stdout, summary(b, res))

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"time"
 
@@ -18,7 +20,8 @@ import (
 
 // startWatcher starts the detached rollback watcher (its own session, so
 // it outlives the SSH connection that ran apply); what it says goes to a
-// log next to the state.
+// log next to the state. Where systemd runs, a transient timer at the
+// deadline is the backstop.
 func startWatcher(g *globals, p *host.Pending) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
@@ -35,7 +38,33 @@ func startWatcher(g *globals, p *host.Pending) (int, error) {
 	}
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
+	if systemdRuns() && host.InHostNetns() {
+		line := backstopCommand(self, p, time.Now())
+		if out, err := exec.Command(line[0], line[1:]...).CombinedOutput(); err != nil && !strings.Contains(string(out), "already") {
+			g.log.Warn(fmt.Sprintf("no systemd timer as the rollback's backstop: %v: %s", err, strings.TrimSpace(string(out))))
+		}
+	}
 	return pid, nil
+}
+
+// systemdRuns says whether systemd is the init system.
+func systemdRuns() bool {
+	_, err := os.Stat("/run/systemd/system")
+	return err == nil
+}
+
+// backstopCommand is the systemd-run line of the transient timer that
+// runs relayfw recover a few seconds after the window's deadline, should
+// neither the watcher nor any other relayfw be there to roll back. Its
+// unit is named after the window, so that a restarted watcher does not
+// start a second one.
+func backstopCommand(self string, p *host.Pending, now time.Time) []string {
+	after := int(math.Ceil(p.Deadline.Sub(now).Seconds())) + 5
+	return []string{"systemd-run", "--quiet", "--collect",
+		fmt.Sprintf("--unit=relayfw-rollback-%d", p.Deadline.Unix()),
+		fmt.Sprintf("--on-active=%ds", max(after, 1)),
+		"--timer-property=AccuracySec=1s",
+		self, "recover"}
 }
 
 func newRollbackWatcherCommand(g *globals) *cobra.Command {
@@ -44,7 +73,7 @@ func newRollbackWatcherCommand(g *globals) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			msg, err := host.Watch(cmd.Context(), g.log)
+			msg, err := g.applier().Watch(cmd.Context())
 			if err != nil {
 				g.log.Error(fmt.Sprintf("rollback failed: %v", err))
 				return err
@@ -52,6 +81,33 @@ func newRollbackWatcherCommand(g *globals) *cobra.Command {
 			if msg != "" {
 				g.log.Warn(msg)
 			}
+			return nil
+		},
+	}
+}
+
+// newRecoverCommand is the backstop timer's command: take the lock, as
+// long as it takes, and run Recover.
+func newRecoverCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:    "recover",
+		Short:  "Finish what relayfw left undecided: roll back a confirm window past its deadline, undo an interrupted apply",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			release, err := host.LockPatiently(cmd.Context(), g.log)
+			if err != nil {
+				return hostError(err)
+			}
+			defer release()
+			msg, err := g.applier().Recover(cmd.Context())
+			if err != nil {
+				return hostError(fmt.Errorf("recover: %w", err))
+			}
+			if msg == "" {
+				msg = "nothing to recover"
+			}
+			fmt.Fprintln(g.stdout, msg)
 			return nil
 		},
 	}
@@ -70,8 +126,9 @@ func newRollbackCommand(g *globals) *cobra.Command {
 		func(cmd *cobra.Command) (string, error) { return host.Rollback(cmd.Context(), g.log) })
 }
 
-// pendingCommand ends a pending apply --confirm under the lock: exit 1
-// when none is pending, else the one line decide returns.
+// pendingCommand ends a pending apply --confirm under the lock (after
+// Recover, which rolls back a window past its deadline): exit 1 when none
+// is pending, else the one line decide returns.
 func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (string, error)) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
@@ -83,8 +140,28 @@ func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (
 				return err
 			}
 			defer release()
-			msg, err := decide(cmd)
+			// Recover rolls back a window past its deadline: say so
+			// instead of what Recover says.
+			p, _ := host.ReadPending()
+			msg, err := g.applier().Recover(cmd.Context())
+			if err != nil {
+				return hostError(fmt.Errorf("%s: %w", use, err))
+			}
+			if _, perr := host.ReadPending(); p != nil && errors.Is(perr, os.ErrNotExist) {
+				if use == "rollback" {
+					fmt.Fprintln(g.stdout, msg)
+					return nil
+				}
+				return &exitError{code: exitFailed, err: fmt.Errorf("%s: too late, it rolled back at the deadline: %s", use, msg)}
+			}
+			if msg != "" {
+				g.log.Warn(msg)
+			}
+			msg, err = decide(cmd)
 			if errors.Is(err, host.ErrNothingPending) {
+				if c, ok := host.ReadLastChange(); ok && c.Kind == host.ChangeRolledBack && c.Window != "" {
+					err = fmt.Errorf("%w: the apply --confirm until %s was rolled back at %s (%s)", err, c.Window, c.At.Format(time.RFC3339), c.Why)
+				}
 				return &exitError{code: exitFailed, err: err}
 			}
 			if err != nil {
@@ -97,7 +174,8 @@ func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (
 }
 
 // awaitConfirm, on a terminal, waits for Enter until the deadline: Enter
-// confirms; without it the watcher rolls back, and awaitConfirm says so
+// confirms; without it the firewall is rolled back (by the watcher, or by
+// awaitConfirm itself when the watcher is gone), and awaitConfirm says so
 // once it has. It reports whether the firewall stays; on no terminal it
 // returns at once, true (relayfw confirm decides).
 func awaitConfirm(g *globals, p *host.Pending) (kept bool, msg string) {
@@ -125,11 +203,16 @@ func awaitConfirm(g *globals, p *host.Pending) (kept bool, msg string) {
 		}
 	case <-time.After(time.Until(p.Deadline)):
 	}
-	// The watcher rolls back: wait for it to finish, then say so.
+	// The watcher rolls back; should it be gone, or held up by a reader,
+	// roll back here once the lock is free.
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
 		if _, err := host.ReadPending(); errors.Is(err, os.ErrNotExist) {
-			break
+			return false, "rolled back to " + p.Restores()
+		}
+		if release, err := host.Lock(context.Background(), 0); err == nil {
+			_, _ = g.applier().Recover(context.Background())
+			release()
 		}
 	}
-	return false, "rolled back to " + p.Restores()
+	return false, "not rolled back yet: another relayfw holds the lock; the watcher rolls back to " + p.Restores() + " once it is free"
 }

@@ -12,28 +12,18 @@ import (
 
 // Exit codes: the contract with provisioning scripts (README, "Exit codes").
 const (
-	exitOK          = 0
-	exitFailed      = 1  // check found drift, or an operation failed after starting
-	exitChanged     = 2  // apply --detailed-exitcode changed something
-	exitLinksBehind = 3  // check: the rules are in sync, the relay links behind the cached consensus
-	exitUsage       = 64 // EX_USAGE
-	exitDataErr     = 65 // EX_DATAERR: policy, torrc or config syntax
-	exitNoInput     = 66 // EX_NOINPUT: an input file is missing or unreadable
-	exitCantCreate  = 73 // EX_CANTCREAT: an output file cannot be written
-	exitUnavailable = 69 // EX_UNAVAILABLE: the backend is not available
-	exitNoPerm      = 77 // EX_NOPERM: needs root / CAP_NET_ADMIN
-)
-
-// Exit codes in the order the design fixed them, after 3. status and
-// metrics exit 0 whenever they could report the kernel, with invalid
-// inputs too (a monitoring scrape must not fail for a torrc typo).
-const (
-	// exitPolicyDiffers: check found the running tor's exit policy
-	// different from the torrc's. Reserved: not returned yet.
-	exitPolicyDiffers = 4
-	// exitRolledBack: apply --wait waited for a confirm window that was
-	// then rolled back, so it did not install the torrc's change.
-	exitRolledBack = 5
+	exitOK            = 0
+	exitFailed        = 1  // check found drift, or an operation failed after starting
+	exitChanged       = 2  // apply --detailed-exitcode changed something
+	exitLinksBehind   = 3  // check: the rules are in sync, the relay links behind the cached consensus
+	exitPolicyDiffers = 4  // check: the running tor's exit policy differs from the torrc's (reserved, not returned yet)
+	exitRolledBack    = 5  // apply: the confirm window it found open (or waited for) was rolled back; nothing installed
+	exitUsage         = 64 // EX_USAGE
+	exitDataErr       = 65 // EX_DATAERR: policy, torrc or config syntax
+	exitNoInput       = 66 // EX_NOINPUT: an input file is missing or unreadable
+	exitCantCreate    = 73 // EX_CANTCREAT: an output file cannot be written
+	exitUnavailable   = 69 // EX_UNAVAILABLE: the backend is not available
+	exitNoPerm        = 77 // EX_NOPERM: needs root / CAP_NET_ADMIN
 )
 
 // exitError carries the exit code an error maps to.

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"os"
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
@@ -25,30 +26,95 @@ func acquireLock(ctx context.Context, wait time.Duration) (release func(), err e
 // list through iptables takes seconds) before it reads anyway.
 const readLockWait = 30 * time.Second
 
+// applier is how this relayfw applies, recovers and starts watchers.
+func (g *globals) applier() host.Applier {
+	return host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
+}
+
+// recoverLocked runs host's Recover under the lock the caller holds; what
+// it did is one line on stderr.
+func recoverLocked(ctx context.Context, g *globals) error {
+	msg, err := g.applier().Recover(ctx)
+	if msg != "" {
+		g.log.Warn(msg)
+	}
+	return err
+}
+
 // readLock is the lock of check, status, metrics and apply --dry-run:
 // shared, so readers never wait for each other, and never an error — past
-// readLockWait (or --wait, when longer) they read without it.
-func readLock(ctx context.Context, wait time.Duration) (release func(), err error) {
-	release, _ = host.ReadLock(ctx, max(wait, readLockWait))
+// readLockWait (or --wait, when longer) they read without it. When an
+// apply died midway or a confirm window is due (its deadline passed, its
+// watcher gone), it first takes the lock alone for Recover, so that what
+// it reads is decided.
+func readLock(ctx context.Context, g *globals) (release func(), err error) {
+	wait := max(g.wait, readLockWait)
+	if host.RecoveryDue() {
+		if release, err := host.Lock(ctx, wait); err == nil {
+			if err := recoverLocked(ctx, g); err != nil {
+				g.log.Warn(err.Error())
+			}
+			release()
+		}
+	}
+	release, _ = host.ReadLock(ctx, wait)
 	return release, nil
 }
 
-// guardAndLock is how a change starts: refuse (or, with --wait, wait out)
-// an open confirm window, then take the lock, and look again.
-func guardAndLock(ctx context.Context, wait time.Duration) (release func(), err error) {
-	start := time.Now()
-	if err := host.GuardPending(ctx, wait); err != nil {
-		return nil, hostError(err)
-	}
-	release, err = acquireLock(ctx, max(wait-time.Since(start), 0))
+// lockAndRecover takes the lock for a change an open confirm window may
+// see (confirm, rollback, unblock) and runs Recover.
+func lockAndRecover(ctx context.Context, g *globals) (release func(), err error) {
+	release, err = acquireLock(ctx, g.wait)
 	if err != nil {
 		return nil, err
 	}
-	if p, err := host.ReadPending(); err == nil {
+	if err := recoverLocked(ctx, g); err != nil {
 		release()
-		return nil, hostError(&host.PendingError{P: p})
+		return nil, hostError(err)
 	}
 	return release, nil
+}
+
+// guardAndLock is how a change starts: take the lock, run Recover, and
+// refuse (or, with --wait, wait out) an open confirm window.
+func guardAndLock(ctx context.Context, g *globals) (release func(), err error) {
+	release, _, err = lockForChange(ctx, g)
+	return release, err
+}
+
+// lockForChange is guardAndLock that also returns the confirm window it
+// found open (nil: none), so that an apply does not install what that
+// window's rollback took away.
+func lockForChange(ctx context.Context, g *globals) (release func(), found *host.Pending, err error) {
+	end := time.Now().Add(g.wait)
+	for {
+		release, err := acquireLock(ctx, max(time.Until(end), 0))
+		if err != nil {
+			return nil, found, err
+		}
+		if p, err := host.ReadPending(); err == nil && found == nil {
+			found = p
+		}
+		if err := recoverLocked(ctx, g); err != nil {
+			release()
+			return nil, found, hostError(err)
+		}
+		p, err := host.ReadPending()
+		if errors.Is(err, os.ErrNotExist) {
+			return release, found, nil
+		}
+		release()
+		if err != nil {
+			return nil, found, hostError(err)
+		}
+		if found == nil {
+			found = p
+		}
+		// The watcher needs the lock to roll back: wait without it.
+		if err := host.GuardPending(ctx, max(time.Until(end), 0)); err != nil {
+			return nil, found, hostError(err)
+		}
+	}
 }
 
 // hostError maps the host package's errors to exit codes.

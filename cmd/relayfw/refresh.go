@@ -46,6 +46,9 @@ does and says so. A name that does not resolve leaves what is installed.`,
 			if err != nil {
 				return backendError(fmt.Errorf("refresh: %w", err))
 			}
+			if added+removed > 0 {
+				_ = host.RecordChange(host.Change{Kind: host.ChangeApplied, Detail: fmt.Sprintf("refresh: relay links +%d -%d", added, removed)})
+			}
 			n := 0
 			for _, s := range rs.Sets {
 				n += len(s.Elements)

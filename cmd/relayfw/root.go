@@ -84,7 +84,7 @@ and included files with a warning; relayfw.toml itself is always checked.`,
 
 	root.AddCommand(newPolicyCommand(g), newExplainCommand(g), newPrintCommand(g),
 		newApplyCommand(g), newBootCommand(g), newCheckCommand(g), newRemoveCommand(g), newRefreshCommand(g),
-		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g),
+		newStatusCommand(g), newMetricsCommand(g), newConfirmCommand(g), newRollbackCommand(g), newRollbackWatcherCommand(g), newRecoverCommand(g),
 		newPathsCommand(g), newUnblockCommand(g), newGendocsCommand(g))
 	return root
 }

@@ -34,7 +34,7 @@ var classTitles = map[string]string{
 // monitoring is never blind. It fails only when the kernel cannot be read
 // (not permitted, no backend).
 func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
-	release, _ := readLock(cmd.Context(), g.wait)
+	release, _ := readLock(cmd.Context(), g)
 	defer release()
 	rs, in, inputErr := compileRuleset(cmd, g)
 	if inputErr == nil {

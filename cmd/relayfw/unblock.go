@@ -32,7 +32,7 @@ lists the blocked sources. It works during an apply --confirm window too.`,
 			// The lock, but not the confirm guard: lifting a block is no
 			// change a rollback would undo (a rollback keeps the blocks the
 			// kernel holds then), and a flood does not wait for a window.
-			rs, _, b, release, err := rulesetAndBackend(cmd, g, acquireLock)
+			rs, _, b, release, err := rulesetAndBackend(cmd, g, lockAndRecover)
 			defer release()
 			if err != nil {
 				return err

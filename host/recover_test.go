@@ -1,0 +1,260 @@
+package host
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// TestRecover: what every relayfw that takes the lock decides about the
+// state a dead process left, on fake backends.
+func TestRecover(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		// setup leaves a state behind (A installed before, B after).
+		setup func(t *testing.T, nft *fakeBackend, started *int)
+		// after, with what Recover said.
+		check func(t *testing.T, nft *fakeBackend, msg string, started int)
+	}{
+		{"nothing to do", func(t *testing.T, nft *fakeBackend, _ *int) {},
+			func(t *testing.T, nft *fakeBackend, msg string, started int) {
+				if msg != "" || started != 0 || !exits(nft, 80) {
+					t.Fatalf("said %q, started %d watchers", msg, started)
+				}
+			}},
+		{"deadline passed, watcher dead: rolled back now", func(t *testing.T, nft *fakeBackend, _ *int) {
+			openWindow(t, nft, 50*time.Millisecond, noWatcher)
+			time.Sleep(60 * time.Millisecond)
+		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+			if !strings.Contains(msg, "not confirmed by its deadline") || !strings.Contains(msg, "rolled back to the firewall applied at") {
+				t.Fatalf("said %q", msg)
+			}
+			if !exits(nft, 80) || exits(nft, 443) {
+				t.Fatal("B is still installed")
+			}
+			c, ok := ReadLastChange()
+			if !ok || c.Kind != ChangeRolledBack || c.Why != RollbackDeadline || c.Window == "" {
+				t.Fatalf("last change %+v", c)
+			}
+			if _, rolled := WindowRolledBack(c.Window); !rolled {
+				t.Fatal("the window does not read as rolled back")
+			}
+			if r, ok := ReadRolledBack(); !ok || r.Window != c.Window || r.Why != RollbackDeadline {
+				t.Fatalf("rolled-back record %+v %v", r, ok)
+			}
+			if started != 0 {
+				t.Fatal("a watcher was started for a window past its deadline")
+			}
+		}},
+		{"deadline passed, watcher alive: rolled back now", func(t *testing.T, nft *fakeBackend, _ *int) {
+			openWindow(t, nft, 50*time.Millisecond, selfWatcher)
+			time.Sleep(60 * time.Millisecond)
+		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+			if !exits(nft, 80) || exits(nft, 443) || !strings.Contains(msg, "rolled back") {
+				t.Fatalf("said %q; B still installed: %v", msg, exits(nft, 443))
+			}
+		}},
+		{"before the deadline, watcher dead: restarted", func(t *testing.T, nft *fakeBackend, _ *int) {
+			openWindow(t, nft, time.Hour, noWatcher)
+		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+			if started != 1 || !strings.Contains(msg, "restarted the rollback watcher") {
+				t.Fatalf("said %q, started %d watchers", msg, started)
+			}
+			if !exits(nft, 443) {
+				t.Fatal("B was rolled back before its deadline")
+			}
+			if p, err := ReadPending(); err != nil || p.Watcher != os.Getpid() {
+				t.Fatalf("the new watcher is not recorded: %+v %v", p, err)
+			}
+		}},
+		{"before the deadline, watcher alive: left alone", func(t *testing.T, nft *fakeBackend, _ *int) {
+			openWindow(t, nft, time.Hour, selfWatcher)
+		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+			if msg != "" || started != 0 || !exits(nft, 443) {
+				t.Fatalf("said %q, started %d watchers", msg, started)
+			}
+		}},
+		{"a plain apply died midway: undone", func(t *testing.T, nft *fakeBackend, _ *int) {
+			// What Apply writes before the kernel changes, then the
+			// kernel changed, then the process was killed.
+			j, err := previousOf(nft, journalPreviousPath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := writeJSON(JournalPath(), j); err != nil {
+				t.Fatal(err)
+			}
+			b := policyRuleset(t, "accept *:443,reject *:*")
+			nft.installed = &b
+		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+			if !strings.Contains(msg, "an apply was interrupted: rolled back to the firewall applied at") || !exits(nft, 80) || exits(nft, 443) {
+				t.Fatalf("said %q; A installed %v", msg, exits(nft, 80))
+			}
+			if _, err := os.Stat(JournalPath()); !errors.Is(err, os.ErrNotExist) {
+				t.Fatal("the journal is left")
+			}
+			if RecoveryDue() {
+				t.Fatal("recovery still due")
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nft, _ := fakeHost(t)
+			if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+				t.Fatal(err)
+			}
+			started := 0
+			tc.setup(t, nft, &started)
+			ap := Applier{StartWatcher: func(*Pending) (int, error) { started++; return os.Getpid(), nil }}
+			msg, err := ap.Recover(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.check(t, nft, msg, started)
+			if again, err := ap.Recover(ctx); err != nil || (again != "" && !strings.Contains(msg, "restarted")) {
+				t.Fatalf("a second Recover: %q %v", again, err)
+			}
+		})
+	}
+}
+
+// openWindow applies B (accept 443) with a confirm window of d.
+func openWindow(t *testing.T, nft *fakeBackend, d time.Duration, watcher func(*Pending) (int, error)) {
+	t.Helper()
+	if _, _, err := (Applier{StartWatcher: watcher}).Apply(context.Background(), nft, policyRuleset(t, "accept *:443,reject *:*"), d); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestWatcherStartsFirst: the watcher is started and recorded before the
+// kernel changes; when neither the apply nor the restore works, the
+// window stays for the watcher.
+func TestWatcherStartsFirst(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+		t.Fatal(err)
+	}
+	sawOld := false
+	ap := Applier{StartWatcher: func(p *Pending) (int, error) {
+		q, err := ReadPending()
+		sawOld = err == nil && q.Deadline.Equal(p.Deadline) && exits(nft, 80) && !exits(nft, 443)
+		return os.Getpid(), nil
+	}}
+	openWindowWith(t, ap, nft)
+	if !sawOld {
+		t.Fatal("the watcher was started after the kernel changed, or before the pending record")
+	}
+	if _, err := Confirm(); err != nil {
+		t.Fatal(err)
+	}
+	if lg, err := ReadLastGood(); err != nil || !exits(&fakeBackend{installed: &lg.Ruleset}, 443) {
+		t.Fatalf("confirm did not keep B as the last good firewall: %v", err)
+	}
+
+	// The kernel refuses C, and the restore of B too: the window stays
+	// open, its watcher tries again at the deadline.
+	nft.applyErr = errors.New("kernel says no")
+	_, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:22,reject *:*"), time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "kernel says no") || !strings.Contains(err.Error(), "the watcher tries again") {
+		t.Fatalf("apply: %v", err)
+	}
+	if _, err := ReadPending(); err != nil {
+		t.Fatalf("the window was closed with nothing restored: %v", err)
+	}
+}
+
+// TestFailedConfirmRestores: under --confirm, an apply the kernel refuses
+// restores what it replaced and says so.
+func TestFailedConfirmRestores(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+		t.Fatal(err)
+	}
+	// The fake fails only the new ruleset's apply, and "changed" the
+	// kernel before it failed.
+	failing := &failOnce{fakeBackend: nft}
+	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, failing, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "half applied") || !strings.Contains(err.Error(), "rolled back to the firewall applied at") {
+		t.Fatalf("apply: %v", err)
+	}
+	if !exits(nft, 80) || exits(nft, 443) {
+		t.Fatal("the previous firewall was not restored")
+	}
+	if _, err := ReadPending(); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the window stays open")
+	}
+	if c, _ := ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
+		t.Fatalf("last change %+v", c)
+	}
+	if _, ok := ReadRolledBack(); ok {
+		t.Fatal("a failed apply keeps the automatic applies on the last good firewall")
+	}
+}
+
+type failOnce struct {
+	*fakeBackend
+	done bool
+}
+
+func (f *failOnce) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result, error) {
+	if !f.done {
+		f.done = true
+		f.fakeBackend.installed = &rs // what the failed apply left
+		return firewall.Result{}, errors.New("half applied")
+	}
+	return f.fakeBackend.Apply(ctx, rs)
+}
+
+// TestConfirmAfterTheDeadline is refused; a rollback record keeps the
+// automatic applies off the torrc's firewall until a manual apply.
+func TestConfirmAfterTheDeadline(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+		t.Fatal(err)
+	}
+	openWindow(t, nft, 30*time.Millisecond, selfWatcher)
+	time.Sleep(40 * time.Millisecond)
+	var late *LateError
+	if _, err := Confirm(); !errors.As(err, &late) {
+		t.Fatalf("confirm after the deadline: %v", err)
+	}
+	if _, err := (Applier{}).Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ReadRolledBack(); !ok {
+		t.Fatal("no rolled-back record")
+	}
+	// An automatic apply leaves it; a manual one that stands clears it.
+	if _, _, err := (Applier{Automatic: true}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ReadRolledBack(); !ok {
+		t.Fatal("an automatic apply dropped the rolled-back record")
+	}
+	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ReadRolledBack(); ok {
+		t.Fatal("a manual apply left the rolled-back record")
+	}
+	if lg, err := ReadLastGood(); err != nil || !exits(&fakeBackend{installed: &lg.Ruleset}, 443) {
+		t.Fatalf("the manual apply is not the last good firewall: %v", err)
+	}
+}
+
+func openWindowWith(t *testing.T, ap Applier, nft *fakeBackend) {
+	t.Helper()
+	if _, _, err := ap.Apply(context.Background(), nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+}
