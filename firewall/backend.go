@@ -92,5 +92,14 @@ type Result struct {
 // in the kernel, no iptables binary); relayfw exits 69.
 var ErrUnavailable = errors.New("firewall backend not available")
 
+// NotRestoredError is a change that failed halfway and whose undo failed
+// too: the firewall is neither what it was nor what was asked (an
+// iptables apply is several transactions). Without it, a failed Apply or
+// Remove left the firewall it found.
+type NotRestoredError struct{ Err error }
+
+func (e *NotRestoredError) Error() string { return e.Err.Error() }
+func (e *NotRestoredError) Unwrap() error { return e.Err }
+
 // ErrNotPermitted means the caller lacks CAP_NET_ADMIN; relayfw exits 77.
 var ErrNotPermitted = errors.New("not permitted (run as root or with CAP_NET_ADMIN)")

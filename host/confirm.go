@@ -223,6 +223,17 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.
 	// nothing to do).
 	_ = writePending(p)
 	res, err := b.Apply(ctx, rs)
+	var notRestored *firewall.NotRestoredError
+	if err != nil && !errors.As(err, &notRestored) {
+		// The backend left the firewall it found (all or nothing, or
+		// its own undo): there is nothing to roll back, and a rollback
+		// from the previous ruleset would drop what relayfw did not
+		// install (a hand-made rule in its chains).
+		_ = os.Remove(PendingPath())
+		stopWatcher(p)
+		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Window: p.Window(), Detail: "the apply failed; the firewall is as it was"})
+		return res, nil, err
+	}
 	if err != nil {
 		msg, rerr := rollbackLocked(ctx, p, a.Log)
 		if rerr != nil {

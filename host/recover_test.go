@@ -159,9 +159,10 @@ func TestWatcherStartsFirst(t *testing.T) {
 		t.Fatalf("confirm did not keep B as the last good firewall: %v", err)
 	}
 
-	// The kernel refuses C, and the restore of B too: the window stays
-	// open, its watcher tries again at the deadline.
-	nft.applyErr = errors.New("kernel says no")
+	// The kernel refuses C halfway and the backend could not undo it,
+	// nor can the restore of B be done: the window stays open, its
+	// watcher tries again at the deadline.
+	nft.applyErr = &firewall.NotRestoredError{Err: errors.New("kernel says no")}
 	_, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:22,reject *:*"), time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "kernel says no") || !strings.Contains(err.Error(), "the watcher tries again") {
 		t.Fatalf("apply: %v", err)
@@ -171,8 +172,9 @@ func TestWatcherStartsFirst(t *testing.T) {
 	}
 }
 
-// TestFailedConfirmRestores: under --confirm, an apply the kernel refuses
-// restores what it replaced and says so.
+// TestFailedConfirmRestores: under --confirm, an apply the kernel refused
+// halfway, which the backend could not undo, restores what it replaced and
+// says so.
 func TestFailedConfirmRestores(t *testing.T) {
 	nft, _ := fakeHost(t)
 	ctx := context.Background()
@@ -200,6 +202,36 @@ func TestFailedConfirmRestores(t *testing.T) {
 	}
 }
 
+// TestFailedConfirmAllOrNothing: under --confirm, an apply the backend
+// refused as a whole (it left the firewall it found) closes the window
+// without a rollback: re-applying the previous ruleset would drop what
+// relayfw did not install.
+func TestFailedConfirmAllOrNothing(t *testing.T) {
+	nft, _ := fakeHost(t)
+	ctx := context.Background()
+	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+		t.Fatal(err)
+	}
+	before := nft.applies
+	nft.applyErr = errors.New("kernel says no")
+	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
+	if err == nil || !strings.Contains(err.Error(), "kernel says no") {
+		t.Fatalf("apply: %v", err)
+	}
+	if nft.applies != before+1 {
+		t.Fatalf("%d applies after the refused one, want none (no rollback of an unchanged firewall)", nft.applies-before-1)
+	}
+	if !exits(nft, 80) || exits(nft, 443) {
+		t.Fatal("the firewall is not the one before")
+	}
+	if _, err := ReadPending(); !errors.Is(err, os.ErrNotExist) {
+		t.Fatal("the window stays open")
+	}
+	if c, _ := ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
+		t.Fatalf("last change %+v", c)
+	}
+}
+
 type failOnce struct {
 	*fakeBackend
 	done bool
@@ -209,7 +241,7 @@ func (f *failOnce) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result
 	if !f.done {
 		f.done = true
 		f.fakeBackend.installed = &rs // what the failed apply left
-		return firewall.Result{}, errors.New("half applied")
+		return firewall.Result{}, &firewall.NotRestoredError{Err: errors.New("half applied")}
 	}
 	return f.fakeBackend.Apply(ctx, rs)
 }

@@ -209,7 +209,7 @@ func TestConfirmWindow(t *testing.T) {
 				t.Fatalf("apply --confirm: %d %q", code, errOut)
 			}
 			start := time.Now()
-			if code, out, errOut := run(append(flagsB, "apply", "--wait", "20s")...); code != 5 || !strings.Contains(errOut, "was rolled back at") || strings.Count(errOut, "\n") != 1 {
+			if code, out, errOut := run(append(flagsB, "apply", "--wait", "20s")...); code != 5 || !strings.Contains(errOut, "was rolled back at") || errorLines(errOut) != 1 {
 				t.Fatalf("apply --wait during a window that rolls back: exit %d (want 5 and one line) %q %q", code, out, errOut)
 			}
 			if waited := time.Since(start); waited < time.Second {

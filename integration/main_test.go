@@ -114,3 +114,15 @@ func testSeed(t *testing.T, env string, fixed uint64) uint64 {
 	t.Logf("random input: %s=%d (%s)", env, seed, how)
 	return seed
 }
+
+// errorLines counts the error lines ("relayfw: …") of a command's stderr;
+// warnings ("level=WARN …") are not errors.
+func errorLines(stderr string) int {
+	n := 0
+	for _, l := range strings.Split(stderr, "\n") {
+		if strings.HasPrefix(l, "relayfw: ") {
+			n++
+		}
+	}
+	return n
+}

@@ -357,6 +357,10 @@ func testLastChangeShown(t *testing.T, b backend) {
 	if err := os.Remove(rolledBack); err != nil {
 		t.Fatal(err)
 	}
+	// A change, not a no-op apply (which changes nothing to record).
+	if code, out, errOut := run(t, ns, append(flags, "remove")...); code != 0 {
+		t.Fatalf("remove: exit %d %s %s", code, out, errOut)
+	}
 	if code, out, errOut := run(t, ns, append(flags, "apply")...); code != 0 {
 		t.Fatalf("apply: exit %d %s %s", code, out, errOut)
 	}

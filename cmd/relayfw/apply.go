@@ -203,7 +203,7 @@ func keepLastGood(cmd *cobra.Command, g *globals, rb host.RolledBack) error {
 	why := fmt.Sprintf("the torrc's firewall was rolled back at %s (%s, not confirmed)", rb.At.Format(time.RFC3339), rb.Why)
 	lg, err := host.ValidLastGood()
 	if err != nil {
-		return fmt.Errorf("%s and there is no last good firewall to keep (%v); install the torrc's by hand: relayfw apply --confirm 2m", why, err)
+		return fmt.Errorf("%s and there is no last good firewall to keep (%w); install the torrc's by hand: relayfw apply --confirm 2m", why, err)
 	}
 	b, res, err := host.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -58,7 +59,8 @@ func runBoot(cmd *cobra.Command, g *globals) error {
 	// firewall until an operator applies by hand.
 	if rb, ok := host.ReadRolledBack(); ok {
 		if err := keepLastGood(cmd, g, rb); err != nil {
-			return bootMinimal(cmd, g, err, err)
+			cause := fmt.Errorf("the torrc's firewall was rolled back at %s (%s, not confirmed)", rb.At.Format(time.RFC3339), rb.Why)
+			return bootMinimal(cmd, g, cause, err)
 		}
 		return nil
 	}

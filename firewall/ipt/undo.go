@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/relayfw/relayfw/firewall"
 )
 
 // An apply changes the kernel in steps: one ipset restore (both families'
@@ -91,8 +93,8 @@ func (b *Backend) undo(ctx context.Context, before snapshot, committed []*family
 	if len(failed) == 0 {
 		return fmt.Errorf("%w; %s", cause, restoredText(before.op, restored, setsBack))
 	}
-	return fmt.Errorf("%w; restoring the firewall from before this %s failed: %s; %s (relayfw check shows the differences)",
-		cause, before.op, strings.Join(failed, "; "), b.where(ctx, before))
+	return &firewall.NotRestoredError{Err: fmt.Errorf("%w; restoring the firewall from before this %s failed: %s; %s (relayfw check shows the differences)",
+		cause, before.op, strings.Join(failed, "; "), b.where(ctx, before))}
 }
 
 // restoredText says what undo put back.
