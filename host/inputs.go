@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -529,13 +530,13 @@ func (in *Inputs) withResolvedUpstreams(resolvers []netip.Addr, upstreamConf str
 
 // readResolvers returns the nameserver addresses of a resolv.conf.
 func readResolvers(path string) ([]netip.Addr, error) {
-	f, err := os.Open(path)
+	f, _, err := openInput(path, false)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
 	var out []netip.Addr
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(io.LimitReader(f, maxInputBytes))
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
 		if len(fields) >= 2 && fields[0] == "nameserver" {

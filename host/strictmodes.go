@@ -2,7 +2,6 @@ package host
 
 import (
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/user"
@@ -151,12 +150,8 @@ func checkAncestors(path string) error {
 // input. The file is returned open also when it is unsafe (unsafe says
 // why), for strict_modes = false.
 func openTrusted(path string) (f *os.File, unsafe, err error) {
-	if f, err = os.Open(path); err != nil {
-		return nil, nil, err
-	}
-	fi, err := f.Stat()
+	f, fi, err := openInput(path, true)
 	if err != nil {
-		f.Close()
 		return nil, nil, err
 	}
 	if unsafe = checkOwnerMode(path, path, fi, true); unsafe == nil {
@@ -173,7 +168,7 @@ func readTrusted(path string) (data []byte, unsafe, err error) {
 		return nil, nil, err
 	}
 	defer f.Close()
-	data, err = io.ReadAll(f)
+	data, err = readInput(f)
 	return data, unsafe, err
 }
 
