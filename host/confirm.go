@@ -354,10 +354,17 @@ func endWindow(ctx context.Context, p *Pending, why string, log *slog.Logger) (s
 	if err != nil {
 		return "", err
 	}
+	// The records first: killed before the pending record goes, the next
+	// relayfw rolls back again and records it again; the other way round,
+	// the automatic applies would install the unconfirmed firewall anew.
+	if err := RecordChange(Change{Kind: ChangeRolledBack, Why: why, Window: p.Window(), Detail: msg}); err != nil && log != nil {
+		log.Warn(err.Error())
+	}
+	if err := RecordRolledBack(RolledBack{At: time.Now().UTC().Truncate(time.Second), Why: why, Window: p.Window()}); err != nil && log != nil {
+		log.Warn(err.Error())
+	}
 	_ = os.Remove(PendingPath())
 	stopWatcher(p)
-	_ = RecordChange(Change{Kind: ChangeRolledBack, Why: why, Window: p.Window(), Detail: msg})
-	_ = RecordRolledBack(RolledBack{At: time.Now().UTC().Truncate(time.Second), Why: why, Window: p.Window()})
 	return msg, nil
 }
 

@@ -80,17 +80,23 @@ type Change struct {
 }
 
 // ReadLastChange reads the last change; ok is false when none is known.
+// Where /var/lib/relayfw could not be written, StateDir's copy is newer.
 func ReadLastChange() (Change, bool) {
-	var c Change
-	data, err := os.ReadFile(LastChangePath())
-	if err != nil || json.Unmarshal(data, &c) != nil {
-		return Change{}, false
+	var last Change
+	found := false
+	for _, path := range []string{LastChangePath(), runCopy("last-change")} {
+		var c Change
+		if readJSON(path, &c) && (!found || c.At.After(last.At)) {
+			last, found = c, true
+		}
 	}
-	return c, true
+	return last, found
 }
 
 // RecordChange writes c as the last change (at now when c.At is zero),
-// keeping the time of the last rollback.
+// keeping the time of the last rollback. When /var/lib/relayfw cannot be
+// written (read-only, full), StateDir keeps it until the next reboot, and
+// the error says so.
 func RecordChange(c Change) error {
 	if c.At.IsZero() {
 		c.At = time.Now()
@@ -102,11 +108,34 @@ func RecordChange(c Change) error {
 	} else if prev, ok := ReadLastChange(); ok {
 		c.LastRollback = prev.LastRollback
 	}
-	data, err := json.Marshal(c)
+	return writeKept("last-change", LastChangePath(), c)
+}
+
+// runCopy is StateDir's stand-in for a file of PersistentDir.
+func runCopy(kind string) string { return stateFile(kind, ".json") }
+
+// writeKept writes v to path in PersistentDir, and to StateDir's copy: a
+// record that must not be lost (a rollback's) survives a PersistentDir
+// that cannot be written, until the next reboot.
+func writeKept(kind, path string, v any) error {
+	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return writeAtomic(LastChangePath(), data, 0o644)
+	runErr := writeAtomic(runCopy(kind), data, 0o644)
+	if err := writeAtomic(path, data, 0o644); err != nil {
+		if runErr == nil {
+			return fmt.Errorf("cannot write %s (%v): kept in %s until the next reboot", path, err, runCopy(kind))
+		}
+		return fmt.Errorf("cannot write %s: %w", path, err)
+	}
+	return nil
+}
+
+// readJSON reads a JSON record; false when it is missing or unreadable.
+func readJSON(path string, v any) bool {
+	data, err := os.ReadFile(path)
+	return err == nil && json.Unmarshal(data, v) == nil
 }
 
 // LastGood is the firewall that last stood: applied without a confirm
@@ -151,30 +180,28 @@ type RolledBack struct {
 	Window string `json:"window"`
 }
 
-// ReadRolledBack reads the record of an unconfirmed rollback; ok is false
+// ReadRolledBack reads the record of an unconfirmed rollback (or
+// StateDir's copy, where PersistentDir could not be written); ok is false
 // when there is none.
 func ReadRolledBack() (RolledBack, bool) {
 	var r RolledBack
-	data, err := os.ReadFile(RolledBackPath())
-	if err != nil || json.Unmarshal(data, &r) != nil {
-		return RolledBack{}, false
+	if readJSON(RolledBackPath(), &r) || readJSON(runCopy("rolled-back"), &r) {
+		return r, true
 	}
-	return r, true
+	return RolledBack{}, false
 }
 
 // RecordRolledBack writes the record of an unconfirmed rollback.
 func RecordRolledBack(r RolledBack) error {
-	data, err := json.Marshal(r)
-	if err != nil {
-		return err
-	}
-	return writeAtomic(RolledBackPath(), data, 0o644)
+	return writeKept("rolled-back", RolledBackPath(), r)
 }
 
 // ForgetRolledBack drops it: an operator applied by hand.
 func ForgetRolledBack() error {
-	if err := os.Remove(RolledBackPath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
+	for _, path := range []string{RolledBackPath(), runCopy("rolled-back")} {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
+			return err
+		}
 	}
 	return nil
 }

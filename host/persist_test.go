@@ -3,6 +3,8 @@ package host
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,8 +14,9 @@ import (
 )
 
 func TestPersistentRecords(t *testing.T) {
-	PersistentDir = t.TempDir()
-	t.Cleanup(func() { PersistentDir = "/var/lib/relayfw" })
+	oldState, oldPersistent := StateDir, PersistentDir
+	t.Cleanup(func() { StateDir, PersistentDir = oldState, oldPersistent })
+	StateDir, PersistentDir = t.TempDir(), t.TempDir()
 
 	if _, ok := ReadLastChange(); ok {
 		t.Fatal("a last change on a new host")
@@ -65,5 +68,38 @@ func TestPersistentRecords(t *testing.T) {
 	}
 	if _, ok := ReadRolledBack(); ok {
 		t.Fatal("the rollback record stayed")
+	}
+}
+
+// TestRecordsSurviveAnUnwritableStateDir: where /var/lib/relayfw cannot
+// be written (read-only, full), a rollback's records are kept in /run:
+// the automatic applies must still know the firewall was rolled back.
+func TestRecordsSurviveAnUnwritableStateDir(t *testing.T) {
+	oldState, oldPersistent := StateDir, PersistentDir
+	t.Cleanup(func() { StateDir, PersistentDir = oldState, oldPersistent })
+	StateDir = t.TempDir()
+	blocker := filepath.Join(t.TempDir(), "not-a-directory")
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	PersistentDir = filepath.Join(blocker, "relayfw") // cannot be created
+	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	if err := RecordRolledBack(RolledBack{At: at, Why: RollbackDeadline, Window: "w1"}); err == nil || !strings.Contains(err.Error(), "kept in") {
+		t.Fatalf("RecordRolledBack: %v, want an error saying where it is kept", err)
+	}
+	if r, ok := ReadRolledBack(); !ok || r.Window != "w1" {
+		t.Fatalf("the rollback's record is lost: %+v %v", r, ok)
+	}
+	if err := RecordChange(Change{Kind: ChangeRolledBack, Why: RollbackDeadline, At: at, Window: "w1"}); err == nil {
+		t.Fatal("RecordChange into an unwritable directory: no error")
+	}
+	if c, ok := ReadLastChange(); !ok || c.Kind != ChangeRolledBack || c.Window != "w1" {
+		t.Fatalf("last change %+v %v", c, ok)
+	}
+	if err := ForgetRolledBack(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := ReadRolledBack(); ok {
+		t.Fatal("forgotten, the record stays")
 	}
 }
