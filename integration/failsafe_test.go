@@ -128,6 +128,16 @@ func testFailsafe(t *testing.T, b backend) {
 		if code != 0 || !strings.Contains(out, "the last good firewall") || !strings.Contains(out, "relayfw apply --confirm 2m") || !f.isBefore() {
 			t.Fatalf("apply --automatic after the rollback: %d %q %q; A kept: %v", code, out, errOut, f.isBefore())
 		}
+		// refresh (run whenever tor's user touches the consensus) keeps it
+		// too: a relay that joined B's consensus is not installed.
+		consensus := filepath.Join(filepath.Dir(f.flagsB[5]), "tordata", "cached-microdesc-consensus")
+		if err := os.WriteFile(consensus, []byte(consensusWith("198.51.100.77:9001")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, out, errOut = f.run(append(f.flagsB, "refresh")...)
+		if code != 0 || !strings.Contains(out, "nothing changed") || !f.isBefore() {
+			t.Fatalf("refresh after the rollback: %d %q %q; A kept: %v", code, out, errOut, f.isBefore())
+		}
 		// An operator's apply installs the torrc's; the automatic ones follow it again.
 		if code, out, errOut := f.run(append(f.flagsB, "apply")...); code != 0 || !f.inSync(f.flagsB) {
 			t.Fatalf("manual apply: %d %q %q", code, out, errOut)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +23,12 @@ The host names of allow.extra are resolved again too (an answer can
 change, and an apply at boot may have run before the network was up):
 when they now resolve to other addresses than at the last apply, and
 nothing else changed since, refresh replaces the rules atomically as apply
-does and says so. A name that does not resolve leaves what is installed.`,
+does and says so. A name that does not resolve leaves what is installed.
+
+After an unconfirmed rollback (until an operator applies by hand), refresh
+changes nothing: the torrc still holds what was rolled back (its
+DirAuthority and FallbackDir lines, its allowances), and the last good
+firewall stays as it is, relay links included.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rs, in, b, release, err := rulesetAndBackend(cmd, g, guardAndLock)
@@ -30,12 +36,17 @@ does and says so. A name that does not resolve leaves what is installed.`,
 			if err != nil {
 				return err
 			}
+			if rb, ok := host.ReadRolledBack(); ok {
+				fmt.Fprintf(g.stdout, "refresh: nothing changed: an apply --confirm was rolled back at %s (%s, not confirmed) and the torrc still holds its change; the last good firewall stays, relay links included, until an operator applies by hand (relayfw apply --confirm 2m)\n",
+					rb.At.Format(time.RFC3339), rb.Why)
+				return nil
+			}
 			// allow.extra's host names were resolved again: new answers
 			// replace the rules through the normal, atomic apply.
 			if reapply, warning := in.ExtraReapply(b, rs); warning != "" {
 				g.log.Warn(warning)
 			} else if reapply {
-				res, _, err := host.Applier{Log: g.log}.Apply(cmd.Context(), b, rs, 0)
+				res, _, err := host.Applier{Log: g.log, Automatic: true}.Apply(cmd.Context(), b, rs, 0)
 				if err != nil {
 					return hostError(fmt.Errorf("refresh: %w", err))
 				}
