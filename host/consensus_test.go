@@ -224,3 +224,43 @@ func TestForgedEntriesOneWarning(t *testing.T) {
 		}
 	}
 }
+
+// TestConsensusAuthoritiesNotTrusted: the inbound protection trusts the
+// torrc's DirAuthority lines (or tor's compiled-in list), never what the
+// consensus says is an authority: tor's user writes it, and a trusted
+// source is never limited.
+func TestConsensusAuthoritiesNotTrusted(t *testing.T) {
+	dir := t.TempDir()
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nUser 101\nExitPolicy accept *:80,reject *:*\n"+
+		"DirAuthority auth1 orport=443 v3ident=1111111111111111111111111111111111111111 192.0.2.1:80 AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "tor")
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeConsensus(goodConsensus +
+		"dir-source forged 2222222222222222222222222222222222222222 x 203.0.113.9 80 443\n" +
+		"r flagged BBBB 2026-11-25 11:00:00 203.0.113.10 443 0\ns Authority Fast Running Valid\n")(data)
+	cfg := DefaultConfig()
+	cfg.DataDirectory = data
+	cfg.Allow.Resolvers = []string{"192.0.2.53"}
+	cfg.Inbound.Enabled = true
+	cfg.Inbound.SetSize = 1 << 16
+	in, err := Load(Options{Torrcs: []string{torrc}, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, _ := in.Ruleset()
+	if rs.Inbound == nil {
+		t.Fatal("no inbound protection")
+	}
+	var trusted []string
+	for _, p := range rs.Inbound.Trusted {
+		trusted = append(trusted, p.String())
+	}
+	if want := []string{"192.0.2.1/32"}; !cmp.Equal(trusted, want) {
+		t.Errorf("trusted %v, want %v (the torrc's authority only)", trusted, want)
+	}
+}

@@ -430,7 +430,9 @@ func (in *Inputs) network() relays.Network {
 		}
 		sets = append(sets, consensus.Links, auth, fallbacks)
 		authorities = append(authorities, auth.Addrs()...)
-		authorities = append(authorities, consensus.Authorities...)
+		// Not the consensus's dir-source lines nor its Authority flags:
+		// tor's user writes the consensus, and a trusted source is never
+		// limited by the inbound protection.
 		relayAddrs = append(relayAddrs, consensus.Relays...)
 	}
 	return relays.Network{Links: relays.Merge(sets...), Authorities: authorities, Relays: relayAddrs}

@@ -27,11 +27,16 @@ const (
 )
 
 // inboundConsensus lists an authority (dir-source, IPv4) and a relay with
-// the Authority flag and an IPv6 ORPort, so both families have one.
+// the Authority flag and an IPv6 ORPort. The consensus is tor's user's to
+// write, so neither is trusted for that: the torrc's DirAuthority line
+// (inboundAuthority) makes auth1 trusted, in both families.
 const inboundConsensus = "network-status-version 3 microdesc\nvote-status consensus\n" +
 	"dir-source auth1 1111111111111111111111111111111111111111 auth1.example 203.0.113.201 80 443\n" +
 	"r auth1 AAAAAAAAAAAAAAAAAAAAAAAAAAA 2026-11-25 11:00:00 203.0.113.201 443 80\na [2001:db8:201::1]:443\ns Authority Fast Running Valid\n" +
 	"r linkrelay BBBBBBBBBBBBBBBBBBBBBBBBBBB 2026-11-25 11:00:00 198.51.100.2 9001 0\ns Fast Running Valid\n"
+
+// inboundAuthority is the torrc's line for the test network's authority.
+const inboundAuthority = "DirAuthority auth1 orport=443 v3ident=1111111111111111111111111111111111111111 ipv6=[2001:db8:201::1]:443 203.0.113.201:80 AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA AAAA\n"
 
 // inboundSources are the source addresses the tests connect from; the
 // IPv6 flooder's neighbour shares its /64, the other does not.
@@ -124,7 +129,7 @@ func inboundNet(t *testing.T) *testNet {
 // set by extra (none: the protection is off).
 func inboundFlags(t *testing.T, b backend, extra string) []string {
 	t.Helper()
-	flags := relayInputs(t, b.flag, "ExitRelay 1\nIPv6Exit 1\nORPort 9001\nExitPolicy accept *:80,reject *:*\n")
+	flags := relayInputs(t, b.flag, "ExitRelay 1\nIPv6Exit 1\nORPort 9001\nExitPolicy accept *:80,reject *:*\n"+inboundAuthority)
 	dir := t.TempDir()
 	flags[len(flags)-1] = writeTestConfig(t, dir, inboundConsensus, extra)
 	return flags
