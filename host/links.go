@@ -35,11 +35,13 @@ func (t *Instance) RunsAs() uint32 {
 }
 
 // relayLinkUsers are the users whose sockets get the relay links: those
-// of the instances that make them, one per uid. The consensus tor caches
-// is written by tor's user, so what it lists is for tor's sockets alone.
+// of every tor instance, one per uid — a relay reaches other relays, a
+// client instance (next to relays too, such as Debian's tor@default) its
+// guards. The consensus tor caches is written by tor's user, so what it
+// lists is for tor's sockets alone.
 func (in *Inputs) relayLinkUsers() []rules.UserRef {
 	var out []rules.UserRef
-	for _, t := range in.linkInstances() {
+	for _, t := range in.Instances {
 		uid := t.RunsAs()
 		if !slices.ContainsFunc(out, func(u rules.UserRef) bool { return u.UID == uid }) {
 			out = append(out, rules.UserRef{Name: cmp.Or(t.Options.User, "root"), UID: uid})
@@ -52,7 +54,7 @@ func (in *Inputs) relayLinkUsers() []rules.UserRef {
 // root's sockets the relay links, and how to keep them to tor.
 func (in *Inputs) warnRootLinks() {
 	var asRoot []string
-	for _, t := range in.linkInstances() {
+	for _, t := range in.Instances {
 		if t.Options.User == "" {
 			asRoot = append(asRoot, t.Describe())
 		}

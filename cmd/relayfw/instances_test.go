@@ -81,8 +81,12 @@ func TestDebianInstances(t *testing.T) {
 			t.Errorf("print lacks %q", want)
 		}
 	}
-	if strings.Contains(out, "skuid 101") {
+	if strings.Contains(out, "skuid 101 meta nfproto ipv4 meta l4proto tcp ip daddr vmap") {
 		t.Error("the default instance is a client: it must add no exit rule")
+	}
+	// It gets the relay links (its guards), as the relays' users do.
+	if !strings.Contains(out, "meta skuid 101 meta nfproto ipv4 meta l4proto tcp ip daddr . tcp dport @relays4") {
+		t.Error("the default instance is a client: its user must reach the relay links")
 	}
 	// print is read-only: a missing consensus does not change its answer
 	// enough to warn on every call (apply, check and status say it).

@@ -51,7 +51,9 @@ func TestRelayLinksAreTors(t *testing.T) {
 		{"no User: nobody", []string{"--torrc", exampleTorrc, "--config", testConfig}, "65534", "", forOnly + "root only)", true},
 		{"two relays: one", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "", "relay-links4-uid201", "", false},
 		{"two relays: the other", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "_tor-b", "relay-links4-uid202", "", false},
-		{"two relays: the client's user", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "_apt", "", forOnly + "_tor-a, _tor-b only)", false},
+		// A client instance next to relays reaches its guards too.
+		{"two relays: the client's user", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "_apt", "relay-links4-uid42", "", false},
+		{"two relays: another user", []string{"--torrc", instA, "--torrc", instB, "--torrc", client, "--config", emptyConfig}, "65534", "", forOnly + "_tor-a, _tor-b, _apt only)", false},
 		{"two relays, one uid: one rule", []string{"--torrc", instA, "--torrc", sameUID, "--config", emptyConfig}, "", "relay-links4", "", false},
 		{"two relays, one uid: root", []string{"--torrc", instA, "--torrc", sameUID, "--config", emptyConfig}, "0", "", forOnly + "_tor-a only)", false},
 		{"a client alone: its user", []string{"--torrc", client, "--config", emptyConfig}, "", "relay-links4", "", false},
@@ -93,7 +95,8 @@ func TestRelayLinksAreTors(t *testing.T) {
 }
 
 // TestRelayLinkRulesPerUser: print names one relay-link rule per family
-// for each user of a relay instance, and none for a client's user.
+// for each user of a tor instance: the relays' and the client's (its
+// guards).
 func TestRelayLinkRulesPerUser(t *testing.T) {
 	debianHost(t)
 	emptyConfig := writeFile(t, "relayfw.toml", "")
@@ -108,6 +111,7 @@ func TestRelayLinkRulesPerUser(t *testing.T) {
 		}
 	}
 	want := []string{
+		`-A RELAYFW-OUTPUT -p tcp -m owner --uid-owner 101 -m set --match-set relayfw-relays4 dst,dst -m comment --comment "relayfw: relay-links4-uid101" -j ACCEPT`,
 		`-A RELAYFW-OUTPUT -p tcp -m owner --uid-owner 201 -m set --match-set relayfw-relays4 dst,dst -m comment --comment "relayfw: relay-links4-uid201" -j ACCEPT`,
 		`-A RELAYFW-OUTPUT -p tcp -m owner --uid-owner 202 -m set --match-set relayfw-relays4 dst,dst -m comment --comment "relayfw: relay-links4-uid202" -j ACCEPT`,
 	}
