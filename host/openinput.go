@@ -6,6 +6,8 @@ import (
 	"io/fs"
 	"os"
 	"syscall"
+
+	"github.com/relayfw/relayfw/relays"
 )
 
 // maxInputBytes caps what relayfw reads of a torrc, an %include, a
@@ -33,7 +35,7 @@ func openInput(path string, dirOK bool) (*os.File, fs.FileInfo, error) {
 	}
 	if !fi.Mode().IsRegular() && !(dirOK && fi.IsDir()) {
 		f.Close()
-		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("not a regular file (%s)", typeName(fi.Mode()))}
+		return nil, nil, &fs.PathError{Op: "open", Path: path, Err: fmt.Errorf("not a regular file (%s)", relays.FileKind(fi.Mode()))}
 	}
 	return f, fi, nil
 }
@@ -46,19 +48,4 @@ func readInput(f *os.File) ([]byte, error) {
 		err = &fs.PathError{Op: "read", Path: f.Name(), Err: fmt.Errorf("larger than %d MiB", maxInputBytes>>20)}
 	}
 	return data, err
-}
-
-// typeName names a file type for an operator.
-func typeName(m fs.FileMode) string {
-	switch {
-	case m&fs.ModeNamedPipe != 0:
-		return "a FIFO"
-	case m&fs.ModeSocket != 0:
-		return "a socket"
-	case m&fs.ModeDevice != 0:
-		return "a device"
-	case m.IsDir():
-		return "a directory"
-	}
-	return m.Type().String()
 }

@@ -169,14 +169,15 @@ func readConsensus(path string, o Options) (Network, error) {
 	case err != nil:
 		return Network{}, err
 	case !fi.Mode().IsRegular():
-		return Network{}, fmt.Errorf("not a regular file (%s)", fileKind(fi.Mode()))
+		return Network{}, fmt.Errorf("not a regular file (%s)", FileKind(fi.Mode()))
 	case fi.Size() > MaxConsensusBytes:
 		return Network{}, fmt.Errorf("%d bytes: %w", fi.Size(), ErrTooBig)
 	}
 	return ParseNetwork(f, o)
 }
 
-func fileKind(m fs.FileMode) string {
+// FileKind names a file type for an operator ("a FIFO", "a directory").
+func FileKind(m fs.FileMode) string {
 	switch {
 	case m&fs.ModeNamedPipe != 0:
 		return "a FIFO"

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
 )
@@ -113,7 +112,7 @@ func bootMinimal(cmd *cobra.Command, g *globals, cause, noLastGood error) error 
 	if err != nil {
 		cfg = host.DefaultConfig() // relayfw.toml itself is what is invalid
 	}
-	rs, users := host.MinimalRuleset(bootOptions(cmd, g, cfg))
+	rs, users := host.MinimalRuleset(inputOptions(cmd, g, cfg))
 	what := host.DescribeMinimal(users)
 	detail := fmt.Sprintf("%s: %s; %s", what, oneLine(cause.Error()), why)
 	if _, _, err := host.InstallFallback(cmd.Context(), backendChoice(cmd, g, cfg), rs, host.ChangeFallback, detail, g.log); err != nil {
@@ -122,21 +121,6 @@ func bootMinimal(cmd *cobra.Command, g *globals, cause, noLastGood error) error 
 	}
 	return &exitError{code: exitCode(cause), err: fmt.Errorf("boot: %w; %s: installed %s, so tor does not start; fix it, then relayfw apply, or systemctl start relayfw.service",
 		cause, why, what)}
-}
-
-// bootOptions are the inputs the flags name, as loadInputs reads them.
-func bootOptions(cmd *cobra.Command, g *globals, cfg config.Config) host.Options {
-	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log}
-	if !g.torrcSet(cmd) {
-		opts.Torrcs = nil
-	}
-	if g.defaultsSet(cmd) {
-		opts.DefaultsTorrc = &g.defaultsTorrc
-	}
-	if g.policySet(cmd) {
-		opts.Policy = &g.policy
-	}
-	return opts
 }
 
 // counts says what a fallback installed.

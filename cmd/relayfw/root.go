@@ -165,7 +165,14 @@ func loadInputs(cmd *cobra.Command, g *globals) (*host.Inputs, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, ReadOnly: g.readOnly, Log: g.log}
+	opts := inputOptions(cmd, g, cfg)
+	opts.ReadOnly = g.readOnly
+	return host.Load(opts)
+}
+
+// inputOptions are the inputs the flags name, read with cfg.
+func inputOptions(cmd *cobra.Command, g *globals, cfg config.Config) host.Options {
+	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log}
 	if !g.torrcSet(cmd) {
 		opts.Torrcs = nil
 	}
@@ -175,5 +182,5 @@ func loadInputs(cmd *cobra.Command, g *globals) (*host.Inputs, error) {
 	if g.policySet(cmd) {
 		opts.Policy = &g.policy
 	}
-	return host.Load(opts)
+	return opts
 }
