@@ -117,9 +117,9 @@ func testLinksForUsers(t *testing.T, b backend, torrc, torUser string, others []
 }
 
 // testLinksTwoRelays: two relay instances, users daemon and nobody, and a
-// client instance of user _apt: each relay's user reaches the relay
-// links, root and the client's user do not; print loads into what apply
-// installs (the per-user rules read back equal).
+// client instance of user _apt: each instance's user reaches the relay
+// links (the client its guards), root and other users (bin) do not; print
+// loads into what apply installs (the per-user rules read back equal).
 func testLinksTwoRelays(t *testing.T, b backend) {
 	requireCommand(t, "id")
 	if _, err := exec.Command("id", "-u", "_apt").Output(); err != nil {
@@ -148,7 +148,7 @@ func testLinksTwoRelays(t *testing.T, b backend) {
 	}
 	mustApply(t, run, flags)
 	for _, dst := range forgedLinks {
-		for user, want := range map[string]bool{"daemon": true, "nobody": true, "root": false, "_apt": false} {
+		for user, want := range map[string]bool{"daemon": true, "nobody": true, "_apt": true, "root": false, "bin": false} {
 			if got := reaches(t, tn.relay, user, dst); got != want {
 				t.Errorf("%s to the relay link %s: connected=%v, want %v", user, dst, got, want)
 			}
