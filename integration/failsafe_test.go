@@ -23,6 +23,8 @@ import (
 // example torrc) applied without a window; B is a larger policy.
 func TestFailsafe(t *testing.T) {
 	requireRoot(t)
+	// Mostly waiting for deadlines: it runs beside TestPrivateTorNetwork.
+	t.Parallel()
 	requireCommand(t, "flock")
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {

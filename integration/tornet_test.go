@@ -33,6 +33,9 @@ import (
 // allows, in the kernel too, and both carry the client's traffic.
 func TestPrivateTorNetwork(t *testing.T) {
 	requireRoot(t)
+	// Mostly waiting for tor (bootstrap, descriptors, the consensus): it
+	// runs beside the other long waiter, TestFailsafe, to keep CI short.
+	t.Parallel()
 	requireCommand(t, "tor")
 	requireCommand(t, "tor-gencert")
 	requireCommand(t, "nft")
