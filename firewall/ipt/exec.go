@@ -5,7 +5,9 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"runtime"
 	"strings"
+	"syscall"
 
 	"github.com/relayfw/relayfw/firewall"
 )
@@ -31,8 +33,17 @@ func (e *toolError) Unwrap() error { return e.err }
 // *toolError.
 //
 // The command ends with ctx: a canceled or timed-out operation kills it.
+// It also dies with relayfw (Pdeathsig): a relayfw killed halfway must not
+// leave an iptables-restore or ipset running on its own, committing after
+// the next relayfw has undone the interrupted apply (or keeping its sets
+// busy so that the undo cannot destroy them).
 func runTool(ctx context.Context, who, stdin, path string, args ...string) ([]byte, error) {
 	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	// Pdeathsig follows the thread that started the child: this goroutine
+	// stays on it until the child has ended.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
 	if stdin != "" {
 		cmd.Stdin = strings.NewReader(stdin)
 	}
