@@ -665,15 +665,7 @@ func testRelayLinks(t *testing.T, b backend) {
 	env := b.env(t)
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, consensusWith("203.0.113.11:9001", "203.0.113.13:6881", "[2001:db8:1::11]:9001"))
-	example, err := os.ReadFile("../examples/torrc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	torrc := filepath.Join(dir, "torrc")
-	if err := os.WriteFile(torrc, append(example, "User daemon\n"...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
+	flags := []string{"--backend", b.flag, "--torrc", exampleTorrcAs(t, dir, "daemon"), "--config", cfg}
 	mustApply(t, run, flags)
 
 	expect := func(stage string, want map[string]outcome) {
@@ -1375,4 +1367,20 @@ func testNonExit(t *testing.T, b backend) {
 			t.Errorf("a middle relay to %s: %s, want %s", dst, o, want)
 		}
 	}
+}
+
+// exampleTorrcAs writes examples/torrc with User user into dir and returns
+// its path: the relay links are then that user's (and no command warns
+// that root gets them).
+func exampleTorrcAs(t *testing.T, dir, user string) string {
+	t.Helper()
+	example, err := os.ReadFile("../examples/torrc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, append(example, "User "+user+"\n"...), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return torrc
 }

@@ -45,15 +45,7 @@ user = "65534"
 	}
 	// The example torrc with a User: without one, every command warns
 	// that root gets the relay links, and the steps want a quiet stderr.
-	example, err := os.ReadFile("../examples/torrc")
-	if err != nil {
-		t.Fatal(err)
-	}
-	torrc := filepath.Join(dir, "torrc")
-	if err := os.WriteFile(torrc, append(example, "User daemon\n"...), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	flags := []string{"--backend", b.flag, "--torrc", torrc, "--config", cfg}
+	flags := []string{"--backend", b.flag, "--torrc", exampleTorrcAs(t, dir, "daemon"), "--config", cfg}
 	// run runs relayfw with the name resolving to answer ("": not at all).
 	run := func(answer string, args ...string) (int, string, string) {
 		t.Helper()

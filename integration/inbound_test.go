@@ -64,12 +64,17 @@ func dialFrom(ns string, src netip.Addr, dst netip.AddrPort, timeout time.Durati
 // attempt connects from src to the relay's port and closes at once.
 func attempt(t *testing.T, tn *testNet, src string, port uint16) outcome {
 	t.Helper()
-	s := netip.MustParseAddr(src)
 	dst := tn.relayAddr4
-	if s.Is6() {
+	if netip.MustParseAddr(src).Is6() {
 		dst = tn.relayAddr6
 	}
-	c, err := dialFrom(tn.net, s, netip.AddrPortFrom(dst, port), time.Second)
+	return attemptTo(t, tn, src, netip.AddrPortFrom(dst, port))
+}
+
+// attemptTo connects from src in net to dst and closes at once.
+func attemptTo(t *testing.T, tn *testNet, src string, dst netip.AddrPort) outcome {
+	t.Helper()
+	c, err := dialFrom(tn.net, netip.MustParseAddr(src), dst, time.Second)
 	switch {
 	case err == nil:
 		c.Close()
@@ -81,7 +86,7 @@ func attempt(t *testing.T, tn *testNet, src string, port uint16) outcome {
 	if errors.As(err, &ne) && ne.Timeout() {
 		return timedOut
 	}
-	t.Fatalf("connect from %s to port %d: %v", src, port, err)
+	t.Fatalf("connect from %s to %s: %v", src, dst, err)
 	return ""
 }
 
@@ -501,20 +506,7 @@ func testInboundBound(t *testing.T, b backend) {
 	}
 	connect := func(src string, dst netip.Addr) outcome {
 		t.Helper()
-		c, err := dialFrom(tn.net, netip.MustParseAddr(src), netip.AddrPortFrom(dst, 443), time.Second)
-		switch {
-		case err == nil:
-			c.Close()
-			return connected
-		case errors.Is(err, syscall.ECONNREFUSED):
-			return refused
-		}
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			return timedOut
-		}
-		t.Fatalf("connect from %s to %s:443: %v", src, dst, err)
-		return ""
+		return attemptTo(t, tn, src, netip.AddrPortFrom(dst, 443))
 	}
 	s := inboundSources
 	for _, fam := range []struct {

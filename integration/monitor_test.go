@@ -11,8 +11,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // TestMonitoringNeverBlind: with a torrc, an %include or relayfw.toml that
@@ -245,19 +243,7 @@ func writeFile(t *testing.T, path, text string) {
 // and removes them when the test ends.
 func persistentFiles(t *testing.T, ns string) (lastChange, rolledBack string) {
 	t.Helper()
-	var cookie uint64
-	err := inNS(ns, func() error {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		return err
-	})
-	if err != nil {
-		t.Fatalf("netns cookie of %s: %v", ns, err)
-	}
+	cookie := netnsCookie(t, ns)
 	name := func(kind string) string { return fmt.Sprintf("/var/lib/relayfw/%s-netns%d.json", kind, cookie) }
 	t.Cleanup(func() {
 		for _, kind := range []string{"last-change", "rolled-back", "last-good"} {
