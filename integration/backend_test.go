@@ -10,9 +10,11 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -49,6 +51,47 @@ func writeTestConfig(t *testing.T, dir, consensus string, extra ...string) strin
 		t.Fatal(err)
 	}
 	return cfg
+}
+
+// torDataDir makes a DataDirectory for a tor run as user, as tor wants it
+// (owned by that user, mode 0700: tor --verify-config, which relayfw runs,
+// refuses a torrc whose User cannot use its DataDirectory), holding the
+// cached consensus when it is not "".
+func torDataDir(t *testing.T, user, consensus string) string {
+	t.Helper()
+	u, err := osuser.Lookup(user)
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	// tor checks the directory as user, who must reach it: not below a
+	// test's own temporary directory (mode 0700).
+	parent, err := os.MkdirTemp("", "relayfw-tordata-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	if err := os.Chmod(parent, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(parent, user)
+	if err := os.Mkdir(data, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if consensus != "" {
+		file := filepath.Join(data, "cached-microdesc-consensus")
+		if err := os.WriteFile(file, []byte(consensus), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chown(file, uid, gid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Chown(data, uid, gid); err != nil {
+		t.Fatal(err)
+	}
+	return data
 }
 
 // backend is one firewall backend (and iptables mode) the suite runs
@@ -598,7 +641,7 @@ func testNotPermitted(t *testing.T, b backend) {
 	}
 	// With a User, nothing warns (a tor without one gives root the relay
 	// links): the refusal is the only line.
-	torrc = append(torrc, "User daemon\n"...)
+	torrc = append(torrc, "User daemon\nDataDirectory "+torDataDir(t, "daemon", "")+"\n"...)
 	if err := os.WriteFile(filepath.Join(dir, "torrc"), torrc, 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -1020,11 +1063,10 @@ func testInstancesByUser(t *testing.T, b backend) {
 	run := b.runner(t, tn)
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, testConsensus)
-	data := filepath.Join(dir, "tordata")
 	torrcs := map[string]string{
-		"a": "ORPort 9001\nExitRelay 1\nIPv6Exit 1\nUser daemon\nDataDirectory " + data + "\n" +
+		"a": "ORPort 9001\nExitRelay 1\nIPv6Exit 1\nUser daemon\nDataDirectory " + torDataDir(t, "daemon", testConsensus) + "\n" +
 			"ExitPolicy reject 203.0.113.0/25:*,accept *:80,accept *:8080,accept6 [2001:db8::]/32:22,reject *:*\n",
-		"b": "ORPort 9002\nExitRelay 1\nIPv6Exit 1\nUser nobody\nDataDirectory " + data + "\n" +
+		"b": "ORPort 9002\nExitRelay 1\nIPv6Exit 1\nUser nobody\nDataDirectory " + torDataDir(t, "nobody", testConsensus) + "\n" +
 			"ExitPolicy accept *:443,accept 203.0.113.0/24:1-1024,reject *:*\n",
 	}
 	flags := []string{"--backend", b.flag, "--config", cfg}
@@ -1379,7 +1421,8 @@ func exampleTorrcAs(t *testing.T, dir, user string) string {
 		t.Fatal(err)
 	}
 	torrc := filepath.Join(dir, "torrc")
-	if err := os.WriteFile(torrc, append(example, "User "+user+"\n"...), 0o644); err != nil {
+	text := append(example, "User "+user+"\nDataDirectory "+torDataDir(t, user, "")+"\n"...)
+	if err := os.WriteFile(torrc, text, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return torrc

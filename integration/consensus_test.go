@@ -40,7 +40,8 @@ func untrustedTorrc(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	path := filepath.Join(dir, "torrc")
-	if err := os.WriteFile(path, append(text, "User "+torUser+"\n"...), 0o644); err != nil {
+	text = append(text, "User "+torUser+"\nDataDirectory "+torDataDir(t, torUser, "")+"\n"...)
+	if err := os.WriteFile(path, text, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path

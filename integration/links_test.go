@@ -71,6 +71,7 @@ func testLinksForUsers(t *testing.T, b backend, torrc, torUser string, others []
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, forgedConsensus)
 	path := filepath.Join(dir, "torrc")
+	torrc += "DataDirectory " + torDataDir(t, torUser, "") + "\n"
 	if err := os.WriteFile(path, []byte(torrc), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -130,13 +131,14 @@ func testLinksTwoRelays(t *testing.T, b backend) {
 	run := b.runner(t, tn)
 	dir := t.TempDir()
 	cfg := writeTestConfig(t, dir, forgedConsensus)
-	data := filepath.Join(dir, "tordata")
 	flags := []string{"--backend", b.flag, "--config", cfg}
-	for name, text := range map[string]string{
-		"a":      "ORPort 9001\nExitRelay 0\nUser daemon\n",
-		"b":      "ORPort 9002\nExitRelay 1\nExitPolicy accept *:80,reject *:*\nUser nobody\n",
-		"client": "SocksPort 9050\nUser _apt\n",
+	for name, c := range map[string]struct{ text, user string }{
+		"a":      {"ORPort 9001\nExitRelay 0\n", "daemon"},
+		"b":      {"ORPort 9002\nExitRelay 1\nExitPolicy accept *:80,reject *:*\n", "nobody"},
+		"client": {"SocksPort 9050\n", "_apt"},
 	} {
+		text := c.text + "User " + c.user + "\n"
+		data := torDataDir(t, c.user, forgedConsensus)
 		path := filepath.Join(dir, name, "torrc")
 		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 			t.Fatal(err)
