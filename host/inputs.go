@@ -52,6 +52,9 @@ type Options struct {
 	Log *slog.Logger
 	// Now is the time a consensus's age is measured at; nil: time.Now.
 	Now func() time.Time
+	// Tor has tor judge each instance's configuration (FindTor); the zero
+	// value does not ask tor and says nothing of it.
+	Tor TorJudge
 }
 
 // Inputs is everything relayfw computes from the torrcs, the exit policy,
@@ -116,15 +119,17 @@ func Load(opts Options) (*Inputs, error) {
 	for _, src := range srcs {
 		defaults, lines, err := in.readInstance(src)
 		var fe *rules.FileError
+		missing := false
 		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
 			opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
 			// A policy alone, on a host without a torrc: an empty torrc.
-			lines, err = nil, nil
+			lines, err, missing = nil, nil, true
 		}
 		if err != nil {
 			return nil, err
 		}
-		t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName}
+		t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName,
+			lines: append(slices.Clip(defaults), lines...), torrcMissing: missing}
 		if t.Options, err = rules.OptionsFromGroups(defaults, lines); err != nil {
 			return nil, err
 		}
@@ -133,6 +138,7 @@ func Load(opts Options) (*Inputs, error) {
 			if *opts.Policy != "" {
 				t.Options.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: *opts.Policy, File: "--policy"}}
 			}
+			t.lines = append(slices.DeleteFunc(t.lines, func(l rules.ConfigLine) bool { return l.Key == "ExitPolicy" }), t.Options.ExitPolicy...)
 		}
 		for _, w := range t.Options.Warnings {
 			in.log().Warn(w)
@@ -146,6 +152,11 @@ func Load(opts Options) (*Inputs, error) {
 		in.Instances = append(in.Instances, t)
 	}
 	if err := in.resolveUsers(); err != nil {
+		return nil, err
+	}
+	// tor's judgement last: relayfw's own errors name the line and say
+	// what to change.
+	if err := in.judgeByTor(); err != nil {
 		return nil, err
 	}
 	in.warnRootLinks()

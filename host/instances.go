@@ -44,6 +44,15 @@ type Instance struct {
 	Options   rules.Options
 	Effective rules.Effective
 	UID       *uint32 // its User's uid; nil for a single torrc without User
+	// TorVerdict is tor's own judgement of the configuration: "accepted
+	// by tor 0.4.9.11", or why tor was not consulted.
+	TorVerdict string
+
+	// lines are the defaults file's and the torrc's lines, for pointing
+	// at the one tor refuses.
+	lines []rules.ConfigLine
+	// torrcMissing: a --policy alone, on a host without a torrc.
+	torrcMissing bool
 }
 
 // instanceSource is where an instance's configuration comes from.

@@ -79,6 +79,9 @@ type Status struct {
 type ConfigStatus struct {
 	Valid bool   `json:"valid"`
 	Error string `json:"error,omitempty"`
+	// Tor is tor's own judgement of the torrcs (Inputs.TorVerdict):
+	// "accepted by tor 0.4.9.11", or why tor was not consulted.
+	Tor string `json:"tor,omitempty"`
 }
 
 // InboundStatus is what the ORPort protection did.

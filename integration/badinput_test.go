@@ -34,6 +34,21 @@ func kernelSnapshot(t *testing.T, ns string) string {
 	return b.String()
 }
 
+// torVersion is the installed tor's version, as tor names itself in its
+// log ("0.4.9.11").
+func torVersion(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command(requireCommand(t, "tor"), "--version").Output()
+	if err != nil {
+		t.Fatalf("tor --version: %v", err)
+	}
+	f := strings.Fields(string(out)) // "Tor version 0.4.9.11."
+	if len(f) < 3 || f[0] != "Tor" || f[1] != "version" {
+		t.Fatalf("tor --version: %q", out)
+	}
+	return strings.TrimSuffix(f[2], ".")
+}
+
 // TestBadInput: every bad input gets its documented exit code and one
 // clear line naming the file:line or the fix, prints nothing on stdout,
 // and leaves the kernel exactly as it was.
@@ -77,6 +92,7 @@ func TestBadInput(t *testing.T) {
 	}
 	write("badnames.d/10-y\n[Unit]\nWants=poweroff.target", "ExitPolicy accept *:25\n")
 	with := func(a []string, more ...string) []string { return append(append([]string{}, a...), more...) }
+	torV := torVersion(t)
 	nobody := []string{"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"}
 
 	cases := []struct {
@@ -107,6 +123,16 @@ func TestBadInput(t *testing.T) {
 		{"port too big", nil, nil, with(torrc("t18", "ExitPolicy accept *:65536\n"), "refresh"), 65, "t18:3:"},
 		{"newline in an included file name", nil, nil, with(torrc("t20", "%include "+badNames+"\n"), "apply"), 65, `badnames.d/10-y\n[Unit]\nWants=poweroff.target": a control character`},
 		{"newline in an included file name: print", nil, nil, with(torrc("t21", "%include "+badNames+"\n"), "print"), 65, "rename it"},
+		// Values of options relayfw does not read: tor (tor --verify-config,
+		// as Debian's units run it) refuses them, so relayfw does.
+		{"tor: nickname", nil, nil, with(torrc("v1", "Nickname bad-name!\n"), "apply"), 65, "v1:3: tor " + torV + " refuses this configuration (tor --verify-config): Nickname 'bad-name!', nicknames must be"},
+		{"tor: bandwidth", nil, nil, with(torrc("v2", "RelayBandwidthRate lots\n"), "print"), 65, "v2:3: tor " + torV + " refuses this configuration (tor --verify-config): Could not parse RelayBandwidthRate"},
+		{"tor: log", nil, nil, with(torrc("v3", "Log notice stdeer\n"), "policy"), 65, "v3:3: tor " + torV + " refuses this configuration (tor --verify-config): Failed to validate Log options: Couldn't parse log levels in Log option 'Log notice stdeer'"},
+		{"tor: cpus", nil, nil, with(torrc("v4", "NumCPUs two\n"), "apply"), 65, "v4:3: tor " + torV + " refuses this configuration (tor --verify-config): Could not parse NumCPUs"},
+		{"tor: memory", nil, nil, with(torrc("v5", "MaxMemInQueues 10 parsecs\n"), "check"), 65, "v5:3: tor " + torV + " refuses this configuration (tor --verify-config): Could not parse MaxMemInQueues"},
+		{"tor: accounting", nil, nil, with(torrc("v6", "AccountingStart month 40 25:00\n"), "apply"), 65, "v6:3: tor " + torV + " refuses this configuration (tor --verify-config): Failed to parse accounting options: Monthly accounting must begin on a day between 1 and 28"},
+		{"tor: family", nil, nil, with(torrc("v7", "MyFamily $NOTAFINGERPRINT\n"), "refresh"), 65, "v7:3: tor " + torV + " refuses this configuration (tor --verify-config): Invalid nickname '$NOTAFINGERPRINT' in MyFamily line"},
+		{"tor: too slow", nil, nil, with(conf("c7", "[tor]\nverify_timeout = \"1ns\"\n"), "apply"), 1, "tor --verify-config did not finish within 1ns"},
 		{"missing torrc", nil, nil, []string{"--torrc", filepath.Join(dir, "nope"), "--config", cfg, "apply"}, 66, "nope: no such file"},
 		{"torrc is a directory", nil, nil, []string{"--torrc", dir, "--config", cfg, "apply"}, 66, dir},
 		{"missing include", nil, nil, with(torrc("t19", "%include "+filepath.Join(dir, "absent.d")+"\n"), "apply"), 66, "absent.d"},

@@ -103,7 +103,7 @@ func testMonitoringNeverBlind(t *testing.T, b backend) {
 			t.Errorf("%s: last change %+v, want applied after %s", when, c, before.Format(time.RFC3339))
 		}
 		code, out, errOut := run(append(flags, "status")...)
-		if code != 0 || !strings.Contains(out, "\nconfig:     valid\n") || !strings.Contains(out, "\nlast change: applied at ") {
+		if code != 0 || !strings.Contains(out, "\nconfig:     valid (accepted by tor ") || !strings.Contains(out, "\nlast change: applied at ") {
 			t.Errorf("%s: status: exit %d\n%s%s", when, code, out, errOut)
 		}
 		text := metricsFile(flags)
@@ -130,6 +130,9 @@ func testMonitoringNeverBlind(t *testing.T, b backend) {
 		{"torrc typo", func() {
 			appendTo(t, torrc, "ExitPolcy accept *:80\n")
 		}, regexp.QuoteMeta(fmt.Sprintf("torrc %s:%d: ", torrc, strings.Count(string(example), "\n")+1)), 65},
+		{"tor refuses", func() { // a value relayfw does not read; tor --verify-config refuses it
+			appendTo(t, torrc, "NumCPUs two\n")
+		}, regexp.QuoteMeta(fmt.Sprintf("torrc %s:%d: tor ", torrc, strings.Count(string(example), "\n")+1)) + `[0-9.]+ refuses this configuration \(tor --verify-config\): Could not parse NumCPUs`, 65},
 		{"missing include", func() {
 			appendTo(t, torrc, "%include "+filepath.Join(dir, "missing.conf")+"\n")
 		}, regexp.QuoteMeta(filepath.Join(dir, "missing.conf")), 66},

@@ -106,3 +106,10 @@ func lookupTorOption(key string) (torOptionKey, bool) {
 	}
 	return res, true
 }
+
+// TorOptionName is tor's own spelling of the option a torrc keyword names
+// (tor's messages use it), "" when tor does not know the keyword.
+func TorOptionName(key string) string {
+	k, _ := lookupTorOption(key)
+	return k.Name
+}

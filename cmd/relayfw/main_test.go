@@ -38,8 +38,41 @@ func TestMain(m *testing.M) {
 		}
 		return 0, fmt.Errorf("user: unknown user %s", name)
 	}
-	os.Exit(m.Run())
+	// A stand-in for tor on PATH: the unit tests run in the host's own
+	// namespace, where no real tor runs (integration/ runs the real one in
+	// namespaces of its own). It accepts every configuration, but for a
+	// torrc line "# fake tor refuses: REASON", which it refuses as tor
+	// does.
+	dir, err := os.MkdirTemp("", "relayfw-faketor-")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "tor"), []byte(fakeTor), 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
+
+// fakeTor prints what tor --verify-config prints.
+const fakeTor = `#!/bin/sh
+torrc=
+while [ $# -gt 0 ]; do
+	case "$1" in -f) torrc=$2; shift ;; esac
+	shift
+done
+echo "Dec 02 06:45:28.233 [notice] Tor 0.4.9.11-fake running on Linux with Libevent 2.1.12-stable."
+reason=$(sed -n 's/^# fake tor refuses: //p' "$torrc")
+if [ -n "$reason" ]; then
+	echo "Dec 02 06:45:28.236 [warn] Failed to parse/validate config: $reason"
+	echo "Dec 02 06:45:28.236 [err] Reading config failed--see warnings above."
+	exit 1
+fi
+echo "Configuration was valid"
+`
 
 // relayfw runs the command in-process.
 func relayfw(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -68,6 +101,8 @@ func TestExitCodes(t *testing.T) {
 	if err := os.Chmod(groupWritable, 0o664); err != nil {
 		t.Fatal(err)
 	}
+	torRefuses := writeFile(t, "torrc", "ORPort 9001\n# fake tor refuses: Nickname 'bad-name!', nicknames must be between 1 and 19 characters\nNickname bad-name!\n")
+	badTimeout := writeFile(t, "relayfw.toml", "[tor]\nverify_timeout = \"soon\"\n")
 	groupConfig := writeFile(t, "relayfw.toml", "strict_modes = false\n")
 	if err := os.Chmod(groupConfig, 0o664); err != nil {
 		t.Fatal(err)
@@ -93,6 +128,9 @@ func TestExitCodes(t *testing.T) {
 		{"bad quoting", []string{"--torrc", badQuote, "--config", emptyConfig, "policy"}, 65, badQuote + ":1:"},
 		{"bad --policy", []string{"--torrc", exampleTorrc, "--config", emptyConfig, "--policy", "accept *:65536", "policy"}, 65, "--policy: malformed exit policy entry"},
 		{"bad config key", []string{"--torrc", exampleTorrc, "--config", badConfig, "policy"}, 65, badConfig + ":3: unknown key \"allow.firewall\""},
+		{"tor refuses", []string{"--torrc", torRefuses, "--config", emptyConfig, "print"}, 65,
+			"torrc " + torRefuses + ":3: tor 0.4.9.11-fake refuses this configuration (tor --verify-config): Nickname 'bad-name!'"},
+		{"bad verify_timeout", []string{"--torrc", exampleTorrc, "--config", badTimeout, "policy"}, 65, badTimeout + ":2: [tor] verify_timeout \"soon\""},
 		{"missing torrc", []string{"--torrc", "/nonexistent/torrc", "--config", emptyConfig, "policy"}, 66, "/nonexistent/torrc"},
 		{"missing config", []string{"--torrc", exampleTorrc, "--config", "/nonexistent/relayfw.toml", "policy"}, 66, "/nonexistent/relayfw.toml"},
 		{"group-writable torrc", []string{"--torrc", groupWritable, "--config", emptyConfig, "print"}, 65, groupWritable + ": it is writable by its group (owner "},
@@ -285,5 +323,36 @@ func TestExplainUDP(t *testing.T) {
 	}
 	if code, _, _ := relayfw(t, "--torrc", exampleTorrc, "explain", "--proto", "sctp", "192.0.2.1:1"); code != 64 {
 		t.Fatalf("--proto sctp: exit %d, want 64", code)
+	}
+}
+
+// TestTorNotConsulted: without tor, or with [tor] verify = false, relayfw
+// judges alone and says so; status says what tor made of the torrcs.
+func TestTorNotConsulted(t *testing.T) {
+	off := writeFile(t, "relayfw.toml", "[tor]\nverify = false\n")
+	noTor := t.TempDir() // a PATH without tor
+	tests := []struct {
+		name, config, path, want string
+	}{
+		{"consulted", testConfig, "", ""},
+		{"turned off", off, "", `level=INFO msg="tor was not consulted: [tor] verify = false in relayfw.toml; the torrcs were checked by relayfw alone"`},
+		{"not installed", testConfig, noTor, `level=WARN msg="tor was not consulted: tor is not installed (no tor on PATH); the torrcs were checked by relayfw alone"`},
+	}
+	if os.Geteuid() != 0 {
+		tests[0].want = "relayfw is not running as root" // tor judges as root only
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.path != "" {
+				t.Setenv("PATH", tt.path)
+			}
+			code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", tt.config, "policy")
+			if code != 0 || stdout == "" {
+				t.Fatalf("exit %d: %s", code, stderr)
+			}
+			if got := strings.Contains(stderr, "tor was not consulted"); got != (tt.want != "") || !strings.Contains(stderr, tt.want) {
+				t.Errorf("stderr %q, want %q", stderr, tt.want)
+			}
+		})
 	}
 }

@@ -60,7 +60,14 @@ that its group or others can write, or that lies below a directory they can
 write (a sticky directory such as /tmp excepted: there others cannot replace
 what is not theirs), is refused with exit 65, one line naming it, its owner
 and mode, and the fix. strict_modes = false in relayfw.toml uses such torrcs
-and included files with a warning; relayfw.toml itself is always checked.`,
+and included files with a warning; relayfw.toml itself is always checked.
+
+Where tor is installed and relayfw runs as root, tor judges each torrc too:
+after relayfw's own checks, every command that reads a torrc runs
+tor --verify-config with the instance's defaults file, as Debian's units do
+before they start tor, and refuses what tor refuses with exit 65 and tor's
+own reason. Without tor, relayfw's checks stand and a warning says tor was
+not consulted; [tor] verify = false in relayfw.toml turns it off.`,
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -172,7 +179,7 @@ func loadInputs(cmd *cobra.Command, g *globals) (*host.Inputs, error) {
 
 // inputOptions are the inputs the flags name, read with cfg.
 func inputOptions(cmd *cobra.Command, g *globals, cfg config.Config) host.Options {
-	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log}
+	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log, Tor: host.FindTor(cfg)}
 	if !g.torrcSet(cmd) {
 		opts.Torrcs = nil
 	}

@@ -51,6 +51,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 			return nil, backendError(err)
 		}
 		st.Consensus = in.Consensus()
+		st.Config.Tor = in.TorVerdict()
 		return st, nil
 	}
 	cfg, err := loadConfig(cmd, g)
@@ -305,7 +306,10 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 // configLine is status's config line: "valid", or "invalid: " and the line
 // every other command prints.
 func configLine(c host.ConfigStatus) string {
-	if c.Valid {
+	switch {
+	case c.Valid && c.Tor != "":
+		return "valid (" + c.Tor + ")"
+	case c.Valid:
 		return "valid"
 	}
 	return "invalid: " + c.Error

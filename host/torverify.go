@@ -1,0 +1,462 @@
+package host
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+
+	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/rules"
+)
+
+// TorJudge is how Load has tor itself judge each instance's configuration:
+// tor --verify-config with the instance's defaults file, as Debian's units
+// run it before they start tor. relayfw's own reading of the torrc is
+// exact for what decides the firewall, but tor checks the values of many
+// options relayfw does not read (Nickname, RelayBandwidthRate, Log, ...):
+// a firewall for a torrc tor refuses is a firewall for a relay that does
+// not start.
+//
+// tor --verify-config opens no sockets: it runs in the host's own network
+// namespace, so that what depends on the interfaces' addresses (tor's
+// exit-policy abort) is judged on the real ones.
+type TorJudge struct {
+	// Path is tor's binary; "" when tor is not consulted.
+	Path string
+	// NotConsulted says why tor is not consulted, when Path is "".
+	NotConsulted string
+	// Timeout bounds each run; 0: config.DefaultVerifyTimeout.
+	Timeout time.Duration
+	// off: the operator turned tor's judgement off.
+	off bool
+	// Unsafe, when not nil, is why tor's binary fails the strict-modes
+	// check (a binary others can replace judges nothing): Load refuses it,
+	// or warns under strict_modes = false.
+	Unsafe error
+}
+
+// FindTor is the TorJudge relayfw.toml asks for: tor from PATH unless
+// [tor] verify = false.
+func FindTor(cfg config.Config) TorJudge {
+	timeout, err := cfg.Tor.Timeout()
+	if err != nil {
+		timeout = config.DefaultVerifyTimeout // Parse refused it already
+	}
+	if !config.On(cfg.Tor.Verify) {
+		return TorJudge{NotConsulted: "[tor] verify = false in relayfw.toml", off: true}
+	}
+	path, err := exec.LookPath("tor")
+	if err != nil {
+		return TorJudge{NotConsulted: "tor is not installed (no tor on PATH)"}
+	}
+	if os.Geteuid() != 0 {
+		// tor's units judge as root; as another user tor refuses what it
+		// cannot read (its default DataDirectory, ~/.tor) and would start.
+		return TorJudge{NotConsulted: "relayfw is not running as root, and tor judges a torrc as its units run it, as root"}
+	}
+	j := TorJudge{Path: path, Timeout: timeout}
+	if fi, err := os.Stat(path); err == nil {
+		if j.Unsafe = checkOwnerMode(path, path, fi, true); j.Unsafe == nil {
+			j.Unsafe = checkAncestors(path)
+		}
+	}
+	return j
+}
+
+// TorRefusal is tor's refusal of an instance's configuration: tor would
+// not start with it. Load returns it inside a *rules.SyntaxError that
+// names the file (and the line, when tor's reason names an option the
+// files set once).
+type TorRefusal struct {
+	Version string // tor's, e.g. "0.4.9.11"; "" when tor did not say
+	Reason  string // tor's own words: its [err] line or why it failed to validate
+}
+
+func (e *TorRefusal) Error() string {
+	who := "tor"
+	if e.Version != "" {
+		who += " " + e.Version
+	}
+	return fmt.Sprintf("%s refuses this configuration (tor --verify-config): %s", who, e.Reason)
+}
+
+// judgeByTor has tor judge every instance, a few at a time; the first
+// instance (in order) that tor refuses is the error.
+func (in *Inputs) judgeByTor() error {
+	j := in.opts.Tor
+	if j.Path == "" {
+		msg := "tor was not consulted: " + j.NotConsulted + "; the torrcs were checked by relayfw alone"
+		switch {
+		case j.NotConsulted == "":
+		case j.off:
+			in.log().Info(msg) // the operator's choice: said, not warned about
+		default:
+			in.log().Warn(msg)
+		}
+		for _, t := range in.Instances {
+			t.TorVerdict = "tor not consulted: " + j.NotConsulted
+		}
+		return nil
+	}
+	if j.Unsafe != nil {
+		if config.On(in.cfg.StrictModes) {
+			return fmt.Errorf("tor's binary: %w", j.Unsafe)
+		}
+		in.log().Warn(fmt.Sprintf("tor's binary: %v; used anyway (strict_modes = false)", j.Unsafe))
+	}
+	errs := make([]error, len(in.Instances))
+	var wg sync.WaitGroup
+	limit := make(chan struct{}, max(runtime.NumCPU(), 1))
+	for i, t := range in.Instances {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			limit <- struct{}{}
+			defer func() { <-limit }()
+			errs[i] = in.verifyInstance(t, j)
+		}()
+	}
+	wg.Wait()
+	return firstError(errs)
+}
+
+// TorVerdict sums up tor's judgement of the instances, for status: one
+// verdict when all share it, else each instance's; "" when tor was not
+// asked about (Options.Tor's zero value).
+func (in *Inputs) TorVerdict() string {
+	var each []string
+	same := true
+	for _, t := range in.Instances {
+		same = same && t.TorVerdict == in.Instances[0].TorVerdict
+		each = append(each, t.Name+": "+t.TorVerdict)
+	}
+	switch {
+	case len(in.Instances) == 0:
+		return ""
+	case same:
+		return in.Instances[0].TorVerdict
+	}
+	return strings.Join(each, "; ")
+}
+
+func firstError(errs []error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// verifyInstance runs tor --verify-config on one instance.
+func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
+	start := time.Now()
+	args, cleanup, err := verifyArgs(t, in.opts.Policy)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	timeout := j.Timeout
+	if timeout <= 0 {
+		timeout = config.DefaultVerifyTimeout
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, runErr := runTor(ctx, j.Path, args)
+	if ctx.Err() != nil {
+		return fmt.Errorf("%s: tor --verify-config did not finish within %s (tor checks a long ExitPolicy slowly); raise [tor] verify_timeout in relayfw.toml, or set [tor] verify = false", t.Describe(), timeout)
+	}
+	verdict := readTorVerdict(out, runErr)
+	if verdict.err != nil {
+		return fmt.Errorf("%s: running %s --verify-config: %w", t.Describe(), j.Path, verdict.err)
+	}
+	if verdict.refusal != nil {
+		return t.refusalError(verdict.refusal)
+	}
+	t.TorVerdict = "accepted by tor"
+	if verdict.version != "" {
+		t.TorVerdict += " " + verdict.version
+	}
+	in.log().Debug("tor judged the configuration", "instance", t.Name, "verdict", t.TorVerdict, "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// verifyArgs are tor's arguments for one instance, as the instance's unit
+// passes them, with --verify-config; cleanup removes the defaults file
+// written for Debian's instance template.
+func verifyArgs(t *Instance, policy *string) (args []string, cleanup func(), err error) {
+	cleanup = func() {}
+	defaults := os.DevNull // none: relayfw read none, so tor must not read its own
+	if t.Defaults != "" {
+		defaults = t.Defaults
+		if t.defaultsName != "" {
+			// Debian's unit writes the template with @@NAME@@ replaced
+			// to /run/tor-instances/NAME.defaults; relayfw writes its own
+			// copy rather than trust one a unit left behind.
+			if defaults, cleanup, err = instanceDefaults(t); err != nil {
+				return nil, nil, err
+			}
+		}
+	}
+	torrc := t.Torrc
+	if t.torrcMissing {
+		torrc = os.DevNull // --policy alone, on a host without a torrc
+	}
+	args = []string{"--verify-config", "--defaults-torrc", defaults, "-f", torrc, "--RunAsDaemon", "0"}
+	if policy != nil {
+		// --policy replaces the ExitPolicy lines; on tor's command line,
+		// --ExitPolicy does the same and --/ExitPolicy clears them.
+		if *policy == "" {
+			args = append(args, "--/ExitPolicy")
+		} else {
+			args = append(args, "--ExitPolicy", *policy)
+		}
+	}
+	return args, cleanup, nil
+}
+
+// instanceDefaults writes Debian's instance template with the instance's
+// name, in a directory of its own only root can read.
+func instanceDefaults(t *Instance) (path string, cleanup func(), err error) {
+	data, err := os.ReadFile(t.Defaults)
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: %w", t.Describe(), err)
+	}
+	dir, err := os.MkdirTemp("", "relayfw-tor-")
+	if err != nil {
+		return "", nil, fmt.Errorf("%s: a defaults file for tor --verify-config: %w", t.Describe(), err)
+	}
+	cleanup = func() { _ = os.RemoveAll(dir) }
+	path = dir + "/" + t.defaultsName + ".defaults"
+	if err := os.WriteFile(path, bytes.ReplaceAll(data, []byte("@@NAME@@"), []byte(t.defaultsName)), 0o600); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("%s: a defaults file for tor --verify-config: %w", t.Describe(), err)
+	}
+	return path, cleanup, nil
+}
+
+// torOutputCap bounds what relayfw keeps of tor's output: its first and
+// last lines are what it needs (the version, the reason).
+const torOutputCap = 64 << 10
+
+// runTor runs tor and returns the head and tail of what it printed.
+// Like the firewall tools, tor dies with relayfw.
+func runTor(ctx context.Context, path string, args []string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	out := &headTail{}
+	cmd.Stdout, cmd.Stderr = out, out
+	runtime.LockOSThread() // Pdeathsig follows the thread that started tor
+	defer runtime.UnlockOSThread()
+	err := cmd.Run()
+	return out.bytes(), err
+}
+
+// headTail keeps the first and the last torOutputCap/2 bytes written.
+type headTail struct {
+	head, tail []byte
+	cut        bool
+}
+
+func (h *headTail) Write(p []byte) (int, error) {
+	n := len(p)
+	if room := torOutputCap/2 - len(h.head); room > 0 {
+		k := min(room, len(p))
+		h.head, p = append(h.head, p[:k]...), p[k:]
+	}
+	if len(p) > 0 {
+		h.tail = append(h.tail, p...)
+		if over := len(h.tail) - torOutputCap/2; over > 0 {
+			h.tail, h.cut = append(h.tail[:0], h.tail[over:]...), true
+		}
+	}
+	return n, nil
+}
+
+func (h *headTail) bytes() []byte {
+	if !h.cut {
+		return append(h.head, h.tail...)
+	}
+	// Drop the partial line where the tail starts.
+	tail := h.tail
+	if i := bytes.IndexByte(tail, '\n'); i >= 0 {
+		tail = tail[i+1:]
+	}
+	return append(append(h.head, '\n'), tail...)
+}
+
+// torVerdict is what tor's run says: accepted (both nil), refused, or tor
+// could not judge (err).
+type torVerdict struct {
+	version string
+	refusal *TorRefusal
+	err     error
+}
+
+var (
+	torLogLine = regexp.MustCompile(`^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d\.\d{3} \[(\w+)\] (.*)$`)
+	torVersion = regexp.MustCompile(`\bTor (\d+\.\d+\.\d+\.\d+[^ ]*) running on`)
+	torOnTor   = regexp.MustCompile(` \(on Tor [^)]*\)\s*$`)
+)
+
+// maxReason bounds tor's reason in relayfw's one-line message.
+const maxReason = 400
+
+// readTorVerdict reads tor --verify-config's output and exit. tor's
+// reason is its "Failed to parse/validate config" warning (with the
+// warning before it when it says "See logs for details"), else its first
+// [err] line (an assertion that aborts tor), never an advisory warning.
+func readTorVerdict(out []byte, runErr error) torVerdict {
+	var v torVerdict
+	if m := torVersion.FindSubmatch(out); m != nil {
+		v.version = string(m[1])
+	}
+	var ee *exec.ExitError
+	switch {
+	case runErr == nil:
+		return v
+	case !errors.As(runErr, &ee):
+		v.err = runErr
+		return v
+	}
+	type logLine struct{ severity, msg string }
+	var lines []logLine
+	for _, l := range strings.Split(string(out), "\n") {
+		if m := torLogLine.FindStringSubmatch(strings.TrimRight(l, "\r")); m != nil {
+			lines = append(lines, logLine{m[1], torOnTor.ReplaceAllString(m[2], "")})
+		}
+	}
+	reason := ""
+	const failed = "Failed to parse/validate config: "
+	for i := len(lines) - 1; i >= 0 && reason == ""; i-- {
+		msg, ok := strings.CutPrefix(lines[i].msg, failed)
+		if !ok {
+			continue
+		}
+		reason = msg
+		// Where tor's reason is generic, the warning before it says more.
+		if i == 0 || lines[i-1].severity != "warn" {
+			continue
+		}
+		if before, ok := strings.CutSuffix(msg, " See logs for details."); ok {
+			reason = strings.TrimSuffix(before, ".") + ": " + lines[i-1].msg
+		} else if strings.HasPrefix(msg, "Couldn't access private data directory") {
+			reason += ": " + lines[i-1].msg
+		}
+	}
+	for _, l := range lines {
+		if reason == "" && l.severity == "err" && !strings.HasPrefix(l.msg, "Reading config failed") {
+			reason = l.msg
+		}
+	}
+	if reason == "" {
+		reason = fmt.Sprintf("tor --verify-config %s", exitDescription(ee))
+		if n := len(lines); n > 0 {
+			reason += ": " + lines[n-1].msg
+		}
+	}
+	if len(reason) > maxReason {
+		cut := maxReason
+		for cut > 0 && !utf8.RuneStart(reason[cut]) {
+			cut--
+		}
+		reason = reason[:cut] + "…"
+	}
+	v.refusal = &TorRefusal{Version: v.version, Reason: reason}
+	return v
+}
+
+func exitDescription(ee *exec.ExitError) string {
+	if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return "was killed by " + ws.Signal().String()
+	}
+	return fmt.Sprintf("exited with status %d", ee.ExitCode())
+}
+
+// optionWord matches an option name as a word of tor's message.
+func optionWord(msg, key string) bool {
+	for i := 0; ; {
+		j := strings.Index(msg[i:], key)
+		if j < 0 {
+			return false
+		}
+		j += i
+		end := j + len(key)
+		if (j == 0 || !isWordByte(msg[j-1])) && (end == len(msg) || !isWordByte(msg[end])) {
+			return true
+		}
+		i = j + 1
+	}
+}
+
+func isWordByte(b byte) bool {
+	return b == '_' || b >= '0' && b <= '9' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z'
+}
+
+// refusalError names where tor's refusal points: the line of the option
+// tor's reason names first (of its lines, the one whose value the reason
+// quotes, else the last: the torrc's over the defaults file's), else the
+// torrc.
+func (t *Instance) refusalError(r *TorRefusal) error {
+	quotes := func(l rules.ConfigLine) bool { return l.Value != "" && strings.Contains(r.Reason, l.Value) }
+	var at *rules.ConfigLine
+	best := 0 // where the reason names at's option
+	for _, l := range t.lines {
+		name := rules.TorOptionName(l.Key)
+		if name == "" || !optionWord(r.Reason, name) {
+			continue
+		}
+		switch k := strings.Index(r.Reason, name); {
+		case at == nil || k < best:
+			at, best = &l, k
+		case strings.EqualFold(name, rules.TorOptionName(at.Key)) && !quotes(*at):
+			at = &l
+		}
+	}
+	if at == nil {
+		at = t.lineNamedIn(r.Reason)
+	}
+	switch {
+	case at == nil || at.File == "":
+		return &rules.SyntaxError{File: t.Torrc, Err: r}
+	case strings.HasPrefix(at.File, "--"): // --policy
+		return &rules.SyntaxError{File: at.File, Err: r}
+	}
+	return &rules.SyntaxError{File: at.File, Line: at.Line, Err: r}
+}
+
+// reasonOptions are the options some of tor's reasons speak of without
+// naming them.
+var reasonOptions = []struct{ phrase, option string }{
+	{"private data directory", "DataDirectory"},
+	{"Monthly accounting", "AccountingStart"},
+	{"Weekly accounting", "AccountingStart"},
+	{"Daily accounting", "AccountingStart"},
+}
+
+// lineNamedIn is the last line of the option a reason speaks of without
+// naming it; nil for none.
+func (t *Instance) lineNamedIn(reason string) *rules.ConfigLine {
+	for _, ro := range reasonOptions {
+		if !strings.Contains(reason, ro.phrase) {
+			continue
+		}
+		for i := len(t.lines) - 1; i >= 0; i-- {
+			if rules.TorOptionName(t.lines[i].Key) == ro.option {
+				return &t.lines[i]
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,212 @@
+package host
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/relayfw/relayfw/rules"
+)
+
+// exitWith is the error of a process that ended as sh's script does.
+func exitWith(t *testing.T, script string) error {
+	t.Helper()
+	err := exec.Command("sh", "-c", script).Run()
+	if _, ok := err.(*exec.ExitError); !ok {
+		t.Fatalf("sh -c %q: %v", script, err)
+	}
+	return err
+}
+
+// TestReadTorVerdict reads what tor 0.4.9.11 printed for torrcs it
+// refuses (testdata/torverify, recorded with tor --verify-config): the
+// reason is tor's own, never an advisory warning such as ContactInfo's.
+func TestReadTorVerdict(t *testing.T) {
+	tests := []struct {
+		file, exit, reason string
+	}{
+		{"valid", "", ""},
+		{"nickname", "exit 1", "Nickname 'bad-name!', nicknames must be between 1 and 19 characters inclusive, and must contain only the characters [a-zA-Z0-9]."},
+		{"bandwidth", "exit 1", "Could not parse RelayBandwidthRate: Provided value is malformed or out of bounds: Unable to parse lots as a number"},
+		{"log", "exit 1", "Failed to validate Log options: Couldn't parse log levels in Log option 'Log notice stdeer'"},
+		{"numcpus", "exit 1", "Could not parse NumCPUs: Integer two is malformed or out of bounds. Allowed values are between 0 and 2147483647."},
+		{"maxmem", "exit 1", "Could not parse MaxMemInQueues: Provided value is malformed or out of bounds: Unknown unit in 10 parsecs"},
+		{"accounting", "exit 1", "Failed to parse accounting options: Monthly accounting must begin on a day between 1 and 28"},
+		{"myfamily", "exit 1", "Invalid nickname '$NOTAFINGERPRINT' in MyFamily line"},
+		{"user", "exit 1", "Problem with User value: Error setting configured user: nosuchuser not found"},
+		{"datadir", "exit 1", `Couldn't access private data directory "/var/lib/tor": Directory /var/lib/tor cannot be read: Permission denied`},
+		{"abort", "kill -ABRT $$", "tor_assertion_failed_(): Bug: ../src/core/or/policies.c:1866: policies_log_first_redundant_entry: Assertion policy failed; aborting."},
+		// Output without tor's log lines: the exit says it.
+		{"", "exit 3", "tor --verify-config exited with status 3"},
+		{"", "kill -SEGV $$", "tor --verify-config was killed by segmentation fault"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file+tt.exit, func(t *testing.T) {
+			var out []byte
+			if tt.file != "" {
+				var err error
+				if out, err = os.ReadFile(filepath.Join("testdata/torverify", tt.file+".out")); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var runErr error
+			if tt.exit != "" {
+				runErr = exitWith(t, tt.exit)
+			}
+			v := readTorVerdict(out, runErr)
+			if v.err != nil {
+				t.Fatal(v.err)
+			}
+			if tt.file != "" && v.version != "0.4.9.11" {
+				t.Errorf("version %q, want 0.4.9.11", v.version)
+			}
+			got := ""
+			if v.refusal != nil {
+				got = v.refusal.Reason
+			}
+			if got != tt.reason {
+				t.Errorf("reason\n got %q\nwant %q", got, tt.reason)
+			}
+		})
+	}
+}
+
+// TestTorRefusalLine: the refusal names the line of the option tor's
+// reason names, in the file that set it.
+func TestTorRefusalLine(t *testing.T) {
+	dir := t.TempDir()
+	defaults := filepath.Join(dir, "defaults")
+	torrc := filepath.Join(dir, "torrc")
+	write := func(p, s string) {
+		if err := os.WriteFile(p, []byte(s), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(defaults, "User debian-tor\nLog notice syslog\nDataDirectory /var/lib/tor\n")
+	write(torrc, "ORPort 9001\nnickname bad-name!\nLog notice stdout\nLog notice stdeer\nMyFamily $NOTAFINGERPRINT\nUser nosuchuser\nAccountingStart month 40 25:00\n")
+	dl, err := rules.ReadTorrc(defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tl, err := rules.ReadTorrc(torrc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst := &Instance{Torrc: torrc, lines: append(dl, tl...)}
+	tests := []struct{ reason, want string }{
+		{"Nickname 'bad-name!', nicknames must be between 1 and 19 characters inclusive", torrc + ":2:"},
+		{"Failed to validate Log options: Couldn't parse log levels in Log option 'Log notice stdeer'", torrc + ":4:"},
+		{"Invalid nickname '$NOTAFINGERPRINT' in MyFamily line", torrc + ":5:"},
+		{"Problem with User value: Error setting configured user: nosuchuser not found", torrc + ":6:"},
+		{"Failed to parse accounting options: Monthly accounting must begin on a day between 1 and 28", torrc + ":7:"},
+		{`Couldn't access private data directory "/var/lib/tor": Directory /var/lib/tor cannot be read: Permission denied`, defaults + ":3:"},
+		{"Could not parse NumCPUs: Integer two is malformed", torrc + ": tor"},
+	}
+	for _, tt := range tests {
+		err := inst.refusalError(&TorRefusal{Version: "0.4.9.11", Reason: tt.reason})
+		want := "torrc " + tt.want
+		if got := err.Error(); !strings.HasPrefix(got, want) || !strings.HasSuffix(got, tt.reason) {
+			t.Errorf("%q:\n got %q\nwant %q...", tt.reason, got, want)
+		}
+	}
+}
+
+// TestVerifyArgs: tor is run as the instance's unit runs it; --policy
+// replaces or clears the ExitPolicy lines on tor's command line.
+func TestVerifyArgs(t *testing.T) {
+	dir := t.TempDir()
+	tmpl := filepath.Join(dir, "tor-service-defaults-torrc-instances")
+	if err := os.WriteFile(tmpl, []byte("User _tor-@@NAME@@\nDataDirectory /var/lib/tor-instances/@@NAME@@\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	policy, none := "accept *:443,reject *:*", ""
+	base := []string{"--verify-config", "--defaults-torrc"}
+	tests := []struct {
+		name   string
+		inst   Instance
+		policy *string
+		want   []string
+	}{
+		{"no defaults", Instance{Torrc: "/etc/tor/torrc"}, nil, append(base, os.DevNull, "-f", "/etc/tor/torrc", "--RunAsDaemon", "0")},
+		{"defaults", Instance{Torrc: "/etc/tor/torrc", Defaults: "/usr/share/tor/tor-service-defaults-torrc"}, &policy,
+			append(base, "/usr/share/tor/tor-service-defaults-torrc", "-f", "/etc/tor/torrc", "--RunAsDaemon", "0", "--ExitPolicy", policy)},
+		{"policy cleared", Instance{Torrc: "/t", torrcMissing: true}, &none, append(base, os.DevNull, "-f", os.DevNull, "--RunAsDaemon", "0", "--/ExitPolicy")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args, cleanup, err := verifyArgs(&tt.inst, tt.policy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cleanup()
+			if diff := cmp.Diff(tt.want, args); diff != "" {
+				t.Error(diff)
+			}
+		})
+	}
+	t.Run("instance template", func(t *testing.T) {
+		inst := Instance{Torrc: "/etc/tor/instances/exit1/torrc", Defaults: tmpl, defaultsName: "exit1"}
+		args, cleanup, err := verifyArgs(&inst, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		written := args[2]
+		got, err := os.ReadFile(written)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := "User _tor-exit1\nDataDirectory /var/lib/tor-instances/exit1\n"; string(got) != want {
+			t.Errorf("defaults written %q, want %q", got, want)
+		}
+		cleanup()
+		if _, err := os.Stat(written); !os.IsNotExist(err) {
+			t.Errorf("%s left behind: %v", written, err)
+		}
+	})
+}
+
+// TestHeadTail keeps the first and last lines of a long output.
+func TestHeadTail(t *testing.T) {
+	var h headTail
+	first := "Dec 02 06:45:28.233 [notice] Tor 0.4.9.11 running on Linux.\n"
+	h.Write([]byte(first))
+	for range 10000 {
+		h.Write([]byte("Dec 02 06:45:28.233 [warn] a warning about one of many policy entries\n"))
+	}
+	last := "Dec 02 06:45:28.240 [err] the reason\n"
+	h.Write([]byte(last))
+	out := h.bytes()
+	if len(out) > torOutputCap+1 || !strings.HasPrefix(string(out), first) || !strings.HasSuffix(string(out), last) {
+		t.Errorf("kept %d bytes, head %q, tail %q", len(out), out[:80], out[len(out)-80:])
+	}
+}
+
+// FuzzReadTorVerdict: any output tor may print gives a verdict with a
+// bounded reason and never a panic.
+func FuzzReadTorVerdict(f *testing.F) {
+	for _, name := range []string{"valid", "log", "abort", "user"} {
+		out, err := os.ReadFile(filepath.Join("testdata/torverify", name+".out"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(out)
+	}
+	f.Add([]byte("Dec 02 06:45:28.236 [warn] Failed to parse/validate config: See logs for details.\n"))
+	exitErr := exec.Command("sh", "-c", "exit 1").Run()
+	f.Fuzz(func(t *testing.T, out []byte) {
+		v := readTorVerdict(out, exitErr)
+		if v.refusal == nil || v.err != nil {
+			t.Fatalf("a failed run must be a refusal: %+v", v)
+		}
+		if len(v.refusal.Reason) > maxReason+len("…") || v.refusal.Reason == "" {
+			t.Fatalf("reason of %d bytes: %q", len(v.refusal.Reason), v.refusal.Reason)
+		}
+		if ok := readTorVerdict(out, nil); ok.refusal != nil || ok.err != nil {
+			t.Fatalf("a run that exited 0 is an acceptance: %+v", ok)
+		}
+	})
+}
