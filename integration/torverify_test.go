@@ -143,13 +143,12 @@ func TestTorJudgesInUnits(t *testing.T) {
 			if len(caps) == 0 || !strings.Contains(string(data), "\nNoNewPrivileges=yes\n") {
 				t.Fatalf("%s: no CapabilityBoundingSet or NoNewPrivileges", unit)
 			}
-			code, stdout, stderr := relayfwIn(t, ns, "--torrc", torrc, "--config", cfg, "policy")
-			if code != 0 {
+			if code, _, stderr := relayfwIn(t, ns, "--torrc", torrc, "--config", cfg, "policy"); code != 0 {
 				t.Fatalf("as plain root: exit %d %s", code, stderr)
 			}
 			cmd := exec.Command("ip", "netns", "exec", ns, "setpriv", "--bounding-set=-all,"+strings.Join(caps, ","),
 				"--inh-caps=-all", "--no-new-privs", relayfwBin, "--torrc", torrc, "--config", cfg, "status")
-			code, stdout, stderr = runCmd(t, cmd)
+			code, stdout, stderr := runCmd(t, cmd)
 			if want := "config:     valid (accepted by tor " + torV + ")"; code != 0 || !strings.Contains(stdout, want) {
 				t.Errorf("with the unit's capabilities (%s): exit %d\n%s%s\nwant %q", strings.Join(caps, ","), code, stdout, stderr, want)
 			}
