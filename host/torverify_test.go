@@ -49,7 +49,7 @@ func TestReadTorVerdict(t *testing.T) {
 			var out []byte
 			if tt.file != "" {
 				var err error
-				if out, err = os.ReadFile(filepath.Join("testdata/torverify", tt.file+".out")); err != nil {
+				if out, err = os.ReadFile(filepath.Join("testdata/torverify", tt.file+".txt")); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -189,7 +189,7 @@ func TestHeadTail(t *testing.T) {
 // bounded reason and never a panic.
 func FuzzReadTorVerdict(f *testing.F) {
 	for _, name := range []string{"valid", "log", "abort", "user"} {
-		out, err := os.ReadFile(filepath.Join("testdata/torverify", name+".out"))
+		out, err := os.ReadFile(filepath.Join("testdata/torverify", name+".txt"))
 		if err != nil {
 			f.Fatal(err)
 		}
