@@ -57,6 +57,10 @@ type Tor struct {
 	// Verify asks tor; false leaves the judgement to relayfw's own checks.
 	// On unless set to false.
 	Verify *bool `toml:"verify"`
+	// Path is tor's binary; default: tor in /usr/bin, /usr/sbin,
+	// /usr/local/bin, /usr/local/sbin, /bin or /sbin (never $PATH:
+	// relayfw runs it as root).
+	Path string `toml:"path"`
 	// VerifyTimeout bounds each tor --verify-config (a duration such as
 	// "30s"; default DefaultVerifyTimeout). tor checks a long ExitPolicy
 	// slowly: about 1 s for 10,000 entries, 25 s for 50,000.

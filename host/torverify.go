@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"runtime"
 	"strings"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/rules"
@@ -37,17 +40,27 @@ type TorJudge struct {
 	NotConsulted string
 	// Timeout bounds each run; 0: config.DefaultVerifyTimeout.
 	Timeout time.Duration
+	// Err, when not nil, is why tor cannot judge although it should (a
+	// binary others could have replaced: relayfw runs it as root): Load
+	// returns it.
+	Err error
 	// off: the operator turned tor's judgement off.
 	off bool
-	// Unsafe, when not nil, is why tor's binary fails the strict-modes
-	// check (a binary others can replace judges nothing): Load refuses it,
-	// or warns under strict_modes = false.
-	Unsafe error
 }
 
-// FindTor is the TorJudge relayfw.toml asks for: tor from PATH unless
-// [tor] verify = false.
-func FindTor(cfg config.Config) TorJudge {
+// SystemBinDirs are where FindTor looks for tor, in this order: Debian's
+// units run /usr/bin/tor. Never $PATH: relayfw runs tor as root, and a
+// caller's PATH (sudo -E, su) must not choose the program.
+func SystemBinDirs() []string {
+	return []string{"/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin"}
+}
+
+// FindTor is the TorJudge relayfw.toml asks for: [tor] path, else tor in
+// SystemBinDirs, unless [tor] verify = false.
+func FindTor(cfg config.Config) TorJudge { return FindTorIn(cfg, SystemBinDirs()) }
+
+// FindTorIn is FindTor looking for tor in dirs.
+func FindTorIn(cfg config.Config, dirs []string) TorJudge {
 	timeout, err := cfg.Tor.Timeout()
 	if err != nil {
 		timeout = config.DefaultVerifyTimeout // Parse refused it already
@@ -55,9 +68,17 @@ func FindTor(cfg config.Config) TorJudge {
 	if !config.On(cfg.Tor.Verify) {
 		return TorJudge{NotConsulted: "[tor] verify = false in relayfw.toml", off: true}
 	}
-	path, err := exec.LookPath("tor")
-	if err != nil {
-		return TorJudge{NotConsulted: "tor is not installed (no tor on PATH)"}
+	path := cfg.Tor.Path
+	if path == "" {
+		for _, d := range dirs {
+			if fi, err := os.Stat(filepath.Join(d, "tor")); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+				path = filepath.Join(d, "tor")
+				break
+			}
+		}
+		if path == "" {
+			return TorJudge{NotConsulted: "tor is not installed (no tor in " + strings.Join(dirs, ", ") + ")"}
+		}
 	}
 	if os.Geteuid() != 0 {
 		// tor's units judge as root; as another user tor refuses what it
@@ -65,9 +86,19 @@ func FindTor(cfg config.Config) TorJudge {
 		return TorJudge{NotConsulted: "relayfw is not running as root, and tor judges a torrc as its units run it, as root"}
 	}
 	j := TorJudge{Path: path, Timeout: timeout}
-	if fi, err := os.Stat(path); err == nil {
-		if j.Unsafe = checkOwnerMode(path, path, fi, true); j.Unsafe == nil {
-			j.Unsafe = checkAncestors(path)
+	fi, err := os.Stat(path)
+	switch {
+	case err != nil:
+		j.Err = fmt.Errorf("tor's binary ([tor] path): %w", err)
+	default:
+		// Whatever strict_modes says: a binary another user could have
+		// replaced is not run as root.
+		unsafe := checkOwnerMode(path, path, fi, true)
+		if unsafe == nil {
+			unsafe = checkAncestors(path)
+		}
+		if unsafe != nil {
+			j.Err = fmt.Errorf("tor's binary, which relayfw runs as root to judge the torrcs: %w", unsafe)
 		}
 	}
 	return j
@@ -108,11 +139,8 @@ func (in *Inputs) judgeByTor() error {
 		}
 		return nil
 	}
-	if j.Unsafe != nil {
-		if config.On(in.cfg.StrictModes) {
-			return fmt.Errorf("tor's binary: %w", j.Unsafe)
-		}
-		in.log().Warn(fmt.Sprintf("tor's binary: %v; used anyway (strict_modes = false)", j.Unsafe))
+	if j.Err != nil {
+		return j.Err
 	}
 	errs := make([]error, len(in.Instances))
 	var wg sync.WaitGroup
@@ -161,20 +189,24 @@ func firstError(errs []error) error {
 // verifyInstance runs tor --verify-config on one instance.
 func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
 	start := time.Now()
-	args, cleanup, err := verifyArgs(t, in.opts.Policy)
+	call, err := verifyCall(t, in.opts.Policy)
 	if err != nil {
-		return err
+		return fmt.Errorf("%s: tor --verify-config: %w", t.Describe(), err)
 	}
-	defer cleanup()
+	defer call.close()
 	timeout := j.Timeout
 	if timeout <= 0 {
 		timeout = config.DefaultVerifyTimeout
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	out, runErr := runTor(ctx, j.Path, args)
+	out, runErr := runTor(ctx, j.Path, call)
 	if ctx.Err() != nil {
-		return fmt.Errorf("%s: tor --verify-config did not finish within %s (tor checks a long ExitPolicy slowly); raise [tor] verify_timeout in relayfw.toml, or set [tor] verify = false", t.Describe(), timeout)
+		hint := ""
+		if n := len(t.Effective.Policy.Entries); n >= 5000 {
+			hint = fmt.Sprintf(" (tor checks an ExitPolicy of %d entries slowly)", n)
+		}
+		return fmt.Errorf("%s: tor --verify-config did not finish within %s%s; raise [tor] verify_timeout in relayfw.toml, or set [tor] verify = false", t.Describe(), timeout, hint)
 	}
 	verdict := readTorVerdict(out, runErr)
 	if verdict.err != nil {
@@ -191,58 +223,111 @@ func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
 	return nil
 }
 
-// verifyArgs are tor's arguments for one instance, as the instance's unit
-// passes them, with --verify-config; cleanup removes the defaults file
-// written for Debian's instance template.
-func verifyArgs(t *Instance, policy *string) (args []string, cleanup func(), err error) {
-	cleanup = func() {}
-	defaults := os.DevNull // none: relayfw read none, so tor must not read its own
-	if t.Defaults != "" {
-		defaults = t.Defaults
-		if t.defaultsName != "" {
-			// Debian's unit writes the template with @@NAME@@ replaced
-			// to /run/tor-instances/NAME.defaults; relayfw writes its own
-			// copy rather than trust one a unit left behind.
-			if defaults, cleanup, err = instanceDefaults(t); err != nil {
-				return nil, nil, err
-			}
+// torCall is one tor --verify-config: its arguments, the files made in
+// memory that it reads (fds 3, 4, … in tor, named /proc/self/fd/N), and
+// whom it runs as.
+type torCall struct {
+	args  []string
+	files []*os.File
+	cred  *syscall.Credential // nil: as relayfw, root
+}
+
+func (c *torCall) close() {
+	for _, f := range c.files {
+		_ = f.Close()
+	}
+}
+
+// memFile hands tor data as a file of its own: a memfd, which no other
+// process can name, replace or read (a file in a temporary directory
+// could be swapped by whoever owns $TMPDIR), and tor sees as a regular
+// file.
+func (c *torCall) memFile(name string, data []byte) (string, error) {
+	fd, err := unix.MemfdCreate("relayfw-"+name, unix.MFD_CLOEXEC)
+	if err != nil {
+		return "", fmt.Errorf("memfd for %s: %w", name, err)
+	}
+	f := os.NewFile(uintptr(fd), name)
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return "", fmt.Errorf("memfd for %s: %w", name, err)
+	}
+	c.files = append(c.files, f)
+	return fmt.Sprintf("/proc/self/fd/%d", 2+len(c.files)), nil
+}
+
+// verifyCall is tor's call for one instance, as the instance's unit makes
+// it, with --verify-config.
+func verifyCall(t *Instance, policy *string) (*torCall, error) {
+	c := &torCall{}
+	ok := false
+	defer func() {
+		if !ok {
+			c.close()
 		}
+	}()
+	var defaults string
+	var err error
+	switch {
+	case t.Defaults == "":
+		// relayfw read none, so tor must not read its own
+		// (/etc/tor/torrc-defaults).
+		defaults, err = c.memFile("defaults", nil)
+	case t.defaultsName != "":
+		// Debian's unit writes the template with @@NAME@@ replaced to
+		// /run/tor-instances/NAME.defaults; relayfw makes its own copy
+		// rather than trust one a unit left behind.
+		var data []byte
+		if data, err = os.ReadFile(t.Defaults); err == nil {
+			defaults, err = c.memFile(t.defaultsName+".defaults", bytes.ReplaceAll(data, []byte("@@NAME@@"), []byte(t.defaultsName)))
+		}
+	default:
+		defaults = t.Defaults
+	}
+	if err != nil {
+		return nil, err
 	}
 	torrc := t.Torrc
-	if t.torrcMissing {
-		torrc = os.DevNull // --policy alone, on a host without a torrc
+	if t.torrcMissing { // --policy alone, on a host without a torrc
+		if torrc, err = c.memFile("torrc", nil); err != nil {
+			return nil, err
+		}
 	}
-	args = []string{"--verify-config", "--defaults-torrc", defaults, "-f", torrc, "--RunAsDaemon", "0"}
+	c.args = []string{"--verify-config", "--defaults-torrc", defaults, "-f", torrc, "--RunAsDaemon", "0"}
 	if policy != nil {
 		// --policy replaces the ExitPolicy lines; on tor's command line,
 		// --ExitPolicy does the same and --/ExitPolicy clears them.
 		if *policy == "" {
-			args = append(args, "--/ExitPolicy")
+			c.args = append(c.args, "--/ExitPolicy")
 		} else {
-			args = append(args, "--ExitPolicy", *policy)
+			c.args = append(c.args, "--ExitPolicy", *policy)
 		}
 	}
-	return args, cleanup, nil
+	c.cred = dataDirectoryOwner(t)
+	ok = true
+	return c, nil
 }
 
-// instanceDefaults writes Debian's instance template with the instance's
-// name, in a directory of its own only root can read.
-func instanceDefaults(t *Instance) (path string, cleanup func(), err error) {
-	data, err := os.ReadFile(t.Defaults)
+// dataDirectoryOwner is whom tor judges a torrc without User as. Debian's
+// units start tor as root and the torrc (or defaults file) names the User
+// tor switches to; elsewhere (Arch, Fedora, tor from source) the unit's
+// User= starts tor as the owner of its DataDirectory, and a tor judging
+// as root would refuse that directory ("not owned by this user"). So
+// without User, tor judges as the owner of an existing DataDirectory that
+// is not root's; nil (root) otherwise.
+func dataDirectoryOwner(t *Instance) *syscall.Credential {
+	if t.Options.User != "" || t.Options.DataDirectory == "" {
+		return nil
+	}
+	fi, err := os.Stat(t.Options.DataDirectory)
 	if err != nil {
-		return "", nil, fmt.Errorf("%s: %w", t.Describe(), err)
+		return nil
 	}
-	dir, err := os.MkdirTemp("", "relayfw-tor-")
-	if err != nil {
-		return "", nil, fmt.Errorf("%s: a defaults file for tor --verify-config: %w", t.Describe(), err)
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || st.Uid == 0 {
+		return nil
 	}
-	cleanup = func() { _ = os.RemoveAll(dir) }
-	path = dir + "/" + t.defaultsName + ".defaults"
-	if err := os.WriteFile(path, bytes.ReplaceAll(data, []byte("@@NAME@@"), []byte(t.defaultsName)), 0o600); err != nil {
-		cleanup()
-		return "", nil, fmt.Errorf("%s: a defaults file for tor --verify-config: %w", t.Describe(), err)
-	}
-	return path, cleanup, nil
+	return &syscall.Credential{Uid: st.Uid, Gid: st.Gid, Groups: []uint32{}}
 }
 
 // torOutputCap bounds what relayfw keeps of tor's output: its first and
@@ -251,10 +336,14 @@ const torOutputCap = 64 << 10
 
 // runTor runs tor and returns the head and tail of what it printed.
 // Like the firewall tools, tor dies with relayfw.
-func runTor(ctx context.Context, path string, args []string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, path, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+func runTor(ctx context.Context, path string, call *torCall) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, path, call.args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true, Credential: call.cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// A child of tor's that keeps its output open must not hold relayfw
+	// past the timeout.
+	cmd.WaitDelay = 2 * time.Second
+	cmd.ExtraFiles = call.files
 	out := &headTail{}
 	cmd.Stdout, cmd.Stderr = out, out
 	runtime.LockOSThread() // Pdeathsig follows the thread that started tor
@@ -355,9 +444,14 @@ func readTorVerdict(out []byte, runErr error) torVerdict {
 			reason += ": " + lines[i-1].msg
 		}
 	}
-	for _, l := range lines {
-		if reason == "" && l.severity == "err" && !strings.HasPrefix(l.msg, "Reading config failed") {
+	for i, l := range lines {
+		switch {
+		case reason != "" || l.severity != "err":
+		case !strings.HasPrefix(l.msg, "Reading config failed"):
 			reason = l.msg
+		case i > 0 && lines[i-1].severity == "warn":
+			// tor could not read the files: its warning says why.
+			reason = lines[i-1].msg
 		}
 	}
 	if reason == "" {
@@ -448,6 +542,13 @@ var reasonOptions = []struct{ phrase, option string }{
 // lineNamedIn is the last line of the option a reason speaks of without
 // naming it; nil for none.
 func (t *Instance) lineNamedIn(reason string) *rules.ConfigLine {
+	// A path or value the reason quotes: "Couldn't access private data
+	// directory "/etc"" may be about KeyDirectory /etc.
+	for i := len(t.lines) - 1; i >= 0; i-- {
+		if v := t.lines[i].Value; v != "" && strings.Contains(reason, `"`+v+`"`) {
+			return &t.lines[i]
+		}
+	}
 	for _, ro := range reasonOptions {
 		if !strings.Contains(reason, ro.phrase) {
 			continue

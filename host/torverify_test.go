@@ -1,6 +1,7 @@
 package host
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -38,6 +40,7 @@ func TestReadTorVerdict(t *testing.T) {
 		{"accounting", "exit 1", "Failed to parse accounting options: Monthly accounting must begin on a day between 1 and 28"},
 		{"myfamily", "exit 1", "Invalid nickname '$NOTAFINGERPRINT' in MyFamily line"},
 		{"user", "exit 1", "Problem with User value: Error setting configured user: nosuchuser not found"},
+		{"unreadable", "exit 1", `Unable to open configuration file "/dev/null".`},
 		{"datadir", "exit 1", `Couldn't access private data directory "/var/lib/tor": Directory /var/lib/tor cannot be read: Permission denied`},
 		{"abort", "kill -ABRT $$", "tor_assertion_failed_(): Bug: ../src/core/or/policies.c:1866: policies_log_first_redundant_entry: Assertion policy failed; aborting."},
 		// Output without tor's log lines: the exit says it.
@@ -87,7 +90,7 @@ func TestTorRefusalLine(t *testing.T) {
 		}
 	}
 	write(defaults, "User debian-tor\nLog notice syslog\nDataDirectory /var/lib/tor\n")
-	write(torrc, "ORPort 9001\nnickname bad-name!\nLog notice stdout\nLog notice stdeer\nMyFamily $NOTAFINGERPRINT\nUser nosuchuser\nAccountingStart month 40 25:00\n")
+	write(torrc, "ORPort 9001\nnickname bad-name!\nLog notice stdout\nLog notice stdeer\nMyFamily $NOTAFINGERPRINT\nUser nosuchuser\nAccountingStart month 40 25:00\nDataDirectory /var/lib/tor\nKeyDirectory /etc\n")
 	dl, err := rules.ReadTorrc(defaults)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +106,8 @@ func TestTorRefusalLine(t *testing.T) {
 		{"Invalid nickname '$NOTAFINGERPRINT' in MyFamily line", torrc + ":5:"},
 		{"Problem with User value: Error setting configured user: nosuchuser not found", torrc + ":6:"},
 		{"Failed to parse accounting options: Monthly accounting must begin on a day between 1 and 28", torrc + ":7:"},
-		{`Couldn't access private data directory "/var/lib/tor": Directory /var/lib/tor cannot be read: Permission denied`, defaults + ":3:"},
+		{`Couldn't access private data directory "/etc": /etc is not owned by this user`, torrc + ":9:"},
+		{`Couldn't access private data directory "/var/lib/tor": Directory /var/lib/tor cannot be read: Permission denied`, torrc + ":8:"}, // the torrc's DataDirectory overrides the defaults file's
 		{"Could not parse NumCPUs: Integer two is malformed", torrc + ": tor"},
 	}
 	for _, tt := range tests {
@@ -115,58 +119,133 @@ func TestTorRefusalLine(t *testing.T) {
 	}
 }
 
-// TestVerifyArgs: tor is run as the instance's unit runs it; --policy
-// replaces or clears the ExitPolicy lines on tor's command line.
-func TestVerifyArgs(t *testing.T) {
+// TestVerifyCall: tor is run as the instance's unit runs it; what relayfw
+// makes for tor (an empty defaults file, Debian's instance template with
+// its name, an empty torrc for --policy alone) is a memfd tor reads as
+// /proc/self/fd/N, which no other user can swap; --policy replaces or
+// clears the ExitPolicy lines on tor's command line.
+func TestVerifyCall(t *testing.T) {
 	dir := t.TempDir()
 	tmpl := filepath.Join(dir, "tor-service-defaults-torrc-instances")
 	if err := os.WriteFile(tmpl, []byte("User _tor-@@NAME@@\nDataDirectory /var/lib/tor-instances/@@NAME@@\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	policy, none := "accept *:443,reject *:*", ""
-	base := []string{"--verify-config", "--defaults-torrc"}
+	const fd3, fd4 = "/proc/self/fd/3", "/proc/self/fd/4"
 	tests := []struct {
 		name   string
 		inst   Instance
 		policy *string
-		want   []string
+		args   []string
+		files  []string // what tor reads at fd 3, 4, ...
 	}{
-		{"no defaults", Instance{Torrc: "/etc/tor/torrc"}, nil, append(base, os.DevNull, "-f", "/etc/tor/torrc", "--RunAsDaemon", "0")},
+		{"no defaults", Instance{Torrc: "/etc/tor/torrc"}, nil,
+			[]string{"--verify-config", "--defaults-torrc", fd3, "-f", "/etc/tor/torrc", "--RunAsDaemon", "0"}, []string{""}},
 		{"defaults", Instance{Torrc: "/etc/tor/torrc", Defaults: "/usr/share/tor/tor-service-defaults-torrc"}, &policy,
-			append(base, "/usr/share/tor/tor-service-defaults-torrc", "-f", "/etc/tor/torrc", "--RunAsDaemon", "0", "--ExitPolicy", policy)},
-		{"policy cleared", Instance{Torrc: "/t", torrcMissing: true}, &none, append(base, os.DevNull, "-f", os.DevNull, "--RunAsDaemon", "0", "--/ExitPolicy")},
+			[]string{"--verify-config", "--defaults-torrc", "/usr/share/tor/tor-service-defaults-torrc", "-f", "/etc/tor/torrc", "--RunAsDaemon", "0", "--ExitPolicy", policy}, nil},
+		{"instance template", Instance{Torrc: "/etc/tor/instances/exit1/torrc", Defaults: tmpl, defaultsName: "exit1"}, nil,
+			[]string{"--verify-config", "--defaults-torrc", fd3, "-f", "/etc/tor/instances/exit1/torrc", "--RunAsDaemon", "0"},
+			[]string{"User _tor-exit1\nDataDirectory /var/lib/tor-instances/exit1\n"}},
+		{"policy alone, cleared", Instance{Torrc: "/etc/tor/torrc", torrcMissing: true}, &none,
+			[]string{"--verify-config", "--defaults-torrc", fd3, "-f", fd4, "--RunAsDaemon", "0", "--/ExitPolicy"}, []string{"", ""}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			args, cleanup, err := verifyArgs(&tt.inst, tt.policy)
+			call, err := verifyCall(&tt.inst, tt.policy)
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer cleanup()
-			if diff := cmp.Diff(tt.want, args); diff != "" {
+			defer call.close()
+			if diff := cmp.Diff(tt.args, call.args); diff != "" {
 				t.Error(diff)
+			}
+			var files []string
+			for _, f := range call.files {
+				data, err := os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+				if err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, string(data))
+			}
+			if diff := cmp.Diff(tt.files, files); diff != "" {
+				t.Errorf("files tor reads (-want +got):\n%s", diff)
+			}
+			if call.cred != nil {
+				t.Errorf("runs as %+v, want root (no DataDirectory of another user)", call.cred)
 			}
 		})
 	}
-	t.Run("instance template", func(t *testing.T) {
-		inst := Instance{Torrc: "/etc/tor/instances/exit1/torrc", Defaults: tmpl, defaultsName: "exit1"}
-		args, cleanup, err := verifyArgs(&inst, nil)
-		if err != nil {
+}
+
+// TestDataDirectoryOwner: a torrc without User is judged as the owner of
+// its DataDirectory when that is not root (a unit with User= starts tor so);
+// with User (Debian), as root.
+func TestDataDirectoryOwner(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to chown a directory to another user")
+	}
+	data := t.TempDir()
+	if err := os.Chown(data, 1, 1); err != nil { // daemon on Debian
+		t.Fatal(err)
+	}
+	withData := Instance{Options: rules.Options{DataDirectory: data}}
+	if c := dataDirectoryOwner(&withData); c == nil || c.Uid != 1 || c.Gid != 1 || len(c.Groups) != 0 {
+		t.Errorf("no User, DataDirectory of uid 1: %+v", c)
+	}
+	withUser := Instance{Options: rules.Options{DataDirectory: data, User: "debian-tor"}}
+	if c := dataDirectoryOwner(&withUser); c != nil {
+		t.Errorf("with User: %+v, want root", c)
+	}
+	rootData := Instance{Options: rules.Options{DataDirectory: t.TempDir()}}
+	if c := dataDirectoryOwner(&rootData); c != nil {
+		t.Errorf("root's DataDirectory: %+v, want root", c)
+	}
+}
+
+// TestFindTor: tor is looked for in the given directories, never $PATH; a
+// binary another user could replace is never run.
+func TestFindTor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("tor judges only as root")
+	}
+	safe, unsafe, empty := t.TempDir(), t.TempDir(), t.TempDir()
+	for _, d := range []string{safe, unsafe} {
+		if err := os.WriteFile(filepath.Join(d, "tor"), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		written := args[2]
-		got, err := os.ReadFile(written)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if want := "User _tor-exit1\nDataDirectory /var/lib/tor-instances/exit1\n"; string(got) != want {
-			t.Errorf("defaults written %q, want %q", got, want)
-		}
-		cleanup()
-		if _, err := os.Stat(written); !os.IsNotExist(err) {
-			t.Errorf("%s left behind: %v", written, err)
-		}
-	})
+	}
+	if err := os.Chmod(filepath.Join(unsafe, "tor"), 0o777); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", safe)
+	off := false
+	tests := []struct {
+		name             string
+		cfg              config.Config
+		dirs             []string
+		path, notConsult string
+		err              string
+	}{
+		{"found", config.Config{}, []string{empty, safe}, filepath.Join(safe, "tor"), "", ""},
+		{"not in the directories (PATH ignored)", config.Config{}, []string{empty}, "", "tor is not installed", ""},
+		{"turned off", config.Config{Tor: config.Tor{Verify: &off}}, []string{safe}, "", "[tor] verify = false", ""},
+		{"writable by others", config.Config{}, []string{unsafe}, filepath.Join(unsafe, "tor"), "", "is writable by others"},
+		{"[tor] path", config.Config{Tor: config.Tor{Path: filepath.Join(safe, "tor")}}, []string{empty}, filepath.Join(safe, "tor"), "", ""},
+		{"[tor] path missing", config.Config{Tor: config.Tor{Path: filepath.Join(empty, "tor")}}, nil, filepath.Join(empty, "tor"), "", "no such file"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := FindTorIn(tt.cfg, tt.dirs)
+			gotErr := ""
+			if j.Err != nil {
+				gotErr = j.Err.Error()
+			}
+			if j.Path != tt.path || !strings.Contains(j.NotConsulted, tt.notConsult) || (tt.notConsult == "") != (j.NotConsulted == "") ||
+				!strings.Contains(gotErr, tt.err) || (tt.err == "") != (gotErr == "") {
+				t.Errorf("got path %q, not consulted %q, err %q; want %q, %q, %q", j.Path, j.NotConsulted, gotErr, tt.path, tt.notConsult, tt.err)
+			}
+		})
+	}
 }
 
 // TestHeadTail keeps the first and last lines of a long output.

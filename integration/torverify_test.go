@@ -98,6 +98,35 @@ func TestTorJudges(t *testing.T) {
 	if want := "config:     valid (accepted by tor " + torV + ")"; code != 0 || !strings.Contains(stdout, want) {
 		t.Errorf("status: exit %d, stdout %q %s; want %q", code, stdout, stderr, want)
 	}
+
+	// Without User, as a unit with User= runs tor (not Debian's): tor
+	// judges as the owner of the DataDirectory, which it accepts; as root
+	// it would refuse ("not owned by this user").
+	// tor runs as daemon then, and must read the torrc, as it would there.
+	shared, err := os.MkdirTemp("", "relayfw-nouser-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(shared) })
+	noUser := filepath.Join(shared, "torrc")
+	if err := os.WriteFile(noUser, []byte(head+"DataDirectory "+torDataDir(t, "daemon", "")+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(shared, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := relayfwIn(t, ns, "--torrc", noUser, "--config", on, "policy"); code != 0 || strings.Contains(stderr, "refuses") {
+		t.Errorf("no User, DataDirectory of daemon: exit %d %s", code, stderr)
+	}
+
+	// --policy alone, on a host without a torrc: tor judges the policy
+	// with an empty torrc (a file of relayfw's own, as for every file it
+	// makes for tor).
+	script := "mount -t tmpfs relayfwtest /etc/tor && exec " + relayfwBin + " --config " + on + " --policy 'accept *:80,reject *:*' policy"
+	cmd := exec.Command("ip", "netns", "exec", ns, "unshare", "-m", "--propagation", "private", "sh", "-c", script)
+	if code, stdout, stderr := runCmd(t, cmd); code != 0 || !strings.Contains(stdout, "accept *:80\n") || strings.Contains(stderr, "tor was not consulted") {
+		t.Errorf("--policy without a torrc: exit %d\n%s%s", code, stdout, stderr)
+	}
 }
 
 // TestTorJudgesInUnits: relayfw's systemd units bound relayfw's

@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
@@ -38,7 +39,7 @@ func TestMain(m *testing.M) {
 		}
 		return 0, fmt.Errorf("user: unknown user %s", name)
 	}
-	// A stand-in for tor on PATH: the unit tests run in the host's own
+	// A stand-in for tor: the unit tests run in the host's own
 	// namespace, where no real tor runs (integration/ runs the real one in
 	// namespaces of its own). It accepts every configuration, but for a
 	// torrc line "# fake tor refuses: REASON", which it refuses as tor
@@ -51,7 +52,13 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	os.Setenv("PATH", dir+string(os.PathListSeparator)+os.Getenv("PATH"))
+	fake := filepath.Join(dir, "tor")
+	findTor = func(cfg config.Config) host.TorJudge {
+		if cfg.Tor.Path == "" {
+			cfg.Tor.Path = fake
+		}
+		return host.FindTor(cfg)
+	}
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
@@ -330,13 +337,13 @@ func TestExplainUDP(t *testing.T) {
 // judges alone and says so; status says what tor made of the torrcs.
 func TestTorNotConsulted(t *testing.T) {
 	off := writeFile(t, "relayfw.toml", "[tor]\nverify = false\n")
-	noTor := t.TempDir() // a PATH without tor
+	noTor := t.TempDir() // no tor there
 	tests := []struct {
 		name, config, path, want string
 	}{
 		{"consulted", testConfig, "", ""},
 		{"turned off", off, "", `level=INFO msg="tor was not consulted: [tor] verify = false in relayfw.toml; the torrcs were checked by relayfw alone"`},
-		{"not installed", testConfig, noTor, `level=WARN msg="tor was not consulted: tor is not installed (no tor on PATH); the torrcs were checked by relayfw alone"`},
+		{"not installed", testConfig, noTor, `level=WARN msg="tor was not consulted: tor is not installed (no tor in ` + noTor + `); the torrcs were checked by relayfw alone"`},
 	}
 	if os.Geteuid() != 0 {
 		tests[0].want = "relayfw is not running as root" // tor judges as root only
@@ -344,7 +351,9 @@ func TestTorNotConsulted(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.path != "" {
-				t.Setenv("PATH", tt.path)
+				saved := findTor
+				findTor = func(cfg config.Config) host.TorJudge { return host.FindTorIn(cfg, []string{tt.path}) }
+				defer func() { findTor = saved }()
 			}
 			code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", tt.config, "policy")
 			if code != 0 || stdout == "" {

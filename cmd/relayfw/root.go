@@ -177,9 +177,13 @@ func loadInputs(cmd *cobra.Command, g *globals) (*host.Inputs, error) {
 	return host.Load(opts)
 }
 
+// findTor finds the tor that judges the torrcs; the unit tests, which run
+// in the host's own namespace, put a stand-in there.
+var findTor = host.FindTor
+
 // inputOptions are the inputs the flags name, read with cfg.
 func inputOptions(cmd *cobra.Command, g *globals, cfg config.Config) host.Options {
-	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log, Tor: host.FindTor(cfg)}
+	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log, Tor: findTor(cfg)}
 	if !g.torrcSet(cmd) {
 		opts.Torrcs = nil
 	}
