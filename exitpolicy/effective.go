@@ -7,7 +7,7 @@ import (
 	"slices"
 
 	"github.com/relayfw/relayfw/internal/torcompat"
-	"github.com/relayfw/relayfw/torrc"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // HostFacts is what relayfw knows about the machine beyond the torrc. The
@@ -58,7 +58,7 @@ type Effective struct {
 
 // FromOptions builds the exit policy tor 0.4.9 publishes for these
 // options, following policies_parse_exit_policy_from_options.
-func FromOptions(o torrc.Options, facts HostFacts) (Effective, error) {
+func FromOptions(o torconf.Options, facts HostFacts) (Effective, error) {
 	var eff Effective
 	mustAppend := func(text string) {
 		entries, _, err := Parse(text)
@@ -83,7 +83,7 @@ func FromOptions(o torrc.Options, facts HostFacts) (Effective, error) {
 	for _, line := range o.ExitPolicy {
 		entries, warns, err := Parse(line.Value)
 		if err != nil {
-			return eff, &torrc.SyntaxError{File: line.File, Line: line.Line, Err: err}
+			return eff, &torconf.SyntaxError{File: line.File, Line: line.Line, Err: err}
 		}
 		for _, w := range warns {
 			eff.Warnings = append(eff.Warnings, fmt.Sprintf("%s: %s", line.Where(), w))
@@ -155,7 +155,7 @@ func FromOptions(o torrc.Options, facts HostFacts) (Effective, error) {
 	}
 	if abortsOnValidation(o, facts) {
 		at := o.Origin["ipv6exit"]
-		return eff, &torrc.SyntaxError{File: at.File, Line: at.Line, Err: errors.New(
+		return eff, &torconf.SyntaxError{File: at.File, Line: at.Line, Err: errors.New(
 			"IPv6Exit 1 with ExitPolicyRejectPrivate 0, no ExitPolicy line and no public interface address rejected by ExitPolicyRejectLocalInterfaces: " +
 				"tor 0.4.9 aborts on start (policies_log_first_redundant_entry: Assertion policy failed); " +
 				"add an ExitPolicy line (e.g. \"ExitPolicy reject *:*\" before the policy you want, or the policy itself), or set ExitPolicyRejectPrivate 1")}
@@ -186,7 +186,7 @@ func FromOptions(o torrc.Options, facts HostFacts) (Effective, error) {
 // Entries ahead: "reject *6:*" (IPv6Exit 0), "reject private:*"
 // (ExitPolicyRejectPrivate), and with ExitPolicyRejectLocalInterfaces the
 // public addresses of the host's interfaces (IPv6 ones only with IPv6Exit).
-func abortsOnValidation(o torrc.Options, facts HostFacts) bool {
+func abortsOnValidation(o torconf.Options, facts HostFacts) bool {
 	if o.ExitPolicy != nil || !o.IPv6Exit || o.ExitPolicyRejectPrivate {
 		return false
 	}
@@ -230,7 +230,7 @@ func IsInternal(a netip.Addr) bool {
 // relayAddresses approximates tor's relay_find_addr_to_publish for each
 // family that has an advertised ORPort: the Address option, else an
 // explicit ORPort address, else an interface address.
-func relayAddresses(o torrc.Options, facts HostFacts) (v4, v6 netip.Addr, warnings []string) {
+func relayAddresses(o torconf.Options, facts HostFacts) (v4, v6 netip.Addr, warnings []string) {
 	find := func(want6 bool) netip.Addr {
 		served := false
 		for _, p := range o.Ports {

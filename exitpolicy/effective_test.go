@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relayfw/relayfw/torrc"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // TestEffectivePolicyTorAborts: the torrcs on which tor 0.4.9.11 aborts at
@@ -47,16 +47,16 @@ func TestEffectivePolicyTorAborts(t *testing.T) {
 		{"ExitRelay 0", "ORPort 9001\nExitRelay 0\nIPv6Exit 1\nExitPolicyRejectPrivate 0\n", loOnly, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			lines, err := torrc.Parse(nil, "torrc", tc.torrc)
+			lines, err := torconf.Parse(nil, "torrc", tc.torrc)
 			if err != nil {
 				t.Fatal(err)
 			}
-			o, err := torrc.OptionsFromLines(lines)
+			o, err := torconf.OptionsFromLines(lines)
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, err = FromOptions(o, HostFacts{InterfaceAddrs: tc.ifaces})
-			var se *torrc.SyntaxError
+			var se *torconf.SyntaxError
 			switch {
 			case tc.aborts && (!errors.As(err, &se) || !strings.Contains(err.Error(), "aborts")):
 				t.Fatalf("want tor's abort refused, got %v", err)

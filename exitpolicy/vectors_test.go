@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/relayfw/relayfw/torrc"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // torVectors is testdata/tor-exit-policy-vectors.json: torrc cases run
@@ -42,11 +42,11 @@ func loadVectors(t testing.TB) torVectors {
 
 // effectiveFromText runs torrc text through the whole model.
 func effectiveFromText(text string) (Effective, error) {
-	lines, err := torrc.Parse(nil, "torrc", text)
+	lines, err := torconf.Parse(nil, "torrc", text)
 	if err != nil {
 		return Effective{}, err
 	}
-	opts, err := torrc.OptionsFromLines(lines)
+	opts, err := torconf.OptionsFromLines(lines)
 	if err != nil {
 		return Effective{}, err
 	}
@@ -59,7 +59,7 @@ func TestTorVectors(t *testing.T) {
 		text := strings.Join(append(append([]string{}, v.BaseTorrc...), c.Torrc...), "\n") + "\n"
 		eff, err := effectiveFromText(text)
 		if !c.OK {
-			var se *torrc.SyntaxError
+			var se *torconf.SyntaxError
 			if !errors.As(err, &se) {
 				t.Errorf("case %d %q: tor refused this torrc; got err=%v, policy %q", i, c.Torrc, err, eff.Policy.Lines())
 			}

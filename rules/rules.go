@@ -1,5 +1,5 @@
 // Package rules is a TEMPORARY facade: aliases of the names the rules
-// package had before it was split into torrc (the torrc reader and tor's
+// package had before it was split into torconf (the torrc reader and tor's
 // option table), exitpolicy (tor's exit-policy semantics) and ruleset (the
 // backend contract and its compiler). It exists only so that callers keep
 // compiling while they move to the new packages; write new code against
@@ -12,33 +12,33 @@ import (
 	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/internal/torcompat"
 	"github.com/relayfw/relayfw/ruleset"
-	"github.com/relayfw/relayfw/torrc"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // The torrc reader and tor's option table.
 type (
-	ConfigLine  = torrc.ConfigLine
-	SyntaxError = torrc.SyntaxError
-	FileError   = torrc.FileError
-	FS          = torrc.FS
-	OSFS        = torrc.OSFS
-	Options     = torrc.Options
-	PortConfig  = torrc.PortConfig
-	DirServer   = torrc.DirServer
+	ConfigLine  = torconf.ConfigLine
+	SyntaxError = torconf.SyntaxError
+	FileError   = torconf.FileError
+	FS          = torconf.FS
+	OSFS        = torconf.OSFS
+	Options     = torconf.Options
+	PortConfig  = torconf.PortConfig
+	DirServer   = torconf.DirServer
 )
 
 var (
-	ReadTorrc             = torrc.Read
-	ReadTorrcFS           = torrc.ReadFS
-	ReadTorrcTemplateFS   = torrc.ReadTemplateFS
-	ParseTorrc            = torrc.Parse
-	DefaultOptions        = torrc.DefaultOptions
-	OptionsFromLines      = torrc.OptionsFromLines
-	OptionsFromGroups     = torrc.OptionsFromGroups
-	ListenEndpoints       = torrc.ListenEndpoints
-	TorOptionName         = torrc.OptionName
-	ParseDirAuthorityLine = torrc.ParseDirAuthority
-	ParseFallbackDirLine  = torrc.ParseFallbackDir
+	ReadTorrc             = torconf.Read
+	ReadTorrcFS           = torconf.ReadFS
+	ReadTorrcTemplateFS   = torconf.ReadTemplateFS
+	ParseTorrc            = torconf.Parse
+	DefaultOptions        = torconf.DefaultOptions
+	OptionsFromLines      = torconf.OptionsFromLines
+	OptionsFromGroups     = torconf.OptionsFromGroups
+	ListenEndpoints       = torconf.ListenEndpoints
+	TorOptionName         = torconf.OptionName
+	ParseDirAuthorityLine = torconf.ParseDirAuthority
+	ParseFallbackDirLine  = torconf.ParseFallbackDir
 	TorAddrParse          = torcompat.AddrParse
 )
 

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/relayfw/relayfw/exitpolicy"
-	"github.com/relayfw/relayfw/torrc"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // randomPolicyText builds a random torrc exit policy from the kinds of
@@ -80,11 +80,11 @@ func randomAddr(r *rand.Rand, v6 bool, near []exitpolicy.Entry) netip.Addr {
 // effectiveFromTorrc runs torrc text through the torrc reader and tor's
 // exit-policy semantics.
 func effectiveFromTorrc(text string) (exitpolicy.Effective, error) {
-	lines, err := torrc.Parse(nil, "torrc", text)
+	lines, err := torconf.Parse(nil, "torrc", text)
 	if err != nil {
 		return exitpolicy.Effective{}, err
 	}
-	opts, err := torrc.OptionsFromLines(lines)
+	opts, err := torconf.OptionsFromLines(lines)
 	if err != nil {
 		return exitpolicy.Effective{}, err
 	}

@@ -1,4 +1,4 @@
-package torrc
+package torconf
 
 import (
 	"net/netip"

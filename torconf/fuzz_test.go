@@ -1,4 +1,4 @@
-package torrc_test
+package torconf_test
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 
 	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/ruleset"
-	"github.com/relayfw/relayfw/torrc"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 func FuzzParseTorrc(f *testing.F) {
@@ -21,7 +21,7 @@ func FuzzParseTorrc(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, text string) {
-		lines, err := torrc.Parse(nil, "torrc", text)
+		lines, err := torconf.Parse(nil, "torrc", text)
 		if err != nil {
 			return
 		}
@@ -31,12 +31,12 @@ func FuzzParseTorrc(f *testing.F) {
 				t.Fatalf("line %d out of range 1..%d", l.Line, nLines)
 			}
 		}
-		opts, err := torrc.OptionsFromLines(lines)
+		opts, err := torconf.OptionsFromLines(lines)
 		if err != nil {
 			return
 		}
 		// Whatever the listener lines, the endpoints to protect are valid.
-		if eps, _ := torrc.ListenEndpoints(opts.Ports, true); len(eps) > 0 {
+		if eps, _ := torconf.ListenEndpoints(opts.Ports, true); len(eps) > 0 {
 			in := ruleset.DefaultInbound()
 			in.Endpoints = eps
 			if err := in.Validate(); err != nil {

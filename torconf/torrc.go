@@ -1,7 +1,7 @@
-// Package torrc reads a torrc as tor 0.4.9 does (%include, continuation
+// Package torconf reads a torrc as tor 0.4.9 does (%include, continuation
 // lines, quoting), knows tor's option table, and turns the lines into the
 // options relayfw needs (Options), with tor's defaults and refusals.
-package torrc
+package torconf
 
 import (
 	"errors"

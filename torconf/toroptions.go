@@ -1,4 +1,4 @@
-package torrc
+package torconf
 
 //go:generate go run gen_toroptions.go
 
