@@ -13,7 +13,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // DefaultPath is where relayfw looks for its settings when --config is
@@ -81,7 +81,7 @@ func (t Tor) Timeout() (time.Duration, error) {
 
 // Inbound is the [inbound] table: limits on new connections to the
 // relays' ORPorts, per source. Off unless enabled; a limit left out (0 or
-// "") is the default of rules.DefaultInbound.
+// "") is the default of ruleset.DefaultInbound.
 type Inbound struct {
 	Enabled bool `toml:"enabled"`
 	// DirPorts protects the DirPorts too.
@@ -105,8 +105,8 @@ type Inbound struct {
 
 // Settings are the limits with the defaults filled in and the operator's
 // trusted sources; the endpoints and the authorities are the host's to add.
-func (c Inbound) Settings() (rules.Inbound, error) {
-	in := rules.DefaultInbound()
+func (c Inbound) Settings() (ruleset.Inbound, error) {
+	in := ruleset.DefaultInbound()
 	set := func(dst *uint, v uint) {
 		if v != 0 {
 			*dst = v
@@ -131,7 +131,7 @@ func (c Inbound) Settings() (rules.Inbound, error) {
 		in.BlockSeconds = uint(d / time.Second)
 	}
 	for _, t := range c.Trusted {
-		p, err := rules.ParsePrefixOrAddr(t)
+		p, err := ruleset.ParsePrefixOrAddr(t)
 		if err != nil {
 			return in, fmt.Errorf("trusted %q: not an address or prefix", t)
 		}

@@ -20,7 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 //go:embed defaults/authorities.txt
@@ -56,7 +57,7 @@ const (
 // Network is what relayfw reads from a consensus.
 type Network struct {
 	// Links are the ORPorts and DirPorts tor connects to; each passes
-	// rules.CheckRelayLink.
+	// ruleset.CheckRelayLink.
 	Links Links
 	// Authorities are the directory authorities' addresses: their
 	// dir-source lines, and relays with the Authority flag.
@@ -67,7 +68,7 @@ type Network struct {
 	// valid-until times (UTC); zero when it has none.
 	ValidAfter, ValidUntil time.Time
 	// LeftOut counts the entries (addresses with their port) left out, by
-	// reason: those rules.CheckRelayLink refuses, and those tor itself does
+	// reason: those ruleset.CheckRelayLink refuses, and those tor itself does
 	// not use.
 	LeftOut map[string]int
 }
@@ -106,7 +107,7 @@ func (n Network) LeftOutSummary() string {
 // Options say how to read a consensus.
 type Options struct {
 	// Private lets relay links be internal addresses: the instance runs
-	// TestingTorNetwork (rules.CheckRelayLink).
+	// TestingTorNetwork (ruleset.CheckRelayLink).
 	Private bool
 }
 
@@ -193,7 +194,7 @@ func FileKind(m fs.FileMode) string {
 	return m.Type().String()
 }
 
-// Why an entry is left out, besides what rules.CheckRelayLink says.
+// Why an entry is left out, besides what ruleset.CheckRelayLink says.
 const (
 	leftNotIPv4   = "not an IPv4 address in an \"r\" or \"dir-source\" line"
 	leftNotIPv6   = "not an IPv6 address in an \"a\" line (tor reads IPv6 there)"
@@ -207,7 +208,7 @@ const (
 // first IPv6 "a" line its IPv6 ORPort (as tor reads them), "s" lines its
 // flags, "dir-source" lines the authorities' address, DirPort and ORPort,
 // "valid-after" and "valid-until" its lifetime. Every address and port
-// passes rules.CheckRelayLink (with o.Private for a TestingTorNetwork
+// passes ruleset.CheckRelayLink (with o.Private for a TestingTorNetwork
 // instance), or is left out and counted. Reading stops with an error past
 // MaxConsensusBytes or MaxConsensusRelays.
 func ParseNetwork(r io.Reader, o Options) (Network, error) {
@@ -227,7 +228,7 @@ func ParseNetwork(r io.Reader, o Options) (Network, error) {
 	}
 	// link admits (a, port) as a link, or counts why not.
 	link := func(a netip.Addr, port uint16) bool {
-		if err := rules.CheckRelayLink(netip.AddrPortFrom(a, port), o.Private); err != nil {
+		if err := ruleset.CheckRelayLink(netip.AddrPortFrom(a, port), o.Private); err != nil {
 			leave(err.Error())
 			return false
 		}
@@ -389,13 +390,13 @@ func uniqueAddrs(as []netip.Addr) []netip.Addr {
 
 // dirServerLinks is the addresses one DirAuthority or FallbackDir line
 // makes tor contact: its ORPort and DirPort on IPv4, its ipv6= ORPort.
-// Those rules.CheckRelayLink refuses are returned apart.
-func dirServerLinks(ds rules.DirServer, private bool) (links Links, refused []string) {
+// Those ruleset.CheckRelayLink refuses are returned apart.
+func dirServerLinks(ds torconf.DirServer, private bool) (links Links, refused []string) {
 	for _, ap := range []netip.AddrPort{netip.AddrPortFrom(ds.Addr, ds.ORPort), netip.AddrPortFrom(ds.Addr, ds.DirPort), ds.IPv6} {
 		if !ap.Addr().IsValid() || ap.Port() == 0 {
 			continue // no such port (a fallback has no DirPort in use)
 		}
-		if err := rules.CheckRelayLink(ap, private); err != nil {
+		if err := ruleset.CheckRelayLink(ap, private); err != nil {
 			refused = append(refused, fmt.Sprintf("%s: %v", ap, err))
 			continue
 		}
@@ -406,7 +407,7 @@ func dirServerLinks(ds rules.DirServer, private bool) (links Links, refused []st
 
 // DirServers parses DirAuthority or FallbackDir values; where torrc has
 // none, tor's compiled-in list applies (defaults: "authorities" or
-// "fallbacks"). The links rules.CheckRelayLink refuses (private: the
+// "fallbacks"). The links ruleset.CheckRelayLink refuses (private: the
 // instance runs TestingTorNetwork) are left out and said in refused, one
 // line each.
 func DirServers(values []string, defaults string, private bool) (links Links, refused []string, err error) {
@@ -421,9 +422,9 @@ func DirServers(values []string, defaults string, private bool) (links Links, re
 			}
 		}
 	}
-	parse := rules.ParseDirAuthorityLine
+	parse := torconf.ParseDirAuthority
 	if defaults == "fallbacks" {
-		parse = rules.ParseFallbackDirLine
+		parse = torconf.ParseFallbackDir
 	}
 	for _, v := range values {
 		ds, _, err := parse(v)
