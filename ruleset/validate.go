@@ -85,6 +85,19 @@ func (rs Ruleset) Validate() error {
 }
 
 func (r Rule) validate(sets, maps map[string]Family) error {
+	if err := r.validateMatches(); err != nil {
+		return err
+	}
+	if err := r.validateLookups(sets, maps); err != nil {
+		return err
+	}
+	return r.validateAction()
+}
+
+// validateMatches checks the fields a packet is matched on, with the
+// limits both backends share: output interface lo only, single source
+// addresses, one single source port.
+func (r Rule) validateMatches() error {
 	switch r.Family {
 	case AnyFamily, IPv4, IPv6:
 	default:
@@ -99,6 +112,17 @@ func (r Rule) validate(sets, maps map[string]Family) error {
 		if s != "new" && s != "established" && s != "related" {
 			return fmt.Errorf("unknown ct state %q", s)
 		}
+	}
+	if r.OutIface != "" && r.OutIface != "lo" {
+		return fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
+	}
+	for _, p := range r.SrcAddrs {
+		if p.IsValid() && !p.IsSingleIP() {
+			return fmt.Errorf("source %s: only single addresses are supported", p)
+		}
+	}
+	if len(r.SrcPorts) > 1 || len(r.SrcPorts) == 1 && r.SrcPorts[0].First != r.SrcPorts[0].Last {
+		return errors.New("source ports: only one single port is supported")
 	}
 	if r.TCPMidstream && r.Proto != "tcp" {
 		return errors.New("tcp_midstream needs proto tcp")
@@ -119,6 +143,12 @@ func (r Rule) validate(sets, maps map[string]Family) error {
 	if len(r.ICMPTypes) > 0 && r.Proto != "icmp" && r.Proto != "icmpv6" {
 		return errors.New("icmp_types need proto icmp or icmpv6")
 	}
+	return nil
+}
+
+// validateLookups checks set and exit-map lookups against the ruleset's
+// sets and maps.
+func (r Rule) validateLookups(sets, maps map[string]Family) error {
 	if r.Set != "" || r.ExitMap != "" {
 		if r.Proto != "tcp" || r.Family == AnyFamily || len(r.DstPorts) > 0 || len(r.DstAddrs) > 0 || (r.Set != "" && r.ExitMap != "") {
 			return errors.New("set and exit map lookups need one family, proto tcp, no daddr and no dport")
@@ -142,6 +172,11 @@ func (r Rule) validate(sets, maps map[string]Family) error {
 		// for every socket would let any user reach what it lists.
 		return errors.New("a relay-link rule accepts a set lookup for one user's sockets (skuid): relay links are tor's alone")
 	}
+	return nil
+}
+
+// validateAction checks the action and what goes with it.
+func (r Rule) validateAction() error {
 	switch r.Action {
 	case Accept:
 	case Log:

@@ -60,6 +60,17 @@ func TestValidate(t *testing.T) {
 		{"address of the other family", func(rs *Ruleset) {
 			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Family: IPv4, DstAddrs: []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, Action: Accept})
 		}, "does not fit family"},
+		// The limits both backends share.
+		{"output interface other than lo", func(rs *Ruleset) { rs.Outbound[0].OutIface = "eth0" }, "only lo is supported"},
+		{"source network", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Family: IPv4, SrcAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}, Action: Accept})
+		}, "only single addresses are supported"},
+		{"two source ports", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Proto: "udp", SrcPorts: []PortRange{{67, 67}, {68, 68}}, Action: Accept})
+		}, "only one single port"},
+		{"source port range", func(rs *Ruleset) {
+			rs.Outbound = append(rs.Outbound, Rule{Name: "x", Proto: "udp", SrcPorts: []PortRange{{67, 68}}, Action: Accept})
+		}, "only one single port"},
 	}
 	for _, tt := range tests {
 		rs := good()
