@@ -102,122 +102,15 @@ func sameRule(a, b Rule) bool { return sameJSON(a, b) }
 // maxRanges bounds the address ranges one line lists.
 const maxRanges = 4
 
-// exitMapChanges compares two exit maps address range by address range.
+// exitMapChanges compares two exit maps address range by address range:
+// one line per port change, with the address ranges it applies to.
 func exitMapChanges(name string, prev, next ExitMap) []string {
 	family := next.Family
 	if family == "" {
 		family = prev.Family
 	}
-	zero := netip.IPv4Unspecified()
-	if family == IPv6 {
-		zero = netip.IPv6Unspecified()
-	}
-	top := lastAddr(netip.PrefixFrom(zero, 0))
-	pi, ni := prev.Intervals(), next.Intervals()
-	// Every address where either map changes class starts a segment.
-	var starts []netip.Addr
-	for _, iv := range append(slices.Clone(pi), ni...) {
-		starts = append(starts, iv.First)
-		if iv.Last != top {
-			starts = append(starts, iv.Last.Next())
-		}
-	}
-	starts = append(starts, zero)
-	slices.SortFunc(starts, netip.Addr.Compare)
-	starts = slices.Compact(starts)
-
-	// What changes between a class of prev and a class of next, computed
-	// once per pair: a block list has tens of thousands of segments but
-	// few classes.
-	type delta struct {
-		opened, closed *portSet
-		openedText     string
-		closedText     string
-	}
-	type pair struct{ p, n int }
-	deltas := map[pair]*delta{}
-	classPorts := func(m ExitMap, class int) portSet {
-		var ps portSet
-		if class != NoClass {
-			for _, r := range m.Classes[class].Ports {
-				ps.add(r)
-			}
-		}
-		return ps
-	}
-	deltaOf := func(k pair) *delta {
-		if d, ok := deltas[k]; ok {
-			return d
-		}
-		pp, np := classPorts(prev, k.p), classPorts(next, k.n)
-		opened, closed := np.minus(pp), pp.minus(np)
-		d := &delta{opened: &opened, closed: &closed}
-		if !opened.empty() {
-			d.openedText = opened.String()
-		}
-		if !closed.empty() {
-			d.closedText = closed.String()
-		}
-		deltas[k] = d
-		return d
-	}
-	classAt := func(ivs []ClassInterval, a netip.Addr) int {
-		if i, ok := IntervalAt(ivs, a); ok {
-			return ivs[i].Class
-		}
-		return NoClass
-	}
-	type change struct {
-		first, last netip.Addr
-		d           *delta
-	}
-	var changes []change
-	for i, first := range starts {
-		last := top
-		if i+1 < len(starts) {
-			last = starts[i+1].Prev()
-		}
-		d := deltaOf(pair{classAt(pi, first), classAt(ni, first)})
-		if d.openedText == "" && d.closedText == "" {
-			continue
-		}
-		if n := len(changes); n > 0 && changes[n-1].last.Next() == first &&
-			changes[n-1].d.openedText == d.openedText && changes[n-1].d.closedText == d.closedText {
-			changes[n-1].last = last
-			continue
-		}
-		changes = append(changes, change{first: first, last: last, d: d})
-	}
-	// One line per port change, with the address ranges it applies to:
-	// the private and local rejects cut a change into many ranges.
-	type group struct {
-		sign, ports string
-		ranges      []string
-	}
-	var groups []*group
-	find := func(sign, ports string) *group {
-		for _, g := range groups {
-			if g.sign == sign && g.ports == ports {
-				return g
-			}
-		}
-		g := &group{sign: sign, ports: ports}
-		groups = append(groups, g)
-		return g
-	}
-	for _, c := range changes {
-		where := rangeText(c.first, c.last)
-		if c.d.openedText != "" {
-			g := find("+", c.d.openedText)
-			g.ranges = append(g.ranges, where)
-		}
-		if c.d.closedText != "" {
-			g := find("-", c.d.closedText)
-			g.ranges = append(g.ranges, where)
-		}
-	}
 	var out []string
-	for _, g := range groups {
+	for _, g := range groupChanges(classChanges(prev, next, family)) {
 		where := strings.Join(g.ranges, ", ")
 		if len(g.ranges) > maxRanges {
 			where = fmt.Sprintf("%s and %d more address ranges", strings.Join(g.ranges[:maxRanges], ", "), len(g.ranges)-maxRanges)
@@ -225,6 +118,134 @@ func exitMapChanges(name string, prev, next ExitMap) []string {
 		out = append(out, fmt.Sprintf("%s %s: TCP %s to %s", g.sign, name, g.ports, where))
 	}
 	return out
+}
+
+// portDelta is what changes between a class of one map and a class of
+// the other: the ports opened and closed, as text ("" for none).
+type portDelta struct{ opened, closed string }
+
+// portDeltas computes each pair of classes' delta once: a block list has
+// tens of thousands of address segments but few classes.
+type portDeltas struct {
+	prev, next ExitMap
+	done       map[[2]int]portDelta
+}
+
+func (d *portDeltas) of(p, n int) portDelta {
+	if got, ok := d.done[[2]int{p, n}]; ok {
+		return got
+	}
+	pp, np := classPorts(d.prev, p), classPorts(d.next, n)
+	var got portDelta
+	if opened := np.minus(pp); !opened.empty() {
+		got.opened = opened.String()
+	}
+	if closed := pp.minus(np); !closed.empty() {
+		got.closed = closed.String()
+	}
+	d.done[[2]int{p, n}] = got
+	return got
+}
+
+// classPorts is the port set of a class of m (none for NoClass).
+func classPorts(m ExitMap, class int) portSet {
+	var ps portSet
+	if class != NoClass {
+		for _, r := range m.Classes[class].Ports {
+			ps.add(r)
+		}
+	}
+	return ps
+}
+
+// rangeChange is a run of addresses where the ports change the same way.
+type rangeChange struct {
+	first, last netip.Addr
+	delta       portDelta
+}
+
+// classChanges walks the family's addresses in segments (every address
+// where either map changes class starts one) and returns the runs where
+// the accepted ports change, neighbouring runs of one change merged.
+func classChanges(prev, next ExitMap, family Family) []rangeChange {
+	zero := netip.IPv4Unspecified()
+	if family == IPv6 {
+		zero = netip.IPv6Unspecified()
+	}
+	top := lastAddr(netip.PrefixFrom(zero, 0))
+	pi, ni := prev.Intervals(), next.Intervals()
+	starts := []netip.Addr{zero}
+	for _, iv := range append(slices.Clone(pi), ni...) {
+		starts = append(starts, iv.First)
+		if iv.Last != top {
+			starts = append(starts, iv.Last.Next())
+		}
+	}
+	slices.SortFunc(starts, netip.Addr.Compare)
+	starts = slices.Compact(starts)
+
+	deltas := &portDeltas{prev: prev, next: next, done: map[[2]int]portDelta{}}
+	var changes []rangeChange
+	for i, first := range starts {
+		last := top
+		if i+1 < len(starts) {
+			last = starts[i+1].Prev()
+		}
+		d := deltas.of(classAt(pi, first), classAt(ni, first))
+		if d == (portDelta{}) {
+			continue
+		}
+		if n := len(changes); n > 0 && changes[n-1].last.Next() == first && changes[n-1].delta == d {
+			changes[n-1].last = last
+			continue
+		}
+		changes = append(changes, rangeChange{first: first, last: last, delta: d})
+	}
+	return changes
+}
+
+// classAt is the class of a in intervals ivs, or NoClass.
+func classAt(ivs []ClassInterval, a netip.Addr) int {
+	if i, ok := IntervalAt(ivs, a); ok {
+		return ivs[i].Class
+	}
+	return NoClass
+}
+
+// changeGroup is one line of exitMapChanges: a sign ("+" opens, "-"
+// closes), the ports, and the address ranges.
+type changeGroup struct {
+	sign, ports string
+	ranges      []string
+}
+
+// groupChanges gathers the address ranges of each port change, in the
+// order the changes first appear: the private and local rejects cut a
+// change into many ranges.
+func groupChanges(changes []rangeChange) []*changeGroup {
+	var groups []*changeGroup
+	find := func(sign, ports string) *changeGroup {
+		for _, g := range groups {
+			if g.sign == sign && g.ports == ports {
+				return g
+			}
+		}
+		g := &changeGroup{sign: sign, ports: ports}
+		groups = append(groups, g)
+		return g
+	}
+	for _, c := range changes {
+		where := rangeText(c.first, c.last)
+		if c.delta.opened != "" {
+			g := find("+", c.delta.opened)
+			g.ranges = append(g.ranges, where)
+		}
+		if c.delta.closed != "" {
+			g := find("-", c.delta.closed)
+			g.ranges = append(g.ranges, where)
+		}
+	}
+	return groups
 }
 
 // rangeText is an address range as a prefix when it is one, else first-last.
