@@ -60,20 +60,11 @@ type Effective struct {
 // options, following policies_parse_exit_policy_from_options.
 func FromOptions(o torconf.Options, facts HostFacts) (Effective, error) {
 	var eff Effective
-	mustAppend := func(text string) {
-		entries, _, err := Parse(text)
-		if err != nil {
-			panic("exitpolicy: built-in policy: " + err.Error())
-		}
-		eff.Policy.Entries = append(eff.Policy.Entries, entries...)
-	}
-
 	// Non-exits, and ExitRelay auto with nothing exit-related set,
 	// publish "reject *:*".
 	usingDefaults := o.ExitPolicy == nil && o.ExitRelay == -1 && !o.ReducedExitPolicy && !o.IPv6Exit
 	if o.ExitRelay == 0 || usingDefaults {
-		mustAppend("reject *4:*")
-		mustAppend("reject *6:*")
+		eff.Policy.Entries = mustParse("reject *4:*,reject *6:*")
 		return eff, nil
 	}
 
@@ -91,68 +82,8 @@ func FromOptions(o torconf.Options, facts HostFacts) (Effective, error) {
 		configured = append(configured, entries...)
 	}
 
-	var configuredAddrs []netip.Addr
-	if o.ExitPolicyRejectPrivate {
-		v4, v6, warns := relayAddresses(o, facts)
-		eff.Warnings = append(eff.Warnings, warns...)
-		for _, a := range []netip.Addr{v4, v6} {
-			if a.IsValid() {
-				configuredAddrs = append(configuredAddrs, a)
-			}
-		}
-	}
-	if o.ExitPolicyRejectLocalInterfaces {
-		for _, list := range [][]netip.Addr{o.OutboundBindExit, o.OutboundBindOR, o.OutboundBindPT, o.OutboundBindAny} {
-			for _, a := range list {
-				if !a.IsUnspecified() {
-					configuredAddrs = append(configuredAddrs, a)
-				}
-			}
-		}
-	}
-
 	// policies_parse_exit_policy_internal
-	if !o.IPv6Exit {
-		mustAppend("reject *6:*")
-	}
-	if o.ExitPolicyRejectPrivate {
-		mustAppend("reject private:*")
-	}
-	rejectAddr := func(a netip.Addr, v4ok, v6ok bool) {
-		if !isPublicForReject(a) {
-			return
-		}
-		if (a.Is4() && v4ok) || (!a.Is4() && v6ok) {
-			bits := 32
-			if !a.Is4() {
-				bits = 128
-			}
-			eff.Policy.Entries = append(eff.Policy.Entries, Entry{Action: Reject, Addr: a, Bits: bits, PortMin: 1, PortMax: 65535})
-			eff.LocalAddrs = append(eff.LocalAddrs, a)
-		}
-	}
-	for _, a := range configuredAddrs {
-		rejectAddr(a, true, o.IPv6Exit)
-	}
-	if o.ExitPolicyRejectLocalInterfaces {
-		for _, p := range o.Ports {
-			if p.Addr.IsValid() {
-				rejectAddr(p.Addr, true, o.IPv6Exit)
-			}
-		}
-		for _, a := range facts.InterfaceAddrs {
-			if a.Is4() {
-				rejectAddr(a, true, false)
-			}
-		}
-		if o.IPv6Exit {
-			for _, a := range facts.InterfaceAddrs {
-				if !a.Is4() {
-					rejectAddr(a, false, true)
-				}
-			}
-		}
-	}
+	eff.rejectLocal(o, facts)
 	if abortsOnValidation(o, facts) {
 		at := o.Origin["ipv6exit"]
 		return eff, &torconf.SyntaxError{File: at.File, Line: at.Line, Err: errors.New(
@@ -165,15 +96,94 @@ func FromOptions(o torconf.Options, facts HostFacts) (Effective, error) {
 	eff.Policy.Entries = append(eff.Policy.Entries, configured...)
 	switch {
 	case o.BridgeRelay:
-		mustAppend("reject *4:*")
-		mustAppend("reject *6:*")
+		eff.Policy.Entries = append(eff.Policy.Entries, mustParse("reject *4:*,reject *6:*")...)
 	case o.ReducedExitPolicy:
-		mustAppend(reducedExitPolicy)
+		eff.Policy.Entries = append(eff.Policy.Entries, mustParse(reducedExitPolicy)...)
 	default:
-		mustAppend(defaultExitPolicy)
+		eff.Policy.Entries = append(eff.Policy.Entries, mustParse(defaultExitPolicy)...)
 	}
 	eff.Policy.Entries = removeRedundancies(eff.Policy.Entries)
 	return eff, nil
+}
+
+// mustParse parses a built-in policy.
+func mustParse(text string) []Entry {
+	entries, _, err := Parse(text)
+	if err != nil {
+		panic("exitpolicy: built-in policy: " + err.Error())
+	}
+	return entries
+}
+
+// rejectLocal adds the entries tor puts ahead of the configured policy:
+// "reject *6:*" without IPv6Exit, "reject private:*" with
+// ExitPolicyRejectPrivate, and a reject of each of the relay's own public
+// addresses (ExitPolicyRejectPrivate: the published ones;
+// ExitPolicyRejectLocalInterfaces: outbound, listener and interface
+// addresses), in tor's order.
+func (eff *Effective) rejectLocal(o torconf.Options, facts HostFacts) {
+	var own []netip.Addr
+	if o.ExitPolicyRejectPrivate {
+		v4, v6, warns := relayAddresses(o, facts)
+		eff.Warnings = append(eff.Warnings, warns...)
+		for _, a := range []netip.Addr{v4, v6} {
+			if a.IsValid() {
+				own = append(own, a)
+			}
+		}
+	}
+	if o.ExitPolicyRejectLocalInterfaces {
+		for _, list := range [][]netip.Addr{o.OutboundBindExit, o.OutboundBindOR, o.OutboundBindPT, o.OutboundBindAny} {
+			for _, a := range list {
+				if !a.IsUnspecified() {
+					own = append(own, a)
+				}
+			}
+		}
+	}
+	if !o.IPv6Exit {
+		eff.Policy.Entries = append(eff.Policy.Entries, mustParse("reject *6:*")...)
+	}
+	if o.ExitPolicyRejectPrivate {
+		eff.Policy.Entries = append(eff.Policy.Entries, mustParse("reject private:*")...)
+	}
+	for _, a := range own {
+		eff.rejectAddr(a, true, o.IPv6Exit)
+	}
+	if !o.ExitPolicyRejectLocalInterfaces {
+		return
+	}
+	for _, p := range o.Ports {
+		if p.Addr.IsValid() {
+			eff.rejectAddr(p.Addr, true, o.IPv6Exit)
+		}
+	}
+	for _, a := range facts.InterfaceAddrs {
+		if a.Is4() {
+			eff.rejectAddr(a, true, false)
+		}
+	}
+	if o.IPv6Exit {
+		for _, a := range facts.InterfaceAddrs {
+			if !a.Is4() {
+				eff.rejectAddr(a, false, true)
+			}
+		}
+	}
+}
+
+// rejectAddr rejects every port of a public address of a family allowed
+// (v4ok, v6ok), and notes it as one of the relay's own.
+func (eff *Effective) rejectAddr(a netip.Addr, v4ok, v6ok bool) {
+	if !isPublicForReject(a) || (a.Is4() && !v4ok) || (!a.Is4() && !v6ok) {
+		return
+	}
+	bits := 32
+	if !a.Is4() {
+		bits = 128
+	}
+	eff.Policy.Entries = append(eff.Policy.Entries, Entry{Action: Reject, Addr: a, Bits: bits, PortMin: 1, PortMax: 65535})
+	eff.LocalAddrs = append(eff.LocalAddrs, a)
 }
 
 // abortsOnValidation says whether tor 0.4.9 aborts on these options. Its

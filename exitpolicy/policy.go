@@ -402,20 +402,45 @@ const maxAddressLength = 48 + 2 + (1 + 16) + 12 + 1
 // parseMaskPorts is tor_addr_parse_mask_ports(s, TAPMP_EXTENDED_STAR [|
 // TAPMP_STAR_IPV6_ONLY], ...).
 func parseMaskPorts(s string, starIPv6Only bool) (parsedAddr, int, uint16, uint16, error) {
-	var out parsedAddr
 	if len(s) > maxAddressLength {
-		return out, 0, 0, 0, errors.New("address pattern is too long")
+		return parsedAddr{}, 0, 0, 0, errors.New("address pattern is too long")
 	}
-	address := s
+	address, mask, port, err := splitMaskPorts(s)
+	if err != nil {
+		return parsedAddr{}, 0, 0, 0, err
+	}
+	out, anyFlag, err := parsePatternAddr(address, starIPv6Only)
+	if err != nil {
+		return out, 0, 0, 0, err
+	}
+	bits, err := maskBits(out.addr, mask, anyFlag)
+	if err != nil {
+		return out, 0, 0, 0, err
+	}
+	var portStr string
+	if port != nil {
+		portStr = *port
+	}
+	lo, hi, err := parsePortRange(portStr, port != nil)
+	if err != nil {
+		return out, 0, 0, 0, err
+	}
+	return out, bits, lo, hi, nil
+}
+
+// splitMaskPorts cuts ADDR[/MASK][:PORT] as tor does: brackets around an
+// IPv6 address, '/' after the ']', ':' after the mask (or ']'). mask and
+// port are nil when absent.
+func splitMaskPorts(s string) (address string, mask, port *string, err error) {
+	address = s
 	rbracket := -1
 	if strings.HasPrefix(address, "[") {
 		address = address[1:]
 		rbracket = strings.IndexByte(address, ']')
 		if rbracket < 0 {
-			return out, 0, 0, 0, errors.New("no closing ] after IPv6 address")
+			return "", nil, nil, errors.New("no closing ] after IPv6 address")
 		}
 	}
-	// Like tor, look for '/' after the ']' and ':' after the mask (or ']').
 	from := 0
 	if rbracket >= 0 {
 		from = rbracket
@@ -426,7 +451,6 @@ func parseMaskPorts(s string, starIPv6Only bool) (parsedAddr, int, uint16, uint1
 		portFrom = maskAt
 	}
 	portAt := indexFrom(address, ':', portFrom)
-	var mask, port *string
 	if portAt >= 0 {
 		p := address[portAt+1:]
 		port = &p
@@ -440,77 +464,77 @@ func parseMaskPorts(s string, starIPv6Only bool) (parsedAddr, int, uint16, uint1
 	if rbracket >= 0 {
 		address = address[:rbracket]
 	}
+	return address, mask, port, nil
+}
 
-	anyFlag := false
-	switch {
-	case address == "*":
-		anyFlag = true
+// parsePatternAddr reads the address of a pattern: "*" (both families,
+// or IPv6 only with starIPv6Only), "*4", "*6", or an address. anyFlag
+// says it was a wildcard.
+func parsePatternAddr(address string, starIPv6Only bool) (out parsedAddr, anyFlag bool, err error) {
+	switch address {
+	case "*":
 		if starIPv6Only {
 			out.addr = netip.IPv6Unspecified()
 		} else {
 			out.unspec = true
 		}
-	case address == "*4":
-		anyFlag = true
+		return out, true, nil
+	case "*4":
 		out.addr = netip.IPv4Unspecified()
-	case address == "*6":
-		anyFlag = true
+		return out, true, nil
+	case "*6":
 		out.addr = netip.IPv6Unspecified()
-	default:
-		if a, ok := torcompat.InetPton6(address); ok {
-			out.addr = a
-		} else if a, ok := torcompat.InetAton(address); ok {
-			out.addr = a
-		} else {
-			return out, 0, 0, 0, fmt.Errorf("malformed IP address %q", address)
-		}
+		return out, true, nil
 	}
-	v4mapped := out.addr.Is4In6()
+	if a, ok := torcompat.InetPton6(address); ok {
+		out.addr = a
+	} else if a, ok := torcompat.InetAton(address); ok {
+		out.addr = a
+	} else {
+		return out, false, fmt.Errorf("malformed IP address %q", address)
+	}
+	return out, false, nil
+}
 
+// maskBits is the prefix length of addr with the mask given (nil: none):
+// a number of bits or a dotted netmask; an IPv4-mapped address counts its
+// mask from bit 96. A wildcard takes no mask and matches everything.
+func maskBits(addr netip.Addr, mask *string, anyFlag bool) (int, error) {
+	if mask == nil {
+		switch {
+		case anyFlag:
+			return 0, nil
+		case addr.Is4():
+			return 32, nil
+		}
+		return 128, nil
+	}
 	bits := 0
-	if mask != nil {
-		v, rest, _, _ := torcompat.Strtol(*mask)
-		if rest == "" {
-			b := int32(v) // C: (int) strtol(...)
-			if b < 0 || b > 128 || (out.addr.Is4() && b > 32) {
-				return out, 0, 0, 0, fmt.Errorf("bad number of mask bits /%s", *mask)
-			}
-			bits = int(b)
-		} else if m, ok := torcompat.InetAton(*mask); ok {
-			m4 := m.As4()
-			bits = torcompat.AddrMaskBits(uint32(m4[0])<<24 | uint32(m4[1])<<16 | uint32(m4[2])<<8 | uint32(m4[3]))
-			if bits < 0 {
-				return out, 0, 0, 0, fmt.Errorf("netmask %s is not a prefix", *mask)
-			}
-		} else {
-			return out, 0, 0, 0, fmt.Errorf("malformed mask /%s", *mask)
+	if v, rest, _, _ := torcompat.Strtol(*mask); rest == "" {
+		b := int32(v) // C: (int) strtol(...)
+		if b < 0 || b > 128 || (addr.Is4() && b > 32) {
+			return 0, fmt.Errorf("bad number of mask bits /%s", *mask)
 		}
-		if v4mapped {
-			if bits > 32 && bits < 96 {
-				return out, 0, 0, 0, fmt.Errorf("bad mask bits /%d for an IPv4-mapped IPv6 address", bits)
-			}
-			bits = 96 + bits%32
+		bits = int(b)
+	} else if m, ok := torcompat.InetAton(*mask); ok {
+		m4 := m.As4()
+		bits = torcompat.AddrMaskBits(uint32(m4[0])<<24 | uint32(m4[1])<<16 | uint32(m4[2])<<8 | uint32(m4[3]))
+		if bits < 0 {
+			return 0, fmt.Errorf("netmask %s is not a prefix", *mask)
 		}
-		if anyFlag {
-			return out, 0, 0, 0, errors.New("a wildcard address takes no mask")
-		}
-	} else if !anyFlag {
-		if out.addr.Is4() {
-			bits = 32
-		} else {
-			bits = 128
-		}
+	} else {
+		return 0, fmt.Errorf("malformed mask /%s", *mask)
 	}
-
-	var portStr string
-	if port != nil {
-		portStr = *port
+	if addr.Is4In6() {
+		if bits > 32 && bits < 96 {
+			return 0, fmt.Errorf("bad mask bits /%d for an IPv4-mapped IPv6 address", bits)
+		}
+		bits = 96 + bits%32
 	}
-	lo, hi, err := parsePortRange(portStr, port != nil)
-	if err != nil {
-		return out, 0, 0, 0, err
+	if anyFlag {
+		return 0, errors.New("a wildcard address takes no mask")
 	}
-	return out, bits, lo, hi, nil
+	return bits, nil
 }
 
 func indexFrom(s string, c byte, from int) int {
