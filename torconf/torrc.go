@@ -234,18 +234,7 @@ func includeLines(fsys FS, at ConfigLine, depth int) ([]ConfigLine, error) {
 // pos. key is "" at the end of the text.
 func parseConfigLine(text string, pos int) (key, value string, keyAt, next int, err error) {
 	n := len(text)
-	for {
-		for pos < n && torcompat.IsSpace(text[pos]) {
-			pos++
-		}
-		if pos < n && text[pos] == '#' {
-			for pos < n && text[pos] != '\n' {
-				pos++
-			}
-			continue
-		}
-		break
-	}
+	pos = skipBlankAndComments(text, pos)
 	if pos >= n {
 		return "", "", pos, pos, nil
 	}
@@ -258,72 +247,13 @@ func parseConfigLine(text string, pos int) (key, value string, keyAt, next int, 
 	for pos < n && (text[pos] == ' ' || text[pos] == '\t') {
 		pos++
 	}
-	valAt := pos
 	if pos < n && text[pos] == '"' {
-		v, end, ok := unescapeString(text, pos)
-		if !ok {
-			return "", "", keyAt, 0, errors.New("invalid escape sequence in quoted string")
-		}
-		value = v
-		pos = end
-		for pos < n && (text[pos] == ' ' || text[pos] == '\t') {
-			pos++
-		}
-		if pos < n && text[pos] == '\r' {
-			pos++
-			if pos < n && text[pos] == '\n' {
-				pos++
-			}
-		}
-		if pos < n && text[pos] != '#' && text[pos] != '\n' {
-			return "", "", keyAt, 0, errors.New("excess data after quoted string")
-		}
+		value, pos, err = quotedValue(text, pos)
 	} else {
-		continuation := false
-		for pos < n && text[pos] != '\n' && (text[pos] != '#' || continuation) {
-			switch {
-			case text[pos] == '\\' && pos+1 < n && text[pos+1] == '\n':
-				continuation = true
-				pos += 2
-			case text[pos] == '#':
-				for pos < n && text[pos] != '\n' {
-					pos++
-				}
-				if pos < n && text[pos] == '\n' {
-					pos++
-				}
-			default:
-				pos++
-			}
-		}
-		end := pos
-		if pos < n && text[pos] == '\n' {
-			pos++
-		}
-		for end > valAt && torcompat.IsSpace(text[end-1]) {
-			end--
-		}
-		value = text[valAt:end]
-		if continuation {
-			var b strings.Builder
-			for i := 0; i < len(value); {
-				switch {
-				case value[i] == '#':
-					for i < len(value) && value[i] != '\n' {
-						i++
-					}
-					if i < len(value) {
-						i++
-					}
-				case value[i] == '\\' && i+1 < len(value) && value[i+1] == '\n':
-					i += 2
-				default:
-					b.WriteByte(value[i])
-					i++
-				}
-			}
-			value = b.String()
-		}
+		value, pos = plainValue(text, pos)
+	}
+	if err != nil {
+		return "", "", keyAt, 0, err
 	}
 	if pos < n && text[pos] == '#' {
 		for pos < n && text[pos] != '\n' {
@@ -334,6 +264,107 @@ func parseConfigLine(text string, pos int) (key, value string, keyAt, next int, 
 		pos++
 	}
 	return key, value, keyAt, pos, nil
+}
+
+// skipBlankAndComments skips whitespace and whole "#" comment lines.
+func skipBlankAndComments(text string, pos int) int {
+	n := len(text)
+	for {
+		for pos < n && torcompat.IsSpace(text[pos]) {
+			pos++
+		}
+		if pos < n && text[pos] == '#' {
+			for pos < n && text[pos] != '\n' {
+				pos++
+			}
+			continue
+		}
+		return pos
+	}
+}
+
+// quotedValue reads a value in double quotes at pos, which may be
+// followed only by blanks, a line end or a comment.
+func quotedValue(text string, pos int) (string, int, error) {
+	n := len(text)
+	value, pos, ok := unescapeString(text, pos)
+	if !ok {
+		return "", 0, errors.New("invalid escape sequence in quoted string")
+	}
+	for pos < n && (text[pos] == ' ' || text[pos] == '\t') {
+		pos++
+	}
+	if pos < n && text[pos] == '\r' {
+		pos++
+		if pos < n && text[pos] == '\n' {
+			pos++
+		}
+	}
+	if pos < n && text[pos] != '#' && text[pos] != '\n' {
+		return "", 0, errors.New("excess data after quoted string")
+	}
+	return value, pos, nil
+}
+
+// plainValue reads an unquoted value at pos up to the line end (a
+// comment ends it, unless it continues with a backslash-newline), trims
+// trailing blanks and joins continued lines, dropping the comments
+// inside them.
+func plainValue(text string, pos int) (string, int) {
+	n := len(text)
+	valAt := pos
+	continuation := false
+	for pos < n && text[pos] != '\n' && (text[pos] != '#' || continuation) {
+		switch {
+		case text[pos] == '\\' && pos+1 < n && text[pos+1] == '\n':
+			continuation = true
+			pos += 2
+		case text[pos] == '#':
+			for pos < n && text[pos] != '\n' {
+				pos++
+			}
+			if pos < n && text[pos] == '\n' {
+				pos++
+			}
+		default:
+			pos++
+		}
+	}
+	end := pos
+	if pos < n && text[pos] == '\n' {
+		pos++
+	}
+	for end > valAt && torcompat.IsSpace(text[end-1]) {
+		end--
+	}
+	value := text[valAt:end]
+	if continuation {
+		value = joinContinued(value)
+	}
+	return value, pos
+}
+
+// joinContinued removes the backslash-newlines and comments of a value
+// that spans lines.
+func joinContinued(value string) string {
+	var b strings.Builder
+	for i := 0; i < len(value); {
+		switch {
+		case value[i] == '#':
+			for i < len(value) && value[i] != '\n' {
+				i++
+			}
+			if i < len(value) {
+				i++
+			}
+		case value[i] == '\\' && i+1 < len(value) && value[i+1] == '\n':
+			i += 2
+		default:
+			b.WriteByte(value[i])
+			i++
+		}
+	}
+	return b.String()
 }
 
 func isODigit(c byte) bool { return c >= '0' && c <= '7' }
