@@ -313,16 +313,35 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 	if len(fields) == 0 {
 		return nil, nil, fmt.Errorf("invalid %s line with no address", kind)
 	}
-	first := fields[0]
-	if strings.HasPrefix(first, "unix:") {
+	if strings.HasPrefix(fields[0], "unix:") {
 		if serverPorts[kind] {
 			return nil, nil, fmt.Errorf("%s does not support unix sockets", kind)
 		}
 		return nil, nil, nil
 	}
 	pc := &PortConfig{Kind: kind, Where: l, IPv4: true, IPv6: kind == "ORPort"}
-	var warns []string
-	explicit := false
+	explicit, err := pc.parseAddrPort(fields[0])
+	if err != nil || pc.Port == "" {
+		return nil, nil, err // pc.Port "": port 0, disabled
+	}
+	if explicit {
+		pc.IPv4, pc.IPv6 = pc.Addr.Is4(), !pc.Addr.Is4()
+	}
+	if !serverPorts[kind] {
+		return pc, nil, nil // client ports: tor only warns about their flags
+	}
+	warns, err := pc.serverOptions(fields[1:], explicit)
+	if err != nil {
+		return nil, warns, err
+	}
+	return pc, warns, nil
+}
+
+// parseAddrPort reads the first field of a listener line: "auto",
+// ADDR:auto, a port, or ADDR:PORT. It leaves Port "" for port 0 (the
+// listener is off); explicit says an address was given.
+func (pc *PortConfig) parseAddrPort(first string) (explicit bool, err error) {
+	kind := pc.Kind
 	switch {
 	case strings.EqualFold(first, "auto"):
 		pc.Port = "auto"
@@ -330,7 +349,7 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 		host := first[:len(first)-5]
 		a, ok := torcompat.AddrParse(host)
 		if _, _, split := torcompat.AddrPortSplit(host); !split || (!ok && strings.Contains(strings.Trim(host, "[]"), ":")) {
-			return nil, nil, fmt.Errorf("invalid address %q for %s", first, kind)
+			return false, fmt.Errorf("invalid address %q for %s", first, kind)
 		}
 		if ok {
 			pc.Addr, explicit = a, true
@@ -340,24 +359,23 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 		pc.Port = "auto"
 	default:
 		if p, ok := torcompat.ParseLongAll(first, 0, 65535); ok {
-			if p == 0 {
-				return nil, nil, nil
+			if p != 0 {
+				pc.Port = fmt.Sprint(p)
 			}
-			pc.Port = fmt.Sprint(p)
-			break
+			return false, nil
 		}
 		host, port, ok := torcompat.AddrPortSplit(first)
 		if !ok {
-			return nil, nil, fmt.Errorf("couldn't parse address %q for %s", first, kind)
+			return false, fmt.Errorf("couldn't parse address %q for %s", first, kind)
 		}
 		if port == 0 {
-			return nil, nil, fmt.Errorf("%s line has address but no port", kind)
+			return false, fmt.Errorf("%s line has address but no port", kind)
 		}
 		pc.Port = fmt.Sprint(port)
 		if a, ok := torcompat.AddrParse(host); ok {
 			pc.Addr, explicit = a, true
 		} else if strings.Contains(host, ":") || strings.ContainsAny(host, "[]") || host == "" {
-			return nil, nil, fmt.Errorf("couldn't parse address %q for %s", first, kind)
+			return false, fmt.Errorf("couldn't parse address %q for %s", first, kind)
 		}
 		// else a host name: tor resolves it (Resolved); until then it
 		// names no address relayfw could reject.
@@ -365,14 +383,16 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 			pc.Host = host
 		}
 	}
-	if explicit {
-		pc.IPv4, pc.IPv6 = pc.Addr.Is4(), !pc.Addr.Is4()
-	}
-	if !serverPorts[kind] {
-		return pc, nil, nil // client ports: tor only warns about their flags
-	}
+	return explicit, nil
+}
+
+// serverOptions reads the flags of an ORPort or DirPort line; tor warns
+// about those it does not know and refuses contradictions.
+func (pc *PortConfig) serverOptions(flags []string, explicit bool) ([]string, error) {
+	kind := pc.Kind
+	var warns []string
 	var noAdvertise, noListen, v4Only, v6Only bool
-	for _, f := range fields[1:] {
+	for _, f := range flags {
 		switch strings.ToLower(f) {
 		case "noadvertise":
 			noAdvertise = true
@@ -388,13 +408,13 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 	}
 	switch {
 	case noAdvertise && noListen:
-		return nil, warns, fmt.Errorf("both NoListen and NoAdvertise on %s line %q", kind, l.Value)
+		return warns, fmt.Errorf("both NoListen and NoAdvertise on %s line %q", kind, pc.Where.Value)
 	case v4Only && v6Only:
-		return nil, warns, fmt.Errorf("both IPv4Only and IPv6Only on %s line %q", kind, l.Value)
+		return warns, fmt.Errorf("both IPv4Only and IPv6Only on %s line %q", kind, pc.Where.Value)
 	case v4Only && explicit && !pc.Addr.Is4():
-		return nil, warns, fmt.Errorf("could not interpret %s address as IPv4", kind)
+		return warns, fmt.Errorf("could not interpret %s address as IPv4", kind)
 	case v6Only && explicit && pc.Addr.Is4():
-		return nil, warns, fmt.Errorf("could not interpret %s address as IPv6", kind)
+		return warns, fmt.Errorf("could not interpret %s address as IPv6", kind)
 	}
 	pc.NoAdvertise, pc.NoListen = noAdvertise, noListen
 	pc.IPv4Only, pc.IPv6Only = v4Only, v6Only
@@ -404,5 +424,5 @@ func parsePortConfig(kind string, l ConfigLine) (*PortConfig, []string, error) {
 	if v6Only {
 		pc.IPv4 = false
 	}
-	return pc, warns, nil
+	return warns, nil
 }
