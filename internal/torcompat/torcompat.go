@@ -128,7 +128,10 @@ func InetAton(s string) (netip.Addr, bool) {
 	return netip.AddrFrom4(a), true
 }
 
-// InetPton6 is tor_inet_pton(AF_INET6, ...).
+// InetPton6 is tor_inet_pton(AF_INET6, ...). Port of tor's tor_inet_pton
+// (src/lib/net/inaddr.c), line by line, so that it accepts and refuses
+// exactly what tor does; it is longer than a function written for Go
+// would be.
 func InetPton6(src string) (netip.Addr, bool) {
 	n := len(src)
 	// Reject a needless trailing ':'.
