@@ -225,54 +225,80 @@ func Parse(path string, data []byte) (Config, error) {
 	var c Config
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		var strict *toml.StrictMissingError
-		var de *toml.DecodeError
-		switch {
-		case errors.As(err, &strict) && len(strict.Errors) > 0:
-			e := strict.Errors[0]
-			row, _ := e.Position()
-			return Config{}, &SyntaxError{Path: path, Line: row, Msg: fmt.Sprintf("unknown key %q", joinKey(e.Key()))}
-		case errors.As(err, &de):
-			row, _ := de.Position()
-			return Config{}, &SyntaxError{Path: path, Line: row, Msg: de.Error()}
-		default:
-			return Config{}, &SyntaxError{Path: path, Msg: err.Error()}
+		return Config{}, decodeError(path, err)
+	}
+	for _, check := range []func(string, []byte) error{c.checkSettings, c.checkInstances, c.checkExtra} {
+		if err := check(path, data); err != nil {
+			return Config{}, err
 		}
 	}
+	return c, nil
+}
+
+// decodeError is the SyntaxError of a TOML decoding error: an unknown
+// key, or a syntax error at its line.
+func decodeError(path string, err error) error {
+	var strict *toml.StrictMissingError
+	var de *toml.DecodeError
+	switch {
+	case errors.As(err, &strict) && len(strict.Errors) > 0:
+		e := strict.Errors[0]
+		row, _ := e.Position()
+		return &SyntaxError{Path: path, Line: row, Msg: fmt.Sprintf("unknown key %q", joinKey(e.Key()))}
+	case errors.As(err, &de):
+		row, _ := de.Position()
+		return &SyntaxError{Path: path, Line: row, Msg: de.Error()}
+	}
+	return &SyntaxError{Path: path, Msg: err.Error()}
+}
+
+// checkSettings checks the resolvers, the backend, [inbound] and [tor].
+func (c Config) checkSettings(path string, data []byte) error {
 	for _, r := range c.Allow.Resolvers {
 		if _, err := netip.ParseAddr(r); err != nil {
-			return Config{}, &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
+			return &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
 		}
 	}
 	switch c.Backend {
 	case "", "auto", "nftables", "iptables":
 	default:
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "backend"), Msg: fmt.Sprintf("backend %q: want auto, nftables or iptables", c.Backend)}
+		return &SyntaxError{Path: path, Line: lineOf(data, "backend"), Msg: fmt.Sprintf("backend %q: want auto, nftables or iptables", c.Backend)}
 	}
 	if _, err := c.Inbound.Settings(); err != nil {
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "[inbound]"), Msg: "[inbound] " + strings.TrimPrefix(err.Error(), "inbound: ")}
+		return &SyntaxError{Path: path, Line: lineOf(data, "[inbound]"), Msg: "[inbound] " + strings.TrimPrefix(err.Error(), "inbound: ")}
 	}
 	if _, err := c.Tor.Timeout(); err != nil {
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "verify_timeout"), Msg: "[tor] " + err.Error()}
+		return &SyntaxError{Path: path, Line: lineOf(data, "verify_timeout"), Msg: "[tor] " + err.Error()}
 	}
+	return nil
+}
+
+// checkInstances checks the [[instance]] tables: unique valid names, a
+// torrc each, and no top-level torrc beside them.
+func (c Config) checkInstances(path string, data []byte) error {
 	names := map[string]bool{}
 	for i, in := range c.Instances {
 		line := lineOf(data[max(nthIndex(data, "[[instance]]", i), 0):], "[[instance]]") + bytes.Count(data[:max(nthIndex(data, "[[instance]]", i), 0)], []byte("\n"))
 		switch {
 		case !validName(in.Name):
-			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q: want 1-20 letters, digits, - or _", i, in.Name)}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q: want 1-20 letters, digits, - or _", i, in.Name)}
 		case names[in.Name]:
-			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q used twice", i, in.Name)}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q used twice", i, in.Name)}
 		case in.Torrc == "":
-			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d] %s: torrc is required", i, in.Name)}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d] %s: torrc is required", i, in.Name)}
 		}
 		names[in.Name] = true
 	}
 	if len(c.Instances) > 0 && c.Torrc != "" {
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "torrc"), Msg: "torrc and [[instance]] together: list every torrc as an [[instance]]"}
+		return &SyntaxError{Path: path, Line: lineOf(data, "torrc"), Msg: "torrc and [[instance]] together: list every torrc as an [[instance]]"}
 	}
+	return nil
+}
+
+// checkExtra checks the [[allow.extra]] tables, naming the line within
+// each.
+func (c Config) checkExtra(path string, data []byte) error {
 	for i, e := range c.Allow.Extra {
-		// Name the line within this [[allow.extra]] table.
 		start := nthIndex(data, "[[allow.extra]]", i)
 		bad := func(value, msg string) error {
 			line := lineOf(data[max(start, 0):], value)
@@ -282,25 +308,25 @@ func Parse(path string, data []byte) (Config, error) {
 			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("allow.extra[%d]: %s", i, msg)}
 		}
 		if !validName(e.Name) {
-			return Config{}, bad("[[allow.extra]]", fmt.Sprintf("name %q: want 1-20 letters, digits, - or _", e.Name))
+			return bad("[[allow.extra]]", fmt.Sprintf("name %q: want 1-20 letters, digits, - or _", e.Name))
 		}
 		if e.Proto != "" && e.Proto != "tcp" && e.Proto != "udp" {
-			return Config{}, bad(e.Proto, fmt.Sprintf("proto %q: want tcp or udp", e.Proto))
+			return bad(e.Proto, fmt.Sprintf("proto %q: want tcp or udp", e.Proto))
 		}
 		for _, p := range e.Ports {
 			if _, _, err := ParsePortRange(p); err != nil {
-				return Config{}, bad(p, err.Error())
+				return bad(p, err.Error())
 			}
 		}
 		for _, to := range e.To {
 			if strings.Contains(to, "/") {
 				if _, err := netip.ParsePrefix(to); err != nil {
-					return Config{}, bad(to, fmt.Sprintf("to %q: not a prefix", to))
+					return bad(to, fmt.Sprintf("to %q: not a prefix", to))
 				}
 			}
 		}
 	}
-	return c, nil
+	return nil
 }
 
 func validName(s string) bool {
