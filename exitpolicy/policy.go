@@ -111,9 +111,9 @@ type Verdict struct {
 	Entry  Entry
 }
 
-// Verdict answers first-match for addr:port, as tor's
+// Decide answers first-match for addr:port, as tor's
 // compare_tor_addr_to_addr_policy does for a known address and port.
-func (p ExitPolicy) Verdict(addr netip.Addr, port uint16) Verdict {
+func (p ExitPolicy) Decide(addr netip.Addr, port uint16) Verdict {
 	addr = addr.Unmap()
 	for i, e := range p.Entries {
 		if e.Matches(addr, port) {

@@ -88,7 +88,7 @@ func TestVerdictFirstMatch(t *testing.T) {
 		{"2001:db8::1", 80, Reject, 3},
 		{"::ffff:203.0.113.5", 80, Accept, 1},
 	} {
-		v := p.Verdict(netip.MustParseAddr(tc.addr), tc.port)
+		v := p.Decide(netip.MustParseAddr(tc.addr), tc.port)
 		if v.Action != tc.want || v.Index != tc.index {
 			t.Errorf("%s:%d = %v by %d, want %v by %d", tc.addr, tc.port, v.Action, v.Index, tc.want, tc.index)
 		}

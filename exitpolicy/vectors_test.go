@@ -116,7 +116,7 @@ func TestTorVectorsVerdicts(t *testing.T) {
 		for _, a := range addrs {
 			addr := netip.MustParseAddr(a)
 			for _, p := range ports {
-				got, want := eff.Policy.Verdict(addr, p).Action, torPolicy.Verdict(addr, p).Action
+				got, want := eff.Policy.Decide(addr, p).Action, torPolicy.Decide(addr, p).Action
 				if got != want {
 					t.Errorf("case %d %q: %s port %d: relayfw %v, tor %v", i, c.Torrc, a, p, got, want)
 				}

@@ -111,7 +111,7 @@ func TestCompileMatchesPolicy(t *testing.T) {
 			if r.IntN(3) == 0 {
 				port = []uint16{1, 22, 25, 80, 443, 1024, 6881, 6999, 65535}[r.IntN(9)]
 			}
-			want := eff.Policy.Verdict(addr, port).Action.String()
+			want := eff.Policy.Decide(addr, port).Action.String()
 			got := rs.Decide(Packet{OutIface: "eth0", Dst: addr, Proto: "tcp", DstPort: port, SYN: true}).Action.String()
 			if got != want {
 				t.Fatalf("round %d: %s port %d: ruleset %s, policy %s\npolicy:\n%s", round, addr, port, got, want, eff.Policy)
