@@ -243,7 +243,7 @@ func extraAllowances(extra []Allowance) []Rule {
 // tor user.
 func relayLinks(h Host) ([]Set, []Rule) {
 	var sets []Set
-	var rules []Rule
+	var linkRules []Rule
 	linkUsers := relayLinkUsers(h.RelayLinkUsers)
 	for _, fam := range []Family{IPv4, IPv6} {
 		set := Set{Name: RelayLinkSetName(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities",
@@ -259,19 +259,19 @@ func relayLinks(h Host) ([]Set, []Rule) {
 		sets = append(sets, set)
 		for _, u := range linkUsers {
 			uid := u.UID
-			rules = append(rules, Rule{Name: RelayLinkRuleName(fam, uid, len(linkUsers)), Class: ClassRelayLink,
+			linkRules = append(linkRules, Rule{Name: RelayLinkRuleName(fam, uid, len(linkUsers)), Class: ClassRelayLink,
 				Comment: fmt.Sprintf("TCP to other relays and directory authorities, for tor's sockets (user %s, uid %d)", u.Name, u.UID),
 				Family:  fam, Proto: "tcp", Set: set.Name, SocketUID: &uid, Action: Accept})
 		}
 	}
-	return sets, rules
+	return sets, linkRules
 }
 
 // exitRules are each exit instance's exit maps and their lookups, per
 // family.
 func exitRules(insts []Instance) ([]ExitMap, []Rule) {
 	var maps []ExitMap
-	var rules []Rule
+	var lookups []Rule
 	for _, fam := range []Family{IPv4, IPv6} {
 		exits := ExitInstances(insts, fam == IPv6)
 		if len(insts) == 1 && insts[0].UID == nil {
@@ -286,11 +286,11 @@ func exitRules(insts []Instance) ([]ExitMap, []Rule) {
 				comment = fmt.Sprintf("the exit policy of tor instance %s (TCP, sockets of user %s, uid %d)", in.Name, cmp.Or(in.User, "root"), *in.UID)
 			}
 			maps = append(maps, m)
-			rules = append(rules, Rule{Name: m.Name, Class: ClassExit, Comment: comment, Family: fam, Proto: "tcp",
+			lookups = append(lookups, Rule{Name: m.Name, Class: ClassExit, Comment: comment, Family: fam, Proto: "tcp",
 				SrcAddrs: prefixesOf(in.ExitSources, fam), SocketUID: in.UID, ExitMap: m.Name, Action: Accept})
 		}
 	}
-	return maps, rules
+	return maps, lookups
 }
 
 // RelayLinkRuleName names the relay-link rule of a family for the user
