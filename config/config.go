@@ -13,7 +13,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // DefaultPath is where relayfw looks for its settings when --config is
@@ -85,7 +85,7 @@ func (t Tor) Timeout() (time.Duration, error) {
 
 // Inbound is the [inbound] table: limits on new connections to the
 // relays' ORPorts, per source. Off unless enabled; a limit left out (0 or
-// "") is the default of rules.DefaultInbound.
+// "") is the default of ruleset.DefaultInbound.
 type Inbound struct {
 	Enabled bool `toml:"enabled"`
 	// DirPorts protects the DirPorts too.
@@ -109,8 +109,8 @@ type Inbound struct {
 
 // Settings are the limits with the defaults filled in and the operator's
 // trusted sources; the endpoints and the authorities are the host's to add.
-func (c Inbound) Settings() (rules.Inbound, error) {
-	in := rules.DefaultInbound()
+func (c Inbound) Settings() (ruleset.Inbound, error) {
+	in := ruleset.DefaultInbound()
 	set := func(dst *uint, v uint) {
 		if v != 0 {
 			*dst = v
@@ -135,7 +135,7 @@ func (c Inbound) Settings() (rules.Inbound, error) {
 		in.BlockSeconds = uint(d / time.Second)
 	}
 	for _, t := range c.Trusted {
-		p, err := rules.ParsePrefixOrAddr(t)
+		p, err := ruleset.ParsePrefixOrAddr(t)
 		if err != nil {
 			return in, fmt.Errorf("trusted %q: not an address or prefix", t)
 		}
@@ -229,54 +229,80 @@ func Parse(path string, data []byte) (Config, error) {
 	var c Config
 	dec := toml.NewDecoder(bytes.NewReader(data)).DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
-		var strict *toml.StrictMissingError
-		var de *toml.DecodeError
-		switch {
-		case errors.As(err, &strict) && len(strict.Errors) > 0:
-			e := strict.Errors[0]
-			row, _ := e.Position()
-			return Config{}, &SyntaxError{Path: path, Line: row, Msg: fmt.Sprintf("unknown key %q", joinKey(e.Key()))}
-		case errors.As(err, &de):
-			row, _ := de.Position()
-			return Config{}, &SyntaxError{Path: path, Line: row, Msg: de.Error()}
-		default:
-			return Config{}, &SyntaxError{Path: path, Msg: err.Error()}
+		return Config{}, decodeError(path, err)
+	}
+	for _, check := range []func(string, []byte) error{c.checkSettings, c.checkInstances, c.checkExtra} {
+		if err := check(path, data); err != nil {
+			return Config{}, err
 		}
 	}
+	return c, nil
+}
+
+// decodeError is the SyntaxError of a TOML decoding error: an unknown
+// key, or a syntax error at its line.
+func decodeError(path string, err error) error {
+	var strict *toml.StrictMissingError
+	var de *toml.DecodeError
+	switch {
+	case errors.As(err, &strict) && len(strict.Errors) > 0:
+		e := strict.Errors[0]
+		row, _ := e.Position()
+		return &SyntaxError{Path: path, Line: row, Msg: fmt.Sprintf("unknown key %q", joinKey(e.Key()))}
+	case errors.As(err, &de):
+		row, _ := de.Position()
+		return &SyntaxError{Path: path, Line: row, Msg: de.Error()}
+	}
+	return &SyntaxError{Path: path, Msg: err.Error()}
+}
+
+// checkSettings checks the resolvers, the backend, [inbound] and [tor].
+func (c Config) checkSettings(path string, data []byte) error {
 	for _, r := range c.Allow.Resolvers {
 		if _, err := netip.ParseAddr(r); err != nil {
-			return Config{}, &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
+			return &SyntaxError{Path: path, Line: lineOf(data, r), Msg: fmt.Sprintf("allow.resolvers: %q is not an IP address", r)}
 		}
 	}
 	switch c.Backend {
 	case "", "auto", "nftables", "iptables":
 	default:
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "backend"), Msg: fmt.Sprintf("backend %q: want auto, nftables or iptables", c.Backend)}
+		return &SyntaxError{Path: path, Line: lineOf(data, "backend"), Msg: fmt.Sprintf("backend %q: want auto, nftables or iptables", c.Backend)}
 	}
 	if _, err := c.Inbound.Settings(); err != nil {
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "[inbound]"), Msg: "[inbound] " + strings.TrimPrefix(err.Error(), "inbound: ")}
+		return &SyntaxError{Path: path, Line: lineOf(data, "[inbound]"), Msg: "[inbound] " + strings.TrimPrefix(err.Error(), "inbound: ")}
 	}
 	if _, err := c.Tor.Timeout(); err != nil {
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "verify_timeout"), Msg: "[tor] " + err.Error()}
+		return &SyntaxError{Path: path, Line: lineOf(data, "verify_timeout"), Msg: "[tor] " + err.Error()}
 	}
+	return nil
+}
+
+// checkInstances checks the [[instance]] tables: unique valid names, a
+// torrc each, and no top-level torrc beside them.
+func (c Config) checkInstances(path string, data []byte) error {
 	names := map[string]bool{}
 	for i, in := range c.Instances {
 		line := lineOf(data[max(nthIndex(data, "[[instance]]", i), 0):], "[[instance]]") + bytes.Count(data[:max(nthIndex(data, "[[instance]]", i), 0)], []byte("\n"))
 		switch {
 		case !validName(in.Name):
-			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q: want 1-20 letters, digits, - or _", i, in.Name)}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q: want 1-20 letters, digits, - or _", i, in.Name)}
 		case names[in.Name]:
-			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q used twice", i, in.Name)}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d]: name %q used twice", i, in.Name)}
 		case in.Torrc == "":
-			return Config{}, &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d] %s: torrc is required", i, in.Name)}
+			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("instance[%d] %s: torrc is required", i, in.Name)}
 		}
 		names[in.Name] = true
 	}
 	if len(c.Instances) > 0 && c.Torrc != "" {
-		return Config{}, &SyntaxError{Path: path, Line: lineOf(data, "torrc"), Msg: "torrc and [[instance]] together: list every torrc as an [[instance]]"}
+		return &SyntaxError{Path: path, Line: lineOf(data, "torrc"), Msg: "torrc and [[instance]] together: list every torrc as an [[instance]]"}
 	}
+	return nil
+}
+
+// checkExtra checks the [[allow.extra]] tables, naming the line within
+// each.
+func (c Config) checkExtra(path string, data []byte) error {
 	for i, e := range c.Allow.Extra {
-		// Name the line within this [[allow.extra]] table.
 		start := nthIndex(data, "[[allow.extra]]", i)
 		bad := func(value, msg string) error {
 			line := lineOf(data[max(start, 0):], value)
@@ -286,25 +312,25 @@ func Parse(path string, data []byte) (Config, error) {
 			return &SyntaxError{Path: path, Line: line, Msg: fmt.Sprintf("allow.extra[%d]: %s", i, msg)}
 		}
 		if !validName(e.Name) {
-			return Config{}, bad("[[allow.extra]]", fmt.Sprintf("name %q: want 1-20 letters, digits, - or _", e.Name))
+			return bad("[[allow.extra]]", fmt.Sprintf("name %q: want 1-20 letters, digits, - or _", e.Name))
 		}
 		if e.Proto != "" && e.Proto != "tcp" && e.Proto != "udp" {
-			return Config{}, bad(e.Proto, fmt.Sprintf("proto %q: want tcp or udp", e.Proto))
+			return bad(e.Proto, fmt.Sprintf("proto %q: want tcp or udp", e.Proto))
 		}
 		for _, p := range e.Ports {
 			if _, _, err := ParsePortRange(p); err != nil {
-				return Config{}, bad(p, err.Error())
+				return bad(p, err.Error())
 			}
 		}
 		for _, to := range e.To {
 			if strings.Contains(to, "/") {
 				if _, err := netip.ParsePrefix(to); err != nil {
-					return Config{}, bad(to, fmt.Sprintf("to %q: not a prefix", to))
+					return bad(to, fmt.Sprintf("to %q: not a prefix", to))
 				}
 			}
 		}
 	}
-	return c, nil
+	return nil
 }
 
 func validName(s string) bool {

@@ -377,14 +377,14 @@ func checkAgainstTorOnHost(t *testing.T, dir string, defaults, lines []string, s
 	return want
 }
 
-// TestTorPolicyForms runs every line of rules/testdata/policy-forms.txt
+// TestTorPolicyForms runs every line of exitpolicy/testdata/policy-forms.txt
 // through tor: refused forms must make tor refuse the torrc, accepted ones
 // must print exactly the entries the file lists. With the oracle's
 // relayfw comparison on top, the file is ground truth for the unit tests.
 func TestTorPolicyForms(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "tor")
-	data, err := os.ReadFile("../rules/testdata/policy-forms.txt")
+	data, err := os.ReadFile("../exitpolicy/testdata/policy-forms.txt")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -20,7 +20,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 //go:embed defaults/authorities.txt
@@ -56,7 +57,7 @@ const (
 // Network is what relayfw reads from a consensus.
 type Network struct {
 	// Links are the ORPorts and DirPorts tor connects to; each passes
-	// rules.CheckRelayLink.
+	// ruleset.CheckRelayLink.
 	Links Links
 	// Authorities are the directory authorities' addresses: their
 	// dir-source lines, and relays with the Authority flag.
@@ -67,7 +68,7 @@ type Network struct {
 	// valid-until times (UTC); zero when it has none.
 	ValidAfter, ValidUntil time.Time
 	// LeftOut counts the entries (addresses with their port) left out, by
-	// reason: those rules.CheckRelayLink refuses, and those tor itself does
+	// reason: those ruleset.CheckRelayLink refuses, and those tor itself does
 	// not use.
 	LeftOut map[string]int
 }
@@ -106,7 +107,7 @@ func (n Network) LeftOutSummary() string {
 // Options say how to read a consensus.
 type Options struct {
 	// Private lets relay links be internal addresses: the instance runs
-	// TestingTorNetwork (rules.CheckRelayLink).
+	// TestingTorNetwork (ruleset.CheckRelayLink).
 	Private bool
 }
 
@@ -193,7 +194,7 @@ func FileKind(m fs.FileMode) string {
 	return m.Type().String()
 }
 
-// Why an entry is left out, besides what rules.CheckRelayLink says.
+// Why an entry is left out, besides what ruleset.CheckRelayLink says.
 const (
 	leftNotIPv4   = "not an IPv4 address in an \"r\" or \"dir-source\" line"
 	leftNotIPv6   = "not an IPv6 address in an \"a\" line (tor reads IPv6 there)"
@@ -207,145 +208,189 @@ const (
 // first IPv6 "a" line its IPv6 ORPort (as tor reads them), "s" lines its
 // flags, "dir-source" lines the authorities' address, DirPort and ORPort,
 // "valid-after" and "valid-until" its lifetime. Every address and port
-// passes rules.CheckRelayLink (with o.Private for a TestingTorNetwork
+// passes ruleset.CheckRelayLink (with o.Private for a TestingTorNetwork
 // instance), or is left out and counted. Reading stops with an error past
 // MaxConsensusBytes or MaxConsensusRelays.
 func ParseNetwork(r io.Reader, o Options) (Network, error) {
-	var n Network
 	cr := &cappedReader{r: r, left: MaxConsensusBytes}
 	sc := bufio.NewScanner(cr)
 	sc.Buffer(make([]byte, 64*1024), 1<<20)
-	sawR := false
-	entries := 0
-	inEntry, sawA := false, false // within an "r" entry; its IPv6 "a" line seen
-	var current []netip.Addr      // the accepted addresses of the last "r" entry
-	leave := func(why string) {
-		if n.LeftOut == nil {
-			n.LeftOut = map[string]int{}
-		}
-		n.LeftOut[why]++
-	}
-	// link admits (a, port) as a link, or counts why not.
-	link := func(a netip.Addr, port uint16) bool {
-		if err := rules.CheckRelayLink(netip.AddrPortFrom(a, port), o.Private); err != nil {
-			leave(err.Error())
-			return false
-		}
-		n.Links = append(n.Links, netip.AddrPortFrom(a, port))
-		return true
-	}
-	parseTime := func(f []string) time.Time {
-		if len(f) < 3 {
-			return time.Time{}
-		}
-		t, err := time.Parse(time.DateTime, f[1]+" "+f[2])
-		if err != nil {
-			return time.Time{}
-		}
-		return t
-	}
+	p := &networkParser{o: o}
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 {
-			continue
-		}
-		switch f[0] {
-		case "valid-after", "valid-until":
-			if sawR {
-				continue
-			}
-			at := &n.ValidAfter
-			if f[0] == "valid-until" {
-				at = &n.ValidUntil
-			}
-			if at.IsZero() {
-				*at = parseTime(f)
-			}
-		case "r":
-			// r nick id [digest] date time IP ORPort DirPort
-			current, inEntry, sawA = nil, false, false
-			if len(f) < 8 {
-				continue
-			}
-			if entries++; entries > MaxConsensusRelays {
-				return Network{}, ErrTooManyRelays
-			}
-			sawR, inEntry = true, true
-			a, err := netip.ParseAddr(f[len(f)-3])
-			orport, perr := strconv.ParseUint(f[len(f)-2], 10, 16)
-			switch {
-			case err != nil || perr != nil:
-				leave(leftMalformed)
-			case !a.Is4():
-				leave(leftNotIPv4)
-			case link(a, uint16(orport)):
-				current = append(current, a)
-				n.Relays = append(n.Relays, a)
-			}
-		case "a":
-			if len(f) < 2 {
-				continue
-			}
-			ap, err := netip.ParseAddrPort(f[1])
-			switch {
-			case !inEntry:
-				leave(leftOutsideA)
-			case err != nil:
-				leave(leftMalformed)
-			case ap.Addr().Is4():
-				leave(leftNotIPv6)
-			case sawA:
-				leave(leftSecondA)
-			default:
-				sawA = true
-				if link(ap.Addr(), ap.Port()) {
-					current = append(current, ap.Addr())
-					n.Relays = append(n.Relays, ap.Addr())
-				}
-			}
-		case "s":
-			if slices.Contains(f[1:], "Authority") {
-				n.Authorities = append(n.Authorities, current...)
-			}
-		case "dir-source":
-			// dir-source nick id address IP dirport orport
-			if len(f) < 7 {
-				continue
-			}
-			if entries++; entries > MaxConsensusRelays {
-				return Network{}, ErrTooManyRelays
-			}
-			a, err := netip.ParseAddr(f[4])
-			dirport, e1 := strconv.ParseUint(f[5], 10, 16)
-			orport, e2 := strconv.ParseUint(f[6], 10, 16)
-			switch {
-			case err != nil || e1 != nil || e2 != nil:
-				leave(leftMalformed)
-			case !a.Is4():
-				leave(leftNotIPv4)
-			default:
-				ok := false
-				for _, port := range []uint64{dirport, orport} {
-					if port != 0 && link(a, uint16(port)) {
-						ok = true
-					}
-				}
-				if ok {
-					n.Authorities = append(n.Authorities, a)
-				}
-			}
+		if err := p.line(strings.Fields(sc.Text())); err != nil {
+			return Network{}, err
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return Network{}, err
 	}
-	if !sawR {
+	if !p.sawR {
 		return Network{}, errors.New("no relay (\"r\" line) in the consensus")
 	}
+	n := p.n
 	n.Links = n.Links.normalize()
 	n.Authorities = uniqueAddrs(n.Authorities)
 	n.Relays = uniqueAddrs(n.Relays)
 	return n, nil
+}
+
+// networkParser is ParseNetwork's state between lines.
+type networkParser struct {
+	o       Options
+	n       Network
+	sawR    bool
+	entries int          // "r" and "dir-source" lines, up to MaxConsensusRelays
+	inEntry bool         // within an "r" entry
+	sawA    bool         // its IPv6 "a" line seen
+	current []netip.Addr // the accepted addresses of the last "r" entry
+}
+
+// line reads one line's fields.
+func (p *networkParser) line(f []string) error {
+	if len(f) == 0 {
+		return nil
+	}
+	switch f[0] {
+	case "valid-after", "valid-until":
+		if p.sawR {
+			return nil
+		}
+		at := &p.n.ValidAfter
+		if f[0] == "valid-until" {
+			at = &p.n.ValidUntil
+		}
+		if at.IsZero() {
+			*at = parseTime(f)
+		}
+	case "r":
+		return p.relay(f)
+	case "a":
+		p.ipv6(f)
+	case "s":
+		if slices.Contains(f[1:], "Authority") {
+			p.n.Authorities = append(p.n.Authorities, p.current...)
+		}
+	case "dir-source":
+		return p.dirSource(f)
+	}
+	return nil
+}
+
+// parseTime reads "keyword YYYY-MM-DD HH:MM:SS"; zero when malformed.
+func parseTime(f []string) time.Time {
+	if len(f) < 3 {
+		return time.Time{}
+	}
+	t, err := time.Parse(time.DateTime, f[1]+" "+f[2])
+	if err != nil {
+		return time.Time{}
+	}
+	return t
+}
+
+// leave counts an entry left out, by why.
+func (p *networkParser) leave(why string) {
+	if p.n.LeftOut == nil {
+		p.n.LeftOut = map[string]int{}
+	}
+	p.n.LeftOut[why]++
+}
+
+// link admits (a, port) as a link, or counts why not.
+func (p *networkParser) link(a netip.Addr, port uint16) bool {
+	if err := ruleset.CheckRelayLink(netip.AddrPortFrom(a, port), p.o.Private); err != nil {
+		p.leave(err.Error())
+		return false
+	}
+	p.n.Links = append(p.n.Links, netip.AddrPortFrom(a, port))
+	return true
+}
+
+// count counts an entry, and stops reading past MaxConsensusRelays.
+func (p *networkParser) count() error {
+	if p.entries++; p.entries > MaxConsensusRelays {
+		return ErrTooManyRelays
+	}
+	return nil
+}
+
+// relay reads "r nick id [digest] date time IP ORPort DirPort".
+func (p *networkParser) relay(f []string) error {
+	p.current, p.inEntry, p.sawA = nil, false, false
+	if len(f) < 8 {
+		return nil
+	}
+	if err := p.count(); err != nil {
+		return err
+	}
+	p.sawR, p.inEntry = true, true
+	a, err := netip.ParseAddr(f[len(f)-3])
+	orport, perr := strconv.ParseUint(f[len(f)-2], 10, 16)
+	switch {
+	case err != nil || perr != nil:
+		p.leave(leftMalformed)
+	case !a.Is4():
+		p.leave(leftNotIPv4)
+	case p.link(a, uint16(orport)):
+		p.current = append(p.current, a)
+		p.n.Relays = append(p.n.Relays, a)
+	}
+	return nil
+}
+
+// ipv6 reads an "a [IPv6]:ORPort" line of the current entry: tor reads
+// the first.
+func (p *networkParser) ipv6(f []string) {
+	if len(f) < 2 {
+		return
+	}
+	ap, err := netip.ParseAddrPort(f[1])
+	switch {
+	case !p.inEntry:
+		p.leave(leftOutsideA)
+	case err != nil:
+		p.leave(leftMalformed)
+	case ap.Addr().Is4():
+		p.leave(leftNotIPv6)
+	case p.sawA:
+		p.leave(leftSecondA)
+	default:
+		p.sawA = true
+		if p.link(ap.Addr(), ap.Port()) {
+			p.current = append(p.current, ap.Addr())
+			p.n.Relays = append(p.n.Relays, ap.Addr())
+		}
+	}
+}
+
+// dirSource reads "dir-source nick id address IP dirport orport".
+func (p *networkParser) dirSource(f []string) error {
+	if len(f) < 7 {
+		return nil
+	}
+	if err := p.count(); err != nil {
+		return err
+	}
+	a, err := netip.ParseAddr(f[4])
+	dirport, e1 := strconv.ParseUint(f[5], 10, 16)
+	orport, e2 := strconv.ParseUint(f[6], 10, 16)
+	switch {
+	case err != nil || e1 != nil || e2 != nil:
+		p.leave(leftMalformed)
+	case !a.Is4():
+		p.leave(leftNotIPv4)
+	default:
+		ok := false
+		for _, port := range []uint64{dirport, orport} {
+			if port != 0 && p.link(a, uint16(port)) {
+				ok = true
+			}
+		}
+		if ok {
+			p.n.Authorities = append(p.n.Authorities, a)
+		}
+	}
+	return nil
 }
 
 // cappedReader reads up to left bytes, then fails with ErrTooBig.
@@ -389,13 +434,13 @@ func uniqueAddrs(as []netip.Addr) []netip.Addr {
 
 // dirServerLinks is the addresses one DirAuthority or FallbackDir line
 // makes tor contact: its ORPort and DirPort on IPv4, its ipv6= ORPort.
-// Those rules.CheckRelayLink refuses are returned apart.
-func dirServerLinks(ds rules.DirServer, private bool) (links Links, refused []string) {
+// Those ruleset.CheckRelayLink refuses are returned apart.
+func dirServerLinks(ds torconf.DirServer, private bool) (links Links, refused []string) {
 	for _, ap := range []netip.AddrPort{netip.AddrPortFrom(ds.Addr, ds.ORPort), netip.AddrPortFrom(ds.Addr, ds.DirPort), ds.IPv6} {
 		if !ap.Addr().IsValid() || ap.Port() == 0 {
 			continue // no such port (a fallback has no DirPort in use)
 		}
-		if err := rules.CheckRelayLink(ap, private); err != nil {
+		if err := ruleset.CheckRelayLink(ap, private); err != nil {
 			refused = append(refused, fmt.Sprintf("%s: %v", ap, err))
 			continue
 		}
@@ -406,7 +451,7 @@ func dirServerLinks(ds rules.DirServer, private bool) (links Links, refused []st
 
 // DirServers parses DirAuthority or FallbackDir values; where torrc has
 // none, tor's compiled-in list applies (defaults: "authorities" or
-// "fallbacks"). The links rules.CheckRelayLink refuses (private: the
+// "fallbacks"). The links ruleset.CheckRelayLink refuses (private: the
 // instance runs TestingTorNetwork) are left out and said in refused, one
 // line each.
 func DirServers(values []string, defaults string, private bool) (links Links, refused []string, err error) {
@@ -421,9 +466,9 @@ func DirServers(values []string, defaults string, private bool) (links Links, re
 			}
 		}
 	}
-	parse := rules.ParseDirAuthorityLine
+	parse := torconf.ParseDirAuthority
 	if defaults == "fallbacks" {
-		parse = rules.ParseFallbackDirLine
+		parse = torconf.ParseFallbackDir
 	}
 	for _, v := range values {
 		ds, _, err := parse(v)

@@ -16,9 +16,10 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall/ipt"
 	"github.com/relayfw/relayfw/firewall/nft"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func strs(l Links) []string {
@@ -175,7 +176,7 @@ func FuzzParseConsensus(f *testing.F) {
 			return
 		}
 		for _, ap := range n.Links {
-			if err := rules.CheckRelayLink(ap, private); err != nil {
+			if err := ruleset.CheckRelayLink(ap, private); err != nil {
 				t.Fatalf("link %v: %v", ap, err)
 			}
 		}
@@ -187,7 +188,7 @@ func FuzzParseConsensus(f *testing.F) {
 			}
 		}
 		// The firewall holds every link, and its text loads.
-		rs := rules.Compile(rules.ExitPolicy{}, rules.Host{RelayLinks: n.Links, PrivateRelayLinks: private})
+		rs := ruleset.Compile(exitpolicy.ExitPolicy{}, ruleset.Host{RelayLinks: n.Links, PrivateRelayLinks: private})
 		if err := rs.Validate(); err != nil {
 			t.Fatal(err)
 		}
@@ -287,14 +288,14 @@ func TestParseNetworkLeavesOutForgedEntries(t *testing.T) {
 	}
 	n, _ := ParseNetwork(strings.NewReader(forgedConsensus), Options{})
 	want := map[string]int{
-		rules.ErrLinkZone.Error():       2, // [2001:db8::30%x},tcp:1]:443, [fe80::1%eth0]:443
-		rules.ErrLinkInternal.Error():   4, // 169.254.169.254 (r, dir-source's two ports), 127.0.0.1
-		rules.ErrLinkIPv4InIPv6.Error(): 3, // ::ffff:, 64:ff9b::, 2002:
-		rules.ErrLinkSpecial.Error():    2, // 255.255.255.255, 224.0.0.1
-		rules.ErrLinkPort.Error():       1, // 203.0.113.12 0
-		leftSecondA:                     1, // [2001:db8::31]:80 after 2002:…, which tor would take
-		leftNotIPv4:                     1, // 2001:db8::32 in an r line
-		leftNotIPv6:                     1, // 203.0.113.13:443 in an a line
+		ruleset.ErrLinkZone.Error():       2, // [2001:db8::30%x},tcp:1]:443, [fe80::1%eth0]:443
+		ruleset.ErrLinkInternal.Error():   4, // 169.254.169.254 (r, dir-source's two ports), 127.0.0.1
+		ruleset.ErrLinkIPv4InIPv6.Error(): 3, // ::ffff:, 64:ff9b::, 2002:
+		ruleset.ErrLinkSpecial.Error():    2, // 255.255.255.255, 224.0.0.1
+		ruleset.ErrLinkPort.Error():       1, // 203.0.113.12 0
+		leftSecondA:                       1, // [2001:db8::31]:80 after 2002:…, which tor would take
+		leftNotIPv4:                       1, // 2001:db8::32 in an r line
+		leftNotIPv6:                       1, // 203.0.113.13:443 in an a line
 	}
 	if diff := cmp.Diff(want, n.LeftOut); diff != "" {
 		t.Errorf("left out by reason (-want +got):\n%s", diff)

@@ -206,11 +206,11 @@ func explainFirewall(e *explanation, rs rules.Ruleset, linkUsers []rules.UserRef
 	e.Proto = proto
 	i := rs.Verdict(p)
 	if i < 0 {
-		e.Firewall, e.Reason, e.Rule = rules.ActionAccept, "no rule matches (chain policy accept)", ""
+		e.Firewall, e.Reason, e.Rule = string(rules.ActionAccept), "no rule matches (chain policy accept)", ""
 		return
 	}
 	r := rs.Outbound[i]
-	e.Firewall, e.Rule = r.Action, r.Name
+	e.Firewall, e.Rule = string(r.Action), r.Name
 	switch {
 	case r.Name == "loopback":
 		e.Reason = "loopback"

@@ -121,7 +121,7 @@ func TestClassEntriesAreTheExitMap(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, v6 := range []bool{false, true} {
-			m := rules.ExitPolicy{Entries: entries}.NewExitMap("exit", v6)
+			m := rules.NewExitMap(rules.ExitPolicy{Entries: entries}, "exit", v6)
 			sets := map[int][]string{}
 			for c := range m.Classes {
 				sets[c] = classEntries(m, c)

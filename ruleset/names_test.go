@@ -1,0 +1,35 @@
+package ruleset
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/relayfw/relayfw/exitpolicy"
+)
+
+func TestConsensusSets(t *testing.T) {
+	p := exitpolicy.ExitPolicy{}
+	h := DefaultHost()
+	for _, tc := range []struct {
+		inbound bool
+		want    []string
+	}{
+		{false, []string{"relays4", "relays6"}},
+		{true, []string{"relays4", "relays6", "inbound_trust4", "inbound_trust6"}},
+	} {
+		h.Inbound = nil
+		if tc.inbound {
+			in := DefaultInbound()
+			h.Inbound = &in
+		}
+		rs := Compile(p, h)
+		if got := rs.ConsensusSets(); !slices.Equal(got, tc.want) {
+			t.Errorf("inbound %v: %q, want %q", tc.inbound, got, tc.want)
+		}
+		for _, fam := range []Family{IPv4, IPv6} {
+			if _, ok := rs.Set(RelayLinkSetName(fam)); !ok {
+				t.Errorf("no set %s", RelayLinkSetName(fam))
+			}
+		}
+	}
+}
