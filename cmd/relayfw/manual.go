@@ -54,7 +54,9 @@ reject *:*
 reject6 *:*
 $ relayfw --torrc examples/torrc explain 203.0.113.5:80 '[2001:db8::1]:25'
 203.0.113.5:80 accept by entry 17: accept *:80; firewall (tcp): accept, exit policy (rule exit4)
-[2001:db8::1]:25 reject by entry 30: reject6 *:*; firewall (tcp): reject, rejected by the exit policy (rule reject-tcp)`},
+[2001:db8::1]:25 reject by entry 30: reject6 *:*; firewall (tcp): reject, rejected by the exit policy (rule reject-tcp)
+$ relayfw --torrc examples/torrc explain --format json 203.0.113.5:80
+{"target":"203.0.113.5:80","verdict":"accept","entry":"accept *:80","index":17,"proto":"tcp","firewall":"accept","reason":"exit policy","rule":"exit4"}`},
 	{"A first apply over SSH: see what would change, install it with a confirm window, and confirm from a second session while the host still answers (without confirm the previous firewall comes back at the deadline):", `$ sudo relayfw apply --dry-run
 dry run (nftables): apply would change:
   + exit4: TCP 8080 to 0.0.0.0-9.255.255.255, 11.0.0.0-126.255.255.255, … and 6 more address ranges
