@@ -150,19 +150,17 @@ func TestManConfigKeys(t *testing.T) {
 
 // TestAnnotatedConfigRefuses: what the generator cannot make a manual of.
 func TestAnnotatedConfigRefuses(t *testing.T) {
-	for _, tc := range []struct{ name, text, want string }{
-		{"undescribed key", "# intro\n\n# [allow]\n# dns = true\n", "key dns has no description"},
-		{"keys after a header", "# intro\n\n# A table.\n# [t]\n# a = 1\n", "x.toml:5: key a has no description"},
-		{"prose after a setting", "# intro\n\n# A.\n# a = 1\n# more\n", "prose after a setting"},
-		{"a live setting", "# intro\n\na = 1\n", "not commented out"},
-		{"prose alone", "# intro\n\n# A.\n# a = 1\n\n# stray\n", "a paragraph without a setting"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, _, err := parseAnnotatedConfig("x.toml", []byte(tc.text))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("err = %v, want %q", err, tc.want)
-			}
-		})
+	refused := map[string]struct{ text, want string }{
+		"undescribed key":       {"# intro\n\n# [allow]\n# dns = true\n", "key dns has no description"},
+		"keys after a header":   {"# intro\n\n# A table.\n# [t]\n# a = 1\n", "x.toml:5: key a has no description"},
+		"prose after a setting": {"# intro\n\n# A.\n# a = 1\n# more\n", "prose after a setting"},
+		"a live setting":        {"# intro\n\na = 1\n", "not commented out"},
+		"prose alone":           {"# intro\n\n# A.\n# a = 1\n\n# stray\n", "a paragraph without a setting"},
+	}
+	for name, tc := range refused {
+		if _, _, err := parseAnnotatedConfig("x.toml", []byte(tc.text)); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+		}
 	}
 	_, tables, err := parseAnnotatedConfig("x.toml", []byte("# intro\n\n# The a and c.\n# a = 1\n# c = 3\n\n# A table.\n# [t]\n# b = 2  # the b\n"))
 	if err != nil {
