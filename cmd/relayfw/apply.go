@@ -74,6 +74,21 @@ When the firewall is already in sync, no window opens. An apply that finds
 a window open waits for it with --wait (else exits 75); when that window
 ends in a rollback, it installs nothing and exits 5.
 
+Everything the rollback needs is written before the firewall changes; if
+it cannot be (a full or read-only /run), apply exits 73 and changes
+nothing. The watcher logs what it did under /run/relayfw. On a terminal,
+apply prints its summary, then asks for Enter; without it, at the deadline
+it says "rolled back to ..." and exits 1. While the window is open, every
+other change (apply, refresh, remove) is refused with exit 75 and one line
+naming the deadline and the two ways out: relayfw confirm keeps the new
+firewall, relayfw rollback restores the previous one now; with --wait they
+wait for the window to end instead. relayfw confirm after the deadline is
+refused (exit 1): the firewall was rolled back. status shows the window
+and what a rollback would restore.
+
+An apply reads its inputs after it has the lock, so two racing applies
+install the torrc as it was when the last of them started.
+
 With --automatic (the units' applies: boot, the re-apply path unit), after
 an apply --confirm that was rolled back (not confirmed), the last good
 firewall (the one last applied without a window, or confirmed) is kept

@@ -10,7 +10,8 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// Exit codes: the contract with provisioning scripts (README, "Exit codes").
+// Exit codes: the contract with provisioning scripts (relayfw(8), EXIT
+// STATUS: manual.go's exitStatuses, held to these constants by a test).
 const (
 	exitOK            = 0
 	exitFailed        = 1  // check found drift, or an operation failed after starting

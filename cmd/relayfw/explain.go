@@ -45,9 +45,9 @@ reject. Uses the model alone; no kernel state is read. With
 OutboundBindAddressExit, the connection is taken to come from that address.
 
 With several tor instances, each exit instance answers on a line of its own
-starting "instance NAME:", for a connection of its tor (its User's
-sockets); --instance NAME asks one. --user NAME asks for a connection of
-another user's sockets: user-scoped rules (relay links, which only tor's
+starting "instance NAME:" (in JSON, "instance"), for a connection of its
+tor (its User's sockets); --instance NAME asks one. --user NAME asks for
+a connection of another user's sockets: user-scoped rules (relay links, which only tor's
 users get; the local resolver, package updates, allow.extra with a user)
 are explained as the kernel applies them. A tor without User runs as root.
 

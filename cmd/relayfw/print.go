@@ -21,7 +21,9 @@ touching kernel state. --format nft prints nft -f input that replaces the
 table inet relayfw in one transaction; --format iptables and ip6tables
 print iptables-restore --noflush input for the chain RELAYFW-OUTPUT, and
 --format ipset the relay-link ipsets it refers to (ipset restore input);
---format json prints the backend-neutral ruleset (documented in the README).`,
+--format json prints the backend-neutral ruleset (described in
+ruleset-json.md, in /usr/share/doc/relayfw). Loading the nft, iptables,
+ip6tables and ipset outputs gives the same kernel state as apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch format {

@@ -92,7 +92,39 @@ func newStatusCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show the backend, whether the firewall is in sync, counters per verdict class, and the last apply",
-		Args:  cobra.NoArgs,
+		Long: `Show the backend, whether relayfw's firewall is installed, whether the
+torrcs and relayfw.toml are valid (and accepted by tor), whether the rules
+are in sync and the relay links up to date, the last apply, the last
+change, and the packet and byte counters per verdict class. Per tor
+instance, the consensus relayfw read (read, with its age; missing; or
+refused, and why). With [inbound], the protected ports, the counters by
+cause and the sources blocked now, with the time left. An open
+apply --confirm window ("pending:") and what a rollback would restore;
+after an unconfirmed rollback, "rolled back: at T ...": the automatic
+applies keep the last good firewall until an operator runs relayfw apply.
+On a host where no tor instance exits, a plain note says so.
+
+The last change is one of applied, pending, confirmed, rolled back (not
+confirmed by the deadline, relayfw rollback, or the apply failed),
+fallback (boot installed the last good or the minimal firewall) and
+removed, with its time. When the other backend holds relayfw objects too,
+an "also:" line says so.
+
+--format json has the same, plus the drift, per-rule counters,
+also_installed, relay_links_behind, pending, last_change, rolled_back,
+consensus, inbound (counters by cause, the blocked sources) and exit (with
+a note on a host where no tor instance exits).
+
+Never blind: when a torrc, an %include, a defaults file or relayfw.toml
+cannot be read, status still reports the kernel (installed, counters,
+other backends, blocked sources; rules named from the firewall relayfw
+last installed) and exits 0; the problem is one line, "config: invalid:
+..." (what apply prints), in JSON "config": {"valid": false, "error": ...},
+and relay links are not compared meanwhile. status fails only when it
+cannot read the kernel (exit 77 or 69). Like check and metrics, it waits
+(up to 30 s, or --wait when longer) for a change in progress to end rather
+than read the kernel in the middle of it, and past that reads anyway.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "text" && format != "json" {
 				return usageError(fmt.Errorf("--format %q: want text or json", format))
@@ -170,7 +202,23 @@ func newMetricsCommand(g *globals) *cobra.Command {
 		Long: `Print relayfw's counters in the Prometheus text exposition format (series
 relayfw_*). With --output FILE, write them to FILE atomically (a temporary
 file renamed over it), for node_exporter's textfile collector, e.g.
---output /var/lib/prometheus/node-exporter/relayfw.prom.`,
+--output /var/lib/prometheus/node-exporter/relayfw.prom.
+
+The series: relayfw_packets_total and relayfw_bytes_total (by class and
+rule), relayfw_installed, relayfw_config_valid, relayfw_in_sync (the
+rules), relayfw_relay_links_behind, relayfw_consensus_age_seconds (by
+instance), relayfw_last_apply_timestamp_seconds,
+relayfw_last_change_timestamp_seconds (by change and why),
+relayfw_last_rollback_timestamp_seconds (absent when never) and
+relayfw_info; with [inbound], relayfw_inbound_new_connections_total,
+relayfw_inbound_trusted_total, relayfw_inbound_drops_total (by cause:
+blocked, minute, hour, conns) and relayfw_inbound_blocked.
+
+As status, metrics is never blind: when a torrc, an %include, a defaults
+file or relayfw.toml cannot be read, it still reports the kernel and exits
+0, with relayfw_config_valid 0 and relayfw_in_sync 0
+(relayfw_relay_links_behind is then absent). Alert on
+relayfw_config_valid == 0 or relayfw_in_sync == 0.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := gatherStatus(cmd, g)

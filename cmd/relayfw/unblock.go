@@ -18,7 +18,10 @@ address (the IPv6 /64 or whatever source prefix [inbound] sets is
 lifted) or a prefix. The source's rate meters start afresh too (nftables
 deletes them; with iptables, whose hashlimit meters cannot be reset, the
 source skips them until they have refilled). relayfw status --format json
-lists the blocked sources. It works during an apply --confirm window too.`,
+lists the blocked sources. For each source it says "unblocked SOURCE" or
+"SOURCE was not blocked", and exits 0 either way. It takes the lock, but
+works during an apply --confirm window too (a rollback keeps the blocks
+the kernel holds then).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var sources []netip.Prefix
