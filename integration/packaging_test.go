@@ -303,6 +303,7 @@ func TestDebianPackage(t *testing.T) {
 	}
 	for _, want := range []string{"./usr/sbin/relayfw", "./etc/relayfw/relayfw.toml", "./lib/systemd/system/relayfw.service",
 		"./lib/systemd/system/relayfw-refresh.timer", "./usr/share/man/man8/relayfw-apply.8.gz",
+		"./usr/share/man/man8/relayfw.8.gz", "./usr/share/man/man5/relayfw.toml.5.gz",
 		"./usr/share/bash-completion/completions/relayfw", "./usr/share/zsh/vendor-completions/_relayfw",
 		"./lib/systemd/system/tor@.service.d/50-relayfw.conf"} {
 		if !strings.Contains(string(contents), want) {
