@@ -26,8 +26,14 @@ var _ firewall.Backend = (*Backend)(nil)
 // Name is "nftables".
 func (b *Backend) Name() string { return "nftables" }
 
-// Render is the nft -f text of the ruleset.
-func (b *Backend) Render(rs rules.Ruleset) (string, error) { return Render(rs) }
+// Render is the nft -f text of the ruleset (format "nft").
+func (b *Backend) Render(rs rules.Ruleset) ([]firewall.Listing, error) {
+	text, err := Render(rs)
+	if err != nil {
+		return nil, err
+	}
+	return []firewall.Listing{{Format: "nft", Text: text}}, nil
+}
 
 // conn opens a netlink connection whose send buffer fits a batch of about
 // size bytes: google/nftables sends a whole batch in one sendmsg, and a
@@ -141,7 +147,7 @@ func (p plan) batchSize() int {
 }
 
 // Check reports how the installed table differs from the ruleset.
-func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error) {
+func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]firewall.Drift, error) {
 	p, err := newPlan(rs)
 	if err != nil {
 		return nil, err

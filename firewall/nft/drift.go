@@ -3,6 +3,7 @@ package nft
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -13,53 +14,21 @@ import (
 	"github.com/relayfw/relayfw/firewall"
 )
 
-// drift compares the kernel's table with the plan, one line per difference.
-func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
+// drift compares the kernel's table with the plan.
+func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]firewall.Drift, error) {
 	t, err := ownTable(c)
 	if err != nil {
 		return nil, err
 	}
 	if t == nil {
-		return []string{fmt.Sprintf("table inet %s is not installed", TableName)}, nil
+		return []firewall.Drift{{Object: "table inet " + TableName, Kind: firewall.NotInstalled}}, nil
 	}
-	var drift []string
-
 	chains, err := ownChains(c)
 	if err != nil {
 		return nil, err
 	}
-	sets := p.nameSets()
-	want := map[string][]chainRule{ChainName: chainRules(p.rules, sets)}
-	for _, k := range p.classes {
-		want[k.chain] = chainRules([]kernelRule{k.rule}, sets)
-	}
-	if p.inbound != nil {
-		want[InboundChainName] = chainRules(p.inbound.rules, sets)
-		for _, j := range p.inbound.jumps {
-			want[InputChainName] = append(want[InputChainName], chainRule{j.exprs(sets), jumpUserData(), j.text()})
-		}
-	}
-	have := map[string]*nftables.Chain{}
-	for _, ch := range chains {
-		if _, ok := want[ch.Name]; !ok {
-			drift = append(drift, fmt.Sprintf("unexpected chain %s", ch.Name))
-			continue
-		}
-		have[ch.Name] = ch
-	}
-	for _, base := range []struct {
-		name string
-		hook *nftables.ChainHook
-		text string
-	}{{ChainName, nftables.ChainHookOutput, "output"}, {InputChainName, nftables.ChainHookInput, "input"}} {
-		ch := have[base.name]
-		if ch != nil && (ch.Type != nftables.ChainTypeFilter || ch.Hooknum == nil || *ch.Hooknum != *base.hook ||
-			ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityFilter ||
-			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept) {
-			drift = append(drift, fmt.Sprintf("chain %s is not \"type filter hook %s priority filter; policy accept\"", base.name, base.text))
-		}
-	}
-
+	want := p.wantedChains()
+	drift, have := chainsDrift(chains, want)
 	setDrift, err := p.setDrift(c, t)
 	if err != nil {
 		return nil, err
@@ -79,11 +48,11 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 	for _, name := range names {
 		ch := have[name]
 		if ch == nil {
-			drift = append(drift, fmt.Sprintf("chain %s is missing", name))
+			drift = append(drift, firewall.Drift{Object: "chain " + name, Kind: firewall.Missing})
 			continue
 		}
 		if name != ChainName && name != InputChainName && ch.Hooknum != nil {
-			drift = append(drift, fmt.Sprintf("chain %s is a base chain", name))
+			drift = append(drift, firewall.Drift{Object: "chain " + name, Kind: firewall.Differs, Detail: "is a base chain"})
 		}
 		installed, err := c.GetRules(t, ch)
 		if err != nil {
@@ -96,6 +65,50 @@ func (p plan) drift(ctx context.Context, c *nftables.Conn) ([]string, error) {
 		drift = append(drift, ruleDrift...)
 	}
 	return drift, nil
+}
+
+// wantedChains are the plan's rules by chain, as drift compares them.
+func (p plan) wantedChains() map[string][]chainRule {
+	sets := p.nameSets()
+	want := map[string][]chainRule{ChainName: chainRules(p.rules, sets)}
+	for _, k := range p.classes {
+		want[k.chain] = chainRules([]kernelRule{k.rule}, sets)
+	}
+	if p.inbound != nil {
+		want[InboundChainName] = chainRules(p.inbound.rules, sets)
+		for _, j := range p.inbound.jumps {
+			want[InputChainName] = append(want[InputChainName], chainRule{j.exprs(sets), jumpUserData(), j.text()})
+		}
+	}
+	return want
+}
+
+// chainsDrift finds the installed chains the plan does not have and the
+// base chains of another type, hook, priority or policy; have are the
+// installed chains the plan has, by name.
+func chainsDrift(chains []*nftables.Chain, want map[string][]chainRule) (drift []firewall.Drift, have map[string]*nftables.Chain) {
+	have = map[string]*nftables.Chain{}
+	for _, ch := range chains {
+		if _, ok := want[ch.Name]; !ok {
+			drift = append(drift, firewall.Drift{Object: "chain " + ch.Name, Kind: firewall.Unexpected})
+			continue
+		}
+		have[ch.Name] = ch
+	}
+	for _, base := range []struct {
+		name string
+		hook *nftables.ChainHook
+		text string
+	}{{ChainName, nftables.ChainHookOutput, "output"}, {InputChainName, nftables.ChainHookInput, "input"}} {
+		ch := have[base.name]
+		if ch != nil && (ch.Type != nftables.ChainTypeFilter || ch.Hooknum == nil || *ch.Hooknum != *base.hook ||
+			ch.Priority == nil || *ch.Priority != *nftables.ChainPriorityFilter ||
+			ch.Policy == nil || *ch.Policy != nftables.ChainPolicyAccept) {
+			drift = append(drift, firewall.Drift{Object: "chain " + base.name, Kind: firewall.Differs,
+				Detail: fmt.Sprintf("is not \"type filter hook %s priority filter; policy accept\"", base.text)})
+		}
+	}
+	return drift, have
 }
 
 // nameSets are the plan's sets by name, as rules refer to them when they
@@ -166,8 +179,9 @@ func sortedStrings(s []string) []string {
 	return s
 }
 
-func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
-	var drift []string
+// setDrift compares the table's sets and maps with the plan's.
+func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]firewall.Drift, error) {
+	var drift []firewall.Drift
 	sets, err := c.GetSets(t)
 	if err != nil {
 		return nil, classify(err)
@@ -179,66 +193,66 @@ func (p plan) setDrift(c *nftables.Conn, t *nftables.Table) ([]string, error) {
 	have := map[string]*nftables.Set{}
 	for _, s := range sets {
 		if s.Anonymous {
-			drift = append(drift, fmt.Sprintf("unexpected anonymous set %s", s.Name))
+			drift = append(drift, firewall.Drift{Object: "anonymous set " + s.Name, Kind: firewall.Unexpected})
 			continue
 		}
 		have[s.Name] = s
 	}
-	names := make([]string, 0, len(want))
-	for n := range want {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		w := want[name]
-		kind := "set"
-		if w.obj.IsMap {
-			kind = "map"
-		}
+	for _, name := range slices.Sorted(maps.Keys(want)) {
 		s, ok := have[name]
-		if !ok {
-			drift = append(drift, fmt.Sprintf("%s %s is missing", kind, name))
-			continue
-		}
 		delete(have, name)
-		// google/nftables reads a map's key and data types back garbled;
-		// its elements, compared below, show the key all the same.
-		if (!s.IsMap && s.KeyType.Bytes != w.obj.KeyType.Bytes) || s.Interval != w.obj.Interval || s.Concatenation != w.obj.Concatenation ||
-			s.IsMap != w.obj.IsMap {
-			drift = append(drift, fmt.Sprintf("%s %s has the wrong type or flags", kind, name))
-			continue
-		}
-		if s.Dynamic != w.obj.Dynamic || s.HasTimeout != w.obj.HasTimeout || s.Timeout != w.obj.Timeout || s.Size != w.obj.Size {
-			drift = append(drift, fmt.Sprintf("%s %s has another size, timeout or dynamic flag", kind, name))
-			continue
-		}
-		if w.dynamic {
-			continue // blocked sources and meters: the kernel's own
-		}
-		elems, err := c.GetSetElements(s)
+		d, err := p.oneSetDrift(c, name, want[name], s, ok)
 		if err != nil {
-			return nil, classify(err)
+			return nil, err
 		}
-		got, err := rawElements(w.obj, elems)
-		if err != nil {
-			drift = append(drift, fmt.Sprintf("%s %s: %v", kind, name, err))
-			continue
-		}
-		missing, extra := firewall.SortedDiff(w.elements, got)
-		if len(missing) > 0 {
-			drift = append(drift, fmt.Sprintf("%s %s: %d elements missing, e.g. %s", kind, name, len(missing), rawText(w.obj, missing[0])))
-		}
-		if len(extra) > 0 {
-			drift = append(drift, fmt.Sprintf("%s %s: %d unexpected elements, e.g. %s", kind, name, len(extra), rawText(w.obj, extra[0])))
-		}
+		drift = append(drift, d...)
 	}
-	rest := make([]string, 0, len(have))
-	for n := range have {
-		rest = append(rest, n)
+	for _, n := range slices.Sorted(maps.Keys(have)) {
+		drift = append(drift, firewall.Drift{Object: "set " + n, Kind: firewall.Unexpected})
 	}
-	slices.Sort(rest)
-	for _, n := range rest {
-		drift = append(drift, fmt.Sprintf("unexpected set %s", n))
+	return drift, nil
+}
+
+// oneSetDrift compares an installed set or map (s; ok false when there is
+// none) with the plan's.
+func (p plan) oneSetDrift(c *nftables.Conn, name string, w wantedSet, s *nftables.Set, ok bool) ([]firewall.Drift, error) {
+	object := "set " + name
+	if w.obj.IsMap {
+		object = "map " + name
+	}
+	differs := func(how string) []firewall.Drift {
+		return []firewall.Drift{{Object: object, Kind: firewall.Differs, Detail: how}}
+	}
+	switch {
+	case !ok:
+		return []firewall.Drift{{Object: object, Kind: firewall.Missing}}, nil
+	// google/nftables reads a map's key and data types back garbled;
+	// its elements, compared below, show the key all the same.
+	case (!s.IsMap && s.KeyType.Bytes != w.obj.KeyType.Bytes) || s.Interval != w.obj.Interval || s.Concatenation != w.obj.Concatenation ||
+		s.IsMap != w.obj.IsMap:
+		return differs("has the wrong type or flags"), nil
+	case s.Dynamic != w.obj.Dynamic || s.HasTimeout != w.obj.HasTimeout || s.Timeout != w.obj.Timeout || s.Size != w.obj.Size:
+		return differs("has another size, timeout or dynamic flag"), nil
+	case w.dynamic:
+		return nil, nil // blocked sources and meters: the kernel's own
+	}
+	elems, err := c.GetSetElements(s)
+	if err != nil {
+		return nil, classify(err)
+	}
+	got, err := rawElements(w.obj, elems)
+	if err != nil {
+		return []firewall.Drift{{Object: object, Kind: firewall.Unreadable, Detail: err.Error()}}, nil
+	}
+	var drift []firewall.Drift
+	missing, extra := firewall.SortedDiff(w.elements, got)
+	if len(missing) > 0 {
+		drift = append(drift, firewall.Drift{Object: object, Kind: firewall.ElementsMissing, N: len(missing),
+			Detail: rawText(w.obj, missing[0]), Links: p.links[name]})
+	}
+	if len(extra) > 0 {
+		drift = append(drift, firewall.Drift{Object: object, Kind: firewall.ElementsUnexpected, N: len(extra),
+			Detail: rawText(w.obj, extra[0]), Links: p.links[name]})
 	}
 	return drift, nil
 }
@@ -268,8 +282,8 @@ func chainRules[R plannedRule](planned []R, sets map[string]*nftables.Set) []cha
 }
 
 // ruleDrift compares a chain's installed rules with the plan's, as an edit
-// script (longest common subsequence) so one inserted rule is one line.
-func ruleDrift(ctx context.Context, chain string, wantRules []chainRule, installed []*nftables.Rule) ([]string, error) {
+// script (longest common subsequence) so one inserted rule is one drift.
+func ruleDrift(ctx context.Context, chain string, wantRules []chainRule, installed []*nftables.Rule) ([]firewall.Drift, error) {
 	want := make([]string, len(wantRules))
 	for i, r := range wantRules {
 		b, err := normalizedExprs(r.exprs)
@@ -286,16 +300,16 @@ func ruleDrift(ctx context.Context, chain string, wantRules []chainRule, install
 		}
 		have[i] = string(r.UserData) + "\x00" + string(b)
 	}
-	var drift []string
+	object := "chain " + chain
+	var drift []firewall.Drift
 	var listed map[uint64]string // nft's own text of the chain's rules, read once
 	for _, e := range firewall.Diff(want, have) {
-		if e.Reordered {
-			drift = append(drift, fmt.Sprintf("chain %s: rules from %d on are in another order", chain, e.Want+1))
-			continue
-		}
-		if e.Missing {
-			drift = append(drift, fmt.Sprintf("chain %s: missing rule %d: %s", chain, e.Want+1, wantRules[e.Want].text))
-		} else {
+		switch {
+		case e.Reordered:
+			drift = append(drift, firewall.Drift{Object: object, Kind: firewall.RulesReordered, N: e.Want + 1})
+		case e.Missing:
+			drift = append(drift, firewall.Drift{Object: object, Kind: firewall.RuleMissing, N: e.Want + 1, Detail: wantRules[e.Want].text})
+		default:
 			r := installed[e.Have]
 			if listed == nil {
 				listed = listChain(ctx, chain)
@@ -304,7 +318,13 @@ func ruleDrift(ctx context.Context, chain string, wantRules []chainRule, install
 			if !ok {
 				text = exprSummary(r)
 			}
-			drift = append(drift, fmt.Sprintf("chain %s: unexpected rule (handle %d): %s (%s)", chain, r.Handle, text, describe(r)))
+			comment, mine := relayfwComment(r)
+			how := "not generated by relayfw"
+			if mine {
+				how = fmt.Sprintf("comment %q (changed or out of place)", comment)
+			}
+			drift = append(drift, firewall.Drift{Object: object, Kind: firewall.RuleUnexpected, N: e.Have + 1, Handle: r.Handle,
+				Detail: text + " (" + how + ")", Foreign: !mine})
 		}
 	}
 	return drift, nil
@@ -319,10 +339,12 @@ func exprSummary(r *nftables.Rule) string {
 	return "expressions: " + strings.Join(kinds, ", ")
 }
 
-// describe names an installed rule by its comment.
-func describe(r *nftables.Rule) string {
-	if i := strings.Index(string(r.UserData), CommentPrefix); i >= 0 {
-		return fmt.Sprintf("comment %q (changed or out of place)", strings.TrimRight(string(r.UserData[i:]), "\x00"))
+// relayfwComment is an installed rule's comment from relayfw's prefix on;
+// false when it has none (relayfw did not generate the rule).
+func relayfwComment(r *nftables.Rule) (string, bool) {
+	i := strings.Index(string(r.UserData), firewall.CommentPrefix)
+	if i < 0 {
+		return "", false
 	}
-	return "not generated by relayfw"
+	return strings.TrimRight(string(r.UserData[i:]), "\x00"), true
 }

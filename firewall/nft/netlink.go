@@ -13,6 +13,7 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -156,7 +157,7 @@ func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 }
 
 func (r kernelRule) userData() []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, CommentPrefix+r.name)
+	return userdata.AppendString(nil, userdata.TypeComment, firewall.CommentPrefix+r.name)
 }
 
 func table() *nftables.Table {

@@ -50,6 +50,9 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 	}
 	var jobs []job
 	for _, want := range p.sets {
+		if !p.links[want.name] {
+			continue
+		}
 		jobs = append(jobs, job{want.name, false, want.rawElements(), func(s *nftables.Set, missing, extra []string) error {
 			if err := delElements(c, s, keysAsElements(extra)); err != nil {
 				return err
@@ -57,15 +60,14 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 			return addElements(c, s, keysAsElements(missing))
 		}})
 	}
-	if p.inbound != nil {
-		for _, want := range p.inbound.sets {
-			if want.interval {
-				jobs = append(jobs, job{want.name, true, want.rawElements(), func(s *nftables.Set, _, _ []string) error {
-					c.FlushSet(s)
-					return addElements(c, s, want.setElements())
-				}})
-			}
+	for _, want := range p.inboundSets() {
+		if !p.links[want.name] {
+			continue
 		}
+		jobs = append(jobs, job{want.name, true, want.rawElements(), func(s *nftables.Set, _, _ []string) error {
+			c.FlushSet(s)
+			return addElements(c, s, want.setElements())
+		}})
 	}
 	changed := false
 	for _, j := range jobs {

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -190,7 +191,7 @@ func (r kernelRule) text() string {
 	}
 	if r.vmap != "" {
 		add("%s daddr vmap @%s", ip, r.vmap)
-		add("comment %q", CommentPrefix+r.name)
+		add("comment %q", firewall.CommentPrefix+r.name)
 		return strings.Join(parts, " ")
 	}
 	if r.logPrefix != "" {
@@ -207,6 +208,6 @@ func (r kernelRule) text() string {
 	case r.reject == rules.RejectAdminProhibited:
 		add("reject with icmpx admin-prohibited")
 	}
-	add("comment %q", CommentPrefix+r.name)
+	add("comment %q", firewall.CommentPrefix+r.name)
 	return strings.Join(parts, " ")
 }
