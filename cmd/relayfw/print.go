@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/relayfw/relayfw/firewall/ipt"
-	"github.com/relayfw/relayfw/firewall/nft"
+	"github.com/relayfw/relayfw/host"
 )
 
 func newPrintCommand(g *globals) *cobra.Command {
@@ -37,19 +36,11 @@ print iptables-restore --noflush input for the chain RELAYFW-OUTPUT, and
 			if note := in.NotExitNote(); note != "" {
 				g.log.Info(note)
 			}
-			var text string
-			switch format {
-			case "nft":
-				text, err = nft.Render(rs)
-			case "iptables", "ip6tables":
-				text, err = ipt.Render(rs, format == "ip6tables")
-			case "ipset":
-				text = ipt.RenderIpsets(rs)
-			}
-			if err != nil {
-				return err
-			}
 			if format != "json" {
+				text, err := host.Render(rs, format)
+				if err != nil {
+					return err
+				}
 				_, err = io.WriteString(g.stdout, text)
 				return err
 			}
