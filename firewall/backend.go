@@ -23,15 +23,17 @@ type Backend interface {
 	// Available reports whether the backend works on this host: nil, or
 	// an error wrapping ErrUnavailable or ErrNotPermitted.
 	Available(ctx context.Context) error
-	// Render returns the ruleset as the backend's own text (the dry run
-	// of print), loadable by nft -f or iptables-restore.
-	Render(rs rules.Ruleset) (string, error)
+	// Render returns the ruleset as the backend's own texts (the dry run
+	// of print), each loadable by its tool: nft -f, iptables-restore,
+	// ip6tables-restore, ipset restore. It needs neither privileges nor
+	// the kernel, and renders every family whatever the host has.
+	Render(rs rules.Ruleset) ([]Listing, error)
 	// Apply installs rs atomically. When the kernel already holds exactly
 	// rs it changes nothing and says so in the result.
 	Apply(ctx context.Context, rs rules.Ruleset) (Result, error)
-	// Check compares the installed state with rs and returns one line per
+	// Check compares the installed state with rs and returns each
 	// difference (none when in sync).
-	Check(ctx context.Context, rs rules.Ruleset) (drift []string, err error)
+	Check(ctx context.Context, rs rules.Ruleset) (drift []Drift, err error)
 	// Remove deletes everything relayfw owns, and nothing else; removed is
 	// false when there was nothing to remove.
 	Remove(ctx context.Context) (removed bool, err error)
@@ -85,7 +87,14 @@ type Result struct {
 	Elements int // set elements installed
 	// Drift is what the kernel held that differed from the ruleset, as
 	// Check would have said it, before the apply replaced it.
-	Drift []string
+	Drift []Drift
+}
+
+// Listing is the ruleset in one of a backend's formats: "nft",
+// "iptables", "ip6tables" or "ipset" (print --format).
+type Listing struct {
+	Format string
+	Text   string
 }
 
 // ErrUnavailable means the backend cannot work on this host (no nftables

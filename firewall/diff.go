@@ -1,7 +1,5 @@
 package firewall
 
-import "fmt"
-
 // Edit is one step of turning the installed rules into the wanted ones:
 // a wanted rule missing (Want is its index in want) or an installed rule
 // that should not be there (Have is its index in have).
@@ -88,21 +86,32 @@ func Diff(want, have []string) []Edit {
 	return edits
 }
 
-// LineDiff describes Diff of rules written as text lines.
-func LineDiff(want, have []string) []string {
-	var out []string
+// RuleDrift is the drift of a chain's rules (in object), compared by key
+// (Diff): a wanted rule missing says wantText of it; an installed rule
+// not wanted is described by unexpected (its Detail, Handle, Foreign),
+// both given the rule's index.
+func RuleDrift(object string, want, have []string, wantText func(int) string, unexpected func(int) Drift) []Drift {
+	var out []Drift
 	for _, e := range Diff(want, have) {
-		if e.Reordered {
-			out = append(out, fmt.Sprintf("rules from %d on are in another order", e.Want+1))
-			continue
-		}
-		if e.Missing {
-			out = append(out, fmt.Sprintf("missing rule %d: %s", e.Want+1, want[e.Want]))
-		} else {
-			out = append(out, fmt.Sprintf("unexpected rule %d: %s", e.Have+1, have[e.Have]))
+		switch {
+		case e.Reordered:
+			out = append(out, Drift{Object: object, Kind: RulesReordered, N: e.Want + 1})
+		case e.Missing:
+			out = append(out, Drift{Object: object, Kind: RuleMissing, N: e.Want + 1, Detail: wantText(e.Want)})
+		default:
+			d := unexpected(e.Have)
+			d.Object, d.Kind, d.N = object, RuleUnexpected, e.Have+1
+			out = append(out, d)
 		}
 	}
 	return out
+}
+
+// LineDiff is the drift of rules written as text lines (each naming its
+// chain), in object (empty when the lines name it).
+func LineDiff(object string, want, have []string) []Drift {
+	return RuleDrift(object, want, have, func(i int) string { return want[i] },
+		func(i int) Drift { return Drift{Detail: have[i]} })
 }
 
 // SortedDiff compares two sorted lists of set elements: what want has and

@@ -21,7 +21,7 @@ func TestLineDiff(t *testing.T) {
 		{"empty", []string{"a"}, nil, []string{"missing rule 1: a"}},
 	}
 	for _, tt := range tests {
-		if diff := cmp.Diff(tt.out, LineDiff(tt.want, tt.have)); diff != "" {
+		if diff := cmp.Diff(tt.out, Strings(LineDiff("", tt.want, tt.have))); diff != "" {
 			t.Errorf("%s:\n%s", tt.name, diff)
 		}
 	}
@@ -38,11 +38,11 @@ func TestDiffLarge(t *testing.T) {
 	if edits := Diff(want, want); len(edits) != 0 {
 		t.Fatalf("equal lists: %d edits", len(edits))
 	}
-	if got := LineDiff(want, have); len(got) != 1 || got[0] != "rules from 1 on are in another order" {
+	if got := Strings(LineDiff("", want, have)); len(got) != 1 || got[0] != "rules from 1 on are in another order" {
 		t.Fatalf("same rules in another order: %q", got)
 	}
 	have[7] = "foreign rule"
-	got := LineDiff(want, have)
+	got := Strings(LineDiff("", want, have))
 	if len(got) != 2 || got[0] != "missing rule 19993: rule 19992" || got[1] != "unexpected rule 8: foreign rule" {
 		t.Fatalf("got %q", got)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/firewall/ipt"
 	"github.com/relayfw/relayfw/firewall/nft"
+	"github.com/relayfw/relayfw/rules"
 )
 
 // BackendChoice is the backend to use: flag (--backend) when set, else
@@ -81,6 +82,26 @@ func ChooseBackend(ctx context.Context, name string, log *slog.Logger) (firewall
 		log.Info(fmt.Sprintf("nftables is not available (%v); using %s", err, b.Name()))
 	}
 	return b, nil
+}
+
+// Render is rs in one of the backends' formats (print --format): "nft",
+// or "iptables", "ip6tables" or "ipset". It goes through Backend.Render,
+// which needs neither privileges nor the kernel.
+func Render(rs rules.Ruleset, format string) (string, error) {
+	var b firewall.Backend = &ipt.Backend{}
+	if format == "nft" {
+		b = &nft.Backend{}
+	}
+	listings, err := b.Render(rs)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range listings {
+		if l.Format == format {
+			return l.Text, nil
+		}
+	}
+	return "", fmt.Errorf("format %q: want nft, iptables, ip6tables or ipset", format)
 }
 
 // AllBackends are the backends that work on this host.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
@@ -48,29 +47,29 @@ func NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, 
 // from drift (the kernel's differences from rs, as Check or the backend's
 // Apply found them), the rules in relayfw's chains it did not install,
 // which the apply removes, and any other repair nothing else explains.
-func (p *Plan) Changes(drift []string) []string {
+func (p *Plan) Changes(drift []firewall.Drift) []string {
 	if !p.Installed {
 		changes := append([]string{fmt.Sprintf("+ firewall: installed for the first time (%s)", p.kind)},
-			withoutLinks(rules.Changes(rules.Ruleset{}, p.rs))...)
+			changesBesideLinks(rules.Ruleset{}, p.rs)...)
 		links := 0
 		for _, s := range p.rs.Sets {
 			links += len(s.Elements)
 		}
 		return append(changes, fmt.Sprintf("relay links: +%d -0", links))
 	}
-	changes := withoutLinks(rules.Changes(p.Prev, p.rs))
+	changes := changesBesideLinks(p.Prev, p.rs)
 	if p.Links.Total() > 0 {
 		changes = append(changes, fmt.Sprintf("relay links: +%d -%d", p.Links.Missing, p.Links.Extra))
 	}
-	drift = withoutLinkDrift(drift, p.rs)
+	drift = withoutLinkDrift(drift)
 	for _, d := range drift {
-		if strings.Contains(d, "unexpected rule") && !strings.Contains(d, `"`+"relayfw: ") {
-			changes = append(changes, "- not relayfw's, removed: "+d)
+		if d.Kind == firewall.RuleUnexpected && d.Foreign {
+			changes = append(changes, "- not relayfw's, removed: "+d.String())
 		}
 	}
 	if len(changes) == 0 {
 		for _, d := range drift { // a hand edit nothing else explains
-			changes = append(changes, "~ repair: "+d)
+			changes = append(changes, "~ repair: "+d.String())
 		}
 	}
 	return changes
@@ -92,23 +91,12 @@ func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]s
 	return p.Changes(drift), nil
 }
 
-// withoutLinkDrift drops the drift lines about the relay sets' elements:
-// Plan counts those itself.
-func withoutLinkDrift(drift []string, rs rules.Ruleset) []string {
-	names := make([]string, 0, len(rs.Sets)+2)
-	for _, s := range rs.Sets {
-		names = append(names, s.Name)
-	}
-	if rs.Inbound != nil {
-		names = append(names, rules.InboundSetName("trust", rules.IPv4), rules.InboundSetName("trust", rules.IPv6))
-	}
-	var out []string
+// withoutLinkDrift drops the drift in the elements of the sets that
+// follow the consensus: Plan counts those itself.
+func withoutLinkDrift(drift []firewall.Drift) []firewall.Drift {
+	var out []firewall.Drift
 	for _, d := range drift {
-		link := false
-		for _, name := range names {
-			link = link || (strings.Contains(d, name+":") && (strings.Contains(d, "elements") || strings.Contains(d, "entries")))
-		}
-		if !link {
+		if !d.Links {
 			out = append(out, d)
 		}
 	}
@@ -123,52 +111,51 @@ func asInstalled(rs rules.Ruleset, installed map[string][]rules.Region) (rules.R
 	var behind LinksBehind
 	out := rs
 	out.Sets = slices.Clone(rs.Sets)
-	for i, s := range out.Sets {
-		have, ok := installed[s.Name]
+	var in rules.Inbound
+	if rs.Inbound != nil {
+		in = *rs.Inbound
+	}
+	for _, ls := range firewall.LinkSets(rs) {
+		have, ok := installed[ls.Name]
 		if !ok {
 			continue
 		}
-		m, e := rules.DiffRegions(s.Elements, have)
+		m, e := rules.DiffRegions(ls.Want, have)
 		behind.Missing += m
 		behind.Extra += e
-		out.Sets[i].Elements = have
-	}
-	if rs.Inbound == nil {
-		return out, behind
-	}
-	in := *rs.Inbound
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		have, ok := installed[rules.InboundSetName("trust", fam)]
-		if !ok {
+		if !ls.Trusted {
+			i := slices.IndexFunc(out.Sets, func(s rules.Set) bool { return s.Name == ls.Name })
+			out.Sets[i].Elements = have
 			continue
 		}
-		var want []rules.Region
-		for _, r := range rules.Ranges(rs.Inbound.TrustedOf(fam)) {
-			want = append(want, rules.Region{AddrFirst: r.First, AddrLast: r.Last})
-		}
-		m, e := rules.DiffRegions(want, have)
-		behind.Missing += m
-		behind.Extra += e
 		ranges := make([]rules.AddrRange, len(have))
 		for i, r := range have {
 			ranges[i] = rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast}
 		}
-		in = in.WithTrustedRanges(fam, ranges)
+		in = in.WithTrustedRanges(ls.Family, ranges)
 	}
-	out.Inbound = &in
+	if rs.Inbound != nil {
+		out.Inbound = &in
+	}
 	return out, behind
 }
 
-// withoutLinks drops Changes' relay-link lines: the kernel's own sets are
-// what apply compares (refresh changes them between applies).
-func withoutLinks(changes []string) []string {
-	out := changes[:0:0]
-	for _, c := range changes {
-		if !strings.HasPrefix(c, "relay links ") && !strings.HasPrefix(c, "inbound trusted: ") {
-			out = append(out, c)
+// changesBesideLinks is rules.Changes but for the sets that follow the
+// consensus: the kernel's own sets are what apply compares (refresh
+// changes them between applies).
+func changesBesideLinks(prev, next rules.Ruleset) []string {
+	for _, rs := range []*rules.Ruleset{&prev, &next} {
+		rs.Sets = slices.Clone(rs.Sets)
+		for i := range rs.Sets {
+			rs.Sets[i].Elements = nil
 		}
 	}
-	return out
+	if prev.Inbound != nil && next.Inbound != nil {
+		in := *prev.Inbound
+		in.Trusted = next.Inbound.Trusted
+		prev.Inbound = &in
+	}
+	return rules.Changes(prev, next)
 }
 
 // LinksBehind is how far the installed relay links are from the cached
@@ -181,7 +168,7 @@ func (l LinksBehind) Total() int { return l.Missing + l.Extra }
 // Check compares the kernel with rs: the drift of everything but the
 // relay links' elements, and how far the relay links are behind (a new
 // consensus that refresh has not installed yet is not drift).
-func Check(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, LinksBehind, error) {
+func Check(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]firewall.Drift, LinksBehind, error) {
 	installed, err := b.RelayLinks(ctx, rs)
 	if err != nil {
 		return nil, LinksBehind{}, err

@@ -5,12 +5,15 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/relayfw/relayfw/firewall/fake"
 )
 
 // TestPlanChangesReadError: a dry run whose kernel read fails says so.
 func TestPlanChangesReadError(t *testing.T) {
 	rs := policyRuleset(t, "accept *:80,reject *:*")
-	b := &fakeBackend{kind: "nftables", installed: &rs, linksErr: errors.New("netlink: no answer")}
+	b := holding(rs)
+	b.Inject(fake.Fault{Op: fake.OpRelayLinks, Err: errors.New("netlink: no answer")})
 	changes, err := PlanChanges(context.Background(), b, rs)
 	if err == nil || !strings.Contains(err.Error(), "no answer") || changes != nil {
 		t.Fatalf("PlanChanges: %q, %v; want the read error", changes, err)

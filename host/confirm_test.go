@@ -12,51 +12,15 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/firewall/fake"
 	"github.com/relayfw/relayfw/rules"
 )
 
-// fakeBackend keeps the installed ruleset in memory.
-type fakeBackend struct {
-	kind      string
-	installed *rules.Ruleset
-	applies   int
-	linksErr  error // what RelayLinks fails with
-	applyErr  error // what Apply fails with
-}
-
-func (f *fakeBackend) Name() string                         { return f.kind + " (fake)" }
-func (f *fakeBackend) Available(context.Context) error      { return nil }
-func (f *fakeBackend) Render(rules.Ruleset) (string, error) { return "", nil }
-func (f *fakeBackend) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, error) {
-	f.applies++
-	if f.applyErr != nil {
-		return firewall.Result{}, f.applyErr
-	}
-	f.installed = &rs
-	return firewall.Result{Changed: true, Rules: len(rs.Outbound)}, nil
-}
-func (f *fakeBackend) Check(context.Context, rules.Ruleset) ([]string, error) { return nil, nil }
-func (f *fakeBackend) Remove(context.Context) (bool, error) {
-	had := f.installed != nil
-	f.installed = nil
-	return had, nil
-}
-func (f *fakeBackend) Refresh(context.Context, rules.Ruleset) (int, int, error) { return 0, 0, nil }
-func (f *fakeBackend) Installed(context.Context) (bool, error)                  { return f.installed != nil, nil }
-func (f *fakeBackend) RelayLinks(context.Context, rules.Ruleset) (map[string][]rules.Region, error) {
-	return nil, f.linksErr
-}
-func (f *fakeBackend) Counters(context.Context) (map[string]firewall.Counter, error) { return nil, nil }
-func (f *fakeBackend) Blocked(context.Context, rules.Inbound) ([]firewall.Block, error) {
-	return nil, nil
-}
-func (f *fakeBackend) Unblock(context.Context, netip.Prefix) (bool, error) { return false, nil }
-
 // fakeHost points the state at a temporary directory and the backend
 // hooks at two fakes.
-func fakeHost(t *testing.T) (nft, ipt *fakeBackend) {
+func fakeHost(t *testing.T) (nft, ipt *fake.Backend) {
 	t.Helper()
-	nft, ipt = &fakeBackend{kind: "nftables"}, &fakeBackend{kind: "iptables"}
+	nft, ipt = fake.New("nftables"), fake.New("iptables")
 	oldDir, oldPersistent, oldChoose, oldOthers := StateDir, PersistentDir, chooseBackend, otherBackends
 	StateDir, PersistentDir = t.TempDir(), t.TempDir()
 	chooseBackend = func(_ context.Context, name string, _ *slog.Logger) (firewall.Backend, error) {
@@ -92,12 +56,20 @@ func noWatcher(*Pending) (int, error) { return 0, nil }
 // selfWatcher records the test itself as the watcher: a live one.
 func selfWatcher(*Pending) (int, error) { return os.Getpid(), nil }
 
+// holding is a fake backend with rs installed.
+func holding(rs rules.Ruleset) *fake.Backend {
+	b := fake.New("nftables")
+	b.Install(rs)
+	return b
+}
+
 // exits says whether the installed ruleset lets TCP to port out.
-func exits(f *fakeBackend, port uint16) bool {
-	if f.installed == nil {
+func exits(f *fake.Backend, port uint16) bool {
+	installed := f.Ruleset()
+	if installed == nil {
 		return false
 	}
-	return f.installed.Decision(rules.Packet{OutIface: "eth0", Dst: netip.MustParseAddr("198.51.100.9"), Proto: "tcp", DstPort: port, SYN: true}) == rules.ActionAccept
+	return installed.Decision(rules.Packet{OutIface: "eth0", Dst: netip.MustParseAddr("198.51.100.9"), Proto: "tcp", DstPort: port, SYN: true}) == rules.ActionAccept
 }
 
 func TestConfirmKeepsTheNewFirewall(t *testing.T) {
@@ -130,7 +102,7 @@ func TestConfirmKeepsTheNewFirewall(t *testing.T) {
 	if _, err := Confirm(); !errors.Is(err, ErrNothingPending) {
 		t.Fatalf("second confirm: %v", err)
 	}
-	if got, _ := LoadRuleset(AppliedRulesetPath()); !exits(&fakeBackend{installed: &got}, 443) || !exits(nft, 443) || exits(nft, 80) {
+	if got, _ := LoadRuleset(AppliedRulesetPath()); !exits(holding(got), 443) || !exits(nft, 443) || exits(nft, 80) {
 		t.Fatalf("the confirmed firewall is not b")
 	}
 }
@@ -147,15 +119,15 @@ func TestRollbackRestoresThePrevious(t *testing.T) {
 	if _, _, err := ap.Apply(ctx, nft, b, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if ipt.installed != nil {
+	if ipt.Ruleset() != nil {
 		t.Fatal("apply with nftables left the iptables firewall")
 	}
 	msg, err := Rollback(ctx, nil)
 	if err != nil || !strings.HasPrefix(msg, "rolled back to the firewall applied at ") || !strings.HasSuffix(msg, "(iptables)") {
 		t.Fatalf("rollback: %q %v", msg, err)
 	}
-	if !exits(ipt, 80) || exits(ipt, 443) || nft.installed != nil {
-		t.Fatalf("after rollback: iptables %v, nftables %v; want a on iptables only", ipt.installed != nil, nft.installed != nil)
+	if !exits(ipt, 80) || exits(ipt, 443) || nft.Ruleset() != nil {
+		t.Fatalf("after rollback: iptables %v, nftables %v; want a on iptables only", ipt.Ruleset() != nil, nft.Ruleset() != nil)
 	}
 	if st, ok := ReadState(); !ok || st.Backend != "iptables" {
 		t.Fatalf("state after rollback: %+v", st)
@@ -174,8 +146,8 @@ func TestWatcherRollsBackAtTheDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 	msg, err := Watch(ctx, nil)
-	if err != nil || !strings.HasSuffix(msg, ": rolled back to no firewall (relayfw's firewall is removed)") || nft.installed != nil {
-		t.Fatalf("watch: %q %v, installed %v", msg, err, nft.installed != nil)
+	if err != nil || !strings.HasSuffix(msg, ": rolled back to no firewall (relayfw's firewall is removed)") || nft.Ruleset() != nil {
+		t.Fatalf("watch: %q %v, installed %v", msg, err, nft.Ruleset() != nil)
 	}
 	if _, ok := ReadState(); ok {
 		t.Fatal("the state still records an apply")
@@ -187,7 +159,7 @@ func TestWatcherRollsBackAtTheDeadline(t *testing.T) {
 	if _, err := Confirm(); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := Watch(ctx, nil); msg != "" || err != nil || nft.installed == nil {
+	if msg, err := Watch(ctx, nil); msg != "" || err != nil || nft.Ruleset() == nil {
 		t.Fatalf("watch after confirm: %q %v", msg, err)
 	}
 }
@@ -199,13 +171,13 @@ func TestNoWatcherNoWindow(t *testing.T) {
 	if _, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
-	applies := nft.applies
+	applies := nft.Calls(fake.OpApply)
 	failing := Applier{StartWatcher: func(*Pending) (int, error) { return 0, errors.New("fork failed") }}
 	_, _, err := failing.Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "nothing changed") {
 		t.Fatalf("apply --confirm without a watcher: %v, want a refusal before any change", err)
 	}
-	if nft.applies != applies || !exits(nft, 80) || exits(nft, 443) {
+	if nft.Calls(fake.OpApply) != applies || !exits(nft, 80) || exits(nft, 443) {
 		t.Fatal("the firewall changed without a watcher")
 	}
 	if err := GuardPending(ctx, 0); err != nil {

@@ -163,42 +163,50 @@ func (in *Inputs) WithInstalledLinks(ctx context.Context, b firewall.Backend, rs
 	return keepInstalled(rs, installed), nil
 }
 
-// keepInstalled is WithInstalledLinks' union of rs's sets with the
-// installed ones.
+// keepInstalled is WithInstalledLinks' union of rs's sets that follow
+// the consensus with the installed ones.
 func keepInstalled(rs rules.Ruleset, installed map[string][]rules.Region) rules.Ruleset {
 	out := rs
 	out.Sets = slices.Clone(rs.Sets)
-	for i, s := range out.Sets {
-		elems := slices.Clone(s.Elements)
-		for _, e := range installed[s.Name] {
-			ap := netip.AddrPortFrom(e.AddrFirst, e.Ports.First)
-			if e.AddrFirst == e.AddrLast && e.Ports.First == e.Ports.Last && e.AddrFirst.Is4() == (s.Family == rules.IPv4) &&
-				rules.CheckRelayLink(ap, s.Private) == nil {
-				elems = append(elems, e)
+	var inb rules.Inbound
+	if rs.Inbound != nil {
+		inb = *rs.Inbound
+	}
+	for _, ls := range firewall.LinkSets(rs) {
+		have, ok := installed[ls.Name]
+		switch {
+		case !ls.Trusted:
+			i := slices.IndexFunc(out.Sets, func(s rules.Set) bool { return s.Name == ls.Name })
+			out.Sets[i].Elements = withInstalledLinks(out.Sets[i], have)
+		case ok:
+			ranges := rules.Ranges(rs.Inbound.TrustedOf(ls.Family))
+			for _, r := range have {
+				if r.AddrFirst.Is4() == (ls.Family == rules.IPv4) && r.AddrLast.Is4() == (ls.Family == rules.IPv4) && r.AddrFirst.Compare(r.AddrLast) <= 0 {
+					ranges = append(ranges, rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast})
+				}
 			}
+			inb = inb.WithTrustedRanges(ls.Family, ranges) // merges what overlaps
 		}
-		slices.SortFunc(elems, func(a, b rules.Region) int {
-			return cmp.Or(a.AddrFirst.Compare(b.AddrFirst), cmp.Compare(a.Ports.First, b.Ports.First))
-		})
-		out.Sets[i].Elements = slices.Compact(elems)
 	}
-	if rs.Inbound == nil {
-		return out
+	if rs.Inbound != nil {
+		out.Inbound = &inb
 	}
-	inb := *rs.Inbound
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		have, ok := installed[rules.InboundSetName("trust", fam)]
-		if !ok {
-			continue
-		}
-		ranges := rules.Ranges(rs.Inbound.TrustedOf(fam))
-		for _, r := range have {
-			if r.AddrFirst.Is4() == (fam == rules.IPv4) && r.AddrLast.Is4() == (fam == rules.IPv4) && r.AddrFirst.Compare(r.AddrLast) <= 0 {
-				ranges = append(ranges, rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast})
-			}
-		}
-		inb = inb.WithTrustedRanges(fam, ranges) // merges what overlaps
-	}
-	out.Inbound = &inb
 	return out
+}
+
+// withInstalledLinks are the elements of a relay-link set and those of
+// have that rules.CheckRelayLink accepts, sorted, once each.
+func withInstalledLinks(s rules.Set, have []rules.Region) []rules.Region {
+	elems := slices.Clone(s.Elements)
+	for _, e := range have {
+		ap := netip.AddrPortFrom(e.AddrFirst, e.Ports.First)
+		if e.AddrFirst == e.AddrLast && e.Ports.First == e.Ports.Last && e.AddrFirst.Is4() == (s.Family == rules.IPv4) &&
+			rules.CheckRelayLink(ap, s.Private) == nil {
+			elems = append(elems, e)
+		}
+	}
+	slices.SortFunc(elems, func(a, b rules.Region) int {
+		return cmp.Or(a.AddrFirst.Compare(b.AddrFirst), cmp.Compare(a.Ports.First, b.Ports.First))
+	})
+	return slices.Compact(elems)
 }

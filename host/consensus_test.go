@@ -14,20 +14,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/firewall/fake"
 	"github.com/relayfw/relayfw/rules"
 )
-
-// linksBackend is a fake whose kernel holds these relay-link sets.
-type linksBackend struct {
-	fakeBackend
-	links map[string][]rules.Region
-	reads int
-}
-
-func (b *linksBackend) RelayLinks(context.Context, rules.Ruleset) (map[string][]rules.Region, error) {
-	b.reads++
-	return b.links, nil
-}
 
 // consensusInputs loads a relay's inputs whose DataDirectory holds what
 // setup puts there, logging into log.
@@ -120,7 +109,10 @@ func TestRefusedConsensusKeepsInstalledLinks(t *testing.T) {
 
 	// The kernel has links from the consensus before, and one forged by
 	// an older relayfw: the first stay, the forged one goes.
-	b := &linksBackend{links: map[string][]rules.Region{"relays4": {element("203.0.113.11:9001"), element("169.254.169.254:80")}}}
+	b := holding(rs)
+	if err := b.SetElements("relays4", []rules.Region{element("203.0.113.11:9001"), element("169.254.169.254:80")}); err != nil {
+		t.Fatal(err)
+	}
 	kept, err := in.WithInstalledLinks(context.Background(), b, rs)
 	if err != nil {
 		t.Fatal(err)
@@ -135,7 +127,7 @@ func TestRefusedConsensusKeepsInstalledLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A fresh host: nothing installed, the authorities and fallbacks.
-	fresh, err := in.WithInstalledLinks(context.Background(), &linksBackend{}, rs)
+	fresh, err := in.WithInstalledLinks(context.Background(), fake.New("nftables"), rs)
 	if err != nil || len(relays4(fresh)) != len(compiled) {
 		t.Errorf("fresh host: %v, %d links, want %d", err, len(relays4(fresh)), len(compiled))
 	}
@@ -144,10 +136,10 @@ func TestRefusedConsensusKeepsInstalledLinks(t *testing.T) {
 	log.Reset()
 	in = consensusInputs(t, writeConsensus(goodConsensus), time.Date(2026, 11, 25, 13, 30, 0, 0, time.UTC), &log)
 	rs, _ = in.Ruleset()
-	b.reads = 0
+	reads := b.Calls(fake.OpRelayLinks)
 	same, err := in.WithInstalledLinks(context.Background(), b, rs)
-	if err != nil || b.reads != 0 || len(relays4(same)) != len(relays4(rs)) {
-		t.Errorf("consensus read: %v, %d kernel reads; want the ruleset as compiled", err, b.reads)
+	if err != nil || b.Calls(fake.OpRelayLinks) != reads || len(relays4(same)) != len(relays4(rs)) {
+		t.Errorf("consensus read: %v, %d kernel reads; want the ruleset as compiled", err, b.Calls(fake.OpRelayLinks)-reads)
 	}
 }
 

@@ -8,21 +8,9 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/firewall/fake"
 	"github.com/relayfw/relayfw/host"
-	"github.com/relayfw/relayfw/rules"
 )
-
-// printer stands in for a kernel backend (nft.Backend{} or ipt.New() in a
-// real program, which needs CAP_NET_ADMIN): it says what it would install.
-type printer struct{ firewall.Backend }
-
-func (printer) Name() string { return "printer" }
-func (printer) Apply(_ context.Context, rs rules.Ruleset) (firewall.Result, error) {
-	fmt.Println("installing:", len(rs.Outbound), "rules")
-	return firewall.Result{Changed: true, Rules: len(rs.Outbound)}, nil
-}
-func (printer) Remove(context.Context) (bool, error)    { return true, nil }
-func (printer) Installed(context.Context) (bool, error) { return true, nil }
 
 // A provisioning program compiles a torrc and applies it with a confirm
 // window: unless Confirm runs within two minutes, a watcher restores the
@@ -61,18 +49,27 @@ func Example() {
 		// This program manages one backend: leave the others alone.
 		Others: func(context.Context, firewall.Backend) []firewall.Backend { return nil },
 	}
-	_, pending, err := applier.Apply(ctx, printer{}, rs, 2*time.Minute)
+	// A real program applies with a kernel backend (nft.Backend{}, or
+	// ipt.New()), which needs CAP_NET_ADMIN; fake.New keeps the firewall in
+	// memory.
+	b := fake.New("nftables")
+	res, pending, err := applier.Apply(ctx, b, rs, 2*time.Minute)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
+	fmt.Println("installed:", res.Rules, "rules")
 	fmt.Println("unless confirmed, rolls back to", pending.Restores())
 	if _, err := host.Confirm(); err == nil {
 		fmt.Println("confirmed")
 	}
+	if drift, _, err := host.Check(ctx, b, rs); err == nil && len(drift) == 0 {
+		fmt.Println("in sync")
+	}
 	// Output:
 	// [reject6 *:* accept *:80 accept *:443 reject *:*]
-	// installing: 17 rules
+	// installed: 17 rules
 	// unless confirmed, rolls back to no firewall (relayfw's firewall is removed)
 	// confirmed
+	// in sync
 }

@@ -46,7 +46,7 @@ func (in *Inputs) ExtraReapply(b firewall.Backend, rs rules.Ruleset) (reapply bo
 func compareExtra(prev, next rules.Ruleset) (extraSame, restSame bool) {
 	pe, pr := splitExtra(prev)
 	ne, nr := splitExtra(next)
-	return len(rules.Changes(pe, ne)) == 0, len(withoutLinks(rules.Changes(pr, nr))) == 0
+	return len(rules.Changes(pe, ne)) == 0, len(changesBesideLinks(pr, nr)) == 0
 }
 
 // splitExtra parts rs into its allow.extra rules and the rest.

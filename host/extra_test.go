@@ -15,6 +15,7 @@ import (
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/firewall/fake"
 )
 
 // fakeDNS answers host names from a table (a name not in it does not
@@ -131,13 +132,6 @@ func TestDNSWaitShared(t *testing.T) {
 	}
 }
 
-type nameOnly struct {
-	firewall.Backend
-	name string
-}
-
-func (b nameOnly) Name() string { return b.name }
-
 // TestExtraReapply: refresh replaces the rules when allow.extra's names
 // resolve to new addresses and nothing else changed since the last apply;
 // it keeps what is installed when a name does not resolve or other inputs
@@ -154,7 +148,7 @@ func TestExtraReapply(t *testing.T) {
 	cfg := config.Config{Allow: config.Allow{Resolvers: []string{"192.0.2.53"}, Extra: []config.Extra{
 		{Name: "smarthost", To: []string{"smtp.example.test"}, Ports: []string{"587"}},
 	}}}
-	nft := nameOnly{name: "nftables"}
+	nft := fake.New("nftables")
 	load := func(torrc string) *Inputs {
 		t.Helper()
 		in, err := Load(Options{Torrcs: []string{torrc}, Config: cfg})
@@ -195,7 +189,7 @@ func TestExtraReapply(t *testing.T) {
 	applied(in)
 	answer("192.0.2.25")
 	check("the name resolves now", load(torrcA), nft, true, "")
-	check("another backend's apply", load(torrcA), nameOnly{name: "iptables"}, false, "")
+	check("another backend's apply", load(torrcA), fake.New("iptables"), false, "")
 	applied(load(torrcA))
 	check("the same answer", load(torrcA), nft, false, "")
 	answer("192.0.2.26")
@@ -216,7 +210,7 @@ func TestExtraReapplyNoNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	rs, _ := in.Ruleset()
-	if reapply, warning := in.ExtraReapply(nameOnly{name: "nftables"}, rs); reapply || warning != "" {
+	if reapply, warning := in.ExtraReapply(fake.New("nftables"), rs); reapply || warning != "" {
 		t.Errorf("reapply %v, warning %q", reapply, warning)
 	}
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/firewall/fake"
 )
 
 // TestRecover: what every relayfw that takes the lock decides about the
@@ -19,20 +19,20 @@ func TestRecover(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		// setup leaves a state behind (A installed before, B after).
-		setup func(t *testing.T, nft *fakeBackend, started *int)
+		setup func(t *testing.T, nft *fake.Backend, started *int)
 		// after, with what Recover said.
-		check func(t *testing.T, nft *fakeBackend, msg string, started int)
+		check func(t *testing.T, nft *fake.Backend, msg string, started int)
 	}{
-		{"nothing to do", func(t *testing.T, nft *fakeBackend, _ *int) {},
-			func(t *testing.T, nft *fakeBackend, msg string, started int) {
+		{"nothing to do", func(t *testing.T, nft *fake.Backend, _ *int) {},
+			func(t *testing.T, nft *fake.Backend, msg string, started int) {
 				if msg != "" || started != 0 || !exits(nft, 80) {
 					t.Fatalf("said %q, started %d watchers", msg, started)
 				}
 			}},
-		{"deadline passed, watcher dead: rolled back now", func(t *testing.T, nft *fakeBackend, _ *int) {
+		{"deadline passed, watcher dead: rolled back now", func(t *testing.T, nft *fake.Backend, _ *int) {
 			openWindow(t, nft, 50*time.Millisecond, noWatcher)
 			time.Sleep(60 * time.Millisecond)
-		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if !strings.Contains(msg, "not confirmed by its deadline") || !strings.Contains(msg, "rolled back to the firewall applied at") {
 				t.Fatalf("said %q", msg)
 			}
@@ -53,17 +53,17 @@ func TestRecover(t *testing.T) {
 				t.Fatal("a watcher was started for a window past its deadline")
 			}
 		}},
-		{"deadline passed, watcher alive: rolled back now", func(t *testing.T, nft *fakeBackend, _ *int) {
+		{"deadline passed, watcher alive: rolled back now", func(t *testing.T, nft *fake.Backend, _ *int) {
 			openWindow(t, nft, 50*time.Millisecond, selfWatcher)
 			time.Sleep(60 * time.Millisecond)
-		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if !exits(nft, 80) || exits(nft, 443) || !strings.Contains(msg, "rolled back") {
 				t.Fatalf("said %q; B still installed: %v", msg, exits(nft, 443))
 			}
 		}},
-		{"before the deadline, watcher dead: restarted", func(t *testing.T, nft *fakeBackend, _ *int) {
+		{"before the deadline, watcher dead: restarted", func(t *testing.T, nft *fake.Backend, _ *int) {
 			openWindow(t, nft, time.Hour, noWatcher)
-		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if started != 1 || !strings.Contains(msg, "restarted the rollback watcher") {
 				t.Fatalf("said %q, started %d watchers", msg, started)
 			}
@@ -74,14 +74,14 @@ func TestRecover(t *testing.T) {
 				t.Fatalf("the new watcher is not recorded: %+v %v", p, err)
 			}
 		}},
-		{"before the deadline, watcher alive: left alone", func(t *testing.T, nft *fakeBackend, _ *int) {
+		{"before the deadline, watcher alive: left alone", func(t *testing.T, nft *fake.Backend, _ *int) {
 			openWindow(t, nft, time.Hour, selfWatcher)
-		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if msg != "" || started != 0 || !exits(nft, 443) {
 				t.Fatalf("said %q, started %d watchers", msg, started)
 			}
 		}},
-		{"a plain apply died midway: undone", func(t *testing.T, nft *fakeBackend, _ *int) {
+		{"a plain apply died midway: undone", func(t *testing.T, nft *fake.Backend, _ *int) {
 			// What Apply writes before the kernel changes, then the
 			// kernel changed, then the process was killed.
 			j, err := previousOf(nft, journalPreviousPath())
@@ -92,8 +92,8 @@ func TestRecover(t *testing.T) {
 				t.Fatal(err)
 			}
 			b := policyRuleset(t, "accept *:443,reject *:*")
-			nft.installed = &b
-		}, func(t *testing.T, nft *fakeBackend, msg string, started int) {
+			nft.Install(b)
+		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if !strings.Contains(msg, "an apply was interrupted: rolled back to the firewall applied at") || !exits(nft, 80) || exits(nft, 443) {
 				t.Fatalf("said %q; A installed %v", msg, exits(nft, 80))
 			}
@@ -126,7 +126,7 @@ func TestRecover(t *testing.T) {
 }
 
 // openWindow applies B (accept 443) with a confirm window of d.
-func openWindow(t *testing.T, nft *fakeBackend, d time.Duration, watcher func(*Pending) (int, error)) {
+func openWindow(t *testing.T, nft *fake.Backend, d time.Duration, watcher func(*Pending) (int, error)) {
 	t.Helper()
 	if _, _, err := (Applier{StartWatcher: watcher}).Apply(context.Background(), nft, policyRuleset(t, "accept *:443,reject *:*"), d); err != nil {
 		t.Fatal(err)
@@ -155,14 +155,14 @@ func TestWatcherStartsFirst(t *testing.T) {
 	if _, err := Confirm(); err != nil {
 		t.Fatal(err)
 	}
-	if lg, err := ReadLastGood(); err != nil || !exits(&fakeBackend{installed: &lg.Ruleset}, 443) {
+	if lg, err := ReadLastGood(); err != nil || !exits(holding(lg.Ruleset), 443) {
 		t.Fatalf("confirm did not keep B as the last good firewall: %v", err)
 	}
 
 	// The kernel refuses C halfway and the backend could not undo it,
 	// nor can the restore of B be done: the window stays open, its
 	// watcher tries again at the deadline.
-	nft.applyErr = &firewall.NotRestoredError{Err: errors.New("kernel says no")}
+	nft.Inject(fake.Fault{Op: fake.OpApply, Err: &firewall.NotRestoredError{Err: errors.New("kernel says no")}})
 	_, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:22,reject *:*"), time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "kernel says no") || !strings.Contains(err.Error(), "the watcher tries again") {
 		t.Fatalf("apply: %v", err)
@@ -181,10 +181,10 @@ func TestFailedConfirmRestores(t *testing.T) {
 	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
-	// The fake fails only the new ruleset's apply, and "changed" the
-	// kernel before it failed.
-	failing := &failOnce{fakeBackend: nft}
-	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, failing, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
+	// The fake fails only the new ruleset's apply, and changed the kernel
+	// before it failed.
+	nft.Inject(fake.Fault{Op: fake.OpApply, Err: &firewall.NotRestoredError{Err: errors.New("half applied")}, Times: 1, Halfway: true})
+	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "half applied") || !strings.Contains(err.Error(), "rolled back to the firewall applied at") {
 		t.Fatalf("apply: %v", err)
 	}
@@ -212,14 +212,14 @@ func TestFailedConfirmAllOrNothing(t *testing.T) {
 	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
-	before := nft.applies
-	nft.applyErr = errors.New("kernel says no")
+	before := nft.Calls(fake.OpApply)
+	nft.Inject(fake.Fault{Op: fake.OpApply, Err: errors.New("kernel says no")})
 	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "kernel says no") {
 		t.Fatalf("apply: %v", err)
 	}
-	if nft.applies != before+1 {
-		t.Fatalf("%d applies after the refused one, want none (no rollback of an unchanged firewall)", nft.applies-before-1)
+	if nft.Calls(fake.OpApply) != before+1 {
+		t.Fatalf("%d applies after the refused one, want none (no rollback of an unchanged firewall)", nft.Calls(fake.OpApply)-before-1)
 	}
 	if !exits(nft, 80) || exits(nft, 443) {
 		t.Fatal("the firewall is not the one before")
@@ -230,20 +230,6 @@ func TestFailedConfirmAllOrNothing(t *testing.T) {
 	if c, _ := ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
 		t.Fatalf("last change %+v", c)
 	}
-}
-
-type failOnce struct {
-	*fakeBackend
-	done bool
-}
-
-func (f *failOnce) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result, error) {
-	if !f.done {
-		f.done = true
-		f.fakeBackend.installed = &rs // what the failed apply left
-		return firewall.Result{}, &firewall.NotRestoredError{Err: errors.New("half applied")}
-	}
-	return f.fakeBackend.Apply(ctx, rs)
 }
 
 // TestConfirmAfterTheDeadline is refused; a rollback record keeps the
@@ -279,12 +265,12 @@ func TestConfirmAfterTheDeadline(t *testing.T) {
 	if _, ok := ReadRolledBack(); ok {
 		t.Fatal("a manual apply left the rolled-back record")
 	}
-	if lg, err := ReadLastGood(); err != nil || !exits(&fakeBackend{installed: &lg.Ruleset}, 443) {
+	if lg, err := ReadLastGood(); err != nil || !exits(holding(lg.Ruleset), 443) {
 		t.Fatalf("the manual apply is not the last good firewall: %v", err)
 	}
 }
 
-func openWindowWith(t *testing.T, ap Applier, nft *fakeBackend) {
+func openWindowWith(t *testing.T, ap Applier, nft *fake.Backend) {
 	t.Helper()
 	if _, _, err := ap.Apply(context.Background(), nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour); err != nil {
 		t.Fatal(err)

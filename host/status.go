@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
@@ -42,7 +41,9 @@ type Status struct {
 	// should be none: apply removes them).
 	AlsoInstalled []string `json:"also_installed"`
 	InSync        bool     `json:"in_sync"`
-	Drift         []string `json:"drift"`
+	// Drift are the kernel's differences from the ruleset, listed in JSON
+	// by their text.
+	Drift []firewall.Drift `json:"drift"`
 	// RelayLinksBehind counts the relay links the cached consensus has and
 	// the kernel lacks, and the other way round (refresh brings them up).
 	RelayLinksBehind int `json:"relay_links_behind"`
@@ -104,17 +105,29 @@ type InboundStatus struct {
 // inboundRuleCause maps an inbound rule's name to its drop cause, or to
 // "" for the jump and the trusted rules; ok is false for other rules.
 func inboundRuleCause(name string) (cause string, ok bool) {
-	base := strings.TrimRight(name, "46")
-	switch base {
-	case rules.InboundRuleJump, rules.InboundRuleTrusted, rules.InboundRuleLimited:
-		return "", true
-	}
-	for _, c := range rules.InboundCauses {
-		if base == "inbound-"+c {
-			return c, true
+	cause, ok = inboundCauses[name]
+	return cause, ok
+}
+
+// inboundCauses are the inbound rules' names (rules.InboundRuleName, per
+// family) with their drop causes ("" for rules that drop nothing).
+var inboundCauses = func() map[string]string {
+	byBase := map[string]string{rules.InboundRuleTrusted: "", rules.InboundRuleLimited: "",
+		rules.InboundRuleBlocked: "blocked", rules.InboundRuleMinute: "minute", rules.InboundRuleHour: "hour", rules.InboundRuleConns: "conns"}
+	out := map[string]string{rules.InboundRuleJump: ""}
+	for base, cause := range byBase {
+		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+			out[rules.InboundRuleName(base, fam)] = cause
 		}
 	}
-	return "", false
+	return out
+}()
+
+// isTrustedRule reports whether name is an inbound rule of trusted
+// sources.
+func isTrustedRule(name string) bool {
+	return name == rules.InboundRuleName(rules.InboundRuleTrusted, rules.IPv4) ||
+		name == rules.InboundRuleName(rules.InboundRuleTrusted, rules.IPv6)
 }
 
 // gatherInbound sums the inbound rules' counters and lists the blocks.
@@ -129,7 +142,7 @@ func gatherInbound(ctx context.Context, b firewall.Backend, in rules.Inbound, co
 		case !ok:
 		case name == rules.InboundRuleJump:
 			st.NewConnections += c.Packets
-		case strings.HasPrefix(name, rules.InboundRuleTrusted):
+		case isTrustedRule(name):
 			st.Trusted += c.Packets
 		case cause != "":
 			st.Drops[cause] += c.Packets
@@ -196,7 +209,7 @@ func gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
 	}
-	var drift []string
+	var drift []firewall.Drift
 	var behind LinksBehind
 	if compare {
 		if drift, behind, err = Check(ctx, b, rs); err != nil {
@@ -208,7 +221,7 @@ func gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 		return nil, fmt.Errorf("status: %w", err)
 	}
 	st := &Status{Backend: b.Name(), Installed: installed, AlsoInstalled: []string{}, InSync: len(drift) == 0,
-		Drift: append([]string{}, drift...), RelayLinksBehind: behind.Total(), Note: note,
+		Drift: append([]firewall.Drift{}, drift...), RelayLinksBehind: behind.Total(), Note: note,
 		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}, Config: ConfigStatus{Valid: true}}
 	st.Exit = st.Note == ""
 	for _, o := range otherBackends(ctx, b) {

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/firewall/fake"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -25,16 +25,6 @@ func TestInboundRuleCause(t *testing.T) {
 			t.Errorf("%s taken for an inbound rule", name)
 		}
 	}
-}
-
-// countingBackend is a fakeBackend whose rules count packets.
-type countingBackend struct {
-	*fakeBackend
-	counters map[string]firewall.Counter
-}
-
-func (c countingBackend) Counters(context.Context) (map[string]firewall.Counter, error) {
-	return c.counters, nil
 }
 
 // TestStatusWithInvalidInputs: with inputs that cannot be read, status
@@ -64,7 +54,9 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 			exitRule = r.Name
 		}
 	}
-	b := countingBackend{nft, map[string]firewall.Counter{exitRule: {Packets: 3, Bytes: 180}, "reject-tcp": {Packets: 2, Bytes: 120}}}
+	b := nft
+	b.Count(exitRule, 3, 180)
+	b.Count("reject-tcp", 2, 120)
 	for _, tc := range []struct {
 		name   string
 		gather func() (*Status, error)
@@ -89,13 +81,6 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 	}
 }
 
-// uncomparableBackend cannot compare the kernel with a ruleset.
-type uncomparableBackend struct{ countingBackend }
-
-func (uncomparableBackend) Check(context.Context, rules.Ruleset) ([]string, error) {
-	return nil, errors.New("ruleset of an older format")
-}
-
 // TestStatusWithInvalidInputsUncomparable: when the ruleset relayfw last
 // installed cannot be compared with the kernel, the kernel's facts are
 // still reported; with valid inputs the error is the status's.
@@ -106,7 +91,10 @@ func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
 	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
 		t.Fatal(err)
 	}
-	b := uncomparableBackend{countingBackend{nft, map[string]firewall.Counter{"reject-tcp": {Packets: 2, Bytes: 120}}}}
+	b := nft
+	b.Count("reject-tcp", 2, 120)
+	// It cannot compare the kernel with a ruleset.
+	b.Inject(fake.Fault{Op: fake.OpCheck, Err: errors.New("ruleset of an older format")})
 	st, err := GatherStatusInvalid(ctx, b, errors.New("torrc t:1: bad"))
 	if err != nil || !st.Installed || st.InSync || len(st.Drift) != 0 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 {
 		t.Errorf("status %+v, %v", st, err)

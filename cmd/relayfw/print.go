@@ -7,8 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/relayfw/relayfw/firewall/ipt"
-	"github.com/relayfw/relayfw/firewall/nft"
+	"github.com/relayfw/relayfw/host"
 )
 
 func newPrintCommand(g *globals) *cobra.Command {
@@ -39,19 +38,11 @@ ip6tables and ipset outputs gives the same kernel state as apply.`,
 			if note := in.NotExitNote(); note != "" {
 				g.log.Info(note)
 			}
-			var text string
-			switch format {
-			case "nft":
-				text, err = nft.Render(rs)
-			case "iptables", "ip6tables":
-				text, err = ipt.Render(rs, format == "ip6tables")
-			case "ipset":
-				text = ipt.RenderIpsets(rs)
-			}
-			if err != nil {
-				return err
-			}
 			if format != "json" {
+				text, err := host.Render(rs, format)
+				if err != nil {
+					return err
+				}
 				_, err = io.WriteString(g.stdout, text)
 				return err
 			}

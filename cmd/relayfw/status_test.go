@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
 )
 
@@ -29,7 +30,7 @@ func TestStatusLines(t *testing.T) {
 	}{
 		{"not installed", host.Status{}, "no, the config is invalid"},
 		{"as installed", host.Status{Installed: true}, "no, the config is invalid (the kernel holds what relayfw last installed)"},
-		{"drift", host.Status{Installed: true, Drift: []string{"a", "b"}}, "no, the config is invalid, and the kernel has 2 differences from the firewall relayfw last installed (status --format json lists them)"},
+		{"drift", host.Status{Installed: true, Drift: []firewall.Drift{{Object: "chain output", Kind: firewall.Missing}, {Object: "set relays4", Kind: firewall.Missing}}}, "no, the config is invalid, and the kernel has 2 differences from the firewall relayfw last installed (status --format json lists them)"},
 	} {
 		if got := invalidSyncLine(&tc.st); got != tc.want {
 			t.Errorf("%s: in sync %q, want %q", tc.name, got, tc.want)

@@ -100,18 +100,19 @@ func (b *Backend) Name() string {
 	return fmt.Sprintf("iptables %d.%d.%d (%s)", v1, v2, v3, b.mode)
 }
 
-// Render is the ipset and iptables-restore input for both families.
-func (b *Backend) Render(rs rules.Ruleset) (string, error) {
-	var out strings.Builder
-	out.WriteString(RenderIpsets(rs))
-	for _, f := range b.families {
-		text, err := Render(rs, f.v6)
+// Render is the ipset restore input (format "ipset") and the
+// iptables-restore and ip6tables-restore inputs ("iptables",
+// "ip6tables"), for both families whatever the host has.
+func (b *Backend) Render(rs rules.Ruleset) ([]firewall.Listing, error) {
+	out := []firewall.Listing{{Format: "ipset", Text: RenderIpsets(rs)}}
+	for _, v6 := range []bool{false, true} {
+		text, err := Render(rs, v6)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
-		out.WriteString(text)
+		out = append(out, firewall.Listing{Format: (&family{v6: v6}).name(), Text: text})
 	}
-	return out.String(), nil
+	return out, nil
 }
 
 // Available reads each family's filter table (which needs the same
@@ -215,13 +216,14 @@ func (f *family) read(ctx context.Context) (state, error) {
 }
 
 // drift describes how the family's state differs from the plan.
-func (f *family) drift(st state, fp familyPlan) []string {
-	var d []string
+func (f *family) drift(st state, fp familyPlan) []firewall.Drift {
+	var d []firewall.Drift
 	d = append(d, f.chainDrift(Chain, st, fp.lines)...)
 	d = append(d, f.jumpDrift("OUTPUT", Chain, st.jumps["OUTPUT"])...)
 	if fp.inbound == nil {
 		if st.has(InputChain) || st.has(InboundChain) || len(st.jumps["INPUT"]) > 0 {
-			d = append(d, fmt.Sprintf("%s: unexpected inbound protection (chain %s, %s, or their jump from INPUT): [inbound] is off", f.name(), InputChain, InboundChain))
+			d = append(d, firewall.Drift{Scope: f.name(), Kind: firewall.Unexpected, Detail: "[inbound] is off",
+				Object: fmt.Sprintf("inbound protection (chain %s, %s, or their jump from INPUT)", InputChain, InboundChain)})
 		}
 		return d
 	}
@@ -230,27 +232,31 @@ func (f *family) drift(st state, fp familyPlan) []string {
 	return append(d, f.jumpDrift("INPUT", InputChain, st.jumps["INPUT"])...)
 }
 
-func (f *family) chainDrift(chain string, st state, want []string) []string {
+func (f *family) chainDrift(chain string, st state, want []string) []firewall.Drift {
 	if !st.has(chain) {
-		return []string{fmt.Sprintf("%s: chain %s is not installed", f.name(), chain)}
+		return []firewall.Drift{{Scope: f.name(), Object: "chain " + chain, Kind: firewall.NotInstalled}}
 	}
-	var d []string
-	for _, e := range firewall.LineDiff(want, st.chains[chain]) {
-		d = append(d, fmt.Sprintf("%s: %s", f.name(), e))
+	d := firewall.LineDiff("", want, st.chains[chain]) // each -A line names the chain
+	for i := range d {
+		d[i].Scope = f.name()
+		d[i].Foreign = d[i].Kind == firewall.RuleUnexpected && !strings.Contains(d[i].Detail, `--comment "`+firewall.CommentPrefix)
 	}
 	return d
 }
 
-func (f *family) jumpDrift(from, to string, jumps []int) []string {
+func (f *family) jumpDrift(from, to string, jumps []int) []firewall.Drift {
+	d := firewall.Drift{Scope: f.name(), Object: from, Kind: firewall.Differs}
 	switch {
 	case len(jumps) == 0:
-		return []string{fmt.Sprintf("%s: %s does not jump to %s", f.name(), from, to)}
+		d.Detail = "does not jump to " + to
 	case len(jumps) > 1:
-		return []string{fmt.Sprintf("%s: %s jumps to %s %d times", f.name(), from, to, len(jumps))}
+		d.Detail = fmt.Sprintf("jumps to %s %d times", to, len(jumps))
 	case jumps[0] != 0:
-		return []string{fmt.Sprintf("%s: the jump to %s is rule %d of %s, not the first", f.name(), to, jumps[0]+1, from)}
+		d.Object, d.Detail = "the jump to "+to, fmt.Sprintf("is rule %d of %s, not the first", jumps[0]+1, from)
+	default:
+		return nil
 	}
-	return nil
+	return []firewall.Drift{d}
 }
 
 // restore runs (ip6)iptables-restore --noflush with the script.
@@ -347,8 +353,8 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 }
 
 // Check reports the differences of every family.
-func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error) {
-	var drift []string
+func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]firewall.Drift, error) {
+	var drift []firewall.Drift
 	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return nil, err
@@ -361,7 +367,7 @@ func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error)
 		}
 		for _, set := range fp.ipsets {
 			wanted[set.name] = true
-			d, _, _ := setDrift(set, have[set.name], f.name()+": ")
+			d, _, _ := setDrift(set, have[set.name], f.name())
 			drift = append(drift, d...)
 		}
 		st, err := f.state(ctx)
@@ -370,14 +376,12 @@ func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]string, error)
 		}
 		drift = append(drift, f.drift(st, fp)...)
 	}
-	var stale []string
-	for name := range have {
+	for _, name := range slices.Sorted(maps.Keys(have)) {
 		if !wanted[name] {
-			stale = append(stale, fmt.Sprintf("unexpected ipset %s", name))
+			drift = append(drift, firewall.Drift{Object: "ipset " + name, Kind: firewall.Unexpected})
 		}
 	}
-	slices.Sort(stale)
-	return append(drift, stale...), nil
+	return drift, nil
 }
 
 // Remove deletes the jumps and the chains of each family, in one
@@ -437,15 +441,11 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 			if _, err := fmt.Sscanf(ctr, "[%d:%d]", &c.Packets, &c.Bytes); err != nil {
 				continue
 			}
-			_, rest, found := strings.Cut(rule, `--comment "`+CommentPrefix)
+			_, rest, found := strings.Cut(rule, `--comment "`+firewall.CommentPrefix)
 			name, _, _ := strings.Cut(rest, `"`)
-			if !found {
-				continue
+			if found {
+				firewall.Count(out, firewall.CommentPrefix+name, c.Packets, c.Bytes)
 			}
-			sum := out[name]
-			sum.Packets += c.Packets
-			sum.Bytes += c.Bytes
-			out[name] = sum
 		}
 	}
 	return out, nil
@@ -505,52 +505,57 @@ func (b *Backend) Installed(ctx context.Context) (bool, error) {
 	return len(have) > 0, err
 }
 
-// RelayLinks reads the installed entries of the relay-link ipsets.
+// RelayLinks reads the installed entries of the ipsets that follow the
+// consensus: the relay links' (address, port) points and the trusted
+// sources' networks.
 func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
 	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string][]rules.Region{}
-	for _, s := range rs.Sets {
-		h := have[ipsetName(s.Name)]
-		if h == nil || h.typ != "hash:ip,port" {
+	return firewall.ReadLinks(rs, func(ls firewall.LinkSet) ([]rules.Region, bool, error) {
+		h := have[ipsetName(ls.Name)]
+		switch {
+		case h == nil:
+			return nil, false, nil
+		case ls.Trusted && h.typ == "hash:net":
+			return trustedRegions(h.entries), true, nil
+		case !ls.Trusted && h.typ == "hash:ip,port":
+			return linkRegions(h.entries), true, nil
+		}
+		return nil, false, nil
+	})
+}
+
+// linkRegions reads hash:ip,port entries ("192.0.2.1,tcp:9001") back as
+// points.
+func linkRegions(entries []string) []rules.Region {
+	var regions []rules.Region
+	for _, e := range entries {
+		addr, proto, _ := strings.Cut(e, ",")
+		a, err1 := netip.ParseAddr(addr)
+		port, err2 := strconv.ParseUint(strings.TrimPrefix(proto, "tcp:"), 10, 16)
+		if err1 != nil || err2 != nil {
 			continue
 		}
-		regions := []rules.Region{}
-		for _, e := range h.entries {
-			addr, proto, _ := strings.Cut(e, ",")
-			a, err1 := netip.ParseAddr(addr)
-			port, err2 := strconv.ParseUint(strings.TrimPrefix(proto, "tcp:"), 10, 16)
-			if err1 != nil || err2 != nil {
-				continue
-			}
-			regions = append(regions, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: uint16(port), Last: uint16(port)}})
-		}
-		out[s.Name] = regions
+		regions = append(regions, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: uint16(port), Last: uint16(port)}})
 	}
-	if rs.Inbound == nil {
-		return out, nil
+	return regions
+}
+
+// trustedRegions reads hash:net entries back as address ranges.
+func trustedRegions(entries []string) []rules.Region {
+	var prefixes []netip.Prefix
+	for _, e := range entries {
+		if p, err := rules.ParsePrefixOrAddr(e); err == nil {
+			prefixes = append(prefixes, p)
+		}
 	}
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		name := rules.InboundSetName("trust", fam)
-		h := have[ipsetName(name)]
-		if h == nil || h.typ != "hash:net" {
-			continue
-		}
-		var prefixes []netip.Prefix
-		for _, e := range h.entries {
-			if p, err := rules.ParsePrefixOrAddr(e); err == nil {
-				prefixes = append(prefixes, p)
-			}
-		}
-		regions := []rules.Region{}
-		for _, r := range rules.Ranges(prefixes) {
-			regions = append(regions, rules.Region{AddrFirst: r.First, AddrLast: r.Last})
-		}
-		out[name] = regions
+	var regions []rules.Region
+	for _, r := range rules.Ranges(prefixes) {
+		regions = append(regions, rules.Region{AddrFirst: r.First, AddrLast: r.Last})
 	}
-	return out, nil
+	return regions
 }
 
 // RenderIpsets is the ipset restore input for the ruleset's sets.

@@ -35,7 +35,7 @@ type inboundPlan struct {
 func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 	fam := familyOf(v6)
 	mask := in.Prefix(fam)
-	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", CommentPrefix+name) }
+	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", firewall.CommentPrefix+name) }
 	ruleComment := func(base string) string { return comment(rules.InboundRuleName(base, fam)) }
 	trust := ipsetName(rules.InboundSetName("trust", fam))
 	block := ipsetName(rules.InboundSetName("block", fam))
@@ -142,7 +142,7 @@ func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
 	grace := block
 	grace.name, grace.timeout = ipsetName(rules.InboundSetName("grace", fam)), graceSeconds(in)
 	return []ipset{
-		{name: ipsetName(rules.InboundSetName("trust", fam)), typ: "hash:net", v6: v6, entries: entries, follows: true},
+		{name: ipsetName(rules.InboundSetName("trust", fam)), typ: "hash:net", v6: v6, entries: entries},
 		block, grace,
 	}
 }

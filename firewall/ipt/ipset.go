@@ -209,7 +209,7 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 			entries = append(entries, fmt.Sprintf("%s,tcp:%d", e.AddrFirst, e.Ports.First))
 		}
 		slices.Sort(entries)
-		out = append(out, ipset{name: ipsetName(s.Name), typ: "hash:ip,port", v6: v6, entries: entries, follows: true})
+		out = append(out, ipset{name: ipsetName(s.Name), typ: "hash:ip,port", v6: v6, entries: entries})
 	}
 	for _, m := range rs.ExitMaps {
 		if (m.Family == rules.IPv6) != v6 {
@@ -224,6 +224,11 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 	}
 	if rs.Inbound != nil {
 		out = append(out, inboundIpsets(*rs.Inbound, v6)...)
+	}
+	for _, ls := range firewall.LinkSets(rs) {
+		for i := range out {
+			out[i].follows = out[i].follows || out[i].name == ipsetName(ls.Name)
+		}
 	}
 	return out
 }
@@ -424,35 +429,38 @@ func (x ipsets) destroy(ctx context.Context, names []string) error {
 	return x.restore(ctx, b.String())
 }
 
-// setDrift compares one set with what is installed, one line per
-// difference (each starting with prefix); added and removed count the
-// entries a replacement changes.
-func setDrift(want ipset, have *installedIpset, prefix string) (drift []string, added, removed int) {
+// setDrift compares one set with what is installed (its drift is in
+// scope, e.g. "iptables"), and counts the entries missing and extra.
+func setDrift(want ipset, have *installedIpset, scope string) (drift []firewall.Drift, added, removed int) {
+	object := "ipset " + want.name
+	differs := func(how string, args ...any) firewall.Drift {
+		return firewall.Drift{Scope: scope, Object: object, Kind: firewall.Differs, Detail: fmt.Sprintf(how, args...)}
+	}
 	if have == nil {
-		return []string{fmt.Sprintf("%sipset %s is missing", prefix, want.name)}, len(want.entries), 0
+		return []firewall.Drift{{Scope: scope, Object: object, Kind: firewall.Missing}}, len(want.entries), 0
 	}
 	if have.typ != want.typ {
-		return []string{fmt.Sprintf("%sipset %s is %s, not %s", prefix, want.name, have.typ, want.typ)}, len(want.entries), len(have.entries)
+		return []firewall.Drift{differs("is %s, not %s", have.typ, want.typ)}, len(want.entries), len(have.entries)
 	}
 	if want.dynamic {
 		for _, p := range want.params() {
 			if k, v := p[0], p[1]; have.params[k] != v {
-				drift = append(drift, fmt.Sprintf("%sipset %s has %s %s, not %s", prefix, want.name, k, cmp.Or(have.params[k], "none"), v))
+				drift = append(drift, differs("has %s %s, not %s", k, cmp.Or(have.params[k], "none"), v))
 			}
 		}
 		if have.params["netmask"] != "" && want.netmask == 0 {
-			drift = append(drift, fmt.Sprintf("%sipset %s has netmask %s, not none", prefix, want.name, have.params["netmask"]))
+			drift = append(drift, differs("has netmask %s, not none", have.params["netmask"]))
 		}
-		slices.Sort(drift)
+		slices.SortFunc(drift, func(a, b firewall.Drift) int { return strings.Compare(a.Detail, b.Detail) })
 		return drift, 0, 0 // its entries are the kernel's
 	}
 	missing, extra := firewall.SortedDiff(want.entries, have.entries)
 	added, removed = len(missing), len(extra)
 	if added > 0 {
-		drift = append(drift, fmt.Sprintf("%sipset %s: %d entries missing", prefix, want.name, added))
+		drift = append(drift, firewall.Drift{Scope: scope, Object: object, Kind: firewall.ElementsMissing, N: added, Links: want.follows})
 	}
 	if removed > 0 {
-		drift = append(drift, fmt.Sprintf("%sipset %s: %d unexpected entries", prefix, want.name, removed))
+		drift = append(drift, firewall.Drift{Scope: scope, Object: object, Kind: firewall.ElementsUnexpected, N: removed, Links: want.follows})
 	}
 	return drift, added, removed
 }

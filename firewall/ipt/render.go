@@ -14,14 +14,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
 // Chain is the chain relayfw owns in each family's filter table.
 const Chain = "RELAYFW-OUTPUT"
-
-// CommentPrefix marks every rule relayfw generates.
-const CommentPrefix = "relayfw: "
 
 // maxMultiportSlots is multiport's limit: 15 ports, a range counting two.
 const maxMultiportSlots = 15
@@ -168,49 +166,71 @@ type dst struct{ addr, ports string }
 
 func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).String() }
 
+// ruleLines are the -A lines of one rule in one family: one per source,
+// destination, port and ICMP type alternative; none for the other
+// family's ICMP or an exit map that accepts nothing in this family.
 func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]string) ([]string, error) {
-	if r.OutIface != "" && r.OutIface != "lo" {
-		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
+	if err := firewall.CheckRule(r); err != nil {
+		return nil, err
 	}
-	proto, hasProto := protoNames[r.Proto]
 	if r.Proto == "icmp" && v6 || r.Proto == "icmpv6" && !v6 {
 		return nil, nil // the other family's ICMP
 	}
-
-	// Address alternatives: one line each.
-	srcs := []string{""}
+	l := lineParts{rule: r, srcs: []string{""}, dsts: []dst{{}}, ports: portMatchesOf(r), icmp: icmpMatches(r)}
 	if len(r.SrcAddrs) > 0 {
-		srcs = nil
-		for _, p := range r.SrcAddrs {
-			if !p.IsSingleIP() {
-				return nil, fmt.Errorf("source %s: only single addresses are supported", p)
-			}
-			srcs = append(srcs, "-s "+hostPrefix(p.Addr()))
+		l.srcs = nil
+		for _, p := range r.SrcAddrs { // one address each (CheckRule)
+			l.srcs = append(l.srcs, "-s "+hostPrefix(p.Addr()))
 		}
 	}
-	dsts := []dst{{}}
-	if len(r.DstAddrs) > 0 {
-		dsts = nil
-		for _, p := range r.DstAddrs {
-			if p.Bits() == 0 {
-				dsts = append(dsts, dst{}) // -d 0.0.0.0/0 prints as nothing
-				continue
-			}
-			dsts = append(dsts, dst{addr: "-d " + p.Masked().String()})
-		}
+	if l.dsts = dstMatches(rs, r, classSet); len(l.dsts) == 0 {
+		return nil, nil // the policy accepts nothing in this family
 	}
-	if r.Set != "" { // the set's name, as the ruleset chose it
-		dsts = []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(r.Set))}}
+	l.matches = stateMatches(r)
+	var err error
+	if l.target, err = target(r, v6, &l.matches); err != nil {
+		return nil, err
 	}
-	if r.ExitMap != "" {
-		m, _ := rs.ExitMap(r.ExitMap)
-		dsts = exitMapMatches(rs, m, classSet)
-		if len(dsts) == 0 {
-			return nil, nil // the policy accepts nothing in this family
-		}
-	}
+	return l.lines(), nil
+}
 
-	var matches []string // after -p, before the comment
+// lineParts are the alternatives and matches one rule's lines combine.
+type lineParts struct {
+	rule    rules.Rule
+	srcs    []string // "-s ADDR" or ""
+	dsts    []dst
+	matches []string // after -p, before the ports
+	ports   []string // "-m tcp [--sport P ]--dport Q" or ""
+	icmp    []string
+	target  string
+}
+
+// dstMatches are the destination alternatives: addresses, a set of relay
+// links, or an exit map's classes; one empty match for any destination.
+func dstMatches(rs rules.Ruleset, r rules.Rule, classSet map[string]string) []dst {
+	switch {
+	case r.ExitMap != "":
+		m, _ := rs.ExitMap(r.ExitMap)
+		return exitMapMatches(rs, m, classSet)
+	case r.Set != "": // the set's name, as the ruleset chose it
+		return []dst{{ports: fmt.Sprintf("-m set --match-set %s dst,dst", ipsetName(r.Set))}}
+	case len(r.DstAddrs) == 0:
+		return []dst{{}}
+	}
+	var dsts []dst
+	for _, p := range r.DstAddrs {
+		if p.Bits() == 0 {
+			dsts = append(dsts, dst{}) // -d 0.0.0.0/0 prints as nothing
+			continue
+		}
+		dsts = append(dsts, dst{addr: "-d " + p.Masked().String()})
+	}
+	return dsts
+}
+
+// stateMatches are the conntrack, TCP flag and owner matches.
+func stateMatches(r rules.Rule) []string {
+	var matches []string
 	if len(r.CtState) > 0 {
 		var states []string
 		for _, name := range []string{"invalid", "new", "related", "established"} {
@@ -228,7 +248,12 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 	if r.SocketUID != nil {
 		matches = append(matches, fmt.Sprintf("-m owner --uid-owner %d", *r.SocketUID))
 	}
-	// Port alternatives: one line per destination range.
+	return matches
+}
+
+// portMatchesOf are the port alternatives: one per destination range,
+// each with the source port (one port at most: CheckRule).
+func portMatchesOf(r rules.Rule) []string {
 	portText := func(pr rules.PortRange) string {
 		if pr.First == pr.Last {
 			return fmt.Sprint(pr.First)
@@ -236,68 +261,77 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 		return fmt.Sprintf("%d:%d", pr.First, pr.Last)
 	}
 	var sport string
-	switch {
-	case len(r.SrcPorts) == 0:
-	case len(r.SrcPorts) == 1 && r.SrcPorts[0].First == r.SrcPorts[0].Last:
+	if len(r.SrcPorts) == 1 {
 		sport = "--sport " + portText(r.SrcPorts[0])
-	default:
-		return nil, fmt.Errorf("--sport: only one single port is supported")
 	}
-	portMatches := []string{""}
-	if sport != "" || len(r.DstPorts) > 0 {
-		portMatches = nil
-		if len(r.DstPorts) == 0 {
-			portMatches = []string{"-m " + proto[1] + " " + sport}
-		}
-		for _, pr := range r.DstPorts {
-			m := "-m " + proto[1] + " "
-			if sport != "" {
-				m += sport + " "
-			}
-			portMatches = append(portMatches, m+"--dport "+portText(pr))
-		}
+	if sport == "" && len(r.DstPorts) == 0 {
+		return []string{""}
 	}
-	icmp := []string{""}
-	if len(r.ICMPTypes) > 0 {
-		icmp = nil
-		for _, t := range r.ICMPTypes {
-			if r.Proto == "icmpv6" {
-				icmp = append(icmp, fmt.Sprintf("-m icmp6 --icmpv6-type %d", t))
-			} else {
-				icmp = append(icmp, fmt.Sprintf("-m icmp --icmp-type %d", t))
-			}
-		}
+	module := "-m " + protoNames[r.Proto][1] + " "
+	if len(r.DstPorts) == 0 {
+		return []string{module + sport}
 	}
+	var out []string
+	for _, pr := range r.DstPorts {
+		m := module
+		if sport != "" {
+			m += sport + " "
+		}
+		out = append(out, m+"--dport "+portText(pr))
+	}
+	return out
+}
 
-	var target string
+// icmpMatches are the ICMP type alternatives.
+func icmpMatches(r rules.Rule) []string {
+	if len(r.ICMPTypes) == 0 {
+		return []string{""}
+	}
+	var out []string
+	for _, t := range r.ICMPTypes {
+		if r.Proto == "icmpv6" {
+			out = append(out, fmt.Sprintf("-m icmp6 --icmpv6-type %d", t))
+		} else {
+			out = append(out, fmt.Sprintf("-m icmp --icmp-type %d", t))
+		}
+	}
+	return out
+}
+
+// target is the rule's -j; a log rule adds its rate limit to matches.
+func target(r rules.Rule, v6 bool, matches *[]string) (string, error) {
 	switch {
 	case r.Action == rules.ActionLog:
 		if len(r.LogPrefix) > 29 { // iptables' LOG limit
-			return nil, fmt.Errorf("a log prefix of at most 29 characters")
+			return "", fmt.Errorf("a log prefix of at most 29 characters")
 		}
-		matches = append(matches, fmt.Sprintf("-m limit --limit %d/min", r.LogPerMinute))
-		target = fmt.Sprintf("-j LOG --log-prefix %q", r.LogPrefix)
+		*matches = append(*matches, fmt.Sprintf("-m limit --limit %d/min", r.LogPerMinute))
+		return fmt.Sprintf("-j LOG --log-prefix %q", r.LogPrefix), nil
 	case r.Action == rules.ActionAccept:
-		target = "-j ACCEPT"
+		return "-j ACCEPT", nil
 	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectTCPReset:
-		target = "-j REJECT --reject-with tcp-reset"
+		return "-j REJECT --reject-with tcp-reset", nil
 	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectAdminProhibited:
-		target = "-j REJECT --reject-with icmp-admin-prohibited"
 		if v6 {
-			target = "-j REJECT --reject-with icmp6-adm-prohibited"
+			return "-j REJECT --reject-with icmp6-adm-prohibited", nil
 		}
-	default:
-		return nil, fmt.Errorf("unknown action %q %q", r.Action, r.RejectWith)
+		return "-j REJECT --reject-with icmp-admin-prohibited", nil
 	}
-	comment := fmt.Sprintf("-m comment --comment %q", CommentPrefix+r.Name)
+	return "", fmt.Errorf("unknown action %q %q", r.Action, r.RejectWith)
+}
 
+// lines combines the alternatives, in iptables -S order: -s, -d, -o, -p,
+// then the matches as given, the comment and the target.
+func (l lineParts) lines() []string {
+	r := l.rule
+	proto, hasProto := protoNames[r.Proto]
+	comment := fmt.Sprintf("-m comment --comment %q", firewall.CommentPrefix+r.Name)
 	var out []string
-	for _, s := range srcs {
-		for _, d := range dsts {
-			for _, pm := range portMatches {
-				for _, ic := range icmp {
+	for _, s := range l.srcs {
+		for _, d := range l.dsts {
+			for _, pm := range l.ports {
+				for _, ic := range l.icmp {
 					parts := []string{"-A", Chain}
-					// iptables -S order: -s, -d, -o, -p, then matches as given.
 					for _, p := range []string{s, d.addr} {
 						if p != "" && !strings.HasPrefix(p, "-m ") {
 							parts = append(parts, p)
@@ -312,23 +346,18 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 					if strings.HasPrefix(d.addr, "-m ") {
 						parts = append(parts, d.addr)
 					}
-					parts = append(parts, matches...)
-					if pm != "" {
-						parts = append(parts, pm)
+					parts = append(parts, l.matches...)
+					for _, p := range []string{pm, ic, d.ports} {
+						if p != "" {
+							parts = append(parts, p)
+						}
 					}
-					if ic != "" {
-						parts = append(parts, ic)
-					}
-					if d.ports != "" {
-						parts = append(parts, d.ports)
-					}
-					parts = append(parts, comment, target)
-					out = append(out, strings.Join(parts, " "))
+					out = append(out, strings.Join(append(parts, comment, l.target), " "))
 				}
 			}
 		}
 	}
-	return out, nil
+	return out
 }
 
 // exitMapMatches are the destination matches of an exit map: per class,

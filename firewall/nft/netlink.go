@@ -13,150 +13,193 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
 // exprs is the netlink form of the rule: the same statements, in the same
 // order, as text() and as nft itself generates for that text.
 func (r kernelRule) exprs(sets map[string]*nftables.Set) []expr.Any {
-	var e []expr.Any
-	cmp := func(data []byte) { e = append(e, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data}) }
-	meta := func(key expr.MetaKey) { e = append(e, &expr.Meta{Key: key, Register: 1}) }
-	payload := func(base expr.PayloadBase, offset, length, reg uint32) {
-		e = append(e, &expr.Payload{DestRegister: reg, Base: base, Offset: offset, Len: length})
+	var e exprList
+	r.metaExprs(&e)
+	r.addrExprs(&e)
+	r.transportExprs(&e)
+	if r.lookupExprs(&e, sets) {
+		return e // a verdict map: the map's verdict is the rule's
 	}
+	r.verdictExprs(&e)
+	return e
+}
+
+// exprList builds a rule's expressions, loading into register 1 unless
+// told otherwise.
+type exprList []expr.Any
+
+func (e *exprList) add(x ...expr.Any) { *e = append(*e, x...) }
+func (e *exprList) cmp(data []byte) {
+	e.add(&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: data})
+}
+func (e *exprList) meta(key expr.MetaKey) { e.add(&expr.Meta{Key: key, Register: 1}) }
+func (e *exprList) payload(base expr.PayloadBase, offset, length, reg uint32) {
+	e.add(&expr.Payload{DestRegister: reg, Base: base, Offset: offset, Len: length})
+}
+
+// addrOffset is where the source (or destination) address is in the
+// network header of the rule's family, and its length.
+func (r kernelRule) addrOffset(src bool) (offset, length uint32) {
+	if r.nfproto == nfprotoIPv6 {
+		if src {
+			return 8, 16
+		}
+		return 24, 16
+	}
+	if src {
+		return 12, 4
+	}
+	return 16, 4
+}
+
+// metaExprs match the output interface, conntrack state, socket owner
+// and family.
+func (r kernelRule) metaExprs(e *exprList) {
 	if r.oifLo {
-		meta(expr.MetaKeyOIF)
-		cmp(binaryutil.NativeEndian.PutUint32(1)) // lo is ifindex 1 in every namespace
+		e.meta(expr.MetaKeyOIF)
+		e.cmp(binaryutil.NativeEndian.PutUint32(1)) // lo is ifindex 1 in every namespace
 	}
 	if r.ctMask != 0 {
-		e = append(e,
-			&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
+		e.add(&expr.Ct{Register: 1, Key: expr.CtKeySTATE},
 			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4,
 				Mask: binaryutil.NativeEndian.PutUint32(r.ctMask), Xor: binaryutil.NativeEndian.PutUint32(0)},
 			&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0, 0, 0, 0}})
 	}
 	if r.skuid != nil {
-		meta(expr.MetaKeySKUID)
-		cmp(binaryutil.NativeEndian.PutUint32(*r.skuid))
+		e.meta(expr.MetaKeySKUID)
+		e.cmp(binaryutil.NativeEndian.PutUint32(*r.skuid))
 	}
 	if r.nfproto != 0 {
-		meta(expr.MetaKeyNFPROTO)
-		cmp([]byte{r.nfproto})
+		e.meta(expr.MetaKeyNFPROTO)
+		e.cmp([]byte{r.nfproto})
 	}
-	addrOffset := func(src bool) (uint32, uint32) {
-		if r.nfproto == nfprotoIPv6 {
-			if src {
-				return 8, 16
-			}
-			return 24, 16
-		}
-		if src {
-			return 12, 4
-		}
-		return 16, 4
-	}
+}
+
+// addrExprs match the source address and the destination prefix.
+func (r kernelRule) addrExprs(e *exprList) {
 	if r.saddr.IsValid() {
-		off, l := addrOffset(true)
-		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
-		cmp(r.saddr.AsSlice())
+		off, l := r.addrOffset(true)
+		e.payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+		e.cmp(r.saddr.AsSlice())
 	}
-	if r.daddr.IsValid() {
-		// As nft: a whole-byte prefix loads just its bytes; any other
-		// loads the address and masks it.
-		off, l := addrOffset(false)
-		bits := r.daddr.Bits()
-		addr := r.daddr.Addr().AsSlice()
-		if bits > 0 && bits%8 == 0 {
-			payload(expr.PayloadBaseNetworkHeader, off, uint32(bits/8), 1)
-			cmp(addr[:bits/8])
-		} else {
-			payload(expr.PayloadBaseNetworkHeader, off, l, 1)
-			mask := make([]byte, l)
-			for i := 0; i < bits; i++ {
-				mask[i/8] |= 1 << (7 - i%8)
-			}
-			e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: l, Mask: mask, Xor: make([]byte, l)})
-			cmp(addr)
-		}
+	if !r.daddr.IsValid() {
+		return
 	}
+	// As nft: a whole-byte prefix loads just its bytes; any other loads
+	// the address and masks it.
+	off, l := r.addrOffset(false)
+	bits := r.daddr.Bits()
+	addr := r.daddr.Addr().AsSlice()
+	if bits > 0 && bits%8 == 0 {
+		e.payload(expr.PayloadBaseNetworkHeader, off, uint32(bits/8), 1)
+		e.cmp(addr[:bits/8])
+		return
+	}
+	e.payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+	mask := make([]byte, l)
+	for i := 0; i < bits; i++ {
+		mask[i/8] |= 1 << (7 - i%8)
+	}
+	e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: l, Mask: mask, Xor: make([]byte, l)})
+	e.cmp(addr)
+}
+
+// transportExprs match the protocol, TCP flags, ICMP type and ports.
+func (r kernelRule) transportExprs(e *exprList) {
 	if r.l4proto != 0 {
-		meta(expr.MetaKeyL4PROTO)
-		cmp([]byte{r.l4proto})
+		e.meta(expr.MetaKeyL4PROTO)
+		e.cmp([]byte{r.l4proto})
 	}
 	if r.midstream {
-		payload(expr.PayloadBaseTransportHeader, 13, 1, 1)
-		e = append(e, &expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}})
-		cmp([]byte{0x10})
+		e.payload(expr.PayloadBaseTransportHeader, 13, 1, 1)
+		e.add(&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}})
+		e.cmp([]byte{0x10})
 	}
 	if r.icmpType >= 0 {
-		payload(expr.PayloadBaseTransportHeader, 0, 1, 1)
-		cmp([]byte{byte(r.icmpType)})
+		e.payload(expr.PayloadBaseTransportHeader, 0, 1, 1)
+		e.cmp([]byte{byte(r.icmpType)})
 	}
 	switch {
 	case r.sport != 0 && r.dport.First != 0:
 		// nft merges adjacent source and destination port matches.
-		payload(expr.PayloadBaseTransportHeader, 0, 4, 1)
-		cmp(append(binaryutil.BigEndian.PutUint16(r.sport), binaryutil.BigEndian.PutUint16(r.dport.First)...))
+		e.payload(expr.PayloadBaseTransportHeader, 0, 4, 1)
+		e.cmp(append(binaryutil.BigEndian.PutUint16(r.sport), binaryutil.BigEndian.PutUint16(r.dport.First)...))
 	case r.sport != 0:
-		payload(expr.PayloadBaseTransportHeader, 0, 2, 1)
-		cmp(binaryutil.BigEndian.PutUint16(r.sport))
+		e.payload(expr.PayloadBaseTransportHeader, 0, 2, 1)
+		e.cmp(binaryutil.BigEndian.PutUint16(r.sport))
 	case r.dport.First != 0 && r.dport.First == r.dport.Last:
-		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
-		cmp(binaryutil.BigEndian.PutUint16(r.dport.First))
+		e.payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
+		e.cmp(binaryutil.BigEndian.PutUint16(r.dport.First))
 	case r.dport.First != 0:
-		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
-		e = append(e,
-			&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.dport.First)},
+		e.payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
+		e.add(&expr.Cmp{Op: expr.CmpOpGte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.dport.First)},
 			&expr.Cmp{Op: expr.CmpOpLte, Register: 1, Data: binaryutil.BigEndian.PutUint16(r.dport.Last)})
 	}
+}
+
+// lookupExprs look the packet up in the rule's relay-link set, port set
+// or verdict map; true for a verdict map, which ends the rule.
+func (r kernelRule) lookupExprs(e *exprList, sets map[string]*nftables.Set) (vmap bool) {
 	if r.set != "" {
-		off, l := addrOffset(false)
-		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+		off, l := r.addrOffset(false)
+		e.payload(expr.PayloadBaseNetworkHeader, off, l, 1)
 		// The port follows the address in the next free register: 32-bit
 		// register 9 after an IPv4 address, 128-bit register 2 after IPv6.
 		portReg := uint32(9)
 		if r.nfproto == nfprotoIPv6 {
 			portReg = 2
 		}
-		payload(expr.PayloadBaseTransportHeader, 2, 2, portReg)
+		e.payload(expr.PayloadBaseTransportHeader, 2, 2, portReg)
 		s := sets[r.set]
-		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	}
 	if r.portSet != "" {
-		payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
+		e.payload(expr.PayloadBaseTransportHeader, 2, 2, 1)
 		s := sets[r.portSet]
-		e = append(e, &expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
+		e.add(&expr.Lookup{SourceRegister: 1, SetName: s.Name, SetID: s.ID})
 	}
-	if r.vmap != "" {
-		off, l := addrOffset(false)
-		payload(expr.PayloadBaseNetworkHeader, off, l, 1)
-		s := sets[r.vmap]
-		return append(e, &expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID})
+	if r.vmap == "" {
+		return false
 	}
+	off, l := r.addrOffset(false)
+	e.payload(expr.PayloadBaseNetworkHeader, off, l, 1)
+	s := sets[r.vmap]
+	e.add(&expr.Lookup{SourceRegister: 1, DestRegister: 0, IsDestRegSet: true, SetName: s.Name, SetID: s.ID})
+	return true
+}
+
+// verdictExprs are the log rate limit, the counter and the verdict (or
+// the log statement).
+func (r kernelRule) verdictExprs(e *exprList) {
 	if r.logPrefix != "" {
 		// nft's defaults for "limit rate N/minute": a burst of 5 packets.
-		e = append(e, &expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(r.logRate), Unit: expr.LimitTimeMinute, Burst: 5})
+		e.add(&expr.Limit{Type: expr.LimitTypePkts, Rate: uint64(r.logRate), Unit: expr.LimitTimeMinute, Burst: 5})
 	}
-	e = append(e, &expr.Counter{})
+	e.add(&expr.Counter{})
 	switch {
 	case r.logPrefix != "":
 		// The kernel reports the default level with the rule; say it too,
 		// so the installed rule compares equal.
-		e = append(e, &expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_LEVEL,
+		e.add(&expr.Log{Key: 1<<unix.NFTA_LOG_PREFIX | 1<<unix.NFTA_LOG_LEVEL,
 			Level: expr.LogLevelWarning, Data: []byte(r.logPrefix)})
 	case r.reject == "":
-		e = append(e, &expr.Verdict{Kind: expr.VerdictAccept})
+		e.add(&expr.Verdict{Kind: expr.VerdictAccept})
 	case r.reject == rules.RejectTCPReset:
-		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})
+		e.add(&expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})
 	case r.reject == rules.RejectAdminProhibited:
-		e = append(e, &expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
+		e.add(&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
 	}
-	return e
 }
 
 func (r kernelRule) userData() []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, CommentPrefix+r.name)
+	return userdata.AppendString(nil, userdata.TypeComment, firewall.CommentPrefix+r.name)
 }
 
 func table() *nftables.Table {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -17,8 +18,6 @@ import (
 const (
 	TableName = "relayfw"
 	ChainName = "output"
-	// CommentPrefix marks every rule relayfw generates.
-	CommentPrefix = "relayfw: "
 )
 
 // Linux netfilter protocol numbers used in the plan.
@@ -110,6 +109,17 @@ type plan struct {
 	maps    []kernelMap
 	classes []kernelClass
 	inbound *inboundPlan // nil: no inbound protection
+	// links are the names of the sets that follow the consensus
+	// (firewall.LinkSets): refresh brings them up to date.
+	links map[string]bool
+}
+
+// inboundSets are the inbound protection's sets; none without it.
+func (p plan) inboundSets() []inboundSet {
+	if p.inbound == nil {
+		return nil
+	}
+	return p.inbound.sets
 }
 
 var ctBits = map[string]uint32{"invalid": ctInvalid, "established": ctEstablished, "related": ctRelated, "new": ctNew}
@@ -123,7 +133,10 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 	if err := rs.Validate(); err != nil {
 		return plan{}, err
 	}
-	var p plan
+	p := plan{links: map[string]bool{}}
+	for _, s := range firewall.LinkSets(rs) {
+		p.links[s.Name] = true
+	}
 	for _, s := range rs.Sets {
 		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == rules.IPv6, elements: s.Elements})
 	}
@@ -152,14 +165,10 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 }
 
 func expandRule(r rules.Rule) ([]kernelRule, error) {
-	base := kernelRule{name: r.Name, icmpType: -1}
-	switch r.OutIface {
-	case "":
-	case "lo":
-		base.oifLo = true
-	default:
-		return nil, fmt.Errorf("output interface %q: only lo is supported", r.OutIface)
+	if err := firewall.CheckRule(r); err != nil {
+		return nil, err
 	}
+	base := kernelRule{name: r.Name, icmpType: -1, oifLo: r.OutIface == "lo"}
 	// Validate has checked states, family, protocol and ports.
 	for _, s := range r.CtState {
 		base.ctMask |= ctBits[s]
@@ -173,15 +182,8 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	base.l4proto = protoNumbers[r.Proto]
 	base.midstream = r.TCPMidstream
 	base.skuid = r.SocketUID
-	switch {
-	case len(r.SrcPorts) == 0:
-	case len(r.SrcPorts) == 1 && r.SrcPorts[0].First == r.SrcPorts[0].Last && r.SrcPorts[0].First != 0:
+	if len(r.SrcPorts) == 1 {
 		base.sport = r.SrcPorts[0].First
-	default:
-		return nil, fmt.Errorf("sport: only one single port is supported")
-	}
-	if base.sport != 0 && (len(r.DstPorts) > 1 || len(r.DstPorts) == 1 && r.DstPorts[0].First != r.DstPorts[0].Last) {
-		return nil, fmt.Errorf("a source port goes with one single destination port")
 	}
 	base.set, base.vmap = r.Set, r.ExitMap
 	switch r.Action {
@@ -213,11 +215,8 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 		}
 		out = next
 	}
-	for i, list := range [][]netip.Prefix{r.SrcAddrs, r.DstAddrs} {
+	for _, list := range [][]netip.Prefix{r.SrcAddrs, r.DstAddrs} {
 		for _, pfx := range list {
-			if i == 0 && !pfx.IsSingleIP() {
-				return nil, fmt.Errorf("source %s: only single addresses are supported", pfx)
-			}
 			if base.nfproto == 0 || (pfx.Addr().Is4() != (base.nfproto == nfprotoIPv4)) {
 				return nil, fmt.Errorf("address %s does not match the rule's family", pfx)
 			}

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -123,10 +124,34 @@ func portText(pr rules.PortRange) string {
 // netlink expressions are generated (nft drops the explicit meta matches
 // it would otherwise add as dependencies).
 func (r kernelRule) text() string {
-	var parts []string
-	add := func(f string, a ...any) { parts = append(parts, fmt.Sprintf(f, a...)) }
+	var w words
+	ip := r.metaText(&w)
+	if r.saddr.IsValid() {
+		w.add("%s saddr %s", ip, r.saddr)
+	}
+	if r.daddr.IsValid() {
+		if r.daddr.IsSingleIP() {
+			w.add("%s daddr %s", ip, r.daddr.Addr())
+		} else {
+			w.add("%s daddr %s", ip, r.daddr)
+		}
+	}
+	r.transportText(&w)
+	r.actionText(&w, ip)
+	w.add("comment %q", firewall.CommentPrefix+r.name)
+	return strings.Join(w, " ")
+}
+
+// words are a rule's statements in nft syntax.
+type words []string
+
+func (w *words) add(f string, a ...any) { *w = append(*w, fmt.Sprintf(f, a...)) }
+
+// metaText says the output interface, conntrack state, socket owner and
+// family; ip is the family's address keyword, "ip" or "ip6".
+func (r kernelRule) metaText(w *words) (ip string) {
 	if r.oifLo {
-		add(`oif "lo"`)
+		w.add(`oif "lo"`)
 	}
 	if r.ctMask != 0 {
 		var names []string
@@ -135,78 +160,74 @@ func (r kernelRule) text() string {
 				names = append(names, c.name)
 			}
 		}
-		add("ct state %s", strings.Join(names, ","))
+		w.add("ct state %s", strings.Join(names, ","))
 	}
 	if r.skuid != nil {
-		add("meta skuid %d", *r.skuid)
+		w.add("meta skuid %d", *r.skuid)
 	}
-	ip := "ip"
 	switch r.nfproto {
 	case nfprotoIPv4:
-		add("meta nfproto ipv4")
+		w.add("meta nfproto ipv4")
 	case nfprotoIPv6:
-		add("meta nfproto ipv6")
-		ip = "ip6"
+		w.add("meta nfproto ipv6")
+		return "ip6"
 	}
-	if r.saddr.IsValid() {
-		add("%s saddr %s", ip, r.saddr)
-	}
-	if r.daddr.IsValid() {
-		if r.daddr.IsSingleIP() {
-			add("%s daddr %s", ip, r.daddr.Addr())
-		} else {
-			add("%s daddr %s", ip, r.daddr)
-		}
-	}
+	return "ip"
+}
+
+// transportText says the protocol, TCP flags, ICMP type and ports.
+func (r kernelRule) transportText(w *words) {
 	if r.l4proto != 0 {
-		add("meta l4proto %s", protoNames[r.l4proto])
+		w.add("meta l4proto %s", protoNames[r.l4proto])
 	}
 	l4 := protoNames[r.l4proto]
 	if r.midstream {
-		add("tcp flags & (syn | ack) == ack")
+		w.add("tcp flags & (syn | ack) == ack")
 	}
 	if r.icmpType >= 0 {
 		if r.l4proto == protoICMPv6 {
-			add("icmpv6 type %d", r.icmpType)
+			w.add("icmpv6 type %d", r.icmpType)
 		} else {
-			add("icmp type %d", r.icmpType)
+			w.add("icmp type %d", r.icmpType)
 		}
 	}
 	if r.sport != 0 {
-		add("%s sport %d", l4, r.sport)
+		w.add("%s sport %d", l4, r.sport)
 	}
 	switch {
 	case r.dport.First == 0:
 	case r.dport.First == r.dport.Last:
-		add("%s dport %d", l4, r.dport.First)
+		w.add("%s dport %d", l4, r.dport.First)
 	default:
-		add("%s dport %d-%d", l4, r.dport.First, r.dport.Last)
+		w.add("%s dport %d-%d", l4, r.dport.First, r.dport.Last)
 	}
+}
+
+// actionText says the lookups, then the verdict map, or the log rate,
+// the counter and the verdict.
+func (r kernelRule) actionText(w *words, ip string) {
 	if r.set != "" {
-		add("%s daddr . tcp dport @%s", ip, r.set)
+		w.add("%s daddr . tcp dport @%s", ip, r.set)
 	}
 	if r.portSet != "" {
-		add("tcp dport @%s", r.portSet)
+		w.add("tcp dport @%s", r.portSet)
 	}
 	if r.vmap != "" {
-		add("%s daddr vmap @%s", ip, r.vmap)
-		add("comment %q", CommentPrefix+r.name)
-		return strings.Join(parts, " ")
+		w.add("%s daddr vmap @%s", ip, r.vmap)
+		return
 	}
 	if r.logPrefix != "" {
-		add("limit rate %d/minute", r.logRate)
+		w.add("limit rate %d/minute", r.logRate)
 	}
-	add("counter")
+	w.add("counter")
 	switch {
 	case r.logPrefix != "":
-		add("log prefix %q", r.logPrefix)
+		w.add("log prefix %q", r.logPrefix)
 	case r.reject == "":
-		add("accept")
+		w.add("accept")
 	case r.reject == rules.RejectTCPReset:
-		add("reject with tcp reset")
+		w.add("reject with tcp reset")
 	case r.reject == rules.RejectAdminProhibited:
-		add("reject with icmpx admin-prohibited")
+		w.add("reject with icmpx admin-prohibited")
 	}
-	add("comment %q", CommentPrefix+r.name)
-	return strings.Join(parts, " ")
 }
