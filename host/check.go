@@ -115,7 +115,7 @@ func asInstalled(rs rules.Ruleset, installed map[string][]rules.Region) (rules.R
 	if rs.Inbound != nil {
 		in = *rs.Inbound
 	}
-	for _, ls := range firewall.LinkSets(rs) {
+	for _, ls := range rs.LinkSets() {
 		have, ok := installed[ls.Name]
 		if !ok {
 			continue

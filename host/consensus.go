@@ -172,7 +172,7 @@ func keepInstalled(rs rules.Ruleset, installed map[string][]rules.Region) rules.
 	if rs.Inbound != nil {
 		inb = *rs.Inbound
 	}
-	for _, ls := range firewall.LinkSets(rs) {
+	for _, ls := range rs.LinkSets() {
 		have, ok := installed[ls.Name]
 		switch {
 		case !ls.Trusted:

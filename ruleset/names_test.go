@@ -7,7 +7,7 @@ import (
 	"github.com/relayfw/relayfw/exitpolicy"
 )
 
-func TestConsensusSets(t *testing.T) {
+func TestLinkSets(t *testing.T) {
 	p := exitpolicy.ExitPolicy{}
 	h := DefaultHost()
 	for _, tc := range []struct {
@@ -23,7 +23,14 @@ func TestConsensusSets(t *testing.T) {
 			h.Inbound = &in
 		}
 		rs := Compile(p, h)
-		if got := rs.ConsensusSets(); !slices.Equal(got, tc.want) {
+		var got []string
+		for _, s := range rs.LinkSets() {
+			got = append(got, s.Name)
+			if !rs.IsLinkSet(s.Name) || s.Trusted != (s.Name[0] == 'i') {
+				t.Errorf("set %s: IsLinkSet %v, Trusted %v", s.Name, rs.IsLinkSet(s.Name), s.Trusted)
+			}
+		}
+		if !slices.Equal(got, tc.want) {
 			t.Errorf("inbound %v: %q, want %q", tc.inbound, got, tc.want)
 		}
 		for _, fam := range []Family{IPv4, IPv6} {

@@ -121,8 +121,11 @@ func (r Rule) validateMatches() error {
 			return fmt.Errorf("source %s: only single addresses are supported", p)
 		}
 	}
-	if len(r.SrcPorts) > 1 || len(r.SrcPorts) == 1 && r.SrcPorts[0].First != r.SrcPorts[0].Last {
+	if len(r.SrcPorts) > 1 || len(r.SrcPorts) == 1 && (r.SrcPorts[0].First != r.SrcPorts[0].Last || r.SrcPorts[0].First == 0) {
 		return errors.New("source ports: only one single port is supported")
+	}
+	if len(r.SrcPorts) == 1 && (len(r.DstPorts) > 1 || len(r.DstPorts) == 1 && r.DstPorts[0].First != r.DstPorts[0].Last) {
+		return errors.New("a source port goes with one single destination port")
 	}
 	if r.TCPMidstream && r.Proto != "tcp" {
 		return errors.New("tcp_midstream needs proto tcp")

@@ -77,11 +77,11 @@ func mapDrift(want, have []rules.ExitMap) []firewall.Drift {
 // setDrift compares the sets that follow the consensus by their elements.
 func setDrift(want, have rules.Ruleset) []firewall.Drift {
 	installed := map[string][]rules.Region{}
-	for _, ls := range firewall.LinkSets(have) {
+	for _, ls := range have.LinkSets() {
 		installed[ls.Name] = ls.Want
 	}
 	var drift []firewall.Drift
-	for _, ls := range firewall.LinkSets(want) {
+	for _, ls := range want.LinkSets() {
 		object := "set " + ls.Name
 		h, ok := installed[ls.Name]
 		delete(installed, ls.Name)
@@ -97,7 +97,7 @@ func setDrift(want, have rules.Ruleset) []firewall.Drift {
 			drift = append(drift, firewall.Drift{Object: object, Kind: firewall.ElementsUnexpected, N: extra, Links: true})
 		}
 	}
-	for _, ls := range firewall.LinkSets(have) {
+	for _, ls := range have.LinkSets() {
 		if _, ok := installed[ls.Name]; ok {
 			drift = append(drift, firewall.Drift{Object: "set " + ls.Name, Kind: firewall.Unexpected})
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Op names an operation of the Backend interface.
@@ -125,7 +126,7 @@ func (b *Backend) SetElements(name string, regions []rules.Region) error {
 	if b.installed == nil {
 		return errors.New("fake: nothing installed")
 	}
-	for _, ls := range firewall.LinkSets(*b.installed) {
+	for _, ls := range b.installed.LinkSets() {
 		if ls.Name == name {
 			setLinks(b.installed, ls, regions)
 			return nil
@@ -151,7 +152,7 @@ func (b *Backend) AddForeignRule(text string) error {
 func (b *Backend) Count(rule string, packets, bytes uint64) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	firewall.Count(b.counters, firewall.CommentPrefix+rule, packets, bytes)
+	firewall.Count(b.counters, ruleset.CommentPrefix+rule, packets, bytes)
 }
 
 // Block adds a blocked source, as the inbound protection's packet path
@@ -267,12 +268,12 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 		return 0, 0, errors.New("fake: nothing installed: run relayfw apply first")
 	}
 	have := b.links(rs)
-	for _, ls := range firewall.LinkSets(rs) {
+	for _, ls := range rs.LinkSets() {
 		if _, ok := have[ls.Name]; !ok {
 			return 0, 0, fmt.Errorf("set %s is missing or of another type: run relayfw apply", ls.Name)
 		}
 	}
-	for _, ls := range firewall.LinkSets(rs) {
+	for _, ls := range rs.LinkSets() {
 		m, e := rules.DiffRegions(ls.Want, have[ls.Name])
 		added, removed = added+m, removed+e
 		setLinks(b.installed, ls, ls.Want)
@@ -303,11 +304,11 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 
 // links is RelayLinks.
 func (b *Backend) links(rs rules.Ruleset) map[string][]rules.Region {
-	out, _ := firewall.ReadLinks(rs, func(ls firewall.LinkSet) ([]rules.Region, bool, error) {
+	out, _ := firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]rules.Region, bool, error) {
 		if b.installed == nil {
 			return nil, false, nil
 		}
-		for _, have := range firewall.LinkSets(*b.installed) {
+		for _, have := range b.installed.LinkSets() {
 			if have.Name == ls.Name && have.Trusted == ls.Trusted {
 				return have.Want, true, nil
 			}
@@ -363,7 +364,7 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 }
 
 // setLinks puts regions in rs's set ls.
-func setLinks(rs *rules.Ruleset, ls firewall.LinkSet, regions []rules.Region) {
+func setLinks(rs *rules.Ruleset, ls ruleset.LinkSet, regions []rules.Region) {
 	if !ls.Trusted {
 		rs.Sets = slices.Clone(rs.Sets)
 		i := slices.IndexFunc(rs.Sets, func(s rules.Set) bool { return s.Name == ls.Name })

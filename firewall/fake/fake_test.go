@@ -13,9 +13,9 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// ruleset compiles an exit policy with relay links and, with trusted
+// compiled compiles an exit policy with relay links and, with trusted
 // sources, inbound protection.
-func ruleset(t *testing.T, policy string, links []string, trusted ...string) rules.Ruleset {
+func compiled(t *testing.T, policy string, links []string, trusted ...string) rules.Ruleset {
 	t.Helper()
 	entries, _, err := rules.ParseExitPolicy(policy)
 	if err != nil {
@@ -46,8 +46,8 @@ func texts(d []firewall.Drift) string { return strings.Join(firewall.Strings(d),
 // repaired; Check finds what differs from another ruleset.
 func TestApplyAndCheck(t *testing.T) {
 	ctx := context.Background()
-	a := ruleset(t, "accept *:80,reject *:*", []string{"192.0.2.1:9001"})
-	b := ruleset(t, "accept *:443,reject *:*", []string{"192.0.2.1:9001"})
+	a := compiled(t, "accept *:80,reject *:*", []string{"192.0.2.1:9001"})
+	b := compiled(t, "accept *:443,reject *:*", []string{"192.0.2.1:9001"})
 	f := New("nftables")
 	if d, err := f.Check(ctx, a); err != nil || texts(d) != "table fake is not installed" {
 		t.Fatalf("empty kernel: %q %v", texts(d), err)
@@ -75,7 +75,7 @@ func TestApplyAndCheck(t *testing.T) {
 // apply removes it.
 func TestForeignRule(t *testing.T) {
 	ctx := context.Background()
-	rs := ruleset(t, "reject *:*", nil)
+	rs := compiled(t, "reject *:*", nil)
 	f := New("iptables")
 	if err := f.AddForeignRule("tcp dport 25 accept"); err == nil {
 		t.Fatal("a rule added to nothing installed")
@@ -100,8 +100,8 @@ func TestForeignRule(t *testing.T) {
 // Links, and refresh brings them up to date, trusted sources included.
 func TestLinks(t *testing.T) {
 	ctx := context.Background()
-	old := ruleset(t, "reject *:*", []string{"192.0.2.1:9001", "192.0.2.2:9001"}, "198.51.100.0/24")
-	next := ruleset(t, "reject *:*", []string{"192.0.2.1:9001", "192.0.2.3:443"}, "198.51.100.0/24", "203.0.113.0/24")
+	old := compiled(t, "reject *:*", []string{"192.0.2.1:9001", "192.0.2.2:9001"}, "198.51.100.0/24")
+	next := compiled(t, "reject *:*", []string{"192.0.2.1:9001", "192.0.2.3:443"}, "198.51.100.0/24", "203.0.113.0/24")
 	f := New("nftables")
 	if _, _, err := f.Refresh(ctx, next); err == nil {
 		t.Fatal("refresh of nothing installed")
@@ -145,8 +145,8 @@ func TestLinks(t *testing.T) {
 // times, before the operation or halfway (after it took effect).
 func TestFaults(t *testing.T) {
 	ctx := context.Background()
-	a := ruleset(t, "accept *:80,reject *:*", nil)
-	b := ruleset(t, "accept *:443,reject *:*", nil)
+	a := compiled(t, "accept *:80,reject *:*", nil)
+	b := compiled(t, "accept *:443,reject *:*", nil)
 	boom := errors.New("kernel says no")
 	tests := []struct {
 		name      string
@@ -201,7 +201,7 @@ func TestFaults(t *testing.T) {
 // protection is installed, and Remove forgets both.
 func TestCountersAndBlocks(t *testing.T) {
 	ctx := context.Background()
-	rs := ruleset(t, "reject *:*", nil, "198.51.100.0/24")
+	rs := compiled(t, "reject *:*", nil, "198.51.100.0/24")
 	f := New("nftables")
 	if c, err := f.Counters(ctx); err != nil || len(c) != 0 {
 		t.Fatalf("nothing installed: %v %v", c, err)
@@ -238,7 +238,7 @@ func TestCountersAndBlocks(t *testing.T) {
 
 // TestRender: the ruleset as JSON, refused when invalid.
 func TestRender(t *testing.T) {
-	rs := ruleset(t, "reject *:*", nil)
+	rs := compiled(t, "reject *:*", nil)
 	l, err := New("nftables").Render(rs)
 	if err != nil || len(l) != 1 || l[0].Format != "json" || !strings.Contains(l[0].Text, `"version"`) {
 		t.Fatalf("render: %v %v", l, err)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Backend installs the ruleset with iptables and ip6tables.
@@ -239,7 +240,7 @@ func (f *family) chainDrift(chain string, st state, want []string) []firewall.Dr
 	d := firewall.LineDiff("", want, st.chains[chain]) // each -A line names the chain
 	for i := range d {
 		d[i].Scope = f.name()
-		d[i].Foreign = d[i].Kind == firewall.RuleUnexpected && !strings.Contains(d[i].Detail, `--comment "`+firewall.CommentPrefix)
+		d[i].Foreign = d[i].Kind == firewall.RuleUnexpected && !strings.Contains(d[i].Detail, `--comment "`+ruleset.CommentPrefix)
 	}
 	return d
 }
@@ -441,10 +442,10 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 			if _, err := fmt.Sscanf(ctr, "[%d:%d]", &c.Packets, &c.Bytes); err != nil {
 				continue
 			}
-			_, rest, found := strings.Cut(rule, `--comment "`+firewall.CommentPrefix)
+			_, rest, found := strings.Cut(rule, `--comment "`+ruleset.CommentPrefix)
 			name, _, _ := strings.Cut(rest, `"`)
 			if found {
-				firewall.Count(out, firewall.CommentPrefix+name, c.Packets, c.Bytes)
+				firewall.Count(out, ruleset.CommentPrefix+name, c.Packets, c.Bytes)
 			}
 		}
 	}
@@ -513,7 +514,7 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 	if err != nil {
 		return nil, err
 	}
-	return firewall.ReadLinks(rs, func(ls firewall.LinkSet) ([]rules.Region, bool, error) {
+	return firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]rules.Region, bool, error) {
 		h := have[ipsetName(ls.Name)]
 		switch {
 		case h == nil:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // The inbound protection: RELAYFW-INPUT, entered by one jump at the top of
@@ -35,7 +36,7 @@ type inboundPlan struct {
 func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 	fam := familyOf(v6)
 	mask := in.Prefix(fam)
-	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", firewall.CommentPrefix+name) }
+	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", ruleset.CommentPrefix+name) }
 	ruleComment := func(base string) string { return comment(rules.InboundRuleName(base, fam)) }
 	trust := ipsetName(rules.InboundSetName("trust", fam))
 	block := ipsetName(rules.InboundSetName("block", fam))

@@ -225,7 +225,7 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 	if rs.Inbound != nil {
 		out = append(out, inboundIpsets(*rs.Inbound, v6)...)
 	}
-	for _, ls := range firewall.LinkSets(rs) {
+	for _, ls := range rs.LinkSets() {
 		for i := range out {
 			out[i].follows = out[i].follows || out[i].name == ipsetName(ls.Name)
 		}

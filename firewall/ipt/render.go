@@ -14,8 +14,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Chain is the chain relayfw owns in each family's filter table.
@@ -170,16 +170,13 @@ func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).St
 // destination, port and ICMP type alternative; none for the other
 // family's ICMP or an exit map that accepts nothing in this family.
 func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]string) ([]string, error) {
-	if err := firewall.CheckRule(r); err != nil {
-		return nil, err
-	}
 	if r.Proto == "icmp" && v6 || r.Proto == "icmpv6" && !v6 {
 		return nil, nil // the other family's ICMP
 	}
 	l := lineParts{rule: r, srcs: []string{""}, dsts: []dst{{}}, ports: portMatchesOf(r), icmp: icmpMatches(r)}
 	if len(r.SrcAddrs) > 0 {
 		l.srcs = nil
-		for _, p := range r.SrcAddrs { // one address each (CheckRule)
+		for _, p := range r.SrcAddrs { // one address each (Validate)
 			l.srcs = append(l.srcs, "-s "+hostPrefix(p.Addr()))
 		}
 	}
@@ -252,7 +249,7 @@ func stateMatches(r rules.Rule) []string {
 }
 
 // portMatchesOf are the port alternatives: one per destination range,
-// each with the source port (one port at most: CheckRule).
+// each with the source port (one port at most: Validate).
 func portMatchesOf(r rules.Rule) []string {
 	portText := func(pr rules.PortRange) string {
 		if pr.First == pr.Last {
@@ -325,7 +322,7 @@ func target(r rules.Rule, v6 bool, matches *[]string) (string, error) {
 func (l lineParts) lines() []string {
 	r := l.rule
 	proto, hasProto := protoNames[r.Proto]
-	comment := fmt.Sprintf("-m comment --comment %q", firewall.CommentPrefix+r.Name)
+	comment := fmt.Sprintf("-m comment --comment %q", ruleset.CommentPrefix+r.Name)
 	var out []string
 	for _, s := range l.srcs {
 		for _, d := range l.dsts {

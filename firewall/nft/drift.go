@@ -12,6 +12,7 @@ import (
 	"github.com/google/nftables/expr"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // drift compares the kernel's table with the plan.
@@ -338,7 +339,7 @@ func exprSummary(r *nftables.Rule) string {
 // relayfwComment is an installed rule's comment from relayfw's prefix on;
 // false when it has none (relayfw did not generate the rule).
 func relayfwComment(r *nftables.Rule) (string, bool) {
-	i := strings.Index(string(r.UserData), firewall.CommentPrefix)
+	i := strings.Index(string(r.UserData), ruleset.CommentPrefix)
 	if i < 0 {
 		return "", false
 	}

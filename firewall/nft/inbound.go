@@ -18,6 +18,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // The inbound protection lives in the same table: a base chain on the
@@ -221,7 +222,7 @@ func (r inboundRule) text() string {
 	case "conns":
 		s = fmt.Sprintf("meta l4proto tcp add @%s { %s ct count over %d } counter reject with tcp reset", r.set, r.source(), r.max)
 	}
-	return s + fmt.Sprintf(" comment %q", firewall.CommentPrefix+r.name)
+	return s + fmt.Sprintf(" comment %q", ruleset.CommentPrefix+r.name)
 }
 
 // text is the input chain's rule.
@@ -237,7 +238,7 @@ func (j inboundJump) text() string {
 	default:
 		match = fmt.Sprintf("meta nfproto %s tcp dport @%s", j.fam, j.set)
 	}
-	return match + ` tcp flags & (fin | syn | rst | ack) == syn ct state new counter jump ` + InboundChainName + ` comment "` + firewall.CommentPrefix + rules.InboundRuleJump + `"`
+	return match + ` tcp flags & (fin | syn | rst | ack) == syn ct state new counter jump ` + InboundChainName + ` comment "` + ruleset.CommentPrefix + rules.InboundRuleJump + `"`
 }
 
 // textSets and textChains write the inbound share of print's text.
@@ -387,7 +388,7 @@ func (r inboundRule) exprs(sets map[string]*nftables.Set) []expr.Any {
 }
 
 func (r inboundRule) userData() []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, firewall.CommentPrefix+r.name)
+	return userdata.AppendString(nil, userdata.TypeComment, ruleset.CommentPrefix+r.name)
 }
 
 // exprs is the input chain's rule, as nft generates it for text(): a
@@ -433,7 +434,7 @@ func (j inboundJump) exprs(sets map[string]*nftables.Set) []expr.Any {
 }
 
 func jumpUserData() []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, firewall.CommentPrefix+rules.InboundRuleJump)
+	return userdata.AppendString(nil, userdata.TypeComment, ruleset.CommentPrefix+rules.InboundRuleJump)
 }
 
 // inputChain is the base chain on the input hook.

@@ -13,8 +13,8 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
-	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // exprs is the netlink form of the rule: the same statements, in the same
@@ -199,7 +199,7 @@ func (r kernelRule) verdictExprs(e *exprList) {
 }
 
 func (r kernelRule) userData() []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, firewall.CommentPrefix+r.name)
+	return userdata.AppendString(nil, userdata.TypeComment, ruleset.CommentPrefix+r.name)
 }
 
 func table() *nftables.Table {

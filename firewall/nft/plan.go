@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
 )
 
@@ -110,7 +109,7 @@ type plan struct {
 	classes []kernelClass
 	inbound *inboundPlan // nil: no inbound protection
 	// links are the names of the sets that follow the consensus
-	// (firewall.LinkSets): refresh brings them up to date.
+	// (ruleset.LinkSets): refresh brings them up to date.
 	links map[string]bool
 }
 
@@ -134,7 +133,7 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 		return plan{}, err
 	}
 	p := plan{links: map[string]bool{}}
-	for _, s := range firewall.LinkSets(rs) {
+	for _, s := range rs.LinkSets() {
 		p.links[s.Name] = true
 	}
 	for _, s := range rs.Sets {
@@ -165,9 +164,6 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 }
 
 func expandRule(r rules.Rule) ([]kernelRule, error) {
-	if err := firewall.CheckRule(r); err != nil {
-		return nil, err
-	}
 	base := kernelRule{name: r.Name, icmpType: -1, oifLo: r.OutIface == "lo"}
 	// Validate has checked states, family, protocol and ports.
 	for _, s := range r.CtState {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Counters sums the counters of the table's rules by rule name, over the
@@ -53,7 +54,7 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 		if err != nil {
 			return classify(err)
 		}
-		out, err = firewall.ReadLinks(rs, func(ls firewall.LinkSet) ([]rules.Region, bool, error) {
+		out, err = firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]rules.Region, bool, error) {
 			for _, s := range sets {
 				if s.Name == ls.Name && s.Interval == ls.Trusted && !s.IsMap {
 					regions, err := readLinkSet(c, s)

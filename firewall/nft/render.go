@@ -5,8 +5,8 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 var ctNames = []struct {
@@ -138,7 +138,7 @@ func (r kernelRule) text() string {
 	}
 	r.transportText(&w)
 	r.actionText(&w, ip)
-	w.add("comment %q", firewall.CommentPrefix+r.name)
+	w.add("comment %q", ruleset.CommentPrefix+r.name)
 	return strings.Join(w, " ")
 }
 
