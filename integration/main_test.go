@@ -42,26 +42,22 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 	}
-	start := time.Now()
 	code := m.Run()
 	os.RemoveAll(dir)
-	removeNamespaceState(start)
+	removeNamespaceState()
 	os.Exit(code)
 }
 
-// removeNamespaceState deletes the state files relayfw wrote for the
-// tests' network namespaces (named by namespace cookie, "-netns<N>") since
-// start: the namespaces are gone. The host's own files (plain names) and
-// older ones are left alone.
-func removeNamespaceState(start time.Time) {
-	for _, dir := range []string{"/run/relayfw", "/var/lib/relayfw"} {
-		paths, _ := filepath.Glob(filepath.Join(dir, "*-netns*"))
-		for _, p := range paths {
-			if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && !fi.ModTime().Before(start) {
-				_ = os.Remove(p)
-			}
-		}
-	}
+// removeNamespaceState deletes the files relayfw kept for the tests'
+// network namespaces (named by namespace cookie, "-netns<N>"): the
+// namespaces are gone. Only this process's namespaces count: the host's
+// own files (plain names) and those of a test process running beside this
+// one are left alone.
+func removeNamespaceState() {
+	ownCookies.Range(func(k, _ any) bool {
+		removeNetnsFiles(k.(uint64))
+		return true
+	})
 }
 
 // requireRoot skips, loudly, when not root: namespace tests cannot run.

@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -31,15 +33,33 @@ func newIsolatedNS(t *testing.T, prefix string) string {
 	if out, err := exec.Command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("lo up in %s: %v\n%s", name, err, out)
 	}
-	// relayfw's files for the namespace outside /run go with it.
+	// relayfw's files for the namespace go with it.
 	cookie := netnsCookie(t, name)
-	t.Cleanup(func() {
-		old, _ := filepath.Glob(fmt.Sprintf("/var/lib/relayfw/*-netns%d.json", cookie))
-		for _, f := range old {
-			_ = os.Remove(f)
-		}
-	})
+	ownCookies.Store(cookie, true)
+	t.Cleanup(func() { removeNetnsFiles(cookie) })
 	return name
+}
+
+// ownCookies are the cookies of the namespaces this test process made:
+// the only ones whose files it may remove (another test process, say in
+// another checkout, may be running beside it).
+var ownCookies sync.Map
+
+// netnsFileRE finds the namespace cookie in the name of a file relayfw
+// keeps per network namespace ("state-netns123.json", "lock-netns123").
+var netnsFileRE = regexp.MustCompile(`-netns(\d+)(\D|$)`)
+
+// removeNetnsFiles removes the files relayfw kept for the namespace with
+// this cookie, in /run/relayfw and /var/lib/relayfw.
+func removeNetnsFiles(cookie uint64) {
+	for _, dir := range []string{"/run/relayfw", "/var/lib/relayfw"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if m := netnsFileRE.FindStringSubmatch(e.Name()); m != nil && m[1] == strconv.FormatUint(cookie, 10) && e.Type().IsRegular() {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
 }
 
 // inNS runs f on a thread switched into the named namespace. Sockets f
