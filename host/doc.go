@@ -8,16 +8,22 @@
 //
 // The arrows point one way: cmd/relayfw → host → firewall → rules. The
 // command keeps flags, printing and exit codes; everything it does to the
-// host goes through here:
+// host goes through here. The host itself is a value, System: its state
+// directories, tor's files, /proc, how users and host names are looked
+// up. DefaultSystem is the real host; nothing in the package is a global
+// to overwrite.
 //
-//   - Load and LoadConfig: the inputs (Options says where they are).
-//   - Inputs.Ruleset: the ruleset and host facts to install.
-//   - BackendChoice, ChooseBackend, AllBackends, RemoveOthers: the backend,
-//     never two relayfw firewalls at once.
-//   - Lock: one change at a time per namespace (StateDir).
-//   - Applier.Apply, Confirm, Rollback, Watch, GuardPending: apply with a
-//     confirm window; other changes are refused while it is open.
-//   - Applier.Recover, RecoveryDue: what every command that takes the lock
+//   - Load (with a context) and System.LoadConfig: the inputs (Options
+//     says where they are); Load reads them all, once.
+//   - Inputs.Ruleset: the ruleset and host facts to install, computed from
+//     what Load read, without I/O.
+//   - System.BackendChoice, ChooseBackend, AllBackends, System.RemoveOthers:
+//     the backend, never two relayfw firewalls at once.
+//   - System.Lock: one change at a time per namespace (System.StateDir).
+//   - Applier.Apply, System.Confirm, System.Rollback, Applier.Watch,
+//     System.GuardPending: apply with a confirm window; other changes are
+//     refused while it is open.
+//   - Applier.Recover, System.RecoveryDue: what every command that takes the lock
 //     runs first — an apply that died midway undone, a window past its
 //     deadline rolled back, a dead watcher restarted.
 //   - RecordChange, SaveLastGood, RecordRolledBack: what outlives a reboot.

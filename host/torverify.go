@@ -47,7 +47,7 @@ type TorJudge struct {
 
 // FindTor is the TorJudge relayfw.toml asks for: tor from PATH unless
 // [tor] verify = false.
-func FindTor(cfg config.Config) TorJudge {
+func (s *System) FindTor(cfg config.Config) TorJudge {
 	timeout, err := cfg.Tor.Timeout()
 	if err != nil {
 		timeout = config.DefaultVerifyTimeout // Parse refused it already
@@ -66,8 +66,8 @@ func FindTor(cfg config.Config) TorJudge {
 	}
 	j := TorJudge{Path: path, Timeout: timeout}
 	if fi, err := os.Stat(path); err == nil {
-		if j.Unsafe = checkOwnerMode(path, path, fi, true); j.Unsafe == nil {
-			j.Unsafe = checkAncestors(path)
+		if j.Unsafe = s.checkOwnerMode(path, path, fi, true); j.Unsafe == nil {
+			j.Unsafe = s.checkAncestors(path)
 		}
 	}
 	return j
@@ -92,7 +92,7 @@ func (e *TorRefusal) Error() string {
 
 // judgeByTor has tor judge every instance, a few at a time; the first
 // instance (in order) that tor refuses is the error.
-func (in *Inputs) judgeByTor() error {
+func (in *Inputs) judgeByTor(ctx context.Context) error {
 	j := in.opts.Tor
 	if j.Path == "" {
 		msg := "tor was not consulted: " + j.NotConsulted + "; the torrcs were checked by relayfw alone"
@@ -123,7 +123,7 @@ func (in *Inputs) judgeByTor() error {
 			defer wg.Done()
 			limit <- struct{}{}
 			defer func() { <-limit }()
-			errs[i] = in.verifyInstance(t, j)
+			errs[i] = in.verifyInstance(ctx, t, j)
 		}()
 	}
 	wg.Wait()
@@ -159,7 +159,7 @@ func firstError(errs []error) error {
 }
 
 // verifyInstance runs tor --verify-config on one instance.
-func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
+func (in *Inputs) verifyInstance(ctx context.Context, t *Instance, j TorJudge) error {
 	start := time.Now()
 	args, cleanup, err := verifyArgs(t, in.opts.Policy)
 	if err != nil {
@@ -170,10 +170,13 @@ func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
 	if timeout <= 0 {
 		timeout = config.DefaultVerifyTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out, runErr := runTor(ctx, j.Path, args)
-	if ctx.Err() != nil {
+	out, runErr := runTor(tctx, j.Path, args)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if tctx.Err() != nil {
 		return fmt.Errorf("%s: tor --verify-config did not finish within %s (tor checks a long ExitPolicy slowly); raise [tor] verify_timeout in relayfw.toml, or set [tor] verify = false", t.Describe(), timeout)
 	}
 	verdict := readTorVerdict(out, runErr)

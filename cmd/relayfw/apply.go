@@ -110,7 +110,7 @@ the same lines after its summary.`,
 				return err
 			}
 			if dryRun {
-				changes, err := host.PlanChanges(cmd.Context(), b, rs)
+				changes, err := g.sys.PlanChanges(cmd.Context(), b, rs)
 				if err != nil {
 					return backendError(fmt.Errorf("apply: %w", err))
 				}
@@ -128,7 +128,7 @@ the same lines after its summary.`,
 				return nil
 			}
 			if found != nil {
-				if at, rolled := host.WindowRolledBack(found.Window()); rolled {
+				if at, rolled := g.sys.WindowRolledBack(found.Window()); rolled {
 					return &exitError{code: exitRolledBack, err: fmt.Errorf("apply: the apply --confirm window this apply waited for (until %s) was rolled back at %s; nothing installed (run apply again to install the torrc's firewall)",
 						found.Window(), at.Format(time.RFC3339))}
 				}
@@ -136,7 +136,7 @@ the same lines after its summary.`,
 			applier := g.applier()
 			applier.Automatic = automatic
 			if automatic {
-				if rb, ok := host.ReadRolledBack(); ok {
+				if rb, ok := g.sys.ReadRolledBack(); ok {
 					if err := keepLastGood(cmd, g, rb); err != nil {
 						return fmt.Errorf("apply --automatic: %w", err)
 					}
@@ -145,17 +145,17 @@ the same lines after its summary.`,
 			}
 			// What the apply starts from, for the lines that say what it
 			// changed: the backend's own comparison supplies the rest.
-			plan, err := host.NewPlan(cmd.Context(), b, rs)
+			plan, err := g.sys.NewPlan(cmd.Context(), b, rs)
 			if err != nil {
 				return backendError(fmt.Errorf("apply: %w", err))
 			}
 			if confirm > 0 {
-				changes, err := host.PlanChanges(cmd.Context(), b, rs)
+				changes, err := g.sys.PlanChanges(cmd.Context(), b, rs)
 				if err != nil {
 					return backendError(fmt.Errorf("apply: %w", err))
 				}
 				if len(changes) == 0 {
-					_ = host.ForgetRolledBack() // the torrc's firewall is the one installed
+					_ = g.sys.ForgetRolledBack() // the torrc's firewall is the one installed
 					fmt.Fprintf(g.stdout, "in sync, nothing changed (%s): no confirm window opened\n", b.Name())
 					return nil
 				}
@@ -201,11 +201,11 @@ the same lines after its summary.`,
 // the last good firewall, with the backend that installed it.
 func keepLastGood(cmd *cobra.Command, g *globals, rb host.RolledBack) error {
 	why := fmt.Sprintf("the torrc's firewall was rolled back at %s (%s, not confirmed)", rb.At.Format(time.RFC3339), rb.Why)
-	lg, err := host.ValidLastGood()
+	lg, err := g.sys.ValidLastGood()
 	if err != nil {
 		return fmt.Errorf("%s and there is no last good firewall to keep (%w); install the torrc's by hand: relayfw apply --confirm 2m", why, err)
 	}
-	b, res, err := host.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
+	b, res, err := g.sys.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
 	if err != nil {
 		return backendError(fmt.Errorf("%s; installing %s failed: %w", why, host.DescribeLastGood(lg), err))
 	}
@@ -259,7 +259,7 @@ then 3.`,
 					fmt.Fprintf(g.stdout, "%s\n", linksLine)
 					found = append(found, exitLinksBehind)
 				}
-				if rb, ok := host.ReadRolledBack(); ok {
+				if rb, ok := g.sys.ReadRolledBack(); ok {
 					fmt.Fprintf(g.stdout, "the torrc differs from what is installed because its apply --confirm was rolled back at %s (not confirmed); relayfw apply --confirm 2m installs it\n", rb.At.Format(time.RFC3339))
 				}
 				return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
@@ -323,9 +323,9 @@ objects are found, whichever backend put them there.`,
 			if !removedAny {
 				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", strings.Join(names, ", "))
 			} else {
-				_ = host.RecordChange(host.Change{Kind: host.ChangeRemoved})
+				_ = g.sys.RecordChange(host.Change{Kind: host.ChangeRemoved})
 			}
-			host.ForgetApply()
+			g.sys.ForgetApply()
 			return nil
 		},
 	}

@@ -29,7 +29,7 @@ func startWatcher(g *globals, p *host.Pending) (int, error) {
 	}
 	cmd := exec.Command(self, "rollback-watcher", "--backend", p.Backend)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if f, err := os.OpenFile(host.RollbackLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
+	if f, err := os.OpenFile(g.sys.RollbackLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
 		cmd.Stderr = f
 		defer f.Close()
 	}
@@ -38,7 +38,7 @@ func startWatcher(g *globals, p *host.Pending) (int, error) {
 	}
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
-	if systemdRuns() && host.InHostNetns() {
+	if systemdRuns() && g.sys.InHostNetns() {
 		line := backstopCommand(self, p, time.Now())
 		if out, err := exec.Command(line[0], line[1:]...).CombinedOutput(); err != nil && !strings.Contains(string(out), "already") {
 			g.log.Warn(fmt.Sprintf("no systemd timer as the rollback's backstop: %v: %s", err, strings.TrimSpace(string(out))))
@@ -95,7 +95,7 @@ func newRecoverCommand(g *globals) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			release, err := host.LockPatiently(cmd.Context(), g.log)
+			release, err := g.sys.LockPatiently(cmd.Context(), g.log)
 			if err != nil {
 				return hostError(err)
 			}
@@ -116,14 +116,14 @@ func newRecoverCommand(g *globals) *cobra.Command {
 func newConfirmCommand(g *globals) *cobra.Command {
 	return pendingCommand(g, "confirm", "Keep the firewall of a pending apply --confirm",
 		func(*cobra.Command) (string, error) {
-			_, err := host.Confirm()
+			_, err := g.sys.Confirm()
 			return "confirmed: the new firewall stays", err
 		})
 }
 
 func newRollbackCommand(g *globals) *cobra.Command {
 	return pendingCommand(g, "rollback", "Roll a pending apply --confirm back now, instead of at its deadline",
-		func(cmd *cobra.Command) (string, error) { return host.Rollback(cmd.Context(), g.log) })
+		func(cmd *cobra.Command) (string, error) { return g.sys.Rollback(cmd.Context(), g.log) })
 }
 
 // pendingCommand ends a pending apply --confirm under the lock (after
@@ -135,19 +135,19 @@ func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			release, err := acquireLock(cmd.Context(), g.wait)
+			release, err := acquireLock(cmd.Context(), g, g.wait)
 			if err != nil {
 				return err
 			}
 			defer release()
 			// Recover rolls back a window past its deadline: say so
 			// instead of what Recover says.
-			p, _ := host.ReadPending()
+			p, _ := g.sys.ReadPending()
 			msg, err := g.applier().Recover(cmd.Context())
 			if err != nil {
 				return hostError(fmt.Errorf("%s: %w", use, err))
 			}
-			if _, perr := host.ReadPending(); p != nil && errors.Is(perr, os.ErrNotExist) {
+			if _, perr := g.sys.ReadPending(); p != nil && errors.Is(perr, os.ErrNotExist) {
 				if use == "rollback" {
 					fmt.Fprintln(g.stdout, msg)
 					return nil
@@ -159,7 +159,7 @@ func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (
 			}
 			msg, err = decide(cmd)
 			if errors.Is(err, host.ErrNothingPending) {
-				if c, ok := host.ReadLastChange(); ok && c.Kind == host.ChangeRolledBack && c.Window != "" {
+				if c, ok := g.sys.ReadLastChange(); ok && c.Kind == host.ChangeRolledBack && c.Window != "" {
 					err = fmt.Errorf("%w: the apply --confirm until %s was rolled back at %s (%s)", err, c.Window, c.At.Format(time.RFC3339), c.Why)
 				}
 				return &exitError{code: exitFailed, err: err}
@@ -193,9 +193,9 @@ func awaitConfirm(g *globals, p *host.Pending) (kept bool, msg string) {
 	}()
 	select {
 	case <-line:
-		release, err := host.Lock(context.Background(), 10*time.Second)
+		release, err := g.sys.Lock(context.Background(), 10*time.Second)
 		if err == nil {
-			_, err = host.Confirm()
+			_, err = g.sys.Confirm()
 			release()
 		}
 		if err == nil {
@@ -206,10 +206,10 @@ func awaitConfirm(g *globals, p *host.Pending) (kept bool, msg string) {
 	// The watcher rolls back; should it be gone, or held up by a reader,
 	// roll back here once the lock is free.
 	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if _, err := host.ReadPending(); errors.Is(err, os.ErrNotExist) {
+		if _, err := g.sys.ReadPending(); errors.Is(err, os.ErrNotExist) {
 			return false, "rolled back to " + p.Restores()
 		}
-		if release, err := host.Lock(context.Background(), 0); err == nil {
+		if release, err := g.sys.Lock(context.Background(), 0); err == nil {
 			_, _ = g.applier().Recover(context.Background())
 			release()
 		}

@@ -118,7 +118,7 @@ port protected on some addresses only is said so.`,
 			}
 			var asUser *uint32
 			if userName != "" {
-				uid, err := host.LookupUID(userName)
+				uid, err := g.sys.UID(userName)
 				if err != nil {
 					return usageError(fmt.Errorf("--user %q: %v", userName, err))
 				}

@@ -98,9 +98,9 @@ func TestRelayLinksAreTors(t *testing.T) {
 // for each user of a tor instance: the relays' and the client's (its
 // guards).
 func TestRelayLinkRulesPerUser(t *testing.T) {
-	debianHost(t)
+	sys := debianHost(t)
 	emptyConfig := writeFile(t, "relayfw.toml", "")
-	code, out, errOut := relayfw(t, "--config", emptyConfig, "print", "--format", "iptables")
+	code, out, errOut := relayfwOn(t, sys, "--config", emptyConfig, "print", "--format", "iptables")
 	if code != 0 {
 		t.Fatalf("print: exit %d: %s", code, errOut)
 	}

@@ -16,8 +16,8 @@ const exitTempFail = 75
 
 // acquireLock takes the namespace's lock (host.Lock), mapping its errors
 // to exit codes.
-func acquireLock(ctx context.Context, wait time.Duration) (release func(), err error) {
-	release, err = host.Lock(ctx, wait)
+func acquireLock(ctx context.Context, g *globals, wait time.Duration) (release func(), err error) {
+	release, err = g.sys.Lock(ctx, wait)
 	return release, hostError(err)
 }
 
@@ -28,7 +28,7 @@ const readLockWait = 30 * time.Second
 
 // applier is how this relayfw applies, recovers and starts watchers.
 func (g *globals) applier() host.Applier {
-	return host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
+	return host.Applier{System: g.sys, Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
 }
 
 // recoverLocked runs host's Recover under the lock the caller holds; what
@@ -49,22 +49,22 @@ func recoverLocked(ctx context.Context, g *globals) error {
 // it reads is decided.
 func readLock(ctx context.Context, g *globals) (release func(), err error) {
 	wait := max(g.wait, readLockWait)
-	if host.RecoveryDue() {
-		if release, err := host.Lock(ctx, wait); err == nil {
+	if g.sys.RecoveryDue() {
+		if release, err := g.sys.Lock(ctx, wait); err == nil {
 			if err := recoverLocked(ctx, g); err != nil {
 				g.log.Warn(err.Error())
 			}
 			release()
 		}
 	}
-	release, _ = host.ReadLock(ctx, wait)
+	release, _ = g.sys.ReadLock(ctx, wait)
 	return release, nil
 }
 
 // lockAndRecover takes the lock for a change an open confirm window may
 // see (confirm, rollback, unblock) and runs Recover.
 func lockAndRecover(ctx context.Context, g *globals) (release func(), err error) {
-	release, err = acquireLock(ctx, g.wait)
+	release, err = acquireLock(ctx, g, g.wait)
 	if err != nil {
 		return nil, err
 	}
@@ -88,18 +88,18 @@ func guardAndLock(ctx context.Context, g *globals) (release func(), err error) {
 func lockForChange(ctx context.Context, g *globals) (release func(), found *host.Pending, err error) {
 	end := time.Now().Add(g.wait)
 	for {
-		release, err := acquireLock(ctx, max(time.Until(end), 0))
+		release, err := acquireLock(ctx, g, max(time.Until(end), 0))
 		if err != nil {
 			return nil, found, err
 		}
-		if p, err := host.ReadPending(); err == nil && found == nil {
+		if p, err := g.sys.ReadPending(); err == nil && found == nil {
 			found = p
 		}
 		if err := recoverLocked(ctx, g); err != nil {
 			release()
 			return nil, found, hostError(err)
 		}
-		p, err := host.ReadPending()
+		p, err := g.sys.ReadPending()
 		if errors.Is(err, os.ErrNotExist) {
 			return release, found, nil
 		}
@@ -111,7 +111,7 @@ func lockForChange(ctx context.Context, g *globals) (release func(), found *host
 			found = p
 		}
 		// The watcher needs the lock to roll back: wait without it.
-		if err := host.GuardPending(ctx, max(time.Until(end), 0)); err != nil {
+		if err := g.sys.GuardPending(ctx, max(time.Until(end), 0)); err != nil {
 			return nil, found, hostError(err)
 		}
 	}

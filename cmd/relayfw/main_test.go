@@ -27,17 +27,6 @@ const testConfig = "testdata/relayfw.toml"
 var testUsers = map[string]uint32{"debian-tor": 101, "_tor-a": 201, "_tor-b": 202, "_apt": 42}
 
 func TestMain(m *testing.M) {
-	// Only these users exist for the unit tests, whatever the machine has
-	// (a numeric uid is taken as it is).
-	host.LookupUID = func(name string) (uint32, error) {
-		if uid, ok := testUsers[name]; ok {
-			return uid, nil
-		}
-		if n, err := strconv.ParseUint(name, 10, 32); err == nil {
-			return uint32(n), nil
-		}
-		return 0, fmt.Errorf("user: unknown user %s", name)
-	}
 	// A stand-in for tor on PATH: the unit tests run in the host's own
 	// namespace, where no real tor runs (integration/ runs the real one in
 	// namespaces of its own). It accepts every configuration, but for a
@@ -74,11 +63,34 @@ fi
 echo "Configuration was valid"
 `
 
-// relayfw runs the command in-process.
+// testSystem is the real host, but for its users: only testUsers exist
+// for the unit tests, whatever the machine has (a numeric uid is taken as
+// it is).
+func testSystem() *host.System {
+	sys := host.DefaultSystem()
+	sys.LookupUID = func(name string) (uint32, error) {
+		if uid, ok := testUsers[name]; ok {
+			return uid, nil
+		}
+		if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+			return uint32(n), nil
+		}
+		return 0, fmt.Errorf("user: unknown user %s", name)
+	}
+	return sys
+}
+
+// relayfw runs the command in-process, on testSystem.
 func relayfw(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return relayfwOn(t, testSystem(), args...)
+}
+
+// relayfwOn runs the command in-process, on sys.
+func relayfwOn(t *testing.T, sys *host.System, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(args, &out, &errOut)
+	code = run(sys, args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
