@@ -176,7 +176,7 @@ the same lines after its summary.`,
 			if p != nil {
 				release() // the watcher takes the lock at the deadline
 				release = func() {}
-				kept, msg := awaitConfirm(g, p)
+				kept, msg := awaitConfirm(cmd.Context(), g, p)
 				fmt.Fprintln(g.stdout, msg)
 				if !kept {
 					return &exitStatus{code: exitFailed}

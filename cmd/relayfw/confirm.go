@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -173,46 +172,13 @@ func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (
 	}
 }
 
-// awaitConfirm, on a terminal, waits for Enter until the deadline: Enter
-// confirms; without it the firewall is rolled back (by the watcher, or by
-// awaitConfirm itself when the watcher is gone), and awaitConfirm says so
-// once it has. It reports whether the firewall stays; on no terminal it
-// returns at once, true (relayfw confirm decides).
-func awaitConfirm(g *globals, p *host.Pending) (kept bool, msg string) {
-	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
-		return true, fmt.Sprintf("waiting for relayfw confirm until %s; without it the watcher restores %s",
-			p.Deadline.Format(time.RFC3339), p.Restores())
+// awaitConfirm follows the confirm window p (host.Applier.AwaitConfirm):
+// on a terminal, the operator is asked on stderr and answers on stdin.
+func awaitConfirm(ctx context.Context, g *globals, p *host.Pending) (kept bool, msg string) {
+	var prompt *host.Prompt
+	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
+		g.flush() // the summary first, then the prompt
+		prompt = &host.Prompt{In: os.Stdin, Out: os.Stderr}
 	}
-	g.flush() // the summary first, then the prompt
-	fmt.Fprintf(os.Stderr, "Press Enter within %s to keep the new firewall (or run relayfw confirm); otherwise it rolls back to %s.\n",
-		time.Until(p.Deadline).Round(time.Second), p.Restores())
-	line := make(chan struct{}, 1)
-	go func() {
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-		line <- struct{}{}
-	}()
-	select {
-	case <-line:
-		release, err := g.sys.Lock(context.Background(), 10*time.Second)
-		if err == nil {
-			_, err = g.sys.Confirm()
-			release()
-		}
-		if err == nil {
-			return true, "confirmed: the new firewall stays"
-		}
-	case <-time.After(time.Until(p.Deadline)):
-	}
-	// The watcher rolls back; should it be gone, or held up by a reader,
-	// roll back here once the lock is free.
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if _, err := g.sys.ReadPending(); errors.Is(err, os.ErrNotExist) {
-			return false, "rolled back to " + p.Restores()
-		}
-		if release, err := g.sys.Lock(context.Background(), 0); err == nil {
-			_, _ = g.applier().Recover(context.Background())
-			release()
-		}
-	}
-	return false, "not rolled back yet: another relayfw holds the lock; the watcher rolls back to " + p.Restores() + " once it is free"
+	return g.applier().AwaitConfirm(ctx, p, prompt)
 }
