@@ -28,6 +28,9 @@
 //     deadline rolled back, a dead watcher restarted.
 //   - RecordChange, SaveLastGood, RecordRolledBack: what outlives a reboot.
 //   - ReadState, ReadPending: what status reports.
+//   - Inputs.Explain, Inputs.ExplainInbound: whether the exit policy and
+//     the firewall let a connection out, or what the inbound protection
+//     does with a source's, and why.
 //   - ValidLastGood, MinimalRuleset, InstallFallback: what relayfw boot
 //     installs when the apply fails (the last good firewall, else one that
 //     lets no exit traffic out).

@@ -210,19 +210,19 @@ func TestExplainJSON(t *testing.T) {
 	}
 	_, policyOut, _ := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "policy")
 	listing := strings.Split(strings.TrimSuffix(policyOut, "\n"), "\n")
-	want := []explanation{
-		{"", "203.0.113.5:80", "accept", "accept *:80", 17, "tcp", "accept", "exit policy", "exit4"},
-		{"", "[2001:db8::1]:25", "reject", "reject6 *:*", 30, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
-		{"", "10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
-		{"", "203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+	want := []host.Explanation{
+		{Target: "203.0.113.5:80", Verdict: "accept", Entry: "accept *:80", Index: 17, Proto: "tcp", Firewall: "accept", Reason: "exit policy", Rule: "exit4"},
+		{Target: "[2001:db8::1]:25", Verdict: "reject", Entry: "reject6 *:*", Index: 30, Proto: "tcp", Firewall: "reject", Reason: "rejected by the exit policy", Rule: "reject-tcp"},
+		{Target: "10.1.2.3:443", Verdict: "reject", Entry: "reject 10.0.0.0/8:*", Index: 4, Proto: "tcp", Firewall: "reject", Reason: "rejected by the exit policy", Rule: "reject-tcp"},
+		{Target: "203.0.113.10:443", Verdict: "reject", Entry: "reject 203.0.113.10:*", Index: 11, Proto: "tcp", Firewall: "reject", Reason: "rejected by the exit policy", Rule: "reject-tcp"},
 		// In testdata/tordata's consensus: a relay link on a port the policy rejects.
-		{"", "203.0.113.11:9001", "reject", "reject *:*", 29, "tcp", "accept", "relay link", "relay-links4"},
-		{"", "192.0.2.53:53", "accept", "accept *:53", 15, "tcp", "accept", "host allowance", "dns-tcp4"},
-		{"", "127.0.0.1:9050", "reject", "reject 127.0.0.0/8:*", 2, "tcp", "accept", "loopback", "loopback"},
+		{Target: "203.0.113.11:9001", Verdict: "reject", Entry: "reject *:*", Index: 29, Proto: "tcp", Firewall: "accept", Reason: "relay link", Rule: "relay-links4"},
+		{Target: "192.0.2.53:53", Verdict: "accept", Entry: "accept *:53", Index: 15, Proto: "tcp", Firewall: "accept", Reason: "host allowance", Rule: "dns-tcp4"},
+		{Target: "127.0.0.1:9050", Verdict: "reject", Entry: "reject 127.0.0.0/8:*", Index: 2, Proto: "tcp", Firewall: "accept", Reason: "loopback", Rule: "loopback"},
 	}
-	var got []explanation
+	var got []host.Explanation
 	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
-		var e explanation
+		var e host.Explanation
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}
@@ -323,7 +323,7 @@ func TestExplainUDP(t *testing.T) {
 	}
 	var reasons []string
 	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
-		var e explanation
+		var e host.Explanation
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatal(err)
 		}
