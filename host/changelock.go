@@ -155,3 +155,66 @@ func (a Applier) AwaitConfirm(ctx context.Context, p *Pending, prompt *Prompt) (
 	}
 	return false, "not rolled back yet: another relayfw holds the lock; the watcher rolls back to " + p.Restores() + " once it is free"
 }
+
+// TooLateError is EndWindow's error when the window it was to end had
+// passed its deadline: Recover rolled it back first.
+type TooLateError struct {
+	Msg string // what the rollback said
+}
+
+func (e *TooLateError) Error() string {
+	return "too late, it rolled back at the deadline: " + e.Msg
+}
+
+// EndWindow ends the open apply --confirm window under the lock (waiting
+// up to wait), after Recover, which rolls back a window past its
+// deadline: keep is relayfw confirm (the firewall stays), else relayfw
+// rollback (the previous one comes back now). It returns one line saying
+// what happened. With no window open, the error wraps ErrNothingPending
+// and says how the last one ended; a confirm that comes after the
+// deadline is a *TooLateError (a rollback then says what Recover did);
+// errors past the lock name the operation.
+func (a Applier) EndWindow(ctx context.Context, wait time.Duration, keep bool) (string, error) {
+	s := a.sys()
+	op := "rollback"
+	if keep {
+		op = "confirm"
+	}
+	release, err := s.Lock(ctx, wait)
+	if err != nil {
+		return "", err
+	}
+	defer release()
+	// Recover rolls back a window past its deadline: say so instead of
+	// what Recover says.
+	p, _ := s.ReadPending()
+	msg, err := a.Recover(ctx)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", op, err)
+	}
+	if _, perr := s.ReadPending(); p != nil && errors.Is(perr, os.ErrNotExist) {
+		if !keep {
+			return msg, nil
+		}
+		return "", fmt.Errorf("%s: %w", op, &TooLateError{Msg: msg})
+	}
+	if msg != "" {
+		a.log().Warn(msg)
+	}
+	if keep {
+		_, err = s.Confirm()
+		msg = "confirmed: the new firewall stays"
+	} else {
+		msg, err = s.Rollback(ctx, a.Log)
+	}
+	if errors.Is(err, ErrNothingPending) {
+		if c, ok := s.ReadLastChange(); ok && c.Kind == ChangeRolledBack && c.Window != "" {
+			err = fmt.Errorf("%w: the apply --confirm until %s was rolled back at %s (%s)", err, c.Window, c.At.Format(time.RFC3339), c.Why)
+		}
+		return "", err
+	}
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", op, err)
+	}
+	return msg, nil
+}

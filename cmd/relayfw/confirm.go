@@ -113,58 +113,29 @@ func newRecoverCommand(g *globals) *cobra.Command {
 }
 
 func newConfirmCommand(g *globals) *cobra.Command {
-	return pendingCommand(g, "confirm", "Keep the firewall of a pending apply --confirm",
-		func(*cobra.Command) (string, error) {
-			_, err := g.sys.Confirm()
-			return "confirmed: the new firewall stays", err
-		})
+	return pendingCommand(g, "confirm", "Keep the firewall of a pending apply --confirm", true)
 }
 
 func newRollbackCommand(g *globals) *cobra.Command {
-	return pendingCommand(g, "rollback", "Roll a pending apply --confirm back now, instead of at its deadline",
-		func(cmd *cobra.Command) (string, error) { return g.sys.Rollback(cmd.Context(), g.log) })
+	return pendingCommand(g, "rollback", "Roll a pending apply --confirm back now, instead of at its deadline", false)
 }
 
-// pendingCommand ends a pending apply --confirm under the lock (after
-// Recover, which rolls back a window past its deadline): exit 1 when none
-// is pending, else the one line decide returns.
-func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (string, error)) *cobra.Command {
+// pendingCommand ends a pending apply --confirm (host.Applier.EndWindow):
+// exit 1 when none is pending or, for confirm, when it rolled back at its
+// deadline; else the one line EndWindow returns.
+func pendingCommand(g *globals, use, short string, keep bool) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			release, err := acquireLock(cmd.Context(), g, g.wait)
-			if err != nil {
-				return err
-			}
-			defer release()
-			// Recover rolls back a window past its deadline: say so
-			// instead of what Recover says.
-			p, _ := g.sys.ReadPending()
-			msg, err := g.applier().Recover(cmd.Context())
-			if err != nil {
-				return hostError(fmt.Errorf("%s: %w", use, err))
-			}
-			if _, perr := g.sys.ReadPending(); p != nil && errors.Is(perr, os.ErrNotExist) {
-				if use == "rollback" {
-					fmt.Fprintln(g.stdout, msg)
-					return nil
-				}
-				return &exitError{code: exitFailed, err: fmt.Errorf("%s: too late, it rolled back at the deadline: %s", use, msg)}
-			}
-			if msg != "" {
-				g.log.Warn(msg)
-			}
-			msg, err = decide(cmd)
-			if errors.Is(err, host.ErrNothingPending) {
-				if c, ok := g.sys.ReadLastChange(); ok && c.Kind == host.ChangeRolledBack && c.Window != "" {
-					err = fmt.Errorf("%w: the apply --confirm until %s was rolled back at %s (%s)", err, c.Window, c.At.Format(time.RFC3339), c.Why)
-				}
+			msg, err := g.applier().EndWindow(cmd.Context(), g.wait, keep)
+			var late *host.TooLateError
+			switch {
+			case errors.Is(err, host.ErrNothingPending), errors.As(err, &late):
 				return &exitError{code: exitFailed, err: err}
-			}
-			if err != nil {
-				return hostError(fmt.Errorf("%s: %w", use, err))
+			case err != nil:
+				return hostError(err)
 			}
 			fmt.Fprintln(g.stdout, msg)
 			return nil

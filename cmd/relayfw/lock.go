@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
@@ -12,13 +11,6 @@ import (
 // exitTempFail (EX_TEMPFAIL) is the exit code when another relayfw holds
 // the lock, or a confirm window is open, past --wait.
 const exitTempFail = 75
-
-// acquireLock takes the namespace's lock (host.Lock), mapping its errors
-// to exit codes.
-func acquireLock(ctx context.Context, g *globals, wait time.Duration) (release func(), err error) {
-	release, err = g.sys.Lock(ctx, wait)
-	return release, hostError(err)
-}
 
 // applier is how this relayfw applies, recovers and starts watchers.
 func (g *globals) applier() host.Applier {
