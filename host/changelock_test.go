@@ -4,9 +4,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io/fs"
 	"log/slog"
-	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func openTestWindow(t *testing.T, d time.Duration) (Applier, *windowBackend, *Pe
 	b := &windowBackend{}
 	sys.ChooseBackend = func(context.Context, string, *slog.Logger) (firewall.Backend, error) { return b, nil }
 	sys.OtherBackends = func(context.Context, firewall.Backend) []firewall.Backend { return nil }
-	a := Applier{System: sys, StartWatcher: func(*Pending) (int, error) { return os.Getpid(), nil }}
+	a := Applier{System: sys, StartWatcher: func(*Pending) (int, error) { return syscall.Getpid(), nil }}
 	_, p, err := a.Apply(context.Background(), b, rules.Compile(rules.ExitPolicy{}, rules.DefaultHost()), d)
 	if err != nil || p == nil {
 		t.Fatalf("apply --confirm: %v %v", p, err)
@@ -61,7 +62,7 @@ func TestAwaitConfirm(t *testing.T) {
 	if !kept || msg != "confirmed: the new firewall stays" || !strings.HasPrefix(asked.String(), "Press Enter within ") {
 		t.Fatalf("Enter: %v %q, asked %q", kept, msg, asked.String())
 	}
-	if _, err := a.System.ReadPending(); !errors.Is(err, os.ErrNotExist) {
+	if _, err := a.System.ReadPending(); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("the window is still open: %v", err)
 	}
 }

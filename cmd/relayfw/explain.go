@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 
 	"github.com/spf13/cobra"
 
@@ -101,24 +102,14 @@ func explainOutbound(cmd *cobra.Command, g *globals, args []string, f explainFla
 		}
 		q.User = &uid
 	}
-	enc := json.NewEncoder(g.stdout)
-	for _, e := range in.Explain(cmd.Context(), insts, targets, q) {
-		if f.format == "json" {
-			if err := enc.Encode(e); err != nil {
-				return err
-			}
-			continue
-		}
+	return printEach(g.stdout, f.format, in.Explain(cmd.Context(), insts, targets, q), func(e host.Explanation) string {
 		prefix := ""
 		if e.Instance != "" {
 			prefix = "instance " + e.Instance + ": "
 		}
-		if _, err := fmt.Fprintf(g.stdout, "%s%s %s by entry %d: %s; firewall (%s): %s, %s (rule %s)\n",
-			prefix, e.Target, e.Verdict, e.Index, e.Entry, e.Proto, e.Firewall, e.Reason, e.Rule); err != nil {
-			return err
-		}
-	}
-	return nil
+		return fmt.Sprintf("%s%s %s by entry %d: %s; firewall (%s): %s, %s (rule %s)\n",
+			prefix, e.Target, e.Verdict, e.Index, e.Entry, e.Proto, e.Firewall, e.Reason, e.Rule)
+	})
 }
 
 // explainInbound is explain --inbound (host.Inputs.ExplainInbound).
@@ -132,19 +123,28 @@ func explainInbound(cmd *cobra.Command, g *globals, args []string, f explainFlag
 	if err != nil {
 		return usageError(err)
 	}
-	enc := json.NewEncoder(g.stdout)
-	for _, e := range in.ExplainInbound(cmd.Context(), targets, dst, backendChoice(cmd, g, in.Config())) {
-		if f.format == "json" {
+	answers := in.ExplainInbound(cmd.Context(), targets, dst, backendChoice(cmd, g, in.Config()))
+	return printEach(g.stdout, f.format, answers, func(e host.InboundExplanation) string {
+		rule := ""
+		if e.Rule != "" {
+			rule = " (rule " + e.Rule + ")"
+		}
+		return fmt.Sprintf("inbound from %s: %s, %s%s\n", e.Target, e.Verdict, e.Reason, rule)
+	})
+}
+
+// printEach writes each answer: a JSON line with --format json, else the
+// line text makes of it.
+func printEach[T any](w io.Writer, format string, answers []T, text func(T) string) error {
+	enc := json.NewEncoder(w)
+	for _, e := range answers {
+		if format == "json" {
 			if err := enc.Encode(e); err != nil {
 				return err
 			}
 			continue
 		}
-		rule := ""
-		if e.Rule != "" {
-			rule = " (rule " + e.Rule + ")"
-		}
-		if _, err := fmt.Fprintf(g.stdout, "inbound from %s: %s, %s%s\n", e.Target, e.Verdict, e.Reason, rule); err != nil {
+		if _, err := io.WriteString(w, text(e)); err != nil {
 			return err
 		}
 	}
