@@ -51,7 +51,8 @@ func (a Applier) LockToRead(ctx context.Context, wait time.Duration) (release fu
 }
 
 // LockAndRecover takes the lock (waiting up to wait) for a change an open
-// confirm window may see (confirm, rollback, unblock) and runs Recover.
+// confirm window may see (unblock; EndWindow for confirm and rollback)
+// and runs Recover.
 func (a Applier) LockAndRecover(ctx context.Context, wait time.Duration) (release func(), err error) {
 	release, err = a.sys().Lock(ctx, wait)
 	if err != nil {

@@ -24,7 +24,7 @@ func readLock(ctx context.Context, g *globals) (release func(), err error) {
 }
 
 // lockAndRecover takes the lock for a change an open confirm window may
-// see (confirm, rollback, unblock) and runs Recover.
+// see (unblock) and runs Recover.
 func lockAndRecover(ctx context.Context, g *globals) (release func(), err error) {
 	release, err = g.applier().LockAndRecover(ctx, g.wait)
 	return release, hostError(err)
