@@ -17,14 +17,14 @@ import (
 // BackendChoice is the backend to use: flag (--backend) when set, else
 // relayfw.toml's backend, else the backend of the last apply (so that a
 // firewall is never lost track of), else "auto".
-func BackendChoice(flag string, flagSet bool, cfg config.Config) string {
+func (s *System) BackendChoice(flag string, flagSet bool, cfg config.Config) string {
 	switch {
 	case flagSet:
 		return flag
 	case cfg.Backend != "" && cfg.Backend != "auto":
 		return cfg.Backend
 	}
-	if st, ok := ReadState(); ok && (st.Backend == "nftables" || st.Backend == "iptables") {
+	if st, ok := s.ReadState(); ok && (st.Backend == "nftables" || st.Backend == "iptables") {
 		return st.Backend
 	}
 	return "auto"
@@ -128,24 +128,18 @@ func workingBackends(ctx context.Context, skip string) []firewall.Backend {
 	return out
 }
 
-// Hooks the confirm state machine's tests replace with fakes.
-var (
-	chooseBackend = ChooseBackend
-	otherBackends = OtherBackends
-)
-
 // RemoveOthers removes relayfw's objects from the backends other than b:
 // never two relayfw firewalls at once.
-func RemoveOthers(ctx context.Context, b firewall.Backend, log *slog.Logger) {
-	removeOthers(ctx, b, log, nil)
+func (s *System) RemoveOthers(ctx context.Context, b firewall.Backend, log *slog.Logger) {
+	s.removeOthers(ctx, b, log, nil)
 }
 
-func removeOthers(ctx context.Context, b firewall.Backend, log *slog.Logger, others func(context.Context, firewall.Backend) []firewall.Backend) {
+func (s *System) removeOthers(ctx context.Context, b firewall.Backend, log *slog.Logger, others func(context.Context, firewall.Backend) []firewall.Backend) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if others == nil {
-		others = otherBackends
+		others = s.otherBackends
 	}
 	for _, o := range others(ctx, b) {
 		installed, err := o.Installed(ctx)

@@ -47,19 +47,19 @@ const (
 // can install it as it is (rules.Ruleset.Validate): a record from an
 // older relayfw, or one damaged on disk, is refused rather than half
 // installed.
-func ValidLastGood() (LastGood, error) {
-	lg, err := ReadLastGood()
+func (s *System) ValidLastGood() (LastGood, error) {
+	lg, err := s.ReadLastGood()
 	if err != nil {
 		return lg, err
 	}
 	if lg.Ruleset.Version != rules.RulesetVersion {
-		return lg, fmt.Errorf("%s: ruleset version %d, want %d", LastGoodPath(), lg.Ruleset.Version, rules.RulesetVersion)
+		return lg, fmt.Errorf("%s: ruleset version %d, want %d", s.LastGoodPath(), lg.Ruleset.Version, rules.RulesetVersion)
 	}
 	if err := lg.Ruleset.Validate(); err != nil {
-		return lg, fmt.Errorf("%s: %w", LastGoodPath(), err)
+		return lg, fmt.Errorf("%s: %w", s.LastGoodPath(), err)
 	}
 	if lg.Backend != "nftables" && lg.Backend != "iptables" {
-		return lg, fmt.Errorf("%s: backend %q: want nftables or iptables", LastGoodPath(), lg.Backend)
+		return lg, fmt.Errorf("%s: backend %q: want nftables or iptables", s.LastGoodPath(), lg.Backend)
 	}
 	return lg, nil
 }
@@ -76,11 +76,11 @@ func DescribeLastGood(lg LastGood) string {
 // automatic apply keeps the last good firewall after an unconfirmed
 // rollback) with detail. It is never saved as the last good firewall.
 // The caller holds Lock.
-func InstallFallback(ctx context.Context, backend string, rs rules.Ruleset, kind, detail string, log *slog.Logger) (firewall.Backend, firewall.Result, error) {
+func (s *System) InstallFallback(ctx context.Context, backend string, rs rules.Ruleset, kind, detail string, log *slog.Logger) (firewall.Backend, firewall.Result, error) {
 	if err := rs.Validate(); err != nil {
 		return nil, firewall.Result{}, err
 	}
-	b, err := ChooseBackend(ctx, backend, log)
+	b, err := s.chooseBackend(ctx, backend, log)
 	if err != nil {
 		return nil, firewall.Result{}, err
 	}
@@ -88,11 +88,11 @@ func InstallFallback(ctx context.Context, backend string, rs rules.Ruleset, kind
 	if err != nil {
 		return b, res, err
 	}
-	RemoveOthers(ctx, b, log)
-	_ = RecordApply(Kind(b))
-	_ = SaveRuleset(AppliedRulesetPath(), rs)
-	if err := RecordChange(Change{Kind: kind, Detail: detail}); err != nil && log != nil {
-		log.Warn(fmt.Sprintf("cannot record the change in %s: %v", LastChangePath(), err))
+	s.RemoveOthers(ctx, b, log)
+	_ = s.RecordApply(Kind(b))
+	_ = SaveRuleset(s.AppliedRulesetPath(), rs)
+	if err := s.RecordChange(Change{Kind: kind, Detail: detail}); err != nil && log != nil {
+		log.Warn(fmt.Sprintf("cannot record the change in %s: %v", s.LastChangePath(), err))
 	}
 	return b, res, nil
 }
@@ -116,8 +116,8 @@ func InstallFallback(ctx context.Context, backend string, rs rules.Ruleset, kind
 // relay links go to tor's users alone, never to a guess (a torrc without
 // User that can be read means root, as in every ruleset). users names
 // them, for the record.
-func MinimalRuleset(opts Options) (rs rules.Ruleset, users []string) {
-	in := &Inputs{opts: opts, cfg: opts.Config}
+func MinimalRuleset(ctx context.Context, opts Options) (rs rules.Ruleset, users []string) {
+	in := newInputs(opts)
 	srcs, err := in.instanceSources()
 	if err != nil {
 		in.log().Warn(fmt.Sprintf("minimal firewall: the tor instances cannot be listed (%v): no relay links", err))
@@ -146,7 +146,7 @@ func MinimalRuleset(opts Options) (rs rules.Ruleset, users []string) {
 		default:
 			continue // unknown: no relay links
 		}
-		uid, err := LookupUID(user)
+		uid, err := in.sys.lookupUID(user)
 		if err != nil {
 			continue
 		}
@@ -155,7 +155,7 @@ func MinimalRuleset(opts Options) (rs rules.Ruleset, users []string) {
 			known = append(known, rules.UserRef{Name: user, UID: uid})
 		}
 	}
-	h := in.Host()
+	h := in.readHost(ctx)
 	h.RelayLinkUsers = known
 	h.Inbound = nil
 	rs = rules.CompileInstances(nil, h)

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -18,15 +19,14 @@ import (
 // tor users that can be known — a readable torrc's User, else its defaults
 // file's — and to nobody else.
 func TestMinimalRuleset(t *testing.T) {
-	old := LookupUID
-	LookupUID = func(name string) (uint32, error) {
+	sys := testSystem(t)
+	sys.LookupUID = func(name string) (uint32, error) {
 		uids := map[string]uint32{"debian-tor": 101, "alice": 1001, "root": 0}
 		if uid, ok := uids[name]; ok {
 			return uid, nil
 		}
 		return 0, fmt.Errorf("unknown user %s", name)
 	}
-	t.Cleanup(func() { LookupUID = old })
 	dir := t.TempDir()
 	defaults := filepath.Join(dir, "defaults")
 	if err := os.WriteFile(defaults, []byte("DataDirectory "+dir+"\nUser debian-tor\n"), 0o644); err != nil {
@@ -50,7 +50,7 @@ func TestMinimalRuleset(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			torrc := writeTorrc(t, tc.torrc)
 			cfg := config.Config{Allow: config.Allow{Resolvers: []string{"192.0.2.53"}}}
-			rs, users := MinimalRuleset(Options{Torrcs: []string{torrc}, DefaultsTorrc: tc.defaults, Config: cfg})
+			rs, users := MinimalRuleset(context.Background(), Options{Torrcs: []string{torrc}, DefaultsTorrc: tc.defaults, Config: cfg, System: sys})
 			if err := rs.Validate(); err != nil {
 				t.Fatalf("invalid: %v", err)
 			}
@@ -97,9 +97,8 @@ func TestMinimalRuleset(t *testing.T) {
 // TestValidLastGood: the boot falls back only to a last good firewall a
 // backend can install as it is.
 func TestValidLastGood(t *testing.T) {
-	PersistentDir = t.TempDir()
-	t.Cleanup(func() { PersistentDir = "/var/lib/relayfw" })
-	if _, err := ValidLastGood(); !errors.Is(err, os.ErrNotExist) {
+	sys := testSystem(t)
+	if _, err := sys.ValidLastGood(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("none recorded: %v", err)
 	}
 	good := rules.Compile(rules.ExitPolicy{}, rules.DefaultHost())
@@ -119,18 +118,18 @@ func TestValidLastGood(t *testing.T) {
 		{"an unknown backend", "pf", good, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if err := SaveLastGood(tc.backend, tc.rs); err != nil {
+			if err := sys.SaveLastGood(tc.backend, tc.rs); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := ValidLastGood(); (err == nil) != tc.ok {
+			if _, err := sys.ValidLastGood(); (err == nil) != tc.ok {
 				t.Fatalf("ValidLastGood: %v, want ok %v", err, tc.ok)
 			}
 		})
 	}
-	if err := os.WriteFile(LastGoodPath(), []byte("{"), 0o600); err != nil {
+	if err := os.WriteFile(sys.LastGoodPath(), []byte("{"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ValidLastGood(); err == nil {
+	if _, err := sys.ValidLastGood(); err == nil {
 		t.Fatal("a damaged record accepted")
 	}
 }

@@ -24,14 +24,14 @@ type Plan struct {
 }
 
 // NewPlan reads what an apply of rs with b would start from.
-func NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, error) {
+func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, error) {
 	p := &Plan{rs: rs, kind: Kind(b)}
 	var err error
 	if p.Installed, err = b.Installed(ctx); err != nil || !p.Installed {
 		return p, err
 	}
-	if st, ok := ReadState(); ok && st.Backend == Kind(b) {
-		p.Prev, _ = LoadRuleset(AppliedRulesetPath())
+	if st, ok := s.ReadState(); ok && st.Backend == Kind(b) {
+		p.Prev, _ = LoadRuleset(s.AppliedRulesetPath())
 	}
 	installed, err := b.RelayLinks(ctx, rs)
 	if err != nil {
@@ -76,8 +76,8 @@ func (p *Plan) Changes(drift []firewall.Drift) []string {
 }
 
 // PlanChanges is a dry run: what applying rs with b would change.
-func PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
-	p, err := NewPlan(ctx, b, rs)
+func (s *System) PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
+	p, err := s.NewPlan(ctx, b, rs)
 	if err != nil {
 		return nil, err
 	}

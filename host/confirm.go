@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"encoding/json"
@@ -60,24 +58,24 @@ func (p *Pending) Restores() string {
 
 // ReadPending reads the pending confirm; an error wrapping
 // os.ErrNotExist when there is none.
-func ReadPending() (*Pending, error) {
-	data, err := os.ReadFile(PendingPath())
+func (s *System) ReadPending() (*Pending, error) {
+	data, err := os.ReadFile(s.PendingPath())
 	if err != nil {
 		return nil, err
 	}
 	var p Pending
 	if err := json.Unmarshal(data, &p); err != nil {
-		return nil, fmt.Errorf("%s: %w", PendingPath(), err)
+		return nil, fmt.Errorf("%s: %w", s.PendingPath(), err)
 	}
 	return &p, nil
 }
 
-func writePending(p *Pending) error {
+func (s *System) writePending(p *Pending) error {
 	data, err := json.Marshal(p)
 	if err != nil {
 		return err
 	}
-	return writeAtomic(PendingPath(), data, 0o600)
+	return writeAtomic(s.PendingPath(), data, 0o600)
 }
 
 // PendingError refuses a change while a confirm window is open.
@@ -105,17 +103,17 @@ func (e *LateError) Error() string {
 // otherwise it waits up to wait (and ctx) for one of these and then
 // returns a *PendingError. Call it without the lock: the watcher needs the
 // lock to roll back.
-func GuardPending(ctx context.Context, wait time.Duration) error {
+func (s *System) GuardPending(ctx context.Context, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
-		p, err := ReadPending()
+		p, err := s.ReadPending()
 		if errors.Is(err, os.ErrNotExist) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		if recoveryDue(p) {
+		if s.recoveryDue(p) {
 			return nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -141,7 +139,11 @@ type Applier struct {
 	// unit): they leave the record of an unconfirmed rollback in place,
 	// which only an operator's apply clears.
 	Automatic bool
+	// System is the host; nil: DefaultSystem.
+	System *System
 }
+
+func (a Applier) sys() *System { return orDefault(a.System) }
 
 func (a Applier) log() *slog.Logger {
 	if a.Log == nil {
@@ -153,8 +155,8 @@ func (a Applier) log() *slog.Logger {
 // JournalPath is the record of a plain apply in progress: what it
 // replaces, written before the kernel changes and removed once the apply
 // is recorded. Recover finds it only when its writer died midway.
-func JournalPath() string         { return stateFile("state", ".journal.json") }
-func journalPreviousPath() string { return stateFile("state", ".journal-previous.json") }
+func (s *System) JournalPath() string         { return s.stateFile("state", ".journal.json") }
+func (s *System) journalPreviousPath() string { return s.stateFile("state", ".journal-previous.json") }
 
 // Apply installs rs with b; the caller holds Lock (and has run Recover).
 // The other backend's relayfw objects are removed, the apply recorded.
@@ -165,7 +167,8 @@ func journalPreviousPath() string { return stateFile("state", ".journal-previous
 // previous firewall at the deadline unless Confirm runs first is started
 // and recorded before the kernel changes.
 func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
-	if p, err := ReadPending(); err == nil {
+	s := a.sys()
+	if p, err := s.ReadPending(); err == nil {
 		return firewall.Result{}, nil, &PendingError{P: p}
 	}
 	if confirm > 0 {
@@ -173,9 +176,9 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 	}
 	// The journal only serves a kill midway: an apply goes ahead without
 	// it (a full /run must not keep the firewall from being installed).
-	j, err := previousOf(b, journalPreviousPath())
+	j, err := s.previousOf(b, s.journalPreviousPath())
 	if err == nil {
-		err = writeJSON(JournalPath(), j)
+		err = writeJSON(s.JournalPath(), j)
 	}
 	if err != nil {
 		a.log().Warn(fmt.Sprintf("no journal of this apply (%v): killed midway, it would not be undone", err))
@@ -183,19 +186,19 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 	res, err := b.Apply(ctx, rs)
 	if err != nil {
 		// The backend's apply is all or nothing: nothing to undo.
-		_ = os.Remove(JournalPath())
+		_ = os.Remove(s.JournalPath())
 		return res, nil, err
 	}
 	a.installed(ctx, b, rs)
-	_ = os.Remove(JournalPath())
+	_ = os.Remove(s.JournalPath())
 	if res.Changed {
 		a.record(Change{Kind: ChangeApplied})
 	}
-	if err := SaveLastGood(Kind(b), rs); err != nil {
+	if err := s.SaveLastGood(Kind(b), rs); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the last good firewall: %v", err))
 	}
 	if !a.Automatic {
-		if err := ForgetRolledBack(); err != nil {
+		if err := s.ForgetRolledBack(); err != nil {
 			a.log().Warn(fmt.Sprintf("cannot drop the record of the rollback: %v", err))
 		}
 	}
@@ -203,25 +206,26 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 }
 
 func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
-	p, err := previousOf(b, previousRulesetPath())
+	s := a.sys()
+	p, err := s.previousOf(b, s.previousRulesetPath())
 	if err != nil {
-		return firewall.Result{}, nil, &StateError{Path: previousRulesetPath(), Err: err}
+		return firewall.Result{}, nil, &StateError{Path: s.previousRulesetPath(), Err: err}
 	}
 	p.Deadline = time.Now().Add(confirm)
-	if err := writePending(p); err != nil {
-		return firewall.Result{}, nil, &StateError{Path: PendingPath(), Err: err}
+	if err := s.writePending(p); err != nil {
+		return firewall.Result{}, nil, &StateError{Path: s.PendingPath(), Err: err}
 	}
 	pid, err := a.StartWatcher(p)
 	if err != nil {
-		_ = os.Remove(PendingPath())
+		_ = os.Remove(s.PendingPath())
 		return firewall.Result{}, nil, fmt.Errorf("starting the rollback watcher: %w (nothing changed)", err)
 	}
 	p.Watcher = pid
-	p.WatcherStart, _ = processStart(pid)
+	p.WatcherStart, _ = s.processStart(pid)
 	// Without the pid, the next relayfw would start a second watcher:
 	// harmless (the first to get the lock rolls back, the other finds
 	// nothing to do).
-	_ = writePending(p)
+	_ = s.writePending(p)
 	res, err := b.Apply(ctx, rs)
 	var notRestored *firewall.NotRestoredError
 	if err != nil && !errors.As(err, &notRestored) {
@@ -229,18 +233,18 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.
 		// its own undo): there is nothing to roll back, and a rollback
 		// from the previous ruleset would drop what relayfw did not
 		// install (a hand-made rule in its chains).
-		_ = os.Remove(PendingPath())
-		stopWatcher(p)
+		_ = os.Remove(s.PendingPath())
+		s.stopWatcher(p)
 		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Window: p.Window(), Detail: "the apply failed; the firewall is as it was"})
 		return res, nil, err
 	}
 	if err != nil {
-		msg, rerr := rollbackLocked(ctx, p, a.Log)
+		msg, rerr := s.rollbackLocked(ctx, p, a.Log)
 		if rerr != nil {
 			return res, nil, fmt.Errorf("%w; restoring %s failed too: %v (the watcher tries again at %s)", err, p.Restores(), rerr, p.Window())
 		}
-		_ = os.Remove(PendingPath())
-		stopWatcher(p)
+		_ = os.Remove(s.PendingPath())
+		s.stopWatcher(p)
 		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Window: p.Window(), Detail: msg})
 		return res, nil, fmt.Errorf("%w; %s", err, msg)
 	}
@@ -251,30 +255,32 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.
 
 // installed records an apply of rs with b that the kernel took.
 func (a Applier) installed(ctx context.Context, b firewall.Backend, rs rules.Ruleset) {
-	removeOthers(ctx, b, a.Log, a.Others)
-	if err := RecordApply(Kind(b)); err != nil {
-		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", StatePath(), err))
+	s := a.sys()
+	s.removeOthers(ctx, b, a.Log, a.Others)
+	if err := s.RecordApply(Kind(b)); err != nil {
+		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", s.StatePath(), err))
 	}
-	if err := SaveRuleset(AppliedRulesetPath(), rs); err != nil {
+	if err := SaveRuleset(s.AppliedRulesetPath(), rs); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 	}
 }
 
 func (a Applier) record(c Change) {
-	if err := RecordChange(c); err != nil {
-		a.log().Warn(fmt.Sprintf("cannot record the change in %s: %v", LastChangePath(), err))
+	s := a.sys()
+	if err := s.RecordChange(c); err != nil {
+		a.log().Warn(fmt.Sprintf("cannot record the change in %s: %v", s.LastChangePath(), err))
 	}
 }
 
 // previousOf is what an apply with b replaces: the last applied ruleset,
 // copied to keep (none: a rollback removes), and its backend and time.
-func previousOf(b firewall.Backend, keep string) (*Pending, error) {
-	previous, err := keepPrevious(keep)
+func (s *System) previousOf(b firewall.Backend, keep string) (*Pending, error) {
+	previous, err := s.keepPrevious(keep)
 	if err != nil {
 		return nil, err
 	}
 	p := &Pending{Backend: Kind(b), Previous: previous}
-	if st, ok := ReadState(); ok && previous != "" {
+	if st, ok := s.ReadState(); ok && previous != "" {
 		p.PreviousBackend, p.PreviousAppliedAt = st.Backend, &st.AppliedAt
 	}
 	return p, nil
@@ -282,8 +288,8 @@ func previousOf(b firewall.Backend, keep string) (*Pending, error) {
 
 // keepPrevious copies the last applied ruleset to keep before an apply
 // replaces it; "" when there is none (a rollback then removes).
-func keepPrevious(keep string) (string, error) {
-	data, err := os.ReadFile(AppliedRulesetPath())
+func (s *System) keepPrevious(keep string) (string, error) {
+	data, err := os.ReadFile(s.AppliedRulesetPath())
 	if errors.Is(err, os.ErrNotExist) {
 		return "", nil
 	}
@@ -312,8 +318,8 @@ var ErrNothingPending = errors.New("no apply is waiting for confirmation")
 // its watcher is stopped; it becomes the last good firewall. The caller
 // holds Lock (and has run Recover). After the deadline it is refused with
 // a *LateError.
-func Confirm() (*Pending, error) {
-	p, err := ReadPending()
+func (s *System) Confirm() (*Pending, error) {
+	p, err := s.ReadPending()
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNothingPending
 	}
@@ -323,58 +329,58 @@ func Confirm() (*Pending, error) {
 	if !time.Now().Before(p.Deadline) {
 		return nil, &LateError{P: p}
 	}
-	if err := os.Remove(PendingPath()); err != nil {
+	if err := os.Remove(s.PendingPath()); err != nil {
 		return nil, err
 	}
-	stopWatcher(p)
-	_ = RecordChange(Change{Kind: ChangeConfirmed, Window: p.Window()})
-	if rs, err := LoadRuleset(AppliedRulesetPath()); err == nil {
-		_ = SaveLastGood(p.Backend, rs)
+	s.stopWatcher(p)
+	_ = s.RecordChange(Change{Kind: ChangeConfirmed, Window: p.Window()})
+	if rs, err := LoadRuleset(s.AppliedRulesetPath()); err == nil {
+		_ = s.SaveLastGood(p.Backend, rs)
 	}
-	_ = ForgetRolledBack()
+	_ = s.ForgetRolledBack()
 	return p, nil
 }
 
 // Rollback restores, now, what the pending apply replaced; the caller
 // holds Lock. It returns "rolled back to …".
-func Rollback(ctx context.Context, log *slog.Logger) (string, error) {
-	p, err := ReadPending()
+func (s *System) Rollback(ctx context.Context, log *slog.Logger) (string, error) {
+	p, err := s.ReadPending()
 	if errors.Is(err, os.ErrNotExist) {
 		return "", ErrNothingPending
 	}
 	if err != nil {
 		return "", err
 	}
-	return endWindow(ctx, p, RollbackCommand, log)
+	return s.endWindow(ctx, p, RollbackCommand, log)
 }
 
 // endWindow rolls the pending window p back and records why.
-func endWindow(ctx context.Context, p *Pending, why string, log *slog.Logger) (string, error) {
-	msg, err := rollbackLocked(ctx, p, log)
+func (s *System) endWindow(ctx context.Context, p *Pending, why string, log *slog.Logger) (string, error) {
+	msg, err := s.rollbackLocked(ctx, p, log)
 	if err != nil {
 		return "", err
 	}
 	// The records first: killed before the pending record goes, the next
 	// relayfw rolls back again and records it again; the other way round,
 	// the automatic applies would install the unconfirmed firewall anew.
-	if err := RecordChange(Change{Kind: ChangeRolledBack, Why: why, Window: p.Window(), Detail: msg}); err != nil && log != nil {
+	if err := s.RecordChange(Change{Kind: ChangeRolledBack, Why: why, Window: p.Window(), Detail: msg}); err != nil && log != nil {
 		log.Warn(err.Error())
 	}
-	if err := RecordRolledBack(RolledBack{At: time.Now().UTC().Truncate(time.Second), Why: why, Window: p.Window()}); err != nil && log != nil {
+	if err := s.RecordRolledBack(RolledBack{At: time.Now().UTC().Truncate(time.Second), Why: why, Window: p.Window()}); err != nil && log != nil {
 		log.Warn(err.Error())
 	}
-	_ = os.Remove(PendingPath())
-	stopWatcher(p)
+	_ = os.Remove(s.PendingPath())
+	s.stopWatcher(p)
 	return msg, nil
 }
 
 // WindowRolledBack says whether the confirm window named window (Pending.
 // Window) ended in a rollback, and when.
-func WindowRolledBack(window string) (time.Time, bool) {
-	if c, ok := ReadLastChange(); ok && c.Window == window {
+func (s *System) WindowRolledBack(window string) (time.Time, bool) {
+	if c, ok := s.ReadLastChange(); ok && c.Window == window {
 		return c.At, c.Kind == ChangeRolledBack
 	}
-	if r, ok := ReadRolledBack(); ok && r.Window == window {
+	if r, ok := s.ReadRolledBack(); ok && r.Window == window {
 		return r.At, true
 	}
 	return time.Time{}, false
@@ -383,8 +389,8 @@ func WindowRolledBack(window string) (time.Time, bool) {
 // rollbackLocked restores the previous ruleset on the backend that had
 // it, or removes the firewall; the new firewall goes from the backend the
 // apply used.
-func rollbackLocked(ctx context.Context, p *Pending, log *slog.Logger) (string, error) {
-	b, err := chooseBackend(ctx, p.Backend, log)
+func (s *System) rollbackLocked(ctx context.Context, p *Pending, log *slog.Logger) (string, error) {
+	b, err := s.chooseBackend(ctx, p.Backend, log)
 	if err != nil {
 		return "", err
 	}
@@ -392,7 +398,7 @@ func rollbackLocked(ctx context.Context, p *Pending, log *slog.Logger) (string, 
 		if _, err := b.Remove(ctx); err != nil {
 			return "", err
 		}
-		ForgetApply()
+		s.ForgetApply()
 		return "rolled back to " + p.Restores(), nil
 	}
 	rs, err := LoadRuleset(p.Previous)
@@ -401,16 +407,16 @@ func rollbackLocked(ctx context.Context, p *Pending, log *slog.Logger) (string, 
 	}
 	prev := b
 	if p.PreviousBackend != "" && p.PreviousBackend != Kind(b) {
-		if prev, err = chooseBackend(ctx, p.PreviousBackend, log); err != nil {
+		if prev, err = s.chooseBackend(ctx, p.PreviousBackend, log); err != nil {
 			return "", err
 		}
 	}
 	if _, err := prev.Apply(ctx, rs); err != nil {
 		return "", err
 	}
-	RemoveOthers(ctx, prev, log)
-	_ = RecordApply(Kind(prev))
-	_ = SaveRuleset(AppliedRulesetPath(), rs)
+	s.RemoveOthers(ctx, prev, log)
+	_ = s.RecordApply(Kind(prev))
+	_ = SaveRuleset(s.AppliedRulesetPath(), rs)
 	return "rolled back to " + p.Restores(), nil
 }
 
@@ -418,16 +424,16 @@ func rollbackLocked(ctx context.Context, p *Pending, log *slog.Logger) (string, 
 // something to do: an apply that died midway, or a confirm window whose
 // deadline passed or whose watcher is gone. A reader (check, status)
 // then takes the lock for Recover before it reads.
-func RecoveryDue() bool {
-	if _, err := os.Stat(JournalPath()); err == nil {
+func (s *System) RecoveryDue() bool {
+	if _, err := os.Stat(s.JournalPath()); err == nil {
 		return true
 	}
-	p, err := ReadPending()
-	return err == nil && recoveryDue(p)
+	p, err := s.ReadPending()
+	return err == nil && s.recoveryDue(p)
 }
 
-func recoveryDue(p *Pending) bool {
-	return !time.Now().Before(p.Deadline) || !watcherAlive(p)
+func (s *System) recoveryDue(p *Pending) bool {
+	return !time.Now().Before(p.Deadline) || !s.watcherAlive(p)
 }
 
 // Recover brings the firewall back to a decided state; every relayfw that
@@ -437,19 +443,20 @@ func recoveryDue(p *Pending) bool {
 // gets a new watcher. It returns one line saying what it did ("" when
 // nothing).
 func (a Applier) Recover(ctx context.Context) (string, error) {
+	s := a.sys()
 	var said []string
-	if j, err := readJournal(); err == nil {
-		msg, err := rollbackLocked(ctx, j, a.Log)
+	if j, err := s.readJournal(); err == nil {
+		msg, err := s.rollbackLocked(ctx, j, a.Log)
 		if err != nil {
 			return "", fmt.Errorf("undoing an apply that was interrupted: %w", err)
 		}
-		_ = os.Remove(JournalPath())
+		_ = os.Remove(s.JournalPath())
 		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Detail: "an apply was interrupted; " + msg})
 		said = append(said, "an apply was interrupted: "+msg)
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return "", err
 	}
-	p, err := ReadPending()
+	p, err := s.ReadPending()
 	if errors.Is(err, os.ErrNotExist) {
 		return strings.Join(said, "; "), nil
 	}
@@ -458,141 +465,36 @@ func (a Applier) Recover(ctx context.Context) (string, error) {
 	}
 	switch {
 	case !time.Now().Before(p.Deadline):
-		msg, err := endWindow(ctx, p, RollbackDeadline, a.Log)
+		msg, err := s.endWindow(ctx, p, RollbackDeadline, a.Log)
 		if err != nil {
 			return "", fmt.Errorf("rolling back the apply --confirm whose deadline %s passed: %w", p.Window(), err)
 		}
 		said = append(said, fmt.Sprintf("the apply --confirm was not confirmed by its deadline %s: %s", p.Window(), msg))
-	case !watcherAlive(p) && a.StartWatcher != nil:
+	case !s.watcherAlive(p) && a.StartWatcher != nil:
 		pid, err := a.StartWatcher(p)
 		if err != nil {
 			return "", fmt.Errorf("restarting the rollback watcher of the apply --confirm until %s: %w", p.Window(), err)
 		}
 		p.Watcher = pid
-		p.WatcherStart, _ = processStart(pid)
-		if err := writePending(p); err != nil {
-			return "", &StateError{Path: PendingPath(), Err: err}
+		p.WatcherStart, _ = s.processStart(pid)
+		if err := s.writePending(p); err != nil {
+			return "", &StateError{Path: s.PendingPath(), Err: err}
 		}
 		said = append(said, fmt.Sprintf("restarted the rollback watcher of the apply --confirm until %s (it was gone)", p.Window()))
 	}
 	return strings.Join(said, "; "), nil
 }
 
-func readJournal() (*Pending, error) {
-	data, err := os.ReadFile(JournalPath())
+func (s *System) readJournal() (*Pending, error) {
+	data, err := os.ReadFile(s.JournalPath())
 	if err != nil {
 		return nil, err
 	}
 	var j Pending
 	if err := json.Unmarshal(data, &j); err != nil {
 		// A journal cut short: its apply never reached the kernel.
-		_ = os.Remove(JournalPath())
+		_ = os.Remove(s.JournalPath())
 		return nil, os.ErrNotExist
 	}
 	return &j, nil
 }
-
-// LockPatiently takes the lock however long another relayfw holds it
-// (until ctx ends), saying once that it waits: the watcher's and the
-// backstop timer's lock.
-func LockPatiently(ctx context.Context, log *slog.Logger) (release func(), err error) {
-	release, err = Lock(ctx, 0)
-	var busy *BusyError
-	if !errors.As(err, &busy) {
-		return release, err
-	}
-	if log != nil {
-		log.Info(fmt.Sprintf("waiting for the lock %s: another relayfw holds it", LockPath()))
-	}
-	return Lock(ctx, 100*365*24*time.Hour)
-}
-
-// Watch is the rollback watcher: it sleeps until the pending deadline and
-// rolls back unless the apply was confirmed (or rolled back) first.
-func Watch(ctx context.Context, log *slog.Logger) (string, error) {
-	return Applier{Log: log}.Watch(ctx)
-}
-
-// Watch is the rollback watcher: it sleeps until the pending deadline,
-// then waits for the lock as long as it takes and runs Recover, which
-// rolls back unless the apply was confirmed (or rolled back) first.
-func (a Applier) Watch(ctx context.Context) (string, error) {
-	for {
-		p, err := ReadPending()
-		if err != nil {
-			return "", nil // confirmed, or already rolled back
-		}
-		if left := time.Until(p.Deadline); left > 0 {
-			select {
-			case <-ctx.Done():
-				return "", ctx.Err()
-			case <-time.After(min(left, 250*time.Millisecond)):
-			}
-			continue
-		}
-		release, err := LockPatiently(ctx, a.Log)
-		if err != nil {
-			return "", err
-		}
-		defer release()
-		return a.Recover(ctx)
-	}
-}
-
-// watcherAlive says whether the pending record's watcher still runs: its
-// pid names a live process that started when the watcher did.
-func watcherAlive(p *Pending) bool {
-	if p.Watcher <= 0 {
-		return false
-	}
-	if p.Watcher == os.Getpid() {
-		return true
-	}
-	start, state, ok := procStat(p.Watcher)
-	if !ok || state == "Z" || state == "X" {
-		return false
-	}
-	return p.WatcherStart == 0 || start == p.WatcherStart
-}
-
-// stopWatcher signals the watcher, when the process with its pid is still
-// the watcher (same start time): a reused pid is left alone.
-func stopWatcher(p *Pending) {
-	if p.Watcher <= 0 || p.Watcher == os.Getpid() {
-		return
-	}
-	if start, ok := processStart(p.Watcher); ok && start == p.WatcherStart && p.WatcherStart != 0 {
-		_ = syscall.Kill(p.Watcher, syscall.SIGTERM)
-	}
-}
-
-// processStart reads a process's start time (field 22 of /proc/PID/stat,
-// in clock ticks since boot).
-func processStart(pid int) (uint64, bool) {
-	start, _, ok := procStat(pid)
-	return start, ok
-}
-
-// procStat reads a process's start time and state from /proc/PID/stat.
-func procStat(pid int) (start uint64, state string, ok bool) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, "", false
-	}
-	// The command name (field 2) is in parentheses and may hold spaces.
-	i := strings.LastIndexByte(string(data), ')')
-	if i < 0 {
-		return 0, "", false
-	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return 0, "", false
-	}
-	v, err := strconv.ParseUint(f[19], 10, 64) // field 22: the 20th after ")"
-	return v, f[0], err == nil
-}
-
-// InHostNetns says whether relayfw runs in the host's own network
-// namespace (PID 1's): only there may it hand work to systemd, whose
-// units run in that namespace.
-func InHostNetns() bool { return inInitNetns() }

@@ -18,27 +18,23 @@ import (
 
 // fakeHost points the state at a temporary directory and the backend
 // hooks at two fakes.
-func fakeHost(t *testing.T) (nft, ipt *fake.Backend) {
+func fakeHost(t *testing.T) (sys *System, nft, ipt *fake.Backend) {
 	t.Helper()
 	nft, ipt = fake.New("nftables"), fake.New("iptables")
-	oldDir, oldPersistent, oldChoose, oldOthers := StateDir, PersistentDir, chooseBackend, otherBackends
-	StateDir, PersistentDir = t.TempDir(), t.TempDir()
-	chooseBackend = func(_ context.Context, name string, _ *slog.Logger) (firewall.Backend, error) {
+	sys = testSystem(t)
+	sys.ChooseBackend = func(_ context.Context, name string, _ *slog.Logger) (firewall.Backend, error) {
 		if name == "iptables" {
 			return ipt, nil
 		}
 		return nft, nil
 	}
-	otherBackends = func(_ context.Context, b firewall.Backend) []firewall.Backend {
+	sys.OtherBackends = func(_ context.Context, b firewall.Backend) []firewall.Backend {
 		if Kind(b) == "iptables" {
 			return []firewall.Backend{nft}
 		}
 		return []firewall.Backend{ipt}
 	}
-	t.Cleanup(func() {
-		StateDir, PersistentDir, chooseBackend, otherBackends = oldDir, oldPersistent, oldChoose, oldOthers
-	})
-	return nft, ipt
+	return sys, nft, ipt
 }
 
 // policyRuleset is a ruleset told apart by its exit policy.
@@ -73,10 +69,10 @@ func exits(f *fake.Backend, port uint16) bool {
 }
 
 func TestConfirmKeepsTheNewFirewall(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
 	a, b := policyRuleset(t, "accept *:80,reject *:*"), policyRuleset(t, "accept *:443,reject *:*")
-	ap := Applier{StartWatcher: selfWatcher}
+	ap := Applier{System: sys, StartWatcher: selfWatcher}
 	if _, p, err := ap.Apply(ctx, nft, a, 0); err != nil || p != nil {
 		t.Fatalf("plain apply: %v %v", p, err)
 	}
@@ -89,29 +85,29 @@ func TestConfirmKeepsTheNewFirewall(t *testing.T) {
 	if _, _, err := ap.Apply(ctx, nft, a, 0); !errors.As(err, &pe) {
 		t.Fatalf("apply inside the window: %v, want a PendingError", err)
 	}
-	if err := GuardPending(ctx, 150*time.Millisecond); !errors.As(err, &pe) || !strings.Contains(err.Error(), "relayfw rollback") {
+	if err := sys.GuardPending(ctx, 150*time.Millisecond); !errors.As(err, &pe) || !strings.Contains(err.Error(), "relayfw rollback") {
 		t.Fatalf("guard: %v", err)
 	}
 	// ...until confirm, which keeps b.
-	if _, err := Confirm(); err != nil {
+	if _, err := sys.Confirm(); err != nil {
 		t.Fatal(err)
 	}
-	if err := GuardPending(ctx, 0); err != nil {
+	if err := sys.GuardPending(ctx, 0); err != nil {
 		t.Fatalf("guard after confirm: %v", err)
 	}
-	if _, err := Confirm(); !errors.Is(err, ErrNothingPending) {
+	if _, err := sys.Confirm(); !errors.Is(err, ErrNothingPending) {
 		t.Fatalf("second confirm: %v", err)
 	}
-	if got, _ := LoadRuleset(AppliedRulesetPath()); !exits(holding(got), 443) || !exits(nft, 443) || exits(nft, 80) {
+	if got, _ := LoadRuleset(sys.AppliedRulesetPath()); !exits(holding(got), 443) || !exits(nft, 443) || exits(nft, 80) {
 		t.Fatalf("the confirmed firewall is not b")
 	}
 }
 
 func TestRollbackRestoresThePrevious(t *testing.T) {
-	nft, ipt := fakeHost(t)
+	sys, nft, ipt := fakeHost(t)
 	ctx := context.Background()
 	a, b := policyRuleset(t, "accept *:80,reject *:*"), policyRuleset(t, "accept *:443,reject *:*")
-	ap := Applier{StartWatcher: noWatcher}
+	ap := Applier{System: sys, StartWatcher: noWatcher}
 	if _, _, err := ap.Apply(ctx, ipt, a, 0); err != nil {
 		t.Fatal(err)
 	}
@@ -122,57 +118,57 @@ func TestRollbackRestoresThePrevious(t *testing.T) {
 	if ipt.Ruleset() != nil {
 		t.Fatal("apply with nftables left the iptables firewall")
 	}
-	msg, err := Rollback(ctx, nil)
+	msg, err := sys.Rollback(ctx, nil)
 	if err != nil || !strings.HasPrefix(msg, "rolled back to the firewall applied at ") || !strings.HasSuffix(msg, "(iptables)") {
 		t.Fatalf("rollback: %q %v", msg, err)
 	}
 	if !exits(ipt, 80) || exits(ipt, 443) || nft.Ruleset() != nil {
 		t.Fatalf("after rollback: iptables %v, nftables %v; want a on iptables only", ipt.Ruleset() != nil, nft.Ruleset() != nil)
 	}
-	if st, ok := ReadState(); !ok || st.Backend != "iptables" {
+	if st, ok := sys.ReadState(); !ok || st.Backend != "iptables" {
 		t.Fatalf("state after rollback: %+v", st)
 	}
-	if _, err := Rollback(ctx, nil); !errors.Is(err, ErrNothingPending) {
+	if _, err := sys.Rollback(ctx, nil); !errors.Is(err, ErrNothingPending) {
 		t.Fatalf("second rollback: %v", err)
 	}
 }
 
 func TestWatcherRollsBackAtTheDeadline(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
-	ap := Applier{StartWatcher: noWatcher}
+	ap := Applier{System: sys, StartWatcher: noWatcher}
 	// No firewall before: the rollback removes it.
 	if _, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:80"), 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	msg, err := Watch(ctx, nil)
+	msg, err := sys.Watch(ctx, nil)
 	if err != nil || !strings.HasSuffix(msg, ": rolled back to no firewall (relayfw's firewall is removed)") || nft.Ruleset() != nil {
 		t.Fatalf("watch: %q %v, installed %v", msg, err, nft.Ruleset() != nil)
 	}
-	if _, ok := ReadState(); ok {
+	if _, ok := sys.ReadState(); ok {
 		t.Fatal("the state still records an apply")
 	}
 	// A confirmed apply: the watcher just ends.
 	if _, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:80"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Confirm(); err != nil {
+	if _, err := sys.Confirm(); err != nil {
 		t.Fatal(err)
 	}
-	if msg, err := Watch(ctx, nil); msg != "" || err != nil || nft.Ruleset() == nil {
+	if msg, err := sys.Watch(ctx, nil); msg != "" || err != nil || nft.Ruleset() == nil {
 		t.Fatalf("watch after confirm: %q %v", msg, err)
 	}
 }
 
 func TestNoWatcherNoWindow(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
-	ap := Applier{StartWatcher: noWatcher}
+	ap := Applier{System: sys, StartWatcher: noWatcher}
 	if _, _, err := ap.Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
 	applies := nft.Calls(fake.OpApply)
-	failing := Applier{StartWatcher: func(*Pending) (int, error) { return 0, errors.New("fork failed") }}
+	failing := Applier{System: sys, StartWatcher: func(*Pending) (int, error) { return 0, errors.New("fork failed") }}
 	_, _, err := failing.Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Minute)
 	if err == nil || !strings.Contains(err.Error(), "nothing changed") {
 		t.Fatalf("apply --confirm without a watcher: %v, want a refusal before any change", err)
@@ -180,7 +176,7 @@ func TestNoWatcherNoWindow(t *testing.T) {
 	if nft.Calls(fake.OpApply) != applies || !exits(nft, 80) || exits(nft, 443) {
 		t.Fatal("the firewall changed without a watcher")
 	}
-	if err := GuardPending(ctx, 0); err != nil {
+	if err := sys.GuardPending(ctx, 0); err != nil {
 		t.Fatalf("a window is left open: %v", err)
 	}
 }
@@ -188,6 +184,7 @@ func TestNoWatcherNoWindow(t *testing.T) {
 // stopWatcher signals the watcher only while its pid still names the
 // process that started as the watcher.
 func TestStopWatcherChecksTheProcess(t *testing.T) {
+	sys := DefaultSystem()
 	child := exec.Command("sleep", "30")
 	if err := child.Start(); err != nil {
 		t.Fatal("cannot start sleep:", err)
@@ -195,17 +192,17 @@ func TestStopWatcherChecksTheProcess(t *testing.T) {
 	defer func() { _ = child.Process.Kill() }()
 	exited := make(chan error, 1)
 	go func() { exited <- child.Wait() }()
-	start, ok := processStart(child.Process.Pid)
+	start, ok := sys.processStart(child.Process.Pid)
 	if !ok {
 		t.Fatalf("no start time in /proc/%d/stat", child.Process.Pid)
 	}
-	stopWatcher(&Pending{Watcher: child.Process.Pid, WatcherStart: start + 1}) // a reused pid
+	sys.stopWatcher(&Pending{Watcher: child.Process.Pid, WatcherStart: start + 1}) // a reused pid
 	select {
 	case err := <-exited:
 		t.Fatalf("a process that is not the watcher was signalled: %v", err)
 	case <-time.After(300 * time.Millisecond):
 	}
-	stopWatcher(&Pending{Watcher: child.Process.Pid, WatcherStart: start})
+	sys.stopWatcher(&Pending{Watcher: child.Process.Pid, WatcherStart: start})
 	select {
 	case <-exited:
 	case <-time.After(5 * time.Second):

@@ -73,7 +73,7 @@ func (c ConsensusState) Summary() string {
 }
 
 // Consensus is what relayfw made of each instance's cached consensus (the
-// instances whose relay links it reads), as of the last Ruleset or Host.
+// instances whose relay links it reads), as Load read it.
 func (in *Inputs) Consensus() []ConsensusState { return append([]ConsensusState{}, in.consensus...) }
 
 // ConsensusRefused reports whether an instance's consensus was refused:

@@ -37,7 +37,7 @@ func consensusInputs(t *testing.T, setup func(dataDir string), now time.Time, lo
 	cfg.Allow.Resolvers = []string{"192.0.2.53"}
 	off := false
 	cfg.Allow.Updates = &off
-	in, err := Load(Options{Torrcs: []string{torrc}, Config: cfg, Now: func() time.Time { return now },
+	in, err := Load(context.Background(), Options{Torrcs: []string{torrc}, Config: cfg, Now: func() time.Time { return now },
 		Log: slog.New(slog.NewTextHandler(log, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
@@ -240,7 +240,7 @@ func TestConsensusAuthoritiesNotTrusted(t *testing.T) {
 	cfg.Allow.Resolvers = []string{"192.0.2.53"}
 	cfg.Inbound.Enabled = true
 	cfg.Inbound.SetSize = 1 << 16
-	in, err := Load(Options{Torrcs: []string{torrc}, Config: cfg})
+	in, err := Load(context.Background(), Options{Torrcs: []string{torrc}, Config: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,16 +18,18 @@ import (
 func Example() {
 	dir, _ := os.MkdirTemp("", "relayfw-example")
 	defer os.RemoveAll(dir)
-	host.StateDir = filepath.Join(dir, "state")    // default /run/relayfw
-	host.PersistentDir = filepath.Join(dir, "lib") // default /var/lib/relayfw
+	sys := host.DefaultSystem()
+	sys.StateDir = filepath.Join(dir, "state")    // default /run/relayfw
+	sys.PersistentDir = filepath.Join(dir, "lib") // default /var/lib/relayfw
 	torrc := filepath.Join(dir, "torrc")
 	_ = os.WriteFile(torrc, []byte("ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,accept *:443,reject *:*\nExitPolicyRejectPrivate 0\n"), 0o644)
 
-	cfg := host.DefaultConfig() // or host.LoadConfig("/etc/relayfw/relayfw.toml", true)
+	cfg := host.DefaultConfig() // or sys.LoadConfig("/etc/relayfw/relayfw.toml", true)
 	cfg.Allow.Resolvers = []string{"192.0.2.53"}
 	noUpdates := false
 	cfg.Allow.Updates = &noUpdates
-	in, err := host.Load(host.Options{Torrcs: []string{torrc}, Config: cfg})
+	ctx := context.Background()
+	in, err := host.Load(ctx, host.Options{Torrcs: []string{torrc}, Config: cfg, System: sys})
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -35,16 +37,16 @@ func Example() {
 	fmt.Println(in.Instances[0].Effective.Policy.Lines())
 	rs, _ := in.Ruleset()
 
-	ctx := context.Background()
-	release, err := host.Lock(ctx, 30*time.Second)
+	release, err := sys.Lock(ctx, 30*time.Second)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
 	defer release()
 	applier := host.Applier{
+		System: sys,
 		// A real program starts "relayfw rollback-watcher" (or calls
-		// host.Watch in a process of its own) detached from its session.
+		// sys.Watch in a process of its own) detached from its session.
 		StartWatcher: func(*host.Pending) (int, error) { return 0, nil },
 		// This program manages one backend: leave the others alone.
 		Others: func(context.Context, firewall.Backend) []firewall.Backend { return nil },
@@ -60,7 +62,7 @@ func Example() {
 	}
 	fmt.Println("installed:", res.Rules, "rules")
 	fmt.Println("unless confirmed, rolls back to", pending.Restores())
-	if _, err := host.Confirm(); err == nil {
+	if _, err := sys.Confirm(); err == nil {
 		fmt.Println("confirmed")
 	}
 	if drift, _, err := host.Check(ctx, b, rs); err == nil && len(drift) == 0 {

@@ -21,11 +21,11 @@ func (in *Inputs) ExtraReapply(b firewall.Backend, rs rules.Ruleset) (reapply bo
 	if names == 0 {
 		return false, ""
 	}
-	st, ok := ReadState()
+	st, ok := in.sys.ReadState()
 	if !ok || st.Backend != Kind(b) {
 		return false, ""
 	}
-	prev, err := LoadRuleset(AppliedRulesetPath())
+	prev, err := LoadRuleset(in.sys.AppliedRulesetPath())
 	if err != nil {
 		return false, ""
 	}

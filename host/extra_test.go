@@ -27,10 +27,8 @@ type fakeDNS struct {
 	deadlines []time.Time
 }
 
-func (d *fakeDNS) install(t *testing.T) {
-	t.Helper()
-	old := LookupNetIP
-	LookupNetIP = func(ctx context.Context, _, name string) ([]netip.Addr, error) {
+func (d *fakeDNS) install(sys *System) {
+	sys.LookupNetIP = func(ctx context.Context, _, name string) ([]netip.Addr, error) {
 		dl, _ := ctx.Deadline()
 		d.deadlines = append(d.deadlines, dl)
 		d.names = append(d.names, name)
@@ -43,7 +41,6 @@ func (d *fakeDNS) install(t *testing.T) {
 		<-ctx.Done() // a resolver that does not answer
 		return nil, ctx.Err()
 	}
-	t.Cleanup(func() { LookupNetIP = old })
 }
 
 func writeTorrc(t *testing.T, text string) string {
@@ -60,13 +57,14 @@ func writeTorrc(t *testing.T, text string) string {
 // ruleset of no relayfw.toml at all, and resolves no name (every name
 // would resolve here, so that a live example would show).
 func TestShippedConfigIsInert(t *testing.T) {
+	sys := testSystem(t)
 	dns := &fakeDNS{anyName: []netip.Addr{netip.MustParseAddr("192.0.2.1")}}
-	dns.install(t)
+	dns.install(sys)
 	build, err := os.ReadFile("../packaging/build-deb")
 	if err != nil || !strings.Contains(string(build), "cp ../examples/relayfw.toml ") {
 		t.Fatalf("packaging/build-deb no longer ships examples/relayfw.toml: %v", err)
 	}
-	shipped, err := LoadConfig("../examples/relayfw.toml", false)
+	shipped, err := sys.LoadConfig("../examples/relayfw.toml", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +72,7 @@ func TestShippedConfigIsInert(t *testing.T) {
 		t.Errorf("the shipped relayfw.toml sets something (-none +shipped):\n%s", diff)
 	}
 	ruleset := func(cfg config.Config) any {
-		in, err := Load(Options{Torrcs: []string{"../examples/torrc"}, Config: cfg})
+		in, err := Load(context.Background(), Options{Torrcs: []string{"../examples/torrc"}, Config: cfg, System: sys})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,18 +92,17 @@ func TestShippedConfigIsInert(t *testing.T) {
 // names, a torrc's Address) shares one deadline, DNSWait after the first,
 // and each name is looked up once however often the ruleset is built.
 func TestDNSWaitShared(t *testing.T) {
+	sys := testSystem(t)
 	dns := &fakeDNS{answers: map[string][]netip.Addr{"up.example.test": {netip.MustParseAddr("192.0.2.25")}}}
-	dns.install(t)
-	old := DNSWait
-	DNSWait = 10 * time.Millisecond
-	t.Cleanup(func() { DNSWait = old })
+	dns.install(sys)
+	sys.DNSWait = 10 * time.Millisecond
 	torrc := writeTorrc(t, "ORPort 9001\nExitRelay 1\nAddress relay.example.test\nExitPolicy accept *:443,reject *:*\n")
 	cfg := config.Config{Allow: config.Allow{Resolvers: []string{"192.0.2.53"}, Extra: []config.Extra{
 		{Name: "a", To: []string{"down1.example.test", "up.example.test"}, Ports: []string{"587"}},
 		{Name: "b", To: []string{"down2.example.test"}, Ports: []string{"25"}},
 	}}}
 	start := time.Now()
-	in, err := Load(Options{Torrcs: []string{torrc}, Config: cfg})
+	in, err := Load(context.Background(), Options{Torrcs: []string{torrc}, Config: cfg, System: sys})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,12 +134,10 @@ func TestDNSWaitShared(t *testing.T) {
 // it keeps what is installed when a name does not resolve or other inputs
 // changed too.
 func TestExtraReapply(t *testing.T) {
-	StateDir = t.TempDir()
+	sys := testSystem(t)
 	dns := &fakeDNS{answers: map[string][]netip.Addr{}}
-	dns.install(t)
-	old := DNSWait
-	DNSWait = 10 * time.Millisecond
-	t.Cleanup(func() { DNSWait = old })
+	dns.install(sys)
+	sys.DNSWait = 10 * time.Millisecond
 	torrcA := writeTorrc(t, "ORPort 9001\nExitRelay 1\nExitPolicy accept *:443,reject *:*\n")
 	torrcB := writeTorrc(t, "ORPort 9001\nExitRelay 1\nExitPolicy accept *:80,reject *:*\n")
 	cfg := config.Config{Allow: config.Allow{Resolvers: []string{"192.0.2.53"}, Extra: []config.Extra{
@@ -151,7 +146,7 @@ func TestExtraReapply(t *testing.T) {
 	nft := fake.New("nftables")
 	load := func(torrc string) *Inputs {
 		t.Helper()
-		in, err := Load(Options{Torrcs: []string{torrc}, Config: cfg})
+		in, err := Load(context.Background(), Options{Torrcs: []string{torrc}, Config: cfg, System: sys})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -160,10 +155,10 @@ func TestExtraReapply(t *testing.T) {
 	applied := func(in *Inputs) {
 		t.Helper()
 		rs, _ := in.Ruleset()
-		if err := RecordApply("nftables"); err != nil {
+		if err := sys.RecordApply("nftables"); err != nil {
 			t.Fatal(err)
 		}
-		if err := SaveRuleset(AppliedRulesetPath(), rs); err != nil {
+		if err := SaveRuleset(sys.AppliedRulesetPath(), rs); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -202,9 +197,9 @@ func TestExtraReapply(t *testing.T) {
 // TestExtraReapplyNoNames: without host names in allow.extra, refresh
 // leaves the rules alone whatever changed.
 func TestExtraReapplyNoNames(t *testing.T) {
-	StateDir = t.TempDir()
+	sys := testSystem(t)
 	torrc := writeTorrc(t, "ORPort 9001\nExitRelay 1\nExitPolicy accept *:443,reject *:*\n")
-	in, err := Load(Options{Torrcs: []string{torrc}, Config: config.Config{Allow: config.Allow{Resolvers: []string{"192.0.2.53"},
+	in, err := Load(context.Background(), Options{System: sys, Torrcs: []string{torrc}, Config: config.Config{Allow: config.Allow{Resolvers: []string{"192.0.2.53"},
 		Extra: []config.Extra{{Name: "net", To: []string{"192.0.2.0/24"}}}}}})
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 
@@ -19,14 +20,14 @@ type hostAnswer struct {
 // resolves it; one that does not resolve, or that tor would refuse, is
 // left out with a warning, like a port that is not fixed. names caches
 // the answers of the run; every lookup shares the run's DNS deadline
-// (DNSWait) with allow.extra's and Address's.
-func (in *Inputs) listenEndpoints(t *Instance, dirPorts bool, names map[string]hostAnswer) []netip.AddrPort {
+// (System.DNSWait) with allow.extra's and Address's.
+func (in *Inputs) listenEndpoints(ctx context.Context, t *Instance, dirPorts bool, names map[string]hostAnswer) []netip.AddrPort {
 	var ports []rules.PortConfig
 	for _, p := range t.Options.Ports {
 		if p.Host != "" && (p.Kind == "ORPort" || dirPorts && p.Kind == "DirPort") && p.Port != "auto" {
 			a, ok := names[p.Host]
 			if !ok {
-				a.addrs, a.err = in.lookupHost(p.Host)
+				a.addrs, a.err = in.lookupHost(ctx, p.Host)
 				names[p.Host] = a
 			}
 			if a.err != nil {

@@ -19,9 +19,8 @@ import (
 // within one deadline; what cannot be protected is said.
 func TestInboundEndpoints(t *testing.T) {
 	lookups := map[string]int{}
-	saved := LookupNetIP
-	t.Cleanup(func() { LookupNetIP = saved })
-	LookupNetIP = func(ctx context.Context, network, name string) ([]netip.Addr, error) {
+	sys := DefaultSystem()
+	sys.LookupNetIP = func(ctx context.Context, network, name string) ([]netip.Addr, error) {
 		lookups[name]++
 		if _, ok := ctx.Deadline(); !ok {
 			t.Errorf("lookup of %s without a deadline", name)
@@ -46,13 +45,13 @@ func TestInboundEndpoints(t *testing.T) {
 		return &Instance{Name: "x", Options: o}
 	}
 	var log bytes.Buffer
-	in := &Inputs{opts: Options{Log: slog.New(slog.NewTextHandler(&log, nil))},
+	in := &Inputs{opts: Options{Log: slog.New(slog.NewTextHandler(&log, nil))}, sys: sys,
 		cfg: config.Config{Inbound: config.Inbound{Enabled: true, DirPorts: true, SetSize: 1 << 18}}}
 	in.Instances = []*Instance{
 		instance("ORPort relay.example.org:443\nORPort 9001 IPv4Only\nORPort auto\nDirPort v6.example.org:80\n"),
 		instance("ORPort relay.example.org:9100\nORPort gone.example.org:9101\nORPort gone.example.org:9102\nORPort v6.example.org:9103 IPv4Only\n"),
 	}
-	got := in.inbound(relays.Network{})
+	got := in.inbound(context.Background(), relays.Network{})
 	if got == nil {
 		t.Fatalf("no protection:\n%s", log.String())
 	}
@@ -84,7 +83,7 @@ func TestInboundEndpoints(t *testing.T) {
 	log.Reset()
 	in.Instances = []*Instance{instance("ORPort 192.0.2.5:443 NoListen\nORPort 127.0.0.1:9090 NoAdvertise\n")}
 	in.Instances[0].Options.Ports = in.Instances[0].Options.Ports[:1]
-	if got := in.inbound(relays.Network{}); got != nil || !strings.Contains(log.String(), "no tor instance listens on an ORPort") {
+	if got := in.inbound(context.Background(), relays.Network{}); got != nil || !strings.Contains(log.String(), "no tor instance listens on an ORPort") {
 		t.Errorf("NoListen only: %+v\n%s", got, log.String())
 	}
 }

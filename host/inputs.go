@@ -55,46 +55,51 @@ type Options struct {
 	// Tor has tor judge each instance's configuration (FindTor); the zero
 	// value does not ask tor and says nothing of it.
 	Tor TorJudge
+	// System is the host the inputs are read on; nil: DefaultSystem.
+	System *System
+	// TorrcsOnly reads the tor instances alone (their torrcs, users and
+	// tor's judgement), for what needs no firewall (an exit policy, the
+	// files to watch): the host's resolvers, each instance's cached
+	// consensus and allow.extra's host names are not read, and Ruleset
+	// and Host must not be called.
+	TorrcsOnly bool
 }
 
 // Inputs is everything relayfw computes from the torrcs, the exit policy,
 // relayfw.toml and the host.
 type Inputs struct {
 	opts      Options
+	sys       *System
 	cfg       config.Config
 	Instances []*Instance
 	// watched are the files and directories the firewall depends on.
 	watched []string
 	// dnsDeadline ends every host-name lookup of this run: set by the
-	// first one, DNSWait later.
+	// first one, System.DNSWait later.
 	dnsDeadline time.Time
-	// extra is allow.extra resolved, once per run; extraNames counts its
-	// host names, extraUnresolved those that did not resolve.
-	extra                       []rules.Allowance
-	extraDone                   bool
+	// host is what the host gives the firewall, read by Load (hostRead).
+	host     rules.Host
+	hostRead bool
+	// extraNames counts allow.extra's host names, extraUnresolved those
+	// that did not resolve.
 	extraNames, extraUnresolved int
 	// consensus is what became of each instance's cached consensus.
 	consensus []ConsensusState
 }
 
-// LookupNetIP resolves host names (allow.extra's, a torrc's Address and
-// ORPort lines); a variable so that tests answer without DNS.
-var LookupNetIP = net.DefaultResolver.LookupNetIP
-
-// DNSWait bounds the time one run of relayfw waits for host names, all of
-// its lookups together: a name that does not resolve (no network yet at
-// boot, a resolver that does not answer) costs one short wait per run,
-// not one per name.
-var DNSWait = 3 * time.Second
+// newInputs are the inputs of opts, nothing read yet.
+func newInputs(opts Options) *Inputs {
+	return &Inputs{opts: opts, sys: orDefault(opts.System), cfg: opts.Config}
+}
 
 // lookupHost resolves a host name within the run's DNS deadline.
-func (in *Inputs) lookupHost(name string) ([]netip.Addr, error) {
+func (in *Inputs) lookupHost(ctx context.Context, name string) ([]netip.Addr, error) {
 	if in.dnsDeadline.IsZero() {
-		in.dnsDeadline = time.Now().Add(DNSWait)
+		in.dnsDeadline = time.Now().Add(in.sys.dnsWait())
 	}
-	ctx, cancel := context.WithDeadline(context.Background(), in.dnsDeadline)
+	ctx, cancel := context.WithDeadline(ctx, in.dnsDeadline)
 	defer cancel()
-	return LookupNetIP(ctx, "ip", name)
+	return in.sys.lookupNetIP(ctx, "ip", name)
 }
 
 // Config is the relayfw.toml the inputs were read with.
@@ -108,46 +113,22 @@ func (in *Inputs) log() *slog.Logger {
 }
 
 // Load reads every tor instance's configuration and builds their
-// effective exit policies. Warnings go to opts.Log.
-func Load(opts Options) (*Inputs, error) {
-	in := &Inputs{opts: opts, cfg: opts.Config}
+// effective exit policies, then (unless opts.TorrcsOnly) what the host
+// gives the firewall: its resolvers, the users of a local resolver and of
+// apt, each instance's cached consensus, the inbound protection's
+// endpoints, allow.extra's host names resolved. Everything is read here,
+// once: Ruleset and Host only compute. Warnings go to opts.Log.
+func Load(ctx context.Context, opts Options) (*Inputs, error) {
+	in := newInputs(opts)
 	srcs, err := in.instanceSources()
 	if err != nil {
 		return nil, err
 	}
-	facts := in.hostFacts()
+	facts := in.hostFacts(ctx)
 	for _, src := range srcs {
-		defaults, lines, err := in.readInstance(src)
-		var fe *rules.FileError
-		missing := false
-		if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && len(srcs) == 1 &&
-			opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
-			// A policy alone, on a host without a torrc: an empty torrc.
-			lines, err, missing = nil, nil, true
-		}
+		t, err := in.loadInstance(src, len(srcs) == 1, facts)
 		if err != nil {
 			return nil, err
-		}
-		t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName,
-			lines: append(slices.Clip(defaults), lines...), torrcMissing: missing}
-		if t.Options, err = rules.OptionsFromGroups(defaults, lines); err != nil {
-			return nil, err
-		}
-		if opts.Policy != nil {
-			t.Options.ExitPolicy = nil
-			if *opts.Policy != "" {
-				t.Options.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: *opts.Policy, File: "--policy"}}
-			}
-			t.lines = append(slices.DeleteFunc(t.lines, func(l rules.ConfigLine) bool { return l.Key == "ExitPolicy" }), t.Options.ExitPolicy...)
-		}
-		for _, w := range t.Options.Warnings {
-			in.log().Warn(w)
-		}
-		if t.Effective, err = rules.EffectivePolicy(t.Options, facts); err != nil {
-			return nil, err
-		}
-		for _, w := range t.Effective.Warnings {
-			in.log().Warn(w)
 		}
 		in.Instances = append(in.Instances, t)
 	}
@@ -156,11 +137,53 @@ func Load(opts Options) (*Inputs, error) {
 	}
 	// tor's judgement last: relayfw's own errors name the line and say
 	// what to change.
-	if err := in.judgeByTor(); err != nil {
+	if err := in.judgeByTor(ctx); err != nil {
 		return nil, err
 	}
 	in.warnRootLinks()
+	if !opts.TorrcsOnly {
+		in.host, in.hostRead = in.readHost(ctx), true
+	}
 	return in, nil
+}
+
+// loadInstance reads one instance's defaults file and torrc and builds its
+// effective exit policy; single says it is the only one.
+func (in *Inputs) loadInstance(src instanceSource, single bool, facts rules.HostFacts) (*Instance, error) {
+	opts := in.opts
+	defaults, lines, err := in.readInstance(src)
+	var fe *rules.FileError
+	missing := false
+	if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && single &&
+		opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
+		// A policy alone, on a host without a torrc: an empty torrc.
+		lines, err, missing = nil, nil, true
+	}
+	if err != nil {
+		return nil, err
+	}
+	t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName,
+		lines: append(slices.Clip(defaults), lines...), torrcMissing: missing}
+	if t.Options, err = rules.OptionsFromGroups(defaults, lines); err != nil {
+		return nil, err
+	}
+	if opts.Policy != nil {
+		t.Options.ExitPolicy = nil
+		if *opts.Policy != "" {
+			t.Options.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: *opts.Policy, File: "--policy"}}
+		}
+		t.lines = append(slices.DeleteFunc(t.lines, func(l rules.ConfigLine) bool { return l.Key == "ExitPolicy" }), t.Options.ExitPolicy...)
+	}
+	for _, w := range t.Options.Warnings {
+		in.log().Warn(w)
+	}
+	if t.Effective, err = rules.EffectivePolicy(t.Options, facts); err != nil {
+		return nil, err
+	}
+	for _, w := range t.Effective.Warnings {
+		in.log().Warn(w)
+	}
+	return t, nil
 }
 
 // DefaultConfig is relayfw.toml when there is none: every allowance on,
@@ -171,8 +194,8 @@ func DefaultConfig() config.Config { return config.Config{} }
 // empty configuration.
 // relayfw.toml must be root's (see UnsafeFileError) whatever it says:
 // whoever could write it could set strict_modes = false.
-func LoadConfig(path string, optional bool) (config.Config, error) {
-	data, unsafe, err := readTrusted(path)
+func (s *System) LoadConfig(path string, optional bool) (config.Config, error) {
+	data, unsafe, err := s.readTrusted(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist) && optional:
 		return config.Config{}, nil
@@ -205,7 +228,7 @@ func (in *Inputs) resolveUsers() error {
 			root := uint32(0)
 			t.UID = &root
 		} else {
-			uid, err := LookupUID(t.Options.User)
+			uid, err := in.sys.lookupUID(t.Options.User)
 			if err != nil {
 				at := t.Options.Origin["user"]
 				return &rules.SyntaxError{File: at.File, Line: at.Line,
@@ -234,7 +257,8 @@ func (in *Inputs) ruleInstances() []rules.Instance {
 	return out
 }
 
-// ruleset compiles every instance's policy and the host's needs.
+// Ruleset compiles every instance's policy and the host's needs, as Load
+// read them; it reads nothing.
 func (in *Inputs) Ruleset() (rules.Ruleset, rules.Host) {
 	h := in.Host()
 	return rules.CompileInstances(in.ruleInstances(), h), h
@@ -242,7 +266,7 @@ func (in *Inputs) Ruleset() (rules.Ruleset, rules.Host) {
 
 // hostFacts gathers the addresses of the host's interfaces that are up and
 // running, and a resolver for host names given as Address.
-func (in *Inputs) hostFacts() rules.HostFacts {
+func (in *Inputs) hostFacts(ctx context.Context) rules.HostFacts {
 	var facts rules.HostFacts
 	ifaces, _ := net.Interfaces()
 	for _, ifc := range ifaces {
@@ -261,12 +285,21 @@ func (in *Inputs) hostFacts() rules.HostFacts {
 			}
 		}
 	}
-	facts.LookupHost = in.lookupHost
+	facts.LookupHost = func(name string) ([]netip.Addr, error) { return in.lookupHost(ctx, name) }
 	return facts
 }
 
-// host builds the compiler's view of what the host must keep reaching.
+// Host is the compiler's view of what the host must keep reaching, as
+// Load read it.
 func (in *Inputs) Host() rules.Host {
+	if !in.hostRead {
+		panic("host: Inputs.Host or Ruleset of inputs loaded with TorrcsOnly")
+	}
+	return in.host
+}
+
+// readHost reads what the host must keep reaching.
+func (in *Inputs) readHost(ctx context.Context) rules.Host {
 	allow := in.cfg.Allow
 	h := rules.Host{
 		DHCP: config.On(allow.DHCP),
@@ -288,7 +321,7 @@ func (in *Inputs) Host() rules.Host {
 				}
 				rs = append(rs, found...)
 			}
-			h.Resolvers = in.withResolvedUpstreams(rs, resolvedUpstreamConf)
+			h.Resolvers = in.withResolvedUpstreams(rs, in.sys.ResolvedUpstreamConf)
 		}
 		h.LocalResolver = in.localResolverAllowance(h.Resolvers)
 	}
@@ -297,33 +330,23 @@ func (in *Inputs) Host() rules.Host {
 	h.RelayLinks = nw.Links
 	h.RelayLinkUsers = in.relayLinkUsers()
 	h.PrivateRelayLinks = slices.ContainsFunc(in.Instances, func(t *Instance) bool { return t.Options.TestingTorNetwork })
-	h.Inbound = in.inbound(nw)
-	h.Extra = in.extraAllowances()
+	h.Inbound = in.inbound(ctx, nw)
+	h.Extra = in.resolveExtra(ctx)
 	h.LogRejectsPerMinute = in.cfg.Log.RejectsPerMinute
 	return h
 }
 
-// extraAllowances turns allow.extra into allowances: host names are
-// resolved now, once per run, within the run's DNS deadline (one that
-// does not resolve is left out, with a warning, rather than keeping the
-// whole firewall from being applied), users looked up.
-func (in *Inputs) extraAllowances() []rules.Allowance {
-	if in.extraDone {
-		return in.extra
-	}
-	in.extraDone = true
-	in.extra = in.resolveExtra()
-	return in.extra
-}
-
 // ExtraNames says how many host names allow.extra has and how many of
-// them did not resolve in this run (Host resolves them).
+// them did not resolve when Load read them.
 func (in *Inputs) ExtraNames() (names, unresolved int) {
-	in.extraAllowances()
 	return in.extraNames, in.extraUnresolved
 }
 
-func (in *Inputs) resolveExtra() []rules.Allowance {
+// resolveExtra turns allow.extra into allowances: host names are
+// resolved now, within the run's DNS deadline (one that does not resolve
+// is left out, with a warning, rather than keeping the whole firewall
+// from being applied), users looked up.
+func (in *Inputs) resolveExtra(ctx context.Context) []rules.Allowance {
 	var out []rules.Allowance
 	for _, e := range in.cfg.Allow.Extra {
 		a := rules.Allowance{Name: e.Name, Proto: e.Proto}
@@ -344,7 +367,7 @@ func (in *Inputs) resolveExtra() []rules.Allowance {
 				continue
 			}
 			in.extraNames++
-			addrs, err := in.lookupHost(to)
+			addrs, err := in.lookupHost(ctx, to)
 			if err != nil {
 				in.extraUnresolved++
 				in.log().Warn(fmt.Sprintf("allow.extra %s: %q does not resolve (%v); left out", e.Name, to, err))
@@ -359,7 +382,7 @@ func (in *Inputs) resolveExtra() []rules.Allowance {
 			continue // nothing to allow: not "anywhere"
 		}
 		if e.User != "" {
-			uid, err := LookupUID(e.User)
+			uid, err := in.sys.lookupUID(e.User)
 			if err != nil {
 				in.log().Warn(fmt.Sprintf("allow.extra %s: user %q: %v; left out", e.Name, e.User, err))
 				continue
@@ -371,9 +394,8 @@ func (in *Inputs) resolveExtra() []rules.Allowance {
 	return out
 }
 
-// LookupUID accepts a user name or a numeric uid. A variable so that the
-// golden tests see the same uids on every machine.
-var LookupUID = LookupSystemUID
+// UID looks a user up (System.LookupUID): a user name or a numeric uid.
+func (s *System) UID(name string) (uint32, error) { return s.lookupUID(name) }
 
 // LookupSystemUID looks a user up in the system's user database.
 func LookupSystemUID(name string) (uint32, error) {
@@ -453,7 +475,7 @@ func (in *Inputs) network() relays.Network {
 // relay instances' ORPorts (and DirPorts if asked) where tor listens,
 // trusting the authorities, the operator's list and, if asked, every
 // relay.
-func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
+func (in *Inputs) inbound(ctx context.Context, nw relays.Network) *rules.Inbound {
 	c := in.cfg.Inbound
 	if !c.Enabled {
 		return nil
@@ -464,11 +486,11 @@ func (in *Inputs) inbound(nw relays.Network) *rules.Inbound {
 		return nil
 	}
 	if c.SetSize == 0 {
-		settings.SetSize = InboundSetSize(memTotal())
+		settings.SetSize = InboundSetSize(memTotal(in.sys.ProcRoot))
 	}
 	names := map[string]hostAnswer{}
 	for _, t := range in.Instances {
-		settings.Endpoints = append(settings.Endpoints, in.listenEndpoints(t, c.DirPorts, names)...)
+		settings.Endpoints = append(settings.Endpoints, in.listenEndpoints(ctx, t, c.DirPorts, names)...)
 	}
 	settings.Endpoints = rules.NormalizeEndpoints(settings.Endpoints)
 	if len(settings.Endpoints) == 0 {
@@ -502,8 +524,8 @@ func InboundSetSize(mem uint64) uint {
 }
 
 // memTotal is MemTotal of /proc/meminfo in bytes, 0 when unknown.
-func memTotal() uint64 {
-	data, err := os.ReadFile(filepath.Join(ProcRoot, "meminfo"))
+func memTotal(procRoot string) uint64 {
+	data, err := os.ReadFile(filepath.Join(procRoot, "meminfo"))
 	if err != nil {
 		return 0
 	}
@@ -515,9 +537,6 @@ func memTotal() uint64 {
 	}
 	return 0
 }
-
-// resolvedUpstreamConf lists systemd-resolved's upstream servers.
-var resolvedUpstreamConf = "/run/systemd/resolve/resolv.conf"
 
 // withResolvedUpstreams adds, when a resolver is systemd-resolved's stub
 // (127.0.0.53), the upstream servers it forwards to: its own traffic

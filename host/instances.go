@@ -15,20 +15,13 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// Debian's layout of tor: the default instance (tor@default) reads
-// /etc/tor/torrc with tor-service-defaults-torrc; every instance made by
-// tor-instance-create NAME (tor@NAME) reads /etc/tor/instances/NAME/torrc
-// with tor-service-defaults-torrc-instances, "@@NAME@@" replaced by NAME.
-// Variables so that tests can point them at a temporary directory.
-var (
-	TorEtcDir   = "/etc/tor"
-	TorShareDir = "/usr/share/tor"
-)
-
-func debianDefaultTorrc() string { return filepath.Join(TorEtcDir, "torrc") }
-func debianDefaults() string     { return filepath.Join(TorShareDir, "tor-service-defaults-torrc") }
-func debianInstanceDefaults() string {
-	return filepath.Join(TorShareDir, "tor-service-defaults-torrc-instances")
+// Debian's layout of tor (System.TorEtcDir, System.TorShareDir).
+func (s *System) debianDefaultTorrc() string { return filepath.Join(s.TorEtcDir, "torrc") }
+func (s *System) debianDefaults() string {
+	return filepath.Join(s.TorShareDir, "tor-service-defaults-torrc")
+}
+func (s *System) debianInstanceDefaults() string {
+	return filepath.Join(s.TorShareDir, "tor-service-defaults-torrc-instances")
 }
 
 // Instance is one tor process: where its configuration comes from and
@@ -61,13 +54,13 @@ type instanceSource struct {
 }
 
 // debianInstanceName recognises /etc/tor/instances/NAME/torrc.
-func debianInstanceName(torrc string) (string, bool) {
+func (s *System) debianInstanceName(torrc string) (string, bool) {
 	dir, file := filepath.Split(filepath.Clean(torrc))
 	if file != "torrc" {
 		return "", false
 	}
 	parent, name := filepath.Split(filepath.Clean(dir))
-	if filepath.Clean(parent) != filepath.Join(TorEtcDir, "instances") {
+	if filepath.Clean(parent) != filepath.Join(s.TorEtcDir, "instances") {
 		return "", false
 	}
 	return name, true
@@ -75,15 +68,15 @@ func debianInstanceName(torrc string) (string, bool) {
 
 // withDebianDefaults gives a torrc of Debian's layout the defaults file its
 // systemd unit passes to tor, when that file exists.
-func withDebianDefaults(src instanceSource) instanceSource {
-	switch name, isInstance := debianInstanceName(src.torrc); {
-	case filepath.Clean(src.torrc) == debianDefaultTorrc():
-		if _, err := os.Stat(debianDefaults()); err == nil {
-			src.defaults = debianDefaults()
+func (s *System) withDebianDefaults(src instanceSource) instanceSource {
+	switch name, isInstance := s.debianInstanceName(src.torrc); {
+	case filepath.Clean(src.torrc) == s.debianDefaultTorrc():
+		if _, err := os.Stat(s.debianDefaults()); err == nil {
+			src.defaults = s.debianDefaults()
 		}
 	case isInstance:
-		if _, err := os.Stat(debianInstanceDefaults()); err == nil {
-			src.defaults, src.defaultsName = debianInstanceDefaults(), name
+		if _, err := os.Stat(s.debianInstanceDefaults()); err == nil {
+			src.defaults, src.defaultsName = s.debianInstanceDefaults(), name
 		}
 	}
 	return src
@@ -94,11 +87,11 @@ var unsafeNameChars = regexp.MustCompile(`[^A-Za-z0-9_-]+`)
 // instanceNameOf names the instance a --torrc path runs: "default" for
 // /etc/tor/torrc, NAME for Debian's instances, else the file's directory
 // (for .../NAME/torrc) or the file's own name.
-func instanceNameOf(torrc string) string {
-	if filepath.Clean(torrc) == debianDefaultTorrc() {
+func (s *System) instanceNameOf(torrc string) string {
+	if filepath.Clean(torrc) == s.debianDefaultTorrc() {
 		return "default"
 	}
-	if name, ok := debianInstanceName(torrc); ok {
+	if name, ok := s.debianInstanceName(torrc); ok {
 		return name
 	}
 	dir, file := filepath.Split(filepath.Clean(torrc))
@@ -117,11 +110,12 @@ func instanceNameOf(torrc string) string {
 // else what Debian's units run: /etc/tor/torrc and every
 // /etc/tor/instances/*/torrc.
 func (in *Inputs) instanceSources() ([]instanceSource, error) {
+	s := in.sys
 	var srcs []instanceSource
 	switch {
 	case len(in.opts.Torrcs) > 0:
 		for _, t := range in.opts.Torrcs {
-			srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(t), torrc: t}))
+			srcs = append(srcs, s.withDebianDefaults(instanceSource{name: s.instanceNameOf(t), torrc: t}))
 		}
 	case len(in.cfg.Instances) > 0:
 		for _, ci := range in.cfg.Instances {
@@ -129,21 +123,21 @@ func (in *Inputs) instanceSources() ([]instanceSource, error) {
 		}
 		return srcs, nil
 	case in.cfg.Torrc != "":
-		srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(in.cfg.Torrc), torrc: in.cfg.Torrc}))
+		srcs = append(srcs, s.withDebianDefaults(instanceSource{name: s.instanceNameOf(in.cfg.Torrc), torrc: in.cfg.Torrc}))
 	default:
-		matches, err := filepath.Glob(filepath.Join(TorEtcDir, "instances", "*", "torrc"))
+		matches, err := filepath.Glob(filepath.Join(s.TorEtcDir, "instances", "*", "torrc"))
 		if err != nil {
 			return nil, err
 		}
 		sort.Strings(matches)
-		_, errDefault := os.Stat(debianDefaultTorrc())
+		_, errDefault := os.Stat(s.debianDefaultTorrc())
 		if errDefault == nil || len(matches) == 0 {
 			// The default instance; when it is missing and nothing else
 			// is there, reading it reports the missing torrc.
-			srcs = append(srcs, withDebianDefaults(instanceSource{name: "default", torrc: debianDefaultTorrc()}))
+			srcs = append(srcs, s.withDebianDefaults(instanceSource{name: "default", torrc: s.debianDefaultTorrc()}))
 		}
 		for _, m := range matches {
-			srcs = append(srcs, withDebianDefaults(instanceSource{name: instanceNameOf(m), torrc: m}))
+			srcs = append(srcs, s.withDebianDefaults(instanceSource{name: s.instanceNameOf(m), torrc: m}))
 		}
 	}
 	if d := in.opts.DefaultsTorrc; d != nil {
@@ -171,6 +165,7 @@ func (in *Inputs) instanceSources() ([]instanceSource, error) {
 // with lax (strict_modes = false) one that is not is used with a warning.
 type watchFS struct {
 	rules.OSFS
+	sys   *System
 	paths *[]string
 	lax   bool
 	warn  func(string)
@@ -203,7 +198,7 @@ func (w watchFS) ReadFile(name string) ([]byte, error) {
 	if err := w.add(name); err != nil {
 		return nil, err
 	}
-	data, unsafe, err := readTrusted(name)
+	data, unsafe, err := w.sys.readTrusted(name)
 	if err != nil {
 		return nil, err
 	}
@@ -221,7 +216,7 @@ func (w watchFS) ReadDir(name string) ([]fs.DirEntry, error) {
 	if err := w.add(name); err != nil { // a file added to an included directory
 		return nil, err
 	}
-	entries, unsafe, err := readDirTrusted(name)
+	entries, unsafe, err := w.sys.readDirTrusted(name)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +240,7 @@ func (w watchFS) Glob(pattern string) ([]string, error) {
 		return nil, err
 	}
 	if !strings.ContainsAny(dir, "*?[\\") {
-		if err := w.trust(pattern, statTrusted(pattern, dir)); err != nil {
+		if err := w.trust(pattern, w.sys.statTrusted(pattern, dir)); err != nil {
 			return nil, err
 		}
 	}
@@ -261,7 +256,7 @@ func (w watchFS) Glob(pattern string) ([]string, error) {
 // readInstance reads one instance's defaults file and torrc as tor does,
 // recording in watched every file and directory it depends on.
 func (in *Inputs) readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, error) {
-	fsys := watchFS{paths: &in.watched, lax: !config.On(in.cfg.StrictModes), warn: func(msg string) { in.log().Warn(msg) }}
+	fsys := watchFS{sys: in.sys, paths: &in.watched, lax: !config.On(in.cfg.StrictModes), warn: func(msg string) { in.log().Warn(msg) }}
 	var defaults []rules.ConfigLine
 	if src.defaults != "" {
 		var name func(string) string
@@ -372,7 +367,7 @@ func (in *Inputs) NotExitNote() string {
 // where new instances appear.
 func (in *Inputs) Paths() []string {
 	paths := slices.Clone(in.watched)
-	paths = append(paths, filepath.Join(TorEtcDir, "instances"))
+	paths = append(paths, filepath.Join(in.sys.TorEtcDir, "instances"))
 	if in.opts.ConfigPath != "" {
 		paths = append(paths, in.opts.ConfigPath)
 	}

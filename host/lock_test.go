@@ -11,26 +11,26 @@ import (
 // TestReadLock: readers share the lock, wait for a change in progress,
 // and keep a change waiting while they read.
 func TestReadLock(t *testing.T) {
-	StateDir = t.TempDir()
+	sys := testSystem(t)
 	ctx := context.Background()
 
-	r1, ok1 := ReadLock(ctx, 0)
-	r2, ok2 := ReadLock(ctx, 0)
+	r1, ok1 := sys.ReadLock(ctx, 0)
+	r2, ok2 := sys.ReadLock(ctx, 0)
 	if !ok1 || !ok2 {
 		t.Fatalf("two readers at once: %v %v, want both", ok1, ok2)
 	}
 	var busy *BusyError
-	if _, err := Lock(ctx, 0); !errors.As(err, &busy) {
+	if _, err := sys.Lock(ctx, 0); !errors.As(err, &busy) {
 		t.Fatalf("a change while two read: %v, want BusyError", err)
 	}
 	r1()
 	r2()
 
-	release, err := Lock(ctx, 0)
+	release, err := sys.Lock(ctx, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := ReadLock(ctx, 0); ok {
+	if r, ok := sys.ReadLock(ctx, 0); ok {
 		r()
 		t.Fatal("a reader got the lock while a change held it")
 	}
@@ -40,7 +40,7 @@ func TestReadLock(t *testing.T) {
 		released.Store(true)
 		release()
 	}()
-	r, ok := ReadLock(ctx, 10*time.Second)
+	r, ok := sys.ReadLock(ctx, 10*time.Second)
 	if !ok {
 		t.Fatal("the reader did not get the lock once the change ended")
 	}

@@ -31,10 +31,11 @@ func TestInputsNeverBlock(t *testing.T) {
 	if err := os.Symlink("/dev/urandom", urandom); err != nil {
 		t.Fatal(err)
 	}
+	sys := DefaultSystem()
 	readers := map[string]func(string) error{
-		"readTrusted":    func(p string) error { _, _, err := readTrusted(p); return err },
+		"readTrusted":    func(p string) error { _, _, err := sys.readTrusted(p); return err },
 		"readResolvers":  func(p string) error { _, err := readResolvers(p); return err },
-		"readDirTrusted": func(p string) error { _, _, err := readDirTrusted(p); return err },
+		"readDirTrusted": func(p string) error { _, _, err := sys.readDirTrusted(p); return err },
 	}
 	for name, read := range readers {
 		for _, p := range []string{fifo, urandom} {
@@ -53,7 +54,7 @@ func TestInputsNeverBlock(t *testing.T) {
 	if addrs, err := readResolvers(link); err != nil || len(addrs) != 1 {
 		t.Errorf("a symlinked resolv.conf: %v %v", addrs, err)
 	}
-	if _, _, err := readTrusted(link); err != nil {
+	if _, _, err := sys.readTrusted(link); err != nil {
 		t.Errorf("a symlinked torrc: %v", err)
 	}
 }

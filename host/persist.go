@@ -12,29 +12,21 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// PersistentDir keeps what must outlive a reboot (StateDir is a tmpfs):
-// the last good firewall, the boot's fallback; the last change, for status
-// and metrics; and the record of an unconfirmed rollback, which keeps the
-// automatic applies (boot, the re-apply path unit) from installing again
-// what the operator did not confirm. The units give it as their
-// StateDirectory. A variable so that tests can use their own.
-var PersistentDir = "/var/lib/relayfw"
-
 // persistentFile names a file of PersistentDir. The host's own network
 // namespace has plain names: they must be found again after a reboot,
 // when a namespace cookie is new. Any other namespace (a container, a
 // test) gets files of its own, named like StateDir's.
-func persistentFile(kind string) string {
-	if inInitNetns() {
-		return filepath.Join(PersistentDir, kind+".json")
+func (s *System) persistentFile(kind string) string {
+	if s.inInitNetns() {
+		return filepath.Join(s.PersistentDir, kind+".json")
 	}
-	return filepath.Join(PersistentDir, filepath.Base(stateFile(kind, ".json")))
+	return filepath.Join(s.PersistentDir, filepath.Base(s.stateFile(kind, ".json")))
 }
 
 // inInitNetns says whether this process shares PID 1's network namespace.
-func inInitNetns() bool {
+func (s *System) inInitNetns() bool {
 	var self, init syscall.Stat_t
-	if syscall.Stat("/proc/self/ns/net", &self) != nil || syscall.Stat("/proc/1/ns/net", &init) != nil {
+	if syscall.Stat(filepath.Join(s.ProcRoot, "self/ns/net"), &self) != nil || syscall.Stat(filepath.Join(s.ProcRoot, "1/ns/net"), &init) != nil {
 		return false
 	}
 	return self.Dev == init.Dev && self.Ino == init.Ino
@@ -42,9 +34,9 @@ func inInitNetns() bool {
 
 // LastGoodPath, LastChangePath and RolledBackPath are this namespace's
 // persistent files.
-func LastGoodPath() string   { return persistentFile("last-good") }
-func LastChangePath() string { return persistentFile("last-change") }
-func RolledBackPath() string { return persistentFile("rolled-back") }
+func (s *System) LastGoodPath() string   { return s.persistentFile("last-good") }
+func (s *System) LastChangePath() string { return s.persistentFile("last-change") }
+func (s *System) RolledBackPath() string { return s.persistentFile("rolled-back") }
 
 // Kinds of Change.
 const (
@@ -81,10 +73,10 @@ type Change struct {
 
 // ReadLastChange reads the last change; ok is false when none is known.
 // Where /var/lib/relayfw could not be written, StateDir's copy is newer.
-func ReadLastChange() (Change, bool) {
+func (s *System) ReadLastChange() (Change, bool) {
 	var last Change
 	found := false
-	for _, path := range []string{LastChangePath(), runCopy("last-change")} {
+	for _, path := range []string{s.LastChangePath(), s.runCopy("last-change")} {
 		var c Change
 		if readJSON(path, &c) && (!found || c.At.After(last.At)) {
 			last, found = c, true
@@ -97,7 +89,7 @@ func ReadLastChange() (Change, bool) {
 // keeping the time of the last rollback. When /var/lib/relayfw cannot be
 // written (read-only, full), StateDir keeps it until the next reboot, and
 // the error says so.
-func RecordChange(c Change) error {
+func (s *System) RecordChange(c Change) error {
 	if c.At.IsZero() {
 		c.At = time.Now()
 	}
@@ -105,27 +97,27 @@ func RecordChange(c Change) error {
 	if c.Kind == ChangeRolledBack {
 		at := c.At
 		c.LastRollback = &at
-	} else if prev, ok := ReadLastChange(); ok {
+	} else if prev, ok := s.ReadLastChange(); ok {
 		c.LastRollback = prev.LastRollback
 	}
-	return writeKept("last-change", LastChangePath(), c)
+	return s.writeKept("last-change", s.LastChangePath(), c)
 }
 
 // runCopy is StateDir's stand-in for a file of PersistentDir.
-func runCopy(kind string) string { return stateFile(kind, ".json") }
+func (s *System) runCopy(kind string) string { return s.stateFile(kind, ".json") }
 
 // writeKept writes v to path in PersistentDir, and to StateDir's copy: a
 // record that must not be lost (a rollback's) survives a PersistentDir
 // that cannot be written, until the next reboot.
-func writeKept(kind, path string, v any) error {
+func (s *System) writeKept(kind, path string, v any) error {
 	data, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	runErr := writeAtomic(runCopy(kind), data, 0o644)
+	runErr := writeAtomic(s.runCopy(kind), data, 0o644)
 	if err := writeAtomic(path, data, 0o644); err != nil {
 		if runErr == nil {
-			return fmt.Errorf("cannot write %s (%v): kept in %s until the next reboot", path, err, runCopy(kind))
+			return fmt.Errorf("cannot write %s (%v): kept in %s until the next reboot", path, err, s.runCopy(kind))
 		}
 		return fmt.Errorf("cannot write %s: %w", path, err)
 	}
@@ -148,24 +140,24 @@ type LastGood struct {
 
 // SaveLastGood keeps rs, installed with backend kind, as the last good
 // firewall.
-func SaveLastGood(kind string, rs rules.Ruleset) error {
+func (s *System) SaveLastGood(kind string, rs rules.Ruleset) error {
 	data, err := json.Marshal(LastGood{Backend: kind, At: time.Now().UTC().Truncate(time.Second), Ruleset: rs})
 	if err != nil {
 		return err
 	}
-	return writeAtomic(LastGoodPath(), data, 0o600)
+	return writeAtomic(s.LastGoodPath(), data, 0o600)
 }
 
 // ReadLastGood reads the last good firewall; an error wrapping
 // os.ErrNotExist when there is none.
-func ReadLastGood() (LastGood, error) {
+func (s *System) ReadLastGood() (LastGood, error) {
 	var lg LastGood
-	data, err := os.ReadFile(LastGoodPath())
+	data, err := os.ReadFile(s.LastGoodPath())
 	if err != nil {
 		return lg, err
 	}
 	if err := json.Unmarshal(data, &lg); err != nil {
-		return lg, fmt.Errorf("%s: %w", LastGoodPath(), err)
+		return lg, fmt.Errorf("%s: %w", s.LastGoodPath(), err)
 	}
 	return lg, nil
 }
@@ -183,22 +175,22 @@ type RolledBack struct {
 // ReadRolledBack reads the record of an unconfirmed rollback (or
 // StateDir's copy, where PersistentDir could not be written); ok is false
 // when there is none.
-func ReadRolledBack() (RolledBack, bool) {
+func (s *System) ReadRolledBack() (RolledBack, bool) {
 	var r RolledBack
-	if readJSON(RolledBackPath(), &r) || readJSON(runCopy("rolled-back"), &r) {
+	if readJSON(s.RolledBackPath(), &r) || readJSON(s.runCopy("rolled-back"), &r) {
 		return r, true
 	}
 	return RolledBack{}, false
 }
 
 // RecordRolledBack writes the record of an unconfirmed rollback.
-func RecordRolledBack(r RolledBack) error {
-	return writeKept("rolled-back", RolledBackPath(), r)
+func (s *System) RecordRolledBack(r RolledBack) error {
+	return s.writeKept("rolled-back", s.RolledBackPath(), r)
 }
 
 // ForgetRolledBack drops it: an operator applied by hand.
-func ForgetRolledBack() error {
-	for _, path := range []string{RolledBackPath(), runCopy("rolled-back")} {
+func (s *System) ForgetRolledBack() error {
+	for _, path := range []string{s.RolledBackPath(), s.runCopy("rolled-back")} {
 		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) && !errors.Is(err, syscall.ENOTDIR) {
 			return err
 		}

@@ -14,11 +14,9 @@ import (
 )
 
 func TestPersistentRecords(t *testing.T) {
-	oldState, oldPersistent := StateDir, PersistentDir
-	t.Cleanup(func() { StateDir, PersistentDir = oldState, oldPersistent })
-	StateDir, PersistentDir = t.TempDir(), t.TempDir()
+	sys := testSystem(t)
 
-	if _, ok := ReadLastChange(); ok {
+	if _, ok := sys.ReadLastChange(); ok {
 		t.Fatal("a last change on a new host")
 	}
 	t0 := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
@@ -28,45 +26,45 @@ func TestPersistentRecords(t *testing.T) {
 		{Kind: ChangeApplied, At: t0.Add(2 * time.Minute)},
 	}
 	for _, c := range steps {
-		if err := RecordChange(c); err != nil {
+		if err := sys.RecordChange(c); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, ok := ReadLastChange()
+	got, ok := sys.ReadLastChange()
 	rolled := t0.Add(time.Minute)
 	want := Change{Kind: ChangeApplied, At: t0.Add(2 * time.Minute), LastRollback: &rolled}
 	if !ok || !cmp.Equal(got, want) {
 		t.Fatalf("last change %+v, want %+v (the rollback's time kept)", got, want)
 	}
 
-	if _, err := ReadLastGood(); !errors.Is(err, os.ErrNotExist) {
+	if _, err := sys.ReadLastGood(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("last good on a new host: %v", err)
 	}
 	rs := rules.Ruleset{Version: rules.RulesetVersion, Outbound: []rules.Rule{{Name: "reject", Action: rules.ActionReject}}}
-	if err := SaveLastGood("nftables", rs); err != nil {
+	if err := sys.SaveLastGood("nftables", rs); err != nil {
 		t.Fatal(err)
 	}
-	lg, err := ReadLastGood()
+	lg, err := sys.ReadLastGood()
 	if err != nil || lg.Backend != "nftables" || !cmp.Equal(lg.Ruleset.Outbound, rs.Outbound) {
 		t.Fatalf("last good %+v %v", lg, err)
 	}
 
-	if _, ok := ReadRolledBack(); ok {
+	if _, ok := sys.ReadRolledBack(); ok {
 		t.Fatal("a rollback record on a new host")
 	}
-	if err := RecordRolledBack(RolledBack{At: t0, Why: RollbackDeadline, Window: "w1"}); err != nil {
+	if err := sys.RecordRolledBack(RolledBack{At: t0, Why: RollbackDeadline, Window: "w1"}); err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := ReadRolledBack(); !ok || r.Window != "w1" {
+	if r, ok := sys.ReadRolledBack(); !ok || r.Window != "w1" {
 		t.Fatalf("rolled back %+v %v", r, ok)
 	}
-	if err := ForgetRolledBack(); err != nil {
+	if err := sys.ForgetRolledBack(); err != nil {
 		t.Fatal(err)
 	}
-	if err := ForgetRolledBack(); err != nil {
+	if err := sys.ForgetRolledBack(); err != nil {
 		t.Fatalf("forgetting twice: %v", err)
 	}
-	if _, ok := ReadRolledBack(); ok {
+	if _, ok := sys.ReadRolledBack(); ok {
 		t.Fatal("the rollback record stayed")
 	}
 }
@@ -75,31 +73,29 @@ func TestPersistentRecords(t *testing.T) {
 // be written (read-only, full), a rollback's records are kept in /run:
 // the automatic applies must still know the firewall was rolled back.
 func TestRecordsSurviveAnUnwritableStateDir(t *testing.T) {
-	oldState, oldPersistent := StateDir, PersistentDir
-	t.Cleanup(func() { StateDir, PersistentDir = oldState, oldPersistent })
-	StateDir = t.TempDir()
+	sys := testSystem(t)
 	blocker := filepath.Join(t.TempDir(), "not-a-directory")
 	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	PersistentDir = filepath.Join(blocker, "relayfw") // cannot be created
+	sys.PersistentDir = filepath.Join(blocker, "relayfw") // cannot be created
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	if err := RecordRolledBack(RolledBack{At: at, Why: RollbackDeadline, Window: "w1"}); err == nil || !strings.Contains(err.Error(), "kept in") {
+	if err := sys.RecordRolledBack(RolledBack{At: at, Why: RollbackDeadline, Window: "w1"}); err == nil || !strings.Contains(err.Error(), "kept in") {
 		t.Fatalf("RecordRolledBack: %v, want an error saying where it is kept", err)
 	}
-	if r, ok := ReadRolledBack(); !ok || r.Window != "w1" {
+	if r, ok := sys.ReadRolledBack(); !ok || r.Window != "w1" {
 		t.Fatalf("the rollback's record is lost: %+v %v", r, ok)
 	}
-	if err := RecordChange(Change{Kind: ChangeRolledBack, Why: RollbackDeadline, At: at, Window: "w1"}); err == nil {
+	if err := sys.RecordChange(Change{Kind: ChangeRolledBack, Why: RollbackDeadline, At: at, Window: "w1"}); err == nil {
 		t.Fatal("RecordChange into an unwritable directory: no error")
 	}
-	if c, ok := ReadLastChange(); !ok || c.Kind != ChangeRolledBack || c.Window != "w1" {
+	if c, ok := sys.ReadLastChange(); !ok || c.Kind != ChangeRolledBack || c.Window != "w1" {
 		t.Fatalf("last change %+v %v", c, ok)
 	}
-	if err := ForgetRolledBack(); err != nil {
+	if err := sys.ForgetRolledBack(); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ReadRolledBack(); ok {
+	if _, ok := sys.ReadRolledBack(); ok {
 		t.Fatal("forgotten, the record stays")
 	}
 }

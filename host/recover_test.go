@@ -16,6 +16,7 @@ import (
 // state a dead process left, on fake backends.
 func TestRecover(t *testing.T) {
 	ctx := context.Background()
+	var sys *System // each case's host
 	for _, tc := range []struct {
 		name string
 		// setup leaves a state behind (A installed before, B after).
@@ -30,7 +31,7 @@ func TestRecover(t *testing.T) {
 				}
 			}},
 		{"deadline passed, watcher dead: rolled back now", func(t *testing.T, nft *fake.Backend, _ *int) {
-			openWindow(t, nft, 50*time.Millisecond, noWatcher)
+			openWindow(t, sys, nft, 50*time.Millisecond, noWatcher)
 			time.Sleep(60 * time.Millisecond)
 		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if !strings.Contains(msg, "not confirmed by its deadline") || !strings.Contains(msg, "rolled back to the firewall applied at") {
@@ -39,14 +40,14 @@ func TestRecover(t *testing.T) {
 			if !exits(nft, 80) || exits(nft, 443) {
 				t.Fatal("B is still installed")
 			}
-			c, ok := ReadLastChange()
+			c, ok := sys.ReadLastChange()
 			if !ok || c.Kind != ChangeRolledBack || c.Why != RollbackDeadline || c.Window == "" {
 				t.Fatalf("last change %+v", c)
 			}
-			if _, rolled := WindowRolledBack(c.Window); !rolled {
+			if _, rolled := sys.WindowRolledBack(c.Window); !rolled {
 				t.Fatal("the window does not read as rolled back")
 			}
-			if r, ok := ReadRolledBack(); !ok || r.Window != c.Window || r.Why != RollbackDeadline {
+			if r, ok := sys.ReadRolledBack(); !ok || r.Window != c.Window || r.Why != RollbackDeadline {
 				t.Fatalf("rolled-back record %+v %v", r, ok)
 			}
 			if started != 0 {
@@ -54,7 +55,7 @@ func TestRecover(t *testing.T) {
 			}
 		}},
 		{"deadline passed, watcher alive: rolled back now", func(t *testing.T, nft *fake.Backend, _ *int) {
-			openWindow(t, nft, 50*time.Millisecond, selfWatcher)
+			openWindow(t, sys, nft, 50*time.Millisecond, selfWatcher)
 			time.Sleep(60 * time.Millisecond)
 		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if !exits(nft, 80) || exits(nft, 443) || !strings.Contains(msg, "rolled back") {
@@ -62,7 +63,7 @@ func TestRecover(t *testing.T) {
 			}
 		}},
 		{"before the deadline, watcher dead: restarted", func(t *testing.T, nft *fake.Backend, _ *int) {
-			openWindow(t, nft, time.Hour, noWatcher)
+			openWindow(t, sys, nft, time.Hour, noWatcher)
 		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if started != 1 || !strings.Contains(msg, "restarted the rollback watcher") {
 				t.Fatalf("said %q, started %d watchers", msg, started)
@@ -70,12 +71,12 @@ func TestRecover(t *testing.T) {
 			if !exits(nft, 443) {
 				t.Fatal("B was rolled back before its deadline")
 			}
-			if p, err := ReadPending(); err != nil || p.Watcher != os.Getpid() {
+			if p, err := sys.ReadPending(); err != nil || p.Watcher != os.Getpid() {
 				t.Fatalf("the new watcher is not recorded: %+v %v", p, err)
 			}
 		}},
 		{"before the deadline, watcher alive: left alone", func(t *testing.T, nft *fake.Backend, _ *int) {
-			openWindow(t, nft, time.Hour, selfWatcher)
+			openWindow(t, sys, nft, time.Hour, selfWatcher)
 		}, func(t *testing.T, nft *fake.Backend, msg string, started int) {
 			if msg != "" || started != 0 || !exits(nft, 443) {
 				t.Fatalf("said %q, started %d watchers", msg, started)
@@ -84,11 +85,11 @@ func TestRecover(t *testing.T) {
 		{"a plain apply died midway: undone", func(t *testing.T, nft *fake.Backend, _ *int) {
 			// What Apply writes before the kernel changes, then the
 			// kernel changed, then the process was killed.
-			j, err := previousOf(nft, journalPreviousPath())
+			j, err := sys.previousOf(nft, sys.journalPreviousPath())
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := writeJSON(JournalPath(), j); err != nil {
+			if err := writeJSON(sys.JournalPath(), j); err != nil {
 				t.Fatal(err)
 			}
 			b := policyRuleset(t, "accept *:443,reject *:*")
@@ -97,22 +98,23 @@ func TestRecover(t *testing.T) {
 			if !strings.Contains(msg, "an apply was interrupted: rolled back to the firewall applied at") || !exits(nft, 80) || exits(nft, 443) {
 				t.Fatalf("said %q; A installed %v", msg, exits(nft, 80))
 			}
-			if _, err := os.Stat(JournalPath()); !errors.Is(err, os.ErrNotExist) {
+			if _, err := os.Stat(sys.JournalPath()); !errors.Is(err, os.ErrNotExist) {
 				t.Fatal("the journal is left")
 			}
-			if RecoveryDue() {
+			if sys.RecoveryDue() {
 				t.Fatal("recovery still due")
 			}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			nft, _ := fakeHost(t)
-			if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+			var nft *fake.Backend
+			sys, nft, _ = fakeHost(t)
+			if _, _, err := (Applier{System: sys}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 				t.Fatal(err)
 			}
 			started := 0
 			tc.setup(t, nft, &started)
-			ap := Applier{StartWatcher: func(*Pending) (int, error) { started++; return os.Getpid(), nil }}
+			ap := Applier{System: sys, StartWatcher: func(*Pending) (int, error) { started++; return os.Getpid(), nil }}
 			msg, err := ap.Recover(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -126,9 +128,9 @@ func TestRecover(t *testing.T) {
 }
 
 // openWindow applies B (accept 443) with a confirm window of d.
-func openWindow(t *testing.T, nft *fake.Backend, d time.Duration, watcher func(*Pending) (int, error)) {
+func openWindow(t *testing.T, sys *System, nft *fake.Backend, d time.Duration, watcher func(*Pending) (int, error)) {
 	t.Helper()
-	if _, _, err := (Applier{StartWatcher: watcher}).Apply(context.Background(), nft, policyRuleset(t, "accept *:443,reject *:*"), d); err != nil {
+	if _, _, err := (Applier{System: sys, StartWatcher: watcher}).Apply(context.Background(), nft, policyRuleset(t, "accept *:443,reject *:*"), d); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -137,14 +139,14 @@ func openWindow(t *testing.T, nft *fake.Backend, d time.Duration, watcher func(*
 // kernel changes; when neither the apply nor the restore works, the
 // window stays for the watcher.
 func TestWatcherStartsFirst(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
-	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+	if _, _, err := (Applier{System: sys}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
 	sawOld := false
-	ap := Applier{StartWatcher: func(p *Pending) (int, error) {
-		q, err := ReadPending()
+	ap := Applier{System: sys, StartWatcher: func(p *Pending) (int, error) {
+		q, err := sys.ReadPending()
 		sawOld = err == nil && q.Deadline.Equal(p.Deadline) && exits(nft, 80) && !exits(nft, 443)
 		return os.Getpid(), nil
 	}}
@@ -152,10 +154,10 @@ func TestWatcherStartsFirst(t *testing.T) {
 	if !sawOld {
 		t.Fatal("the watcher was started after the kernel changed, or before the pending record")
 	}
-	if _, err := Confirm(); err != nil {
+	if _, err := sys.Confirm(); err != nil {
 		t.Fatal(err)
 	}
-	if lg, err := ReadLastGood(); err != nil || !exits(holding(lg.Ruleset), 443) {
+	if lg, err := sys.ReadLastGood(); err != nil || !exits(holding(lg.Ruleset), 443) {
 		t.Fatalf("confirm did not keep B as the last good firewall: %v", err)
 	}
 
@@ -167,7 +169,7 @@ func TestWatcherStartsFirst(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "kernel says no") || !strings.Contains(err.Error(), "the watcher tries again") {
 		t.Fatalf("apply: %v", err)
 	}
-	if _, err := ReadPending(); err != nil {
+	if _, err := sys.ReadPending(); err != nil {
 		t.Fatalf("the window was closed with nothing restored: %v", err)
 	}
 }
@@ -176,28 +178,28 @@ func TestWatcherStartsFirst(t *testing.T) {
 // halfway, which the backend could not undo, restores what it replaced and
 // says so.
 func TestFailedConfirmRestores(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
-	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+	if _, _, err := (Applier{System: sys}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
 	// The fake fails only the new ruleset's apply, and changed the kernel
 	// before it failed.
 	nft.Inject(fake.Fault{Op: fake.OpApply, Err: &firewall.NotRestoredError{Err: errors.New("half applied")}, Times: 1, Halfway: true})
-	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
+	_, _, err := (Applier{System: sys, StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "half applied") || !strings.Contains(err.Error(), "rolled back to the firewall applied at") {
 		t.Fatalf("apply: %v", err)
 	}
 	if !exits(nft, 80) || exits(nft, 443) {
 		t.Fatal("the previous firewall was not restored")
 	}
-	if _, err := ReadPending(); !errors.Is(err, os.ErrNotExist) {
+	if _, err := sys.ReadPending(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("the window stays open")
 	}
-	if c, _ := ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
+	if c, _ := sys.ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
 		t.Fatalf("last change %+v", c)
 	}
-	if _, ok := ReadRolledBack(); ok {
+	if _, ok := sys.ReadRolledBack(); ok {
 		t.Fatal("a failed apply keeps the automatic applies on the last good firewall")
 	}
 }
@@ -207,14 +209,14 @@ func TestFailedConfirmRestores(t *testing.T) {
 // without a rollback: re-applying the previous ruleset would drop what
 // relayfw did not install.
 func TestFailedConfirmAllOrNothing(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
-	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+	if _, _, err := (Applier{System: sys}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
 	before := nft.Calls(fake.OpApply)
 	nft.Inject(fake.Fault{Op: fake.OpApply, Err: errors.New("kernel says no")})
-	_, _, err := (Applier{StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
+	_, _, err := (Applier{System: sys, StartWatcher: selfWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), time.Hour)
 	if err == nil || !strings.Contains(err.Error(), "kernel says no") {
 		t.Fatalf("apply: %v", err)
 	}
@@ -224,10 +226,10 @@ func TestFailedConfirmAllOrNothing(t *testing.T) {
 	if !exits(nft, 80) || exits(nft, 443) {
 		t.Fatal("the firewall is not the one before")
 	}
-	if _, err := ReadPending(); !errors.Is(err, os.ErrNotExist) {
+	if _, err := sys.ReadPending(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatal("the window stays open")
 	}
-	if c, _ := ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
+	if c, _ := sys.ReadLastChange(); c.Kind != ChangeRolledBack || c.Why != RollbackFailure {
 		t.Fatalf("last change %+v", c)
 	}
 }
@@ -235,37 +237,37 @@ func TestFailedConfirmAllOrNothing(t *testing.T) {
 // TestConfirmAfterTheDeadline is refused; a rollback record keeps the
 // automatic applies off the torrc's firewall until a manual apply.
 func TestConfirmAfterTheDeadline(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
-	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+	if _, _, err := (Applier{System: sys}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
-	openWindow(t, nft, 30*time.Millisecond, selfWatcher)
+	openWindow(t, sys, nft, 30*time.Millisecond, selfWatcher)
 	time.Sleep(40 * time.Millisecond)
 	var late *LateError
-	if _, err := Confirm(); !errors.As(err, &late) {
+	if _, err := sys.Confirm(); !errors.As(err, &late) {
 		t.Fatalf("confirm after the deadline: %v", err)
 	}
-	if _, err := (Applier{}).Recover(ctx); err != nil {
+	if _, err := (Applier{System: sys}).Recover(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ReadRolledBack(); !ok {
+	if _, ok := sys.ReadRolledBack(); !ok {
 		t.Fatal("no rolled-back record")
 	}
 	// An automatic apply leaves it; a manual one that stands clears it.
-	if _, _, err := (Applier{Automatic: true}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
+	if _, _, err := (Applier{System: sys, Automatic: true}).Apply(ctx, nft, policyRuleset(t, "accept *:80,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ReadRolledBack(); !ok {
+	if _, ok := sys.ReadRolledBack(); !ok {
 		t.Fatal("an automatic apply dropped the rolled-back record")
 	}
-	if _, _, err := (Applier{}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), 0); err != nil {
+	if _, _, err := (Applier{System: sys}).Apply(ctx, nft, policyRuleset(t, "accept *:443,reject *:*"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := ReadRolledBack(); ok {
+	if _, ok := sys.ReadRolledBack(); ok {
 		t.Fatal("a manual apply left the rolled-back record")
 	}
-	if lg, err := ReadLastGood(); err != nil || !exits(holding(lg.Ruleset), 443) {
+	if lg, err := sys.ReadLastGood(); err != nil || !exits(holding(lg.Ruleset), 443) {
 		t.Fatalf("the manual apply is not the last good firewall: %v", err)
 	}
 }

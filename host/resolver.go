@@ -22,19 +22,15 @@ var localResolvers = []struct{ name, user string }{
 	{"pdns-recursor", "pdns"},
 }
 
-// ProcRoot is where the kernel's process and memory information is; a
-// variable for tests.
-var ProcRoot = "/proc"
-
 // systemdResolvedStubs are the addresses of systemd-resolved's stub
 // resolver: it forwards to the upstream servers of its own resolv.conf.
 var systemdResolvedStubs = []netip.Addr{netip.MustParseAddr("127.0.0.53"), netip.MustParseAddr("127.0.0.54")}
 
 // findLocalResolver finds the user of a recursive resolver on this host:
 // the first service user of a known resolver package that exists.
-func findLocalResolver() (*rules.UserRef, string) {
+func (s *System) findLocalResolver() (*rules.UserRef, string) {
 	for _, r := range localResolvers {
-		if uid, err := LookupUID(r.user); err == nil {
+		if uid, err := s.lookupUID(r.user); err == nil {
 			return &rules.UserRef{Name: r.user, UID: uid}, fmt.Sprintf("user %s of %s exists", r.user, r.name)
 		}
 	}
@@ -48,7 +44,7 @@ func findLocalResolver() (*rules.UserRef, string) {
 // localResolvers), and when there is none relayfw says what to set.
 func (in *Inputs) localResolverAllowance(resolvers []netip.Addr) *rules.UserRef {
 	if name := in.cfg.Allow.ResolverUser; name != "" {
-		uid, err := LookupUID(name)
+		uid, err := in.sys.lookupUID(name)
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("allow.resolver_user %q: %v; the local resolver gets no DNS allowance", name, err))
 			return nil
@@ -61,7 +57,7 @@ func (in *Inputs) localResolverAllowance(resolvers []netip.Addr) *rules.UserRef 
 	if !local {
 		return nil
 	}
-	ref, how := findLocalResolver()
+	ref, how := in.sys.findLocalResolver()
 	if ref == nil {
 		in.log().Warn("resolv.conf points at loopback, but no user of a local recursive resolver (unbound, bind, knot-resolver, pdns) exists: " +
 			"it could not reach any name server. Set allow.resolver_user = \"USER\" in relayfw.toml to the user your resolver runs as")
@@ -80,7 +76,7 @@ func (in *Inputs) updatesAllowance() *rules.UserRef {
 	if !config.On(in.cfg.Allow.Updates) {
 		return nil
 	}
-	uid, err := LookupUID(AptUser)
+	uid, err := in.sys.lookupUID(AptUser)
 	if err != nil {
 		in.log().Debug("no package updates allowance", "user", AptUser, "err", err)
 		return nil

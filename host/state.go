@@ -16,25 +16,19 @@ import (
 	"github.com/relayfw/relayfw/rules"
 )
 
-// StateDir holds relayfw's state, one set of files per network namespace
-// (the firewall is per namespace, so are the operations that change it):
-// the lock, the record of the last apply, the ruleset it installed and a
-// pending confirm. A variable so that tests can use their own.
-var StateDir = "/run/relayfw"
-
 // stateFile names a state file of the namespace this process runs in. The
 // namespace is named by its cookie, which the kernel never reuses (an
 // inode number can be, once a namespace is gone), else by its inode.
-func stateFile(kind, ext string) string {
+func (s *System) stateFile(kind, ext string) string {
 	name := kind
 	if cookie, ok := netnsCookie(); ok {
 		name = fmt.Sprintf("%s-netns%d", kind, cookie)
-	} else if fi, err := os.Stat("/proc/self/ns/net"); err == nil {
+	} else if fi, err := os.Stat(filepath.Join(s.ProcRoot, "self/ns/net")); err == nil {
 		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 			name = fmt.Sprintf("%s-net%d", kind, st.Ino)
 		}
 	}
-	return filepath.Join(StateDir, name+ext)
+	return filepath.Join(s.StateDir, name+ext)
 }
 
 // netnsCookie is SO_NETNS_COOKIE of a socket in this namespace (Linux 5.14+).
@@ -50,13 +44,13 @@ func netnsCookie() (uint64, bool) {
 
 // LockPath, StatePath, PendingPath, AppliedRulesetPath and
 // RollbackLogPath are this namespace's state files.
-func LockPath() string           { return stateFile("lock", "") }
-func StatePath() string          { return stateFile("state", ".json") }
-func PendingPath() string        { return stateFile("state", ".pending.json") }
-func AppliedRulesetPath() string { return stateFile("state", ".ruleset.json") }
-func RollbackLogPath() string    { return stateFile("state", ".rollback.log") }
-func previousRulesetPath() string {
-	return stateFile("state", ".previous.json")
+func (s *System) LockPath() string           { return s.stateFile("lock", "") }
+func (s *System) StatePath() string          { return s.stateFile("state", ".json") }
+func (s *System) PendingPath() string        { return s.stateFile("state", ".pending.json") }
+func (s *System) AppliedRulesetPath() string { return s.stateFile("state", ".ruleset.json") }
+func (s *System) RollbackLogPath() string    { return s.stateFile("state", ".rollback.log") }
+func (s *System) previousRulesetPath() string {
+	return s.stateFile("state", ".previous.json")
 }
 
 // State is what the last apply recorded.
@@ -66,26 +60,26 @@ type State struct {
 }
 
 // ReadState reads the record of the last apply.
-func ReadState() (State, bool) {
-	var s State
-	data, err := os.ReadFile(StatePath())
-	if err != nil || json.Unmarshal(data, &s) != nil {
-		return s, false
+func (s *System) ReadState() (State, bool) {
+	var st State
+	data, err := os.ReadFile(s.StatePath())
+	if err != nil || json.Unmarshal(data, &st) != nil {
+		return st, false
 	}
-	return s, true
+	return st, true
 }
 
 // RecordApply remembers an apply with a backend kind; one without a
 // confirm window is the last change, "applied".
-func RecordApply(kind string) error {
+func (s *System) RecordApply(kind string) error {
 	data, _ := json.Marshal(State{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: kind})
-	return writeAtomic(StatePath(), data, 0o644)
+	return writeAtomic(s.StatePath(), data, 0o644)
 }
 
 // ForgetApply drops the record: nothing is installed.
-func ForgetApply() {
-	_ = os.Remove(StatePath())
-	_ = os.Remove(AppliedRulesetPath())
+func (s *System) ForgetApply() {
+	_ = os.Remove(s.StatePath())
+	_ = os.Remove(s.AppliedRulesetPath())
 }
 
 // SaveRuleset remembers the ruleset an apply installed, for a rollback.
@@ -178,8 +172,8 @@ func (e *BusyError) Error() string {
 // namespace's lock file, waiting up to wait (0: not at all) or until ctx
 // ends. The lock goes with the process, so a killed relayfw never leaves
 // it held.
-func Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
-	return flockState(ctx, wait, unix.LOCK_EX)
+func (s *System) Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
+	return s.flockState(ctx, wait, unix.LOCK_EX)
 }
 
 // ReadLock is the lock of an operation that only reads the firewall
@@ -188,8 +182,8 @@ func Lock(ctx context.Context, wait time.Duration) (release func(), err error) {
 // process's commit can mix the old firewall with the new and report drift
 // that is not there. It waits up to wait (or until ctx ends); ok is false
 // when the lock could not be had, and the caller reads anyway.
-func ReadLock(ctx context.Context, wait time.Duration) (release func(), ok bool) {
-	release, err := flockState(ctx, wait, unix.LOCK_SH)
+func (s *System) ReadLock(ctx context.Context, wait time.Duration) (release func(), ok bool) {
+	release, err := s.flockState(ctx, wait, unix.LOCK_SH)
 	if err != nil {
 		return func() {}, false
 	}
@@ -198,11 +192,11 @@ func ReadLock(ctx context.Context, wait time.Duration) (release func(), ok bool)
 
 // flockState takes the namespace's lock file with flock how (LOCK_EX or
 // LOCK_SH), polling until wait has passed or ctx ends.
-func flockState(ctx context.Context, wait time.Duration, how int) (release func(), err error) {
-	if err := os.MkdirAll(StateDir, 0o755); err != nil {
-		return nil, &StateError{Path: StateDir, Err: err}
+func (s *System) flockState(ctx context.Context, wait time.Duration, how int) (release func(), err error) {
+	if err := os.MkdirAll(s.StateDir, 0o755); err != nil {
+		return nil, &StateError{Path: s.StateDir, Err: err}
 	}
-	path := LockPath()
+	path := s.LockPath()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, &StateError{Path: path, Err: err}

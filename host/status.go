@@ -166,8 +166,8 @@ func (st *Status) RuleClass(name string) string { return st.ruleClass.of(name) }
 // objects, an open confirm window, the last apply, counters per rule and
 // per verdict class. note is the plain statement for a host that does not
 // exit (Inputs.NotExitNote).
-func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string) (*Status, error) {
-	return gatherStatus(ctx, b, rs, note, true)
+func (s *System) GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string) (*Status, error) {
+	return s.gatherStatus(ctx, b, rs, note, true)
 }
 
 // GatherStatusInvalid is GatherStatus when the inputs cannot be read
@@ -177,17 +177,17 @@ func GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 // classes, and Drift lists the kernel's differences from that ruleset.
 // The firewall is not in sync while the inputs are invalid, and the relay
 // links are not compared (the cached consensus is found through them).
-func GatherStatusInvalid(ctx context.Context, b firewall.Backend, inputErr error) (*Status, error) {
-	ref, err := LoadRuleset(AppliedRulesetPath())
+func (s *System) GatherStatusInvalid(ctx context.Context, b firewall.Backend, inputErr error) (*Status, error) {
+	ref, err := LoadRuleset(s.AppliedRulesetPath())
 	known := err == nil
 	if !known {
 		ref = rules.Ruleset{} // first run, or nothing installed since the state was lost
 	}
-	st, err := gatherStatus(ctx, b, ref, "", known)
+	st, err := s.gatherStatus(ctx, b, ref, "", known)
 	if err != nil && known {
 		// A ruleset the backend cannot compare the kernel with (an older
 		// relayfw's): the kernel's facts still count.
-		st, err = gatherStatus(ctx, b, ref, "", false)
+		st, err = s.gatherStatus(ctx, b, ref, "", false)
 	}
 	if err != nil {
 		return nil, err
@@ -204,7 +204,7 @@ func GatherStatusInvalid(ctx context.Context, b firewall.Backend, inputErr error
 
 // gatherStatus is GatherStatus; compare false skips the comparison with
 // rs (no drift, no relay links behind).
-func gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string, compare bool) (*Status, error) {
+func (s *System) gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string, compare bool) (*Status, error) {
 	installed, err := b.Installed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
@@ -224,12 +224,12 @@ func gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 		Drift: append([]firewall.Drift{}, drift...), RelayLinksBehind: behind.Total(), Note: note,
 		Classes: map[string]firewall.Counter{}, Rules: counters, ruleClass: ruleClasses{}, Config: ConfigStatus{Valid: true}}
 	st.Exit = st.Note == ""
-	for _, o := range otherBackends(ctx, b) {
+	for _, o := range s.otherBackends(ctx, b) {
 		if ok, err := o.Installed(ctx); err == nil && ok {
 			st.AlsoInstalled = append(st.AlsoInstalled, Kind(o))
 		}
 	}
-	if p, err := ReadPending(); err == nil {
+	if p, err := s.ReadPending(); err == nil {
 		st.Pending = &PendingStatus{Deadline: p.Deadline, Restores: p.Restores()}
 	}
 	for _, r := range rs.Outbound {
@@ -252,13 +252,13 @@ func gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, not
 		sum.Bytes += c.Bytes
 		st.Classes[k] = sum
 	}
-	if a, ok := ReadState(); ok {
+	if a, ok := s.ReadState(); ok {
 		st.LastApply = &a.AppliedAt
 	}
-	if c, ok := ReadLastChange(); ok {
+	if c, ok := s.ReadLastChange(); ok {
 		st.LastChange = &c
 	}
-	if r, ok := ReadRolledBack(); ok {
+	if r, ok := s.ReadRolledBack(); ok {
 		st.RolledBack = &r
 	}
 	if rs.Inbound != nil {

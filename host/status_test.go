@@ -32,11 +32,11 @@ func TestInboundRuleCause(t *testing.T) {
 // last installed, never in sync, with the inputs' error; on a host that
 // never applied it reports what little there is, without an error.
 func TestStatusWithInvalidInputs(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
 	inputErr := errors.New("torrc /etc/tor/torrc:3: unknown option \"ExitPolcy\"")
 
-	st, err := GatherStatusInvalid(ctx, nft, inputErr)
+	st, err := sys.GatherStatusInvalid(ctx, nft, inputErr)
 	if err != nil {
 		t.Fatalf("never applied: %v", err)
 	}
@@ -45,7 +45,7 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 	}
 
 	rs := policyRuleset(t, "accept *:80,reject *:*")
-	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
+	if _, _, err := (Applier{System: sys, StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
 		t.Fatal(err)
 	}
 	exitRule := ""
@@ -62,8 +62,8 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 		gather func() (*Status, error)
 		valid  bool
 	}{
-		{"valid", func() (*Status, error) { return GatherStatus(ctx, b, rs, "") }, true},
-		{"invalid", func() (*Status, error) { return GatherStatusInvalid(ctx, b, inputErr) }, false},
+		{"valid", func() (*Status, error) { return sys.GatherStatus(ctx, b, rs, "") }, true},
+		{"invalid", func() (*Status, error) { return sys.GatherStatusInvalid(ctx, b, inputErr) }, false},
 	} {
 		st, err := tc.gather()
 		if err != nil {
@@ -85,21 +85,21 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 // installed cannot be compared with the kernel, the kernel's facts are
 // still reported; with valid inputs the error is the status's.
 func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
 	rs := policyRuleset(t, "accept *:80,reject *:*")
-	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
+	if _, _, err := (Applier{System: sys, StartWatcher: noWatcher}).Apply(ctx, nft, rs, 0); err != nil {
 		t.Fatal(err)
 	}
 	b := nft
 	b.Count("reject-tcp", 2, 120)
 	// It cannot compare the kernel with a ruleset.
 	b.Inject(fake.Fault{Op: fake.OpCheck, Err: errors.New("ruleset of an older format")})
-	st, err := GatherStatusInvalid(ctx, b, errors.New("torrc t:1: bad"))
+	st, err := sys.GatherStatusInvalid(ctx, b, errors.New("torrc t:1: bad"))
 	if err != nil || !st.Installed || st.InSync || len(st.Drift) != 0 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 {
 		t.Errorf("status %+v, %v", st, err)
 	}
-	if _, err := GatherStatus(ctx, b, rs, ""); err == nil {
+	if _, err := sys.GatherStatus(ctx, b, rs, ""); err == nil {
 		t.Error("GatherStatus hid the backend's error")
 	}
 }
@@ -109,19 +109,19 @@ func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
 // window is recorded as pending, not applied, and keeps the last rollback's
 // time.
 func TestStatusShowsTheLastChange(t *testing.T) {
-	nft, _ := fakeHost(t)
+	sys, nft, _ := fakeHost(t)
 	ctx := context.Background()
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	if err := RecordChange(Change{Kind: ChangeRolledBack, Why: RollbackDeadline, At: at, Window: "w1", Detail: "rolled back to no firewall"}); err != nil {
+	if err := sys.RecordChange(Change{Kind: ChangeRolledBack, Why: RollbackDeadline, At: at, Window: "w1", Detail: "rolled back to no firewall"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := RecordRolledBack(RolledBack{At: at, Why: RollbackDeadline, Window: "w1"}); err != nil {
+	if err := sys.RecordRolledBack(RolledBack{At: at, Why: RollbackDeadline, Window: "w1"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := (Applier{StartWatcher: noWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:80"), time.Hour); err != nil {
+	if _, _, err := (Applier{System: sys, StartWatcher: noWatcher}).Apply(ctx, nft, policyRuleset(t, "accept *:80"), time.Hour); err != nil {
 		t.Fatal(err)
 	}
-	st, err := GatherStatus(ctx, nft, policyRuleset(t, "accept *:80"), "")
+	st, err := sys.GatherStatus(ctx, nft, policyRuleset(t, "accept *:80"), "")
 	if err != nil {
 		t.Fatal(err)
 	}

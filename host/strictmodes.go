@@ -81,14 +81,10 @@ func stickyBits(m fs.FileMode) uint32 {
 	return 0
 }
 
-// trustedOwner says whether uid may own an input: root, or the user
-// running relayfw. A variable for tests.
-var trustedOwner = func(uid uint32) bool { return uid == 0 || int(uid) == os.Geteuid() }
-
 // checkOwnerMode checks one file or directory. content is false for a
 // directory above an input, where the sticky bit makes a writable
 // directory safe.
-func checkOwnerMode(path, object string, fi fs.FileInfo, content bool) error {
+func (s *System) checkOwnerMode(path, object string, fi fs.FileInfo, content bool) error {
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {
 		return nil // not a Unix file system: nothing to tell
@@ -97,7 +93,7 @@ func checkOwnerMode(path, object string, fi fs.FileInfo, content bool) error {
 		return &UnsafeFileError{Path: path, Object: object, Owner: ownerName(st.Uid), Mode: fi.Mode(), Why: why}
 	}
 	switch perm := fi.Mode().Perm(); {
-	case !trustedOwner(st.Uid):
+	case !s.trustedOwner(st.Uid):
 		return bad("is owned by another user")
 	case !content && fi.Mode()&fs.ModeSticky != 0:
 		return nil
@@ -119,7 +115,7 @@ func ownerName(uid uint32) string {
 
 // checkAncestors checks every directory above path, as given and with its
 // symbolic links resolved.
-func checkAncestors(path string) error {
+func (s *System) checkAncestors(path string) error {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil
@@ -134,7 +130,7 @@ func checkAncestors(path string) error {
 			if err != nil {
 				return nil // reading the file reports it
 			}
-			if err := checkOwnerMode(path, dir, fi, false); err != nil {
+			if err := s.checkOwnerMode(path, dir, fi, false); err != nil {
 				return err
 			}
 			if dir == filepath.Dir(dir) {
@@ -149,21 +145,21 @@ func checkAncestors(path string) error {
 // directories above it; content is false only for a directory above an
 // input. The file is returned open also when it is unsafe (unsafe says
 // why), for strict_modes = false.
-func openTrusted(path string) (f *os.File, unsafe, err error) {
+func (s *System) openTrusted(path string) (f *os.File, unsafe, err error) {
 	f, fi, err := openInput(path, true)
 	if err != nil {
 		return nil, nil, err
 	}
-	if unsafe = checkOwnerMode(path, path, fi, true); unsafe == nil {
-		unsafe = checkAncestors(path)
+	if unsafe = s.checkOwnerMode(path, path, fi, true); unsafe == nil {
+		unsafe = s.checkAncestors(path)
 	}
 	return f, unsafe, nil
 }
 
 // readTrusted reads a file that decides the firewall; unsafe is the
 // check's verdict (nil: safe).
-func readTrusted(path string) (data []byte, unsafe, err error) {
-	f, unsafe, err := openTrusted(path)
+func (s *System) readTrusted(path string) (data []byte, unsafe, err error) {
+	f, unsafe, err := s.openTrusted(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -173,8 +169,8 @@ func readTrusted(path string) (data []byte, unsafe, err error) {
 }
 
 // readDirTrusted lists a directory whose files decide the firewall.
-func readDirTrusted(path string) (entries []fs.DirEntry, unsafe, err error) {
-	f, unsafe, err := openTrusted(path)
+func (s *System) readDirTrusted(path string) (entries []fs.DirEntry, unsafe, err error) {
+	f, unsafe, err := s.openTrusted(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -185,13 +181,13 @@ func readDirTrusted(path string) (entries []fs.DirEntry, unsafe, err error) {
 }
 
 // statTrusted checks the directory a glob pattern lists, when it exists.
-func statTrusted(pattern, dir string) error {
+func (s *System) statTrusted(pattern, dir string) error {
 	fi, err := os.Stat(dir)
 	if err != nil {
 		return nil
 	}
-	if err := checkOwnerMode(pattern, dir, fi, true); err != nil {
+	if err := s.checkOwnerMode(pattern, dir, fi, true); err != nil {
 		return err
 	}
-	return checkAncestors(pattern)
+	return s.checkAncestors(pattern)
 }

@@ -2,6 +2,7 @@ package host
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"log/slog"
 	"os"
@@ -17,6 +18,7 @@ import (
 // is refused, with the file, its owner and mode and the fix; with
 // strict_modes = false it is used with a warning.
 func TestStrictModes(t *testing.T) {
+	var sys *System // each case's host
 	requireRootForChown(t)
 	const nobody = 65534
 	for _, tc := range []struct {
@@ -42,9 +44,7 @@ func TestStrictModes(t *testing.T) {
 			return file(t, dir, "torrc", 0o644, nobody), ""
 		}, "it is owned by another user (owner nobody, mode 0644), so a user other than root could change the firewall; fix: chown root:root {dir}/torrc && chmod go-w {dir}/torrc"},
 		{"the running user's", func(t *testing.T, dir string) (string, string) {
-			old := trustedOwner
-			trustedOwner = func(uid uint32) bool { return uid == 0 || uid == nobody }
-			t.Cleanup(func() { trustedOwner = old })
+			sys.TrustedOwner = func(uid uint32) bool { return uid == 0 || uid == nobody }
 			return file(t, dir, "torrc", 0o644, nobody), ""
 		}, ""},
 		{"a group-writable directory above", func(t *testing.T, dir string) (string, string) {
@@ -94,6 +94,7 @@ func TestStrictModes(t *testing.T) {
 		}, "its directory {dir}/open is writable by others"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			sys = DefaultSystem()
 			dir := mkdir(t, t.TempDir(), "d", 0o755)
 			torrc, defaults := tc.setup(t, dir)
 			want := strings.ReplaceAll(tc.want, "{dir}", dir)
@@ -104,11 +105,11 @@ func TestStrictModes(t *testing.T) {
 					cfg.StrictModes = &off
 				}
 				var log bytes.Buffer
-				opts := Options{Torrcs: []string{torrc}, Config: cfg, Log: slog.New(slog.NewTextHandler(&log, nil))}
+				opts := Options{Torrcs: []string{torrc}, Config: cfg, System: sys, Log: slog.New(slog.NewTextHandler(&log, nil))}
 				if defaults != "" {
 					opts.DefaultsTorrc = &defaults
 				}
-				_, err := Load(opts)
+				_, err := Load(context.Background(), opts)
 				var unsafe *UnsafeFileError
 				switch {
 				case want == "" && err != nil:
@@ -128,9 +129,10 @@ func TestStrictModes(t *testing.T) {
 // says: whoever could write it could turn the check off.
 func TestStrictModesConfig(t *testing.T) {
 	requireRootForChown(t)
+	sys := DefaultSystem()
 	dir := mkdir(t, t.TempDir(), "d", 0o755)
 	path := write(t, dir, "relayfw.toml", "strict_modes = false\n")
-	if cfg, err := LoadConfig(path, false); err != nil || config.On(cfg.StrictModes) {
+	if cfg, err := sys.LoadConfig(path, false); err != nil || config.On(cfg.StrictModes) {
 		t.Fatalf("root's relayfw.toml: %+v, %v", cfg, err)
 	}
 	for _, mode := range []os.FileMode{0o664, 0o646} {
@@ -138,7 +140,7 @@ func TestStrictModesConfig(t *testing.T) {
 			t.Fatal(err)
 		}
 		var unsafe *UnsafeFileError
-		if _, err := LoadConfig(path, true); !errors.As(err, &unsafe) || !strings.Contains(err.Error(), "config "+path+": it is writable") {
+		if _, err := sys.LoadConfig(path, true); !errors.As(err, &unsafe) || !strings.Contains(err.Error(), "config "+path+": it is writable") {
 			t.Errorf("mode %04o: %v", mode, err)
 		}
 	}

@@ -48,19 +48,21 @@ type TorJudge struct {
 	off bool
 }
 
-// SystemBinDirs are where FindTor looks for tor, in this order: Debian's
-// units run /usr/bin/tor. Never $PATH: relayfw runs tor as root, and a
-// caller's PATH (sudo -E, su) must not choose the program.
+// SystemBinDirs are where FindTor looks for tor unless System.TorDirs
+// says otherwise, in this order: Debian's units run /usr/bin/tor. Never
+// $PATH: relayfw runs tor as root, and a caller's PATH (sudo -E, su) must
+// not choose the program.
 func SystemBinDirs() []string {
 	return []string{"/usr/bin", "/usr/sbin", "/usr/local/bin", "/usr/local/sbin", "/bin", "/sbin"}
 }
 
 // FindTor is the TorJudge relayfw.toml asks for: [tor] path, else tor in
-// SystemBinDirs, unless [tor] verify = false.
-func FindTor(cfg config.Config) TorJudge { return FindTorIn(cfg, SystemBinDirs()) }
-
-// FindTorIn is FindTor looking for tor in dirs.
-func FindTorIn(cfg config.Config, dirs []string) TorJudge {
+// s.TorDirs (default SystemBinDirs), unless [tor] verify = false.
+func (s *System) FindTor(cfg config.Config) TorJudge {
+	dirs := s.TorDirs
+	if dirs == nil {
+		dirs = SystemBinDirs()
+	}
 	timeout, err := cfg.Tor.Timeout()
 	if err != nil {
 		timeout = config.DefaultVerifyTimeout // Parse refused it already
@@ -93,9 +95,9 @@ func FindTorIn(cfg config.Config, dirs []string) TorJudge {
 	default:
 		// Whatever strict_modes says: a binary another user could have
 		// replaced is not run as root.
-		unsafe := checkOwnerMode(path, path, fi, true)
+		unsafe := s.checkOwnerMode(path, path, fi, true)
 		if unsafe == nil {
-			unsafe = checkAncestors(path)
+			unsafe = s.checkAncestors(path)
 		}
 		if unsafe != nil {
 			j.Err = fmt.Errorf("tor's binary, which relayfw runs as root to judge the torrcs: %w", unsafe)
@@ -123,7 +125,7 @@ func (e *TorRefusal) Error() string {
 
 // judgeByTor has tor judge every instance, a few at a time; the first
 // instance (in order) that tor refuses is the error.
-func (in *Inputs) judgeByTor() error {
+func (in *Inputs) judgeByTor(ctx context.Context) error {
 	j := in.opts.Tor
 	if j.Path == "" {
 		msg := "tor was not consulted: " + j.NotConsulted + "; the torrcs were checked by relayfw alone"
@@ -151,7 +153,7 @@ func (in *Inputs) judgeByTor() error {
 			defer wg.Done()
 			limit <- struct{}{}
 			defer func() { <-limit }()
-			errs[i] = in.verifyInstance(t, j)
+			errs[i] = in.verifyInstance(ctx, t, j)
 		}()
 	}
 	wg.Wait()
@@ -187,7 +189,7 @@ func firstError(errs []error) error {
 }
 
 // verifyInstance runs tor --verify-config on one instance.
-func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
+func (in *Inputs) verifyInstance(ctx context.Context, t *Instance, j TorJudge) error {
 	start := time.Now()
 	call, err := verifyCall(t, in.opts.Policy)
 	if err != nil {
@@ -198,10 +200,13 @@ func (in *Inputs) verifyInstance(t *Instance, j TorJudge) error {
 	if timeout <= 0 {
 		timeout = config.DefaultVerifyTimeout
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	tctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out, runErr := runTor(ctx, j.Path, call)
-	if ctx.Err() != nil {
+	out, runErr := runTor(tctx, j.Path, call)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if tctx.Err() != nil {
 		hint := ""
 		if n := len(t.Effective.Policy.Entries); n >= 5000 {
 			hint = fmt.Sprintf(" (tor checks an ExitPolicy of %d entries slowly)", n)

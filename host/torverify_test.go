@@ -235,7 +235,7 @@ func TestFindTor(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			j := FindTorIn(tt.cfg, tt.dirs)
+			j := (&System{TorDirs: tt.dirs}).FindTor(tt.cfg)
 			gotErr := ""
 			if j.Err != nil {
 				gotErr = j.Err.Error()

@@ -53,9 +53,14 @@ func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs rules.
 	return rs, in, b, release, backendError(err)
 }
 
+// applyFlags are apply's flags.
+type applyFlags struct {
+	detailed, dryRun, automatic bool
+	confirm                     time.Duration
+}
+
 func newApplyCommand(g *globals) *cobra.Command {
-	var detailed, dryRun, automatic bool
-	var confirm time.Duration
+	var f applyFlags
 	cmd := &cobra.Command{
 		Use:   "apply",
 		Short: "Install the firewall atomically (no change when already in sync)",
@@ -104,110 +109,139 @@ install (hand-made, or another tool's), which apply would remove. With
 the same lines after its summary.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if dryRun && confirm > 0 {
+			switch {
+			case f.dryRun && f.confirm > 0:
 				return usageError(fmt.Errorf("--dry-run and --confirm: a dry run changes nothing to confirm"))
-			}
-			if automatic && confirm > 0 {
+			case f.automatic && f.confirm > 0:
 				return usageError(fmt.Errorf("--automatic and --confirm: the units' applies have nobody to confirm"))
+			case f.dryRun:
+				return applyDryRun(cmd, g, f.detailed)
 			}
-			var found *host.Pending
-			lock := lockFunc(func(ctx context.Context, g *globals) (func(), error) {
-				release, p, err := lockForChange(ctx, g)
-				found = p
-				return release, err
-			})
-			if dryRun {
-				lock = readLock
-			}
-			rs, in, b, release, err := rulesetAndBackend(cmd, g, lock)
-			defer func() { release() }()
-			if err != nil {
-				return err
-			}
-			if dryRun {
-				changes, err := host.PlanChanges(cmd.Context(), b, rs)
-				if err != nil {
-					return backendError(fmt.Errorf("apply: %w", err))
-				}
-				if len(changes) == 0 {
-					fmt.Fprintf(g.stdout, "dry run (%s): in sync, nothing would change\n", b.Name())
-					return nil
-				}
-				fmt.Fprintf(g.stdout, "dry run (%s): apply would change:\n", b.Name())
-				for _, c := range changes {
-					fmt.Fprintf(g.stdout, "  %s\n", c)
-				}
-				if detailed {
-					return &exitStatus{code: exitChanged}
-				}
-				return nil
-			}
-			if found != nil {
-				if at, rolled := host.WindowRolledBack(found.Window()); rolled {
-					return &exitError{code: exitRolledBack, err: fmt.Errorf("apply: the apply --confirm window this apply waited for (until %s) was rolled back at %s; nothing installed (run apply again to install the torrc's firewall)",
-						found.Window(), at.Format(time.RFC3339))}
-				}
-			}
-			applier := g.applier()
-			applier.Automatic = automatic
-			if automatic {
-				if rb, ok := host.ReadRolledBack(); ok {
-					if err := keepLastGood(cmd, g, rb); err != nil {
-						return fmt.Errorf("apply --automatic: %w", err)
-					}
-					return nil
-				}
-			}
-			// What the apply starts from, for the lines that say what it
-			// changed: the backend's own comparison supplies the rest.
-			plan, err := host.NewPlan(cmd.Context(), b, rs)
-			if err != nil {
-				return backendError(fmt.Errorf("apply: %w", err))
-			}
-			if confirm > 0 {
-				changes, err := host.PlanChanges(cmd.Context(), b, rs)
-				if err != nil {
-					return backendError(fmt.Errorf("apply: %w", err))
-				}
-				if len(changes) == 0 {
-					_ = host.ForgetRolledBack() // the torrc's firewall is the one installed
-					fmt.Fprintf(g.stdout, "in sync, nothing changed (%s): no confirm window opened\n", b.Name())
-					return nil
-				}
-			}
-			res, p, err := applier.Apply(cmd.Context(), b, rs, confirm)
-			if err != nil {
-				return hostError(fmt.Errorf("apply: %w", err))
-			}
-			fmt.Fprintln(g.stdout, summary(b, res))
-			if res.Changed {
-				for _, c := range plan.Changes(res.Drift) {
-					fmt.Fprintf(g.stdout, "  %s\n", c)
-				}
-			}
-			if note := in.NotExitNote(); note != "" {
-				fmt.Fprintln(g.stdout, note)
-			}
-			if p != nil {
-				release() // the watcher takes the lock at the deadline
-				release = func() {}
-				kept, msg := awaitConfirm(g, p)
-				fmt.Fprintln(g.stdout, msg)
-				if !kept {
-					return &exitStatus{code: exitFailed}
-				}
-			}
-			if res.Changed && detailed {
-				return &exitStatus{code: exitChanged}
-			}
-			return nil
+			return runApply(cmd, g, f)
 		},
 	}
-	cmd.Flags().BoolVar(&detailed, "detailed-exitcode", false, "exit 2 when something changed (or, with --dry-run, would change)")
-	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "change nothing: say what apply would change")
-	cmd.Flags().DurationVar(&confirm, "confirm", 0, "roll back after this long unless relayfw confirm runs (e.g. 60s)")
-	cmd.Flags().BoolVar(&automatic, "automatic", false, "an unattended apply (the units'): after an unconfirmed rollback, keep the last good firewall")
+	cmd.Flags().BoolVar(&f.detailed, "detailed-exitcode", false, "exit 2 when something changed (or, with --dry-run, would change)")
+	cmd.Flags().BoolVar(&f.dryRun, "dry-run", false, "change nothing: say what apply would change")
+	cmd.Flags().DurationVar(&f.confirm, "confirm", 0, "roll back after this long unless relayfw confirm runs (e.g. 60s)")
+	cmd.Flags().BoolVar(&f.automatic, "automatic", false, "an unattended apply (the units'): after an unconfirmed rollback, keep the last good firewall")
 	return cmd
+}
+
+// applyDryRun is apply --dry-run: what apply would change, under the
+// readers' lock.
+func applyDryRun(cmd *cobra.Command, g *globals, detailed bool) error {
+	rs, _, b, release, err := rulesetAndBackend(cmd, g, readLock)
+	defer release()
+	if err != nil {
+		return err
+	}
+	changes, err := g.sys.PlanChanges(cmd.Context(), b, rs)
+	if err != nil {
+		return backendError(fmt.Errorf("apply: %w", err))
+	}
+	if len(changes) == 0 {
+		fmt.Fprintf(g.stdout, "dry run (%s): in sync, nothing would change\n", b.Name())
+		return nil
+	}
+	fmt.Fprintf(g.stdout, "dry run (%s): apply would change:\n", b.Name())
+	for _, c := range changes {
+		fmt.Fprintf(g.stdout, "  %s\n", c)
+	}
+	if detailed {
+		return &exitStatus{code: exitChanged}
+	}
+	return nil
+}
+
+// runApply is apply: under the lock for a change, the torrc's firewall
+// (or, --automatic after an unconfirmed rollback, the last good one),
+// with a confirm window when asked.
+func runApply(cmd *cobra.Command, g *globals, f applyFlags) error {
+	var found *host.Pending
+	lock := lockFunc(func(ctx context.Context, g *globals) (func(), error) {
+		release, p, err := lockForChange(ctx, g)
+		found = p
+		return release, err
+	})
+	rs, in, b, release, err := rulesetAndBackend(cmd, g, lock)
+	defer func() { release() }()
+	if err != nil {
+		return err
+	}
+	if found != nil {
+		if at, rolled := g.sys.WindowRolledBack(found.Window()); rolled {
+			return &exitError{code: exitRolledBack, err: fmt.Errorf("apply: the apply --confirm window this apply waited for (until %s) was rolled back at %s; nothing installed (run apply again to install the torrc's firewall)",
+				found.Window(), at.Format(time.RFC3339))}
+		}
+	}
+	if f.automatic {
+		if rb, ok := g.sys.ReadRolledBack(); ok {
+			if err := keepLastGood(cmd, g, rb); err != nil {
+				return fmt.Errorf("apply --automatic: %w", err)
+			}
+			return nil
+		}
+	}
+	// What the apply starts from, for the lines that say what it
+	// changed: the backend's own comparison supplies the rest.
+	plan, err := g.sys.NewPlan(cmd.Context(), b, rs)
+	if err != nil {
+		return backendError(fmt.Errorf("apply: %w", err))
+	}
+	if f.confirm > 0 {
+		if inSync, err := confirmInSync(cmd, g, b, rs); inSync || err != nil {
+			return err
+		}
+	}
+	applier := g.applier()
+	applier.Automatic = f.automatic
+	res, p, err := applier.Apply(cmd.Context(), b, rs, f.confirm)
+	if err != nil {
+		return hostError(fmt.Errorf("apply: %w", err))
+	}
+	printApplied(g, b, res, plan, in)
+	if p != nil {
+		release() // the watcher takes the lock at the deadline
+		release = func() {}
+		kept, msg := awaitConfirm(cmd.Context(), g, p)
+		fmt.Fprintln(g.stdout, msg)
+		if !kept {
+			return &exitStatus{code: exitFailed}
+		}
+	}
+	if res.Changed && f.detailed {
+		return &exitStatus{code: exitChanged}
+	}
+	return nil
+}
+
+// confirmInSync is apply --confirm's look before it opens a window: when
+// the firewall is in sync, no window opens (and it says so).
+func confirmInSync(cmd *cobra.Command, g *globals, b firewall.Backend, rs rules.Ruleset) (bool, error) {
+	changes, err := g.sys.PlanChanges(cmd.Context(), b, rs)
+	if err != nil {
+		return false, backendError(fmt.Errorf("apply: %w", err))
+	}
+	if len(changes) > 0 {
+		return false, nil
+	}
+	_ = g.sys.ForgetRolledBack() // the torrc's firewall is the one installed
+	fmt.Fprintf(g.stdout, "in sync, nothing changed (%s): no confirm window opened\n", b.Name())
+	return true, nil
+}
+
+// printApplied says what an apply did: its summary, what it changed, and
+// for a host that does not exit, that it does not.
+func printApplied(g *globals, b firewall.Backend, res firewall.Result, plan *host.Plan, in *host.Inputs) {
+	fmt.Fprintln(g.stdout, summary(b, res))
+	if res.Changed {
+		for _, c := range plan.Changes(res.Drift) {
+			fmt.Fprintf(g.stdout, "  %s\n", c)
+		}
+	}
+	if note := in.NotExitNote(); note != "" {
+		fmt.Fprintln(g.stdout, note)
+	}
 }
 
 // keepLastGood is an automatic apply (apply --automatic, boot) after an
@@ -216,11 +250,11 @@ the same lines after its summary.`,
 // the last good firewall, with the backend that installed it.
 func keepLastGood(cmd *cobra.Command, g *globals, rb host.RolledBack) error {
 	why := fmt.Sprintf("the torrc's firewall was rolled back at %s (%s, not confirmed)", rb.At.Format(time.RFC3339), rb.Why)
-	lg, err := host.ValidLastGood()
+	lg, err := g.sys.ValidLastGood()
 	if err != nil {
 		return fmt.Errorf("%s and there is no last good firewall to keep (%w); install the torrc's by hand: relayfw apply --confirm 2m", why, err)
 	}
-	b, res, err := host.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
+	b, res, err := g.sys.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeApplied, host.DescribeLastGood(lg)+": "+why, g.log)
 	if err != nil {
 		return backendError(fmt.Errorf("%s; installing %s failed: %w", why, host.DescribeLastGood(lg), err))
 	}
@@ -274,7 +308,7 @@ then 3.`,
 					fmt.Fprintf(g.stdout, "%s\n", linksLine)
 					found = append(found, exitLinksBehind)
 				}
-				if rb, ok := host.ReadRolledBack(); ok {
+				if rb, ok := g.sys.ReadRolledBack(); ok {
 					fmt.Fprintf(g.stdout, "the torrc differs from what is installed because its apply --confirm was rolled back at %s (not confirmed); relayfw apply --confirm 2m installs it\n", rb.At.Format(time.RFC3339))
 				}
 				return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
@@ -338,9 +372,9 @@ objects are found, whichever backend put them there.`,
 			if !removedAny {
 				fmt.Fprintf(g.stdout, "nothing to remove (%s)\n", strings.Join(names, ", "))
 			} else {
-				_ = host.RecordChange(host.Change{Kind: host.ChangeRemoved})
+				_ = g.sys.RecordChange(host.Change{Kind: host.ChangeRemoved})
 			}
-			host.ForgetApply()
+			g.sys.ForgetApply()
 			return nil
 		},
 	}

@@ -12,7 +12,7 @@ import (
 
 // backendChoice is the backend a command uses (host.BackendChoice).
 func backendChoice(cmd *cobra.Command, g *globals, cfg config.Config) string {
-	return host.BackendChoice(g.backend, g.backendSet(cmd), cfg)
+	return g.sys.BackendChoice(g.backend, g.backendSet(cmd), cfg)
 }
 
 // chooseBackend returns the backend named, checked to work here.

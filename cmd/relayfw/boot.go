@@ -56,7 +56,7 @@ func runBoot(cmd *cobra.Command, g *globals) error {
 	// After an unconfirmed rollback the torrc still holds the change the
 	// operator did not confirm: the automatic applies keep the last good
 	// firewall until an operator applies by hand.
-	if rb, ok := host.ReadRolledBack(); ok {
+	if rb, ok := g.sys.ReadRolledBack(); ok {
 		if err := keepLastGood(cmd, g, rb); err != nil {
 			cause := fmt.Errorf("the torrc's firewall was rolled back at %s (%s, not confirmed)", rb.At.Format(time.RFC3339), rb.Why)
 			return bootMinimal(cmd, g, cause, err)
@@ -65,7 +65,7 @@ func runBoot(cmd *cobra.Command, g *globals) error {
 	}
 	rs, in, b, _, err := rulesetAndBackend(cmd, g, nil)
 	if err == nil {
-		applier := host.Applier{Log: g.log, Automatic: true}
+		applier := host.Applier{System: g.sys, Log: g.log, Automatic: true}
 		var res firewall.Result
 		if res, _, err = applier.Apply(ctx, b, rs, 0); err == nil {
 			fmt.Fprintln(g.stdout, summary(b, res))
@@ -85,10 +85,10 @@ func runBoot(cmd *cobra.Command, g *globals) error {
 // bootFallback installs the last good firewall after the boot apply
 // failed with cause (exit 0), else the minimal one (bootMinimal).
 func bootFallback(cmd *cobra.Command, g *globals, cause error) error {
-	lg, lgErr := host.ValidLastGood()
+	lg, lgErr := g.sys.ValidLastGood()
 	if lgErr == nil {
 		detail := fmt.Sprintf("%s: the boot apply failed: %s", host.DescribeLastGood(lg), oneLine(cause.Error()))
-		b, res, err := host.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeFallback, detail, g.log)
+		b, res, err := g.sys.InstallFallback(cmd.Context(), lg.Backend, lg.Ruleset, host.ChangeFallback, detail, g.log)
 		if err == nil {
 			fmt.Fprintf(g.stdout, "fallback: installed %s: %s\n", host.DescribeLastGood(lg), counts(b, res))
 			g.log.Warn(fmt.Sprintf("boot: %s; installed %s instead: fix it, then relayfw apply",
@@ -112,10 +112,10 @@ func bootMinimal(cmd *cobra.Command, g *globals, cause, noLastGood error) error 
 	if err != nil {
 		cfg = host.DefaultConfig() // relayfw.toml itself is what is invalid
 	}
-	rs, users := host.MinimalRuleset(inputOptions(cmd, g, cfg))
+	rs, users := host.MinimalRuleset(cmd.Context(), inputOptions(cmd, g, cfg))
 	what := host.DescribeMinimal(users)
 	detail := fmt.Sprintf("%s: %s; %s", what, oneLine(cause.Error()), why)
-	if _, _, err := host.InstallFallback(cmd.Context(), backendChoice(cmd, g, cfg), rs, host.ChangeFallback, detail, g.log); err != nil {
+	if _, _, err := g.sys.InstallFallback(cmd.Context(), backendChoice(cmd, g, cfg), rs, host.ChangeFallback, detail, g.log); err != nil {
 		return &exitError{code: exitCode(cause), err: fmt.Errorf("boot: %w; %s; installing %s failed too: %v: relayfw's firewall is not installed",
 			cause, why, host.FallbackMinimal, err)}
 	}

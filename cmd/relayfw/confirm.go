@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -29,7 +28,7 @@ func startWatcher(g *globals, p *host.Pending) (int, error) {
 	}
 	cmd := exec.Command(self, "rollback-watcher", "--backend", p.Backend)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if f, err := os.OpenFile(host.RollbackLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
+	if f, err := os.OpenFile(g.sys.RollbackLogPath(), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
 		cmd.Stderr = f
 		defer f.Close()
 	}
@@ -38,7 +37,7 @@ func startWatcher(g *globals, p *host.Pending) (int, error) {
 	}
 	pid := cmd.Process.Pid
 	_ = cmd.Process.Release()
-	if systemdRuns() && host.InHostNetns() {
+	if systemdRuns() && g.sys.InHostNetns() {
 		line := backstopCommand(self, p, time.Now())
 		if out, err := exec.Command(line[0], line[1:]...).CombinedOutput(); err != nil && !strings.Contains(string(out), "already") {
 			g.log.Warn(fmt.Sprintf("no systemd timer as the rollback's backstop: %v: %s", err, strings.TrimSpace(string(out))))
@@ -95,7 +94,7 @@ func newRecoverCommand(g *globals) *cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			release, err := host.LockPatiently(cmd.Context(), g.log)
+			release, err := g.sys.LockPatiently(cmd.Context(), g.log)
 			if err != nil {
 				return hostError(err)
 			}
@@ -114,58 +113,29 @@ func newRecoverCommand(g *globals) *cobra.Command {
 }
 
 func newConfirmCommand(g *globals) *cobra.Command {
-	return pendingCommand(g, "confirm", "Keep the firewall of a pending apply --confirm",
-		func(*cobra.Command) (string, error) {
-			_, err := host.Confirm()
-			return "confirmed: the new firewall stays", err
-		})
+	return pendingCommand(g, "confirm", "Keep the firewall of a pending apply --confirm", true)
 }
 
 func newRollbackCommand(g *globals) *cobra.Command {
-	return pendingCommand(g, "rollback", "Roll a pending apply --confirm back now, instead of at its deadline",
-		func(cmd *cobra.Command) (string, error) { return host.Rollback(cmd.Context(), g.log) })
+	return pendingCommand(g, "rollback", "Roll a pending apply --confirm back now, instead of at its deadline", false)
 }
 
-// pendingCommand ends a pending apply --confirm under the lock (after
-// Recover, which rolls back a window past its deadline): exit 1 when none
-// is pending, else the one line decide returns.
-func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (string, error)) *cobra.Command {
+// pendingCommand ends a pending apply --confirm (host.Applier.EndWindow):
+// exit 1 when none is pending or, for confirm, when it rolled back at its
+// deadline; else the one line EndWindow returns.
+func pendingCommand(g *globals, use, short string, keep bool) *cobra.Command {
 	return &cobra.Command{
 		Use:   use,
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			release, err := acquireLock(cmd.Context(), g.wait)
-			if err != nil {
-				return err
-			}
-			defer release()
-			// Recover rolls back a window past its deadline: say so
-			// instead of what Recover says.
-			p, _ := host.ReadPending()
-			msg, err := g.applier().Recover(cmd.Context())
-			if err != nil {
-				return hostError(fmt.Errorf("%s: %w", use, err))
-			}
-			if _, perr := host.ReadPending(); p != nil && errors.Is(perr, os.ErrNotExist) {
-				if use == "rollback" {
-					fmt.Fprintln(g.stdout, msg)
-					return nil
-				}
-				return &exitError{code: exitFailed, err: fmt.Errorf("%s: too late, it rolled back at the deadline: %s", use, msg)}
-			}
-			if msg != "" {
-				g.log.Warn(msg)
-			}
-			msg, err = decide(cmd)
-			if errors.Is(err, host.ErrNothingPending) {
-				if c, ok := host.ReadLastChange(); ok && c.Kind == host.ChangeRolledBack && c.Window != "" {
-					err = fmt.Errorf("%w: the apply --confirm until %s was rolled back at %s (%s)", err, c.Window, c.At.Format(time.RFC3339), c.Why)
-				}
+			msg, err := g.applier().EndWindow(cmd.Context(), g.wait, keep)
+			var late *host.TooLateError
+			switch {
+			case errors.Is(err, host.ErrNothingPending), errors.As(err, &late):
 				return &exitError{code: exitFailed, err: err}
-			}
-			if err != nil {
-				return hostError(fmt.Errorf("%s: %w", use, err))
+			case err != nil:
+				return hostError(err)
 			}
 			fmt.Fprintln(g.stdout, msg)
 			return nil
@@ -173,46 +143,13 @@ func pendingCommand(g *globals, use, short string, decide func(*cobra.Command) (
 	}
 }
 
-// awaitConfirm, on a terminal, waits for Enter until the deadline: Enter
-// confirms; without it the firewall is rolled back (by the watcher, or by
-// awaitConfirm itself when the watcher is gone), and awaitConfirm says so
-// once it has. It reports whether the firewall stays; on no terminal it
-// returns at once, true (relayfw confirm decides).
-func awaitConfirm(g *globals, p *host.Pending) (kept bool, msg string) {
-	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err != nil {
-		return true, fmt.Sprintf("waiting for relayfw confirm until %s; without it the watcher restores %s",
-			p.Deadline.Format(time.RFC3339), p.Restores())
+// awaitConfirm follows the confirm window p (host.Applier.AwaitConfirm):
+// on a terminal, the operator is asked on stderr and answers on stdin.
+func awaitConfirm(ctx context.Context, g *globals, p *host.Pending) (kept bool, msg string) {
+	var prompt *host.Prompt
+	if _, err := unix.IoctlGetTermios(int(os.Stdin.Fd()), unix.TCGETS); err == nil {
+		g.flush() // the summary first, then the prompt
+		prompt = &host.Prompt{In: os.Stdin, Out: os.Stderr}
 	}
-	g.flush() // the summary first, then the prompt
-	fmt.Fprintf(os.Stderr, "Press Enter within %s to keep the new firewall (or run relayfw confirm); otherwise it rolls back to %s.\n",
-		time.Until(p.Deadline).Round(time.Second), p.Restores())
-	line := make(chan struct{}, 1)
-	go func() {
-		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
-		line <- struct{}{}
-	}()
-	select {
-	case <-line:
-		release, err := host.Lock(context.Background(), 10*time.Second)
-		if err == nil {
-			_, err = host.Confirm()
-			release()
-		}
-		if err == nil {
-			return true, "confirmed: the new firewall stays"
-		}
-	case <-time.After(time.Until(p.Deadline)):
-	}
-	// The watcher rolls back; should it be gone, or held up by a reader,
-	// roll back here once the lock is free.
-	for end := time.Now().Add(30 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		if _, err := host.ReadPending(); errors.Is(err, os.ErrNotExist) {
-			return false, "rolled back to " + p.Restores()
-		}
-		if release, err := host.Lock(context.Background(), 0); err == nil {
-			_, _ = g.applier().Recover(context.Background())
-			release()
-		}
-	}
-	return false, "not rolled back yet: another relayfw holds the lock; the watcher rolls back to " + p.Restores() + " once it is free"
+	return g.applier().AwaitConfirm(ctx, p, prompt)
 }

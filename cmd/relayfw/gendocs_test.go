@@ -22,7 +22,7 @@ func TestGendocs(t *testing.T) {
 	t.Setenv("SOURCE_DATE_EPOCH", "1764547200")
 	dir := t.TempDir()
 	var stdout, stderr strings.Builder
-	if code := run([]string{"gendocs", "--man", dir, "--toml", "../../examples/relayfw.toml", "--completions", filepath.Join(dir, "completions")}, &stdout, &stderr); code != 0 {
+	if code := run(testSystem(), []string{"gendocs", "--man", dir, "--toml", "../../examples/relayfw.toml", "--completions", filepath.Join(dir, "completions")}, &stdout, &stderr); code != 0 {
 		t.Fatalf("gendocs: exit %d: %s", code, stderr.String())
 	}
 	page := readFile(t, filepath.Join(dir, "man8", "relayfw.8"))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"github.com/relayfw/relayfw/host"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -9,18 +8,19 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/relayfw/relayfw/host"
+
 	"github.com/google/go-cmp/cmp"
 )
 
 // debianHost lays out Debian's tor files under a temporary directory: the
 // default instance (a client, as Debian ships it) and two exit instances
 // made by tor-instance-create.
-func debianHost(t *testing.T) {
+func debianHost(t *testing.T) *host.System {
 	t.Helper()
 	root := t.TempDir()
-	oldEtc, oldShare := host.TorEtcDir, host.TorShareDir
-	host.TorEtcDir, host.TorShareDir = filepath.Join(root, "etc/tor"), filepath.Join(root, "usr/share/tor")
-	t.Cleanup(func() { host.TorEtcDir, host.TorShareDir = oldEtc, oldShare })
+	sys := testSystem()
+	sys.TorEtcDir, sys.TorShareDir = filepath.Join(root, "etc/tor"), filepath.Join(root, "usr/share/tor")
 	files := map[string]string{
 		"usr/share/tor/tor-service-defaults-torrc":           "DataDirectory /var/lib/tor\nUser debian-tor\nSocksPort 9050\n",
 		"usr/share/tor/tor-service-defaults-torrc-instances": "DataDirectory /var/lib/tor-instances/@@NAME@@\nUser _tor-@@NAME@@\n",
@@ -37,22 +37,23 @@ func debianHost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	return sys
 }
 
 func TestDebianInstances(t *testing.T) {
-	debianHost(t)
+	sys := debianHost(t)
 	emptyConfig := writeFile(t, "relayfw.toml", "")
 
-	code, out, errOut := relayfw(t, "--config", emptyConfig, "policy")
+	code, out, errOut := relayfwOn(t, sys, "--config", emptyConfig, "policy")
 	if code != 0 {
 		t.Fatalf("policy: exit %d: %s", code, errOut)
 	}
 	wantPolicy := []string{
-		"# tor instance default (" + filepath.Join(host.TorEtcDir, "torrc") + ", user debian-tor)", "reject *:*",
-		"# tor instance a (" + filepath.Join(host.TorEtcDir, "instances/a/torrc") + ", user _tor-a)", "reject6 *:*",
+		"# tor instance default (" + filepath.Join(sys.TorEtcDir, "torrc") + ", user debian-tor)", "reject *:*",
+		"# tor instance a (" + filepath.Join(sys.TorEtcDir, "instances/a/torrc") + ", user _tor-a)", "reject6 *:*",
 		"reject 0.0.0.0/8:*", "reject 169.254.0.0/16:*", "reject 127.0.0.0/8:*", "reject 192.168.0.0/16:*",
 		"reject 10.0.0.0/8:*", "reject 172.16.0.0/12:*", "reject 203.0.113.10:*", "accept *:80", "accept *:443", "reject *:*",
-		"# tor instance b (" + filepath.Join(host.TorEtcDir, "instances/b/torrc") + ", user _tor-b)", "reject6 *:*",
+		"# tor instance b (" + filepath.Join(sys.TorEtcDir, "instances/b/torrc") + ", user _tor-b)", "reject6 *:*",
 		"reject 0.0.0.0/8:*", "reject 169.254.0.0/16:*", "reject 127.0.0.0/8:*", "reject 192.168.0.0/16:*",
 		"reject 10.0.0.0/8:*", "reject 172.16.0.0/12:*", "reject 203.0.113.10:*", "accept *:22", "reject *:*",
 	}
@@ -60,16 +61,16 @@ func TestDebianInstances(t *testing.T) {
 		t.Errorf("policy (-want +got):\n%s", diff)
 	}
 
-	code, out, _ = relayfw(t, "--config", emptyConfig, "policy", "--instance", "b")
+	code, out, _ = relayfwOn(t, sys, "--config", emptyConfig, "policy", "--instance", "b")
 	if code != 0 || !strings.HasPrefix(out, "reject6 *:*\nreject 0.0.0.0/8:*\n") || !strings.HasSuffix(out, "accept *:22\nreject *:*\n") {
 		t.Errorf("policy --instance b: exit %d, %q", code, out)
 	}
-	if code, _, errOut := relayfw(t, "--config", emptyConfig, "policy", "--instance", "c"); code != 64 || !strings.Contains(errOut, "have: default, a, b") {
+	if code, _, errOut := relayfwOn(t, sys, "--config", emptyConfig, "policy", "--instance", "c"); code != 64 || !strings.Contains(errOut, "have: default, a, b") {
 		t.Errorf("policy --instance c: exit %d, %q", code, errOut)
 	}
 
 	// Each exit instance's map is looked up for its own user's sockets.
-	code, out, errOut = relayfw(t, "--config", emptyConfig, "print", "--format", "nft")
+	code, out, errOut = relayfwOn(t, sys, "--config", emptyConfig, "print", "--format", "nft")
 	if code != 0 {
 		t.Fatalf("print: exit %d: %s", code, errOut)
 	}
@@ -95,7 +96,7 @@ func TestDebianInstances(t *testing.T) {
 	}
 
 	// explain answers per exit instance, as that instance's tor.
-	code, out, _ = relayfw(t, "--config", emptyConfig, "explain", "198.51.100.9:22")
+	code, out, _ = relayfwOn(t, sys, "--config", emptyConfig, "explain", "198.51.100.9:22")
 	want := "instance a: 198.51.100.9:22 reject by entry 10: reject *:*; firewall (tcp): reject, rejected by the exit policy (rule reject-tcp)\n" +
 		"instance b: 198.51.100.9:22 accept by entry 8: accept *:22; firewall (tcp): accept, exit policy (rule exit4_i2)\n"
 	if code != 0 || out != want {
@@ -128,28 +129,28 @@ func TestDefaultsTorrcFlag(t *testing.T) {
 }
 
 func TestPathsFollowIncludes(t *testing.T) {
-	debianHost(t)
-	incDir := filepath.Join(host.TorEtcDir, "torrc.d")
+	sys := debianHost(t)
+	incDir := filepath.Join(sys.TorEtcDir, "torrc.d")
 	if err := os.MkdirAll(incDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(incDir, "50-exit.conf"), []byte("Nickname x\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(host.TorEtcDir, "instances/a/torrc"), []byte("%include "+incDir+"\nORPort 9001\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(sys.TorEtcDir, "instances/a/torrc"), []byte("%include "+incDir+"\nORPort 9001\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := writeFile(t, "relayfw.toml", "")
-	code, out, errOut := relayfw(t, "--config", cfg, "paths")
+	code, out, errOut := relayfwOn(t, sys, "--config", cfg, "paths")
 	if code != 0 {
 		t.Fatalf("paths: exit %d: %s", code, errOut)
 	}
 	got := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 	for _, want := range []string{
-		filepath.Join(host.TorEtcDir, "torrc"), filepath.Join(host.TorEtcDir, "instances"),
-		filepath.Join(host.TorEtcDir, "instances/a/torrc"), filepath.Join(host.TorEtcDir, "instances/b/torrc"),
+		filepath.Join(sys.TorEtcDir, "torrc"), filepath.Join(sys.TorEtcDir, "instances"),
+		filepath.Join(sys.TorEtcDir, "instances/a/torrc"), filepath.Join(sys.TorEtcDir, "instances/b/torrc"),
 		incDir, filepath.Join(incDir, "50-exit.conf"),
-		filepath.Join(host.TorShareDir, "tor-service-defaults-torrc"), filepath.Join(host.TorShareDir, "tor-service-defaults-torrc-instances"),
+		filepath.Join(sys.TorShareDir, "tor-service-defaults-torrc"), filepath.Join(sys.TorShareDir, "tor-service-defaults-torrc-instances"),
 		cfg, "/etc/resolv.conf",
 	} {
 		if !slices.Contains(got, want) {
@@ -159,7 +160,7 @@ func TestPathsFollowIncludes(t *testing.T) {
 
 	unitDir := t.TempDir()
 	for i := range 2 { // the second run finds the drop-in unchanged
-		if code, _, errOut := relayfw(t, "--config", cfg, "paths", "--update-path-unit", "--unit-dir", unitDir); code != 0 {
+		if code, _, errOut := relayfwOn(t, sys, "--config", cfg, "paths", "--update-path-unit", "--unit-dir", unitDir); code != 0 {
 			t.Fatalf("run %d: exit %d: %s", i, code, errOut)
 		}
 	}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/relayfw/relayfw/host"
 )
 
 // TestRelayLinksAreTors: the relay links of testdata/tordata's consensus
@@ -77,11 +78,11 @@ func TestRelayLinksAreTors(t *testing.T) {
 				t.Fatalf("want 3 lines: %q", stdout)
 			}
 			for _, line := range lines {
-				var e explanation
+				var e host.Explanation
 				if err := json.Unmarshal([]byte(line), &e); err != nil {
 					t.Fatal(err)
 				}
-				want := explanation{Instance: e.Instance, Target: e.Target, Verdict: "reject", Entry: e.Entry, Index: e.Index, Proto: "tcp",
+				want := host.Explanation{Instance: e.Instance, Target: e.Target, Verdict: "reject", Entry: e.Entry, Index: e.Index, Proto: "tcp",
 					Firewall: "accept", Reason: "relay link", Rule: tt.accepted}
 				if tt.accepted == "" {
 					want.Firewall, want.Reason, want.Rule = "reject", tt.reason, "reject-tcp"
@@ -98,9 +99,9 @@ func TestRelayLinksAreTors(t *testing.T) {
 // for each user of a tor instance: the relays' and the client's (its
 // guards).
 func TestRelayLinkRulesPerUser(t *testing.T) {
-	debianHost(t)
+	sys := debianHost(t)
 	emptyConfig := writeFile(t, "relayfw.toml", "")
-	code, out, errOut := relayfw(t, "--config", emptyConfig, "print", "--format", "iptables")
+	code, out, errOut := relayfwOn(t, sys, "--config", emptyConfig, "print", "--format", "iptables")
 	if code != 0 {
 		t.Fatalf("print: exit %d: %s", code, errOut)
 	}

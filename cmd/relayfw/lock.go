@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"os"
-	"time"
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
@@ -14,107 +12,37 @@ import (
 // the lock, or a confirm window is open, past --wait.
 const exitTempFail = 75
 
-// acquireLock takes the namespace's lock (host.Lock), mapping its errors
-// to exit codes.
-func acquireLock(ctx context.Context, wait time.Duration) (release func(), err error) {
-	release, err = host.Lock(ctx, wait)
-	return release, hostError(err)
-}
-
-// readLockWait bounds how long a command that only reads the firewall
-// waits for another relayfw's change to end (an apply of a large block
-// list through iptables takes seconds) before it reads anyway.
-const readLockWait = 30 * time.Second
-
 // applier is how this relayfw applies, recovers and starts watchers.
 func (g *globals) applier() host.Applier {
-	return host.Applier{Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
+	return host.Applier{System: g.sys, Log: g.log, StartWatcher: func(p *host.Pending) (int, error) { return startWatcher(g, p) }}
 }
 
-// recoverLocked runs host's Recover under the lock the caller holds; what
-// it did is one line on stderr.
-func recoverLocked(ctx context.Context, g *globals) error {
-	msg, err := g.applier().Recover(ctx)
-	if msg != "" {
-		g.log.Warn(msg)
-	}
-	return err
-}
-
-// readLock is the lock of check, status, metrics and apply --dry-run:
-// shared, so readers never wait for each other, and never an error — past
-// readLockWait (or --wait, when longer) they read without it. When an
-// apply died midway or a confirm window is due (its deadline passed, its
-// watcher gone), it first takes the lock alone for Recover, so that what
-// it reads is decided.
+// readLock is the lock of check, status, metrics and apply --dry-run
+// (host.Applier.LockToRead): never an error.
 func readLock(ctx context.Context, g *globals) (release func(), err error) {
-	wait := max(g.wait, readLockWait)
-	if host.RecoveryDue() {
-		if release, err := host.Lock(ctx, wait); err == nil {
-			if err := recoverLocked(ctx, g); err != nil {
-				g.log.Warn(err.Error())
-			}
-			release()
-		}
-	}
-	release, _ = host.ReadLock(ctx, wait)
-	return release, nil
+	return g.applier().LockToRead(ctx, g.wait), nil
 }
 
 // lockAndRecover takes the lock for a change an open confirm window may
-// see (confirm, rollback, unblock) and runs Recover.
+// see (unblock) and runs Recover.
 func lockAndRecover(ctx context.Context, g *globals) (release func(), err error) {
-	release, err = acquireLock(ctx, g.wait)
-	if err != nil {
-		return nil, err
-	}
-	if err := recoverLocked(ctx, g); err != nil {
-		release()
-		return nil, hostError(err)
-	}
-	return release, nil
+	release, err = g.applier().LockAndRecover(ctx, g.wait)
+	return release, hostError(err)
 }
 
-// guardAndLock is how a change starts: take the lock, run Recover, and
-// refuse (or, with --wait, wait out) an open confirm window.
+// guardAndLock is how a change starts (host.Applier.LockToChange): take
+// the lock, run Recover, and refuse (or, with --wait, wait out) an open
+// confirm window.
 func guardAndLock(ctx context.Context, g *globals) (release func(), err error) {
 	release, _, err = lockForChange(ctx, g)
 	return release, err
 }
 
 // lockForChange is guardAndLock that also returns the confirm window it
-// found open (nil: none), so that an apply does not install what that
-// window's rollback took away.
+// found open (nil: none).
 func lockForChange(ctx context.Context, g *globals) (release func(), found *host.Pending, err error) {
-	end := time.Now().Add(g.wait)
-	for {
-		release, err := acquireLock(ctx, max(time.Until(end), 0))
-		if err != nil {
-			return nil, found, err
-		}
-		if p, err := host.ReadPending(); err == nil && found == nil {
-			found = p
-		}
-		if err := recoverLocked(ctx, g); err != nil {
-			release()
-			return nil, found, hostError(err)
-		}
-		p, err := host.ReadPending()
-		if errors.Is(err, os.ErrNotExist) {
-			return release, found, nil
-		}
-		release()
-		if err != nil {
-			return nil, found, hostError(err)
-		}
-		if found == nil {
-			found = p
-		}
-		// The watcher needs the lock to roll back: wait without it.
-		if err := host.GuardPending(ctx, max(time.Until(end), 0)); err != nil {
-			return nil, found, hostError(err)
-		}
-	}
+	release, found, err = g.applier().LockToChange(ctx, g.wait)
+	return release, found, hostError(err)
 }
 
 // hostError maps the host package's errors to exit codes.

@@ -10,21 +10,24 @@ import (
 )
 
 func TestLock(t *testing.T) {
-	host.StateDir = t.TempDir()
+	sys := host.DefaultSystem()
+	sys.StateDir, sys.PersistentDir = t.TempDir(), t.TempDir()
+	g := &globals{sys: sys}
 	ctx := context.Background()
-	release, err := acquireLock(ctx, 0)
+	release, err := lockAndRecover(ctx, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// A second holder (another open file description) must not get it.
-	_, err = acquireLock(ctx, 0)
+	_, err = lockAndRecover(ctx, g)
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != exitTempFail {
 		t.Fatalf("second lock: %v, want exit %d", err, exitTempFail)
 	}
 	go func() { time.Sleep(200 * time.Millisecond); release() }()
 	start := time.Now()
-	release2, err := acquireLock(ctx, 5*time.Second)
+	g.wait = 5 * time.Second
+	release2, err := lockAndRecover(ctx, g)
 	if err != nil {
 		t.Fatalf("waiting for the lock: %v", err)
 	}

@@ -3,8 +3,10 @@ package main
 
 import (
 	"os"
+
+	"github.com/relayfw/relayfw/host"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(run(host.DefaultSystem(), os.Args[1:], os.Stdout, os.Stderr))
 }

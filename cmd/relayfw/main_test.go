@@ -13,7 +13,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/host"
 	"github.com/relayfw/relayfw/rules"
 )
@@ -28,18 +27,7 @@ const testConfig = "testdata/relayfw.toml"
 var testUsers = map[string]uint32{"debian-tor": 101, "_tor-a": 201, "_tor-b": 202, "_apt": 42}
 
 func TestMain(m *testing.M) {
-	// Only these users exist for the unit tests, whatever the machine has
-	// (a numeric uid is taken as it is).
-	host.LookupUID = func(name string) (uint32, error) {
-		if uid, ok := testUsers[name]; ok {
-			return uid, nil
-		}
-		if n, err := strconv.ParseUint(name, 10, 32); err == nil {
-			return uint32(n), nil
-		}
-		return 0, fmt.Errorf("user: unknown user %s", name)
-	}
-	// A stand-in for tor: the unit tests run in the host's own
+	// A stand-in for tor (testSystem finds it): the unit tests run in the host's own
 	// namespace, where no real tor runs (integration/ runs the real one in
 	// namespaces of its own). It accepts every configuration, but for a
 	// torrc line "# fake tor refuses: REASON", which it refuses as tor
@@ -52,17 +40,14 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
-	fake := filepath.Join(dir, "tor")
-	findTor = func(cfg config.Config) host.TorJudge {
-		if cfg.Tor.Path == "" {
-			cfg.Tor.Path = fake
-		}
-		return host.FindTor(cfg)
-	}
+	fakeTorDir = dir
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
+
+// fakeTorDir holds fakeTor as "tor".
+var fakeTorDir string
 
 // fakeTor prints what tor --verify-config prints.
 const fakeTor = `#!/bin/sh
@@ -81,11 +66,35 @@ fi
 echo "Configuration was valid"
 `
 
-// relayfw runs the command in-process.
+// testSystem is the real host, but for its users and its tor: only
+// testUsers exist for the unit tests, whatever the machine has (a numeric
+// uid is taken as it is), and tor is fakeTor.
+func testSystem() *host.System {
+	sys := host.DefaultSystem()
+	sys.TorDirs = []string{fakeTorDir}
+	sys.LookupUID = func(name string) (uint32, error) {
+		if uid, ok := testUsers[name]; ok {
+			return uid, nil
+		}
+		if n, err := strconv.ParseUint(name, 10, 32); err == nil {
+			return uint32(n), nil
+		}
+		return 0, fmt.Errorf("user: unknown user %s", name)
+	}
+	return sys
+}
+
+// relayfw runs the command in-process, on testSystem.
 func relayfw(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
+	return relayfwOn(t, testSystem(), args...)
+}
+
+// relayfwOn runs the command in-process, on sys.
+func relayfwOn(t *testing.T, sys *host.System, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
 	var out, errOut bytes.Buffer
-	code = run(args, &out, &errOut)
+	code = run(sys, args, &out, &errOut)
 	return code, out.String(), errOut.String()
 }
 
@@ -205,19 +214,19 @@ func TestExplainJSON(t *testing.T) {
 	}
 	_, policyOut, _ := relayfw(t, "--torrc", exampleTorrc, "--config", testConfig, "policy")
 	listing := strings.Split(strings.TrimSuffix(policyOut, "\n"), "\n")
-	want := []explanation{
-		{"", "203.0.113.5:80", "accept", "accept *:80", 17, "tcp", "accept", "exit policy", "exit4"},
-		{"", "[2001:db8::1]:25", "reject", "reject6 *:*", 30, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
-		{"", "10.1.2.3:443", "reject", "reject 10.0.0.0/8:*", 4, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
-		{"", "203.0.113.10:443", "reject", "reject 203.0.113.10:*", 11, "tcp", "reject", "rejected by the exit policy", "reject-tcp"},
+	want := []host.Explanation{
+		{Target: "203.0.113.5:80", Verdict: "accept", Entry: "accept *:80", Index: 17, Proto: "tcp", Firewall: "accept", Reason: "exit policy", Rule: "exit4"},
+		{Target: "[2001:db8::1]:25", Verdict: "reject", Entry: "reject6 *:*", Index: 30, Proto: "tcp", Firewall: "reject", Reason: "rejected by the exit policy", Rule: "reject-tcp"},
+		{Target: "10.1.2.3:443", Verdict: "reject", Entry: "reject 10.0.0.0/8:*", Index: 4, Proto: "tcp", Firewall: "reject", Reason: "rejected by the exit policy", Rule: "reject-tcp"},
+		{Target: "203.0.113.10:443", Verdict: "reject", Entry: "reject 203.0.113.10:*", Index: 11, Proto: "tcp", Firewall: "reject", Reason: "rejected by the exit policy", Rule: "reject-tcp"},
 		// In testdata/tordata's consensus: a relay link on a port the policy rejects.
-		{"", "203.0.113.11:9001", "reject", "reject *:*", 29, "tcp", "accept", "relay link", "relay-links4"},
-		{"", "192.0.2.53:53", "accept", "accept *:53", 15, "tcp", "accept", "host allowance", "dns-tcp4"},
-		{"", "127.0.0.1:9050", "reject", "reject 127.0.0.0/8:*", 2, "tcp", "accept", "loopback", "loopback"},
+		{Target: "203.0.113.11:9001", Verdict: "reject", Entry: "reject *:*", Index: 29, Proto: "tcp", Firewall: "accept", Reason: "relay link", Rule: "relay-links4"},
+		{Target: "192.0.2.53:53", Verdict: "accept", Entry: "accept *:53", Index: 15, Proto: "tcp", Firewall: "accept", Reason: "host allowance", Rule: "dns-tcp4"},
+		{Target: "127.0.0.1:9050", Verdict: "reject", Entry: "reject 127.0.0.0/8:*", Index: 2, Proto: "tcp", Firewall: "accept", Reason: "loopback", Rule: "loopback"},
 	}
-	var got []explanation
+	var got []host.Explanation
 	for _, line := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
-		var e explanation
+		var e host.Explanation
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatalf("line %q: %v", line, err)
 		}
@@ -318,7 +327,7 @@ func TestExplainUDP(t *testing.T) {
 	}
 	var reasons []string
 	for _, line := range strings.Split(strings.TrimSpace(stdout), "\n") {
-		var e explanation
+		var e host.Explanation
 		if err := json.Unmarshal([]byte(line), &e); err != nil {
 			t.Fatal(err)
 		}
@@ -350,12 +359,11 @@ func TestTorNotConsulted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			sys := testSystem()
 			if tt.path != "" {
-				saved := findTor
-				findTor = func(cfg config.Config) host.TorJudge { return host.FindTorIn(cfg, []string{tt.path}) }
-				defer func() { findTor = saved }()
+				sys.TorDirs = []string{tt.path}
 			}
-			code, stdout, stderr := relayfw(t, "--torrc", exampleTorrc, "--config", tt.config, "policy")
+			code, stdout, stderr := relayfwOn(t, sys, "--torrc", exampleTorrc, "--config", tt.config, "policy")
 			if code != 0 || stdout == "" {
 				t.Fatalf("exit %d: %s", code, stderr)
 			}

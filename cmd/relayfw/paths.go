@@ -41,6 +41,7 @@ a torrc %includes, by every command that reads the torrcs.
 relayfw.service and relayfw-reapply.service run this after every apply.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			g.torrcsOnly = true
 			in, err := loadInputs(cmd, g)
 			if err != nil {
 				return err

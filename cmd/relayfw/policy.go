@@ -2,8 +2,9 @@ package main
 
 import (
 	"fmt"
-	"github.com/relayfw/relayfw/host"
 	"strings"
+
+	"github.com/relayfw/relayfw/host"
 
 	"github.com/spf13/cobra"
 )
@@ -22,7 +23,7 @@ With several tor instances, each instance's policy follows a line
 instance's policy alone, without that line.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			g.readOnly = true
+			g.readOnly, g.torrcsOnly = true, true
 			in, err := loadInputs(cmd, g)
 			if err != nil {
 				return err

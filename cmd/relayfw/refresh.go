@@ -36,7 +36,7 @@ firewall stays as it is, relay links included.`,
 			if err != nil {
 				return err
 			}
-			if rb, ok := host.ReadRolledBack(); ok {
+			if rb, ok := g.sys.ReadRolledBack(); ok {
 				fmt.Fprintf(g.stdout, "refresh: nothing changed: an apply --confirm was rolled back at %s (%s, not confirmed) and the torrc still holds its change; the last good firewall stays, relay links included, until an operator applies by hand (relayfw apply --confirm 2m)\n",
 					rb.At.Format(time.RFC3339), rb.Why)
 				return nil
@@ -46,7 +46,7 @@ firewall stays as it is, relay links included.`,
 			if reapply, warning := in.ExtraReapply(b, rs); warning != "" {
 				g.log.Warn(warning)
 			} else if reapply {
-				res, _, err := host.Applier{Log: g.log, Automatic: true}.Apply(cmd.Context(), b, rs, 0)
+				res, _, err := host.Applier{System: g.sys, Log: g.log, Automatic: true}.Apply(cmd.Context(), b, rs, 0)
 				if err != nil {
 					return hostError(fmt.Errorf("refresh: %w", err))
 				}
@@ -58,7 +58,7 @@ firewall stays as it is, relay links included.`,
 				return backendError(fmt.Errorf("refresh: %w", err))
 			}
 			if added+removed > 0 {
-				_ = host.RecordChange(host.Change{Kind: host.ChangeApplied, Detail: fmt.Sprintf("refresh: relay links +%d -%d", added, removed)})
+				_ = g.sys.RecordChange(host.Change{Kind: host.ChangeApplied, Detail: fmt.Sprintf("refresh: relay links +%d -%d", added, removed)})
 			}
 			n := 0
 			for _, s := range rs.Sets {

@@ -31,7 +31,12 @@ type globals struct {
 	// readOnly commands (policy, explain, print) keep quiet about what does
 	// not change their answer, such as a missing consensus.
 	readOnly bool
-	stdout   io.Writer
+	// torrcsOnly commands (policy, paths) need no firewall: the host's
+	// resolvers, consensus and host names are not read.
+	torrcsOnly bool
+	// sys is the host relayfw works on.
+	sys    *host.System
+	stdout io.Writer
 	// flush writes what the command printed so far, before it waits.
 	flush func()
 	log   *slog.Logger
@@ -96,10 +101,11 @@ not consulted; [tor] verify = false in relayfw.toml turns it off.`,
 	return root
 }
 
-// run executes relayfw with args and returns the exit code. Errors are one
-// line on stderr; nothing reaches stdout on error.
-func run(args []string, stdout, stderr io.Writer) int {
+// run executes relayfw on sys with args and returns the exit code. Errors
+// are one line on stderr; nothing reaches stdout on error.
+func run(sys *host.System, args []string, stdout, stderr io.Writer) int {
 	g := &globals{
+		sys: sys,
 		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
 			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
 				if a.Key == slog.TimeKey {
@@ -163,7 +169,7 @@ func isCobraUsageError(err error) bool {
 
 // loadConfig reads relayfw.toml; the default one is optional.
 func loadConfig(cmd *cobra.Command, g *globals) (config.Config, error) {
-	return host.LoadConfig(g.configPath, !g.configSet(cmd))
+	return g.sys.LoadConfig(g.configPath, !g.configSet(cmd))
 }
 
 // loadInputs reads relayfw.toml and the tor instances the flags name.
@@ -174,16 +180,13 @@ func loadInputs(cmd *cobra.Command, g *globals) (*host.Inputs, error) {
 	}
 	opts := inputOptions(cmd, g, cfg)
 	opts.ReadOnly = g.readOnly
-	return host.Load(opts)
+	opts.TorrcsOnly = g.torrcsOnly
+	return host.Load(cmd.Context(), opts)
 }
-
-// findTor finds the tor that judges the torrcs; the unit tests, which run
-// in the host's own namespace, put a stand-in there.
-var findTor = host.FindTor
 
 // inputOptions are the inputs the flags name, read with cfg.
 func inputOptions(cmd *cobra.Command, g *globals, cfg config.Config) host.Options {
-	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log, Tor: findTor(cfg)}
+	opts := host.Options{Torrcs: g.torrcs, Config: cfg, ConfigPath: g.configPath, Log: g.log, Tor: g.sys.FindTor(cfg), System: g.sys}
 	if !g.torrcSet(cmd) {
 		opts.Torrcs = nil
 	}

@@ -46,7 +46,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 		if rs, err = in.WithInstalledLinks(cmd.Context(), b, rs); err != nil {
 			return nil, backendError(err)
 		}
-		st, err := host.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
+		st, err := g.sys.GatherStatus(cmd.Context(), b, rs, in.NotExitNote())
 		if err != nil {
 			return nil, backendError(err)
 		}
@@ -62,7 +62,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 	if err != nil {
 		return nil, err
 	}
-	st, err := host.GatherStatusInvalid(cmd.Context(), b, inputErr)
+	st, err := g.sys.GatherStatusInvalid(cmd.Context(), b, inputErr)
 	return st, backendError(err)
 }
 
