@@ -17,8 +17,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/internal/netnstest"
-	"github.com/relayfw/relayfw/rules"
 )
 
 // BenchmarkScale measures block-list exit policies of N entries (hosts and
@@ -75,7 +75,7 @@ func BenchmarkScale(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		entries, _, err := rules.ParseExitPolicy(strings.ReplaceAll(strings.TrimSpace(string(policy)), "\n", ","))
+		entries, _, err := exitpolicy.Parse(strings.ReplaceAll(strings.TrimSpace(string(policy)), "\n", ","))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -179,14 +179,14 @@ func (p linearPeer) load(run func(string, ...string) time.Duration) time.Duratio
 	return d
 }
 
-func newLinearPeer(b *testing.B, dir, mode string, entries []rules.Entry) linearPeer {
-	verdict := func(a rules.Action) string {
-		if a == rules.Accept {
+func newLinearPeer(b *testing.B, dir, mode string, entries []exitpolicy.Entry) linearPeer {
+	verdict := func(a exitpolicy.Action) string {
+		if a == exitpolicy.Accept {
 			return "accept"
 		}
 		return "reject with tcp reset"
 	}
-	ports := func(e rules.Entry, sep string) string {
+	ports := func(e exitpolicy.Entry, sep string) string {
 		if e.PortMin <= 1 && e.PortMax == 65535 {
 			return ""
 		}
@@ -237,7 +237,7 @@ func newLinearPeer(b *testing.B, dir, mode string, entries []rules.Entry) linear
 			if p := ports(e, ":"); p != "" {
 				fmt.Fprintf(&t, " -m tcp --dport %s", p)
 			}
-			if e.Action == rules.Accept {
+			if e.Action == exitpolicy.Accept {
 				t.WriteString(" -j ACCEPT\n")
 			} else {
 				t.WriteString(" -j REJECT --reject-with tcp-reset\n")

@@ -1,4 +1,4 @@
-// Package firewall installs a rules.Ruleset into the kernel. Each backend
+// Package firewall installs a ruleset.Ruleset into the kernel. Each backend
 // (nftables over netlink, iptables/ip6tables) implements Backend, and the
 // same integration suite runs against every one of them.
 package firewall
@@ -9,7 +9,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Backend is one way of installing relayfw's ruleset on a host. It owns
@@ -27,20 +27,20 @@ type Backend interface {
 	// of print), each loadable by its tool: nft -f, iptables-restore,
 	// ip6tables-restore, ipset restore. It needs neither privileges nor
 	// the kernel, and renders every family whatever the host has.
-	Render(rs rules.Ruleset) ([]Listing, error)
+	Render(rs ruleset.Ruleset) ([]Listing, error)
 	// Apply installs rs atomically. When the kernel already holds exactly
 	// rs it changes nothing and says so in the result.
-	Apply(ctx context.Context, rs rules.Ruleset) (Result, error)
+	Apply(ctx context.Context, rs ruleset.Ruleset) (Result, error)
 	// Check compares the installed state with rs and returns each
 	// difference (none when in sync).
-	Check(ctx context.Context, rs rules.Ruleset) (drift []Drift, err error)
+	Check(ctx context.Context, rs ruleset.Ruleset) (drift []Drift, err error)
 	// Remove deletes everything relayfw owns, and nothing else; removed is
 	// false when there was nothing to remove.
 	Remove(ctx context.Context) (removed bool, err error)
 	// Refresh brings only the contents of the sets (relay links) up to
 	// date, sending only the elements that changed, without touching rules
 	// or chains; it returns how many elements it added and removed.
-	Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error)
+	Refresh(ctx context.Context, rs ruleset.Ruleset) (added, removed int, err error)
 	// Installed reports whether any object relayfw owns is in the kernel,
 	// so that a firewall is never lost track of, whichever backend put it
 	// there.
@@ -49,11 +49,11 @@ type Backend interface {
 	// consensus, by set name: the ruleset's sets (relay links) and, with
 	// inbound protection, its trusted sources (regions without ports). A
 	// set that is not installed is absent.
-	RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error)
+	RelayLinks(ctx context.Context, rs ruleset.Ruleset) (map[string][]ruleset.Region, error)
 	// Blocked lists the sources the inbound protection blocks now, as
 	// networks of in's source prefix lengths; none when it is not
 	// installed.
-	Blocked(ctx context.Context, in rules.Inbound) ([]Block, error)
+	Blocked(ctx context.Context, in ruleset.Inbound) ([]Block, error)
 	// Unblock lifts the block of the source network and forgets its rate
 	// meters, so that its next connection starts afresh; false when it was
 	// not blocked.

@@ -1,7 +1,6 @@
 package firewall
 
 import (
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -9,15 +8,15 @@ import (
 // read returns the installed contents of a set, or ok false when the
 // backend does not hold it (or holds it as another type); such a set is
 // absent from the result.
-func ReadLinks(rs rules.Ruleset, read func(ruleset.LinkSet) (regions []rules.Region, ok bool, err error)) (map[string][]rules.Region, error) {
-	out := map[string][]rules.Region{}
+func ReadLinks(rs ruleset.Ruleset, read func(ruleset.LinkSet) (regions []ruleset.Region, ok bool, err error)) (map[string][]ruleset.Region, error) {
+	out := map[string][]ruleset.Region{}
 	for _, s := range rs.LinkSets() {
 		regions, ok, err := read(s)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			out[s.Name] = append([]rules.Region{}, regions...)
+			out[s.Name] = append([]ruleset.Region{}, regions...)
 		}
 	}
 	return out, nil

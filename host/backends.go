@@ -11,7 +11,7 @@ import (
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/firewall/ipt"
 	"github.com/relayfw/relayfw/firewall/nft"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // BackendChoice is the backend to use: flag (--backend) when set, else
@@ -87,7 +87,7 @@ func ChooseBackend(ctx context.Context, name string, log *slog.Logger) (firewall
 // Render is rs in one of the backends' formats (print --format): "nft",
 // or "iptables", "ip6tables" or "ipset". It goes through Backend.Render,
 // which needs neither privileges nor the kernel.
-func Render(rs rules.Ruleset, format string) (string, error) {
+func Render(rs ruleset.Ruleset, format string) (string, error) {
 	var b firewall.Backend = &ipt.Backend{}
 	if format == "nft" {
 		b = &nft.Backend{}

@@ -9,7 +9,8 @@ import (
 	"strings"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // The boot fails closed. relayfw.service runs relayfw boot, and tor's
@@ -44,7 +45,7 @@ const (
 )
 
 // ValidLastGood reads the last good firewall and checks that a backend
-// can install it as it is (rules.Ruleset.Validate): a record from an
+// can install it as it is (ruleset.Ruleset.Validate): a record from an
 // older relayfw, or one damaged on disk, is refused rather than half
 // installed.
 func (s *System) ValidLastGood() (LastGood, error) {
@@ -52,8 +53,8 @@ func (s *System) ValidLastGood() (LastGood, error) {
 	if err != nil {
 		return lg, err
 	}
-	if lg.Ruleset.Version != rules.RulesetVersion {
-		return lg, fmt.Errorf("%s: ruleset version %d, want %d", s.LastGoodPath(), lg.Ruleset.Version, rules.RulesetVersion)
+	if lg.Ruleset.Version != ruleset.RulesetVersion {
+		return lg, fmt.Errorf("%s: ruleset version %d, want %d", s.LastGoodPath(), lg.Ruleset.Version, ruleset.RulesetVersion)
 	}
 	if err := lg.Ruleset.Validate(); err != nil {
 		return lg, fmt.Errorf("%s: %w", s.LastGoodPath(), err)
@@ -76,7 +77,7 @@ func DescribeLastGood(lg LastGood) string {
 // automatic apply keeps the last good firewall after an unconfirmed
 // rollback) with detail. It is never saved as the last good firewall.
 // The caller holds Lock.
-func (s *System) InstallFallback(ctx context.Context, backend string, rs rules.Ruleset, kind, detail string, log *slog.Logger) (firewall.Backend, firewall.Result, error) {
+func (s *System) InstallFallback(ctx context.Context, backend string, rs ruleset.Ruleset, kind, detail string, log *slog.Logger) (firewall.Backend, firewall.Result, error) {
 	if err := rs.Validate(); err != nil {
 		return nil, firewall.Result{}, err
 	}
@@ -116,25 +117,25 @@ func (s *System) InstallFallback(ctx context.Context, backend string, rs rules.R
 // relay links go to tor's users alone, never to a guess (a torrc without
 // User that can be read means root, as in every ruleset). users names
 // them, for the record.
-func MinimalRuleset(ctx context.Context, opts Options) (rs rules.Ruleset, users []string) {
+func MinimalRuleset(ctx context.Context, opts Options) (rs ruleset.Ruleset, users []string) {
 	in := newInputs(opts)
 	srcs, err := in.instanceSources()
 	if err != nil {
 		in.log().Warn(fmt.Sprintf("minimal firewall: the tor instances cannot be listed (%v): no relay links", err))
 	}
-	var known []rules.UserRef
+	var known []ruleset.UserRef
 	for _, src := range srcs {
 		t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName}
 		defaults, lines, err := in.readInstance(src)
 		whole := err == nil
 		if whole {
-			if t.Options, err = rules.OptionsFromGroups(defaults, lines); err != nil {
+			if t.Options, err = torconf.OptionsFromGroups(defaults, lines); err != nil {
 				whole = false
 			}
 		}
 		if !whole {
 			// What the defaults file alone says (its User, DataDirectory).
-			t.Options, _ = rules.OptionsFromGroups(defaults)
+			t.Options, _ = torconf.OptionsFromGroups(defaults)
 		}
 		in.Instances = append(in.Instances, t)
 		var user string
@@ -151,18 +152,18 @@ func MinimalRuleset(ctx context.Context, opts Options) (rs rules.Ruleset, users 
 			continue
 		}
 		t.UID = &uid
-		if !slices.ContainsFunc(known, func(u rules.UserRef) bool { return u.UID == uid }) {
-			known = append(known, rules.UserRef{Name: user, UID: uid})
+		if !slices.ContainsFunc(known, func(u ruleset.UserRef) bool { return u.UID == uid }) {
+			known = append(known, ruleset.UserRef{Name: user, UID: uid})
 		}
 	}
 	h := in.readHost(ctx)
 	h.RelayLinkUsers = known
 	h.Inbound = nil
-	rs = rules.CompileInstances(nil, h)
+	rs = ruleset.CompileInstances(nil, h)
 	if len(known) == 0 {
 		// CompileInstances gives root the links when no user is named:
 		// here no user is known, so nobody gets them.
-		rs.Outbound = slices.DeleteFunc(rs.Outbound, func(r rules.Rule) bool { return r.Class == rules.ClassRelayLink })
+		rs.Outbound = slices.DeleteFunc(rs.Outbound, func(r ruleset.Rule) bool { return r.Class == ruleset.ClassRelayLink })
 	}
 	for _, u := range known {
 		users = append(users, u.Name)

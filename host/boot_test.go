@@ -11,7 +11,8 @@ import (
 	"testing"
 
 	"github.com/relayfw/relayfw/config"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/exitpolicy"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // TestMinimalRuleset: the boot's minimal firewall lets no exit traffic
@@ -65,9 +66,9 @@ func TestMinimalRuleset(t *testing.T) {
 			for _, r := range rs.Outbound {
 				names[r.Name] = true
 				switch r.Class {
-				case rules.ClassExit:
+				case ruleset.ClassExit:
 					t.Errorf("an exit rule: %+v", r)
-				case rules.ClassRelayLink:
+				case ruleset.ClassRelayLink:
 					if r.SocketUID == nil {
 						t.Errorf("relay links for every user: %+v", r)
 					} else if !slices.Contains(uids, *r.SocketUID) {
@@ -85,8 +86,8 @@ func TestMinimalRuleset(t *testing.T) {
 			}
 			// An exit port is rejected for tor's user and for root alike.
 			for _, uid := range []uint32{0, 101, 1001} {
-				p := rules.Packet{Dst: netip.MustParseAddr("203.0.113.5"), Proto: "tcp", DstPort: 80, SYN: true, UID: &uid}
-				if d := rs.Decision(p); d != rules.ActionReject {
+				p := ruleset.Packet{Dst: netip.MustParseAddr("203.0.113.5"), Proto: "tcp", DstPort: 80, SYN: true, UID: &uid}
+				if d := rs.Decide(p).Action; d != ruleset.Reject {
 					t.Errorf("TCP 80 for uid %d: %s", uid, d)
 				}
 			}
@@ -101,15 +102,15 @@ func TestValidLastGood(t *testing.T) {
 	if _, err := sys.ValidLastGood(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("none recorded: %v", err)
 	}
-	good := rules.Compile(rules.ExitPolicy{}, rules.DefaultHost())
+	good := ruleset.Compile(exitpolicy.ExitPolicy{}, ruleset.DefaultHost())
 	bad := good
-	bad.Outbound = append(slices.Clone(good.Outbound), rules.Rule{Name: "x", Set: "missing", Action: rules.ActionAccept})
+	bad.Outbound = append(slices.Clone(good.Outbound), ruleset.Rule{Name: "x", Set: "missing", Action: ruleset.Accept})
 	old := good
 	old.Version = 1
 	for _, tc := range []struct {
 		name    string
 		backend string
-		rs      rules.Ruleset
+		rs      ruleset.Ruleset
 		ok      bool
 	}{
 		{"valid", "nftables", good, true},

@@ -11,8 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // windowBackend is the least of a backend a confirm window needs.
@@ -22,7 +23,7 @@ type windowBackend struct {
 }
 
 func (b *windowBackend) Name() string { return "nftables (window)" }
-func (b *windowBackend) Apply(context.Context, rules.Ruleset) (firewall.Result, error) {
+func (b *windowBackend) Apply(context.Context, ruleset.Ruleset) (firewall.Result, error) {
 	b.installed = true
 	return firewall.Result{Changed: true}, nil
 }
@@ -41,7 +42,7 @@ func openTestWindow(t *testing.T, d time.Duration) (Applier, *windowBackend, *Pe
 	sys.ChooseBackend = func(context.Context, string, *slog.Logger) (firewall.Backend, error) { return b, nil }
 	sys.OtherBackends = func(context.Context, firewall.Backend) []firewall.Backend { return nil }
 	a := Applier{System: sys, StartWatcher: func(*Pending) (int, error) { return syscall.Getpid(), nil }}
-	_, p, err := a.Apply(context.Background(), b, rules.Compile(rules.ExitPolicy{}, rules.DefaultHost()), d)
+	_, p, err := a.Apply(context.Background(), b, ruleset.Compile(exitpolicy.ExitPolicy{}, ruleset.DefaultHost()), d)
 	if err != nil || p == nil {
 		t.Fatalf("apply --confirm: %v %v", p, err)
 	}

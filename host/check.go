@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Plan is what an apply of rs with b starts from, read before it: whether
@@ -15,16 +15,16 @@ import (
 // rs's. It reads the kernel's relay sets, not its whole table.
 type Plan struct {
 	Installed bool
-	Prev      rules.Ruleset // Version 0 when unknown
+	Prev      ruleset.Ruleset // Version 0 when unknown
 	Links     LinksBehind
-	rs        rules.Ruleset
+	rs        ruleset.Ruleset
 	// asInstalled is rs with the kernel's relay links (asInstalled).
-	asInstalled rules.Ruleset
+	asInstalled ruleset.Ruleset
 	kind        string
 }
 
 // NewPlan reads what an apply of rs with b would start from.
-func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (*Plan, error) {
+func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) (*Plan, error) {
 	p := &Plan{rs: rs, kind: Kind(b)}
 	var err error
 	if p.Installed, err = b.Installed(ctx); err != nil || !p.Installed {
@@ -41,7 +41,7 @@ func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs rules.Rules
 	return p, nil
 }
 
-// Changes says what the apply changes, in an operator's terms: rules.Changes
+// Changes says what the apply changes, in an operator's terms: ruleset.Changes
 // against the ruleset relayfw last installed (everything, on a first apply
 // or after another backend), the relay links against the kernel's, and,
 // from drift (the kernel's differences from rs, as Check or the backend's
@@ -50,7 +50,7 @@ func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs rules.Rules
 func (p *Plan) Changes(drift []firewall.Drift) []string {
 	if !p.Installed {
 		changes := append([]string{fmt.Sprintf("+ firewall: installed for the first time (%s)", p.kind)},
-			changesBesideLinks(rules.Ruleset{}, p.rs)...)
+			changesBesideLinks(ruleset.Ruleset{}, p.rs)...)
 		links := 0
 		for _, s := range p.rs.Sets {
 			links += len(s.Elements)
@@ -76,7 +76,7 @@ func (p *Plan) Changes(drift []firewall.Drift) []string {
 }
 
 // PlanChanges is a dry run: what applying rs with b would change.
-func (s *System) PlanChanges(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]string, error) {
+func (s *System) PlanChanges(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) ([]string, error) {
 	p, err := s.NewPlan(ctx, b, rs)
 	if err != nil {
 		return nil, err
@@ -107,11 +107,11 @@ func withoutLinkDrift(drift []firewall.Drift) []firewall.Drift {
 // links and the inbound protection's trusted sources — as the kernel holds
 // them (installed, from Backend.RelayLinks), and how far those are behind
 // rs. A set the kernel does not have stays as in rs: its absence is drift.
-func asInstalled(rs rules.Ruleset, installed map[string][]rules.Region) (rules.Ruleset, LinksBehind) {
+func asInstalled(rs ruleset.Ruleset, installed map[string][]ruleset.Region) (ruleset.Ruleset, LinksBehind) {
 	var behind LinksBehind
 	out := rs
 	out.Sets = slices.Clone(rs.Sets)
-	var in rules.Inbound
+	var in ruleset.Inbound
 	if rs.Inbound != nil {
 		in = *rs.Inbound
 	}
@@ -120,17 +120,17 @@ func asInstalled(rs rules.Ruleset, installed map[string][]rules.Region) (rules.R
 		if !ok {
 			continue
 		}
-		m, e := rules.DiffRegions(ls.Want, have)
+		m, e := ruleset.DiffRegions(ls.Want, have)
 		behind.Missing += m
 		behind.Extra += e
 		if !ls.Trusted {
-			i := slices.IndexFunc(out.Sets, func(s rules.Set) bool { return s.Name == ls.Name })
+			i := slices.IndexFunc(out.Sets, func(s ruleset.Set) bool { return s.Name == ls.Name })
 			out.Sets[i].Elements = have
 			continue
 		}
-		ranges := make([]rules.AddrRange, len(have))
+		ranges := make([]ruleset.AddrRange, len(have))
 		for i, r := range have {
-			ranges[i] = rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast}
+			ranges[i] = ruleset.AddrRange{First: r.AddrFirst, Last: r.AddrLast}
 		}
 		in = in.WithTrustedRanges(ls.Family, ranges)
 	}
@@ -140,11 +140,11 @@ func asInstalled(rs rules.Ruleset, installed map[string][]rules.Region) (rules.R
 	return out, behind
 }
 
-// changesBesideLinks is rules.Changes but for the sets that follow the
+// changesBesideLinks is ruleset.Changes but for the sets that follow the
 // consensus: the kernel's own sets are what apply compares (refresh
 // changes them between applies).
-func changesBesideLinks(prev, next rules.Ruleset) []string {
-	for _, rs := range []*rules.Ruleset{&prev, &next} {
+func changesBesideLinks(prev, next ruleset.Ruleset) []string {
+	for _, rs := range []*ruleset.Ruleset{&prev, &next} {
 		rs.Sets = slices.Clone(rs.Sets)
 		for i := range rs.Sets {
 			rs.Sets[i].Elements = nil
@@ -155,7 +155,7 @@ func changesBesideLinks(prev, next rules.Ruleset) []string {
 		in.Trusted = next.Inbound.Trusted
 		prev.Inbound = &in
 	}
-	return rules.Changes(prev, next)
+	return ruleset.Changes(prev, next)
 }
 
 // LinksBehind is how far the installed relay links are from the cached
@@ -168,7 +168,7 @@ func (l LinksBehind) Total() int { return l.Missing + l.Extra }
 // Check compares the kernel with rs: the drift of everything but the
 // relay links' elements, and how far the relay links are behind (a new
 // consensus that refresh has not installed yet is not drift).
-func Check(ctx context.Context, b firewall.Backend, rs rules.Ruleset) ([]firewall.Drift, LinksBehind, error) {
+func Check(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) ([]firewall.Drift, LinksBehind, error) {
 	installed, err := b.RelayLinks(ctx, rs)
 	if err != nil {
 		return nil, LinksBehind{}, err

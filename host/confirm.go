@@ -12,7 +12,7 @@ import (
 	"encoding/json"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Confirm-or-rollback, like iptables-apply: an apply with a confirm window
@@ -166,7 +166,7 @@ func (s *System) journalPreviousPath() string { return s.stateFile("state", ".jo
 // with confirm > 0 the pending record, and the watcher that restores the
 // previous firewall at the deadline unless Confirm runs first is started
 // and recorded before the kernel changes.
-func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
+func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
 	s := a.sys()
 	if p, err := s.ReadPending(); err == nil {
 		return firewall.Result{}, nil, &PendingError{P: p}
@@ -205,7 +205,7 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs rules.Ruleset
 	return res, nil, nil
 }
 
-func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
+func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
 	s := a.sys()
 	p, err := s.previousOf(b, s.previousRulesetPath())
 	if err != nil {
@@ -254,7 +254,7 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rules.
 }
 
 // installed records an apply of rs with b that the kernel took.
-func (a Applier) installed(ctx context.Context, b firewall.Backend, rs rules.Ruleset) {
+func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) {
 	s := a.sys()
 	s.removeOthers(ctx, b, a.Log, a.Others)
 	if err := s.RecordApply(Kind(b)); err != nil {

@@ -11,9 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/firewall/fake"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // fakeHost points the state at a temporary directory and the backend
@@ -38,13 +39,13 @@ func fakeHost(t *testing.T) (sys *System, nft, ipt *fake.Backend) {
 }
 
 // policyRuleset is a ruleset told apart by its exit policy.
-func policyRuleset(t *testing.T, policy string) rules.Ruleset {
+func policyRuleset(t *testing.T, policy string) ruleset.Ruleset {
 	t.Helper()
-	entries, _, err := rules.ParseExitPolicy(policy)
+	entries, _, err := exitpolicy.Parse(policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return rules.Compile(rules.ExitPolicy{Entries: entries}, rules.Host{RelayLinks: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:9001")}})
+	return ruleset.Compile(exitpolicy.ExitPolicy{Entries: entries}, ruleset.Host{RelayLinks: []netip.AddrPort{netip.MustParseAddrPort("192.0.2.1:9001")}})
 }
 
 func noWatcher(*Pending) (int, error) { return 0, nil }
@@ -53,7 +54,7 @@ func noWatcher(*Pending) (int, error) { return 0, nil }
 func selfWatcher(*Pending) (int, error) { return os.Getpid(), nil }
 
 // holding is a fake backend with rs installed.
-func holding(rs rules.Ruleset) *fake.Backend {
+func holding(rs ruleset.Ruleset) *fake.Backend {
 	b := fake.New("nftables")
 	b.Install(rs)
 	return b
@@ -65,7 +66,7 @@ func exits(f *fake.Backend, port uint16) bool {
 	if installed == nil {
 		return false
 	}
-	return installed.Decision(rules.Packet{OutIface: "eth0", Dst: netip.MustParseAddr("198.51.100.9"), Proto: "tcp", DstPort: port, SYN: true}) == rules.ActionAccept
+	return installed.Decide(ruleset.Packet{OutIface: "eth0", Dst: netip.MustParseAddr("198.51.100.9"), Proto: "tcp", DstPort: port, SYN: true}).Action == ruleset.Accept
 }
 
 func TestConfirmKeepsTheNewFirewall(t *testing.T) {

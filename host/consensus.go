@@ -13,7 +13,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/relays"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // States of an instance's cached consensus.
@@ -46,7 +46,7 @@ type ConsensusState struct {
 	AgeSeconds *int64     `json:"age_seconds,omitempty"`
 	// Expired is set more than StaleAfter past valid-until.
 	Expired bool `json:"expired"`
-	// LeftOut counts the entries left out (rules.CheckRelayLink refused
+	// LeftOut counts the entries left out (ruleset.CheckRelayLink refused
 	// them, or tor would not use them).
 	LeftOut int `json:"left_out"`
 }
@@ -147,12 +147,12 @@ func (in *Inputs) readConsensus(t *Instance, dir string) relays.Network {
 // WithInstalledLinks is rs as apply, refresh, check and status use it
 // with b: when an instance's consensus was refused, the relay links b has
 // installed stay. Each relay-link set becomes the union of rs's and the
-// installed one's elements (those rules.CheckRelayLink accepts), and with
+// installed one's elements (those ruleset.CheckRelayLink accepts), and with
 // inbound protection the trusted sources likewise: nothing the refused
 // consensus listed before is taken away, and check has nothing to report
 // behind. Where nothing is installed, rs is used as it is: the directory
 // authorities and fallbacks.
-func (in *Inputs) WithInstalledLinks(ctx context.Context, b firewall.Backend, rs rules.Ruleset) (rules.Ruleset, error) {
+func (in *Inputs) WithInstalledLinks(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) (ruleset.Ruleset, error) {
 	if !in.ConsensusRefused() {
 		return rs, nil
 	}
@@ -165,10 +165,10 @@ func (in *Inputs) WithInstalledLinks(ctx context.Context, b firewall.Backend, rs
 
 // keepInstalled is WithInstalledLinks' union of rs's sets that follow
 // the consensus with the installed ones.
-func keepInstalled(rs rules.Ruleset, installed map[string][]rules.Region) rules.Ruleset {
+func keepInstalled(rs ruleset.Ruleset, installed map[string][]ruleset.Region) ruleset.Ruleset {
 	out := rs
 	out.Sets = slices.Clone(rs.Sets)
-	var inb rules.Inbound
+	var inb ruleset.Inbound
 	if rs.Inbound != nil {
 		inb = *rs.Inbound
 	}
@@ -176,13 +176,13 @@ func keepInstalled(rs rules.Ruleset, installed map[string][]rules.Region) rules.
 		have, ok := installed[ls.Name]
 		switch {
 		case !ls.Trusted:
-			i := slices.IndexFunc(out.Sets, func(s rules.Set) bool { return s.Name == ls.Name })
+			i := slices.IndexFunc(out.Sets, func(s ruleset.Set) bool { return s.Name == ls.Name })
 			out.Sets[i].Elements = withInstalledLinks(out.Sets[i], have)
 		case ok:
-			ranges := rules.Ranges(rs.Inbound.TrustedOf(ls.Family))
+			ranges := ruleset.Ranges(rs.Inbound.TrustedOf(ls.Family))
 			for _, r := range have {
-				if r.AddrFirst.Is4() == (ls.Family == rules.IPv4) && r.AddrLast.Is4() == (ls.Family == rules.IPv4) && r.AddrFirst.Compare(r.AddrLast) <= 0 {
-					ranges = append(ranges, rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast})
+				if r.AddrFirst.Is4() == (ls.Family == ruleset.IPv4) && r.AddrLast.Is4() == (ls.Family == ruleset.IPv4) && r.AddrFirst.Compare(r.AddrLast) <= 0 {
+					ranges = append(ranges, ruleset.AddrRange{First: r.AddrFirst, Last: r.AddrLast})
 				}
 			}
 			inb = inb.WithTrustedRanges(ls.Family, ranges) // merges what overlaps
@@ -195,17 +195,17 @@ func keepInstalled(rs rules.Ruleset, installed map[string][]rules.Region) rules.
 }
 
 // withInstalledLinks are the elements of a relay-link set and those of
-// have that rules.CheckRelayLink accepts, sorted, once each.
-func withInstalledLinks(s rules.Set, have []rules.Region) []rules.Region {
+// have that ruleset.CheckRelayLink accepts, sorted, once each.
+func withInstalledLinks(s ruleset.Set, have []ruleset.Region) []ruleset.Region {
 	elems := slices.Clone(s.Elements)
 	for _, e := range have {
 		ap := netip.AddrPortFrom(e.AddrFirst, e.Ports.First)
-		if e.AddrFirst == e.AddrLast && e.Ports.First == e.Ports.Last && e.AddrFirst.Is4() == (s.Family == rules.IPv4) &&
-			rules.CheckRelayLink(ap, s.Private) == nil {
+		if e.AddrFirst == e.AddrLast && e.Ports.First == e.Ports.Last && e.AddrFirst.Is4() == (s.Family == ruleset.IPv4) &&
+			ruleset.CheckRelayLink(ap, s.Private) == nil {
 			elems = append(elems, e)
 		}
 	}
-	slices.SortFunc(elems, func(a, b rules.Region) int {
+	slices.SortFunc(elems, func(a, b ruleset.Region) int {
 		return cmp.Or(a.AddrFirst.Compare(b.AddrFirst), cmp.Compare(a.Ports.First, b.Ports.First))
 	})
 	return slices.Compact(elems)

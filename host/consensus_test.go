@@ -14,8 +14,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall/fake"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // consensusInputs loads a relay's inputs whose DataDirectory holds what
@@ -56,7 +57,7 @@ func writeConsensus(text string) func(string) {
 const goodConsensus = "network-status-version 3 microdesc\nvalid-after 2026-11-25 12:00:00\nfresh-until 2026-11-25 13:00:00\nvalid-until 2026-11-25 15:00:00\n" +
 	"r relayA AAAA 2026-11-25 11:00:00 203.0.113.11 9001 0\ns Fast Running Valid\n"
 
-func relays4(rs rules.Ruleset) []string {
+func relays4(rs ruleset.Ruleset) []string {
 	s, _ := rs.Set("relays4")
 	var out []string
 	for _, e := range s.Elements {
@@ -65,9 +66,9 @@ func relays4(rs rules.Ruleset) []string {
 	return out
 }
 
-func element(s string) rules.Region {
+func element(s string) ruleset.Region {
 	ap := netip.MustParseAddrPort(s)
-	return rules.Region{AddrFirst: ap.Addr(), AddrLast: ap.Addr(), Ports: rules.PortRange{First: ap.Port(), Last: ap.Port()}}
+	return ruleset.Region{AddrFirst: ap.Addr(), AddrLast: ap.Addr(), Ports: ruleset.PortRange{First: ap.Port(), Last: ap.Port()}}
 }
 
 func warnings(log *bytes.Buffer) []string {
@@ -110,7 +111,7 @@ func TestRefusedConsensusKeepsInstalledLinks(t *testing.T) {
 	// The kernel has links from the consensus before, and one forged by
 	// an older relayfw: the first stay, the forged one goes.
 	b := holding(rs)
-	if err := b.SetElements("relays4", []rules.Region{element("203.0.113.11:9001"), element("169.254.169.254:80")}); err != nil {
+	if err := b.SetElements("relays4", []ruleset.Region{element("203.0.113.11:9001"), element("169.254.169.254:80")}); err != nil {
 		t.Fatal(err)
 	}
 	kept, err := in.WithInstalledLinks(context.Background(), b, rs)
@@ -146,14 +147,14 @@ func TestRefusedConsensusKeepsInstalledLinks(t *testing.T) {
 // TestKeepInstalledTrusted: with inbound protection, the trusted sources
 // installed stay too.
 func TestKeepInstalledTrusted(t *testing.T) {
-	rs := rules.Compile(rules.ExitPolicy{}, rules.Host{Inbound: &rules.Inbound{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:9001")},
+	rs := ruleset.Compile(exitpolicy.ExitPolicy{}, ruleset.Host{Inbound: &ruleset.Inbound{Endpoints: []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:9001")},
 		Trusted: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}}})
-	installed := map[string][]rules.Region{rules.InboundSetName("trust", rules.IPv4): {
+	installed := map[string][]ruleset.Region{ruleset.InboundSetName("trust", ruleset.IPv4): {
 		{AddrFirst: netip.MustParseAddr("192.0.2.2"), AddrLast: netip.MustParseAddr("192.0.2.3")},
 		{AddrFirst: netip.MustParseAddr("203.0.113.7"), AddrLast: netip.MustParseAddr("203.0.113.7")}}}
-	got := keepInstalled(rs, installed).Inbound.TrustedOf(rules.IPv4)
+	got := keepInstalled(rs, installed).Inbound.TrustedOf(ruleset.IPv4)
 	want := []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/31"), netip.MustParsePrefix("203.0.113.7/32")}
-	if diff := cmp.Diff(want, rules.MergePrefixes(got), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
+	if diff := cmp.Diff(want, ruleset.MergePrefixes(got), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); diff != "" {
 		t.Errorf("trusted (-want +got):\n%s", diff)
 	}
 }
@@ -210,7 +211,7 @@ func TestForgedEntriesOneWarning(t *testing.T) {
 	}
 	for _, s := range rs.Sets {
 		for _, e := range s.Elements {
-			if err := rules.CheckRelayLink(netip.AddrPortFrom(e.AddrFirst, e.Ports.First), false); err != nil || e.AddrFirst.Zone() != "" {
+			if err := ruleset.CheckRelayLink(netip.AddrPortFrom(e.AddrFirst, e.Ports.First), false); err != nil || e.AddrFirst.Zone() != "" {
 				t.Errorf("set %s holds %v: %v", s.Name, e.AddrFirst, err)
 			}
 		}

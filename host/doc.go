@@ -1,7 +1,7 @@
 // Package host is relayfw's operational core, for the relayfw command and
 // for provisioning programs alike: it reads what a relay host runs (every
 // tor instance's torrc and defaults file, resolv.conf and a local
-// resolver, apt's user, tor's cached consensus) into a rules.Ruleset, picks
+// resolver, apt's user, tor's cached consensus) into a ruleset.Ruleset, picks
 // and remembers the firewall backend, serializes changes with a lock per
 // network namespace, and applies with a confirm window that rolls back on
 // its own unless confirmed.

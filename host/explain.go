@@ -8,8 +8,9 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Explanation is explain's answer for one destination: the exit policy's
@@ -113,8 +114,8 @@ func (in *Inputs) Explain(ctx context.Context, insts []*Instance, targets []Targ
 
 // explainPolicy answers for one target, naming the entry as "relayfw
 // policy" prints it.
-func explainPolicy(p rules.ExitPolicy, t Target) Explanation {
-	v := p.Verdict(t.Dst.Addr(), t.Dst.Port())
+func explainPolicy(p exitpolicy.ExitPolicy, t Target) Explanation {
+	v := p.Decide(t.Dst.Addr(), t.Dst.Port())
 	e := Explanation{Target: t.Text, Verdict: v.Action.String(), Index: v.Index}
 	switch {
 	case p.IsRejectStar():
@@ -132,9 +133,9 @@ func explainPolicy(p rules.ExitPolicy, t Target) Explanation {
 // The connection is the instance's: from its tor's sockets (its User's,
 // else root's) and its OutboundBindAddressExit. A relay link that the
 // firewall rejects for this user is said to be another user's.
-func explainFirewall(e *Explanation, rs rules.Ruleset, linkUsers []rules.UserRef, inst *Instance, q ExplainQuery, t netip.AddrPort) {
+func explainFirewall(e *Explanation, rs ruleset.Ruleset, linkUsers []ruleset.UserRef, inst *Instance, q ExplainQuery, t netip.AddrPort) {
 	dst := t.Addr().Unmap()
-	p := rules.Packet{OutIface: "eth0", Dst: dst, Proto: q.Proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
+	p := ruleset.Packet{OutIface: "eth0", Dst: dst, Proto: q.Proto, DstPort: t.Port(), SYN: true, SrcPort: 40000}
 	if dst.IsLoopback() {
 		p.OutIface = "lo"
 	}
@@ -149,15 +150,15 @@ func explainFirewall(e *Explanation, rs rules.Ruleset, linkUsers []rules.UserRef
 		p.UID = q.User
 	}
 	e.Proto = q.Proto
-	i := rs.Verdict(p)
+	i := rs.Decide(p).Index
 	if i < 0 {
-		e.Firewall, e.Reason, e.Rule = string(rules.ActionAccept), "no rule matches (chain policy accept)", ""
+		e.Firewall, e.Reason, e.Rule = string(ruleset.Accept), "no rule matches (chain policy accept)", ""
 		return
 	}
 	r := rs.Outbound[i]
 	e.Firewall, e.Rule = string(r.Action), r.Name
 	e.Reason = firewallReason(r, q.Proto, e.Verdict)
-	if r.Action == rules.ActionReject {
+	if r.Action == ruleset.Reject {
 		if users := linkUsersOf(rs, linkUsers, p); len(users) > 0 {
 			e.Reason += " (a relay link, for the sockets of tor's user " + strings.Join(users, ", ") + " only)"
 		}
@@ -166,29 +167,29 @@ func explainFirewall(e *Explanation, rs rules.Ruleset, linkUsers []rules.UserRef
 
 // firewallReason says why rule r decides, for a connection of proto that
 // the exit policy answered verdict.
-func firewallReason(r rules.Rule, proto, verdict string) string {
+func firewallReason(r ruleset.Rule, proto, verdict string) string {
 	switch {
 	case r.Name == "loopback":
 		return "loopback"
-	case r.Class == rules.ClassExit:
+	case r.Class == ruleset.ClassExit:
 		return "exit policy"
-	case r.Class == rules.ClassRelayLink:
+	case r.Class == ruleset.ClassRelayLink:
 		return "relay link"
-	case r.Action == rules.ActionReject && proto == "tcp" && verdict == "reject":
+	case r.Action == ruleset.Reject && proto == "tcp" && verdict == "reject":
 		return "rejected by the exit policy"
-	case r.Action == rules.ActionReject:
+	case r.Action == ruleset.Reject:
 		return "default reject"
 	}
 	return "host allowance"
 }
 
 // linkUsersOf names the users for whose sockets p would be a relay link.
-func linkUsersOf(rs rules.Ruleset, users []rules.UserRef, p rules.Packet) []string {
+func linkUsersOf(rs ruleset.Ruleset, users []ruleset.UserRef, p ruleset.Packet) []string {
 	var out []string
 	for _, u := range users {
 		q := p
 		q.UID = &u.UID
-		if i := rs.Verdict(q); i >= 0 && rs.Outbound[i].Class == rules.ClassRelayLink && !slices.Contains(out, u.Name) {
+		if i := rs.Decide(q).Index; i >= 0 && rs.Outbound[i].Class == ruleset.ClassRelayLink && !slices.Contains(out, u.Name) {
 			out = append(out, u.Name)
 		}
 	}
@@ -197,7 +198,7 @@ func linkUsersOf(rs rules.Ruleset, users []rules.UserRef, p rules.Packet) []stri
 
 // installedLinks are the relay links b holds; nil when it holds none or
 // cannot be read (explain then answers from the model alone).
-func installedLinks(ctx context.Context, b firewall.Backend, rs rules.Ruleset) map[netip.AddrPort]bool {
+func installedLinks(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) map[netip.AddrPort]bool {
 	sets, err := b.RelayLinks(ctx, rs)
 	if err != nil || len(sets) == 0 {
 		return nil

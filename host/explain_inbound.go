@@ -8,7 +8,7 @@ import (
 	"strings"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // InboundExplanation is explain --inbound's answer for one source: what
@@ -52,7 +52,7 @@ func ParseInboundTargets(args []string, to string) (netip.Addr, []InboundTarget,
 		if err != nil {
 			return dst, nil, err
 		}
-		if dst.IsValid() && rules.FamilyOf(addr) != rules.FamilyOf(dst) {
+		if dst.IsValid() && ruleset.FamilyOf(addr) != ruleset.FamilyOf(dst) {
 			return dst, nil, fmt.Errorf("target %q: a source of another family than --to %s cannot connect to it", a, dst)
 		}
 		targets = append(targets, InboundTarget{a, addr, port})
@@ -105,7 +105,7 @@ func (in *Inputs) ExplainInbound(ctx context.Context, targets []InboundTarget, d
 // inboundVerdict is the model's answer for connections from addr to the
 // local port (0: any) at dst (invalid: any address), and the kernel's
 // block if any.
-func inboundVerdict(in *rules.Inbound, text string, addr, dst netip.Addr, port uint16, blocked map[netip.Prefix]firewall.Block) InboundExplanation {
+func inboundVerdict(in *ruleset.Inbound, text string, addr, dst netip.Addr, port uint16, blocked map[netip.Prefix]firewall.Block) InboundExplanation {
 	e := InboundExplanation{Target: text, Port: int(port)}
 	if dst.IsValid() {
 		e.Destination = dst.String()
@@ -116,21 +116,21 @@ func inboundVerdict(in *rules.Inbound, text string, addr, dst netip.Addr, port u
 	}
 	src := in.Source(addr)
 	e.Source = src.String()
-	fam := rules.FamilyOf(addr)
+	fam := ruleset.FamilyOf(addr)
 	unprotected, where := inboundScope(in, fam, dst, port)
 	switch {
 	case unprotected != "":
 		e.Verdict, e.Reason = "unprotected", unprotected
 	case in.Trusts(addr):
-		e.Verdict, e.Reason, e.Rule = "trusted", "a directory authority, a relay (trust_relays) or in trusted: never limited"+where, rules.InboundRuleName(rules.InboundRuleTrusted, fam)
+		e.Verdict, e.Reason, e.Rule = "trusted", "a directory authority, a relay (trust_relays) or in trusted: never limited"+where, ruleset.InboundRuleName(ruleset.InboundRuleTrusted, fam)
 	default:
 		if b, ok := blocked[src]; ok {
-			e.Verdict, e.Rule, e.ExpiresSeconds = "blocked", rules.InboundRuleName(rules.InboundRuleBlocked, fam), b.ExpiresSeconds
+			e.Verdict, e.Rule, e.ExpiresSeconds = "blocked", ruleset.InboundRuleName(ruleset.InboundRuleBlocked, fam), b.ExpiresSeconds
 			e.Reason = fmt.Sprintf("source %s is blocked for %s more: new connections are dropped%s (relayfw unblock %s lifts it)",
 				src, b.Left(), where, addr)
 			return e
 		}
-		e.Verdict, e.Rule = "limited", rules.InboundRuleName(rules.InboundRuleMinute, fam)
+		e.Verdict, e.Rule = "limited", ruleset.InboundRuleName(ruleset.InboundRuleMinute, fam)
 		e.Reason = fmt.Sprintf("as source %s: at most %d new connections a minute (burst %d) and %d an hour, else blocked for %s; at most %d at once, else reset%s",
 			src, in.PerMinute, in.Burst, in.PerHour, in.BlockText(), in.MaxConns, where)
 	}
@@ -141,7 +141,7 @@ func inboundVerdict(in *rules.Inbound, text string, addr, dst netip.Addr, port u
 // dst (invalid: any address) are protected at all: unprotected says why
 // not; where is the part of the relay's addresses the answer holds for,
 // when the port is protected on some of them only.
-func inboundScope(in *rules.Inbound, fam rules.Family, dst netip.Addr, port uint16) (unprotected, where string) {
+func inboundScope(in *ruleset.Inbound, fam ruleset.Family, dst netip.Addr, port uint16) (unprotected, where string) {
 	leftAlone := "relayfw leaves its connections to the host's own firewall"
 	switch all, addrs := in.ProtectedOn(fam, port); {
 	case port != 0 && dst.IsValid() && !in.Protects(netip.AddrPortFrom(dst, port)):
@@ -151,7 +151,7 @@ func inboundScope(in *rules.Inbound, fam rules.Family, dst netip.Addr, port uint
 	case port != 0 && !dst.IsValid() && !all:
 		where = fmt.Sprintf(" (to %s only: port %d on other addresses is left to the host's own firewall)", addrsText(addrs), port)
 	case port == 0 && dst.IsValid() && !slices.ContainsFunc(in.Endpoints, func(ep netip.AddrPort) bool {
-		return ep.Addr() == dst || ep.Addr().IsUnspecified() && rules.FamilyOf(ep.Addr()) == fam
+		return ep.Addr() == dst || ep.Addr().IsUnspecified() && ruleset.FamilyOf(ep.Addr()) == fam
 	}):
 		unprotected = fmt.Sprintf("tor listens on no ORPort at %s: %s", dst, leftAlone)
 	}
@@ -169,7 +169,7 @@ func addrsText(addrs []netip.Addr) string {
 
 // installedBlocks reads the kernel's blocked sources, when backend's
 // firewall is installed and readable; nil otherwise.
-func (s *System) installedBlocks(ctx context.Context, backend string, inbound rules.Inbound) map[netip.Prefix]firewall.Block {
+func (s *System) installedBlocks(ctx context.Context, backend string, inbound ruleset.Inbound) map[netip.Prefix]firewall.Block {
 	b := s.InstalledBackend(ctx, backend)
 	if b == nil {
 		return nil

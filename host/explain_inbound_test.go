@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func TestParseInboundTarget(t *testing.T) {
@@ -36,7 +36,7 @@ func FuzzParseInboundTarget(f *testing.F) {
 	for _, s := range []string{"203.0.113.7", "[2001:db8::7]:443", "1.2.3.4:65535", "::", "x"} {
 		f.Add(s)
 	}
-	in := rules.DefaultInbound()
+	in := ruleset.DefaultInbound()
 	in.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:9001"), netip.MustParseAddrPort("192.0.2.11:443"), netip.MustParseAddrPort("[::]:9001")}
 	f.Fuzz(func(t *testing.T, s string) {
 		// As --to: a plain address of the relay, or refused.
@@ -69,7 +69,7 @@ func FuzzParseInboundTarget(f *testing.F) {
 // is unprotected on the others (--to), and says where it is protected
 // when no address is given.
 func TestInboundVerdictDestination(t *testing.T) {
-	in := rules.DefaultInbound()
+	in := ruleset.DefaultInbound()
 	in.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("0.0.0.0:9001"), netip.MustParseAddrPort("192.0.2.11:443"), netip.MustParseAddrPort("[::]:9001")}
 	src := netip.MustParseAddr("203.0.113.7")
 	for _, tc := range []struct {

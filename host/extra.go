@@ -5,7 +5,7 @@ import (
 	"strings"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // ExtraReapply decides what refresh does about allow.extra's host names,
@@ -16,7 +16,7 @@ import (
 // so that applying rs replaces just those rules. It is false, with a
 // warning, when a name did not resolve (what is installed stays) or when
 // other inputs changed since that apply too (apply is the operator's).
-func (in *Inputs) ExtraReapply(b firewall.Backend, rs rules.Ruleset) (reapply bool, warning string) {
+func (in *Inputs) ExtraReapply(b firewall.Backend, rs ruleset.Ruleset) (reapply bool, warning string) {
 	names, unresolved := in.ExtraNames()
 	if names == 0 {
 		return false, ""
@@ -43,14 +43,14 @@ func (in *Inputs) ExtraReapply(b firewall.Backend, rs rules.Ruleset) (reapply bo
 
 // compareExtra compares two rulesets' allow.extra rules (named extra-…),
 // and the rest but for the sets that follow the consensus.
-func compareExtra(prev, next rules.Ruleset) (extraSame, restSame bool) {
+func compareExtra(prev, next ruleset.Ruleset) (extraSame, restSame bool) {
 	pe, pr := splitExtra(prev)
 	ne, nr := splitExtra(next)
-	return len(rules.Changes(pe, ne)) == 0, len(changesBesideLinks(pr, nr)) == 0
+	return len(ruleset.Changes(pe, ne)) == 0, len(changesBesideLinks(pr, nr)) == 0
 }
 
 // splitExtra parts rs into its allow.extra rules and the rest.
-func splitExtra(rs rules.Ruleset) (extra, rest rules.Ruleset) {
+func splitExtra(rs ruleset.Ruleset) (extra, rest ruleset.Ruleset) {
 	rest = rs
 	rest.Outbound = nil
 	for _, r := range rs.Outbound {

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // hostAnswer is a host name's lookup.
@@ -16,13 +16,13 @@ type hostAnswer struct {
 
 // listenEndpoints are the endpoints an instance's tor listens on for its
 // ORPorts (and DirPorts with dirPorts), as tor makes them from the
-// torrc's lines (rules.ListenEndpoints). A host name is resolved as tor
+// torrc's lines (torconf.ListenEndpoints). A host name is resolved as tor
 // resolves it; one that does not resolve, or that tor would refuse, is
 // left out with a warning, like a port that is not fixed. names caches
 // the answers of the run; every lookup shares the run's DNS deadline
 // (System.DNSWait) with allow.extra's and Address's.
 func (in *Inputs) listenEndpoints(ctx context.Context, t *Instance, dirPorts bool, names map[string]hostAnswer) []netip.AddrPort {
-	var ports []rules.PortConfig
+	var ports []torconf.PortConfig
 	for _, p := range t.Options.Ports {
 		if p.Host != "" && (p.Kind == "ORPort" || dirPorts && p.Kind == "DirPort") && p.Port != "auto" {
 			a, ok := names[p.Host]
@@ -43,7 +43,7 @@ func (in *Inputs) listenEndpoints(ctx context.Context, t *Instance, dirPorts boo
 		}
 		ports = append(ports, p)
 	}
-	eps, skipped := rules.ListenEndpoints(ports, dirPorts)
+	eps, skipped := torconf.ListenEndpoints(ports, dirPorts)
 	for _, s := range skipped {
 		in.log().Warn(fmt.Sprintf("inbound: %s and is not protected", s))
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/relays"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // TestInboundEndpoints: the protection covers where each instance's tor
@@ -34,11 +34,11 @@ func TestInboundEndpoints(t *testing.T) {
 		return nil, errors.New("no such host")
 	}
 	instance := func(torrc string) *Instance {
-		lines, err := rules.ParseTorrc(nil, "torrc", torrc)
+		lines, err := torconf.Parse(nil, "torrc", torrc)
 		if err != nil {
 			t.Fatal(err)
 		}
-		o, err := rules.OptionsFromLines(lines)
+		o, err := torconf.OptionsFromLines(lines)
 		if err != nil {
 			t.Fatal(err)
 		}

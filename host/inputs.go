@@ -19,8 +19,10 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/config"
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/relays"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 const (
@@ -78,7 +80,7 @@ type Inputs struct {
 	// first one, System.DNSWait later.
 	dnsDeadline time.Time
 	// host is what the host gives the firewall, read by Load (hostRead).
-	host     rules.Host
+	host     ruleset.Host
 	hostRead bool
 	// extraNames counts allow.extra's host names, extraUnresolved those
 	// that did not resolve.
@@ -149,10 +151,10 @@ func Load(ctx context.Context, opts Options) (*Inputs, error) {
 
 // loadInstance reads one instance's defaults file and torrc and builds its
 // effective exit policy; single says it is the only one.
-func (in *Inputs) loadInstance(src instanceSource, single bool, facts rules.HostFacts) (*Instance, error) {
+func (in *Inputs) loadInstance(src instanceSource, single bool, facts exitpolicy.HostFacts) (*Instance, error) {
 	opts := in.opts
 	defaults, lines, err := in.readInstance(src)
-	var fe *rules.FileError
+	var fe *torconf.FileError
 	missing := false
 	if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && single &&
 		opts.Policy != nil && len(opts.Torrcs) == 0 && in.cfg.Torrc == "" && len(in.cfg.Instances) == 0 {
@@ -164,20 +166,20 @@ func (in *Inputs) loadInstance(src instanceSource, single bool, facts rules.Host
 	}
 	t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName,
 		lines: append(slices.Clip(defaults), lines...), torrcMissing: missing}
-	if t.Options, err = rules.OptionsFromGroups(defaults, lines); err != nil {
+	if t.Options, err = torconf.OptionsFromGroups(defaults, lines); err != nil {
 		return nil, err
 	}
 	if opts.Policy != nil {
 		t.Options.ExitPolicy = nil
 		if *opts.Policy != "" {
-			t.Options.ExitPolicy = []rules.ConfigLine{{Key: "ExitPolicy", Value: *opts.Policy, File: "--policy"}}
+			t.Options.ExitPolicy = []torconf.ConfigLine{{Key: "ExitPolicy", Value: *opts.Policy, File: "--policy"}}
 		}
-		t.lines = append(slices.DeleteFunc(t.lines, func(l rules.ConfigLine) bool { return l.Key == "ExitPolicy" }), t.Options.ExitPolicy...)
+		t.lines = append(slices.DeleteFunc(t.lines, func(l torconf.ConfigLine) bool { return l.Key == "ExitPolicy" }), t.Options.ExitPolicy...)
 	}
 	for _, w := range t.Options.Warnings {
 		in.log().Warn(w)
 	}
-	if t.Effective, err = rules.EffectivePolicy(t.Options, facts); err != nil {
+	if t.Effective, err = exitpolicy.FromOptions(t.Options, facts); err != nil {
 		return nil, err
 	}
 	for _, w := range t.Effective.Warnings {
@@ -231,7 +233,7 @@ func (in *Inputs) resolveUsers() error {
 			uid, err := in.sys.lookupUID(t.Options.User)
 			if err != nil {
 				at := t.Options.Origin["user"]
-				return &rules.SyntaxError{File: at.File, Line: at.Line,
+				return &torconf.SyntaxError{File: at.File, Line: at.Line,
 					Err: fmt.Errorf("user %q (option User) does not exist on this host (tor refuses to start: \"Error setting configured user\")", t.Options.User)}
 			}
 			t.UID = &uid
@@ -240,7 +242,7 @@ func (in *Inputs) resolveUsers() error {
 			continue
 		}
 		if other, dup := owner[*t.UID]; dup {
-			return &rules.SyntaxError{File: t.Torrc, Err: fmt.Errorf("%s and %s exit as the same user: the kernel cannot tell their exit traffic apart; give each instance its own User (tor-instance-create does)",
+			return &torconf.SyntaxError{File: t.Torrc, Err: fmt.Errorf("%s and %s exit as the same user: the kernel cannot tell their exit traffic apart; give each instance its own User (tor-instance-create does)",
 				other.Describe(), t.Describe())}
 		}
 		owner[*t.UID] = t
@@ -249,25 +251,25 @@ func (in *Inputs) resolveUsers() error {
 }
 
 // ruleInstances are the instances as the compiler sees them.
-func (in *Inputs) ruleInstances() []rules.Instance {
-	out := make([]rules.Instance, 0, len(in.Instances))
+func (in *Inputs) ruleInstances() []ruleset.Instance {
+	out := make([]ruleset.Instance, 0, len(in.Instances))
 	for _, t := range in.Instances {
-		out = append(out, rules.Instance{Name: t.Name, Policy: t.Effective.Policy, UID: t.UID, User: t.Options.User, ExitSources: t.Options.OutboundBindExit})
+		out = append(out, ruleset.Instance{Name: t.Name, Policy: t.Effective.Policy, UID: t.UID, User: t.Options.User, ExitSources: t.Options.OutboundBindExit})
 	}
 	return out
 }
 
 // Ruleset compiles every instance's policy and the host's needs, as Load
 // read them; it reads nothing.
-func (in *Inputs) Ruleset() (rules.Ruleset, rules.Host) {
+func (in *Inputs) Ruleset() (ruleset.Ruleset, ruleset.Host) {
 	h := in.Host()
-	return rules.CompileInstances(in.ruleInstances(), h), h
+	return ruleset.CompileInstances(in.ruleInstances(), h), h
 }
 
 // hostFacts gathers the addresses of the host's interfaces that are up and
 // running, and a resolver for host names given as Address.
-func (in *Inputs) hostFacts(ctx context.Context) rules.HostFacts {
-	var facts rules.HostFacts
+func (in *Inputs) hostFacts(ctx context.Context) exitpolicy.HostFacts {
+	var facts exitpolicy.HostFacts
 	ifaces, _ := net.Interfaces()
 	for _, ifc := range ifaces {
 		// tor's interface list (get_interface_address6_list) skips
@@ -291,7 +293,7 @@ func (in *Inputs) hostFacts(ctx context.Context) rules.HostFacts {
 
 // Host is the compiler's view of what the host must keep reaching, as
 // Load read it.
-func (in *Inputs) Host() rules.Host {
+func (in *Inputs) Host() ruleset.Host {
 	if !in.hostRead {
 		panic("host: Inputs.Host or Ruleset of inputs loaded with TorrcsOnly")
 	}
@@ -299,9 +301,9 @@ func (in *Inputs) Host() rules.Host {
 }
 
 // readHost reads what the host must keep reaching.
-func (in *Inputs) readHost(ctx context.Context) rules.Host {
+func (in *Inputs) readHost(ctx context.Context) ruleset.Host {
 	allow := in.cfg.Allow
-	h := rules.Host{
+	h := ruleset.Host{
 		DHCP: config.On(allow.DHCP),
 		NTP:  config.On(allow.NTP),
 		Ping: config.On(allow.Ping),
@@ -346,16 +348,16 @@ func (in *Inputs) ExtraNames() (names, unresolved int) {
 // resolved now, within the run's DNS deadline (one that does not resolve
 // is left out, with a warning, rather than keeping the whole firewall
 // from being applied), users looked up.
-func (in *Inputs) resolveExtra(ctx context.Context) []rules.Allowance {
-	var out []rules.Allowance
+func (in *Inputs) resolveExtra(ctx context.Context) []ruleset.Allowance {
+	var out []ruleset.Allowance
 	for _, e := range in.cfg.Allow.Extra {
-		a := rules.Allowance{Name: e.Name, Proto: e.Proto}
+		a := ruleset.Allowance{Name: e.Name, Proto: e.Proto}
 		if a.Proto == "" {
 			a.Proto = "tcp"
 		}
 		for _, p := range e.Ports {
 			lo, hi, _ := config.ParsePortRange(p) // validated when loaded
-			a.Ports = append(a.Ports, rules.PortRange{First: lo, Last: hi})
+			a.Ports = append(a.Ports, ruleset.PortRange{First: lo, Last: hi})
 		}
 		for _, to := range e.To {
 			if p, err := netip.ParsePrefix(to); err == nil {
@@ -475,7 +477,7 @@ func (in *Inputs) network() relays.Network {
 // relay instances' ORPorts (and DirPorts if asked) where tor listens,
 // trusting the authorities, the operator's list and, if asked, every
 // relay.
-func (in *Inputs) inbound(ctx context.Context, nw relays.Network) *rules.Inbound {
+func (in *Inputs) inbound(ctx context.Context, nw relays.Network) *ruleset.Inbound {
 	c := in.cfg.Inbound
 	if !c.Enabled {
 		return nil
@@ -492,7 +494,7 @@ func (in *Inputs) inbound(ctx context.Context, nw relays.Network) *rules.Inbound
 	for _, t := range in.Instances {
 		settings.Endpoints = append(settings.Endpoints, in.listenEndpoints(ctx, t, c.DirPorts, names)...)
 	}
-	settings.Endpoints = rules.NormalizeEndpoints(settings.Endpoints)
+	settings.Endpoints = ruleset.NormalizeEndpoints(settings.Endpoints)
 	if len(settings.Endpoints) == 0 {
 		in.log().Warn("inbound protection is enabled, but no tor instance listens on an ORPort: nothing to protect")
 		return nil

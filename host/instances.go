@@ -12,7 +12,8 @@ import (
 	"strings"
 
 	"github.com/relayfw/relayfw/config"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/exitpolicy"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // Debian's layout of tor (System.TorEtcDir, System.TorShareDir).
@@ -34,8 +35,8 @@ type Instance struct {
 	// instance template), "" for none.
 	defaultsName string
 
-	Options   rules.Options
-	Effective rules.Effective
+	Options   torconf.Options
+	Effective exitpolicy.Effective
 	UID       *uint32 // its User's uid; nil for a single torrc without User
 	// TorVerdict is tor's own judgement of the configuration: "accepted
 	// by tor 0.4.9.11", or why tor was not consulted.
@@ -43,7 +44,7 @@ type Instance struct {
 
 	// lines are the defaults file's and the torrc's lines, for pointing
 	// at the one tor refuses.
-	lines []rules.ConfigLine
+	lines []torconf.ConfigLine
 	// torrcMissing: a --policy alone, on a host without a torrc.
 	torrcMissing bool
 }
@@ -164,7 +165,7 @@ func (in *Inputs) instanceSources() ([]instanceSource, error) {
 // file read and directory listed must be root's (see UnsafeFileError);
 // with lax (strict_modes = false) one that is not is used with a warning.
 type watchFS struct {
-	rules.OSFS
+	torconf.OSFS
 	sys   *System
 	paths *[]string
 	lax   bool
@@ -255,20 +256,20 @@ func (w watchFS) Glob(pattern string) ([]string, error) {
 
 // readInstance reads one instance's defaults file and torrc as tor does,
 // recording in watched every file and directory it depends on.
-func (in *Inputs) readInstance(src instanceSource) ([]rules.ConfigLine, []rules.ConfigLine, error) {
+func (in *Inputs) readInstance(src instanceSource) ([]torconf.ConfigLine, []torconf.ConfigLine, error) {
 	fsys := watchFS{sys: in.sys, paths: &in.watched, lax: !config.On(in.cfg.StrictModes), warn: func(msg string) { in.log().Warn(msg) }}
-	var defaults []rules.ConfigLine
+	var defaults []torconf.ConfigLine
 	if src.defaults != "" {
 		var name func(string) string
 		if src.defaultsName != "" {
 			name = func(text string) string { return strings.ReplaceAll(text, "@@NAME@@", src.defaultsName) }
 		}
 		var err error
-		if defaults, err = rules.ReadTorrcTemplateFS(fsys, src.defaults, name); err != nil {
+		if defaults, err = torconf.ReadTemplateFS(fsys, src.defaults, name); err != nil {
 			return nil, nil, err
 		}
 	}
-	lines, err := rules.ReadTorrcFS(fsys, src.torrc)
+	lines, err := torconf.ReadFS(fsys, src.torrc)
 	return defaults, lines, err
 }
 

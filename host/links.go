@@ -6,7 +6,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // linkInstances are the instances that make relay links: every relay,
@@ -39,12 +39,12 @@ func (t *Instance) RunsAs() uint32 {
 // client instance (next to relays too, such as Debian's tor@default) its
 // guards. The consensus tor caches is written by tor's user, so what it
 // lists is for tor's sockets alone.
-func (in *Inputs) relayLinkUsers() []rules.UserRef {
-	var out []rules.UserRef
+func (in *Inputs) relayLinkUsers() []ruleset.UserRef {
+	var out []ruleset.UserRef
 	for _, t := range in.Instances {
 		uid := t.RunsAs()
-		if !slices.ContainsFunc(out, func(u rules.UserRef) bool { return u.UID == uid }) {
-			out = append(out, rules.UserRef{Name: cmp.Or(t.Options.User, "root"), UID: uid})
+		if !slices.ContainsFunc(out, func(u ruleset.UserRef) bool { return u.UID == uid }) {
+			out = append(out, ruleset.UserRef{Name: cmp.Or(t.Options.User, "root"), UID: uid})
 		}
 	}
 	return out

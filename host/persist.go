@@ -9,7 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // persistentFile names a file of PersistentDir. The host's own network
@@ -133,14 +133,14 @@ func readJSON(path string, v any) bool {
 // LastGood is the firewall that last stood: applied without a confirm
 // window, or confirmed. The boot installs it when its own apply fails.
 type LastGood struct {
-	Backend string        `json:"backend"`
-	At      time.Time     `json:"at"`
-	Ruleset rules.Ruleset `json:"ruleset"`
+	Backend string          `json:"backend"`
+	At      time.Time       `json:"at"`
+	Ruleset ruleset.Ruleset `json:"ruleset"`
 }
 
 // SaveLastGood keeps rs, installed with backend kind, as the last good
 // firewall.
-func (s *System) SaveLastGood(kind string, rs rules.Ruleset) error {
+func (s *System) SaveLastGood(kind string, rs ruleset.Ruleset) error {
 	data, err := json.Marshal(LastGood{Backend: kind, At: time.Now().UTC().Truncate(time.Second), Ruleset: rs})
 	if err != nil {
 		return err

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func TestPersistentRecords(t *testing.T) {
@@ -40,7 +40,7 @@ func TestPersistentRecords(t *testing.T) {
 	if _, err := sys.ReadLastGood(); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("last good on a new host: %v", err)
 	}
-	rs := rules.Ruleset{Version: rules.RulesetVersion, Outbound: []rules.Rule{{Name: "reject", Action: rules.ActionReject}}}
+	rs := ruleset.Ruleset{Version: ruleset.RulesetVersion, Outbound: []ruleset.Rule{{Name: "reject", Action: ruleset.Reject}}}
 	if err := sys.SaveLastGood("nftables", rs); err != nil {
 		t.Fatal(err)
 	}

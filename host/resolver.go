@@ -6,7 +6,7 @@ import (
 	"slices"
 
 	"github.com/relayfw/relayfw/config"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // localResolvers are the recursive resolvers an exit operator runs on the
@@ -28,10 +28,10 @@ var systemdResolvedStubs = []netip.Addr{netip.MustParseAddr("127.0.0.53"), netip
 
 // findLocalResolver finds the user of a recursive resolver on this host:
 // the first service user of a known resolver package that exists.
-func (s *System) findLocalResolver() (*rules.UserRef, string) {
+func (s *System) findLocalResolver() (*ruleset.UserRef, string) {
 	for _, r := range localResolvers {
 		if uid, err := s.lookupUID(r.user); err == nil {
-			return &rules.UserRef{Name: r.user, UID: uid}, fmt.Sprintf("user %s of %s exists", r.user, r.name)
+			return &ruleset.UserRef{Name: r.user, UID: uid}, fmt.Sprintf("user %s of %s exists", r.user, r.name)
 		}
 	}
 	return nil, ""
@@ -42,14 +42,14 @@ func (s *System) findLocalResolver() (*rules.UserRef, string) {
 // the resolver's user may query any name server. allow.resolver_user
 // names it; otherwise the service user of a known resolver package (see
 // localResolvers), and when there is none relayfw says what to set.
-func (in *Inputs) localResolverAllowance(resolvers []netip.Addr) *rules.UserRef {
+func (in *Inputs) localResolverAllowance(resolvers []netip.Addr) *ruleset.UserRef {
 	if name := in.cfg.Allow.ResolverUser; name != "" {
 		uid, err := in.sys.lookupUID(name)
 		if err != nil {
 			in.log().Warn(fmt.Sprintf("allow.resolver_user %q: %v; the local resolver gets no DNS allowance", name, err))
 			return nil
 		}
-		return &rules.UserRef{Name: name, UID: uid}
+		return &ruleset.UserRef{Name: name, UID: uid}
 	}
 	local := slices.ContainsFunc(resolvers, func(a netip.Addr) bool {
 		return a.Unmap().IsLoopback() && !slices.Contains(systemdResolvedStubs, a.Unmap())
@@ -72,7 +72,7 @@ const AptUser = "_apt"
 
 // updatesAllowance lets apt's downloads out (allow.updates, on unless set
 // to false), when the host has apt's user.
-func (in *Inputs) updatesAllowance() *rules.UserRef {
+func (in *Inputs) updatesAllowance() *ruleset.UserRef {
 	if !config.On(in.cfg.Allow.Updates) {
 		return nil
 	}
@@ -81,5 +81,5 @@ func (in *Inputs) updatesAllowance() *rules.UserRef {
 		in.log().Debug("no package updates allowance", "user", AptUser, "err", err)
 		return nil
 	}
-	return &rules.UserRef{Name: AptUser, UID: uid}
+	return &ruleset.UserRef{Name: AptUser, UID: uid}
 }

@@ -13,7 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // stateFile names a state file of the namespace this process runs in. The
@@ -83,7 +83,7 @@ func (s *System) ForgetApply() {
 }
 
 // SaveRuleset remembers the ruleset an apply installed, for a rollback.
-func SaveRuleset(path string, rs rules.Ruleset) error {
+func SaveRuleset(path string, rs ruleset.Ruleset) error {
 	data, err := json.Marshal(rs)
 	if err != nil {
 		return err
@@ -92,8 +92,8 @@ func SaveRuleset(path string, rs rules.Ruleset) error {
 }
 
 // LoadRuleset reads a ruleset SaveRuleset wrote.
-func LoadRuleset(path string) (rules.Ruleset, error) {
-	var rs rules.Ruleset
+func LoadRuleset(path string) (ruleset.Ruleset, error) {
+	var rs ruleset.Ruleset
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return rs, err

@@ -8,12 +8,12 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // StatusClasses are the verdict classes the counters are summed into.
-var StatusClasses = []string{rules.ClassExit, rules.ClassRelayLink, rules.ClassHostAllowance,
-	rules.ClassEstablished, rules.ClassRejectedPolicy, rules.ClassRejectedDefault}
+var StatusClasses = []string{ruleset.ClassExit, ruleset.ClassRelayLink, ruleset.ClassHostAllowance,
+	ruleset.ClassEstablished, ruleset.ClassRejectedPolicy, ruleset.ClassRejectedDefault}
 
 // ruleClasses maps the ruleset's rule names to their verdict classes;
 // installed rules the ruleset does not have count as "other".
@@ -87,7 +87,7 @@ type ConfigStatus struct {
 
 // InboundStatus is what the ORPort protection did.
 type InboundStatus struct {
-	// Endpoints are the protected endpoints (rules.Inbound's).
+	// Endpoints are the protected endpoints (ruleset.Inbound's).
 	Endpoints []netip.AddrPort `json:"endpoints"`
 	Summary   string           `json:"summary"`
 	// NewConnections counts the connection attempts it looked at;
@@ -109,15 +109,15 @@ func inboundRuleCause(name string) (cause string, ok bool) {
 	return cause, ok
 }
 
-// inboundCauses are the inbound rules' names (rules.InboundRuleName, per
+// inboundCauses are the inbound rules' names (ruleset.InboundRuleName, per
 // family) with their drop causes ("" for rules that drop nothing).
 var inboundCauses = func() map[string]string {
-	byBase := map[string]string{rules.InboundRuleTrusted: "", rules.InboundRuleLimited: "",
-		rules.InboundRuleBlocked: "blocked", rules.InboundRuleMinute: "minute", rules.InboundRuleHour: "hour", rules.InboundRuleConns: "conns"}
-	out := map[string]string{rules.InboundRuleJump: ""}
+	byBase := map[string]string{ruleset.InboundRuleTrusted: "", ruleset.InboundRuleLimited: "",
+		ruleset.InboundRuleBlocked: "blocked", ruleset.InboundRuleMinute: "minute", ruleset.InboundRuleHour: "hour", ruleset.InboundRuleConns: "conns"}
+	out := map[string]string{ruleset.InboundRuleJump: ""}
 	for base, cause := range byBase {
-		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-			out[rules.InboundRuleName(base, fam)] = cause
+		for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
+			out[ruleset.InboundRuleName(base, fam)] = cause
 		}
 	}
 	return out
@@ -126,21 +126,21 @@ var inboundCauses = func() map[string]string {
 // isTrustedRule reports whether name is an inbound rule of trusted
 // sources.
 func isTrustedRule(name string) bool {
-	return name == rules.InboundRuleName(rules.InboundRuleTrusted, rules.IPv4) ||
-		name == rules.InboundRuleName(rules.InboundRuleTrusted, rules.IPv6)
+	return name == ruleset.InboundRuleName(ruleset.InboundRuleTrusted, ruleset.IPv4) ||
+		name == ruleset.InboundRuleName(ruleset.InboundRuleTrusted, ruleset.IPv6)
 }
 
 // gatherInbound sums the inbound rules' counters and lists the blocks.
-func gatherInbound(ctx context.Context, b firewall.Backend, in rules.Inbound, counters map[string]firewall.Counter) (*InboundStatus, error) {
+func gatherInbound(ctx context.Context, b firewall.Backend, in ruleset.Inbound, counters map[string]firewall.Counter) (*InboundStatus, error) {
 	st := &InboundStatus{Endpoints: in.Endpoints, Summary: in.Summary(), Drops: map[string]uint64{}, Blocked: []firewall.Block{}}
-	for _, c := range rules.InboundCauses {
+	for _, c := range ruleset.InboundCauses {
 		st.Drops[c] = 0
 	}
 	for name, c := range counters {
 		cause, ok := inboundRuleCause(name)
 		switch {
 		case !ok:
-		case name == rules.InboundRuleJump:
+		case name == ruleset.InboundRuleJump:
 			st.NewConnections += c.Packets
 		case isTrustedRule(name):
 			st.Trusted += c.Packets
@@ -166,7 +166,7 @@ func (st *Status) RuleClass(name string) string { return st.ruleClass.of(name) }
 // objects, an open confirm window, the last apply, counters per rule and
 // per verdict class. note is the plain statement for a host that does not
 // exit (Inputs.NotExitNote).
-func (s *System) GatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string) (*Status, error) {
+func (s *System) GatherStatus(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, note string) (*Status, error) {
 	return s.gatherStatus(ctx, b, rs, note, true)
 }
 
@@ -181,7 +181,7 @@ func (s *System) GatherStatusInvalid(ctx context.Context, b firewall.Backend, in
 	ref, err := LoadRuleset(s.AppliedRulesetPath())
 	known := err == nil
 	if !known {
-		ref = rules.Ruleset{} // first run, or nothing installed since the state was lost
+		ref = ruleset.Ruleset{} // first run, or nothing installed since the state was lost
 	}
 	st, err := s.gatherStatus(ctx, b, ref, "", known)
 	if err != nil && known {
@@ -196,7 +196,7 @@ func (s *System) GatherStatusInvalid(ctx context.Context, b firewall.Backend, in
 	st.RelayLinksBehind = 0
 	st.Exit = false
 	for _, r := range ref.Outbound {
-		st.Exit = st.Exit || r.Class == rules.ClassExit
+		st.Exit = st.Exit || r.Class == ruleset.ClassExit
 	}
 	st.Config = ConfigStatus{Error: inputErr.Error()}
 	return st, nil
@@ -204,7 +204,7 @@ func (s *System) GatherStatusInvalid(ctx context.Context, b firewall.Backend, in
 
 // gatherStatus is GatherStatus; compare false skips the comparison with
 // rs (no drift, no relay links behind).
-func (s *System) gatherStatus(ctx context.Context, b firewall.Backend, rs rules.Ruleset, note string, compare bool) (*Status, error) {
+func (s *System) gatherStatus(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, note string, compare bool) (*Status, error) {
 	installed, err := b.Installed(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("status: %w", err)
@@ -240,7 +240,7 @@ func (s *System) gatherStatus(ctx context.Context, b firewall.Backend, rs rules.
 	}
 	for name, c := range counters {
 		k := st.ruleClass.of(name)
-		if k == rules.ClassLog {
+		if k == ruleset.ClassLog {
 			continue // logged packets are counted again by the reject that follows
 		}
 		if _, inbound := inboundRuleCause(name); inbound {

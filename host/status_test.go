@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/firewall/fake"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func TestInboundRuleCause(t *testing.T) {
@@ -50,7 +50,7 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 	}
 	exitRule := ""
 	for _, r := range rs.Outbound {
-		if r.Class == rules.ClassExit && exitRule == "" {
+		if r.Class == ruleset.ClassExit && exitRule == "" {
 			exitRule = r.Name
 		}
 	}
@@ -72,7 +72,7 @@ func TestStatusWithInvalidInputs(t *testing.T) {
 		if !st.Installed || st.InSync != tc.valid || st.Config.Valid != tc.valid || !st.Exit {
 			t.Errorf("%s: installed %v, in sync %v, config %+v, exit %v", tc.name, st.Installed, st.InSync, st.Config, st.Exit)
 		}
-		if st.Classes[rules.ClassExit].Packets != 3 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 || st.RuleClass(exitRule) != rules.ClassExit {
+		if st.Classes[ruleset.ClassExit].Packets != 3 || st.Classes[ruleset.ClassRejectedPolicy].Packets != 2 || st.RuleClass(exitRule) != ruleset.ClassExit {
 			t.Errorf("%s: counters not classed by the applied ruleset: %+v", tc.name, st.Classes)
 		}
 		if st.LastChange == nil || st.LastChange.Kind != ChangeApplied || time.Since(st.LastChange.At) > time.Minute {
@@ -96,7 +96,7 @@ func TestStatusWithInvalidInputsUncomparable(t *testing.T) {
 	// It cannot compare the kernel with a ruleset.
 	b.Inject(fake.Fault{Op: fake.OpCheck, Err: errors.New("ruleset of an older format")})
 	st, err := sys.GatherStatusInvalid(ctx, b, errors.New("torrc t:1: bad"))
-	if err != nil || !st.Installed || st.InSync || len(st.Drift) != 0 || st.Classes[rules.ClassRejectedPolicy].Packets != 2 {
+	if err != nil || !st.Installed || st.InSync || len(st.Drift) != 0 || st.Classes[ruleset.ClassRejectedPolicy].Packets != 2 {
 		t.Errorf("status %+v, %v", st, err)
 	}
 	if _, err := sys.GatherStatus(ctx, b, rs, ""); err == nil {

@@ -19,7 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/config"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // TorJudge is how Load has tor itself judge each instance's configuration:
@@ -107,7 +107,7 @@ func (s *System) FindTor(cfg config.Config) TorJudge {
 }
 
 // TorRefusal is tor's refusal of an instance's configuration: tor would
-// not start with it. Load returns it inside a *rules.SyntaxError that
+// not start with it. Load returns it inside a *torconf.SyntaxError that
 // names the file (and the line, when tor's reason names an option the
 // files set once).
 type TorRefusal struct {
@@ -508,18 +508,18 @@ func isWordByte(b byte) bool {
 // quotes, else the last: the torrc's over the defaults file's), else the
 // torrc.
 func (t *Instance) refusalError(r *TorRefusal) error {
-	quotes := func(l rules.ConfigLine) bool { return l.Value != "" && strings.Contains(r.Reason, l.Value) }
-	var at *rules.ConfigLine
+	quotes := func(l torconf.ConfigLine) bool { return l.Value != "" && strings.Contains(r.Reason, l.Value) }
+	var at *torconf.ConfigLine
 	best := 0 // where the reason names at's option
 	for _, l := range t.lines {
-		name := rules.TorOptionName(l.Key)
+		name := torconf.OptionName(l.Key)
 		if name == "" || !optionWord(r.Reason, name) {
 			continue
 		}
 		switch k := strings.Index(r.Reason, name); {
 		case at == nil || k < best:
 			at, best = &l, k
-		case strings.EqualFold(name, rules.TorOptionName(at.Key)) && !quotes(*at):
+		case strings.EqualFold(name, torconf.OptionName(at.Key)) && !quotes(*at):
 			at = &l
 		}
 	}
@@ -528,11 +528,11 @@ func (t *Instance) refusalError(r *TorRefusal) error {
 	}
 	switch {
 	case at == nil || at.File == "":
-		return &rules.SyntaxError{File: t.Torrc, Err: r}
+		return &torconf.SyntaxError{File: t.Torrc, Err: r}
 	case strings.HasPrefix(at.File, "--"): // --policy
-		return &rules.SyntaxError{File: at.File, Err: r}
+		return &torconf.SyntaxError{File: at.File, Err: r}
 	}
-	return &rules.SyntaxError{File: at.File, Line: at.Line, Err: r}
+	return &torconf.SyntaxError{File: at.File, Line: at.Line, Err: r}
 }
 
 // reasonOptions are the options some of tor's reasons speak of without
@@ -546,7 +546,7 @@ var reasonOptions = []struct{ phrase, option string }{
 
 // lineNamedIn is the last line of the option a reason speaks of without
 // naming it; nil for none.
-func (t *Instance) lineNamedIn(reason string) *rules.ConfigLine {
+func (t *Instance) lineNamedIn(reason string) *torconf.ConfigLine {
 	// A path or value the reason quotes: "Couldn't access private data
 	// directory "/etc"" may be about KeyDirectory /etc.
 	for i := len(t.lines) - 1; i >= 0; i-- {
@@ -559,7 +559,7 @@ func (t *Instance) lineNamedIn(reason string) *rules.ConfigLine {
 			continue
 		}
 		for i := len(t.lines) - 1; i >= 0; i-- {
-			if rules.TorOptionName(t.lines[i].Key) == ro.option {
+			if torconf.OptionName(t.lines[i].Key) == ro.option {
 				return &t.lines[i]
 			}
 		}

@@ -11,7 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/relayfw/relayfw/config"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // exitWith is the error of a process that ended as sh's script does.
@@ -91,11 +91,11 @@ func TestTorRefusalLine(t *testing.T) {
 	}
 	write(defaults, "User debian-tor\nLog notice syslog\nDataDirectory /var/lib/tor\n")
 	write(torrc, "ORPort 9001\nnickname bad-name!\nLog notice stdout\nLog notice stdeer\nMyFamily $NOTAFINGERPRINT\nUser nosuchuser\nAccountingStart month 40 25:00\nDataDirectory /var/lib/tor\nKeyDirectory /etc\n")
-	dl, err := rules.ReadTorrc(defaults)
+	dl, err := torconf.Read(defaults)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tl, err := rules.ReadTorrc(torrc)
+	tl, err := torconf.Read(torrc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -188,15 +188,15 @@ func TestDataDirectoryOwner(t *testing.T) {
 	if err := os.Chown(data, 1, 1); err != nil { // daemon on Debian
 		t.Fatal(err)
 	}
-	withData := Instance{Options: rules.Options{DataDirectory: data}}
+	withData := Instance{Options: torconf.Options{DataDirectory: data}}
 	if c := dataDirectoryOwner(&withData); c == nil || c.Uid != 1 || c.Gid != 1 || len(c.Groups) != 0 {
 		t.Errorf("no User, DataDirectory of uid 1: %+v", c)
 	}
-	withUser := Instance{Options: rules.Options{DataDirectory: data, User: "debian-tor"}}
+	withUser := Instance{Options: torconf.Options{DataDirectory: data, User: "debian-tor"}}
 	if c := dataDirectoryOwner(&withUser); c != nil {
 		t.Errorf("with User: %+v, want root", c)
 	}
-	rootData := Instance{Options: rules.Options{DataDirectory: t.TempDir()}}
+	rootData := Instance{Options: torconf.Options{DataDirectory: t.TempDir()}}
 	if c := dataDirectoryOwner(&rootData); c != nil {
 		t.Errorf("root's DataDirectory: %+v, want root", c)
 	}

@@ -10,14 +10,14 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // compileRuleset loads the inputs and compiles the ruleset.
-func compileRuleset(cmd *cobra.Command, g *globals) (rules.Ruleset, *host.Inputs, error) {
+func compileRuleset(cmd *cobra.Command, g *globals) (ruleset.Ruleset, *host.Inputs, error) {
 	in, err := loadInputs(cmd, g)
 	if err != nil {
-		return rules.Ruleset{}, nil, err
+		return ruleset.Ruleset{}, nil, err
 	}
 	rs, _ := in.Ruleset()
 	return rs, in, nil
@@ -33,7 +33,7 @@ type lockFunc func(ctx context.Context, g *globals) (release func(), err error)
 // the torrc says when the last one got the lock, and bad input is
 // reported before the kernel is asked anything. With a lock, release must
 // be called.
-func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs rules.Ruleset, in *host.Inputs, b firewall.Backend, release func(), err error) {
+func rulesetAndBackend(cmd *cobra.Command, g *globals, lock lockFunc) (rs ruleset.Ruleset, in *host.Inputs, b firewall.Backend, release func(), err error) {
 	release = func() {}
 	if lock != nil {
 		if release, err = lock(cmd.Context(), g); err != nil {
@@ -217,7 +217,7 @@ func runApply(cmd *cobra.Command, g *globals, f applyFlags) error {
 
 // confirmInSync is apply --confirm's look before it opens a window: when
 // the firewall is in sync, no window opens (and it says so).
-func confirmInSync(cmd *cobra.Command, g *globals, b firewall.Backend, rs rules.Ruleset) (bool, error) {
+func confirmInSync(cmd *cobra.Command, g *globals, b firewall.Backend, rs ruleset.Ruleset) (bool, error) {
 	changes, err := g.sys.PlanChanges(cmd.Context(), b, rs)
 	if err != nil {
 		return false, backendError(fmt.Errorf("apply: %w", err))

@@ -7,7 +7,7 @@ import (
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/host"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/torconf"
 )
 
 // Exit codes: the contract with provisioning scripts (relayfw(8), EXIT
@@ -48,9 +48,9 @@ func usageError(err error) error { return &exitError{code: exitUsage, err: err} 
 // exitCode classifies an error.
 func exitCode(err error) int {
 	var ee *exitError
-	var torrcSyntax *rules.SyntaxError
+	var torrcSyntax *torconf.SyntaxError
 	var configSyntax *config.SyntaxError
-	var fileErr *rules.FileError
+	var fileErr *torconf.FileError
 	var pathErr *fs.PathError // reading the config file
 	var refused *host.RefusedFileError
 	var unsafe *host.UnsafeFileError

@@ -14,7 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/relayfw/relayfw/host"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")
@@ -271,7 +271,7 @@ func TestPrintInboundGolden(t *testing.T) {
 			}
 			if format == "json" {
 				// The Ruleset's inbound object: the rest is example.ruleset.json's.
-				var rs rules.Ruleset
+				var rs ruleset.Ruleset
 				if err := json.Unmarshal([]byte(stdout), &rs); err != nil || rs.Inbound == nil {
 					t.Fatalf("%s: print --format json: %v, inbound %v", tc.name, err, rs.Inbound)
 				}
@@ -291,11 +291,11 @@ func TestPrintJSONGolden(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
-	var rs rules.Ruleset
+	var rs ruleset.Ruleset
 	if err := json.Unmarshal([]byte(stdout), &rs); err != nil {
 		t.Fatalf("print --format json is not a Ruleset: %v", err)
 	}
-	if rs.Version != rules.RulesetVersion {
+	if rs.Version != ruleset.RulesetVersion {
 		t.Fatalf("version %d", rs.Version)
 	}
 	golden(t, "testdata/example.ruleset.json", stdout)

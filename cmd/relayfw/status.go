@@ -15,17 +15,17 @@ import (
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // classTitles name host.StatusClasses as status prints them.
 var classTitles = map[string]string{
-	rules.ClassExit:            "exit accepted",
-	rules.ClassRelayLink:       "relay link",
-	rules.ClassHostAllowance:   "host allowance",
-	rules.ClassEstablished:     "established, related, loopback",
-	rules.ClassRejectedPolicy:  "rejected by the exit policy (TCP)",
-	rules.ClassRejectedDefault: "rejected by default (not TCP)",
+	ruleset.ClassExit:            "exit accepted",
+	ruleset.ClassRelayLink:       "relay link",
+	ruleset.ClassHostAllowance:   "host allowance",
+	ruleset.ClassEstablished:     "established, related, loopback",
+	ruleset.ClassRejectedPolicy:  "rejected by the exit policy (TCP)",
+	ruleset.ClassRejectedDefault: "rejected by default (not TCP)",
 }
 
 // gatherStatus reads the kernel's state for status and metrics. With
@@ -340,7 +340,7 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 		one("relayfw_inbound_new_connections_total", "counter", "New connections to the ORPorts the inbound protection looked at.", in.NewConnections)
 		one("relayfw_inbound_trusted_total", "counter", "New connections from trusted sources (authorities, relays, the operator's list).", in.Trusted)
 		header("relayfw_inbound_drops_total", "counter", "New connections refused, by cause: blocked (source blocked), minute and hour (over a rate: blocked from now), conns (too many at once).")
-		for _, c := range rules.InboundCauses {
+		for _, c := range ruleset.InboundCauses {
 			fmt.Fprintf(&b, "relayfw_inbound_drops_total{cause=%q} %d\n", c, in.Drops[c])
 		}
 		one("relayfw_inbound_blocked", "gauge", "Sources blocked now.", uint64(len(in.Blocked)))

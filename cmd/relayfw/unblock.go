@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func newUnblockCommand(g *globals) *cobra.Command {
@@ -26,7 +26,7 @@ the kernel holds then).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var sources []netip.Prefix
 			for _, a := range args {
-				p, err := rules.ParsePrefixOrAddr(a)
+				p, err := ruleset.ParsePrefixOrAddr(a)
 				if err != nil {
 					return usageError(fmt.Errorf("unblock: %w", err))
 				}

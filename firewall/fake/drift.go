@@ -5,7 +5,7 @@ import (
 	"slices"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // table names what the fake holds, in its drift.
@@ -14,7 +14,7 @@ const table = "table fake"
 // drift compares the kernel with rs as a kernel backend does: the rules of
 // the one chain in order, each exit map, each set's elements (those that
 // follow the consensus marked Links), and the inbound protection.
-func (b *Backend) drift(rs rules.Ruleset) []firewall.Drift {
+func (b *Backend) drift(rs ruleset.Ruleset) []firewall.Drift {
 	if b.installed == nil {
 		return []firewall.Drift{{Object: table, Kind: firewall.NotInstalled}}
 	}
@@ -26,7 +26,7 @@ func (b *Backend) drift(rs rules.Ruleset) []firewall.Drift {
 }
 
 // ruleDrift compares the chain's rules, the foreign ones last.
-func (b *Backend) ruleDrift(want, have []rules.Rule) []firewall.Drift {
+func (b *Backend) ruleDrift(want, have []ruleset.Rule) []firewall.Drift {
 	const chain = "chain output"
 	wantKeys, haveKeys := ruleKeys(want), ruleKeys(have)
 	for _, f := range b.foreign {
@@ -40,7 +40,7 @@ func (b *Backend) ruleDrift(want, have []rules.Rule) []firewall.Drift {
 	})
 }
 
-func ruleKeys(rs []rules.Rule) []string {
+func ruleKeys(rs []ruleset.Rule) []string {
 	out := make([]string, len(rs))
 	for i, r := range rs {
 		out[i] = key(r)
@@ -55,10 +55,10 @@ func key(v any) string {
 }
 
 // mapDrift compares the exit maps by name.
-func mapDrift(want, have []rules.ExitMap) []firewall.Drift {
+func mapDrift(want, have []ruleset.ExitMap) []firewall.Drift {
 	var drift []firewall.Drift
 	for _, w := range want {
-		i := slices.IndexFunc(have, func(h rules.ExitMap) bool { return h.Name == w.Name })
+		i := slices.IndexFunc(have, func(h ruleset.ExitMap) bool { return h.Name == w.Name })
 		switch {
 		case i < 0:
 			drift = append(drift, firewall.Drift{Object: "map " + w.Name, Kind: firewall.Missing})
@@ -67,7 +67,7 @@ func mapDrift(want, have []rules.ExitMap) []firewall.Drift {
 		}
 	}
 	for _, h := range have {
-		if !slices.ContainsFunc(want, func(w rules.ExitMap) bool { return w.Name == h.Name }) {
+		if !slices.ContainsFunc(want, func(w ruleset.ExitMap) bool { return w.Name == h.Name }) {
 			drift = append(drift, firewall.Drift{Object: "map " + h.Name, Kind: firewall.Unexpected})
 		}
 	}
@@ -75,8 +75,8 @@ func mapDrift(want, have []rules.ExitMap) []firewall.Drift {
 }
 
 // setDrift compares the sets that follow the consensus by their elements.
-func setDrift(want, have rules.Ruleset) []firewall.Drift {
-	installed := map[string][]rules.Region{}
+func setDrift(want, have ruleset.Ruleset) []firewall.Drift {
+	installed := map[string][]ruleset.Region{}
 	for _, ls := range have.LinkSets() {
 		installed[ls.Name] = ls.Want
 	}
@@ -89,7 +89,7 @@ func setDrift(want, have rules.Ruleset) []firewall.Drift {
 			drift = append(drift, firewall.Drift{Object: object, Kind: firewall.Missing})
 			continue
 		}
-		missing, extra := rules.DiffRegions(ls.Want, h)
+		missing, extra := ruleset.DiffRegions(ls.Want, h)
 		if missing > 0 {
 			drift = append(drift, firewall.Drift{Object: object, Kind: firewall.ElementsMissing, N: missing, Links: true})
 		}
@@ -107,7 +107,7 @@ func setDrift(want, have rules.Ruleset) []firewall.Drift {
 
 // inboundDrift compares the inbound protection but for its trusted
 // sources (sets that follow the consensus, compared by setDrift).
-func inboundDrift(want, have *rules.Inbound) []firewall.Drift {
+func inboundDrift(want, have *ruleset.Inbound) []firewall.Drift {
 	const object = "inbound protection"
 	switch {
 	case want == nil && have == nil:

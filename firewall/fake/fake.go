@@ -16,7 +16,6 @@ import (
 	"sync"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -55,8 +54,8 @@ type Backend struct {
 	kind string
 
 	mu        sync.Mutex
-	installed *rules.Ruleset // nil: nothing installed
-	foreign   []string       // rules added by hand to relayfw's chain
+	installed *ruleset.Ruleset // nil: nothing installed
+	foreign   []string         // rules added by hand to relayfw's chain
 	counters  map[string]firewall.Counter
 	blocked   []firewall.Block
 	faults    map[Op]*Fault
@@ -94,7 +93,7 @@ func (b *Backend) Calls(op Op) int {
 
 // Ruleset is a copy of the installed ruleset, with its sets as the kernel
 // holds them; nil when nothing is installed.
-func (b *Backend) Ruleset() *rules.Ruleset {
+func (b *Backend) Ruleset() *ruleset.Ruleset {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.installed == nil {
@@ -106,13 +105,13 @@ func (b *Backend) Ruleset() *rules.Ruleset {
 
 // Install puts rs in the kernel as another process would (not an Apply:
 // no call is counted, no fault applies).
-func (b *Backend) Install(rs rules.Ruleset) {
+func (b *Backend) Install(rs ruleset.Ruleset) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	b.install(rs)
 }
 
-func (b *Backend) install(rs rules.Ruleset) {
+func (b *Backend) install(rs ruleset.Ruleset) {
 	c := clone(rs)
 	b.installed, b.foreign = &c, nil
 }
@@ -120,7 +119,7 @@ func (b *Backend) install(rs rules.Ruleset) {
 // SetElements replaces the contents of an installed set that follows the
 // consensus (a relay-link set or a family's trusted sources), as an older
 // consensus, another relayfw or a hand edit would have left them.
-func (b *Backend) SetElements(name string, regions []rules.Region) error {
+func (b *Backend) SetElements(name string, regions []ruleset.Region) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.installed == nil {
@@ -195,7 +194,7 @@ func (b *Backend) Available(ctx context.Context) error {
 }
 
 // Render is the ruleset as JSON (format "json").
-func (b *Backend) Render(rs rules.Ruleset) ([]firewall.Listing, error) {
+func (b *Backend) Render(rs ruleset.Ruleset) ([]firewall.Listing, error) {
 	if err := rs.Validate(); err != nil {
 		return nil, err
 	}
@@ -207,7 +206,7 @@ func (b *Backend) Render(rs rules.Ruleset) ([]firewall.Listing, error) {
 }
 
 // Apply installs rs unless the kernel holds exactly rs already.
-func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result, error) {
+func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Result, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	before, after := b.call(ctx, OpApply)
@@ -229,7 +228,7 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 }
 
 // Check is the drift of the kernel from rs.
-func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]firewall.Drift, error) {
+func (b *Backend) Check(ctx context.Context, rs ruleset.Ruleset) ([]firewall.Drift, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if before, _ := b.call(ctx, OpCheck); before != nil {
@@ -257,7 +256,7 @@ func (b *Backend) Remove(ctx context.Context) (bool, error) {
 
 // Refresh brings the installed sets that follow the consensus to rs's
 // contents.
-func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
+func (b *Backend) Refresh(ctx context.Context, rs ruleset.Ruleset) (added, removed int, err error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	before, after := b.call(ctx, OpRefresh)
@@ -274,7 +273,7 @@ func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed
 		}
 	}
 	for _, ls := range rs.LinkSets() {
-		m, e := rules.DiffRegions(ls.Want, have[ls.Name])
+		m, e := ruleset.DiffRegions(ls.Want, have[ls.Name])
 		added, removed = added+m, removed+e
 		setLinks(b.installed, ls, ls.Want)
 	}
@@ -293,7 +292,7 @@ func (b *Backend) Installed(ctx context.Context) (bool, error) {
 
 // RelayLinks reads the installed contents of rs's sets that follow the
 // consensus.
-func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
+func (b *Backend) RelayLinks(ctx context.Context, rs ruleset.Ruleset) (map[string][]ruleset.Region, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if before, _ := b.call(ctx, OpRelayLinks); before != nil {
@@ -303,8 +302,8 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 }
 
 // links is RelayLinks.
-func (b *Backend) links(rs rules.Ruleset) map[string][]rules.Region {
-	out, _ := firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]rules.Region, bool, error) {
+func (b *Backend) links(rs ruleset.Ruleset) map[string][]ruleset.Region {
+	out, _ := firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]ruleset.Region, bool, error) {
 		if b.installed == nil {
 			return nil, false, nil
 		}
@@ -320,7 +319,7 @@ func (b *Backend) links(rs rules.Ruleset) map[string][]rules.Region {
 
 // Blocked lists the blocked sources while inbound protection is
 // installed.
-func (b *Backend) Blocked(ctx context.Context, _ rules.Inbound) ([]firewall.Block, error) {
+func (b *Backend) Blocked(ctx context.Context, _ ruleset.Inbound) ([]firewall.Block, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if before, _ := b.call(ctx, OpBlocked); before != nil {
@@ -364,23 +363,23 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 }
 
 // setLinks puts regions in rs's set ls.
-func setLinks(rs *rules.Ruleset, ls ruleset.LinkSet, regions []rules.Region) {
+func setLinks(rs *ruleset.Ruleset, ls ruleset.LinkSet, regions []ruleset.Region) {
 	if !ls.Trusted {
 		rs.Sets = slices.Clone(rs.Sets)
-		i := slices.IndexFunc(rs.Sets, func(s rules.Set) bool { return s.Name == ls.Name })
+		i := slices.IndexFunc(rs.Sets, func(s ruleset.Set) bool { return s.Name == ls.Name })
 		rs.Sets[i].Elements = slices.Clone(regions)
 		return
 	}
-	ranges := make([]rules.AddrRange, len(regions))
+	ranges := make([]ruleset.AddrRange, len(regions))
 	for i, r := range regions {
-		ranges[i] = rules.AddrRange{First: r.AddrFirst, Last: r.AddrLast}
+		ranges[i] = ruleset.AddrRange{First: r.AddrFirst, Last: r.AddrLast}
 	}
 	in := rs.Inbound.WithTrustedRanges(ls.Family, ranges)
 	rs.Inbound = &in
 }
 
 // clone is a copy of rs that shares nothing a fake changes.
-func clone(rs rules.Ruleset) rules.Ruleset {
+func clone(rs ruleset.Ruleset) ruleset.Ruleset {
 	out := rs
 	out.Sets = slices.Clone(rs.Sets)
 	for i := range out.Sets {

@@ -9,31 +9,32 @@ import (
 	"testing"
 	"time"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // compiled compiles an exit policy with relay links and, with trusted
 // sources, inbound protection.
-func compiled(t *testing.T, policy string, links []string, trusted ...string) rules.Ruleset {
+func compiled(t *testing.T, policy string, links []string, trusted ...string) ruleset.Ruleset {
 	t.Helper()
-	entries, _, err := rules.ParseExitPolicy(policy)
+	entries, _, err := exitpolicy.Parse(policy)
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := rules.Host{}
+	h := ruleset.Host{}
 	for _, l := range links {
 		h.RelayLinks = append(h.RelayLinks, netip.MustParseAddrPort(l))
 	}
 	if len(trusted) > 0 {
-		in := rules.DefaultInbound()
+		in := ruleset.DefaultInbound()
 		in.Endpoints = []netip.AddrPort{netip.MustParseAddrPort("192.0.2.10:9001")}
 		for _, p := range trusted {
 			in.Trusted = append(in.Trusted, netip.MustParsePrefix(p))
 		}
 		h.Inbound = &in
 	}
-	rs := rules.Compile(rules.ExitPolicy{Entries: entries}, h)
+	rs := ruleset.Compile(exitpolicy.ExitPolicy{Entries: entries}, h)
 	if err := rs.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +64,7 @@ func TestApplyAndCheck(t *testing.T) {
 	if err != nil || len(d) == 0 || !strings.Contains(texts(d), "map exit4 has other elements") {
 		t.Fatalf("check against b: %q %v", texts(d), err)
 	}
-	if got := f.Ruleset(); got == nil || got.Decision(rules.Packet{OutIface: "eth0", Dst: netip.MustParseAddr("198.51.100.9"), Proto: "tcp", DstPort: 80, SYN: true}) != rules.ActionAccept {
+	if got := f.Ruleset(); got == nil || got.Decide(ruleset.Packet{OutIface: "eth0", Dst: netip.MustParseAddr("198.51.100.9"), Proto: "tcp", DstPort: 80, SYN: true}).Action != ruleset.Accept {
 		t.Fatal("the kernel does not hold a")
 	}
 	if n := f.Calls(OpApply); n != 2 {
@@ -110,7 +111,7 @@ func TestLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	links, err := f.RelayLinks(ctx, next)
-	trust4 := rules.InboundSetName("trust", rules.IPv4)
+	trust4 := ruleset.InboundSetName("trust", ruleset.IPv4)
 	if err != nil || len(links["relays4"]) != 2 || len(links[trust4]) != 1 {
 		t.Fatalf("links %v %v", links, err)
 	}

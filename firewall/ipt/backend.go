@@ -14,7 +14,6 @@ import (
 	"github.com/coreos/go-iptables/iptables"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -104,7 +103,7 @@ func (b *Backend) Name() string {
 // Render is the ipset restore input (format "ipset") and the
 // iptables-restore and ip6tables-restore inputs ("iptables",
 // "ip6tables"), for both families whatever the host has.
-func (b *Backend) Render(rs rules.Ruleset) ([]firewall.Listing, error) {
+func (b *Backend) Render(rs ruleset.Ruleset) ([]firewall.Listing, error) {
 	out := []firewall.Listing{{Format: "ipset", Text: RenderIpsets(rs)}}
 	for _, v6 := range []bool{false, true} {
 		text, err := Render(rs, v6)
@@ -274,7 +273,7 @@ func (f *family) runRestore(ctx context.Context, script string) error {
 // fails, what the steps before it changed is restored from the state read
 // before the first change (see undo), and the error says what was
 // restored, or, when restoring failed too, which family holds which rules.
-func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result, error) {
+func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Result, error) {
 	var res firewall.Result
 	type job struct {
 		f      *family
@@ -354,7 +353,7 @@ func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result,
 }
 
 // Check reports the differences of every family.
-func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]firewall.Drift, error) {
+func (b *Backend) Check(ctx context.Context, rs ruleset.Ruleset) ([]firewall.Drift, error) {
 	var drift []firewall.Drift
 	have, err := b.ipset.owned(ctx)
 	if err != nil {
@@ -456,7 +455,7 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 // consensus (relay links, the inbound protection's trusted sources) up to
 // date: one ipset restore deletes the entries that left and adds the new
 // ones, without touching the chains or the exit policy's sets.
-func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
+func (b *Backend) Refresh(ctx context.Context, rs ruleset.Ruleset) (added, removed int, err error) {
 	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return 0, 0, err
@@ -509,12 +508,12 @@ func (b *Backend) Installed(ctx context.Context) (bool, error) {
 // RelayLinks reads the installed entries of the ipsets that follow the
 // consensus: the relay links' (address, port) points and the trusted
 // sources' networks.
-func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
+func (b *Backend) RelayLinks(ctx context.Context, rs ruleset.Ruleset) (map[string][]ruleset.Region, error) {
 	have, err := b.ipset.owned(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]rules.Region, bool, error) {
+	return firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]ruleset.Region, bool, error) {
 		h := have[ipsetName(ls.Name)]
 		switch {
 		case h == nil:
@@ -530,8 +529,8 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 
 // linkRegions reads hash:ip,port entries ("192.0.2.1,tcp:9001") back as
 // points.
-func linkRegions(entries []string) []rules.Region {
-	var regions []rules.Region
+func linkRegions(entries []string) []ruleset.Region {
+	var regions []ruleset.Region
 	for _, e := range entries {
 		addr, proto, _ := strings.Cut(e, ",")
 		a, err1 := netip.ParseAddr(addr)
@@ -539,28 +538,28 @@ func linkRegions(entries []string) []rules.Region {
 		if err1 != nil || err2 != nil {
 			continue
 		}
-		regions = append(regions, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: uint16(port), Last: uint16(port)}})
+		regions = append(regions, ruleset.Region{AddrFirst: a, AddrLast: a, Ports: ruleset.PortRange{First: uint16(port), Last: uint16(port)}})
 	}
 	return regions
 }
 
 // trustedRegions reads hash:net entries back as address ranges.
-func trustedRegions(entries []string) []rules.Region {
+func trustedRegions(entries []string) []ruleset.Region {
 	var prefixes []netip.Prefix
 	for _, e := range entries {
-		if p, err := rules.ParsePrefixOrAddr(e); err == nil {
+		if p, err := ruleset.ParsePrefixOrAddr(e); err == nil {
 			prefixes = append(prefixes, p)
 		}
 	}
-	var regions []rules.Region
-	for _, r := range rules.Ranges(prefixes) {
-		regions = append(regions, rules.Region{AddrFirst: r.First, AddrLast: r.Last})
+	var regions []ruleset.Region
+	for _, r := range ruleset.Ranges(prefixes) {
+		regions = append(regions, ruleset.Region{AddrFirst: r.First, AddrLast: r.Last})
 	}
 	return regions
 }
 
 // RenderIpsets is the ipset restore input for the ruleset's sets.
-func RenderIpsets(rs rules.Ruleset) string {
+func RenderIpsets(rs ruleset.Ruleset) string {
 	var b strings.Builder
 	b.WriteString("# relayfw: load with ipset restore -exist\n")
 	for _, v6 := range []bool{false, true} {

@@ -9,7 +9,6 @@ import (
 	"strings"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -33,23 +32,23 @@ type inboundPlan struct {
 // inboundRules renders the protection for one family. The hashlimit meters
 // count per source network; a source over a rate is added to the block
 // set (SET is no verdict: the next rule drops what is now blocked).
-func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
+func inboundRules(in ruleset.Inbound, v6 bool) inboundPlan {
 	fam := familyOf(v6)
 	mask := in.Prefix(fam)
 	comment := func(name string) string { return fmt.Sprintf("-m comment --comment %q", ruleset.CommentPrefix+name) }
-	ruleComment := func(base string) string { return comment(rules.InboundRuleName(base, fam)) }
-	trust := ipsetName(rules.InboundSetName("trust", fam))
-	block := ipsetName(rules.InboundSetName("block", fam))
-	grace := ipsetName(rules.InboundSetName("grace", fam))
+	ruleComment := func(base string) string { return comment(ruleset.InboundRuleName(base, fam)) }
+	trust := ipsetName(ruleset.InboundSetName("trust", fam))
+	block := ipsetName(ruleset.InboundSetName("block", fam))
+	grace := ipsetName(ruleset.InboundSetName("grace", fam))
 	var p inboundPlan
 	jump := func(dst string, ports []uint16) {
-		ranges := make([]rules.PortRange, len(ports))
+		ranges := make([]ruleset.PortRange, len(ports))
 		for i, port := range ports {
-			ranges[i] = rules.PortRange{First: port, Last: port}
+			ranges[i] = ruleset.PortRange{First: port, Last: port}
 		}
-		for _, d := range portMatches("", "", rules.PortClass{Ports: ranges}) {
+		for _, d := range portMatches("", "", ruleset.PortClass{Ports: ranges}) {
 			p.input = append(p.input, fmt.Sprintf("-A %s %s-p tcp %s -m tcp --tcp-flags FIN,SYN,RST,ACK SYN -m conntrack --ctstate NEW %s -j %s",
-				InputChain, dst, d.ports, comment(rules.InboundRuleJump), InboundChain))
+				InputChain, dst, d.ports, comment(ruleset.InboundRuleJump), InboundChain))
 		}
 	}
 	if ports := in.PortsOn(fam); len(ports) > 0 {
@@ -65,12 +64,12 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 		jump("-d "+netip.PrefixFrom(addr, addr.BitLen()).String()+" ", ports)
 	}
 	add := func(f string, a ...any) { p.inbound = append(p.inbound, "-A "+InboundChain+" "+fmt.Sprintf(f, a...)) }
-	add("-m set --match-set %s src %s -j RETURN", trust, ruleComment(rules.InboundRuleTrusted))
-	add("-m set --match-set %s src %s -j DROP", block, ruleComment(rules.InboundRuleBlocked))
+	add("-m set --match-set %s src %s -j RETURN", trust, ruleComment(ruleset.InboundRuleTrusted))
+	add("-m set --match-set %s src %s -j DROP", block, ruleComment(ruleset.InboundRuleBlocked))
 	meter := func(rule, name string, rate uint, unit string, burst uint, expireSeconds uint) {
 		rateText, unitMillis := hashlimitRate(rate, unit)
 		m := fmt.Sprintf("-m hashlimit --hashlimit-above %s --hashlimit-burst %d --hashlimit-mode srcip --hashlimit-name %s --hashlimit-htable-max %d",
-			rateText, burst, ownedPrefix+rules.InboundSetName(name, fam), in.SetSize)
+			rateText, burst, ownedPrefix+ruleset.InboundSetName(name, fam), in.SetSize)
 		if uint64(expireSeconds)*1000 != unitMillis {
 			m += fmt.Sprintf(" --hashlimit-htable-expire %d", uint64(expireSeconds)*1000)
 		}
@@ -81,11 +80,11 @@ func inboundRules(in rules.Inbound, v6 bool) inboundPlan {
 		// refilled: hashlimit's cannot be reset (see Unblock).
 		add("-m set ! --match-set %s src %s %s -j SET --add-set %s src --exist", grace, m, ruleComment(rule), block)
 	}
-	meter(rules.InboundRuleMinute, "minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
-	meter(rules.InboundRuleHour, "hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
-	add("-m set --match-set %s src %s -j DROP", block, ruleComment(rules.InboundRuleLimited))
+	meter(ruleset.InboundRuleMinute, "minute", in.PerMinute, "min", in.Burst, in.MinuteMeterSeconds())
+	meter(ruleset.InboundRuleHour, "hour", in.PerHour, "hour", in.PerHour, in.HourMeterSeconds())
+	add("-m set --match-set %s src %s -j DROP", block, ruleComment(ruleset.InboundRuleLimited))
 	add("-p tcp -m connlimit --connlimit-above %d --connlimit-mask %d --connlimit-saddr %s -j REJECT --reject-with tcp-reset",
-		in.MaxConns, mask, ruleComment(rules.InboundRuleConns))
+		in.MaxConns, mask, ruleComment(ruleset.InboundRuleConns))
 	return p
 }
 
@@ -120,10 +119,10 @@ func hashlimitRate(n uint, unit string) (string, uint64) {
 
 // inboundIpsets are one family's trusted sources (hash:net) and block
 // set (hash:ip with a timeout; an IPv6 one holds /64s by its netmask).
-func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
+func inboundIpsets(in ruleset.Inbound, v6 bool) []ipset {
 	fam := familyOf(v6)
 	var entries []string
-	for _, r := range rules.Ranges(in.TrustedOf(fam)) {
+	for _, r := range ruleset.Ranges(in.TrustedOf(fam)) {
 		for _, p := range r.Prefixes() {
 			if p.Bits() == 0 {
 				for _, h := range halves(p.Addr()) {
@@ -135,22 +134,24 @@ func inboundIpsets(in rules.Inbound, v6 bool) []ipset {
 		}
 	}
 	slices.Sort(entries)
-	block := ipset{name: ipsetName(rules.InboundSetName("block", fam)), typ: "hash:ip", v6: v6, dynamic: true,
+	block := ipset{name: ipsetName(ruleset.InboundSetName("block", fam)), typ: "hash:ip", v6: v6, dynamic: true,
 		maxelem: in.SetSize, timeout: in.BlockSeconds}
 	if mask := in.Prefix(fam); mask != fam.Bits() {
 		block.netmask = mask
 	}
 	grace := block
-	grace.name, grace.timeout = ipsetName(rules.InboundSetName("grace", fam)), graceSeconds(in)
+	grace.name, grace.timeout = ipsetName(ruleset.InboundSetName("grace", fam)), graceSeconds(in)
 	return []ipset{
-		{name: ipsetName(rules.InboundSetName("trust", fam)), typ: "hash:net", v6: v6, entries: entries},
+		{name: ipsetName(ruleset.InboundSetName("trust", fam)), typ: "hash:net", v6: v6, entries: entries},
 		block, grace,
 	}
 }
 
 // graceSeconds is how long a source unblocked by relayfw unblock skips
 // the meters: until both have refilled, as if it had never been metered.
-func graceSeconds(in rules.Inbound) uint { return max(in.MinuteMeterSeconds(), in.HourMeterSeconds()) }
+func graceSeconds(in ruleset.Inbound) uint {
+	return max(in.MinuteMeterSeconds(), in.HourMeterSeconds())
+}
 
 // carriedOver are the entries of a set with timeouts ("ADDR timeout N",
 // as ipset save prints them) for its replacement, each with the time it
@@ -181,10 +182,10 @@ func timedEntry(e string) (addr netip.Addr, left uint64, ok bool) {
 }
 
 // Blocked reads the block sets.
-func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Block, error) {
+func (b *Backend) Blocked(ctx context.Context, in ruleset.Inbound) ([]firewall.Block, error) {
 	var out []firewall.Block
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		s, err := b.ipset.one(ctx, ipsetName(rules.InboundSetName("block", fam)))
+	for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
+		s, err := b.ipset.one(ctx, ipsetName(ruleset.InboundSetName("block", fam)))
 		if err != nil {
 			return nil, err
 		}
@@ -206,8 +207,8 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 // (the concurrent limit still applies): its next connection starts
 // afresh, as with nftables.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
-	fam := rules.FamilyOf(source.Addr())
-	name := ipsetName(rules.InboundSetName("block", fam))
+	fam := ruleset.FamilyOf(source.Addr())
+	name := ipsetName(ruleset.InboundSetName("block", fam))
 	addr := source.Masked().Addr()
 	blocked, err := b.ipset.contains(ctx, name, addr.String())
 	if noSuchSet(err) {
@@ -216,7 +217,7 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 	if err != nil || !blocked {
 		return false, err
 	}
-	grace := ipsetName(rules.InboundSetName("grace", fam))
+	grace := ipsetName(ruleset.InboundSetName("grace", fam))
 	if err := b.ipset.restore(ctx, fmt.Sprintf("add %s %s\ndel %s %s\n", grace, addr, name, addr)); err != nil {
 		return false, fmt.Errorf("%w (relayfw apply restores a missing set)", err)
 	}

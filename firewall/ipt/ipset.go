@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // ipsets hold what would otherwise be walked rule by rule:
@@ -108,13 +108,13 @@ func (s ipset) create(name string) string {
 //
 // The ipsets of a family are shared among its exit maps (one per exit
 // instance): each gets maxClassIpsets divided by their number.
-func classSets(rs rules.Ruleset, m rules.ExitMap) (withSet, withRules []int) {
+func classSets(rs ruleset.Ruleset, m ruleset.ExitMap) (withSet, withRules []int) {
 	if len(m.Prefixes) <= 1 {
 		return nil, nil
 	}
 	count := make([]int, len(m.Classes))
 	for _, pc := range m.Prefixes {
-		if pc.Class != rules.NoClass {
+		if pc.Class != ruleset.NoClass {
 			count[pc.Class]++
 		}
 	}
@@ -140,7 +140,7 @@ func classSets(rs rules.Ruleset, m rules.ExitMap) (withSet, withRules []int) {
 // class, and every prefix directly inside one of them (whose class then
 // differs: the exit map never repeats a class inside itself) as nomatch.
 // hash:net refuses /0, so the family's /0 becomes its two halves.
-func classEntries(m rules.ExitMap, class int) []string {
+func classEntries(m ruleset.ExitMap, class int) []string {
 	var out []string
 	entry := func(p netip.Prefix, match bool) {
 		s := netEntry(p)
@@ -155,7 +155,7 @@ func classEntries(m rules.ExitMap, class int) []string {
 			explicitHalf[pc.Prefix] = true
 		}
 	}
-	var stack []rules.PrefixClass
+	var stack []ruleset.PrefixClass
 	for _, pc := range m.Prefixes {
 		for len(stack) > 0 && !stack[len(stack)-1].Prefix.Contains(pc.Prefix.Addr()) {
 			stack = stack[:len(stack)-1]
@@ -198,10 +198,10 @@ func halves(zero netip.Addr) [2]netip.Prefix {
 }
 
 // wantedIpsets are the ipsets of one family, in ruleset order.
-func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
+func wantedIpsets(rs ruleset.Ruleset, v6 bool) []ipset {
 	var out []ipset
 	for _, s := range rs.Sets {
-		if (s.Family == rules.IPv6) != v6 {
+		if (s.Family == ruleset.IPv6) != v6 {
 			continue
 		}
 		entries := make([]string, 0, len(s.Elements))
@@ -212,7 +212,7 @@ func wantedIpsets(rs rules.Ruleset, v6 bool) []ipset {
 		out = append(out, ipset{name: ipsetName(s.Name), typ: "hash:ip,port", v6: v6, entries: entries})
 	}
 	for _, m := range rs.ExitMaps {
-		if (m.Family == rules.IPv6) != v6 {
+		if (m.Family == ruleset.IPv6) != v6 {
 			continue
 		}
 		withSet, _ := classSets(rs, m)

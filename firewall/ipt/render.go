@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -27,7 +26,7 @@ const maxMultiportSlots = 15
 // Lines returns the chain's rules for one family (v6 false: iptables) in
 // the exact form `iptables -S` prints them, so installed and desired
 // state compare as text.
-func Lines(rs rules.Ruleset, v6 bool) ([]string, error) {
+func Lines(rs ruleset.Ruleset, v6 bool) ([]string, error) {
 	fp, err := planFamily(rs, v6)
 	return fp.lines, err
 }
@@ -42,7 +41,7 @@ type familyPlan struct {
 // planFamily renders one family; rs.Validate is the contract it relies on
 // (its own limits come on top: output interface lo only, one source port,
 // log prefixes of 29 characters).
-func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
+func planFamily(rs ruleset.Ruleset, v6 bool) (familyPlan, error) {
 	if err := rs.Validate(); err != nil {
 		return familyPlan{}, err
 	}
@@ -56,7 +55,7 @@ func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
 		}
 	}
 	for _, r := range rs.Outbound {
-		if r.Family != rules.AnyFamily && r.Family != fam {
+		if r.Family != ruleset.AnyFamily && r.Family != fam {
 			continue
 		}
 		lines, err := ruleLines(rs, r, v6, classSet)
@@ -75,7 +74,7 @@ func planFamily(rs rules.Ruleset, v6 bool) (familyPlan, error) {
 // Render is iptables-restore (v6: ip6tables-restore) input that replaces
 // the chain and puts the jump at the top of OUTPUT (and, with inbound
 // protection, INPUT's), for --noflush.
-func Render(rs rules.Ruleset, v6 bool) (string, error) {
+func Render(rs ruleset.Ruleset, v6 bool) (string, error) {
 	fp, err := planFamily(rs, v6)
 	if err != nil {
 		return "", err
@@ -146,11 +145,11 @@ func deleteChainsScript(st state, chains ...string) string {
 }
 
 // familyOf is the family of iptables (false) or ip6tables (true).
-func familyOf(v6 bool) rules.Family {
+func familyOf(v6 bool) ruleset.Family {
 	if v6 {
-		return rules.IPv6
+		return ruleset.IPv6
 	}
-	return rules.IPv4
+	return ruleset.IPv4
 }
 
 var protoNames = map[string][2]string{ // rules proto -> iptables -p, match module
@@ -169,7 +168,7 @@ func hostPrefix(a netip.Addr) string { return netip.PrefixFrom(a, a.BitLen()).St
 // ruleLines are the -A lines of one rule in one family: one per source,
 // destination, port and ICMP type alternative; none for the other
 // family's ICMP or an exit map that accepts nothing in this family.
-func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]string) ([]string, error) {
+func ruleLines(rs ruleset.Ruleset, r ruleset.Rule, v6 bool, classSet map[string]string) ([]string, error) {
 	if r.Proto == "icmp" && v6 || r.Proto == "icmpv6" && !v6 {
 		return nil, nil // the other family's ICMP
 	}
@@ -193,7 +192,7 @@ func ruleLines(rs rules.Ruleset, r rules.Rule, v6 bool, classSet map[string]stri
 
 // lineParts are the alternatives and matches one rule's lines combine.
 type lineParts struct {
-	rule    rules.Rule
+	rule    ruleset.Rule
 	srcs    []string // "-s ADDR" or ""
 	dsts    []dst
 	matches []string // after -p, before the ports
@@ -204,7 +203,7 @@ type lineParts struct {
 
 // dstMatches are the destination alternatives: addresses, a set of relay
 // links, or an exit map's classes; one empty match for any destination.
-func dstMatches(rs rules.Ruleset, r rules.Rule, classSet map[string]string) []dst {
+func dstMatches(rs ruleset.Ruleset, r ruleset.Rule, classSet map[string]string) []dst {
 	switch {
 	case r.ExitMap != "":
 		m, _ := rs.ExitMap(r.ExitMap)
@@ -226,7 +225,7 @@ func dstMatches(rs rules.Ruleset, r rules.Rule, classSet map[string]string) []ds
 }
 
 // stateMatches are the conntrack, TCP flag and owner matches.
-func stateMatches(r rules.Rule) []string {
+func stateMatches(r ruleset.Rule) []string {
 	var matches []string
 	if len(r.CtState) > 0 {
 		var states []string
@@ -250,8 +249,8 @@ func stateMatches(r rules.Rule) []string {
 
 // portMatchesOf are the port alternatives: one per destination range,
 // each with the source port (one port at most: Validate).
-func portMatchesOf(r rules.Rule) []string {
-	portText := func(pr rules.PortRange) string {
+func portMatchesOf(r ruleset.Rule) []string {
+	portText := func(pr ruleset.PortRange) string {
 		if pr.First == pr.Last {
 			return fmt.Sprint(pr.First)
 		}
@@ -280,7 +279,7 @@ func portMatchesOf(r rules.Rule) []string {
 }
 
 // icmpMatches are the ICMP type alternatives.
-func icmpMatches(r rules.Rule) []string {
+func icmpMatches(r ruleset.Rule) []string {
 	if len(r.ICMPTypes) == 0 {
 		return []string{""}
 	}
@@ -296,19 +295,19 @@ func icmpMatches(r rules.Rule) []string {
 }
 
 // target is the rule's -j; a log rule adds its rate limit to matches.
-func target(r rules.Rule, v6 bool, matches *[]string) (string, error) {
+func target(r ruleset.Rule, v6 bool, matches *[]string) (string, error) {
 	switch {
-	case r.Action == rules.ActionLog:
+	case r.Action == ruleset.Log:
 		if len(r.LogPrefix) > 29 { // iptables' LOG limit
 			return "", fmt.Errorf("a log prefix of at most 29 characters")
 		}
 		*matches = append(*matches, fmt.Sprintf("-m limit --limit %d/min", r.LogPerMinute))
 		return fmt.Sprintf("-j LOG --log-prefix %q", r.LogPrefix), nil
-	case r.Action == rules.ActionAccept:
+	case r.Action == ruleset.Accept:
 		return "-j ACCEPT", nil
-	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectTCPReset:
+	case r.Action == ruleset.Reject && r.RejectWith == ruleset.RejectTCPReset:
 		return "-j REJECT --reject-with tcp-reset", nil
-	case r.Action == rules.ActionReject && r.RejectWith == rules.RejectAdminProhibited:
+	case r.Action == ruleset.Reject && r.RejectWith == ruleset.RejectAdminProhibited:
 		if v6 {
 			return "-j REJECT --reject-with icmp6-adm-prohibited", nil
 		}
@@ -361,7 +360,7 @@ func (l lineParts) lines() []string {
 // its ipset (named in classSet; or, past maxClassIpsets, one match per
 // address interval of the class), each with the class's ports in
 // multiport lists.
-func exitMapMatches(rs rules.Ruleset, m rules.ExitMap, classSet map[string]string) []dst {
+func exitMapMatches(rs ruleset.Ruleset, m ruleset.ExitMap, classSet map[string]string) []dst {
 	var out []dst
 	withSet, withRules := classSets(rs, m)
 	if len(m.Prefixes) <= 1 {
@@ -390,7 +389,7 @@ func exitMapMatches(rs rules.Ruleset, m rules.ExitMap, classSet map[string]strin
 
 // portMatches puts a class's ports behind one address match: multiport
 // lists of at most 15 slots, or nothing for every port.
-func portMatches(addr, set string, c rules.PortClass) []dst {
+func portMatches(addr, set string, c ruleset.PortClass) []dst {
 	if c.AllPorts() {
 		return []dst{{addr, strings.TrimSpace(set)}}
 	}

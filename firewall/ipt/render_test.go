@@ -7,7 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/exitpolicy"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func TestAddrMatch(t *testing.T) {
@@ -32,11 +33,11 @@ func TestMultiportSplits(t *testing.T) {
 	for i := 0; i < 12; i++ {
 		text = append(text, "accept *4:"+[]string{"10-11", "20-21", "30-31", "40-41", "50-51", "60-61", "70-71", "80-81", "90-91", "100-101", "110-111", "120-121"}[i])
 	}
-	entries, _, err := rules.ParseExitPolicy(strings.Join(text, ",") + ",reject *:*")
+	entries, _, err := exitpolicy.Parse(strings.Join(text, ",") + ",reject *:*")
 	if err != nil {
 		t.Fatal(err)
 	}
-	lines, err := Lines(rules.Compile(rules.ExitPolicy{Entries: entries}, rules.Host{}), false)
+	lines, err := Lines(ruleset.Compile(exitpolicy.ExitPolicy{Entries: entries}, ruleset.Host{}), false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,13 +57,13 @@ func TestMultiportSplits(t *testing.T) {
 }
 
 func TestLinesRefuseWhatIptablesCannotExpress(t *testing.T) {
-	for name, r := range map[string]rules.Rule{
-		"interface":       {Name: "x", OutIface: "eth0", Action: rules.ActionAccept},
-		"backwards range": {Name: "x", Proto: "tcp", DstPorts: []rules.PortRange{{First: 2, Last: 1}}, Action: rules.ActionAccept},
-		"source prefix":   {Name: "x", SrcAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Action: rules.ActionAccept},
+	for name, r := range map[string]ruleset.Rule{
+		"interface":       {Name: "x", OutIface: "eth0", Action: ruleset.Accept},
+		"backwards range": {Name: "x", Proto: "tcp", DstPorts: []ruleset.PortRange{{First: 2, Last: 1}}, Action: ruleset.Accept},
+		"source prefix":   {Name: "x", SrcAddrs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, Action: ruleset.Accept},
 		"action":          {Name: "x", Action: "drop"},
 	} {
-		if _, err := Lines(rules.Ruleset{Outbound: []rules.Rule{r}}, false); err == nil {
+		if _, err := Lines(ruleset.Ruleset{Outbound: []ruleset.Rule{r}}, false); err == nil {
 			t.Errorf("%s: want an error", name)
 		}
 	}
@@ -70,10 +71,10 @@ func TestLinesRefuseWhatIptablesCannotExpress(t *testing.T) {
 
 func TestLinesPrefixesRangesUsers(t *testing.T) {
 	uid := uint32(105)
-	r := rules.Rule{Name: "extra-apt4", Family: rules.IPv4, Proto: "tcp", Action: rules.ActionAccept, SocketUID: &uid,
+	r := ruleset.Rule{Name: "extra-apt4", Family: ruleset.IPv4, Proto: "tcp", Action: ruleset.Accept, SocketUID: &uid,
 		DstAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
-		DstPorts: []rules.PortRange{{First: 80, Last: 80}, {First: 8000, Last: 8999}}}
-	got, err := Lines(rules.Ruleset{Outbound: []rules.Rule{r}}, false)
+		DstPorts: []ruleset.PortRange{{First: 80, Last: 80}, {First: 8000, Last: 8999}}}
+	got, err := Lines(ruleset.Ruleset{Outbound: []ruleset.Rule{r}}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,12 +117,12 @@ func TestClassEntriesAreTheExitMap(t *testing.T) {
 			port := []string{"*", "80", "443", "1-1024", "22"}[r.IntN(5)]
 			parts = append(parts, fmt.Sprintf("%s %s:%s", []string{"accept", "reject"}[r.IntN(2)], items[r.IntN(len(items))], port))
 		}
-		entries, _, err := rules.ParseExitPolicy(strings.Join(parts, ","))
+		entries, _, err := exitpolicy.Parse(strings.Join(parts, ","))
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, v6 := range []bool{false, true} {
-			m := rules.NewExitMap(rules.ExitPolicy{Entries: entries}, "exit", v6)
+			m := ruleset.NewExitMap(exitpolicy.ExitPolicy{Entries: entries}, "exit", v6)
 			sets := map[int][]string{}
 			for c := range m.Classes {
 				sets[c] = classEntries(m, c)

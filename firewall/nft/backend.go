@@ -11,7 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Backend installs the ruleset as the nftables table inet relayfw.
@@ -27,7 +27,7 @@ var _ firewall.Backend = (*Backend)(nil)
 func (b *Backend) Name() string { return "nftables" }
 
 // Render is the nft -f text of the ruleset (format "nft").
-func (b *Backend) Render(rs rules.Ruleset) ([]firewall.Listing, error) {
+func (b *Backend) Render(rs ruleset.Ruleset) ([]firewall.Listing, error) {
 	text, err := Render(rs)
 	if err != nil {
 		return nil, err
@@ -106,7 +106,7 @@ func (b *Backend) Available(ctx context.Context) error {
 
 // Apply replaces the table in one transaction, unless it already holds
 // exactly the ruleset.
-func (b *Backend) Apply(ctx context.Context, rs rules.Ruleset) (firewall.Result, error) {
+func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Result, error) {
 	p, err := newPlan(rs)
 	if err != nil {
 		return firewall.Result{}, err
@@ -147,7 +147,7 @@ func (p plan) batchSize() int {
 }
 
 // Check reports how the installed table differs from the ruleset.
-func (b *Backend) Check(ctx context.Context, rs rules.Ruleset) ([]firewall.Drift, error) {
+func (b *Backend) Check(ctx context.Context, rs ruleset.Ruleset) ([]firewall.Drift, error) {
 	p, err := newPlan(rs)
 	if err != nil {
 		return nil, err

@@ -11,7 +11,7 @@ import (
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // rawElements reads a set's elements back as comparable strings, sorted:
@@ -116,7 +116,7 @@ func rawText(w *nftables.Set, raw string) string {
 		if !ok {
 			return fmt.Sprintf("%x", raw)
 		}
-		return elementText(rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}})
+		return elementText(ruleset.Region{AddrFirst: a, AddrLast: a, Ports: ruleset.PortRange{First: port, Last: port}})
 	}
 	k := int(w.KeyType.Bytes)
 	if len(raw) < 2*k {

@@ -17,7 +17,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -47,15 +46,15 @@ type inboundSet struct {
 	timeout   uint // seconds; 0: none
 	size      uint // 0: unbounded
 	ports     []uint16
-	endpoints []netip.AddrPort  // address-bound ports
-	ranges    []rules.AddrRange // trusted sources, joined as the kernel holds them
+	endpoints []netip.AddrPort    // address-bound ports
+	ranges    []ruleset.AddrRange // trusted sources, joined as the kernel holds them
 }
 
 // inboundJump is one rule of the input chain: new connections to the
 // ports of set (on every address; fam "": of both families) or to the
 // endpoints of set (address . port) jump to the chain inbound.
 type inboundJump struct {
-	fam       rules.Family
+	fam       ruleset.Family
 	set       string
 	endpoints bool
 }
@@ -63,7 +62,7 @@ type inboundJump struct {
 // inboundRule is one rule of the chain inbound.
 type inboundRule struct {
 	name string
-	fam  rules.Family
+	fam  ruleset.Family
 	// match is what the rule looks for: "trusted" (saddr in the trust
 	// set), "blocked" (the source in the block set), "meter" (the source
 	// over the rate of the meter set), "conns" (the source holding more
@@ -86,37 +85,37 @@ type inboundPlan struct {
 	jumps []inboundJump
 }
 
-func newInboundPlan(in rules.Inbound) *inboundPlan {
+func newInboundPlan(in ruleset.Inbound) *inboundPlan {
 	p := &inboundPlan{}
-	v4, v6 := in.PortsOn(rules.IPv4), in.PortsOn(rules.IPv6)
+	v4, v6 := in.PortsOn(ruleset.IPv4), in.PortsOn(ruleset.IPv6)
 	if slices.Equal(v4, v6) {
 		if len(v4) > 0 {
-			p.sets = append(p.sets, inboundSet{name: rules.InboundPortsSet, kind: "ports", keyType: "inet_service", ports: v4})
-			p.jumps = append(p.jumps, inboundJump{set: rules.InboundPortsSet})
+			p.sets = append(p.sets, inboundSet{name: ruleset.InboundPortsSet, kind: "ports", keyType: "inet_service", ports: v4})
+			p.jumps = append(p.jumps, inboundJump{set: ruleset.InboundPortsSet})
 		}
 	} else {
-		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+		for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
 			if ports := in.PortsOn(fam); len(ports) > 0 {
-				name := rules.InboundSetName("ports", fam)
+				name := ruleset.InboundSetName("ports", fam)
 				p.sets = append(p.sets, inboundSet{name: name, kind: "ports", keyType: "inet_service", ports: ports})
 				p.jumps = append(p.jumps, inboundJump{fam: fam, set: name})
 			}
 		}
 	}
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
+	for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
 		if eps := in.BoundEndpoints(fam); len(eps) > 0 {
-			name := rules.InboundSetName("endpoints", fam)
+			name := ruleset.InboundSetName("endpoints", fam)
 			p.sets = append(p.sets, inboundSet{name: name, kind: "endpoints", keyType: addrKeyType(fam) + " . inet_service", endpoints: eps})
 			p.jumps = append(p.jumps, inboundJump{fam: fam, set: name, endpoints: true})
 		}
 	}
-	for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-		p.sets = append(p.sets, inboundSet{name: rules.InboundSetName("trust", fam), kind: "trust", keyType: addrKeyType(fam),
-			interval: true, ranges: rules.Ranges(in.TrustedOf(fam))})
+	for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
+		p.sets = append(p.sets, inboundSet{name: ruleset.InboundSetName("trust", fam), kind: "trust", keyType: addrKeyType(fam),
+			interval: true, ranges: ruleset.Ranges(in.TrustedOf(fam))})
 	}
 	dyn := func(kind string, timeout uint) {
-		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-			p.sets = append(p.sets, inboundSet{name: rules.InboundSetName(kind, fam), kind: kind, keyType: addrKeyType(fam),
+		for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
+			p.sets = append(p.sets, inboundSet{name: ruleset.InboundSetName(kind, fam), kind: kind, keyType: addrKeyType(fam),
 				dynamic: true, timeout: timeout, size: in.SetSize})
 		}
 	}
@@ -127,31 +126,31 @@ func newInboundPlan(in rules.Inbound) *inboundPlan {
 
 	// The rules in order, each for IPv4, then IPv6.
 	for _, kind := range []string{"trusted", "blocked", "minute", "hour", "conns"} {
-		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-			r := inboundRule{fam: fam, mask: in.Prefix(fam), block: rules.InboundSetName("block", fam)}
+		for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
+			r := inboundRule{fam: fam, mask: in.Prefix(fam), block: ruleset.InboundSetName("block", fam)}
 			switch kind {
 			case "trusted": // exact addresses, unmasked
-				r.name, r.match, r.set, r.mask = rules.InboundRuleTrusted, "trusted", rules.InboundSetName("trust", fam), fam.Bits()
+				r.name, r.match, r.set, r.mask = ruleset.InboundRuleTrusted, "trusted", ruleset.InboundSetName("trust", fam), fam.Bits()
 			case "blocked":
-				r.name, r.match, r.set = rules.InboundRuleBlocked, "blocked", r.block
+				r.name, r.match, r.set = ruleset.InboundRuleBlocked, "blocked", r.block
 			case "minute":
-				r.name, r.match, r.set = rules.InboundRuleMinute, "meter", rules.InboundSetName("minute", fam)
+				r.name, r.match, r.set = ruleset.InboundRuleMinute, "meter", ruleset.InboundSetName("minute", fam)
 				r.rate, r.unit, r.burst = in.PerMinute, "minute", in.Burst
 			case "hour":
-				r.name, r.match, r.set = rules.InboundRuleHour, "meter", rules.InboundSetName("hour", fam)
+				r.name, r.match, r.set = ruleset.InboundRuleHour, "meter", ruleset.InboundSetName("hour", fam)
 				r.rate, r.unit, r.burst = in.PerHour, "hour", in.PerHour
 			case "conns":
-				r.name, r.match, r.set, r.max = rules.InboundRuleConns, "conns", rules.InboundSetName("conns", fam), in.MaxConns
+				r.name, r.match, r.set, r.max = ruleset.InboundRuleConns, "conns", ruleset.InboundSetName("conns", fam), in.MaxConns
 			}
-			r.name = rules.InboundRuleName(r.name, fam)
+			r.name = ruleset.InboundRuleName(r.name, fam)
 			p.rules = append(p.rules, r)
 		}
 	}
 	return p
 }
 
-func addrKeyType(fam rules.Family) string {
-	if fam == rules.IPv6 {
+func addrKeyType(fam ruleset.Family) string {
+	if fam == ruleset.IPv6 {
 		return "ipv6_addr"
 	}
 	return "ipv4_addr"
@@ -190,7 +189,7 @@ func (s inboundSet) text(b *strings.Builder) {
 // source is the rule's source address expression, masked.
 func (r inboundRule) source() string {
 	ip := "ip"
-	if r.fam == rules.IPv6 {
+	if r.fam == ruleset.IPv6 {
 		ip = "ip6"
 	}
 	if r.mask == r.fam.Bits() {
@@ -200,7 +199,7 @@ func (r inboundRule) source() string {
 }
 
 // maskAddr is the netmask of a prefix length, as an address.
-func maskAddr(fam rules.Family, bits int) netip.Addr {
+func maskAddr(fam ruleset.Family, bits int) netip.Addr {
 	b := make([]byte, fam.Bits()/8)
 	for i := 0; i < bits; i++ {
 		b[i/8] |= 1 << (7 - i%8)
@@ -229,7 +228,7 @@ func (r inboundRule) text() string {
 func (j inboundJump) text() string {
 	var match string
 	switch {
-	case j.endpoints && j.fam == rules.IPv6:
+	case j.endpoints && j.fam == ruleset.IPv6:
 		match = "ip6 daddr . tcp dport @" + j.set
 	case j.endpoints:
 		match = "ip daddr . tcp dport @" + j.set
@@ -238,7 +237,7 @@ func (j inboundJump) text() string {
 	default:
 		match = fmt.Sprintf("meta nfproto %s tcp dport @%s", j.fam, j.set)
 	}
-	return match + ` tcp flags & (fin | syn | rst | ack) == syn ct state new counter jump ` + InboundChainName + ` comment "` + ruleset.CommentPrefix + rules.InboundRuleJump + `"`
+	return match + ` tcp flags & (fin | syn | rst | ack) == syn ct state new counter jump ` + InboundChainName + ` comment "` + ruleset.CommentPrefix + ruleset.InboundRuleJump + `"`
 }
 
 // textSets and textChains write the inbound share of print's text.
@@ -323,7 +322,7 @@ func (s inboundSet) rawElements() []string {
 // the family match nft adds for an ip/ip6 payload in an inet table.
 func (r inboundRule) sourceExprs() []expr.Any {
 	nfproto := byte(nfprotoIPv4)
-	if r.fam == rules.IPv6 {
+	if r.fam == ruleset.IPv6 {
 		nfproto = nfprotoIPv6
 	}
 	e := []expr.Any{
@@ -336,7 +335,7 @@ func (r inboundRule) sourceExprs() []expr.Any {
 // loadSource loads the source address, masked, into register 1.
 func (r inboundRule) loadSource() []expr.Any {
 	off, l := uint32(12), uint32(4)
-	if r.fam == rules.IPv6 {
+	if r.fam == ruleset.IPv6 {
 		off, l = 8, 16
 	}
 	e := []expr.Any{&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l}}
@@ -399,7 +398,7 @@ func (j inboundJump) exprs(sets map[string]*nftables.Set) []expr.Any {
 	var e []expr.Any
 	if j.fam != "" {
 		nfproto := byte(nfprotoIPv4)
-		if j.fam == rules.IPv6 {
+		if j.fam == ruleset.IPv6 {
 			nfproto = nfprotoIPv6
 		}
 		e = append(e, &expr.Meta{Key: expr.MetaKeyNFPROTO, Register: 1},
@@ -411,7 +410,7 @@ func (j inboundJump) exprs(sets map[string]*nftables.Set) []expr.Any {
 		// The port follows the address in the next free register: 32-bit
 		// register 9 after an IPv4 address, 128-bit register 2 after IPv6.
 		off, l, portReg := uint32(16), uint32(4), uint32(9)
-		if j.fam == rules.IPv6 {
+		if j.fam == ruleset.IPv6 {
 			off, l, portReg = 24, 16, 2
 		}
 		e = append(e, &expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: off, Len: l},
@@ -434,7 +433,7 @@ func (j inboundJump) exprs(sets map[string]*nftables.Set) []expr.Any {
 }
 
 func jumpUserData() []byte {
-	return userdata.AppendString(nil, userdata.TypeComment, ruleset.CommentPrefix+rules.InboundRuleJump)
+	return userdata.AppendString(nil, userdata.TypeComment, ruleset.CommentPrefix+ruleset.InboundRuleJump)
 }
 
 // inputChain is the base chain on the input hook.
@@ -468,11 +467,11 @@ func (p *inboundPlan) queueChains(c *nftables.Conn, t *nftables.Table, sets map[
 }
 
 // Blocked reads the block sets.
-func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Block, error) {
+func (b *Backend) Blocked(ctx context.Context, in ruleset.Inbound) ([]firewall.Block, error) {
 	var out []firewall.Block
 	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
-		for _, fam := range []rules.Family{rules.IPv4, rules.IPv6} {
-			s, err := c.GetSetByName(t, rules.InboundSetName("block", fam))
+		for _, fam := range []ruleset.Family{ruleset.IPv4, ruleset.IPv6} {
+			s, err := c.GetSetByName(t, ruleset.InboundSetName("block", fam))
 			if err != nil {
 				continue // no inbound protection
 			}
@@ -494,7 +493,7 @@ func (b *Backend) Blocked(ctx context.Context, in rules.Inbound) ([]firewall.Blo
 // Unblock deletes the source from the block set and its meters, in one
 // transaction; the source is given as any address in its network.
 func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error) {
-	fam := rules.FamilyOf(source.Addr())
+	fam := ruleset.FamilyOf(source.Addr())
 	key := source.Masked().Addr().AsSlice()
 	blocked := false
 	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
@@ -502,7 +501,7 @@ func (b *Backend) Unblock(ctx context.Context, source netip.Prefix) (bool, error
 		// fails its transaction with ENOENT, which says "not blocked" (or
 		// "not metered") without reading sets of up to set_size elements.
 		for _, kind := range []string{"block", "minute", "hour"} {
-			s, err := c.GetSetByName(t, rules.InboundSetName(kind, fam))
+			s, err := c.GetSetByName(t, ruleset.InboundSetName(kind, fam))
 			if err != nil {
 				if kind == "block" {
 					return fmt.Errorf("the inbound protection is not installed")

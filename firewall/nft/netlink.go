@@ -13,7 +13,6 @@ import (
 	"github.com/google/nftables/userdata"
 	"golang.org/x/sys/unix"
 
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -191,9 +190,9 @@ func (r kernelRule) verdictExprs(e *exprList) {
 			Level: expr.LogLevelWarning, Data: []byte(r.logPrefix)})
 	case r.reject == "":
 		e.add(&expr.Verdict{Kind: expr.VerdictAccept})
-	case r.reject == rules.RejectTCPReset:
+	case r.reject == ruleset.RejectTCPReset:
 		e.add(&expr.Reject{Type: unix.NFT_REJECT_TCP_RST, Code: 0})
-	case r.reject == rules.RejectAdminProhibited:
+	case r.reject == ruleset.RejectAdminProhibited:
 		e.add(&expr.Reject{Type: unix.NFT_REJECT_ICMPX_UNREACH, Code: unix.NFT_REJECT_ICMPX_ADMIN_PROHIBITED})
 	}
 }

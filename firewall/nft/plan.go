@@ -10,7 +10,7 @@ import (
 	"fmt"
 	"net/netip"
 
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // TableName is the one table relayfw owns; its family is inet.
@@ -38,7 +38,7 @@ const (
 	ctNew         = 8
 )
 
-// kernelRule is one nftables rule. A rules.Rule with several addresses or
+// kernelRule is one nftables rule. A ruleset.Rule with several addresses or
 // ICMP types becomes several kernel rules with the same comment.
 type kernelRule struct {
 	name      string
@@ -52,20 +52,20 @@ type kernelRule struct {
 	midstream bool
 	icmpType  int // -1: none
 	sport     uint16
-	dport     rules.PortRange // First 0: any
-	set       string          // lookup of (daddr . tcp dport) in this set
-	portSet   string          // lookup of tcp dport in this set
-	vmap      string          // jump by daddr through this verdict map (no counter, no verdict of its own)
-	reject    string          // "" accept, else rules.RejectTCPReset / RejectAdminProhibited
-	logPrefix string          // a log rule: no verdict
-	logRate   uint            // per minute
+	dport     ruleset.PortRange // First 0: any
+	set       string            // lookup of (daddr . tcp dport) in this set
+	portSet   string            // lookup of tcp dport in this set
+	vmap      string            // jump by daddr through this verdict map (no counter, no verdict of its own)
+	reject    string            // "" accept, else ruleset.RejectTCPReset / RejectAdminProhibited
+	logPrefix string            // a log rule: no verdict
+	logRate   uint              // per minute
 }
 
 // kernelSet is one named set of (address . port) elements.
 type kernelSet struct {
 	name     string
 	v6       bool
-	elements []rules.Region
+	elements []ruleset.Region
 }
 
 // kernelMap is an interval verdict map from destination address to the
@@ -89,7 +89,7 @@ type mapInterval struct {
 // (no set); or a shard's, which looks the address up in the shard's map.
 type kernelClass struct {
 	chain string
-	ports []rules.PortRange // nil: no port set
+	ports []ruleset.PortRange // nil: no port set
 	rule  kernelRule
 	stage int // 0: class chains, 1: shard chains (they jump to stage-0 maps)
 }
@@ -127,7 +127,7 @@ var protoNumbers = map[string]byte{"tcp": protoTCP, "udp": protoUDP, "icmp": pro
 
 // newPlan expands a ruleset into kernel rules and sets. It refuses rule
 // fields this backend cannot express instead of installing something else.
-func newPlan(rs rules.Ruleset) (plan, error) {
+func newPlan(rs ruleset.Ruleset) (plan, error) {
 	// rs.Validate is the contract; the limits below are this backend's own.
 	if err := rs.Validate(); err != nil {
 		return plan{}, err
@@ -137,7 +137,7 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 		p.links[s.Name] = true
 	}
 	for _, s := range rs.Sets {
-		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == rules.IPv6, elements: s.Elements})
+		p.sets = append(p.sets, kernelSet{name: s.Name, v6: s.Family == ruleset.IPv6, elements: s.Elements})
 	}
 	exitRule := map[string]string{} // exit map -> name of the rule that looks it up
 	for _, r := range rs.Outbound {
@@ -163,16 +163,16 @@ func newPlan(rs rules.Ruleset) (plan, error) {
 	return p, nil
 }
 
-func expandRule(r rules.Rule) ([]kernelRule, error) {
+func expandRule(r ruleset.Rule) ([]kernelRule, error) {
 	base := kernelRule{name: r.Name, icmpType: -1, oifLo: r.OutIface == "lo"}
 	// Validate has checked states, family, protocol and ports.
 	for _, s := range r.CtState {
 		base.ctMask |= ctBits[s]
 	}
 	switch r.Family {
-	case rules.IPv4:
+	case ruleset.IPv4:
 		base.nfproto = nfprotoIPv4
-	case rules.IPv6:
+	case ruleset.IPv6:
 		base.nfproto = nfprotoIPv6
 	}
 	base.l4proto = protoNumbers[r.Proto]
@@ -183,13 +183,13 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 	}
 	base.set, base.vmap = r.Set, r.ExitMap
 	switch r.Action {
-	case rules.ActionAccept:
-	case rules.ActionLog:
+	case ruleset.Accept:
+	case ruleset.Log:
 		if len(r.LogPrefix) > 127 { // nftables' log prefix limit
 			return nil, fmt.Errorf("a log prefix of at most 127 characters")
 		}
 		base.logPrefix, base.logRate = r.LogPrefix, r.LogPerMinute
-	case rules.ActionReject:
+	case ruleset.Reject:
 		base.reject = r.RejectWith
 	default:
 		return nil, fmt.Errorf("unknown action %q", r.Action)
@@ -236,8 +236,8 @@ func expandRule(r rules.Rule) ([]kernelRule, error) {
 // addExitMap adds the map, and a chain (and port set) per class. The
 // chains are entered with jump: a port the class does not accept returns
 // to the output chain, whose next rules reject.
-func (p *plan) addExitMap(m rules.ExitMap, ruleName string) error {
-	v6 := m.Family == rules.IPv6
+func (p *plan) addExitMap(m ruleset.ExitMap, ruleName string) error {
+	v6 := m.Family == ruleset.IPv6
 	if ruleName == "" {
 		return fmt.Errorf("exit map %q: no rule looks it up", m.Name)
 	}

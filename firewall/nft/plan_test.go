@@ -9,48 +9,49 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/exitpolicy"
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 func TestPlanRefusesWhatItCannotExpress(t *testing.T) {
-	ok := rules.Rule{Name: "x", Action: rules.ActionAccept}
-	for name, mutate := range map[string]func(*rules.Rule){
-		"interface":       func(r *rules.Rule) { r.OutIface = "eth0" },
-		"ct state":        func(r *rules.Rule) { r.CtState = []string{"untracked"} },
-		"protocol":        func(r *rules.Rule) { r.Proto = "sctp" },
-		"backwards range": func(r *rules.Rule) { r.Proto = "tcp"; r.DstPorts = []rules.PortRange{{First: 1024, Last: 1}} },
-		"ports no proto":  func(r *rules.Rule) { r.DstPorts = []rules.PortRange{{First: 53, Last: 53}} },
-		"source prefix": func(r *rules.Rule) {
-			r.Family = rules.IPv4
+	ok := ruleset.Rule{Name: "x", Action: ruleset.Accept}
+	for name, mutate := range map[string]func(*ruleset.Rule){
+		"interface":       func(r *ruleset.Rule) { r.OutIface = "eth0" },
+		"ct state":        func(r *ruleset.Rule) { r.CtState = []string{"untracked"} },
+		"protocol":        func(r *ruleset.Rule) { r.Proto = "sctp" },
+		"backwards range": func(r *ruleset.Rule) { r.Proto = "tcp"; r.DstPorts = []ruleset.PortRange{{First: 1024, Last: 1}} },
+		"ports no proto":  func(r *ruleset.Rule) { r.DstPorts = []ruleset.PortRange{{First: 53, Last: 53}} },
+		"source prefix": func(r *ruleset.Rule) {
+			r.Family = ruleset.IPv4
 			r.SrcAddrs = []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}
 		},
-		"family mismatch": func(r *rules.Rule) {
-			r.Family = rules.IPv6
+		"family mismatch": func(r *ruleset.Rule) {
+			r.Family = ruleset.IPv6
 			r.DstAddrs = []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}
 		},
-		"set no family": func(r *rules.Rule) { r.Proto = "tcp"; r.Set = "relays4" },
-		"map no family": func(r *rules.Rule) { r.Proto = "tcp"; r.ExitMap = "exit4" },
-		"reset no tcp":  func(r *rules.Rule) { r.Action = rules.ActionReject; r.RejectWith = rules.RejectTCPReset },
-		"action":        func(r *rules.Rule) { r.Action = "drop" },
-		"icmp no proto": func(r *rules.Rule) { r.ICMPTypes = []int{8} },
+		"set no family": func(r *ruleset.Rule) { r.Proto = "tcp"; r.Set = "relays4" },
+		"map no family": func(r *ruleset.Rule) { r.Proto = "tcp"; r.ExitMap = "exit4" },
+		"reset no tcp":  func(r *ruleset.Rule) { r.Action = ruleset.Reject; r.RejectWith = ruleset.RejectTCPReset },
+		"action":        func(r *ruleset.Rule) { r.Action = "drop" },
+		"icmp no proto": func(r *ruleset.Rule) { r.ICMPTypes = []int{8} },
 	} {
 		r := ok
 		mutate(&r)
-		if _, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{r}}); err == nil {
+		if _, err := newPlan(ruleset.Ruleset{Outbound: []ruleset.Rule{r}}); err == nil {
 			t.Errorf("%s: want an error", name)
 		}
 	}
-	if _, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{ok}}); err != nil {
+	if _, err := newPlan(ruleset.Ruleset{Outbound: []ruleset.Rule{ok}}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestPlanExpandsLists(t *testing.T) {
-	r := rules.Rule{Name: "dns", Family: rules.IPv4, Proto: "udp", Action: rules.ActionAccept,
+	r := ruleset.Rule{Name: "dns", Family: ruleset.IPv4, Proto: "udp", Action: ruleset.Accept,
 		DstAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32"), netip.MustParsePrefix("192.0.2.2/32")},
-		DstPorts: []rules.PortRange{{First: 53, Last: 53}}}
-	p, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{r}})
+		DstPorts: []ruleset.PortRange{{First: 53, Last: 53}}}
+	p, err := newPlan(ruleset.Ruleset{Outbound: []ruleset.Rule{r}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,10 +70,10 @@ func TestPlanExpandsLists(t *testing.T) {
 
 func TestPlanPrefixesRangesUsers(t *testing.T) {
 	uid := uint32(105)
-	r := rules.Rule{Name: "extra-apt4", Family: rules.IPv4, Proto: "tcp", Action: rules.ActionAccept, SocketUID: &uid,
+	r := ruleset.Rule{Name: "extra-apt4", Family: ruleset.IPv4, Proto: "tcp", Action: ruleset.Accept, SocketUID: &uid,
 		DstAddrs: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24"), netip.MustParsePrefix("198.51.100.7/32")},
-		DstPorts: []rules.PortRange{{First: 80, Last: 80}, {First: 8000, Last: 8999}}}
-	p, err := newPlan(rules.Ruleset{Outbound: []rules.Rule{r}})
+		DstPorts: []ruleset.PortRange{{First: 80, Last: 80}, {First: 8000, Last: 8999}}}
+	p, err := newPlan(ruleset.Ruleset{Outbound: []ruleset.Rule{r}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,11 +94,11 @@ func TestPlanPrefixesRangesUsers(t *testing.T) {
 }
 
 func TestRenderExample(t *testing.T) {
-	entries, _, err := rules.ParseExitPolicy("reject 10.0.0.0/8:*,accept *:80,reject *:*")
+	entries, _, err := exitpolicy.Parse("reject 10.0.0.0/8:*,accept *:80,reject *:*")
 	if err != nil {
 		t.Fatal(err)
 	}
-	text, err := Render(rules.Compile(rules.ExitPolicy{Entries: entries}, rules.DefaultHost()))
+	text, err := Render(ruleset.Compile(exitpolicy.ExitPolicy{Entries: entries}, ruleset.DefaultHost()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,11 +140,11 @@ func TestShardedMapRoutesAsTheExitMap(t *testing.T) {
 	for i := 0; i < 3*mapShardSize; i++ {
 		text = append(text, fmt.Sprintf("reject 11.%d.%d.%d:*", i/32768, i/128%256, i%128*2))
 	}
-	entries, _, err := rules.ParseExitPolicy(strings.Join(text, ",") + ",accept 10.0.0.0/8:22,accept *:80,reject *:*")
+	entries, _, err := exitpolicy.Parse(strings.Join(text, ",") + ",accept 10.0.0.0/8:22,accept *:80,reject *:*")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rs := rules.Compile(rules.ExitPolicy{Entries: entries}, rules.Host{})
+	rs := ruleset.Compile(exitpolicy.ExitPolicy{Entries: entries}, ruleset.Host{})
 	p, err := newPlan(rs)
 	if err != nil {
 		t.Fatal(err)
@@ -175,7 +176,7 @@ func TestShardedMapRoutesAsTheExitMap(t *testing.T) {
 			a = netip.AddrFrom4([4]byte{byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})
 		}
 		want := ""
-		if c := em.Lookup(a); c != rules.NoClass {
+		if c := em.Lookup(a); c != ruleset.NoClass {
 			want = em.Classes[c].Name
 		}
 		got := ""

@@ -9,7 +9,6 @@ import (
 	"github.com/google/nftables/userdata"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -47,14 +46,14 @@ func (b *Backend) Counters(ctx context.Context) (map[string]firewall.Counter, er
 // RelayLinks reads the installed elements of the ruleset's sets that
 // follow the consensus: the relay links' (address . port) points and the
 // trusted sources' intervals.
-func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string][]rules.Region, error) {
-	out := map[string][]rules.Region{}
+func (b *Backend) RelayLinks(ctx context.Context, rs ruleset.Ruleset) (map[string][]ruleset.Region, error) {
+	out := map[string][]ruleset.Region{}
 	_, err := b.withTable(ctx, func(c *nftables.Conn, t *nftables.Table) error {
 		sets, err := c.GetSets(t)
 		if err != nil {
 			return classify(err)
 		}
-		out, err = firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]rules.Region, bool, error) {
+		out, err = firewall.ReadLinks(rs, func(ls ruleset.LinkSet) ([]ruleset.Region, bool, error) {
 			for _, s := range sets {
 				if s.Name == ls.Name && s.Interval == ls.Trusted && !s.IsMap {
 					regions, err := readLinkSet(c, s)
@@ -70,12 +69,12 @@ func (b *Backend) RelayLinks(ctx context.Context, rs rules.Ruleset) (map[string]
 
 // readLinkSet reads a set that follows the consensus back as regions:
 // (address . port) points, or address intervals.
-func readLinkSet(c *nftables.Conn, s *nftables.Set) ([]rules.Region, error) {
+func readLinkSet(c *nftables.Conn, s *nftables.Set) ([]ruleset.Region, error) {
 	elems, err := c.GetSetElements(s)
 	if err != nil {
 		return nil, classify(err)
 	}
-	var regions []rules.Region
+	var regions []ruleset.Region
 	if !s.Interval {
 		for _, e := range elems {
 			if len(e.Key) != 8 && len(e.Key) != 20 {
@@ -83,7 +82,7 @@ func readLinkSet(c *nftables.Conn, s *nftables.Set) ([]rules.Region, error) {
 			}
 			a, _ := netip.AddrFromSlice(e.Key[:len(e.Key)-4])
 			port := uint16(e.Key[len(e.Key)-4])<<8 | uint16(e.Key[len(e.Key)-3])
-			regions = append(regions, rules.Region{AddrFirst: a, AddrLast: a, Ports: rules.PortRange{First: port, Last: port}})
+			regions = append(regions, ruleset.Region{AddrFirst: a, AddrLast: a, Ports: ruleset.PortRange{First: port, Last: port}})
 		}
 		return regions, nil
 	}
@@ -95,7 +94,7 @@ func readLinkSet(c *nftables.Conn, s *nftables.Set) ([]rules.Region, error) {
 		first, ok1 := netip.AddrFromSlice(iv.first)
 		last, ok2 := netip.AddrFromSlice(iv.last)
 		if ok1 && ok2 {
-			regions = append(regions, rules.Region{AddrFirst: first, AddrLast: last})
+			regions = append(regions, ruleset.Region{AddrFirst: first, AddrLast: last})
 		}
 	}
 	return regions, nil

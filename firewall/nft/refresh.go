@@ -7,14 +7,14 @@ import (
 	"github.com/google/nftables"
 
 	"github.com/relayfw/relayfw/firewall"
-	"github.com/relayfw/relayfw/rules"
+	"github.com/relayfw/relayfw/ruleset"
 )
 
 // Refresh brings the sets that follow the consensus up to date in one
 // transaction: the relay links (it deletes the elements that left and
 // adds the new ones) and the inbound protection's trusted sources,
 // leaving the chains alone.
-func (b *Backend) Refresh(ctx context.Context, rs rules.Ruleset) (added, removed int, err error) {
+func (b *Backend) Refresh(ctx context.Context, rs ruleset.Ruleset) (added, removed int, err error) {
 	p, err := newPlan(rs)
 	if err != nil {
 		return 0, 0, err

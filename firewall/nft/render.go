@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/relayfw/relayfw/rules"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -18,7 +17,7 @@ var protoNames = map[byte]string{protoTCP: "tcp", protoUDP: "udp", protoICMP: "i
 
 // Render returns the ruleset as `nft -f` input that replaces the relayfw
 // table in one transaction (creating it first, so the delete cannot fail).
-func Render(rs rules.Ruleset) (string, error) {
+func Render(rs ruleset.Ruleset) (string, error) {
 	p, err := newPlan(rs)
 	if err != nil {
 		return "", err
@@ -102,7 +101,7 @@ func writeElements(b *strings.Builder, n int, element func(i int) string) {
 	b.WriteString("\n\t\t}\n")
 }
 
-func elementText(e rules.Region) string {
+func elementText(e ruleset.Region) string {
 	return addrRangeText(e.AddrFirst, e.AddrLast) + " . " + portText(e.Ports)
 }
 
@@ -113,7 +112,7 @@ func addrRangeText(first, last netip.Addr) string {
 	return first.String() + "-" + last.String()
 }
 
-func portText(pr rules.PortRange) string {
+func portText(pr ruleset.PortRange) string {
 	if pr.First == pr.Last {
 		return fmt.Sprint(pr.First)
 	}
@@ -225,9 +224,9 @@ func (r kernelRule) actionText(w *words, ip string) {
 		w.add("log prefix %q", r.logPrefix)
 	case r.reject == "":
 		w.add("accept")
-	case r.reject == rules.RejectTCPReset:
+	case r.reject == ruleset.RejectTCPReset:
 		w.add("reject with tcp reset")
-	case r.reject == rules.RejectAdminProhibited:
+	case r.reject == ruleset.RejectAdminProhibited:
 		w.add("reject with icmpx admin-prohibited")
 	}
 }
