@@ -87,12 +87,8 @@ func reportBackend(cmd *cobra.Command, g *globals, cfg config.Config) (firewall.
 	return b, nil
 }
 
-func newStatusCommand(g *globals) *cobra.Command {
-	var format string
-	cmd := &cobra.Command{
-		Use:   "status",
-		Short: "Show the backend, whether the firewall is in sync, counters per verdict class, and the last apply",
-		Long: `Show the backend, whether relayfw's firewall is installed, whether the
+// statusLong is status's manual text (relayfw(8)).
+const statusLong = `Show the backend, whether relayfw's firewall is installed, whether the
 torrcs and relayfw.toml are valid (and accepted by tor), whether the rules
 are in sync and the relay links up to date, the last apply, the last
 change, and the packet and byte counters per verdict class. Per tor
@@ -123,8 +119,15 @@ last installed) and exits 0; the problem is one line, "config: invalid:
 and relay links are not compared meanwhile. status fails only when it
 cannot read the kernel (exit 77 or 69). Like check and metrics, it waits
 (up to 30 s, or --wait when longer) for a change in progress to end rather
-than read the kernel in the middle of it, and past that reads anyway.`,
-		Args: cobra.NoArgs,
+than read the kernel in the middle of it, and past that reads anyway.`
+
+func newStatusCommand(g *globals) *cobra.Command {
+	var format string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the backend, whether the firewall is in sync, counters per verdict class, and the last apply",
+		Long:  statusLong,
+		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "text" && format != "json" {
 				return usageError(fmt.Errorf("--format %q: want text or json", format))
