@@ -51,7 +51,7 @@ func TestKillDuringApply(t *testing.T) {
 			span := time.Since(start) * 6 / 5
 			r := rand.New(rand.NewPCG(testSeed(t, "RELAYFW_KILL_SEED", 7), 7))
 			outcomes := map[string]int{}
-			const trials = 50
+			trials := killTrials(t, 20)
 			for trial := 0; trial < trials; trial++ {
 				if code, out, errOut := relayfwEnv(t, ns, env, append(flagsA, "apply")...); code != 0 {
 					t.Fatalf("apply A: %d %s %s", code, out, errOut)

@@ -111,6 +111,20 @@ func testSeed(t *testing.T, env string, fixed uint64) uint64 {
 	return seed
 }
 
+// killTrials is how many times a kill test kills relayfw at a random
+// moment: fixed in CI and a plain run (enough to cross every phase of the
+// operation, with the fixed seed), RELAYFW_KILL_TRIALS=N for more (each
+// trial costs about a second per backend). The number is logged.
+func killTrials(t *testing.T, fixed int) int {
+	t.Helper()
+	n := fixed
+	if v, err := strconv.Atoi(os.Getenv("RELAYFW_KILL_TRIALS")); err == nil && v > 0 {
+		n = v
+	}
+	t.Logf("kill trials: %d (RELAYFW_KILL_TRIALS=N for more)", n)
+	return n
+}
+
 // errorLines counts the error lines ("relayfw: …") of a command's stderr;
 // warnings ("level=WARN …") are not errors.
 func errorLines(stderr string) int {
