@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -54,15 +55,25 @@ func (f *failsafeEnv) inSync(flags []string) bool {
 	return code == 0
 }
 
-// confirmB applies B with a confirm window and returns its deadline.
+// confirmB applies B with a confirm window and returns its deadline, as
+// relayfw recorded it (status --format json): the apply sets it after it
+// read its inputs and the kernel, which takes a while on a loaded host.
 func (f *failsafeEnv) confirmB(window time.Duration) time.Time {
 	f.t.Helper()
-	start := time.Now()
 	code, out, errOut := f.run(append(f.flagsB, "apply", "--confirm", window.String())...)
 	if code != 0 || !strings.Contains(out, "applied:") {
 		f.t.Fatalf("apply --confirm: %d %q %q", code, out, errOut)
 	}
-	return start.Add(window)
+	code, out, errOut = f.run(append(f.flagsB, "status", "--format", "json")...)
+	var st struct {
+		Pending *struct {
+			Deadline time.Time `json:"deadline"`
+		} `json:"pending"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || st.Pending == nil {
+		f.t.Fatalf("status after apply --confirm: %d %v %q %q", code, err, out, errOut)
+	}
+	return st.Pending.Deadline
 }
 
 // killWatcher kills the namespace's one rollback watcher (kill -9).
