@@ -67,15 +67,7 @@ func torDataDir(t *testing.T, user, consensus string) string {
 	gid, _ := strconv.Atoi(u.Gid)
 	// tor checks the directory as user, who must reach it: not below a
 	// test's own temporary directory (mode 0700).
-	parent, err := os.MkdirTemp("", "relayfw-tordata-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	if err := os.Chmod(parent, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(parent, user)
+	data := filepath.Join(reachableTempDir(t, "relayfw-tordata-"), user)
 	if err := os.Mkdir(data, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -630,11 +622,7 @@ func testNotPermitted(t *testing.T, b backend) {
 	env := b.env(t)
 	// The unprivileged user must be able to read its inputs: the refusal
 	// has to come from the kernel, not from a file permission.
-	dir, err := os.MkdirTemp("", "relayfw-noperm-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	dir := reachableTempDir(t, "relayfw-noperm-")
 	torrc, err := os.ReadFile("../examples/torrc")
 	if err != nil {
 		t.Fatal(err)
@@ -646,9 +634,6 @@ func testNotPermitted(t *testing.T, b backend) {
 		t.Fatal(err)
 	}
 	writeTestConfig(t, dir, testConsensus)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
 	flags := []string{"--backend", b.flag, "--torrc", filepath.Join(dir, "torrc"), "--config", filepath.Join(dir, "relayfw.toml")}
 	before := b.snapshot(t, tn.relay, env)
 	args := append([]string{"netns", "exec", tn.relay, "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",

@@ -56,14 +56,7 @@ func TestBadInput(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "setpriv")
 	ns := newIsolatedNS(t, "rfwbad")
-	dir, err := os.MkdirTemp("", "relayfw-bad-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := reachableTempDir(t, "relayfw-bad-")
 	write := func(name, content string) string {
 		p := filepath.Join(dir, name)
 		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {

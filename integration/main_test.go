@@ -111,6 +111,23 @@ func testSeed(t *testing.T, env string, fixed uint64) uint64 {
 	return seed
 }
 
+// reachableTempDir is a temporary directory other users can reach and
+// read (mode 0755, not below a test's own 0700 directory), removed when
+// the test ends: for inputs read by relayfw or tor running as another
+// user.
+func reachableTempDir(t *testing.T, prefix string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 // killTrials is how many times a kill test kills relayfw at a random
 // moment: fixed in CI and a plain run (enough to cross every phase of the
 // operation, with the fixed seed), RELAYFW_KILL_TRIALS=N for more (each

@@ -18,14 +18,7 @@ import (
 func TestStrictModes(t *testing.T) {
 	requireRoot(t)
 	ns := newIsolatedNS(t, "rfwstrict")
-	dir, err := os.MkdirTemp("", "relayfw-strict-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	dir := reachableTempDir(t, "relayfw-strict-")
 	cfg := writeTestConfig(t, dir, testConsensus)
 	lax := filepath.Join(dir, "lax.toml")
 	data, err := os.ReadFile(cfg)

@@ -103,16 +103,8 @@ func TestTorJudges(t *testing.T) {
 	// judges as the owner of the DataDirectory, which it accepts; as root
 	// it would refuse ("not owned by this user").
 	// tor runs as daemon then, and must read the torrc, as it would there.
-	shared, err := os.MkdirTemp("", "relayfw-nouser-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(shared) })
-	noUser := filepath.Join(shared, "torrc")
+	noUser := filepath.Join(reachableTempDir(t, "relayfw-nouser-"), "torrc")
 	if err := os.WriteFile(noUser, []byte(head+"DataDirectory "+torDataDir(t, "daemon", "")+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(shared, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, stderr := relayfwIn(t, ns, "--torrc", noUser, "--config", on, "policy"); code != 0 || strings.Contains(stderr, "refuses") {
