@@ -126,7 +126,7 @@ func MinimalRuleset(ctx context.Context, opts Options) (rs ruleset.Ruleset, user
 	var known []ruleset.UserRef
 	for _, src := range srcs {
 		t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName}
-		defaults, lines, err := in.readInstance(src)
+		defaults, lines, _, err := in.readInstance(src)
 		whole := err == nil
 		if whole {
 			if t.Options, err = torconf.OptionsFromGroups(defaults, lines); err != nil {

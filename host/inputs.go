@@ -153,7 +153,7 @@ func Load(ctx context.Context, opts Options) (*Inputs, error) {
 // effective exit policy; single says it is the only one.
 func (in *Inputs) loadInstance(src instanceSource, single bool, facts exitpolicy.HostFacts) (*Instance, error) {
 	opts := in.opts
-	defaults, lines, err := in.readInstance(src)
+	defaults, lines, template, err := in.readInstance(src)
 	var fe *torconf.FileError
 	missing := false
 	if errors.As(err, &fe) && fe.Path == src.torrc && errors.Is(err, fs.ErrNotExist) && single &&
@@ -164,7 +164,7 @@ func (in *Inputs) loadInstance(src instanceSource, single bool, facts exitpolicy
 	if err != nil {
 		return nil, err
 	}
-	t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName,
+	t := &Instance{Name: src.name, Torrc: src.torrc, Defaults: src.defaults, defaultsName: src.defaultsName, template: template,
 		lines: append(slices.Clip(defaults), lines...), torrcMissing: missing}
 	if t.Options, err = torconf.OptionsFromGroups(defaults, lines); err != nil {
 		return nil, err

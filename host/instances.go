@@ -32,8 +32,9 @@ type Instance struct {
 	Torrc    string
 	Defaults string // "" when none
 	// defaultsName replaces "@@NAME@@" in the defaults file (Debian's
-	// instance template), "" for none.
-	defaultsName string
+	// instance template), "" for none; template is that file with the
+	// name, as relayfw read it.
+	defaultsName, template string
 
 	Options   torconf.Options
 	Effective exitpolicy.Effective
@@ -255,22 +256,25 @@ func (w watchFS) Glob(pattern string) ([]string, error) {
 }
 
 // readInstance reads one instance's defaults file and torrc as tor does,
-// recording in watched every file and directory it depends on.
-func (in *Inputs) readInstance(src instanceSource) ([]torconf.ConfigLine, []torconf.ConfigLine, error) {
+// recording in watched every file and directory it depends on. template
+// is Debian's instance template with the instance's name, as read ("" for
+// another defaults file): what tor is given to judge.
+func (in *Inputs) readInstance(src instanceSource) (defaults, lines []torconf.ConfigLine, template string, err error) {
 	fsys := watchFS{sys: in.sys, paths: &in.watched, lax: !config.On(in.cfg.StrictModes), warn: func(msg string) { in.log().Warn(msg) }}
-	var defaults []torconf.ConfigLine
 	if src.defaults != "" {
 		var name func(string) string
 		if src.defaultsName != "" {
-			name = func(text string) string { return strings.ReplaceAll(text, "@@NAME@@", src.defaultsName) }
+			name = func(text string) string {
+				template = strings.ReplaceAll(text, "@@NAME@@", src.defaultsName)
+				return template
+			}
 		}
-		var err error
 		if defaults, err = torconf.ReadTemplateFS(fsys, src.defaults, name); err != nil {
-			return nil, nil, err
+			return nil, nil, "", err
 		}
 	}
-	lines, err := torconf.ReadFS(fsys, src.torrc)
-	return defaults, lines, err
+	lines, err = torconf.ReadFS(fsys, src.torrc)
+	return defaults, lines, template, err
 }
 
 // ErrNoInstance is SelectInstance's error for a name no instance has.

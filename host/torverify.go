@@ -280,12 +280,9 @@ func verifyCall(t *Instance, policy *string) (*torCall, error) {
 		defaults, err = c.memFile("defaults", nil)
 	case t.defaultsName != "":
 		// Debian's unit writes the template with @@NAME@@ replaced to
-		// /run/tor-instances/NAME.defaults; relayfw makes its own copy
-		// rather than trust one a unit left behind.
-		var data []byte
-		if data, err = os.ReadFile(t.Defaults); err == nil {
-			defaults, err = c.memFile(t.defaultsName+".defaults", bytes.ReplaceAll(data, []byte("@@NAME@@"), []byte(t.defaultsName)))
-		}
+		// /run/tor-instances/NAME.defaults; tor gets what relayfw read
+		// rather than one a unit left behind.
+		defaults, err = c.memFile(t.defaultsName+".defaults", []byte(t.template))
 	default:
 		defaults = t.Defaults
 	}

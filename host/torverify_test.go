@@ -130,6 +130,15 @@ func TestVerifyCall(t *testing.T) {
 	if err := os.WriteFile(tmpl, []byte("User _tor-@@NAME@@\nDataDirectory /var/lib/tor-instances/@@NAME@@\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	// The template as relayfw reads it, with the instance's name.
+	torrc := filepath.Join(dir, "torrc")
+	if err := os.WriteFile(torrc, []byte("ORPort 9001\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, _, template, err := newInputs(Options{System: testSystem(t)}).readInstance(instanceSource{name: "exit1", torrc: torrc, defaults: tmpl, defaultsName: "exit1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	policy, none := "accept *:443,reject *:*", ""
 	const fd3, fd4 = "/proc/self/fd/3", "/proc/self/fd/4"
 	tests := []struct {
@@ -143,7 +152,7 @@ func TestVerifyCall(t *testing.T) {
 			[]string{"--verify-config", "--defaults-torrc", fd3, "-f", "/etc/tor/torrc", "--RunAsDaemon", "0"}, []string{""}},
 		{"defaults", Instance{Torrc: "/etc/tor/torrc", Defaults: "/usr/share/tor/tor-service-defaults-torrc"}, &policy,
 			[]string{"--verify-config", "--defaults-torrc", "/usr/share/tor/tor-service-defaults-torrc", "-f", "/etc/tor/torrc", "--RunAsDaemon", "0", "--ExitPolicy", policy}, nil},
-		{"instance template", Instance{Torrc: "/etc/tor/instances/exit1/torrc", Defaults: tmpl, defaultsName: "exit1"}, nil,
+		{"instance template", Instance{Torrc: "/etc/tor/instances/exit1/torrc", Defaults: tmpl, defaultsName: "exit1", template: template}, nil,
 			[]string{"--verify-config", "--defaults-torrc", fd3, "-f", "/etc/tor/instances/exit1/torrc", "--RunAsDaemon", "0"},
 			[]string{"User _tor-exit1\nDataDirectory /var/lib/tor-instances/exit1\n"}},
 		{"policy alone, cleared", Instance{Torrc: "/etc/tor/torrc", torrcMissing: true}, &none,
@@ -289,3 +298,4 @@ func FuzzReadTorVerdict(f *testing.F) {
 		}
 	})
 }
+
