@@ -128,12 +128,13 @@ func (e *TorRefusal) Error() string {
 func (in *Inputs) judgeByTor(ctx context.Context) error {
 	j := in.opts.Tor
 	if j.Path == "" {
+		if j.NotConsulted == "" {
+			return nil // the zero TorJudge: tor is not asked about
+		}
 		msg := "tor was not consulted: " + j.NotConsulted + "; the torrcs were checked by relayfw alone"
-		switch {
-		case j.NotConsulted == "":
-		case j.off:
+		if j.off {
 			in.log().Info(msg) // the operator's choice: said, not warned about
-		default:
+		} else {
 			in.log().Warn(msg)
 		}
 		for _, t := range in.Instances {

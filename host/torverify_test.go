@@ -1,6 +1,7 @@
 package host
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -299,3 +300,21 @@ func FuzzReadTorVerdict(f *testing.F) {
 	})
 }
 
+// TestTorVerdictUnasked: the zero TorJudge (a library caller that does not
+// ask tor) leaves no verdict; a judge that says why tor is not consulted
+// gives every instance that reason.
+func TestTorVerdictUnasked(t *testing.T) {
+	for _, tt := range []struct {
+		judge TorJudge
+		want  string
+	}{
+		{TorJudge{}, ""},
+		{TorJudge{NotConsulted: "tor is not installed"}, "tor not consulted: tor is not installed"},
+	} {
+		in := newInputs(Options{System: testSystem(t), Tor: tt.judge})
+		in.Instances = []*Instance{{Name: "a"}, {Name: "b"}}
+		if err := in.judgeByTor(context.Background()); err != nil || in.TorVerdict() != tt.want {
+			t.Errorf("%+v: verdict %q, %v; want %q", tt.judge, in.TorVerdict(), err, tt.want)
+		}
+	}
+}
