@@ -112,3 +112,16 @@ func (e *NotRestoredError) Unwrap() error { return e.Err }
 
 // ErrNotPermitted means the caller lacks CAP_NET_ADMIN; relayfw exits 77.
 var ErrNotPermitted = errors.New("not permitted (run as root or with CAP_NET_ADMIN)")
+
+// Generations is a Backend whose kernel numbers the namespace's ruleset:
+// the number changes with every committed change to any table (nftables'
+// generation id). What relayfw recorded at its last apply with an
+// unchanged number is still what the kernel holds, without reading it
+// back.
+type Generations interface {
+	Backend
+	// Generation is the namespace's ruleset generation now.
+	Generation(ctx context.Context) (uint32, error)
+	// Counts is what Apply's Result counts for rs, without the kernel.
+	Counts(rs ruleset.Ruleset) (Result, error)
+}

@@ -90,7 +90,7 @@ func (s *System) InstallFallback(ctx context.Context, backend string, rs ruleset
 		return b, res, err
 	}
 	s.RemoveOthers(ctx, b, log)
-	_ = s.RecordApply(Kind(b))
+	_ = s.RecordApply(Kind(b), nil)
 	_ = SaveRuleset(s.AppliedRulesetPath(), rs)
 	if err := s.RecordChange(Change{Kind: kind, Detail: detail}); err != nil && log != nil {
 		log.Warn(fmt.Sprintf("cannot record the change in %s: %v", s.LastChangePath(), err))

@@ -21,11 +21,18 @@ type Plan struct {
 	// asInstalled is rs with the kernel's relay links (asInstalled).
 	asInstalled ruleset.Ruleset
 	kind        string
+	// holds: the kernel holds rs, as the record of relayfw's last
+	// change says (KernelHolds).
+	holds bool
 }
 
 // NewPlan reads what an apply of rs with b would start from.
 func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) (*Plan, error) {
 	p := &Plan{rs: rs, kind: Kind(b)}
+	if _, ok := s.KernelHolds(ctx, b, rs); ok {
+		p.Installed, p.Prev, p.asInstalled, p.holds = true, rs, rs, true
+		return p, nil
+	}
 	var err error
 	if p.Installed, err = b.Installed(ctx); err != nil || !p.Installed {
 		return p, err
@@ -81,7 +88,10 @@ func (s *System) PlanChanges(ctx context.Context, b firewall.Backend, rs ruleset
 	if err != nil {
 		return nil, err
 	}
-	if !p.Installed {
+	switch {
+	case p.holds:
+		return nil, nil
+	case !p.Installed:
 		return p.Changes(nil), nil
 	}
 	drift, err := b.Check(ctx, p.asInstalled)
@@ -176,4 +186,13 @@ func Check(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) ([]firew
 	asInstalled, behind := asInstalled(rs, installed)
 	drift, err := b.Check(ctx, asInstalled)
 	return drift, behind, err
+}
+
+// Check is Check on s, without reading the table when the record of
+// relayfw's last change says the kernel holds rs (KernelHolds).
+func (s *System) Check(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) ([]firewall.Drift, LinksBehind, error) {
+	if _, ok := s.KernelHolds(ctx, b, rs); ok {
+		return nil, LinksBehind{}, nil
+	}
+	return Check(ctx, b, rs)
 }

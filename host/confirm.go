@@ -174,6 +174,10 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 	if confirm > 0 {
 		return a.applyConfirm(ctx, b, rs, confirm)
 	}
+	if res, ok := s.KernelHolds(ctx, b, rs); ok {
+		a.inSync(ctx, b, rs)
+		return res, nil, nil
+	}
 	// The journal only serves a kill midway: an apply goes ahead without
 	// it (a full /run must not keep the firewall from being installed).
 	j, err := s.previousOf(b, s.journalPreviousPath())
@@ -183,17 +187,28 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 	if err != nil {
 		a.log().Warn(fmt.Sprintf("no journal of this apply (%v): killed midway, it would not be undone", err))
 	}
+	gen, _ := generation(ctx, b)
 	res, err := b.Apply(ctx, rs)
 	if err != nil {
 		// The backend's apply is all or nothing: nothing to undo.
 		_ = os.Remove(s.JournalPath())
 		return res, nil, err
 	}
-	a.installed(ctx, b, rs)
+	a.installed(ctx, b, rs, gen, res.Changed)
 	_ = os.Remove(s.JournalPath())
 	if res.Changed {
 		a.record(Change{Kind: ChangeApplied})
 	}
+	a.inSync(ctx, b, rs)
+	return res, nil, nil
+}
+
+// inSync is the end of a plain apply, once the kernel holds rs: no other
+// backend's relayfw firewall, rs the last good one, and, for an
+// operator's apply, no unconfirmed rollback left to keep.
+func (a Applier) inSync(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) {
+	s := a.sys()
+	s.removeOthers(ctx, b, a.Log, a.Others)
 	if err := s.SaveLastGood(Kind(b), rs); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the last good firewall: %v", err))
 	}
@@ -202,7 +217,6 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 			a.log().Warn(fmt.Sprintf("cannot drop the record of the rollback: %v", err))
 		}
 	}
-	return res, nil, nil
 }
 
 func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, confirm time.Duration) (firewall.Result, *Pending, error) {
@@ -226,6 +240,7 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rulese
 	// harmless (the first to get the lock rolls back, the other finds
 	// nothing to do).
 	_ = s.writePending(p)
+	gen, _ := generation(ctx, b)
 	res, err := b.Apply(ctx, rs)
 	var notRestored *firewall.NotRestoredError
 	if err != nil && !errors.As(err, &notRestored) {
@@ -248,16 +263,22 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rulese
 		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Window: p.Window(), Detail: msg})
 		return res, nil, fmt.Errorf("%w; %s", err, msg)
 	}
-	a.installed(ctx, b, rs)
+	s.removeOthers(ctx, b, a.Log, a.Others)
+	a.installed(ctx, b, rs, gen, res.Changed)
 	a.record(Change{Kind: ChangePending, Window: p.Window()})
 	return res, p, nil
 }
 
-// installed records an apply of rs with b that the kernel took.
-func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) {
+// installed records an apply of rs with b that the kernel took, and,
+// when the ruleset generation went from gen to what the apply alone
+// makes of it, what the kernel holds.
+func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, gen uint32, committed bool) {
 	s := a.sys()
-	s.removeOthers(ctx, b, a.Log, a.Others)
-	if err := s.RecordApply(Kind(b)); err != nil {
+	var kernel *KernelRecord
+	if after, ok := generationAfter(ctx, b, gen, committed); ok {
+		kernel = s.kernelRecord(rs, after)
+	}
+	if err := s.RecordApply(Kind(b), kernel); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", s.StatePath(), err))
 	}
 	if err := SaveRuleset(s.AppliedRulesetPath(), rs); err != nil {
@@ -415,7 +436,7 @@ func (s *System) rollbackLocked(ctx context.Context, p *Pending, log *slog.Logge
 		return "", err
 	}
 	s.RemoveOthers(ctx, prev, log)
-	_ = s.RecordApply(Kind(prev))
+	_ = s.RecordApply(Kind(prev), nil)
 	_ = SaveRuleset(s.AppliedRulesetPath(), rs)
 	return "rolled back to " + p.Restores(), nil
 }

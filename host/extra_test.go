@@ -155,7 +155,7 @@ func TestExtraReapply(t *testing.T) {
 	applied := func(in *Inputs) {
 		t.Helper()
 		rs, _ := in.Ruleset()
-		if err := sys.RecordApply("nftables"); err != nil {
+		if err := sys.RecordApply("nftables", nil); err != nil {
 			t.Fatal(err)
 		}
 		if err := SaveRuleset(sys.AppliedRulesetPath(), rs); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/exitpolicy"
+	"github.com/relayfw/relayfw/internal/phase"
 	"github.com/relayfw/relayfw/relays"
 	"github.com/relayfw/relayfw/ruleset"
 	"github.com/relayfw/relayfw/torconf"
@@ -122,6 +123,7 @@ func (in *Inputs) log() *slog.Logger {
 // once: Ruleset and Host only compute. Warnings go to opts.Log.
 func Load(ctx context.Context, opts Options) (*Inputs, error) {
 	in := newInputs(opts)
+	end := phase.Start(ctx, "read torrcs")
 	srcs, err := in.instanceSources()
 	if err != nil {
 		return nil, err
@@ -137,14 +139,19 @@ func Load(ctx context.Context, opts Options) (*Inputs, error) {
 	if err := in.resolveUsers(); err != nil {
 		return nil, err
 	}
+	end()
 	// tor's judgement last: relayfw's own errors name the line and say
 	// what to change.
+	end = phase.Start(ctx, "tor verify-config", "instances", len(in.Instances))
 	if err := in.judgeByTor(ctx); err != nil {
 		return nil, err
 	}
+	end()
 	in.warnRootLinks()
 	if !opts.TorrcsOnly {
+		end = phase.Start(ctx, "read consensus and host")
 		in.host, in.hostRead = in.readHost(ctx), true
+		end()
 	}
 	return in, nil
 }

@@ -1,6 +1,7 @@
 package host
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -140,10 +141,21 @@ type LastGood struct {
 
 // SaveLastGood keeps rs, installed with backend kind, as the last good
 // firewall.
+// A last good firewall that is already rs is left as it is: a no-op
+// apply writes nothing to the disk.
 func (s *System) SaveLastGood(kind string, rs ruleset.Ruleset) error {
 	data, err := json.Marshal(LastGood{Backend: kind, At: time.Now().UTC().Truncate(time.Second), Ruleset: rs})
 	if err != nil {
 		return err
+	}
+	var kept struct {
+		Backend string          `json:"backend"`
+		Ruleset json.RawMessage `json:"ruleset"`
+	}
+	if old, err := os.ReadFile(s.LastGoodPath()); err == nil && json.Unmarshal(old, &kept) == nil && kept.Backend == kind {
+		if want, err := json.Marshal(rs); err == nil && bytes.Equal(want, kept.Ruleset) {
+			return nil
+		}
 	}
 	return writeAtomic(s.LastGoodPath(), data, 0o600)
 }

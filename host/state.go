@@ -57,6 +57,9 @@ func (s *System) previousRulesetPath() string {
 type State struct {
 	AppliedAt time.Time `json:"applied_at"`
 	Backend   string    `json:"backend"` // "nftables" or "iptables"
+	// Kernel is what the kernel held right after the last change, when
+	// the backend numbers its ruleset's generations.
+	Kernel *KernelRecord `json:"kernel,omitempty"`
 }
 
 // ReadState reads the record of the last apply.
@@ -69,10 +72,14 @@ func (s *System) ReadState() (State, bool) {
 	return st, true
 }
 
-// RecordApply remembers an apply with a backend kind; one without a
-// confirm window is the last change, "applied".
-func (s *System) RecordApply(kind string) error {
-	data, _ := json.Marshal(State{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: kind})
+// RecordApply remembers an apply with a backend kind, and what the
+// kernel then held (nil: unknown).
+func (s *System) RecordApply(kind string, kernel *KernelRecord) error {
+	return s.writeState(State{AppliedAt: time.Now().UTC().Truncate(time.Second), Backend: kind, Kernel: kernel})
+}
+
+func (s *System) writeState(st State) error {
+	data, _ := json.Marshal(st)
 	return writeAtomic(s.StatePath(), data, 0o644)
 }
 

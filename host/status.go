@@ -212,7 +212,7 @@ func (s *System) gatherStatus(ctx context.Context, b firewall.Backend, rs rulese
 	var drift []firewall.Drift
 	var behind LinksBehind
 	if compare {
-		if drift, behind, err = Check(ctx, b, rs); err != nil {
+		if drift, behind, err = s.Check(ctx, b, rs); err != nil {
 			return nil, fmt.Errorf("status: %w", err)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/host"
+	"github.com/relayfw/relayfw/internal/phase"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -19,7 +20,9 @@ func compileRuleset(cmd *cobra.Command, g *globals) (ruleset.Ruleset, *host.Inpu
 	if err != nil {
 		return ruleset.Ruleset{}, nil, err
 	}
+	end := phase.Start(cmd.Context(), "compile")
 	rs, _ := in.Ruleset()
+	end()
 	return rs, in, nil
 }
 
@@ -293,7 +296,7 @@ then 3.`,
 			if err != nil {
 				return err
 			}
-			drift, behind, err := host.Check(cmd.Context(), b, rs)
+			drift, behind, err := g.sys.Check(cmd.Context(), b, rs)
 			if err != nil {
 				return backendError(fmt.Errorf("check: %w", err))
 			}

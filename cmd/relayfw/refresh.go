@@ -53,7 +53,7 @@ firewall stays as it is, relay links included.`,
 				fmt.Fprintf(g.stdout, "allow.extra's host names resolve to new addresses: rules replaced; %s\n", summary(b, res))
 				return nil
 			}
-			added, removed, err := b.Refresh(cmd.Context(), rs)
+			added, removed, err := g.sys.Refresh(cmd.Context(), b, rs)
 			if err != nil {
 				return backendError(fmt.Errorf("refresh: %w", err))
 			}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/relayfw/relayfw/config"
 	"github.com/relayfw/relayfw/host"
+	"github.com/relayfw/relayfw/internal/phase"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -40,6 +41,9 @@ type globals struct {
 	// flush writes what the command printed so far, before it waits.
 	flush func()
 	log   *slog.Logger
+	// level is the log's level, --log-level's.
+	level    slog.LevelVar
+	logLevel string
 }
 
 func (g *globals) torrcSet(cmd *cobra.Command) bool   { return cmd.Flags().Changed("torrc") }
@@ -82,6 +86,10 @@ not consulted; [tor] verify = false in relayfw.toml turns it off.`,
 			default:
 				return usageError(fmt.Errorf("--backend %q: want auto, nftables or iptables", g.backend))
 			}
+			if err := g.level.UnmarshalText([]byte(g.logLevel)); err != nil {
+				return usageError(fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel))
+			}
+			cmd.SetContext(phase.WithLog(cmd.Context(), g.log))
 			return nil
 		},
 	}
@@ -91,6 +99,7 @@ not consulted; [tor] verify = false in relayfw.toml turns it off.`,
 	pf.StringVar(&g.policy, "policy", "", "exit policy in torrc syntax; replaces the torrc's ExitPolicy lines")
 	pf.StringVar(&g.configPath, "config", config.DefaultPath, "relayfw's own settings (optional at the default path)")
 	pf.StringVar(&g.backend, "backend", "auto", "firewall backend: auto, nftables or iptables (default: relayfw.toml's, else the one of the last apply, else nftables when the kernel has it)")
+	pf.StringVar(&g.logLevel, "log-level", "info", "least severe log messages shown on stderr: debug (with how long each phase of the command took), info, warn or error")
 	pf.DurationVar(&g.wait, "wait", 0, "when another relayfw is changing the firewall, wait this long for it (default: fail at once, exit 75)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError(err) })
 
@@ -104,17 +113,19 @@ not consulted; [tor] verify = false in relayfw.toml turns it off.`,
 // run executes relayfw on sys with args and returns the exit code. Errors
 // are one line on stderr; nothing reaches stdout on error.
 func run(sys *host.System, args []string, stdout, stderr io.Writer) int {
-	g := &globals{
-		sys: sys,
-		log: slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
-			ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-				if a.Key == slog.TimeKey {
-					return slog.Attr{}
-				}
-				return a
-			},
-		})),
-	}
+	host.Version = version
+	g := &globals{sys: sys}
+	g.log = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{
+		Level: &g.level,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			if a.Key == slog.TimeKey {
+				return slog.Attr{}
+			}
+			return a
+		},
+	}))
+	start := time.Now()
+	defer func() { g.log.Debug("command done", "took", time.Since(start).Round(10*time.Microsecond)) }()
 	var out strings.Builder
 	g.stdout = &out
 	g.flush = func() { _, _ = io.WriteString(stdout, out.String()); out.Reset() }

@@ -60,6 +60,9 @@ type Backend struct {
 	blocked   []firewall.Block
 	faults    map[Op]*Fault
 	calls     map[Op]int
+	// gen is the "kernel's" ruleset generation: every change but the
+	// packet path's (counters, blocks) adds one, as nftables' does.
+	gen uint32
 }
 
 var _ firewall.Backend = (*Backend)(nil)
@@ -114,6 +117,7 @@ func (b *Backend) Install(rs ruleset.Ruleset) {
 func (b *Backend) install(rs ruleset.Ruleset) {
 	c := clone(rs)
 	b.installed, b.foreign = &c, nil
+	b.gen++
 }
 
 // SetElements replaces the contents of an installed set that follows the
@@ -128,6 +132,7 @@ func (b *Backend) SetElements(name string, regions []ruleset.Region) error {
 	for _, ls := range b.installed.LinkSets() {
 		if ls.Name == name {
 			setLinks(b.installed, ls, regions)
+			b.gen++
 			return nil
 		}
 	}
@@ -144,6 +149,7 @@ func (b *Backend) AddForeignRule(text string) error {
 		return errors.New("fake: nothing installed")
 	}
 	b.foreign = append(b.foreign, text)
+	b.gen++
 	return nil
 }
 
@@ -216,10 +222,7 @@ func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Resul
 	if err := rs.Validate(); err != nil {
 		return firewall.Result{}, err
 	}
-	res := firewall.Result{Rules: len(rs.Outbound), Sets: len(rs.Sets)}
-	for _, s := range rs.Sets {
-		res.Elements += len(s.Elements)
-	}
+	res := counts(rs)
 	if res.Drift = b.drift(rs); len(res.Drift) > 0 {
 		b.install(rs)
 		res.Changed = true
@@ -249,6 +252,9 @@ func (b *Backend) Remove(ctx context.Context) (bool, error) {
 		return false, before
 	}
 	had := b.installed != nil
+	if had {
+		b.gen++
+	}
 	b.installed, b.foreign, b.blocked = nil, nil, nil
 	clear(b.counters)
 	return had, after
@@ -276,6 +282,9 @@ func (b *Backend) Refresh(ctx context.Context, rs ruleset.Ruleset) (added, remov
 		m, e := ruleset.DiffRegions(ls.Want, have[ls.Name])
 		added, removed = added+m, removed+e
 		setLinks(b.installed, ls, ls.Want)
+	}
+	if added+removed > 0 {
+		b.gen++
 	}
 	return added, removed, after
 }
@@ -392,3 +401,28 @@ func clone(rs ruleset.Ruleset) ruleset.Ruleset {
 	}
 	return out
 }
+
+// counts is what Apply's result counts for rs.
+func counts(rs ruleset.Ruleset) firewall.Result {
+	res := firewall.Result{Rules: len(rs.Outbound), Sets: len(rs.Sets)}
+	for _, s := range rs.Sets {
+		res.Elements += len(s.Elements)
+	}
+	return res
+}
+
+// Numbered is a Backend whose "kernel" numbers its ruleset generations
+// (firewall.Generations), as nftables does.
+type Numbered struct{ *Backend }
+
+var _ firewall.Generations = Numbered{}
+
+// Generation is the number of changes so far.
+func (n Numbered) Generation(ctx context.Context) (uint32, error) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.gen, ctx.Err()
+}
+
+// Counts is what Apply's result counts for rs.
+func (n Numbered) Counts(rs ruleset.Ruleset) (firewall.Result, error) { return counts(rs), nil }

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/internal/phase"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -107,7 +108,9 @@ func (b *Backend) Available(ctx context.Context) error {
 // Apply replaces the table in one transaction, unless it already holds
 // exactly the ruleset.
 func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Result, error) {
+	end := phase.Start(ctx, "plan")
 	p, err := newPlan(rs)
+	end()
 	if err != nil {
 		return firewall.Result{}, err
 	}
@@ -117,7 +120,9 @@ func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Resul
 		return res, err
 	}
 	defer c.CloseLasting()
+	end = phase.Start(ctx, "read kernel")
 	drift, err := p.drift(ctx, c)
+	end()
 	if err != nil {
 		return res, err
 	}
@@ -131,6 +136,8 @@ func (b *Backend) Apply(ctx context.Context, rs ruleset.Ruleset) (firewall.Resul
 			return res, err
 		}
 	}
+	end = phase.Start(ctx, "commit", "elements", res.Elements)
+	defer end()
 	if err := p.queueReplace(c, keep); err != nil {
 		return res, err
 	}
@@ -157,6 +164,7 @@ func (b *Backend) Check(ctx context.Context, rs ruleset.Ruleset) ([]firewall.Dri
 		return nil, err
 	}
 	defer c.CloseLasting()
+	defer phase.Start(ctx, "read kernel")()
 	return p.drift(ctx, c)
 }
 
