@@ -107,8 +107,16 @@ func Render(rs ruleset.Ruleset, format string) (string, error) {
 // AllBackends are the backends that work on this host.
 func AllBackends(ctx context.Context) []firewall.Backend { return workingBackends(ctx, "") }
 
-// OtherBackends are the working backends of another kind than b.
+// OtherBackends are the working backends of another kind than b that may
+// hold relayfw's objects. Next to nftables, the iptables backend (whose
+// construction and Installed run five commands) is only looked at when
+// ipt.Detect, which runs none, cannot rule relayfw's chains and ipsets out.
 func OtherBackends(ctx context.Context, b firewall.Backend) []firewall.Backend {
+	if Kind(b) == "nftables" {
+		if p, _ := ipt.Detect(ctx); p == ipt.Absent {
+			return nil
+		}
+	}
 	return workingBackends(ctx, Kind(b))
 }
 
