@@ -1,12 +1,18 @@
 package relays
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // realSizeConsensus is a microdesc consensus shaped like the Tor
@@ -56,4 +62,47 @@ func BenchmarkReadNetwork(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// parseNetworkByFields is ParseNetwork as it was before it skipped the
+// lines it does not read: every line split by strings.Fields.
+func parseNetworkByFields(text string, o Options) (Network, error) {
+	sc := bufio.NewScanner(strings.NewReader(text))
+	sc.Buffer(make([]byte, 64*1024), maxLine)
+	p := &networkParser{o: o}
+	for sc.Scan() {
+		if err := p.line(strings.Fields(sc.Text())); err != nil {
+			return Network{}, err
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return Network{}, err
+	}
+	if !p.sawR {
+		return Network{}, errors.New("no relay")
+	}
+	n := p.n
+	n.Links = n.Links.normalize()
+	n.Authorities = uniqueAddrs(n.Authorities)
+	n.Relays = uniqueAddrs(n.Relays)
+	return n, nil
+}
+
+// FuzzParseNetworkSkips: skipping the lines relayfw does not read
+// changes nothing: ParseNetwork reads what splitting every line read.
+func FuzzParseNetworkSkips(f *testing.F) {
+	f.Add(string(realSizeConsensus(20)), false)
+	f.Add(forgedConsensus, true)
+	f.Add("r a b 2026-11-25 11:00:00 203.0.113.1 9001 0\n\tr x y 2026-11-25 11:00:00 203.0.113.2 443 0\ns\u00a0Authority\n \ts Authority\nr\tz z 2026-11-25 11:00:00 203.0.113.3 80 0\r\n", false)
+	f.Fuzz(func(t *testing.T, text string, private bool) {
+		got, gerr := ParseNetwork(strings.NewReader(text), Options{Private: private})
+		want, werr := parseNetworkByFields(text, Options{Private: private})
+		if (gerr == nil) != (werr == nil) {
+			t.Fatalf("error %v, splitting every line: %v", gerr, werr)
+		}
+		if diff := cmp.Diff(want, got, cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+			cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); gerr == nil && diff != "" {
+			t.Fatalf("differs from splitting every line (-want +got):\n%s", diff)
+		}
+	})
 }
