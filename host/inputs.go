@@ -149,7 +149,7 @@ func Load(ctx context.Context, opts Options) (*Inputs, error) {
 	end()
 	in.warnRootLinks()
 	if !opts.TorrcsOnly {
-		end = phase.Start(ctx, "read consensus and host")
+		end = phase.Start(ctx, "read host")
 		in.host, in.hostRead = in.readHost(ctx), true
 		end()
 	}
@@ -332,10 +332,14 @@ func (in *Inputs) readHost(ctx context.Context) ruleset.Host {
 			}
 			h.Resolvers = in.withResolvedUpstreams(rs, in.sys.ResolvedUpstreamConf)
 		}
+		end := phase.Start(ctx, "local resolver")
 		h.LocalResolver = in.localResolverAllowance(h.Resolvers)
+		end()
 	}
 	h.Updates = in.updatesAllowance()
+	end := phase.Start(ctx, "read consensus")
 	nw := in.network()
+	end("links", len(nw.Links))
 	h.RelayLinks = nw.Links
 	h.RelayLinkUsers = in.relayLinkUsers()
 	h.PrivateRelayLinks = slices.ContainsFunc(in.Instances, func(t *Instance) bool { return t.Options.TestingTorNetwork })

@@ -192,6 +192,14 @@ func firstError(errs []error) error {
 // verifyInstance runs tor --verify-config on one instance.
 func (in *Inputs) verifyInstance(ctx context.Context, t *Instance, j TorJudge) error {
 	start := time.Now()
+	key, keyed := in.verdictKey(t, j)
+	if keyed {
+		if v, ok := in.rememberedAcceptance(t, key); ok {
+			t.TorVerdict = v
+			in.log().Debug("tor's verdict on the configuration, remembered: nothing it depends on changed", "instance", t.Name, "verdict", v)
+			return nil
+		}
+	}
 	call, err := verifyCall(t, in.opts.Policy)
 	if err != nil {
 		return fmt.Errorf("%s: tor --verify-config: %w", t.Describe(), err)
@@ -226,6 +234,9 @@ func (in *Inputs) verifyInstance(ctx context.Context, t *Instance, j TorJudge) e
 		t.TorVerdict += " " + verdict.version
 	}
 	in.log().Debug("tor judged the configuration", "instance", t.Name, "verdict", t.TorVerdict, "took", time.Since(start).Round(time.Millisecond))
+	if keyed {
+		in.rememberAcceptance(t, key, t.TorVerdict)
+	}
 	return nil
 }
 

@@ -41,13 +41,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	fakeTorDir = dir
+	testStateDir = filepath.Join(dir, "state")
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
 
-// fakeTorDir holds fakeTor as "tor".
-var fakeTorDir string
+// fakeTorDir holds fakeTor as "tor"; testStateDir is the tests' state
+// directory (remembered tor verdicts land there, not in /run/relayfw).
+var fakeTorDir, testStateDir string
 
 // fakeTor prints what tor --verify-config prints.
 const fakeTor = `#!/bin/sh
@@ -72,6 +74,7 @@ echo "Configuration was valid"
 func testSystem() *host.System {
 	sys := host.DefaultSystem()
 	sys.TorDirs = []string{fakeTorDir}
+	sys.StateDir = testStateDir
 	sys.LookupUID = func(name string) (uint32, error) {
 		if uid, ok := testUsers[name]; ok {
 			return uid, nil
