@@ -12,6 +12,7 @@ import (
 	"encoding/json"
 
 	"github.com/relayfw/relayfw/firewall"
+	"github.com/relayfw/relayfw/internal/phase"
 	"github.com/relayfw/relayfw/ruleset"
 )
 
@@ -174,16 +175,19 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 	if confirm > 0 {
 		return a.applyConfirm(ctx, b, rs, confirm)
 	}
+	encoded := encoder(rs)
 	if res, ok := s.KernelHolds(ctx, b, rs); ok {
-		a.inSync(ctx, b, rs)
+		a.inSync(ctx, b, rs, encoded)
 		return res, nil, nil
 	}
 	// The journal only serves a kill midway: an apply goes ahead without
 	// it (a full /run must not keep the firewall from being installed).
+	end := phase.Start(ctx, "journal")
 	j, err := s.previousOf(b, s.journalPreviousPath())
 	if err == nil {
 		err = writeJSON(s.JournalPath(), j)
 	}
+	end()
 	if err != nil {
 		a.log().Warn(fmt.Sprintf("no journal of this apply (%v): killed midway, it would not be undone", err))
 	}
@@ -194,22 +198,27 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 		_ = os.Remove(s.JournalPath())
 		return res, nil, err
 	}
-	a.installed(ctx, b, rs, gen, res.Changed)
+	end = phase.Start(ctx, "record")
+	a.installed(ctx, b, rs, encoded, gen, res.Changed)
 	_ = os.Remove(s.JournalPath())
 	if res.Changed {
 		a.record(Change{Kind: ChangeApplied})
 	}
-	a.inSync(ctx, b, rs)
+	end()
+	a.inSync(ctx, b, rs, encoded)
 	return res, nil, nil
 }
 
 // inSync is the end of a plain apply, once the kernel holds rs: no other
 // backend's relayfw firewall, rs the last good one, and, for an
 // operator's apply, no unconfirmed rollback left to keep.
-func (a Applier) inSync(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) {
+func (a Applier) inSync(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, encoded func() ([]byte, error)) {
 	s := a.sys()
+	end := phase.Start(ctx, "other backends")
 	s.removeOthers(ctx, b, a.Log, a.Others)
-	if err := s.SaveLastGood(Kind(b), rs); err != nil {
+	end()
+	defer phase.Start(ctx, "last good")()
+	if err := s.saveLastGood(Kind(b), rs, encoded); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the last good firewall: %v", err))
 	}
 	if !a.Automatic {
@@ -264,7 +273,7 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rulese
 		return res, nil, fmt.Errorf("%w; %s", err, msg)
 	}
 	s.removeOthers(ctx, b, a.Log, a.Others)
-	a.installed(ctx, b, rs, gen, res.Changed)
+	a.installed(ctx, b, rs, encoder(rs), gen, res.Changed)
 	a.record(Change{Kind: ChangePending, Window: p.Window()})
 	return res, p, nil
 }
@@ -272,7 +281,7 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rulese
 // installed records an apply of rs with b that the kernel took, and,
 // when the ruleset generation went from gen to what the apply alone
 // makes of it, what the kernel holds.
-func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, gen uint32, committed bool) {
+func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, encoded func() ([]byte, error), gen uint32, committed bool) {
 	s := a.sys()
 	var kernel *KernelRecord
 	if after, ok := generationAfter(ctx, b, gen, committed); ok {
@@ -281,7 +290,11 @@ func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.R
 	if err := s.RecordApply(Kind(b), kernel); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", s.StatePath(), err))
 	}
-	if err := SaveRuleset(s.AppliedRulesetPath(), rs); err != nil {
+	data, err := encoded()
+	if err == nil {
+		err = writeAtomic(s.AppliedRulesetPath(), data, 0o600)
+	}
+	if err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
 	}
 }

@@ -140,6 +140,12 @@ func appendAddr(buf []byte, a netip.Addr) []byte {
 	return append(buf, a.Zone()...)
 }
 
+// rulesetDigest digests all of rs: its digests' rules and links.
+func rulesetDigest(rs ruleset.Ruleset) (string, error) {
+	rules, links, err := digests(rs)
+	return rules + ":" + links, err
+}
+
 // generation is b's ruleset generation now; false when b has none or the
 // kernel did not say.
 func generation(ctx context.Context, b firewall.Backend) (uint32, bool) {

@@ -1,12 +1,12 @@
 package host
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 	"time"
 
@@ -134,30 +134,81 @@ func readJSON(path string, v any) bool {
 // LastGood is the firewall that last stood: applied without a confirm
 // window, or confirmed. The boot installs it when its own apply fails.
 type LastGood struct {
-	Backend string          `json:"backend"`
-	At      time.Time       `json:"at"`
+	Backend string    `json:"backend"`
+	At      time.Time `json:"at"`
+	// Digest tells, without reading the ruleset, whether an apply has
+	// the same one to keep (rulesetDigest); "" in records of relayfw
+	// 2026.11 and before.
+	Digest  string          `json:"digest,omitempty"`
 	Ruleset ruleset.Ruleset `json:"ruleset"`
 }
 
 // SaveLastGood keeps rs, installed with backend kind, as the last good
-// firewall.
-// A last good firewall that is already rs is left as it is: a no-op
-// apply writes nothing to the disk.
+// firewall. A last good firewall that is already rs is left as it is: a
+// no-op apply writes nothing to the disk.
 func (s *System) SaveLastGood(kind string, rs ruleset.Ruleset) error {
-	data, err := json.Marshal(LastGood{Backend: kind, At: time.Now().UTC().Truncate(time.Second), Ruleset: rs})
+	return s.saveLastGood(kind, rs, encoder(rs))
+}
+
+// encoder is rs's JSON, made once however many records ask for it.
+func encoder(rs ruleset.Ruleset) func() ([]byte, error) {
+	return sync.OnceValues(func() ([]byte, error) { return json.Marshal(rs) })
+}
+
+func (s *System) saveLastGood(kind string, rs ruleset.Ruleset, encoded func() ([]byte, error)) error {
+	digest, err := rulesetDigest(rs)
 	if err != nil {
 		return err
 	}
-	var kept struct {
-		Backend string          `json:"backend"`
-		Ruleset json.RawMessage `json:"ruleset"`
+	if b, d := s.lastGoodHead(); b == kind && d == digest {
+		return nil
 	}
-	if old, err := os.ReadFile(s.LastGoodPath()); err == nil && json.Unmarshal(old, &kept) == nil && kept.Backend == kind {
-		if want, err := json.Marshal(rs); err == nil && bytes.Equal(want, kept.Ruleset) {
-			return nil
+	data, err := encoded()
+	if err != nil {
+		return err
+	}
+	rec, err := json.Marshal(struct {
+		Backend string          `json:"backend"`
+		At      time.Time       `json:"at"`
+		Digest  string          `json:"digest"`
+		Ruleset json.RawMessage `json:"ruleset"`
+	}{kind, time.Now().UTC().Truncate(time.Second), digest, data})
+	if err != nil {
+		return err
+	}
+	return writeAtomic(s.LastGoodPath(), rec, 0o600)
+}
+
+// lastGoodHead reads the backend and digest of the last good firewall
+// from the head of its record, without reading the ruleset after them.
+func (s *System) lastGoodHead() (backend, digest string) {
+	f, err := os.Open(s.LastGoodPath())
+	if err != nil {
+		return "", ""
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return "", ""
+	}
+	for dec.More() {
+		key, err := dec.Token()
+		if err != nil || key == "ruleset" {
+			break
+		}
+		var v any
+		if dec.Decode(&v) != nil {
+			break
+		}
+		str, _ := v.(string)
+		switch key {
+		case "backend":
+			backend = str
+		case "digest":
+			digest = str
 		}
 	}
-	return writeAtomic(s.LastGoodPath(), data, 0o600)
+	return backend, digest
 }
 
 // ReadLastGood reads the last good firewall; an error wrapping

@@ -1,10 +1,13 @@
 package host
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -97,5 +100,58 @@ func TestRecordsSurviveAnUnwritableStateDir(t *testing.T) {
 	}
 	if _, ok := sys.ReadRolledBack(); ok {
 		t.Fatal("forgotten, the record stays")
+	}
+}
+
+// TestLastGoodWrittenOnce: the last good firewall is written when it
+// changes (another ruleset, another backend, a record without a digest),
+// not by every apply that keeps it.
+func TestLastGoodWrittenOnce(t *testing.T) {
+	sys := testSystem(t)
+	a := policyRuleset(t, "accept *:80,reject *:*")
+	b := policyRuleset(t, "accept *:443,reject *:*")
+	inode := func() uint64 {
+		fi, err := os.Stat(sys.LastGoodPath())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fi.Sys().(*syscall.Stat_t).Ino // writeAtomic renames a new file over it
+	}
+	for _, step := range []struct {
+		name    string
+		backend string
+		rs      ruleset.Ruleset
+		before  func()
+		written bool
+	}{
+		{"first", "nftables", a, nil, true},
+		{"same", "nftables", a, nil, false},
+		{"other ruleset", "nftables", b, nil, true},
+		{"other backend", "iptables", b, nil, true},
+		{"record without a digest", "iptables", b, func() {
+			lg, _ := sys.ReadLastGood()
+			lg.Digest = ""
+			data, _ := json.Marshal(lg)
+			_ = os.WriteFile(sys.LastGoodPath(), data, 0o600)
+		}, true},
+		{"same again", "iptables", b, nil, false},
+	} {
+		var before uint64
+		if step.before != nil {
+			step.before()
+		}
+		if _, err := os.Stat(sys.LastGoodPath()); err == nil {
+			before = inode()
+		}
+		if err := sys.SaveLastGood(step.backend, step.rs); err != nil {
+			t.Fatal(err)
+		}
+		if written := inode() != before; written != step.written {
+			t.Fatalf("%s: written %v, want %v", step.name, written, step.written)
+		}
+		lg, err := sys.ReadLastGood()
+		if err != nil || lg.Backend != step.backend || !slices.Equal(lg.Ruleset.ExitMaps[0].Prefixes, step.rs.ExitMaps[0].Prefixes) {
+			t.Fatalf("%s: last good %s %v", step.name, lg.Backend, err)
+		}
 	}
 }
