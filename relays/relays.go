@@ -236,33 +236,33 @@ const (
 // instance), or is left out and counted. Reading stops with an error past
 // MaxConsensusBytes or MaxConsensusRelays.
 func ParseNetwork(r io.Reader, o Options) (Network, error) {
-	// Read whole, in one allocation when the size is known (a file).
-	size := 0
-	if st, ok := r.(interface{ Stat() (fs.FileInfo, error) }); ok {
-		if fi, err := st.Stat(); err == nil && fi.Size() < MaxConsensusBytes {
-			size = int(fi.Size())
-		}
-	}
-	buf := bytes.NewBuffer(make([]byte, 0, size+bytes.MinRead))
-	if _, err := buf.ReadFrom(&cappedReader{r: r, left: MaxConsensusBytes}); err != nil {
-		return Network{}, err
-	}
-	data := buf.Bytes()
+	br := bufio.NewReaderSize(&cappedReader{r: r, left: MaxConsensusBytes}, 64<<10)
 	p := &networkParser{o: o}
-	for len(data) > 0 {
-		line := data
-		if i := bytes.IndexByte(data, '\n'); i >= 0 {
-			line, data = data[:i], data[i+1:]
-		} else {
-			data = nil
-		}
-		if len(line) > maxLine {
-			return Network{}, bufio.ErrTooLong
-		}
-		if f, ok := fieldsOfInterest(line); ok {
-			if err := p.line(f); err != nil {
-				return Network{}, err
+	p.n.Links = make(Links, 0, 16<<10) // the Tor network's consensus: 12,000 links
+	var long []byte                    // a line longer than br's buffer
+	for {
+		line, err := br.ReadSlice('\n')
+		if errors.Is(err, bufio.ErrBufferFull) || long != nil {
+			if long = append(long, line...); len(long) > maxLine {
+				return Network{}, bufio.ErrTooLong
 			}
+			if errors.Is(err, bufio.ErrBufferFull) {
+				continue
+			}
+			line, long = long, nil
+		}
+		if len(line) > 0 {
+			if f, ok := fieldsOfInterest(bytes.TrimSuffix(line, []byte("\n"))); ok {
+				if perr := p.line(f); perr != nil {
+					return Network{}, perr
+				}
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return Network{}, err
 		}
 	}
 	if !p.sawR {
