@@ -180,6 +180,9 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 		a.inSync(ctx, b, rs, encoded)
 		return res, nil, nil
 	}
+	// The record of the applied ruleset (its JSON) is made on the other
+	// core while the kernel takes the ruleset.
+	go func() { _, _ = encoded() }()
 	// The journal only serves a kill midway: an apply goes ahead without
 	// it (a full /run must not keep the firewall from being installed).
 	end := phase.Start(ctx, "journal")

@@ -301,13 +301,25 @@ func (s portSet) String() string {
 	if n == 65535 && !s.has(0) {
 		return "every port"
 	}
+	// Word by word: empty and full words are skipped whole (an apply
+	// prints a line per class of a map, each of up to 65,535 ports).
 	var parts []string
 	for p := 1; p <= 65535; p++ {
-		if !s.has(p) {
+		if w := s[p/64] >> (p % 64); w == 0 {
+			p = p/64*64 + 63 // the next word's first port, after p++
 			continue
+		} else {
+			p += bits.TrailingZeros64(w)
 		}
 		q := p
-		for q+1 <= 65535 && s.has(q+1) {
+		for q+1 <= 65535 {
+			if (q+1)%64 == 0 && q+64 <= 65535 && s[(q+1)/64] == ^uint64(0) {
+				q += 64
+				continue
+			}
+			if !s.has(q + 1) {
+				break
+			}
 			q++
 		}
 		if q == p {
