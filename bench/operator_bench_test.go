@@ -37,12 +37,12 @@ import (
 // reading the installed firewall back (nft list table; iptables-save +
 // ip6tables-save + ipset save), and for the block lists a linear ruleset of
 // the same entries written by hand. tor --verify-config of the torrc, which
-// every one of relayfw's commands runs, is timed too.
+// a command runs unless relayfw remembers tor's verdict, is timed alone.
 //
 //	sudo go test ./bench -run XXX -bench Operator -benchtime 1x -timeout 120m
 //
-// tor's check of a 50,000-entry ExitPolicy takes about 30 s, in every
-// command: that workload takes about an hour of the run.
+// tor's check of a 50,000-entry ExitPolicy takes about 30 s in every
+// command that runs it: that workload can take up to an hour.
 //
 // RELAYFW_BENCH_ROUNDS (default 7) sets the rounds; RELAYFW_OPERATOR_WORKLOADS
 // ("realistic,1000,10000,50000") and RELAYFW_OPERATOR_MODES ("nftables,

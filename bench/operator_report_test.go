@@ -83,7 +83,7 @@ func (o *operatorRun) rows(w operatorWorkload) []operatorRow {
 		}
 		rows = append(rows, row("fresh apply", "fresh/linear", m("fresh-apply"), linear, m("linear-load"), target))
 	}
-	return append(rows, row("(tor's judgement, inside each command above)", "", 0, "`tor --verify-config` of the torrc", m("tor-verify"), 0))
+	return append(rows, row("(tor's judgement alone)", "", 0, "`tor --verify-config` of the torrc", m("tor-verify"), 0))
 }
 
 // report reports every median and ratio as a metric, and logs the rows.
