@@ -40,14 +40,31 @@ func inNS(b *testing.B, ns netns.NsHandle, f func()) {
 	}
 }
 
-func timed(b *testing.B, name string, args ...string) time.Duration {
+// timedIn runs a command with the environment env and stdin from a file
+// ("": none), and returns how long it took, from start to exit; it must
+// succeed.
+func timedIn(b *testing.B, env []string, stdin, name string, args ...string) time.Duration {
+	cmd := exec.Command(name, args...)
+	cmd.Env = env
+	if stdin != "" {
+		f, err := os.Open(stdin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		cmd.Stdin = f
+	}
 	start := time.Now()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	out, err := cmd.CombinedOutput()
 	d := time.Since(start)
 	if err != nil {
 		b.Fatalf("%s %v: %v\n%s", name, args, err, out)
 	}
 	return d
+}
+
+func timed(b *testing.B, name string, args ...string) time.Duration {
+	return timedIn(b, os.Environ(), "", name, args...)
 }
 
 func median(ds []time.Duration) time.Duration {

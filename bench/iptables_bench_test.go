@@ -28,23 +28,7 @@ func BenchmarkApplyIptables(b *testing.B) {
 		pathDir := iptablesModeDir(b, dir, mode)
 		env := append(os.Environ(), "PATH="+pathDir+":"+os.Getenv("PATH"))
 		run := func(stdin string, name string, args ...string) time.Duration {
-			cmd := exec.Command(name, args...)
-			cmd.Env = env
-			if stdin != "" {
-				f, err := os.Open(stdin)
-				if err != nil {
-					b.Fatal(err)
-				}
-				defer f.Close()
-				cmd.Stdin = f
-			}
-			start := time.Now()
-			out, err := cmd.CombinedOutput()
-			d := time.Since(start)
-			if err != nil {
-				b.Fatalf("%s %v: %v\n%s", name, args, err, out)
-			}
-			return d
+			return timedIn(b, env, stdin, name, args...)
 		}
 		reset := func() {
 			for _, fam := range []string{"iptables", "ip6tables"} {

@@ -46,17 +46,7 @@ func BenchmarkScale(b *testing.B) {
 	if os.Geteuid() != 0 {
 		b.Skip("SKIPPED: needs root for network namespaces")
 	}
-	sizes := []int{1000, 10000, 50000, 100000}
-	if env := os.Getenv("RELAYFW_SCALE_SIZES"); env != "" {
-		sizes = nil
-		for _, f := range strings.Split(env, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil {
-				b.Fatal(err)
-			}
-			sizes = append(sizes, n)
-		}
-	}
+	sizes := scaleSizes(b)
 	modes := benchModes()
 	dir := b.TempDir()
 	bin := buildRelayfw(b, dir)
@@ -71,29 +61,14 @@ func BenchmarkScale(b *testing.B) {
 		if err := os.WriteFile(torrc, []byte(blockListTorrc(n)), 0o600); err != nil {
 			b.Fatal(err)
 		}
-		policy, err := exec.Command(bin, "--torrc", torrc, "--config", cfg, "policy").Output()
-		if err != nil {
-			b.Fatal(err)
-		}
-		entries, _, err := exitpolicy.Parse(strings.ReplaceAll(strings.TrimSpace(string(policy)), "\n", ","))
-		if err != nil {
-			b.Fatal(err)
-		}
+		entries := policyEntries(b, bin, "--torrc", torrc, "--config", cfg)
 		for _, mode := range modes {
 			b.Run(fmt.Sprintf("entries=%d/backend=%s", n, mode), func(b *testing.B) {
 				peer := newLinearPeer(b, dir, mode, entries)
 				backend, env := modeEnv(b, dir, mode)
 				flags := []string{"--backend", backend, "--torrc", torrc, "--config", cfg}
 				run := func(name string, args ...string) time.Duration {
-					cmd := exec.Command(name, args...)
-					cmd.Env = env
-					start := time.Now()
-					out, err := cmd.CombinedOutput()
-					d := time.Since(start)
-					if err != nil {
-						b.Fatalf("%s %v: %v\n%s", name, args, err, out)
-					}
-					return d
+					return timedIn(b, env, "", name, args...)
 				}
 				var fresh, linear, noop []time.Duration
 				var rateNone, rateConntrack, rateRelayfw, rateLinear []float64
@@ -133,6 +108,24 @@ func BenchmarkScale(b *testing.B) {
 	}
 }
 
+// scaleSizes are the policy sizes of RELAYFW_SCALE_SIZES, by default
+// 1,000 to 100,000 entries.
+func scaleSizes(b *testing.B) []int {
+	env := os.Getenv("RELAYFW_SCALE_SIZES")
+	if env == "" {
+		return []int{1000, 10000, 50000, 100000}
+	}
+	var sizes []int
+	for _, f := range strings.Split(env, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			b.Fatal(err)
+		}
+		sizes = append(sizes, n)
+	}
+	return sizes
+}
+
 // blockListTorrc is an IPv4 and IPv6 exit whose policy is n block-list
 // entries (hosts and networks of both families, public addresses the
 // benchmark never sends to) in front of the usual port list.
@@ -160,6 +153,20 @@ func blockListTorrc(n int) string {
 	}
 	b.WriteString("ExitPolicy accept *:21-23,accept *:53,accept *:80,accept *:110,accept *:143,accept *:443,accept *:992-993,accept *:995,reject *:*\n")
 	return b.String()
+}
+
+// policyEntries is the effective exit policy relayfw computes from a
+// torrc, as entries.
+func policyEntries(b *testing.B, bin string, flags ...string) []exitpolicy.Entry {
+	policy, err := exec.Command(bin, append(flags, "policy")...).Output()
+	if err != nil {
+		b.Fatal(err)
+	}
+	entries, _, err := exitpolicy.Parse(strings.ReplaceAll(strings.TrimSpace(string(policy)), "\n", ","))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return entries
 }
 
 // linearPeer is the hand-written ruleset: loopback and established first,
