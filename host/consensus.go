@@ -93,7 +93,7 @@ func (in *Inputs) now() time.Time {
 // became of it and says so: one warning line for a missing or refused
 // consensus, for the entries left out, for an expired one.
 func (in *Inputs) readConsensus(t *Instance, dir string) relays.Network {
-	nw, path, err := relays.ReadNetwork(dir, relays.Options{Private: t.Options.TestingTorNetwork})
+	nw, path, err := in.readNetwork(dir, relays.Options{Private: t.Options.TestingTorNetwork})
 	who := ""
 	if len(in.Instances) > 1 {
 		who = t.Describe() + ": "

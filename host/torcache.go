@@ -146,14 +146,22 @@ func (in *Inputs) rememberAcceptance(t *Instance, key, verdict string) {
 		return
 	}
 	path := in.verdictPath(t)
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	if writeFileOwn(path, data) != nil {
 		return
 	}
-	// A file of its own, renamed over the old: readers (check, status)
-	// may race to write the same verdict.
-	f, err := os.CreateTemp(filepath.Dir(path), ".tor-verdict-*")
+	forgetOld(filepath.Dir(path), "tor-verdict-*.json")
+}
+
+// writeFileOwn writes a file of relayfw's state as a file of its own,
+// renamed over the old: readers (check, status) may race to write the
+// same.
+func writeFileOwn(path string, data []byte) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
 	if err != nil {
-		return
+		return err
 	}
 	_, err = f.Write(data)
 	if cerr := f.Close(); err == nil {
@@ -165,13 +173,14 @@ func (in *Inputs) rememberAcceptance(t *Instance, key, verdict string) {
 	if err != nil {
 		_ = os.Remove(f.Name())
 	}
-	forgetOldVerdicts(filepath.Dir(path))
+	return err
 }
 
-// forgetOldVerdicts removes remembered verdicts past VerdictMaxAge: the
-// torrcs that were judged once and not since (tests', renamed ones).
-func forgetOldVerdicts(dir string) {
-	old, _ := filepath.Glob(filepath.Join(dir, "tor-verdict-*.json"))
+// forgetOld removes the remembered files matching pattern that are past
+// VerdictMaxAge: those of torrcs and consensus files that were read once
+// and not since (tests', renamed ones).
+func forgetOld(dir, pattern string) {
+	old, _ := filepath.Glob(filepath.Join(dir, pattern))
 	for _, f := range old {
 		if fi, err := os.Lstat(f); err == nil && time.Since(fi.ModTime()) > VerdictMaxAge {
 			_ = os.Remove(f)
