@@ -38,6 +38,7 @@ func (in *Inputs) readNetwork(dir string, o relays.Options) (relays.Network, str
 	path, key, ok := in.networkKey(dir, o)
 	if ok {
 		if nw, ok := in.rememberedNetwork(path, key); ok {
+			in.log().Debug("consensus remembered: the same file as when it was read", "path", path)
 			return nw, path, nil
 		}
 	}
@@ -133,7 +134,7 @@ func packLinks(l relays.Links) []byte {
 }
 
 func unpackLinks(b []byte) (relays.Links, bool) {
-	var out relays.Links
+	out := make(relays.Links, 0, len(b)/7) // IPv4 links are 7 bytes; no growing
 	for len(b) > 0 {
 		a, rest, ok := unpackAddr(b)
 		if !ok || len(rest) < 2 {
@@ -156,7 +157,7 @@ func packAddrs(as []netip.Addr) []byte {
 }
 
 func unpackAddrs(b []byte) ([]netip.Addr, bool) {
-	var out []netip.Addr
+	out := make([]netip.Addr, 0, len(b)/5)
 	for len(b) > 0 {
 		a, rest, ok := unpackAddr(b)
 		if !ok {
