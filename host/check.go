@@ -21,16 +21,34 @@ type Plan struct {
 	// asInstalled is rs with the kernel's relay links (asInstalled).
 	asInstalled ruleset.Ruleset
 	kind        string
-	// holds: the kernel holds rs, as the record of relayfw's last
-	// change says (KernelHolds).
-	holds bool
+	// holds, when not nil: the kernel holds rs, as the record of
+	// relayfw's last change says (KernelHolds).
+	holds *kernelFinding
+}
+
+// kernelFinding is KernelHolds' finding: at generation gen, the kernel held
+// the plan's ruleset, which an apply would count as res.
+type kernelFinding struct {
+	gen uint32
+	res firewall.Result
+}
+
+// stillHolds is the finding of the plan, when the kernel's generation has
+// not changed since it was made (then the plan is all an apply of its
+// ruleset needs).
+func (p *Plan) stillHolds(ctx context.Context, b firewall.Backend) (firewall.Result, bool) {
+	if p == nil || p.holds == nil {
+		return firewall.Result{}, false
+	}
+	gen, ok := generation(ctx, b)
+	return p.holds.res, ok && gen == p.holds.gen
 }
 
 // NewPlan reads what an apply of rs with b would start from.
 func (s *System) NewPlan(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) (*Plan, error) {
 	p := &Plan{rs: rs, kind: Kind(b)}
-	if _, ok := s.KernelHolds(ctx, b, rs); ok {
-		p.Installed, p.Prev, p.asInstalled, p.holds = true, rs, rs, true
+	if res, gen, ok := s.kernelHolds(ctx, b, rs); ok {
+		p.Installed, p.Prev, p.asInstalled, p.holds = true, rs, rs, &kernelFinding{gen, res}
 		return p, nil
 	}
 	var err error
@@ -89,7 +107,7 @@ func (s *System) PlanChanges(ctx context.Context, b firewall.Backend, rs ruleset
 		return nil, err
 	}
 	switch {
-	case p.holds:
+	case p.holds != nil:
 		return nil, nil
 	case !p.Installed:
 		return p.Changes(nil), nil

@@ -142,6 +142,10 @@ type Applier struct {
 	Automatic bool
 	// System is the host; nil: DefaultSystem.
 	System *System
+	// Plan, when not nil, is NewPlan's of the ruleset Apply is given,
+	// made in the same command: what it found need not be looked up
+	// again.
+	Plan *Plan
 }
 
 func (a Applier) sys() *System { return orDefault(a.System) }
@@ -176,7 +180,11 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 		return a.applyConfirm(ctx, b, rs, confirm)
 	}
 	encoded := encoder(rs)
-	if res, ok := s.KernelHolds(ctx, b, rs); ok {
+	res, ok := a.Plan.stillHolds(ctx, b)
+	if !ok {
+		res, ok = s.KernelHolds(ctx, b, rs)
+	}
+	if ok {
 		a.inSync(ctx, b, rs, encoded)
 		return res, nil, nil
 	}
@@ -195,7 +203,7 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 		a.log().Warn(fmt.Sprintf("no journal of this apply (%v): killed midway, it would not be undone", err))
 	}
 	gen, _ := generation(ctx, b)
-	res, err := b.Apply(ctx, rs)
+	res, err = b.Apply(ctx, rs)
 	if err != nil {
 		// The backend's apply is all or nothing: nothing to undo.
 		_ = os.Remove(s.JournalPath())

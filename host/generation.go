@@ -205,18 +205,24 @@ func (s *System) recordedNow(ctx context.Context, b firewall.Backend) (*KernelRe
 // is still true and was of rs. With it comes the result an apply would
 // count.
 func (s *System) KernelHolds(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) (res firewall.Result, holds bool) {
+	res, _, holds = s.kernelHolds(ctx, b, rs)
+	return res, holds
+}
+
+// kernelHolds is KernelHolds, and the generation it found.
+func (s *System) kernelHolds(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset) (res firewall.Result, gen uint32, holds bool) {
 	end := phase.Start(ctx, "kernel generation")
 	defer func() { end("holds_ruleset", holds) }()
-	rec, _, ok := s.recordedNow(ctx, b)
+	rec, gen, ok := s.recordedNow(ctx, b)
 	if !ok {
-		return firewall.Result{}, false
+		return firewall.Result{}, gen, false
 	}
 	rules, links, err := digests(rs)
 	if err != nil || rules != rec.Rules || links != rec.Links {
-		return firewall.Result{}, false
+		return firewall.Result{}, gen, false
 	}
 	res, err = b.(firewall.Generations).Counts(rs)
-	return res, err == nil
+	return res, gen, err == nil
 }
 
 // Refresh is b.Refresh of rs, and the record of what the kernel then

@@ -245,9 +245,19 @@ func relayLinks(h Host) ([]Set, []Rule) {
 	var sets []Set
 	var linkRules []Rule
 	linkUsers := relayLinkUsers(h.RelayLinkUsers)
+	v4 := 0
+	for _, ap := range h.RelayLinks {
+		if ap.Addr().Is4() {
+			v4++
+		}
+	}
 	for _, fam := range []Family{IPv4, IPv6} {
+		n := v4 // sized at once: the Tor network's consensus is 12,000 links
+		if fam == IPv6 {
+			n = len(h.RelayLinks) - v4
+		}
 		set := Set{Name: RelayLinkSetName(fam), Family: fam, Comment: "ORPorts and DirPorts of known relays and directory authorities",
-			Private: h.PrivateRelayLinks, Elements: []Region{}}
+			Private: h.PrivateRelayLinks, Elements: make([]Region, 0, n)}
 		for _, ap := range h.RelayLinks {
 			if ap.Addr().Is4() == (fam == IPv4) && CheckRelayLink(ap, h.PrivateRelayLinks) == nil {
 				a := ap.Addr().Unmap()

@@ -197,7 +197,7 @@ func runApply(cmd *cobra.Command, g *globals, f applyFlags) error {
 		}
 	}
 	applier := g.applier()
-	applier.Automatic = f.automatic
+	applier.Automatic, applier.Plan = f.automatic, plan
 	res, p, err := applier.Apply(cmd.Context(), b, rs, f.confirm)
 	if err != nil {
 		return hostError(fmt.Errorf("apply: %w", err))
