@@ -185,7 +185,8 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 		res, ok = s.KernelHolds(ctx, b, rs)
 	}
 	if ok {
-		a.inSync(ctx, b, rs, encoded)
+		a.removeOthers(ctx, b)
+		a.keep(ctx, b, rs, encoded)
 		return res, nil, nil
 	}
 	// The record of the applied ruleset (its JSON) is made on the other
@@ -211,23 +212,30 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 	}
 	end = phase.Start(ctx, "record")
 	a.installed(ctx, b, rs, encoded, gen, res.Changed)
+	end()
+	// Before the journal goes: killed in between, the next relayfw
+	// finds the journal and undoes the apply, never two firewalls.
+	a.removeOthers(ctx, b)
 	_ = os.Remove(s.JournalPath())
 	if res.Changed {
 		a.record(Change{Kind: ChangeApplied})
 	}
-	end()
-	a.inSync(ctx, b, rs, encoded)
+	a.keep(ctx, b, rs, encoded)
 	return res, nil, nil
 }
 
-// inSync is the end of a plain apply, once the kernel holds rs: no other
-// backend's relayfw firewall, rs the last good one, and, for an
-// operator's apply, no unconfirmed rollback left to keep.
-func (a Applier) inSync(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, encoded func() ([]byte, error)) {
+// removeOthers removes the other backends' relayfw objects: never two
+// relayfw firewalls.
+func (a Applier) removeOthers(ctx context.Context, b firewall.Backend) {
+	defer phase.Start(ctx, "other backends")()
+	a.sys().removeOthers(ctx, b, a.Log, a.Others)
+}
+
+// keep is the end of a plain apply, once the kernel holds rs: rs is the
+// last good firewall and, for an operator's apply, no unconfirmed
+// rollback is left to keep.
+func (a Applier) keep(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, encoded func() ([]byte, error)) {
 	s := a.sys()
-	end := phase.Start(ctx, "other backends")
-	s.removeOthers(ctx, b, a.Log, a.Others)
-	end()
 	defer phase.Start(ctx, "last good")()
 	if err := s.saveLastGood(Kind(b), rs, encoded); err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the last good firewall: %v", err))
@@ -283,7 +291,7 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rulese
 		a.record(Change{Kind: ChangeRolledBack, Why: RollbackFailure, Window: p.Window(), Detail: msg})
 		return res, nil, fmt.Errorf("%w; %s", err, msg)
 	}
-	s.removeOthers(ctx, b, a.Log, a.Others)
+	a.removeOthers(ctx, b)
 	a.installed(ctx, b, rs, encoder(rs), gen, res.Changed)
 	a.record(Change{Kind: ChangePending, Window: p.Window()})
 	return res, p, nil
@@ -294,19 +302,21 @@ func (a Applier) applyConfirm(ctx context.Context, b firewall.Backend, rs rulese
 // makes of it, what the kernel holds.
 func (a Applier) installed(ctx context.Context, b firewall.Backend, rs ruleset.Ruleset, encoded func() ([]byte, error), gen uint32, committed bool) {
 	s := a.sys()
-	var kernel *KernelRecord
-	if after, ok := generationAfter(ctx, b, gen, committed); ok {
-		kernel = s.kernelRecord(rs, after)
-	}
-	if err := s.RecordApply(Kind(b), kernel); err != nil {
-		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", s.StatePath(), err))
-	}
+	// The applied ruleset first: a record of what the kernel holds lets
+	// later applies skip writing it, so there is none unless it was
+	// written (a full /run must not leave a stale one for a rollback).
 	data, err := encoded()
 	if err == nil {
 		err = writeAtomic(s.AppliedRulesetPath(), data, 0o600)
 	}
+	var kernel *KernelRecord
 	if err != nil {
 		a.log().Warn(fmt.Sprintf("cannot keep the applied ruleset for a later rollback: %v", err))
+	} else if after, ok := generationAfter(ctx, b, gen, committed); ok {
+		kernel = s.kernelRecord(rs, after)
+	}
+	if err := s.RecordApply(Kind(b), kernel); err != nil {
+		a.log().Warn(fmt.Sprintf("cannot record the apply in %s: %v", s.StatePath(), err))
 	}
 }
 

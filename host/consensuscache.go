@@ -86,8 +86,7 @@ func (in *Inputs) networkPath(path string) string {
 
 func (in *Inputs) rememberedNetwork(path, key string) (relays.Network, bool) {
 	file := in.networkPath(path)
-	var st syscall.Stat_t
-	if err := syscall.Lstat(file, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG || st.Uid != 0 || st.Mode&0o022 != 0 {
+	if !rootsOnly(file, false) {
 		return relays.Network{}, false
 	}
 	data, err := os.ReadFile(file)

@@ -63,6 +63,37 @@ func (s *System) build() (string, bool) {
 		st.Dev, st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec), true
 }
 
+// kernelBuild is build and the network namespace: a generation numbers
+// the ruleset of one namespace, and a new namespace starts counting
+// again. The namespace is its cookie, which the kernel never reuses;
+// without cookies (Linux before 5.14) only the host's own namespace,
+// which is never made anew, has a record.
+func (s *System) kernelBuild() (string, bool) {
+	build, ok := s.build()
+	if !ok {
+		return "", false
+	}
+	if cookie, ok := netnsCookie(); ok {
+		return fmt.Sprintf("%s; netns %d", build, cookie), true
+	}
+	if s.inInitNetns() {
+		return build + "; netns init", true
+	}
+	return "", false
+}
+
+// rootsOnly reports whether path is a regular file (or, dir, a
+// directory) that only root can have written: root's, and not writable by
+// its group or others. relayfw trusts what it remembered only then.
+func rootsOnly(path string, dir bool) bool {
+	var st syscall.Stat_t
+	kind := uint32(syscall.S_IFREG)
+	if dir {
+		kind = syscall.S_IFDIR
+	}
+	return syscall.Lstat(path, &st) == nil && st.Mode&syscall.S_IFMT == kind && st.Uid == 0 && st.Mode&0o022 == 0
+}
+
 // digests are a KernelRecord's Rules and Links for rs. The long lists
 // (set elements, exit map prefixes) are hashed as bytes, the rest as
 // JSON: at 10,000 relays JSON alone took tens of milliseconds, the cost
@@ -171,7 +202,7 @@ func generationAfter(ctx context.Context, b firewall.Backend, before uint32, com
 
 // kernelRecord is the record of rs installed with b at generation gen.
 func (s *System) kernelRecord(rs ruleset.Ruleset, gen uint32) *KernelRecord {
-	build, ok := s.build()
+	build, ok := s.kernelBuild()
 	if !ok {
 		return nil
 	}
@@ -186,10 +217,11 @@ func (s *System) kernelRecord(rs ruleset.Ruleset, gen uint32) *KernelRecord {
 // still true: same boot, binary and backend, and the generation unchanged.
 func (s *System) recordedNow(ctx context.Context, b firewall.Backend) (*KernelRecord, uint32, bool) {
 	st, ok := s.ReadState()
-	if !ok || st.Kernel == nil || st.Backend != Kind(b) {
+	if !ok || st.Kernel == nil || st.Backend != Kind(b) ||
+		!rootsOnly(s.StatePath(), false) || !rootsOnly(filepath.Dir(s.StatePath()), true) {
 		return nil, 0, false
 	}
-	build, ok := s.build()
+	build, ok := s.kernelBuild()
 	if !ok || build != st.Kernel.Build {
 		return nil, 0, false
 	}
@@ -234,7 +266,10 @@ func (s *System) Refresh(ctx context.Context, b firewall.Backend, rs ruleset.Rul
 	if err != nil || !valid {
 		return added, removed, err
 	}
-	st, _ := s.ReadState()
+	st, ok := s.ReadState()
+	if !ok {
+		return added, removed, nil
+	}
 	st.Kernel = nil
 	if after, ok := generationAfter(ctx, b, before, added+removed > 0); ok {
 		if _, links, err := digests(rs); err == nil {

@@ -3,6 +3,8 @@ package host
 import (
 	"context"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"reflect"
 	"testing"
 
@@ -165,6 +167,42 @@ func TestKernelHolds(t *testing.T) {
 			t.Fatalf("recorded %+v", st.Kernel)
 		}
 	})
+	t.Run("a record not bound to this namespace and binary, or others could write, is not believed", func(t *testing.T) {
+		for _, spoil := range []struct {
+			name string
+			do   func(t *testing.T, sys *System)
+		}{
+			{"another namespace's or binary's", func(t *testing.T, sys *System) {
+				st, _ := sys.ReadState()
+				st.Kernel.Build += "; netns 1"
+				if err := sys.writeState(st); err != nil {
+					t.Fatal(err)
+				}
+			}},
+			{"state file others can write", func(t *testing.T, sys *System) { mustChmod(t, sys.StatePath(), 0o666) }},
+			{"state directory others can write", func(t *testing.T, sys *System) { mustChmod(t, sys.StateDir, 0o777) }},
+		} {
+			sys, b := testSystem(t), fake.Numbered{Backend: fake.New("nftables")}
+			apply(t, sys, b, rs)
+			if _, ok := sys.KernelHolds(ctx, b, rs); !ok {
+				t.Fatalf("%s: no record to spoil", spoil.name)
+			}
+			spoil.do(t, sys)
+			if _, ok := sys.KernelHolds(ctx, b, rs); ok {
+				t.Fatalf("%s: believed", spoil.name)
+			}
+		}
+	})
+	t.Run("no record unless the applied ruleset was kept", func(t *testing.T) {
+		sys, b := testSystem(t), fake.Numbered{Backend: fake.New("nftables")}
+		if err := os.MkdirAll(filepath.Join(sys.AppliedRulesetPath(), "x"), 0o755); err != nil { // not writable as a file
+			t.Fatal(err)
+		}
+		apply(t, sys, b, rs)
+		if st, _ := sys.ReadState(); st.Kernel != nil {
+			t.Fatalf("recorded %+v without the applied ruleset, which a rollback restores", st.Kernel)
+		}
+	})
 	t.Run("a backend without generations reads the table", func(t *testing.T) {
 		sys, b := testSystem(t), fake.New("nftables")
 		apply(t, sys, b, rs)
@@ -180,4 +218,11 @@ func TestKernelHolds(t *testing.T) {
 			t.Fatal("iptables believes nftables' record")
 		}
 	})
+}
+
+func mustChmod(t *testing.T, path string, mode os.FileMode) {
+	t.Helper()
+	if err := os.Chmod(path, mode); err != nil {
+		t.Fatal(err)
+	}
 }

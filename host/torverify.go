@@ -234,7 +234,9 @@ func (in *Inputs) verifyInstance(ctx context.Context, t *Instance, j TorJudge) e
 		t.TorVerdict += " " + verdict.version
 	}
 	in.log().Debug("tor judged the configuration", "instance", t.Name, "verdict", t.TorVerdict, "took", time.Since(start).Round(time.Millisecond))
-	if keyed {
+	// Only when nothing it depends on changed while tor ran (an address
+	// that came and went).
+	if again, ok := in.verdictKey(t, j); keyed && ok && again == key {
 		in.rememberAcceptance(t, key, t.TorVerdict)
 	}
 	return nil

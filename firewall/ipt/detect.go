@@ -16,6 +16,8 @@ import (
 	"github.com/google/nftables"
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/relayfw/relayfw/firewall/nft"
 )
 
 // Presence is what Detect tells of relayfw's iptables objects in this
@@ -76,14 +78,25 @@ func detect(ctx context.Context, probes ...func(context.Context) (bool, error)) 
 
 // nftFilterChains looks for relayfw's chains in the tables iptables in
 // nf_tables mode writes, ip filter and ip6 filter, over netlink.
-func nftFilterChains(context.Context) (bool, error) {
+func nftFilterChains(ctx context.Context) (bool, error) {
 	c, err := nftables.New()
 	if err != nil {
 		return false, fmt.Errorf("nf_tables: %w", err)
 	}
+	// A dump in several parts that a commit interrupts can skip a chain
+	// (neither library checks the kernel's "dump interrupted" flag): the
+	// ruleset generation before and after tells.
+	gen := (&nft.Backend{}).Generation
+	before, err := gen(ctx)
+	if err != nil {
+		return false, fmt.Errorf("nf_tables generation: %w", err)
+	}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyUnspecified)
 	if err != nil {
 		return false, fmt.Errorf("nf_tables chains: %w", err)
+	}
+	if after, err := gen(ctx); err != nil || after != before {
+		return false, fmt.Errorf("nf_tables changed while its chains were listed")
 	}
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != "filter" {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/mdlayher/netlink"
 	"golang.org/x/sys/unix"
@@ -33,6 +34,15 @@ func (b *Backend) Generation(ctx context.Context) (uint32, error) {
 		return 0, classify(err)
 	}
 	defer c.Close()
+	// The kernel answers at once; a context's deadline, else a few
+	// seconds, bounds a kernel that does not.
+	deadline, ok := ctx.Deadline()
+	if !ok {
+		deadline = time.Now().Add(5 * time.Second)
+	}
+	if err := c.SetDeadline(deadline); err != nil {
+		return 0, classify(err)
+	}
 	msgs, err := c.Execute(netlink.Message{
 		Header: netlink.Header{
 			Type:  netlink.HeaderType(unix.NFNL_SUBSYS_NFTABLES<<8 | unix.NFT_MSG_GETGEN),
