@@ -37,7 +37,7 @@ type kernelFinding struct {
 // not changed since it was made (then the plan is all an apply of its
 // ruleset needs).
 func (p *Plan) stillHolds(ctx context.Context, b firewall.Backend) (firewall.Result, bool) {
-	if p == nil || p.holds == nil {
+	if p.holds == nil {
 		return firewall.Result{}, false
 	}
 	gen, ok := generation(ctx, b)

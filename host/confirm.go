@@ -143,8 +143,8 @@ type Applier struct {
 	// System is the host; nil: DefaultSystem.
 	System *System
 	// Plan, when not nil, is NewPlan's of the ruleset Apply is given,
-	// made in the same command: what it found need not be looked up
-	// again.
+	// made in the same command: whether the kernel holds that ruleset
+	// need not be looked up again.
 	Plan *Plan
 }
 
@@ -180,8 +180,11 @@ func (a Applier) Apply(ctx context.Context, b firewall.Backend, rs ruleset.Rules
 		return a.applyConfirm(ctx, b, rs, confirm)
 	}
 	encoded := encoder(rs)
-	res, ok := a.Plan.stillHolds(ctx, b)
-	if !ok {
+	var res firewall.Result
+	var ok bool
+	if a.Plan != nil { // the plan looked already: only its generation is read again
+		res, ok = a.Plan.stillHolds(ctx, b)
+	} else {
 		res, ok = s.KernelHolds(ctx, b, rs)
 	}
 	if ok {

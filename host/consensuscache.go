@@ -4,11 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -70,8 +68,7 @@ func (in *Inputs) networkKey(dir string, o relays.Options) (path, key string, ok
 		if err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFREG {
 			return "", "", false
 		}
-		id := fmt.Sprintf("%s\n%s\n%t\n%d:%d %d %d.%09d %d.%09d", build, path, o.Private, st.Dev, st.Ino, st.Size,
-			st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec)
+		id := fmt.Sprintf("%s\n%s\n%t\n%s", build, path, o.Private, statIdentity(&st))
 		sum := sha256.Sum256([]byte(id))
 		return path, hex.EncodeToString(sum[:]), true
 	}
@@ -79,22 +76,14 @@ func (in *Inputs) networkKey(dir string, o relays.Options) (path, key string, ok
 }
 
 // networkPath is where the network read from path is remembered.
-func (in *Inputs) networkPath(path string) string {
-	sum := sha256.Sum256([]byte(path))
-	return filepath.Join(in.sys.StateDir, "consensus-"+hex.EncodeToString(sum[:8])+".json")
-}
+func (in *Inputs) networkPath(path string) string { return in.sys.rememberedPath(networkKind, path) }
+
+// networkKind names the files of remembered consensuses.
+const networkKind = "consensus"
 
 func (in *Inputs) rememberedNetwork(path, key string) (relays.Network, bool) {
-	file := in.networkPath(path)
-	if !rootsOnly(file, false) {
-		return relays.Network{}, false
-	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return relays.Network{}, false
-	}
 	var r rememberedNetwork
-	if json.Unmarshal(data, &r) != nil || r.Key != key {
+	if !recall(in.networkPath(path), &r) || r.Key != key {
 		return relays.Network{}, false
 	}
 	nw := relays.Network{ValidAfter: r.ValidAfter, ValidUntil: r.ValidUntil, LeftOut: r.LeftOut}
@@ -105,18 +94,10 @@ func (in *Inputs) rememberedNetwork(path, key string) (relays.Network, bool) {
 	return nw, ok1 && ok2 && ok3
 }
 
-// rememberNetwork writes what was read from path, as root only (a
-// relayfw that cannot write its state directory reads the file again
-// next time).
+// rememberNetwork remembers what was read from path.
 func (in *Inputs) rememberNetwork(path, key string, nw relays.Network) {
-	if os.Geteuid() != 0 {
-		return
-	}
-	data, err := json.Marshal(rememberedNetwork{Key: key, ValidAfter: nw.ValidAfter, ValidUntil: nw.ValidUntil, LeftOut: nw.LeftOut,
-		Links: packLinks(nw.Links), Authorities: packAddrs(nw.Authorities), Relays: packAddrs(nw.Relays)})
-	if err == nil && writeFileOwn(in.networkPath(path), data) == nil {
-		forgetOld(in.sys.StateDir, "consensus-*.json")
-	}
+	in.sys.remember(networkKind, in.networkPath(path), rememberedNetwork{Key: key, ValidAfter: nw.ValidAfter, ValidUntil: nw.ValidUntil,
+		LeftOut: nw.LeftOut, Links: packLinks(nw.Links), Authorities: packAddrs(nw.Authorities), Relays: packAddrs(nw.Relays)})
 }
 
 // packLinks packs each link as its address's length, the address and
@@ -124,10 +105,7 @@ func (in *Inputs) rememberNetwork(path, key string, nw relays.Network) {
 func packLinks(l relays.Links) []byte {
 	out := make([]byte, 0, len(l)*7)
 	for _, ap := range l {
-		a := ap.Addr().AsSlice()
-		out = append(out, byte(len(a)))
-		out = append(out, a...)
-		out = binary.BigEndian.AppendUint16(out, ap.Port())
+		out = binary.BigEndian.AppendUint16(appendAddr(out, ap.Addr()), ap.Port())
 	}
 	return out
 }
@@ -148,9 +126,7 @@ func unpackLinks(b []byte) (relays.Links, bool) {
 func packAddrs(as []netip.Addr) []byte {
 	var out []byte
 	for _, a := range as {
-		s := a.AsSlice()
-		out = append(out, byte(len(s)))
-		out = append(out, s...)
+		out = appendAddr(out, a)
 	}
 	return out
 }

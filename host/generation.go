@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 
 	"github.com/relayfw/relayfw/firewall"
 	"github.com/relayfw/relayfw/internal/phase"
@@ -44,23 +43,14 @@ type KernelRecord struct {
 var Version = "dev"
 
 // build names this boot and this relayfw binary: the kernel's boot_id,
-// and the version and identity (device, inode, size, change time) of the
-// running executable.
+// and the version and identity (fileIdentity) of the running executable.
 func (s *System) build() (string, bool) {
 	boot, err := os.ReadFile(filepath.Join(s.ProcRoot, "sys/kernel/random/boot_id"))
 	if err != nil {
 		return "", false
 	}
-	fi, err := os.Stat(filepath.Join(s.ProcRoot, "self/exe"))
-	if err != nil {
-		return "", false
-	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	if !ok {
-		return "", false
-	}
-	return fmt.Sprintf("boot %s; relayfw %s %d:%d %d %d.%09d", strings.TrimSpace(string(boot)), Version,
-		st.Dev, st.Ino, st.Size, st.Ctim.Sec, st.Ctim.Nsec), true
+	return fmt.Sprintf("boot %s; relayfw %s %s", strings.TrimSpace(string(boot)), Version,
+		fileIdentity(filepath.Join(s.ProcRoot, "self/exe"))), true
 }
 
 // kernelBuild is build and the network namespace: a generation numbers
@@ -80,18 +70,6 @@ func (s *System) kernelBuild() (string, bool) {
 		return build + "; netns init", true
 	}
 	return "", false
-}
-
-// rootsOnly reports whether path is a regular file (or, dir, a
-// directory) that only root can have written: root's, and not writable by
-// its group or others. relayfw trusts what it remembered only then.
-func rootsOnly(path string, dir bool) bool {
-	var st syscall.Stat_t
-	kind := uint32(syscall.S_IFREG)
-	if dir {
-		kind = syscall.S_IFDIR
-	}
-	return syscall.Lstat(path, &st) == nil && st.Mode&syscall.S_IFMT == kind && st.Uid == 0 && st.Mode&0o022 == 0
 }
 
 // digests are a KernelRecord's Rules and Links for rs. The long lists
@@ -132,30 +110,28 @@ func digests(rs ruleset.Ruleset) (rules, links string, err error) {
 }
 
 // writeRegions writes each region as bytes: both addresses (with their
-// length, so that IPv4 and IPv6 differ) and the ports.
+// length, so that IPv4 and IPv6 differ, and their zone) and the ports.
 func writeRegions(w io.Writer, rs []ruleset.Region) {
-	buf := make([]byte, 0, 64*1024)
-	for _, r := range rs {
-		buf = appendAddr(buf, r.AddrFirst)
-		buf = appendAddr(buf, r.AddrLast)
+	writeEach(w, rs, func(buf []byte, r ruleset.Region) []byte {
+		buf = appendAddrZone(appendAddrZone(buf, r.AddrFirst), r.AddrLast)
 		buf = binary.BigEndian.AppendUint16(buf, r.Ports.First)
-		buf = binary.BigEndian.AppendUint16(buf, r.Ports.Last)
-		if len(buf) > cap(buf)-64 {
-			_, _ = w.Write(buf)
-			buf = buf[:0]
-		}
-	}
-	_, _ = w.Write(buf)
+		return binary.BigEndian.AppendUint16(buf, r.Ports.Last)
+	})
 }
 
 // writePrefixes writes each prefix and its class as bytes.
 func writePrefixes(w io.Writer, ps []ruleset.PrefixClass) {
+	writeEach(w, ps, func(buf []byte, p ruleset.PrefixClass) []byte {
+		buf = append(appendAddrZone(buf, p.Prefix.Addr()), byte(p.Prefix.Bits()))
+		return binary.BigEndian.AppendUint64(buf, uint64(int64(p.Class)))
+	})
+}
+
+// writeEach writes the bytes add makes of each item, 64 KiB at a time.
+func writeEach[T any](w io.Writer, items []T, add func([]byte, T) []byte) {
 	buf := make([]byte, 0, 64*1024)
-	for _, p := range ps {
-		buf = appendAddr(buf, p.Prefix.Addr())
-		buf = append(buf, byte(p.Prefix.Bits()))
-		buf = binary.BigEndian.AppendUint64(buf, uint64(int64(p.Class)))
-		if len(buf) > cap(buf)-64 {
+	for _, it := range items {
+		if buf = add(buf, it); len(buf) > cap(buf)-64 {
 			_, _ = w.Write(buf)
 			buf = buf[:0]
 		}
@@ -163,11 +139,9 @@ func writePrefixes(w io.Writer, ps []ruleset.PrefixClass) {
 	_, _ = w.Write(buf)
 }
 
-func appendAddr(buf []byte, a netip.Addr) []byte {
-	b := a.AsSlice()
-	buf = append(buf, byte(len(b)))
-	buf = append(buf, b...)
-	buf = append(buf, byte(len(a.Zone())))
+// appendAddrZone is appendAddr with the address's zone, and its length.
+func appendAddrZone(buf []byte, a netip.Addr) []byte {
+	buf = append(appendAddr(buf, a), byte(len(a.Zone())))
 	return append(buf, a.Zone()...)
 }
 

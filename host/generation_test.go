@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/relayfw/relayfw/firewall"
@@ -137,6 +138,25 @@ func TestKernelHolds(t *testing.T) {
 		}
 		if _, ok := sys.KernelHolds(ctx, b, rs); !ok {
 			t.Fatal("no record after the repair")
+		}
+	})
+	t.Run("an apply takes its plan's finding", func(t *testing.T) {
+		sys, b := testSystem(t), fake.Numbered{Backend: fake.New("nftables")}
+		apply(t, sys, b, rs)
+		for _, want := range []ruleset.Ruleset{rs, other} {
+			plan, err := sys.NewPlan(ctx, b, want)
+			if err != nil {
+				t.Fatal(err)
+			}
+			applies := b.Calls(fake.OpApply)
+			res, _, err := Applier{System: sys, Plan: plan, Others: func(context.Context, firewall.Backend) []firewall.Backend { return nil }}.Apply(ctx, b, want, 0)
+			asked := b.Calls(fake.OpApply) > applies
+			if err != nil || asked != (plan.holds == nil) || res.Changed != asked {
+				t.Fatalf("plan holds %v: backend asked %v, changed %v, %v", plan.holds != nil, asked, res.Changed, err)
+			}
+		}
+		if got := b.Ruleset(); got == nil || !slices.Equal(got.ExitMaps[0].Prefixes, other.ExitMaps[0].Prefixes) {
+			t.Fatal("the other ruleset is not installed")
 		}
 	})
 	t.Run("refresh keeps the record", func(t *testing.T) {

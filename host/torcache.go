@@ -3,15 +3,12 @@ package host
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
 	"net"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -38,9 +35,11 @@ type rememberedVerdict struct {
 // verdictPath is where the verdict on an instance is remembered: one file
 // per torrc, which the next acceptance replaces.
 func (in *Inputs) verdictPath(t *Instance) string {
-	sum := sha256.Sum256([]byte(t.Torrc + "\x00" + t.Defaults + "\x00" + t.defaultsName))
-	return filepath.Join(in.sys.StateDir, "tor-verdict-"+hex.EncodeToString(sum[:8])+".json")
+	return in.sys.rememberedPath(verdictKind, t.Torrc+"\x00"+t.Defaults+"\x00"+t.defaultsName)
 }
+
+// verdictKind names the files of remembered verdicts.
+const verdictKind = "tor-verdict"
 
 // verdictKey digests what tor's verdict on t with j depends on; false
 // when part of it cannot be read (then tor is asked).
@@ -90,17 +89,6 @@ func namedPaths(value string) []string {
 	return out
 }
 
-// fileIdentity is what changes when a file or directory is replaced,
-// written, renamed over, chmod'ed or chown'ed: its device and inode,
-// mode, owner, size and change time (which no one can set back).
-func fileIdentity(path string) string {
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return "absent: " + err.Error()
-	}
-	return fmt.Sprintf("%d:%d %o %d:%d %d %d.%09d", st.Dev, st.Ino, st.Mode, st.Uid, st.Gid, st.Size, st.Ctim.Sec, st.Ctim.Nsec)
-}
-
 // writeInterfaceAddrs writes the interfaces' names, flags and addresses.
 func writeInterfaceAddrs(h hash.Hash) {
 	ifaces, err := net.Interfaces()
@@ -118,16 +106,8 @@ func writeInterfaceAddrs(h hash.Hash) {
 // when there is one younger than VerdictMaxAge, in a file only root can
 // have written.
 func (in *Inputs) rememberedAcceptance(t *Instance, key string) (string, bool) {
-	path := in.verdictPath(t)
-	if !rootsOnly(path, false) {
-		return "", false
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", false
-	}
 	var v rememberedVerdict
-	if json.Unmarshal(data, &v) != nil || v.Key != key || !strings.HasPrefix(v.Verdict, "accepted by tor") {
+	if !recall(in.verdictPath(t), &v) || v.Key != key || !strings.HasPrefix(v.Verdict, "accepted by tor") {
 		return "", false
 	}
 	if age := time.Since(v.At); age < 0 || age > VerdictMaxAge {
@@ -140,49 +120,5 @@ func (in *Inputs) rememberedAcceptance(t *Instance, key string) (string, bool) {
 // relayfw that cannot write its state directory (not root) just asks
 // tor again next time.
 func (in *Inputs) rememberAcceptance(t *Instance, key, verdict string) {
-	data, err := json.Marshal(rememberedVerdict{Key: key, Verdict: verdict, At: time.Now().UTC()})
-	if err != nil || os.Geteuid() != 0 {
-		return
-	}
-	path := in.verdictPath(t)
-	if writeFileOwn(path, data) != nil {
-		return
-	}
-	forgetOld(filepath.Dir(path), "tor-verdict-*.json")
-}
-
-// writeFileOwn writes a file of relayfw's state as a file of its own,
-// renamed over the old: readers (check, status) may race to write the
-// same.
-func writeFileOwn(path string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
-}
-
-// forgetOld removes the remembered files matching pattern that are past
-// VerdictMaxAge: those of torrcs and consensus files that were read once
-// and not since (tests', renamed ones).
-func forgetOld(dir, pattern string) {
-	old, _ := filepath.Glob(filepath.Join(dir, pattern))
-	for _, f := range old {
-		if fi, err := os.Lstat(f); err == nil && time.Since(fi.ModTime()) > VerdictMaxAge {
-			_ = os.Remove(f)
-		}
-	}
+	in.sys.remember(verdictKind, in.verdictPath(t), rememberedVerdict{Key: key, Verdict: verdict, At: time.Now().UTC()})
 }
