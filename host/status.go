@@ -70,6 +70,9 @@ type Status struct {
 	// Consensus is what became of each tor instance's cached consensus:
 	// read (with its age), missing, or refused (and why).
 	Consensus []ConsensusState `json:"consensus"`
+	// Conntrack is the kernel's connection tracking table: entries, limit,
+	// drops, the sysctls that size it, and warnings (host/conntrack.go).
+	Conntrack *ConntrackStatus `json:"conntrack"`
 
 	ruleClass ruleClasses
 }
@@ -266,6 +269,7 @@ func (s *System) gatherStatus(ctx context.Context, b firewall.Backend, rs rulese
 			return nil, fmt.Errorf("status: %w", err)
 		}
 	}
+	st.Conntrack = s.Conntrack(ctx) // the kernel's, whatever the inputs
 	return st, nil
 }
 

@@ -203,6 +203,7 @@ func runApply(cmd *cobra.Command, g *globals, f applyFlags) error {
 		return hostError(fmt.Errorf("apply: %w", err))
 	}
 	printApplied(g, b, res, plan, in)
+	warnConntrack(cmd, g)
 	if p != nil {
 		release() // the watcher takes the lock at the deadline
 		release = func() {}

@@ -100,6 +100,14 @@ after an unconfirmed rollback, "rolled back: at T ...": the automatic
 applies keep the last good firewall until an operator runs relayfw apply.
 On a host where no tor instance exits, a plain note says so.
 
+The conntrack line: the kernel's connection tracking entries in use and
+their limit (in a network namespace other than the host's, the
+namespace's count against the host-wide limit, and the line says so),
+the established TCP timeout, nf_conntrack_tcp_loose, the hash buckets and
+the kernel's drop counters; then a warning when the table is over 80%
+full, when the established timeout is the kernel's default of 5 days, and
+when nf_conntrack_tcp_loose is 0. relayfw changes none of these sysctls.
+
 The last change is one of applied, pending, confirmed, rolled back (not
 confirmed by the deadline, relayfw rollback, or the apply failed),
 fallback (boot installed the last good or the minimal firewall) and
@@ -108,8 +116,11 @@ an "also:" line says so.
 
 --format json has the same, plus the drift, per-rule counters,
 also_installed, relay_links_behind, pending, last_change, rolled_back,
-consensus, inbound (counters by cause, the blocked sources) and exit (with
-a note on a host where no tor instance exits).
+consensus, inbound (counters by cause, the blocked sources), exit (with
+a note on a host where no tor instance exits) and conntrack ("loaded",
+"entries", "max", "scope", "source", "drops", "buckets",
+"tcp_timeout_established", "tcp_loose", "warnings"; without figures when
+conntrack is not loaded).
 
 Never blind: when a torrc, an %include, a defaults file or relayfw.toml
 cannot be read, status still reports the kernel (installed, counters,
@@ -190,6 +201,9 @@ func newStatusCommand(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", classTitles[c], v.Packets, v.Bytes)
 			}
 			writeInboundStatus(w, st.Inbound)
+			for _, line := range conntrackLines(st.Conntrack) {
+				fmt.Fprintln(w, line)
+			}
 			return nil
 		},
 	}
@@ -215,7 +229,11 @@ relayfw_last_change_timestamp_seconds (by change and why),
 relayfw_last_rollback_timestamp_seconds (absent when never) and
 relayfw_info; with [inbound], relayfw_inbound_new_connections_total,
 relayfw_inbound_trusted_total, relayfw_inbound_drops_total (by cause:
-blocked, minute, hour, conns) and relayfw_inbound_blocked.
+blocked, minute, hour, conns) and relayfw_inbound_blocked. While the
+kernel tracks connections: relayfw_conntrack_entries,
+relayfw_conntrack_max and relayfw_conntrack_drops_total (by kind: drop,
+early_drop, insert_failed; summed over CPUs, absent when the kernel's
+statistics cannot be read).
 
 As status, metrics is never blind: when a torrc, an %include, a defaults
 file or relayfw.toml cannot be read, it still reports the kernel and exits
@@ -348,6 +366,7 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 		}
 		one("relayfw_inbound_blocked", "gauge", "Sources blocked now.", uint64(len(in.Blocked)))
 	}
+	writeConntrackMetrics(&b, st.Conntrack)
 	header("relayfw_info", "gauge", "The backend in use.")
 	fmt.Fprintf(&b, "relayfw_info{backend=%q,version=%q} 1\n", st.Backend, version)
 	_, err := io.WriteString(w, b.String())
