@@ -193,6 +193,7 @@ func TestBackends(t *testing.T) {
 	requireRoot(t)
 	for _, backend := range backends {
 		t.Run(backend.name, func(t *testing.T) {
+			t.Parallel() // each backend in its own namespaces
 			t.Run("ExamplePolicy", func(t *testing.T) { testExamplePolicy(t, backend) })
 			t.Run("KernelEqualsModel", func(t *testing.T) { testKernelEqualsModel(t, backend) })
 			t.Run("IdempotentDriftRemove", func(t *testing.T) { testIdempotentDriftRemove(t, backend) })

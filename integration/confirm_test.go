@@ -15,7 +15,10 @@ import (
 func TestConfirmOrRollback(t *testing.T) {
 	requireRoot(t)
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) { testConfirmOrRollback(t, b) })
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // mostly waiting for confirm windows
+			testConfirmOrRollback(t, b)
+		})
 	}
 }
 
@@ -89,7 +92,10 @@ func TestConfirmOnTerminal(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "script") // gives relayfw a pseudo-terminal
 	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) { testConfirmOnTerminal(t, b) })
+		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // mostly waiting for confirm windows
+			testConfirmOnTerminal(t, b)
+		})
 	}
 }
 
@@ -155,6 +161,7 @@ func TestConfirmWindow(t *testing.T) {
 	requireRoot(t)
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // mostly waiting for confirm windows
 			tn := newTestNet(t)
 			run := b.runner(t, tn)
 			flagsA := relayInputs(t, b.flag, "../examples/torrc")

@@ -22,6 +22,7 @@ func TestConsensusUntrusted(t *testing.T) {
 	requireRoot(t)
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // each backend in its own namespaces
 			t.Run("ForgedEntries", func(t *testing.T) { testForgedEntries(t, b) })
 			t.Run("RefusedKeepsLinks", func(t *testing.T) { testRefusedKeepsLinks(t, b) })
 			t.Run("RefusedOnFreshHost", func(t *testing.T) { testRefusedOnFreshHost(t, b) })

@@ -44,6 +44,7 @@ func TestRelayLinksTorsAlone(t *testing.T) {
 	requireCommand(t, "setpriv")
 	for _, b := range backends {
 		t.Run(b.name, func(t *testing.T) {
+			t.Parallel() // each backend in its own namespaces
 			t.Run("User", func(t *testing.T) {
 				testLinksForUsers(t, b, linkTorrc+"User daemon\n", "daemon", []string{"root", "nobody"})
 			})
