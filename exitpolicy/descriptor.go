@@ -224,6 +224,9 @@ func familyFingerprint(m string) (string, bool) {
 // the policy tor would then build.
 func (eff Effective) merge(before Descriptor) *Merge {
 	merged, from, to := mergeRuns(eff.configured)
+	if len(from) == 0 {
+		return &Merge{Size: before.Size} // nothing merges
+	}
 	after := eff.withConfigured(merged)
 	bytes, entries := policyLines(after)
 	m := &Merge{Entries: before.PolicyEntries - entries, Bytes: before.PolicyBytes - bytes}
@@ -295,7 +298,7 @@ func mergeRun(run []Entry) (out []Entry, exampleFrom []Entry, exampleTo Entry) {
 	for changed := true; changed; {
 		changed = false
 		// Same ports: aggregate prefixes.
-		slices.SortStableFunc(items, func(a, b item) int {
+		slices.SortFunc(items, func(a, b item) int {
 			if c := cmp.Compare(a.e.PortMin, b.e.PortMin); c != 0 {
 				return c
 			}
@@ -340,7 +343,7 @@ func mergeRun(run []Entry) (out []Entry, exampleFrom []Entry, exampleTo Entry) {
 		}
 		items = next
 		// Same prefix: join touching or overlapping port ranges.
-		slices.SortStableFunc(items, func(a, b item) int {
+		slices.SortFunc(items, func(a, b item) int {
 			if c := network(a.e).Addr().Compare(network(b.e).Addr()); c != 0 {
 				return c
 			}
