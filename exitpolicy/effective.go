@@ -54,6 +54,17 @@ type Effective struct {
 	// LocalAddrs are the relay's own addresses the policy rejects because
 	// of ExitPolicyRejectPrivate / ExitPolicyRejectLocalInterfaces.
 	LocalAddrs []netip.Addr
+
+	// How tor built Policy, for what-ifs on the configured entries
+	// (Descriptor's merge): tor's own entries ahead of the ExitPolicy
+	// lines (after their redundancy removal), the lines' entries, and
+	// the built-in policy after them. exit is false for a relay that
+	// does not exit (Policy is then tor's "reject *:*" alone).
+	head, configured, tail []Entry
+	exit                   bool
+	// The addresses the relay publishes as far as relayfw can tell
+	// (relay_find_addr_to_publish), invalid when unknown.
+	published4, published6 netip.Addr
 }
 
 // FromOptions builds the exit policy tor 0.4.9 publishes for these
@@ -91,19 +102,31 @@ func FromOptions(o torconf.Options, facts HostFacts) (Effective, error) {
 				"tor 0.4.9 aborts on start (policies_log_first_redundant_entry: Assertion policy failed); " +
 				"add an ExitPolicy line (e.g. \"ExitPolicy reject *:*\" before the policy you want, or the policy itself), or set ExitPolicyRejectPrivate 1")}
 	}
-	eff.Policy.Entries = removeRedundancies(eff.Policy.Entries)
-
-	eff.Policy.Entries = append(eff.Policy.Entries, configured...)
+	eff.head = removeRedundancies(eff.Policy.Entries)
+	eff.configured = configured
 	switch {
 	case o.BridgeRelay:
-		eff.Policy.Entries = append(eff.Policy.Entries, mustParse("reject *4:*,reject *6:*")...)
+		eff.tail = mustParse("reject *4:*,reject *6:*")
 	case o.ReducedExitPolicy:
-		eff.Policy.Entries = append(eff.Policy.Entries, mustParse(reducedExitPolicy)...)
+		eff.tail = mustParse(reducedExitPolicy)
 	default:
-		eff.Policy.Entries = append(eff.Policy.Entries, mustParse(defaultExitPolicy)...)
+		eff.tail = mustParse(defaultExitPolicy)
 	}
-	eff.Policy.Entries = removeRedundancies(eff.Policy.Entries)
+	eff.exit = true
+	eff.Policy = eff.withConfigured(configured)
+	if !o.ExitPolicyRejectPrivate {
+		// Not needed for the policy, only for the descriptor's size:
+		// no look-ups, no warnings.
+		eff.published4, eff.published6, _ = relayAddresses(o, HostFacts{InterfaceAddrs: facts.InterfaceAddrs})
+	}
 	return eff, nil
+}
+
+// withConfigured is the policy tor builds with these entries in place of
+// the ExitPolicy lines' (policies_parse_exit_policy_internal).
+func (eff Effective) withConfigured(configured []Entry) ExitPolicy {
+	entries := slices.Concat(eff.head, configured, eff.tail)
+	return ExitPolicy{Entries: removeRedundancies(entries)}
 }
 
 // mustParse parses a built-in policy.
@@ -126,6 +149,7 @@ func (eff *Effective) rejectLocal(o torconf.Options, facts HostFacts) {
 	if o.ExitPolicyRejectPrivate {
 		v4, v6, warns := relayAddresses(o, facts)
 		eff.Warnings = append(eff.Warnings, warns...)
+		eff.published4, eff.published6 = v4, v6
 		for _, a := range []netip.Addr{v4, v6} {
 			if a.IsValid() {
 				own = append(own, a)

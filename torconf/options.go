@@ -42,6 +42,16 @@ type Options struct {
 	User                    string
 	ServerDNSResolvConfFile string
 
+	// What tor writes into the server descriptor besides the exit policy
+	// (they count towards its size): the Nickname ("" is tor's
+	// "Unnamed"), ContactInfo, the MyFamily members (each comma-separated
+	// item of every line, as tor's normalize_nickname_list splits them)
+	// and how many FamilyId lines there are.
+	Nickname    string
+	ContactInfo string
+	MyFamily    []string
+	FamilyIDs   int
+
 	// DirAuthority and FallbackDir values; empty means tor's compiled-in
 	// lists apply.
 	DirAuthority []string
@@ -116,12 +126,14 @@ func OptionsFromGroups(groups ...[]ConfigLine) (Options, error) {
 		"datadirectory":           &o.DataDirectory,
 		"user":                    &o.User,
 		"serverdnsresolvconffile": &o.ServerDNSResolvConfFile,
+		"nickname":                &o.Nickname,
+		"contactinfo":             &o.ContactInfo,
 	}
 	listLines := map[string][]ConfigLine{}
 	listKeys := map[string]bool{"exitpolicy": true, "address": true,
 		"outboundbindaddress": true, "outboundbindaddressor": true,
 		"outboundbindaddressexit": true, "outboundbindaddresspt": true,
-		"dirauthority": true, "fallbackdir": true}
+		"dirauthority": true, "fallbackdir": true, "myfamily": true, "familyid": true}
 	for _, p := range portOptions {
 		listKeys[strings.ToLower(p)] = true
 	}
@@ -240,6 +252,14 @@ func (o *Options) finish(listLines map[string][]ConfigLine) (Options, error) {
 		}
 	}
 	o.Address = listLines["address"]
+	for _, l := range listLines["myfamily"] {
+		for _, m := range strings.Split(l.Value, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				o.MyFamily = append(o.MyFamily, m)
+			}
+		}
+	}
+	o.FamilyIDs = len(listLines["familyid"])
 	for _, p := range portOptions {
 		for _, l := range listLines[strings.ToLower(p)] {
 			pc, warns, err := parsePortConfig(p, l)

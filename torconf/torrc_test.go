@@ -5,6 +5,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -152,5 +153,43 @@ func TestIncludes(t *testing.T) {
 	var fe *FileError
 	if _, err := Read(missing); !errors.As(err, &fe) || !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("missing include: want a FileError, got %v", err)
+	}
+}
+
+// TestDescriptorOptions: the options that count towards the server
+// descriptor's size, read as tor reads them (MyFamily split on commas,
+// list options of the torrc replacing the defaults file's).
+func TestDescriptorOptions(t *testing.T) {
+	tests := []struct {
+		defaults, torrc string
+		nick, contact   string
+		family          []string
+		familyIDs       int
+	}{
+		{"", "", "", "", nil, 0},
+		{"", "Nickname exit1\nContactInfo ops@example.org <pgp 0x1>\n", "exit1", "ops@example.org <pgp 0x1>", nil, 0},
+		{"", "MyFamily $" + strings.Repeat("A", 40) + " , exit2,,\nMyFamily exit3\n", "", "", []string{"$" + strings.Repeat("A", 40), "exit2", "exit3"}, 0},
+		{"MyFamily exit9\n", "MyFamily exit2\n", "", "", []string{"exit2"}, 0},
+		{"MyFamily exit9\n", "+MyFamily exit2\n", "", "", []string{"exit9", "exit2"}, 0},
+		{"", "FamilyId AAAA\nFamilyId BBBB\n", "", "", nil, 2},
+		{"", "FamilyId AAAA\n/FamilyId\n", "", "", nil, 0},
+	}
+	for _, tt := range tests {
+		d, err := Parse(nil, "defaults", tt.defaults)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := Parse(nil, "torrc", tt.torrc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		o, err := OptionsFromGroups(d, l)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tt.family, o.MyFamily); diff != "" || o.Nickname != tt.nick || o.ContactInfo != tt.contact || o.FamilyIDs != tt.familyIDs {
+			t.Errorf("%q: MyFamily (-want +got):\n%s\nNickname %q ContactInfo %q FamilyIDs %d; want %q %q %d",
+				tt.torrc, diff, o.Nickname, o.ContactInfo, o.FamilyIDs, tt.nick, tt.contact, tt.familyIDs)
+		}
 	}
 }

@@ -109,7 +109,10 @@ and for which addresses; host allowances and rules added, removed or
 changed; relay links +N -M; and any rule in relayfw's chains it did not
 install (hand-made, or another tool's), which apply would remove. With
 --detailed-exitcode, exit 2 when something would change. A real apply prints
-the same lines after its summary.`,
+the same lines after its summary.
+
+Like policy, apply (and apply --dry-run) warns on stderr when an exit's
+server descriptor would be too large for tor's directory authorities.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -133,11 +136,12 @@ the same lines after its summary.`,
 // applyDryRun is apply --dry-run: what apply would change, under the
 // readers' lock.
 func applyDryRun(cmd *cobra.Command, g *globals, detailed bool) error {
-	rs, _, b, release, err := rulesetAndBackend(cmd, g, readLock)
+	rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
 	defer release()
 	if err != nil {
 		return err
 	}
+	warnDescriptors(g, in.Instances)
 	changes, err := g.sys.PlanChanges(cmd.Context(), b, rs)
 	if err != nil {
 		return backendError(fmt.Errorf("apply: %w", err))
@@ -171,6 +175,7 @@ func runApply(cmd *cobra.Command, g *globals, f applyFlags) error {
 	if err != nil {
 		return err
 	}
+	warnDescriptors(g, in.Instances)
 	if found != nil {
 		if at, rolled := g.sys.WindowRolledBack(found.Window()); rolled {
 			return &exitError{code: exitRolledBack, err: fmt.Errorf("apply: the apply --confirm window this apply waited for (until %s) was rolled back at %s; nothing installed (run apply again to install the torrc's firewall)",

@@ -20,7 +20,13 @@ nowhere prints the single line "reject *:*".
 
 With several tor instances, each instance's policy follows a line
 "# tor instance NAME (TORRC[, user USER])"; --instance NAME prints one
-instance's policy alone, without that line.`,
+instance's policy alone, without that line.
+
+On stderr, a warning says when an exit's server descriptor would be larger
+than the 20,000 bytes tor's directory authorities accept (tor's
+MAX_DESCRIPTOR_UPLOAD_SIZE: the relay would not be published), with the
+estimated size and what merging adjacent prefixes with the same action and
+ports in the ExitPolicy lines would save; print and apply warn the same.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			g.readOnly, g.torrcsOnly = true, true
@@ -32,6 +38,7 @@ instance's policy alone, without that line.`,
 			if err != nil {
 				return usageError(fmt.Errorf("--instance: %w", err))
 			}
+			warnDescriptors(g, insts)
 			for _, t := range insts {
 				if len(insts) > 1 {
 					if _, err := fmt.Fprintf(g.stdout, "# %s\n", t.Describe()); err != nil {

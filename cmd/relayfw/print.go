@@ -22,7 +22,9 @@ print iptables-restore --noflush input for the chain RELAYFW-OUTPUT, and
 --format ipset the relay-link ipsets it refers to (ipset restore input);
 --format json prints the backend-neutral ruleset (described in
 ruleset-json.md, in /usr/share/doc/relayfw). Loading the nft, iptables,
-ip6tables and ipset outputs gives the same kernel state as apply.`,
+ip6tables and ipset outputs gives the same kernel state as apply. Like
+policy, print warns on stderr when an exit's server descriptor would be
+too large for tor's directory authorities.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch format {
@@ -38,6 +40,7 @@ ip6tables and ipset outputs gives the same kernel state as apply.`,
 			if note := in.NotExitNote(); note != "" {
 				g.log.Info(note)
 			}
+			warnDescriptors(g, in.Instances)
 			if format != "json" {
 				text, err := host.Render(rs, format)
 				if err != nil {
