@@ -175,7 +175,7 @@ func runApply(cmd *cobra.Command, g *globals, f applyFlags) error {
 	if err != nil {
 		return err
 	}
-	warnDescriptors(g, in.Instances)
+	defer warnDescriptorsLater(g, in.Instances)()
 	if found != nil {
 		if at, rolled := g.sys.WindowRolledBack(found.Window()); rolled {
 			return &exitError{code: exitRolledBack, err: fmt.Errorf("apply: the apply --confirm window this apply waited for (until %s) was rolled back at %s; nothing installed (run apply again to install the torrc's firewall)",

@@ -1,18 +1,48 @@
 package main
 
-import "github.com/relayfw/relayfw/host"
+import (
+	"sync"
+
+	"github.com/relayfw/relayfw/host"
+)
 
 // warnDescriptors warns, for each exit instance whose server descriptor
 // would be too large for tor's directory authorities, how large and what
 // merging its ExitPolicy entries would save (exitpolicy.Descriptor).
 // policy, print and apply say it; stdout stays as it is.
 func warnDescriptors(g *globals, insts []*host.Instance) {
+	for _, w := range descriptorWarnings(insts) {
+		g.log.Warn(w)
+	}
+}
+
+// warnDescriptorsLater is warnDescriptors for apply: what merging would
+// save is measured by building the merged policy again (tor's redundancy
+// removal, a few hundred milliseconds at 50,000 entries), so it runs on
+// the other core while the apply plans and commits; say logs the warnings
+// when they are ready (once, whatever the apply's outcome).
+func warnDescriptorsLater(g *globals, insts []*host.Instance) (say func()) {
+	ready := make(chan []string, 1)
+	go func() { ready <- descriptorWarnings(insts) }()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			for _, w := range <-ready {
+				g.log.Warn(w)
+			}
+		})
+	}
+}
+
+func descriptorWarnings(insts []*host.Instance) []string {
+	var out []string
 	for _, t := range insts {
 		if !t.IsExit() {
 			continue
 		}
 		if d := t.Effective.Descriptor(t.Options); d.Over() {
-			g.log.Warn(t.Describe() + ": " + d.String())
+			out = append(out, t.Describe()+": "+d.String())
 		}
 	}
+	return out
 }
