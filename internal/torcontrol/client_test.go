@@ -13,38 +13,47 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/relayfw/relayfw/internal/torcontrol/torcontroltest"
 )
 
-func cookieOf(f *fakeTor) func() ([]byte, error) {
-	return func() ([]byte, error) { return f.cookie, nil }
+func cookieOf(f *torcontroltest.Tor) func() ([]byte, error) {
+	return func() ([]byte, error) { return f.Cookie, nil }
+}
+
+// serve serves f on a unix socket in a temporary directory.
+func serve(t *testing.T, f *torcontroltest.Tor) Endpoint {
+	path := filepath.Join(t.TempDir(), "control")
+	f.ServeUnix(t, path)
+	return Endpoint{Network: "unix", Address: path}
 }
 
 func TestAsk(t *testing.T) {
 	tests := []struct {
 		name  string
-		setup func(f *fakeTor)
+		setup func(f *torcontroltest.Tor)
 		want  Answer
 	}{
-		{"safecookie", func(*fakeTor) {},
+		{"safecookie", func(*torcontroltest.Tor) {},
 			Answer{ExitPolicy: []string{"reject *:25", "reject6 *:*", "accept *:*"}, Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.5")}, Version: "0.4.9.11"}},
-		{"plain cookie on a unix socket", func(f *fakeTor) { f.methods = "COOKIE" },
+		{"plain cookie on a unix socket", func(f *torcontroltest.Tor) { f.Methods = "COOKIE" },
 			Answer{ExitPolicy: []string{"reject *:25", "reject6 *:*", "accept *:*"}, Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.5")}, Version: "0.4.9.11"}},
-		{"no authentication", func(f *fakeTor) { f.methods = "NULL" },
+		{"no authentication", func(f *torcontroltest.Tor) { f.Methods = "NULL" },
 			Answer{ExitPolicy: []string{"reject *:25", "reject6 *:*", "accept *:*"}, Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.5")}, Version: "0.4.9.11"}},
-		{"both families, one-line policy", func(f *fakeTor) { f.policy, f.v6 = "reject *:*", "2001:db8::5" },
+		{"both families, one-line policy", func(f *torcontroltest.Tor) { f.Policy, f.V6 = "reject *:*", "2001:db8::5" },
 			Answer{ExitPolicy: []string{"reject *:*"}, Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.5"), netip.MustParseAddr("2001:db8::5")}, Version: "0.4.9.11"}},
-		{"no address known", func(f *fakeTor) { f.v4 = "" },
+		{"no address known", func(f *torcontroltest.Tor) { f.V4 = "" },
 			Answer{ExitPolicy: []string{"reject *:25", "reject6 *:*", "accept *:*"}, Version: "0.4.9.11"}},
-		{"a tor without address/v4", func(f *fakeTor) { f.noV4Key = true },
+		{"a tor without address/v4", func(f *torcontroltest.Tor) { f.NoV4Key = true },
 			Answer{ExitPolicy: []string{"reject *:25", "reject6 *:*", "accept *:*"}, Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.5")}, Version: "0.4.9.11"}},
-		{"leading dots unescaped", func(f *fakeTor) { f.version = "0.4.8.1"; f.policy = ".accept *:80\naccept *:443" },
+		{"leading dots unescaped", func(f *torcontroltest.Tor) { f.Version = "0.4.8.1"; f.Policy = ".accept *:80\naccept *:443" },
 			Answer{ExitPolicy: []string{".accept *:80", "accept *:443"}, Addresses: []netip.Addr{netip.MustParseAddr("203.0.113.5")}, Version: "0.4.8.1"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeTor()
+			f := torcontroltest.New()
 			tt.setup(f)
-			got, err := Ask(context.Background(), f.serve(t), cookieOf(f))
+			got, err := Ask(context.Background(), serve(t, f), cookieOf(f))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,43 +67,45 @@ func TestAsk(t *testing.T) {
 func TestAskRefuses(t *testing.T) {
 	tests := []struct {
 		name    string
-		setup   func(f *fakeTor)
+		setup   func(f *torcontroltest.Tor)
 		cookie  []byte // nil: the fake's own
 		want    string
 		wantErr error
 	}{
-		{"wrong cookie, safecookie", func(*fakeTor) {}, make([]byte, 32), "server hash is wrong", ErrServerHash},
-		{"posing as tor", func(f *fakeTor) { f.wrongServerHash = true }, nil, "server hash is wrong", ErrServerHash},
-		{"wrong cookie, plain", func(f *fakeTor) { f.methods = "COOKIE" }, make([]byte, 32), "515", nil},
-		{"password only", func(f *fakeTor) { f.methods = "HASHEDPASSWORD" }, nil, `wants "HASHEDPASSWORD"`, nil},
-		{"not a server", func(f *fakeTor) {
-			f.replies = map[string]string{"GETINFO exit-policy/full": "552 Not running in server mode\r\n"}
+		{"wrong cookie, safecookie", func(*torcontroltest.Tor) {}, make([]byte, 32), "server hash is wrong", ErrServerHash},
+		{"posing as tor", func(f *torcontroltest.Tor) { f.WrongServerHash = true }, nil, "server hash is wrong", ErrServerHash},
+		{"wrong cookie, plain", func(f *torcontroltest.Tor) { f.Methods = "COOKIE" }, make([]byte, 32), "515", nil},
+		{"password only", func(f *torcontroltest.Tor) { f.Methods = "HASHEDPASSWORD" }, nil, `wants "HASHEDPASSWORD"`, nil},
+		{"not a server", func(f *torcontroltest.Tor) {
+			f.Replies = map[string]string{"GETINFO exit-policy/full": "552 Not running in server mode\r\n"}
 		}, nil, `552 "Not running in server mode"`, nil},
-		{"descriptor not built", func(f *fakeTor) { f.policy = "" }, nil, "551", nil},
-		{"garbage", func(f *fakeTor) {
-			f.replies = map[string]string{"PROTOCOLINFO": "HTTP/1.1 400 Bad Request\r\n\r\n"}
+		{"descriptor not built", func(f *torcontroltest.Tor) { f.Policy = "" }, nil, "551", nil},
+		{"garbage", func(f *torcontroltest.Tor) {
+			f.Replies = map[string]string{"PROTOCOLINFO": "HTTP/1.1 400 Bad Request\r\n\r\n"}
 		}, nil, "malformed control reply", nil},
-		{"LF only", func(f *fakeTor) { f.replies = map[string]string{"GETINFO version": "250-version=0.4.9.11\n250 OK\n"} }, nil, "CRLF", nil},
-		{"codes change", func(f *fakeTor) {
-			f.replies = map[string]string{"GETINFO version": "250-version=0.4.9.11\r\n251 OK\r\n"}
+		{"LF only", func(f *torcontroltest.Tor) {
+			f.Replies = map[string]string{"GETINFO version": "250-version=0.4.9.11\n250 OK\n"}
+		}, nil, "CRLF", nil},
+		{"codes change", func(f *torcontroltest.Tor) {
+			f.Replies = map[string]string{"GETINFO version": "250-version=0.4.9.11\r\n251 OK\r\n"}
 		}, nil, "status code 251 within a reply of 250", nil},
-		{"other key", func(f *fakeTor) {
-			f.replies = map[string]string{"GETINFO version": "250-config-file=/etc/tor/torrc\r\n250 OK\r\n"}
+		{"other key", func(f *torcontroltest.Tor) {
+			f.Replies = map[string]string{"GETINFO version": "250-config-file=/etc/tor/torrc\r\n250 OK\r\n"}
 		}, nil, "GETINFO version answered", nil},
-		{"control characters", func(f *fakeTor) { f.policy = "accept *:80\naccept \x1b[31m*:443" }, nil, `"accept \x1b[31m*:443" is not printable ASCII`, nil},
-		{"empty policy line", func(f *fakeTor) { f.policy = "accept *:80\n\naccept *:443" }, nil, "line 2 is empty", nil},
-		{"not an address", func(f *fakeTor) { f.v4 = "2001:db8::1" }, nil, "not an IPv4 address", nil},
-		{"connection closed", func(f *fakeTor) { f.replies = map[string]string{"GETINFO version": "250-vers"} }, nil, "EOF", nil},
+		{"control characters", func(f *torcontroltest.Tor) { f.Policy = "accept *:80\naccept \x1b[31m*:443" }, nil, `"accept \x1b[31m*:443" is not printable ASCII`, nil},
+		{"empty policy line", func(f *torcontroltest.Tor) { f.Policy = "accept *:80\n\naccept *:443" }, nil, "line 2 is empty", nil},
+		{"not an address", func(f *torcontroltest.Tor) { f.V4 = "2001:db8::1" }, nil, "not an IPv4 address", nil},
+		{"connection closed", func(f *torcontroltest.Tor) { f.Replies = map[string]string{"GETINFO version": "250-vers"} }, nil, "EOF", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := newFakeTor()
+			f := torcontroltest.New()
 			tt.setup(f)
 			cookie := cookieOf(f)
 			if tt.cookie != nil {
 				cookie = func() ([]byte, error) { return tt.cookie, nil }
 			}
-			ep := f.serve(t)
+			ep := serve(t, f)
 			_, err := Ask(context.Background(), ep, cookie)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("Ask: %v; want an error with %q", err, tt.want)
@@ -105,10 +116,10 @@ func TestAskRefuses(t *testing.T) {
 			if errors.Is(err, ErrServerHash) {
 				// Close sends QUIT last: once the fake has read it, it
 				// has read whatever was sent.
-				for !slicesContains(f.commands(), "QUIT") {
+				for !slicesContains(f.Commands(), "QUIT") {
 					time.Sleep(time.Millisecond)
 				}
-				for _, c := range f.commands() {
+				for _, c := range f.Commands() {
 					if strings.HasPrefix(c, "AUTHENTICATE") {
 						t.Errorf("sent %q to a server that did not prove it knows the cookie", c)
 					}
@@ -121,9 +132,9 @@ func TestAskRefuses(t *testing.T) {
 // TestAskDeadline: a control socket that never answers ends the
 // conversation at the context's deadline.
 func TestAskDeadline(t *testing.T) {
-	f := newFakeTor()
-	f.hang = true
-	ep := f.serve(t)
+	f := torcontroltest.New()
+	f.Hang = true
+	ep := serve(t, f)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
 	_, err := Ask(ctx, ep, cookieOf(f))
@@ -147,17 +158,17 @@ func TestAskDeadline(t *testing.T) {
 // keep the test quick) is refused; one just under it is read.
 func TestAskOversized(t *testing.T) {
 	const limit = 1 << 20
-	f := newFakeTor()
+	f := torcontroltest.New()
 	line := "accept 203.0.113.77:65535\n"
-	f.policy = strings.Repeat(line, limit/len(line)+1) + "reject *:*"
-	_, err := ask(context.Background(), f.serve(t), cookieOf(f), limit)
+	f.Policy = strings.Repeat(line, limit/len(line)+1) + "reject *:*"
+	_, err := ask(context.Background(), serve(t, f), cookieOf(f), limit)
 	if !errors.Is(err, ErrReplyTooLarge) {
 		t.Fatalf("Ask: %v; want %v", err, ErrReplyTooLarge)
 	}
-	f = newFakeTor()
+	f = torcontroltest.New()
 	n := (limit - 100) / (len(line) + 1) // each line gains a CR
-	f.policy = strings.Repeat(line, n) + "reject *:*"
-	a, err := ask(context.Background(), f.serve(t), cookieOf(f), limit)
+	f.Policy = strings.Repeat(line, n) + "reject *:*"
+	a, err := ask(context.Background(), serve(t, f), cookieOf(f), limit)
 	if err != nil || len(a.ExitPolicy) != n+1 {
 		t.Fatalf("Ask: %d lines, %v; want %d", len(a.ExitPolicy), err, n+1)
 	}
@@ -188,13 +199,13 @@ func TestDialRefuses(t *testing.T) {
 // the cookie goes only as SAFECOOKIE.
 func TestPlainCookieNotOverTCP(t *testing.T) {
 	for _, methods := range []string{"COOKIE", "COOKIE,SAFECOOKIE"} {
-		f := newFakeTor()
-		f.methods = methods
+		f := torcontroltest.New()
+		f.Methods = methods
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		f.accept(t, ln)
+		f.Serve(t, ln)
 		_, err = Ask(context.Background(), Endpoint{"tcp", ln.Addr().String()}, cookieOf(f))
 		switch {
 		case methods == "COOKIE" && (err == nil || !strings.Contains(err.Error(), "only as SAFECOOKIE")):
@@ -202,8 +213,8 @@ func TestPlainCookieNotOverTCP(t *testing.T) {
 		case methods != "COOKIE" && err != nil:
 			t.Errorf("%s over TCP: %v", methods, err)
 		}
-		for _, c := range f.commands() {
-			if strings.HasPrefix(c, "AUTHENTICATE "+strings.ToLower(hexOf(f.cookie))) {
+		for _, c := range f.Commands() {
+			if strings.HasPrefix(c, "AUTHENTICATE "+strings.ToLower(hexOf(f.Cookie))) {
 				t.Errorf("%s: the cookie itself was sent over TCP", methods)
 			}
 		}
