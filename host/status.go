@@ -70,6 +70,9 @@ type Status struct {
 	// Consensus is what became of each tor instance's cached consensus:
 	// read (with its age), missing, or refused (and why).
 	Consensus []ConsensusState `json:"consensus"`
+	// RunningTor compares each instance's running tor's exit policy with
+	// relayfw's (Inputs.AskRunningTor); nil while the inputs are invalid.
+	RunningTor []RunningTor `json:"running_tor"`
 
 	ruleClass ruleClasses
 }
