@@ -106,7 +106,9 @@ func TestAskRunningTor(t *testing.T) {
 			},
 			RunningTor{TorVersion: "0.4.8.13", OnlyTor: []string{"accept *:8080"}, OnlyTorTotal: 1, Advice: "tor's version 0.4.8.13 differs from relayfw's model (tor 0.4.9)"}},
 		{"a bounded list", "Address 203.0.113.5\nExitPolicy accept *:80,reject *:*\n", nil,
-			func(ours []string, f *torcontroltest.Tor) { f.Policy = strings.Join(insert(ours, "accept *:80", many...), "\n") },
+			func(ours []string, f *torcontroltest.Tor) {
+				f.Policy = strings.Join(insert(ours, "accept *:80", many...), "\n")
+			},
 			RunningTor{TorVersion: "0.4.9.11", OnlyTor: many[:10], OnlyTorTotal: 25, Advice: "reload tor (SIGHUP)"}},
 	}
 	for _, tt := range tests {
