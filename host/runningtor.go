@@ -210,25 +210,32 @@ func (t *Instance) reloadAdvice(version string) string {
 }
 
 // compareRunning compares relayfw's policy (model) with the running
-// tor's (a), modulo the addresses tor found itself: tor puts "reject
-// ADDR:*" for each of the relay's own addresses ahead of the configured
-// policy, and drops what that entry covers (exit_policy_remove_redundancies).
+// tor's (a), modulo the addresses tor found itself: with
+// ExitPolicyRejectPrivate tor puts "reject ADDR:*" for each of the relay's
+// own addresses ahead of the configured policy, and drops the later
+// entries of exactly that address, which it covers
+// (exit_policy_remove_redundancies). For an address tor reports, rejects
+// so, and relayfw's model did not have, neither that reject nor relayfw's
+// entries of that address count.
 func compareRunning(r *RunningTor, model exitpolicy.Effective, a torcontrol.Answer) {
 	ours := model.Policy.Lines()
 	theirs := a.ExitPolicy
 	if !model.Policy.IsRejectStar() {
 		var discovered []netip.Prefix
+		skip := map[string]bool{}
 		for _, addr := range a.Addresses {
-			if !slices.Contains(model.LocalAddrs, addr) {
-				r.Discovered = append(r.Discovered, addr)
-				discovered = append(discovered, netip.PrefixFrom(addr, addr.BitLen()))
+			own := netip.PrefixFrom(addr, addr.BitLen())
+			reject := exitpolicy.Entry{Action: exitpolicy.Reject, Addr: addr, Bits: own.Bits(), PortMin: 1, PortMax: 65535}.String()
+			// Only an address tor rejects as its own (ExitPolicyRejectPrivate)
+			// and relayfw did not know.
+			if slices.Contains(model.LocalAddrs, addr) || !slices.Contains(theirs, reject) {
+				continue
 			}
+			r.Discovered = append(r.Discovered, addr)
+			discovered = append(discovered, own)
+			skip[reject] = true
 		}
 		if len(discovered) > 0 {
-			skip := map[string]bool{}
-			for _, p := range discovered {
-				skip[exitpolicy.Entry{Action: exitpolicy.Reject, Addr: p.Addr(), Bits: p.Bits(), PortMin: 1, PortMax: 65535}.String()] = true
-			}
 			theirs = slices.DeleteFunc(slices.Clone(theirs), func(l string) bool { return skip[l] })
 			ours = ours[:0:0]
 			for _, e := range model.Policy.Entries {

@@ -79,7 +79,22 @@ func TestAskRunningTor(t *testing.T) {
 				lines = slices.DeleteFunc(lines, func(l string) bool { return l == "accept 198.51.100.99:443" })
 				f.Policy, f.V4, f.V6 = strings.Join(lines, "\n"), "198.51.100.99", "2001:db8::99"
 			},
+			RunningTor{Matches: true, TorVersion: "0.4.9.11", Discovered: []netip.Addr{netip.MustParseAddr("198.51.100.99")}}},
+		{"a NAT'd host, and IPv6 exits: both addresses are tor's own", "IPv6Exit 1\nExitPolicy accept *:80,reject *:*\n", []string{"10.0.0.5", "fe80::5"},
+			func(ours []string, f *torcontroltest.Tor) {
+				lines := insert(ours, "reject6 [fe80::]/10:*", "reject 198.51.100.99:*", "reject6 [2001:db8::99]:*")
+				f.Policy, f.V4, f.V6 = strings.Join(lines, "\n"), "198.51.100.99", "2001:db8::99"
+			},
 			RunningTor{Matches: true, TorVersion: "0.4.9.11", Discovered: []netip.Addr{netip.MustParseAddr("198.51.100.99"), netip.MustParseAddr("2001:db8::99")}}},
+		{"ExitPolicyRejectPrivate 0: tor rejects no address of its own", "ExitPolicyRejectPrivate 0\nExitPolicy accept 198.51.100.99:443,accept *:80,reject *:*\n", []string{"10.0.0.5"},
+			func(ours []string, f *torcontroltest.Tor) { f.Policy, f.V4 = strings.Join(ours, "\n"), "198.51.100.99" },
+			RunningTor{Matches: true, TorVersion: "0.4.9.11"}},
+		{"ExitPolicyRejectPrivate 0, an entry of that address missing", "ExitPolicyRejectPrivate 0\nExitPolicy accept 198.51.100.99:443,accept *:80,reject *:*\n", []string{"10.0.0.5"},
+			func(ours []string, f *torcontroltest.Tor) {
+				f.Policy = strings.Join(slices.DeleteFunc(slices.Clone(ours), func(l string) bool { return l == "accept 198.51.100.99:443" }), "\n")
+				f.V4 = "198.51.100.99"
+			},
+			RunningTor{TorVersion: "0.4.9.11", OnlyRelayfw: []string{"accept 198.51.100.99:443"}, OnlyRelayfwTotal: 1, Advice: "reload tor (SIGHUP)"}},
 		{"an address relayfw knows is not forgiven", "Address 203.0.113.5\nExitPolicy accept *:80,reject *:*\n", nil,
 			func(ours []string, f *torcontroltest.Tor) {
 				f.Policy = strings.Join(slices.DeleteFunc(slices.Clone(ours), func(l string) bool { return l == "reject 203.0.113.5:*" }), "\n")

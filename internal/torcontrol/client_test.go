@@ -3,6 +3,7 @@ package torcontrol
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -312,5 +313,26 @@ func TestReadReply(t *testing.T) {
 	}
 	if _, err := ReadReply(bufioReader(in), int64(len(in)-1)); !errors.Is(err, ErrReplyTooLarge) {
 		t.Errorf("a reply one byte over the limit: %v", err)
+	}
+}
+
+// BenchmarkAsk: one conversation with a tor whose exit policy has
+// 100,000 entries (a few MB), over a unix socket.
+func BenchmarkAsk(b *testing.B) {
+	f := torcontroltest.New()
+	var policy strings.Builder
+	for i := range 100000 {
+		fmt.Fprintf(&policy, "reject 10.%d.%d.0/24:*\n", i>>8&255, i&255)
+	}
+	policy.WriteString("accept *:*")
+	f.Policy = policy.String()
+	path := filepath.Join(b.TempDir(), "control")
+	f.ServeUnix(b, path)
+	b.SetBytes(int64(policy.Len()))
+	for b.Loop() {
+		a, err := Ask(context.Background(), Endpoint{"unix", path}, cookieOf(f))
+		if err != nil || len(a.ExitPolicy) != 100001 {
+			b.Fatalf("%d lines, %v", len(a.ExitPolicy), err)
+		}
 	}
 }
