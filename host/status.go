@@ -73,6 +73,9 @@ type Status struct {
 	// Conntrack is the kernel's connection tracking table: entries, limit,
 	// drops, the sysctls that size it, and warnings (host/conntrack.go).
 	Conntrack *ConntrackStatus `json:"conntrack"`
+	// RunningTor compares each instance's running tor's exit policy with
+	// relayfw's (Inputs.AskRunningTor); nil while the inputs are invalid.
+	RunningTor []RunningTor `json:"running_tor"`
 
 	ruleClass ruleClasses
 }

@@ -213,7 +213,8 @@ func TestPrermKeepsFirewall(t *testing.T) {
 			}
 			log, _ := os.ReadFile(calls)
 			if !strings.Contains(string(log), "disable relayfw.service\n") || strings.Contains(string(log), "stop relayfw.service") ||
-				strings.Contains(string(log), "--now relayfw.service") || !strings.Contains(string(log), "disable --now relayfw-refresh.timer\n") {
+				strings.Contains(string(log), "--now relayfw.service") || !strings.Contains(string(log), "disable --now relayfw-refresh.timer\n") ||
+				!strings.Contains(string(log), "disable --now relayfw-metrics.timer\n") {
 				t.Errorf("prerm remove's systemctl calls:\n%s", log)
 			}
 			tn.wantProbe(t, "after prerm", exitPort, connected)
@@ -302,7 +303,7 @@ func TestDebianPackage(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"./usr/sbin/relayfw", "./etc/relayfw/relayfw.toml", "./lib/systemd/system/relayfw.service",
-		"./lib/systemd/system/relayfw-refresh.timer", "./usr/share/man/man8/relayfw-apply.8.gz",
+		"./lib/systemd/system/relayfw-refresh.timer", "./lib/systemd/system/relayfw-metrics.timer", "./usr/share/man/man8/relayfw-apply.8.gz",
 		"./usr/share/man/man8/relayfw.8.gz", "./usr/share/man/man5/relayfw.toml.5.gz",
 		"./usr/share/bash-completion/completions/relayfw", "./usr/share/zsh/vendor-completions/_relayfw",
 		"./lib/systemd/system/tor@.service.d/50-relayfw.conf"} {

@@ -52,6 +52,17 @@ type Options struct {
 	MyFamily    []string
 	FamilyIDs   int
 
+	// ControlSockets are the unix sockets tor's controllers connect to
+	// (ControlSocket PATH, ControlPort unix:PATH), in the torrc's order;
+	// ControlSocketOff says a "ControlSocket 0" line turned them off.
+	// TCP control ports are in Ports (Kind "ControlPort").
+	ControlSockets   []string
+	ControlSocketOff bool
+	// CookieAuthentication and CookieAuthFile: where tor writes the
+	// control cookie ("" : DataDirectory/control_auth_cookie).
+	CookieAuthentication bool
+	CookieAuthFile       string
+
 	// DirAuthority and FallbackDir values; empty means tor's compiled-in
 	// lists apply.
 	DirAuthority []string
@@ -121,6 +132,7 @@ func OptionsFromGroups(groups ...[]ConfigLine) (Options, error) {
 		"exitpolicyrejectlocalinterfaces": &o.ExitPolicyRejectLocalInterfaces,
 		"bridgerelay":                     &o.BridgeRelay,
 		"testingtornetwork":               &o.TestingTorNetwork,
+		"cookieauthentication":            &o.CookieAuthentication,
 	}
 	stringOpt := map[string]*string{
 		"datadirectory":           &o.DataDirectory,
@@ -128,12 +140,13 @@ func OptionsFromGroups(groups ...[]ConfigLine) (Options, error) {
 		"serverdnsresolvconffile": &o.ServerDNSResolvConfFile,
 		"nickname":                &o.Nickname,
 		"contactinfo":             &o.ContactInfo,
+		"cookieauthfile":          &o.CookieAuthFile,
 	}
 	listLines := map[string][]ConfigLine{}
 	listKeys := map[string]bool{"exitpolicy": true, "address": true,
 		"outboundbindaddress": true, "outboundbindaddressor": true,
 		"outboundbindaddressexit": true, "outboundbindaddresspt": true,
-		"dirauthority": true, "fallbackdir": true, "myfamily": true, "familyid": true}
+		"dirauthority": true, "fallbackdir": true, "myfamily": true, "familyid": true, "controlsocket": true}
 	for _, p := range portOptions {
 		listKeys[strings.ToLower(p)] = true
 	}
@@ -260,6 +273,7 @@ func (o *Options) finish(listLines map[string][]ConfigLine) (Options, error) {
 		}
 	}
 	o.FamilyIDs = len(listLines["familyid"])
+	o.ControlSockets, o.ControlSocketOff = controlSockets(listLines["controlport"], listLines["controlsocket"])
 	for _, p := range portOptions {
 		for _, l := range listLines[strings.ToLower(p)] {
 			pc, warns, err := parsePortConfig(p, l)
@@ -445,4 +459,42 @@ func (pc *PortConfig) serverOptions(flags []string, explicit bool) ([]string, er
 		pc.IPv4 = false
 	}
 	return warns, nil
+}
+
+// controlSockets are the unix control sockets of the ControlPort
+// ("unix:PATH") and ControlSocket lines, as tor's
+// port_cfg_line_extract_addrport reads their first word (unix:"PATH" is
+// C-quoted); off says a "ControlSocket 0" line turned them off. A line
+// tor would refuse (tor --verify-config judges the torrc) names none.
+func controlSockets(controlPorts, controlSockets []ConfigLine) (paths []string, off bool) {
+	first := func(value string) (path string, unix bool) {
+		value = strings.TrimLeft(value, " \t")
+		rest, unix := strings.CutPrefix(value, "unix:")
+		if unix && strings.HasPrefix(rest, "\"") {
+			p, _, ok := unescapeString(rest, 0)
+			if !ok {
+				return "", true
+			}
+			return p, true
+		}
+		if i := strings.IndexAny(rest, " \t"); i >= 0 {
+			rest = rest[:i]
+		}
+		return rest, unix
+	}
+	for _, l := range controlPorts {
+		if p, unix := first(l.Value); unix && p != "" {
+			paths = append(paths, p)
+		}
+	}
+	for _, l := range controlSockets {
+		switch p, _ := first(l.Value); p {
+		case "":
+		case "0":
+			off = true
+		default:
+			paths = append(paths, p)
+		}
+	}
+	return paths, off
 }

@@ -286,18 +286,34 @@ func summary(b firewall.Backend, res firewall.Result) string {
 func newCheckCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "check",
-		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not, 3 when only the relay links are behind the consensus",
+		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not, 4 when a running tor enforces another policy, 3 when only the relay links are behind",
 		Long: `Compare the installed firewall with the one compiled now. Exit 0 when they
 are equal; 1, listing the differences, when a rule, chain, set or the exit
 policy differs (drift: relayfw apply repairs it); 3 when the rules are in sync
 but the relay links are behind tor's cached consensus (tor fetched a new one
 and relayfw refresh has not run yet: it, or relayfw-consensus.path, brings
-them up to date). When it finds several, the most severe code: 1 (drift),
-then 4 (the running tor's exit policy differs from the torrc's; reserved),
-then 3.`,
+them up to date); 4 when a running tor enforces another exit policy than
+the one relayfw compiled from its torrc. When it finds several, check
+exits with the most severe code, in this order: 1 (drift),
+then 4 (the running tor's policy), then 3.
+
+The running tor: for each tor instance whose torrc names a ControlSocket
+(Debian's defaults file sets /run/tor/control) or a ControlPort on
+loopback, with CookieAuthentication 1, check asks tor's own "GETINFO
+exit-policy/full" (SAFECOOKIE when tor offers it; within a few seconds;
+whatever the socket sends is untrusted) and compares it with "relayfw
+policy". tor's reject of the relay's own address that tor found itself
+and relayfw did not know (a host behind NAT, whose public address is on
+no interface) is not a difference. A difference is listed — the entries
+only tor has, the entries only relayfw has (the first 10 of each), or the
+same entries in another order — with what to do: "reload tor (systemctl
+reload tor@NAME)", or, when the running tor is not the release relayfw
+models (0.4.9), that its version differs. A tor that was asked and
+matches gets a line too; one whose control socket or port fails says why
+(without a control socket or port, nothing: relayfw status says it).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, _, b, release, err := rulesetAndBackend(cmd, g, readLock)
+			rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
 			defer release()
 			if err != nil {
 				return err
@@ -306,7 +322,11 @@ then 3.`,
 			if err != nil {
 				return backendError(fmt.Errorf("check: %w", err))
 			}
+			running := in.AskRunningTor(cmd.Context())
 			var found []int // what check found: exit codes, mostSevere picks one
+			if runningTorDiffers(running) {
+				found = append(found, exitPolicyDiffers)
+			}
 			linksLine := fmt.Sprintf("relay links behind the cached consensus: %d to add, %d to remove (relayfw refresh)", behind.Missing, behind.Extra)
 			if len(drift) > 0 {
 				fmt.Fprintf(g.stdout, "drift (%s):\n", b.Name())
@@ -320,13 +340,19 @@ then 3.`,
 				if rb, ok := g.sys.ReadRolledBack(); ok {
 					fmt.Fprintf(g.stdout, "the torrc differs from what is installed because its apply --confirm was rolled back at %s (not confirmed); relayfw apply --confirm 2m installs it\n", rb.At.Format(time.RFC3339))
 				}
+				writeRunningTorCheck(g.stdout, running)
 				return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
 			}
 			if behind.Total() > 0 {
 				fmt.Fprintf(g.stdout, "rules in sync (%s); %s\n", b.Name(), linksLine)
+				writeRunningTorCheck(g.stdout, running)
 				return &exitStatus{code: mostSevere(append(found, exitLinksBehind)...)}
 			}
 			fmt.Fprintf(g.stdout, "in sync (%s)\n", b.Name())
+			writeRunningTorCheck(g.stdout, running)
+			if len(found) > 0 {
+				return &exitStatus{code: mostSevere(found...)}
+			}
 			return nil
 		},
 	}

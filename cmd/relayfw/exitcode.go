@@ -17,7 +17,7 @@ const (
 	exitFailed        = 1  // check found drift, or an operation failed after starting
 	exitChanged       = 2  // apply --detailed-exitcode changed something
 	exitLinksBehind   = 3  // check: the rules are in sync, the relay links behind the cached consensus
-	exitPolicyDiffers = 4  // check: the running tor's exit policy differs from the torrc's (reserved, not returned yet)
+	exitPolicyDiffers = 4  // check: a running tor enforces another exit policy than relayfw compiled from its torrc
 	exitRolledBack    = 5  // apply: the confirm window it found open (or waited for) was rolled back; nothing installed
 	exitUsage         = 64 // EX_USAGE
 	exitDataErr       = 65 // EX_DATAERR: policy, torrc or config syntax

@@ -13,7 +13,7 @@ var exitStatuses = []struct {
 	{1, "**check** found drift; **confirm** or **rollback** found nothing pending; **confirm** after the deadline (it was rolled back); **apply --confirm** on a terminal rolled back; or an operation failed after starting."},
 	{2, "**apply --detailed-exitcode** changed something (with **--dry-run**: would change something)."},
 	{3, "**check**: the rules are in sync, but the relay links are behind tor's cached consensus (**relayfw refresh**, or the relayfw-consensus path unit, brings them up to date). **check** returns the most severe of what it found: 1, then 4, then 3."},
-	{4, "**check**: the running tor's exit policy differs from the torrc's (reserved, not returned yet)."},
+	{4, "**check**: a running tor enforces another exit policy than the one relayfw compiled from its torrc (asked over its control socket with the cookie): the torrc was edited and tor not reloaded, or tor is another release than relayfw's model. **check** lists the entries and says what to do (reload tor)."},
 	{5, "**apply**: the **apply --confirm** window it found open (and, with **--wait**, waited for) was rolled back; nothing was installed (run apply again to install the torrc's firewall)."},
 	{64, "Usage error: an unknown flag or command, a bad argument or target."},
 	{65, "Bad input data: a torrc tor refuses (an unknown option, a bad value, not text, a combination tor aborts on), exit policy or relayfw.toml syntax, two exit instances of one user, a torrc or relayfw.toml others can write, an include file name systemd cannot watch. The message names file:line (or --policy). Not for **status** and **metrics**: they report it and exit 0."},
@@ -41,6 +41,8 @@ var manFiles = []struct{ path, what string }{
 	{"/lib/systemd/system/relayfw.service", "Runs **relayfw boot** at boot, before the network and tor's units (which require it once it is enabled); reload re-applies."},
 	{"/lib/systemd/system/relayfw-reapply.path, relayfw-reapply.service", "Re-apply when a torrc, a defaults file, an %include'd file, relayfw.toml or resolv.conf changes."},
 	{"/lib/systemd/system/relayfw-consensus.path, relayfw-consensus@.path, relayfw-refresh.timer", "Run **relayfw refresh** when tor writes a new consensus (tor@default's, or instance NAME's with relayfw-consensus@NAME.path), and hourly."},
+	{"/lib/systemd/system/relayfw-metrics.timer, relayfw-metrics.service", "Write **relayfw metrics** to /var/lib/prometheus/node-exporter/relayfw.prom every minute, in the group debian-tor, which may ask tor@default over /run/tor/control."},
+	{"/run/tor/control, /run/tor/control.authcookie", "tor@default's control socket and cookie (Debian's defaults file; /run/tor-instances/NAME/ for instance NAME): **check**, **status**, **metrics** and **policy --from-tor** ask the running tor's exit policy there. Written by tor's user and read as untrusted input."},
 }
 
 // manExamples is relayfw(8)'s EXAMPLES.

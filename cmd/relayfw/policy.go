@@ -11,6 +11,7 @@ import (
 
 func newPolicyCommand(g *globals) *cobra.Command {
 	var instance string
+	var fromTor bool
 	cmd := &cobra.Command{
 		Use:   "policy",
 		Short: "Print the effective exit policy, as tor's GETINFO exit-policy/full does",
@@ -26,7 +27,14 @@ On stderr, a warning says when an exit's server descriptor would be larger
 than the 20,000 bytes tor's directory authorities accept (tor's
 MAX_DESCRIPTOR_UPLOAD_SIZE: the relay would not be published), with the
 estimated size and what merging adjacent prefixes with the same action and
-ports in the ExitPolicy lines would save; print and apply warn the same.`,
+ports in the ExitPolicy lines would save; print and apply warn the same.
+
+--from-tor prints what the running tor says instead: its own GETINFO
+exit-policy/full, asked over the instance's ControlSocket (or a
+ControlPort on loopback) with the cookie, as relayfw check asks it. When a
+tor cannot be asked (no control socket or port in the torrc, no
+CookieAuthentication, tor not running, no answer within a few seconds)
+it exits 1 with one line saying why.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			g.readOnly, g.torrcsOnly = true, true
@@ -40,12 +48,20 @@ ports in the ExitPolicy lines would save; print and apply warn the same.`,
 			}
 			warnDescriptors(g, insts)
 			for _, t := range insts {
+				lines := t.Effective.Policy.Lines()
+				if fromTor {
+					a, _, err := g.sys.AskTor(cmd.Context(), t)
+					if err != nil {
+						return &exitError{code: exitFailed, err: fmt.Errorf("policy --from-tor: %s cannot be asked: %w", t.Describe(), err)}
+					}
+					lines = a.ExitPolicy
+				}
 				if len(insts) > 1 {
 					if _, err := fmt.Fprintf(g.stdout, "# %s\n", t.Describe()); err != nil {
 						return err
 					}
 				}
-				if _, err := fmt.Fprintln(g.stdout, strings.Join(t.Effective.Policy.Lines(), "\n")); err != nil {
+				if _, err := fmt.Fprintln(g.stdout, strings.Join(lines, "\n")); err != nil {
 					return err
 				}
 			}
@@ -53,5 +69,6 @@ ports in the ExitPolicy lines would save; print and apply warn the same.`,
 		},
 	}
 	cmd.Flags().StringVar(&instance, "instance", "", "the tor instance to print (default: all)")
+	cmd.Flags().BoolVar(&fromTor, "from-tor", false, "print the running tor's own exit policy (GETINFO exit-policy/full over its control socket)")
 	return cmd
 }

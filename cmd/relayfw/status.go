@@ -52,6 +52,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 		}
 		st.Consensus = in.Consensus()
 		st.Config.Tor = in.TorVerdict()
+		st.RunningTor = in.AskRunningTor(cmd.Context()) // never fails: says why per instance
 		return st, nil
 	}
 	cfg, err := loadConfig(cmd, g)
@@ -100,6 +101,15 @@ after an unconfirmed rollback, "rolled back: at T ...": the automatic
 applies keep the last good firewall until an operator runs relayfw apply.
 On a host where no tor instance exits, a plain note says so.
 
+Per tor instance, the running tor ("running tor: NAME: ..."): "matches"
+when the exit policy tor enforces (GETINFO exit-policy/full over its
+control socket, as relayfw check asks it) equals relayfw's; "differs"
+with how, and "reload tor" or that tor's version differs from relayfw's
+model; "not asked" and why (no ControlSocket or ControlPort in the torrc,
+such as relayor's "ControlSocket 0"; no CookieAuthentication; a socket
+relayfw may not open; tor not running). A control socket that fails or
+does not answer within a few seconds never fails status.
+
 The conntrack line: the kernel's connection tracking entries in use and
 their limit (in a network namespace other than the host's, the
 namespace's count against the host-wide limit, and the line says so),
@@ -117,10 +127,12 @@ an "also:" line says so.
 --format json has the same, plus the drift, per-rule counters,
 also_installed, relay_links_behind, pending, last_change, rolled_back,
 consensus, inbound (counters by cause, the blocked sources), exit (with
-a note on a host where no tor instance exits) and conntrack ("loaded",
-"entries", "max", "scope", "source", "drops", "buckets",
-"tcp_timeout_established", "tcp_loose", "warnings"; without figures when
-conntrack is not loaded).
+a note on a host where no tor instance exits), running_tor (per
+instance: asked, matches, why, only_tor and only_relayfw with their
+totals, order_differs, discovered, advice, tor_version, control) and
+conntrack ("loaded", "entries", "max", "scope", "source", "drops",
+"buckets", "tcp_timeout_established", "tcp_loose", "warnings"; without
+figures when conntrack is not loaded).
 
 Never blind: when a torrc, an %include, a defaults file or relayfw.toml
 cannot be read, status still reports the kernel (installed, counters,
@@ -180,6 +192,9 @@ func newStatusCommand(g *globals) *cobra.Command {
 				}
 				fmt.Fprintf(w, "consensus:  %s%s\n", who, c.Summary())
 			}
+			for _, line := range runningTorStatusLines(st.RunningTor) {
+				fmt.Fprintln(w, line)
+			}
 			if st.Note != "" {
 				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
 			}
@@ -226,8 +241,10 @@ rule), relayfw_installed, relayfw_config_valid, relayfw_in_sync (the
 rules), relayfw_relay_links_behind, relayfw_consensus_age_seconds (by
 instance), relayfw_last_apply_timestamp_seconds,
 relayfw_last_change_timestamp_seconds (by change and why),
-relayfw_last_rollback_timestamp_seconds (absent when never) and
-relayfw_info; with [inbound], relayfw_inbound_new_connections_total,
+relayfw_last_rollback_timestamp_seconds (absent when never),
+relayfw_tor_policy_matches (by instance: 1 when the running tor's exit
+policy equals relayfw's, 0 when not; absent for an instance tor cannot be
+asked about, see relayfw status) and relayfw_info; with [inbound], relayfw_inbound_new_connections_total,
 relayfw_inbound_trusted_total, relayfw_inbound_drops_total (by cause:
 blocked, minute, hour, conns) and relayfw_inbound_blocked. While the
 kernel tracks connections: relayfw_conntrack_entries,
@@ -239,7 +256,11 @@ As status, metrics is never blind: when a torrc, an %include, a defaults
 file or relayfw.toml cannot be read, it still reports the kernel and exits
 0, with relayfw_config_valid 0 and relayfw_in_sync 0
 (relayfw_relay_links_behind is then absent). Alert on
-relayfw_config_valid == 0 or relayfw_in_sync == 0.`,
+relayfw_config_valid == 0, relayfw_in_sync == 0 or
+relayfw_tor_policy_matches == 0.
+
+relayfw-metrics.timer writes the file every minute; its service runs in
+the group debian-tor, which may open tor@default's control socket.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			st, err := gatherStatus(cmd, g)
@@ -343,6 +364,7 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 			fmt.Fprintf(&b, "relayfw_consensus_age_seconds{instance=%q} %d\n", c.Instance, *c.AgeSeconds)
 		}
 	}
+	writeRunningTorMetrics(&b, st.RunningTor)
 	if st.LastApply != nil {
 		one("relayfw_last_apply_timestamp_seconds", "gauge", "When relayfw last applied.", uint64(st.LastApply.Unix()))
 	}
