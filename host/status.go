@@ -70,6 +70,10 @@ type Status struct {
 	// Consensus is what became of each tor instance's cached consensus:
 	// read (with its age), missing, or refused (and why).
 	Consensus []ConsensusState `json:"consensus"`
+	// Published is what clients believe of each relay instance's exit
+	// policy (its summaries in tor's cached consensus and
+	// microdescriptors, Inputs.Published), compared with the firewall.
+	Published []PublishedState `json:"published"`
 
 	ruleClass ruleClasses
 }

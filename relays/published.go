@@ -278,7 +278,7 @@ func eachLineRaw(br *bufio.Reader, maxLen int, fn func(line []byte) error) error
 		line, err := br.ReadSlice('\n')
 		if errors.Is(err, bufio.ErrBufferFull) || long != nil {
 			if long = append(long, line...); len(long) > maxLen {
-				return bufio.ErrTooLong
+				return fmt.Errorf("a line longer than %d KiB", maxLen>>10)
 			}
 			if errors.Is(err, bufio.ErrBufferFull) {
 				continue
@@ -286,7 +286,7 @@ func eachLineRaw(br *bufio.Reader, maxLen int, fn func(line []byte) error) error
 			line, long = long, nil
 		}
 		if len(line) > maxLen {
-			return bufio.ErrTooLong
+			return fmt.Errorf("a line longer than %d KiB", maxLen>>10)
 		}
 		if len(line) > 0 {
 			if ferr := fn(line); ferr != nil {

@@ -288,10 +288,21 @@ but the relay links are behind tor's cached consensus (tor fetched a new one
 and relayfw refresh has not run yet: it, or relayfw-consensus.path, brings
 them up to date). When it finds several, the most severe code: 1 (drift),
 then 4 (the running tor's exit policy differs from the torrc's; reserved),
-then 3.`,
+then 3.
+
+check also says, per relay instance, what clients believe of its exit
+policy (the "published:" lines of relayfw status): the summary of its
+microdescriptor in the consensus tor caches, against the ports the
+firewall lets out for general addresses. Ports the summary accepts that
+the firewall rejects are a BadExit risk, to be fixed by reloading tor and
+waiting for the next consensus. These lines do not change the exit code:
+after any policy change the published summary lags the firewall until tor
+publishes its next descriptor and the authorities' next consensus lists
+it, an hour or more, and a check run after every apply would fail for
+that time; alert on relayfw_tor_published_ports_rejected instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, _, b, release, err := rulesetAndBackend(cmd, g, readLock)
+			rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
 			defer release()
 			if err != nil {
 				return err
@@ -300,6 +311,9 @@ then 3.`,
 			if err != nil {
 				return backendError(fmt.Errorf("check: %w", err))
 			}
+			// What clients believe is said, whatever the rules' state,
+			// and changes no exit code (a summary lags every change).
+			defer writePublished(g.stdout, in.Published())
 			var found []int // what check found: exit codes, mostSevere picks one
 			linksLine := fmt.Sprintf("relay links behind the cached consensus: %d to add, %d to remove (relayfw refresh)", behind.Missing, behind.Extra)
 			if len(drift) > 0 {
