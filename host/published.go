@@ -137,11 +137,11 @@ func comparePublished(instance string, policy exitpolicy.ExitPolicy, dir string,
 	case errors.Is(err, relays.ErrNoMicrodescConsensus):
 		st.Why = fmt.Sprintf("unknown: no cached microdesc consensus in %s (tor has not fetched one yet)", dir)
 		return st
+	case errors.As(err, &refused) && errors.Is(err, fs.ErrPermission):
+		st.Why = fmt.Sprintf("unknown: %s: permission denied (tor's DataDirectory is read as root)", refused.Path)
+		return st
 	case errors.As(err, &refused):
 		st.Why = fmt.Sprintf("unknown: %s refused: %v", refused.Path, refused.Err)
-		return st
-	case errors.Is(err, fs.ErrPermission):
-		st.Why = fmt.Sprintf("unknown: %v (status reads tor's DataDirectory as root)", err)
 		return st
 	case err != nil:
 		st.Why = "unknown: " + err.Error()

@@ -126,6 +126,7 @@ type ConsensusListing struct {
 // MaxConsensusBytes are refused.
 func ParseConsensusEntry(r io.Reader, id Identity) (ConsensusListing, error) {
 	want := base64.RawStdEncoding.EncodeToString(id[:])
+	wantBytes := []byte(want)
 	var out ConsensusListing
 	in, entries := false, 0
 	br := bufio.NewReaderSize(&cappedReader{r: r, left: MaxConsensusBytes}, 64<<10)
@@ -139,6 +140,10 @@ func ParseConsensusEntry(r io.Reader, id Identity) (ConsensusListing, error) {
 		case "r":
 			if entries++; entries > MaxConsensusRelays {
 				return ErrTooManyRelays
+			}
+			in = false
+			if !bytes.Contains(rest, wantBytes) {
+				return nil // not the relay: no need to split the line
 			}
 			f := strings.Fields(string(line))
 			in = len(f) >= 3 && f[2] == want

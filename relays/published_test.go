@@ -60,7 +60,7 @@ func newTestListing() testListing {
 	return l
 }
 
-func (l testListing) write(t *testing.T, dir string) {
+func (l testListing) write(t testing.TB, dir string) {
 	t.Helper()
 	for name, text := range map[string]string{
 		FingerprintFile:    "exitA " + l.id.String() + "\n",
@@ -242,4 +242,35 @@ func FuzzFindMicrodesc(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkReadListing: a DataDirectory the size of the Tor network's —
+// 9,000 relays in the consensus, 9,000 microdescriptors (about 5 MB), the
+// relay's own last.
+func BenchmarkReadListing(b *testing.B) {
+	l := newTestListing()
+	dir := b.TempDir()
+	l.write(b, dir)
+	d := digestOf(l.mine)
+	consensus := strings.Replace(string(realSizeConsensus(9000)), "directory-footer\n",
+		"r exitA "+b64(l.id[:])+" 2026-11-25 11:30:00 203.0.113.2 9001 0\nm "+b64(d[:])+"\ns Exit Fast Running Valid\ndirectory-footer\n", 1)
+	var cache strings.Builder
+	for i := range 9000 {
+		cache.WriteString("@last-listed 2026-11-25 12:00:00\n")
+		cache.WriteString("onion-key\n-----BEGIN RSA PUBLIC KEY-----\n" + strings.Repeat(strings.Repeat("A", 64)+"\n", 3) + "-----END RSA PUBLIC KEY-----\n")
+		cache.WriteString(testMicrodesc(i+10, "family $"+strings.Repeat("0", 40)+" $"+strings.Repeat("1", 40), "p reject 25,119,135-139,445,563,1214,4661-4666,6346-6429,6699,6881-6999"))
+	}
+	cache.WriteString("@last-listed 2026-11-25 12:00:00\n" + l.mine)
+	for name, text := range map[string]string{MicrodescConsensus: consensus, MicrodescCache: cache.String()} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(consensus)+cache.Len())/1e6, "MB")
+	for b.Loop() {
+		got, err := ReadListing(dir)
+		if err != nil || got.Microdesc.Summary != "accept 80,443,8080" {
+			b.Fatal(got, err)
+		}
+	}
 }
