@@ -84,7 +84,7 @@ func TestDescriptorAgainstTor(t *testing.T) {
 	if bytes := len(strings.Join(torPolicy, "\n")) + 1; d.PolicyBytes != bytes || d.PolicyEntries != len(torPolicy) {
 		t.Errorf("policy %d bytes, %d entries; tor's %d bytes, %d lines", d.PolicyBytes, d.PolicyEntries, bytes, len(torPolicy))
 	}
-	if want := "ipv6-policy " + eff.Policy.Summarize(true); torSummary != want || d.IPv6SummaryBytes != len(want)+1 {
+	if want := "ipv6-policy " + eff.Policy.Summarize(true).Text; torSummary != want || d.IPv6SummaryBytes != len(want)+1 {
 		t.Errorf("tor's %q, relayfw's %q (%d bytes)", torSummary, want, d.IPv6SummaryBytes)
 	}
 	if slack := d.Size - len(desc); slack < 0 || slack > runTimeSlack {

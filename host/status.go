@@ -76,6 +76,10 @@ type Status struct {
 	// RunningTor compares each instance's running tor's exit policy with
 	// relayfw's (Inputs.AskRunningTor); nil while the inputs are invalid.
 	RunningTor []RunningTor `json:"running_tor"`
+	// Published is what clients believe of each relay instance's exit
+	// policy (its summaries in tor's cached consensus and
+	// microdescriptors, Inputs.Published), compared with the firewall.
+	Published []PublishedState `json:"published"`
 
 	ruleClass ruleClasses
 }

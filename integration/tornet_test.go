@@ -172,6 +172,7 @@ func TestPrivateTorNetwork(t *testing.T) {
 	inboundRefusedNone(t, tn, "nftables", cfg, exitA)
 	t.Logf("one exit under relayfw: network up and checked %s after start, %s after the apply",
 		time.Since(start).Round(time.Second), time.Since(applied).Round(time.Second))
+	publishedSummaryChecked(t, tn, cfg, exitA, apply)
 
 	// A second exit instance, its own user and policy, on the same host;
 	// the firewall now built by the iptables backend.
@@ -219,6 +220,111 @@ func TestPrivateTorNetwork(t *testing.T) {
 	}
 	inboundRefusedNone(t, tn, "iptables", cfg, exitA, exitB)
 	t.Logf("private Tor network test: %s in all", time.Since(start).Round(time.Second))
+}
+
+// published is one instance of status --format json's "published".
+type published struct {
+	Instance           string `json:"instance"`
+	InConsensus        bool   `json:"in_consensus"`
+	Summary            string `json:"summary"`
+	FirewallSummary    string `json:"firewall_summary"`
+	RejectedByFirewall string `json:"rejected_by_firewall"`
+	NotInSummary       string `json:"not_in_summary"`
+	PortsRejected      *int   `json:"ports_rejected"`
+	Why                string `json:"why"`
+}
+
+// checkAndMetrics runs check and metrics on the exit host for one
+// instance: check's exit code and output, and the metrics.
+func checkAndMetrics(t *testing.T, tn *torNet, cfg string, n *torNode) (checkCode int, checkOut, metrics string) {
+	t.Helper()
+	args := []string{"netns", "exec", tn.exit, relayfwBin, "--backend", "nftables", "--config", cfg, "--torrc", n.torrc}
+	checkCode, checkOut, _ = runCmd(t, exec.Command("ip", append(args, "check")...))
+	_, metrics, _ = runCmd(t, exec.Command("ip", append(args, "metrics")...))
+	return checkCode, checkOut, metrics
+}
+
+// statusPublished is status --format json's "published" entry of one
+// instance.
+func statusPublished(t *testing.T, tn *torNet, cfg string, n *torNode) published {
+	t.Helper()
+	code, out, errOut := runCmd(t, exec.Command("ip", "netns", "exec", tn.exit, relayfwBin, "--backend", "nftables", "--config", cfg,
+		"--torrc", n.torrc, "status", "--format", "json"))
+	var st struct {
+		Published []published `json:"published"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st.Published) != 1 {
+		t.Fatalf("status: %d %v %s %s", code, err, out, errOut)
+	}
+	return st.Published[0]
+}
+
+// publishedSummaryChecked: what clients believe of exit A — its own entry
+// in the consensus it caches and the summary of its microdescriptor —
+// matches the firewall; with 8080 dropped from the torrc's policy and
+// applied (tor not reloaded), status, check and metrics report that the
+// published summary accepts 8080, which the firewall rejects. The torrc
+// and the firewall are restored at the end.
+func publishedSummaryChecked(t *testing.T, tn *torNet, cfg string, exitA *torNode, apply func(string, ...*torNode)) {
+	t.Helper()
+	began := time.Now()
+	var last published
+	defer func() {
+		if t.Failed() {
+			t.Logf("exit A's last published state: %+v", last)
+		}
+	}()
+	waitFor(t, 120*time.Second, "exit A's own entry and microdescriptor in its cache", func() bool {
+		last = statusPublished(t, tn, cfg, exitA)
+		return last.PortsRejected != nil
+	})
+	waited := time.Since(began)
+	pub := last
+	code, out, metrics := checkAndMetrics(t, tn, cfg, exitA)
+	if !pub.InConsensus || pub.Summary != "accept 80,443,8080" || pub.FirewallSummary != pub.Summary || *pub.PortsRejected != 0 ||
+		pub.RejectedByFirewall != "" || pub.NotInSummary != "" {
+		t.Errorf("published, firewall as the torrc: %+v", pub)
+	}
+	if code != 0 || !strings.Contains(out, "published:  exitA: summary accept 80,443,8080 matches the firewall\n") {
+		t.Errorf("check, firewall as the torrc: exit %d:\n%s", code, out)
+	}
+	if !strings.Contains(metrics, "\nrelayfw_tor_published_ports_rejected{instance=\"exitA\"} 0\n") {
+		t.Errorf("metrics, firewall as the torrc:\n%s", metrics)
+	}
+
+	orig, err := os.ReadFile(exitA.torrc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := strings.Replace(string(orig), "accept *:8080,", "", 1)
+	if edited == string(orig) {
+		t.Fatalf("no 8080 in exit A's torrc:\n%s", orig)
+	}
+	if err := os.WriteFile(exitA.torrc, []byte(edited), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply("nftables", exitA) // tor is not reloaded
+	pub = statusPublished(t, tn, cfg, exitA)
+	code, out, metrics = checkAndMetrics(t, tn, cfg, exitA)
+	if pub.Summary != "accept 80,443,8080" || pub.FirewallSummary != "accept 80,443" || pub.RejectedByFirewall != "8080" ||
+		pub.PortsRejected == nil || *pub.PortsRejected != 1 {
+		t.Errorf("published, 8080 dropped from the firewall: %+v", pub)
+	}
+	// The rules are in sync: a lagging summary changes no exit code.
+	if code != 0 || !strings.Contains(out, "published:  exitA: summary accept 80,443,8080 accepts 8080, which the firewall rejects: BadExit risk") {
+		t.Errorf("check, 8080 dropped from the firewall: exit %d:\n%s", code, out)
+	}
+	if !strings.Contains(metrics, "\nrelayfw_tor_published_ports_rejected{instance=\"exitA\"} 1\n") {
+		t.Errorf("metrics, 8080 dropped from the firewall:\n%s", metrics)
+	}
+	t.Logf("check with the summary ahead of the firewall:\n%s", out)
+
+	if err := os.WriteFile(exitA.torrc, orig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	apply("nftables", exitA)
+	t.Logf("published summary checked in %s (%s waiting for exit A's microdescriptor in its cache)",
+		time.Since(began).Round(100*time.Millisecond), waited.Round(100*time.Millisecond))
 }
 
 // inboundRefusedNone: the exit host's inbound protection blocked no relay,

@@ -175,30 +175,55 @@ func ReadNetwork(dataDir string, o Options) (Network, string, error) {
 }
 
 func readConsensus(path string, o Options) (Network, error) {
+	f, err := openCapped(path, MaxConsensusBytes, ErrTooBig)
+	if err != nil {
+		return Network{}, err
+	}
+	defer f.Close()
+	return ParseNetwork(f, o)
+}
+
+// openCapped opens a file tor's user writes: without following a symbolic
+// link and without blocking, and only a regular file of at most limit
+// bytes (larger: tooBig). A missing file is an error wrapping
+// fs.ErrNotExist.
+func openCapped(path string, limit int64, tooBig error) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_NOCTTY, 0)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		return Network{}, err
+		return nil, err
 	case errors.Is(err, syscall.ELOOP):
-		return Network{}, errors.New("a symbolic link, not a regular file")
+		return nil, errors.New("a symbolic link, not a regular file")
 	case err != nil:
 		var pe *fs.PathError
 		if errors.As(err, &pe) {
 			err = pe.Err
 		}
-		return Network{}, err
+		return nil, err
 	}
-	defer f.Close()
 	fi, err := f.Stat()
 	switch {
 	case err != nil:
-		return Network{}, err
 	case !fi.Mode().IsRegular():
-		return Network{}, fmt.Errorf("not a regular file (%s)", FileKind(fi.Mode()))
-	case fi.Size() > MaxConsensusBytes:
-		return Network{}, fmt.Errorf("%d bytes: %w", fi.Size(), ErrTooBig)
+		err = fmt.Errorf("not a regular file (%s)", FileKind(fi.Mode()))
+	case fi.Size() > limit:
+		err = fmt.Errorf("%d bytes: %w", fi.Size(), tooBig)
 	}
-	return ParseNetwork(f, o)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// openRegular is openCapped for the files of a relay's own listing: an
+// error other than a missing file is a *RefusedError naming the file.
+func openRegular(path string, limit int64) (*os.File, error) {
+	f, err := openCapped(path, limit, fmt.Errorf("larger than %d bytes", limit))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		err = &RefusedError{Path: path, Err: err}
+	}
+	return f, err
 }
 
 // FileKind names a file type for an operator ("a FIFO", "a directory").
@@ -463,10 +488,12 @@ func (p *networkParser) dirSource(f []string) error {
 	return nil
 }
 
-// cappedReader reads up to left bytes, then fails with ErrTooBig.
+// cappedReader reads up to left bytes, then fails with tooBig (nil:
+// ErrTooBig).
 type cappedReader struct {
-	r    io.Reader
-	left int64
+	r      io.Reader
+	left   int64
+	tooBig error
 }
 
 func (c *cappedReader) Read(p []byte) (int, error) {
@@ -474,6 +501,9 @@ func (c *cappedReader) Read(p []byte) (int, error) {
 		// One byte more tells a file of exactly the cap from a larger one.
 		var one [1]byte
 		if n, err := c.r.Read(one[:]); n > 0 {
+			if c.tooBig != nil {
+				return 0, c.tooBig
+			}
 			return 0, ErrTooBig
 		} else if err != nil {
 			return 0, err

@@ -310,7 +310,18 @@ same entries in another order — with what to do: "reload tor (systemctl
 reload tor@NAME)", or, when the running tor is not the release relayfw
 models (0.4.9), that its version differs. A tor that was asked and
 matches gets a line too; one whose control socket or port fails says why
-(without a control socket or port, nothing: relayfw status says it).`,
+(without a control socket or port, nothing: relayfw status says it).
+
+check also says, per relay instance, what clients believe of its exit
+policy (the "published:" lines of relayfw status): the summary of its
+microdescriptor in the consensus tor caches, against the ports the
+firewall lets out for general addresses. Ports the summary accepts that
+the firewall rejects are a BadExit risk, to be fixed by reloading tor and
+waiting for the next consensus. These lines do not change the exit code:
+after any policy change the published summary lags the firewall until tor
+publishes its next descriptor and the authorities' next consensus lists
+it, an hour or more, and a check run after every apply would fail for
+that time; alert on relayfw_tor_published_ports_rejected instead.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
@@ -323,6 +334,9 @@ matches gets a line too; one whose control socket or port fails says why
 				return backendError(fmt.Errorf("check: %w", err))
 			}
 			running := in.AskRunningTor(cmd.Context())
+			// What clients believe is said, whatever the rules' state,
+			// and changes no exit code (a summary lags every change).
+			defer writePublished(g.stdout, in.Published())
 			var found []int // what check found: exit codes, mostSevere picks one
 			if runningTorDiffers(running) {
 				found = append(found, exitPolicyDiffers)

@@ -19,10 +19,13 @@ func TestMetricsGolden(t *testing.T) {
 	applied := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	rolledBack := applied.Add(-time.Hour)
 	age := int64(5400)
+	rejected := 1
 	status := func() *host.Status {
 		return &host.Status{
 			Consensus: []host.ConsensusState{{Instance: "default", State: host.ConsensusRead, AgeSeconds: &age},
 				{Instance: "b", State: host.ConsensusRefused}},
+			Published: []host.PublishedState{{Instance: "default", InConsensus: true, Summary: "accept 80,443,8080", PortsRejected: &rejected},
+				{Instance: "b", Why: "not in the cached consensus (new relay, or not yet published)"}},
 			Backend: "nftables", Installed: true, InSync: true, RelayLinksBehind: 3, LastApply: &applied,
 			Config:     host.ConfigStatus{Valid: true},
 			LastChange: &host.Change{Kind: host.ChangeApplied, At: applied, LastRollback: &rolledBack},
@@ -33,7 +36,7 @@ func TestMetricsGolden(t *testing.T) {
 		}
 	}
 	invalid := status()
-	invalid.InSync, invalid.RelayLinksBehind, invalid.Consensus = false, 0, nil // no inputs: no consensus read
+	invalid.InSync, invalid.RelayLinksBehind, invalid.Consensus, invalid.Published = false, 0, nil, nil // no inputs: no consensus read
 	invalid.Config = host.ConfigStatus{Error: `torrc /etc/tor/torrc:3: unknown option "ExitPolcy"`}
 	invalid.LastChange = &host.Change{Kind: host.ChangeRolledBack, Why: host.RollbackDeadline, At: rolledBack, LastRollback: &rolledBack}
 	for file, st := range map[string]*host.Status{"testdata/metrics.prom": status(), "testdata/metrics-invalid.prom": invalid} {
@@ -52,7 +55,8 @@ func TestMetricsWithoutRecords(t *testing.T) {
 	if err := writeMetrics(&b, &host.Status{Backend: "nftables", Config: host.ConfigStatus{Valid: true}}); err != nil {
 		t.Fatal(err)
 	}
-	for _, absent := range []string{"relayfw_last_change_timestamp_seconds", "relayfw_last_rollback_timestamp_seconds", "relayfw_last_apply_timestamp_seconds"} {
+	for _, absent := range []string{"relayfw_last_change_timestamp_seconds", "relayfw_last_rollback_timestamp_seconds", "relayfw_last_apply_timestamp_seconds",
+		"relayfw_tor_published_ports_rejected"} {
 		if strings.Contains(b.String(), absent) {
 			t.Errorf("%s without a record:\n%s", absent, b.String())
 		}

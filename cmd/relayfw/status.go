@@ -53,6 +53,7 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 		st.Consensus = in.Consensus()
 		st.Config.Tor = in.TorVerdict()
 		st.RunningTor = in.AskRunningTor(cmd.Context()) // never fails: says why per instance
+		st.Published = in.Published()
 		return st, nil
 	}
 	cfg, err := loadConfig(cmd, g)
@@ -94,7 +95,17 @@ torrcs and relayfw.toml are valid (and accepted by tor), whether the rules
 are in sync and the relay links up to date, the last apply, the last
 change, and the packet and byte counters per verdict class. Per tor
 instance, the consensus relayfw read (read, with its age; missing; or
-refused, and why). With [inbound], the protected ports, the counters by
+refused, and why). Per relay instance, what clients believe of its exit
+policy ("published:"): the summary in its own microdescriptor, from the
+consensus and microdescriptors tor caches in its DataDirectory (no control
+port needed), compared with the summary tor would publish for the policy
+the firewall enforces, as tor's policy_summarize decides which ports count
+for general addresses. Ports the summary accepts that the firewall rejects
+are a BadExit risk (clients send streams there, which fail): tor publishes
+a new policy with its next descriptor (reload tor), and the next consensus
+carries it, so after a change this lags for an hour or more. Ports the
+firewall lets out that the summary does not list are harmless. A relay not
+in the consensus, or whose microdescriptor tor has not fetched, says so. With [inbound], the protected ports, the counters by
 cause and the sources blocked now, with the time left. An open
 apply --confirm window ("pending:") and what a rollback would restore;
 after an unconfirmed rollback, "rolled back: at T ...": the automatic
@@ -126,8 +137,11 @@ an "also:" line says so.
 
 --format json has the same, plus the drift, per-rule counters,
 also_installed, relay_links_behind, pending, last_change, rolled_back,
-consensus, inbound (counters by cause, the blocked sources), exit (with
-a note on a host where no tor instance exits), running_tor (per
+consensus, published (per relay instance: in_consensus, summary,
+summary6, firewall_summary, firewall_summary6, rejected_by_firewall,
+rejected_by_firewall6, not_in_summary, not_in_summary6, ports_rejected,
+bad_exit, why), inbound (counters by cause, the blocked sources), exit
+(with a note on a host where no tor instance exits), running_tor (per
 instance: asked, matches, why, only_tor and only_relayfw with their
 totals, order_differs, discovered, advice, tor_version, control) and
 conntrack ("loaded", "entries", "max", "scope", "source", "drops",
@@ -195,6 +209,7 @@ func newStatusCommand(g *globals) *cobra.Command {
 			for _, line := range runningTorStatusLines(st.RunningTor) {
 				fmt.Fprintln(w, line)
 			}
+			writePublished(w, st.Published)
 			if st.Note != "" {
 				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
 			}
@@ -239,7 +254,10 @@ file renamed over it), for node_exporter's textfile collector, e.g.
 The series: relayfw_packets_total and relayfw_bytes_total (by class and
 rule), relayfw_installed, relayfw_config_valid, relayfw_in_sync (the
 rules), relayfw_relay_links_behind, relayfw_consensus_age_seconds (by
-instance), relayfw_last_apply_timestamp_seconds,
+instance), relayfw_tor_published_ports_rejected (by instance: ports the
+relay's published exit-policy summary accepts that the firewall rejects,
+the BadExit risk; absent while the summary is unknown, as status says),
+relayfw_last_apply_timestamp_seconds,
 relayfw_last_change_timestamp_seconds (by change and why),
 relayfw_last_rollback_timestamp_seconds (absent when never),
 relayfw_tor_policy_matches (by instance: 1 when the running tor's exit
@@ -297,6 +315,16 @@ the group debian-tor, which may open tor@default's control socket.`,
 	}
 	cmd.Flags().StringVar(&output, "output", "", "write to this file atomically instead of stdout")
 	return cmd
+}
+
+// writePublished is status's and check's lines on what clients believe
+// of each relay instance's exit policy.
+func writePublished(w io.Writer, published []host.PublishedState) {
+	for _, p := range published {
+		for _, line := range p.Lines() {
+			fmt.Fprintf(w, "published:  %s: %s\n", p.Instance, line)
+		}
+	}
 }
 
 // writeInboundStatus is status's inbound section.
@@ -365,6 +393,12 @@ func writeMetrics(w io.Writer, st *host.Status) error {
 		}
 	}
 	writeRunningTorMetrics(&b, st.RunningTor)
+	if known := slices.DeleteFunc(slices.Clone(st.Published), func(p host.PublishedState) bool { return !p.Known() }); len(known) > 0 {
+		header("relayfw_tor_published_ports_rejected", "gauge", "Ports the relay's published exit-policy summary (its microdescriptor in tor's cached consensus) accepts that the firewall rejects for general addresses: clients send streams there (BadExit risk). Absent while unknown.")
+		for _, p := range known {
+			fmt.Fprintf(&b, "relayfw_tor_published_ports_rejected{instance=%q} %d\n", p.Instance, *p.PortsRejected)
+		}
+	}
 	if st.LastApply != nil {
 		one("relayfw_last_apply_timestamp_seconds", "gauge", "When relayfw last applied.", uint64(st.LastApply.Unix()))
 	}

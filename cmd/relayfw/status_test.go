@@ -94,3 +94,19 @@ func TestCheckExitCodes(t *testing.T) {
 		t.Error("check's help does not say the order of its exit codes")
 	}
 }
+
+// TestWritePublished: status and check name the instance on each line of
+// what clients believe of it.
+func TestWritePublished(t *testing.T) {
+	zero := 0
+	var b strings.Builder
+	writePublished(&b, []host.PublishedState{
+		{Instance: "exitA", InConsensus: true, Summary: "accept 80,443", Summary6: "reject 1-65535", FirewallSummary6: "reject 1-65535", PortsRejected: &zero},
+		{Instance: "exitB", Why: "not in the cached consensus (new relay, or not yet published): /var/lib/tor-instances/exitB/cached-microdesc-consensus"},
+	})
+	want := "published:  exitA: summary accept 80,443 matches the firewall\n" +
+		"published:  exitB: not in the cached consensus (new relay, or not yet published): /var/lib/tor-instances/exitB/cached-microdesc-consensus\n"
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
