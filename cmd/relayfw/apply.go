@@ -283,11 +283,8 @@ func summary(b firewall.Backend, res firewall.Result) string {
 	return "in sync, nothing changed: " + what
 }
 
-func newCheckCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check",
-		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not, 4 when a running tor enforces another policy, 3 when only the relay links are behind",
-		Long: `Compare the installed firewall with the one compiled now. Exit 0 when they
+// checkLong is check's manual text (relayfw-check(8)).
+const checkLong = `Compare the installed firewall with the one compiled now. Exit 0 when they
 are equal; 1, listing the differences, when a rule, chain, set or the exit
 policy differs (drift: relayfw apply repairs it); 3 when the rules are in sync
 but the relay links are behind tor's cached consensus (tor fetched a new one
@@ -321,55 +318,66 @@ waiting for the next consensus. These lines do not change the exit code:
 after any policy change the published summary lags the firewall until tor
 publishes its next descriptor and the authorities' next consensus lists
 it, an hour or more, and a check run after every apply would fail for
-that time; alert on relayfw_tor_published_ports_rejected instead.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
-			defer release()
-			if err != nil {
-				return err
-			}
-			drift, behind, err := g.sys.Check(cmd.Context(), b, rs)
-			if err != nil {
-				return backendError(fmt.Errorf("check: %w", err))
-			}
-			running := in.AskRunningTor(cmd.Context())
-			// What clients believe is said, whatever the rules' state,
-			// and changes no exit code (a summary lags every change).
-			defer writePublished(g.stdout, in.Published())
-			var found []int // what check found: exit codes, mostSevere picks one
-			if runningTorDiffers(running) {
-				found = append(found, exitPolicyDiffers)
-			}
-			linksLine := fmt.Sprintf("relay links behind the cached consensus: %d to add, %d to remove (relayfw refresh)", behind.Missing, behind.Extra)
-			if len(drift) > 0 {
-				fmt.Fprintf(g.stdout, "drift (%s):\n", b.Name())
-				for _, d := range drift {
-					fmt.Fprintf(g.stdout, "  %s\n", d)
-				}
-				if behind.Total() > 0 {
-					fmt.Fprintf(g.stdout, "%s\n", linksLine)
-					found = append(found, exitLinksBehind)
-				}
-				if rb, ok := g.sys.ReadRolledBack(); ok {
-					fmt.Fprintf(g.stdout, "the torrc differs from what is installed because its apply --confirm was rolled back at %s (not confirmed); relayfw apply --confirm 2m installs it\n", rb.At.Format(time.RFC3339))
-				}
-				writeRunningTorCheck(g.stdout, running)
-				return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
-			}
-			if behind.Total() > 0 {
-				fmt.Fprintf(g.stdout, "rules in sync (%s); %s\n", b.Name(), linksLine)
-				writeRunningTorCheck(g.stdout, running)
-				return &exitStatus{code: mostSevere(append(found, exitLinksBehind)...)}
-			}
-			fmt.Fprintf(g.stdout, "in sync (%s)\n", b.Name())
-			writeRunningTorCheck(g.stdout, running)
-			if len(found) > 0 {
-				return &exitStatus{code: mostSevere(found...)}
-			}
-			return nil
-		},
+that time; alert on relayfw_tor_published_ports_rejected instead.`
+
+func newCheckCommand(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "check",
+		Short: "Exit 0 when the installed firewall is in sync, 1 (with the differences) when not, 4 when a running tor enforces another policy, 3 when only the relay links are behind",
+		Long:  checkLong,
+		Args:  cobra.NoArgs,
+		RunE:  func(cmd *cobra.Command, _ []string) error { return runCheck(cmd, g) },
 	}
+}
+
+// runCheck compares the kernel with the compiled firewall, the running
+// tors with their torrcs, and says what clients believe; its exit code is
+// the most severe finding.
+func runCheck(cmd *cobra.Command, g *globals) error {
+	rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
+	defer release()
+	if err != nil {
+		return err
+	}
+	drift, behind, err := g.sys.Check(cmd.Context(), b, rs)
+	if err != nil {
+		return backendError(fmt.Errorf("check: %w", err))
+	}
+	running := in.AskRunningTor(cmd.Context())
+	// What clients believe is said, whatever the rules' state,
+	// and changes no exit code (a summary lags every change).
+	defer writePublished(g.stdout, in.Published())
+	var found []int // what check found: exit codes, mostSevere picks one
+	if runningTorDiffers(running) {
+		found = append(found, exitPolicyDiffers)
+	}
+	linksLine := fmt.Sprintf("relay links behind the cached consensus: %d to add, %d to remove (relayfw refresh)", behind.Missing, behind.Extra)
+	if len(drift) > 0 {
+		fmt.Fprintf(g.stdout, "drift (%s):\n", b.Name())
+		for _, d := range drift {
+			fmt.Fprintf(g.stdout, "  %s\n", d)
+		}
+		if behind.Total() > 0 {
+			fmt.Fprintf(g.stdout, "%s\n", linksLine)
+			found = append(found, exitLinksBehind)
+		}
+		if rb, ok := g.sys.ReadRolledBack(); ok {
+			fmt.Fprintf(g.stdout, "the torrc differs from what is installed because its apply --confirm was rolled back at %s (not confirmed); relayfw apply --confirm 2m installs it\n", rb.At.Format(time.RFC3339))
+		}
+		writeRunningTorCheck(g.stdout, running)
+		return &exitStatus{code: mostSevere(append(found, exitFailed)...)}
+	}
+	if behind.Total() > 0 {
+		fmt.Fprintf(g.stdout, "rules in sync (%s); %s\n", b.Name(), linksLine)
+		writeRunningTorCheck(g.stdout, running)
+		return &exitStatus{code: mostSevere(append(found, exitLinksBehind)...)}
+	}
+	fmt.Fprintf(g.stdout, "in sync (%s)\n", b.Name())
+	writeRunningTorCheck(g.stdout, running)
+	if len(found) > 0 {
+		return &exitStatus{code: mostSevere(found...)}
+	}
+	return nil
 }
 
 func newRemoveCommand(g *globals) *cobra.Command {

@@ -178,67 +178,71 @@ func newStatusCommand(g *globals) *cobra.Command {
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
 			}
-			w := g.stdout
-			fmt.Fprintf(w, "backend:    %s\n", st.Backend)
-			fmt.Fprintf(w, "installed:  %v\n", st.Installed)
-			for _, o := range st.AlsoInstalled {
-				fmt.Fprintf(w, "also:       relayfw objects in %s too (relayfw apply keeps one firewall; relayfw remove removes both)\n", o)
-			}
-			fmt.Fprintf(w, "config:     %s\n", configLine(st.Config))
-			if st.InSync {
-				fmt.Fprintf(w, "in sync:    yes\n")
-			} else if !st.Config.Valid {
-				fmt.Fprintf(w, "in sync:    %s\n", invalidSyncLine(st))
-			} else {
-				fmt.Fprintf(w, "in sync:    no (%d differences; see relayfw check)\n", len(st.Drift))
-			}
-			if !st.Config.Valid {
-				fmt.Fprintf(w, "relay links: not compared with the cached consensus while the config is invalid\n")
-			} else if st.RelayLinksBehind > 0 {
-				fmt.Fprintf(w, "relay links: %d behind the cached consensus (relayfw refresh)\n", st.RelayLinksBehind)
-			} else {
-				fmt.Fprintf(w, "relay links: up to date\n")
-			}
-			for _, c := range st.Consensus {
-				who := ""
-				if len(st.Consensus) > 1 {
-					who = c.Instance + ": "
-				}
-				fmt.Fprintf(w, "consensus:  %s%s\n", who, c.Summary())
-			}
-			for _, line := range runningTorStatusLines(st.RunningTor) {
-				fmt.Fprintln(w, line)
-			}
-			writePublished(w, st.Published)
-			if st.Note != "" {
-				fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
-			}
-			if p := st.Pending; p != nil {
-				fmt.Fprintf(w, "pending:    apply --confirm until %s (in %s): relayfw confirm keeps it; otherwise it rolls back to %s\n",
-					p.Deadline.Format(time.RFC3339), time.Until(p.Deadline).Round(time.Second), p.Restores)
-			}
-			if st.LastApply != nil {
-				fmt.Fprintf(w, "last apply: %s\n", st.LastApply.Format(time.RFC3339))
-			} else {
-				fmt.Fprintf(w, "last apply: unknown\n")
-			}
-			for _, line := range lastChangeLines(st) {
-				fmt.Fprintln(w, line)
-			}
-			fmt.Fprintf(w, "counters:\n")
-			for _, c := range host.StatusClasses {
-				v := st.Classes[c]
-				fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", classTitles[c], v.Packets, v.Bytes)
-			}
-			writeInboundStatus(w, st.Inbound)
-			for _, line := range conntrackLines(st.Conntrack) {
-				fmt.Fprintln(w, line)
-			}
+			writeStatusText(g.stdout, st)
 			return nil
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	return cmd
+}
+
+// writeStatusText is status's text format.
+func writeStatusText(w io.Writer, st *host.Status) {
+	fmt.Fprintf(w, "backend:    %s\n", st.Backend)
+	fmt.Fprintf(w, "installed:  %v\n", st.Installed)
+	for _, o := range st.AlsoInstalled {
+		fmt.Fprintf(w, "also:       relayfw objects in %s too (relayfw apply keeps one firewall; relayfw remove removes both)\n", o)
+	}
+	fmt.Fprintf(w, "config:     %s\n", configLine(st.Config))
+	if st.InSync {
+		fmt.Fprintf(w, "in sync:    yes\n")
+	} else if !st.Config.Valid {
+		fmt.Fprintf(w, "in sync:    %s\n", invalidSyncLine(st))
+	} else {
+		fmt.Fprintf(w, "in sync:    no (%d differences; see relayfw check)\n", len(st.Drift))
+	}
+	if !st.Config.Valid {
+		fmt.Fprintf(w, "relay links: not compared with the cached consensus while the config is invalid\n")
+	} else if st.RelayLinksBehind > 0 {
+		fmt.Fprintf(w, "relay links: %d behind the cached consensus (relayfw refresh)\n", st.RelayLinksBehind)
+	} else {
+		fmt.Fprintf(w, "relay links: up to date\n")
+	}
+	for _, c := range st.Consensus {
+		who := ""
+		if len(st.Consensus) > 1 {
+			who = c.Instance + ": "
+		}
+		fmt.Fprintf(w, "consensus:  %s%s\n", who, c.Summary())
+	}
+	for _, line := range runningTorStatusLines(st.RunningTor) {
+		fmt.Fprintln(w, line)
+	}
+	writePublished(w, st.Published)
+	if st.Note != "" {
+		fmt.Fprintf(w, "exit:       no — %s\n", st.Note)
+	}
+	if p := st.Pending; p != nil {
+		fmt.Fprintf(w, "pending:    apply --confirm until %s (in %s): relayfw confirm keeps it; otherwise it rolls back to %s\n",
+			p.Deadline.Format(time.RFC3339), time.Until(p.Deadline).Round(time.Second), p.Restores)
+	}
+	if st.LastApply != nil {
+		fmt.Fprintf(w, "last apply: %s\n", st.LastApply.Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(w, "last apply: unknown\n")
+	}
+	for _, line := range lastChangeLines(st) {
+		fmt.Fprintln(w, line)
+	}
+	fmt.Fprintf(w, "counters:\n")
+	for _, c := range host.StatusClasses {
+		v := st.Classes[c]
+		fmt.Fprintf(w, "  %-36s %12d packets %14d bytes\n", classTitles[c], v.Packets, v.Bytes)
+	}
+	writeInboundStatus(w, st.Inbound)
+	for _, line := range conntrackLines(st.Conntrack) {
+		fmt.Fprintln(w, line)
+	}
 }
 
 func newMetricsCommand(g *globals) *cobra.Command {
