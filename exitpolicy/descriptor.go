@@ -3,7 +3,6 @@ package exitpolicy
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
@@ -285,93 +284,21 @@ func mergeRun(run []Entry) (out []Entry, exampleFrom []Entry, exampleTo Entry) {
 	if len(run) < 2 {
 		return run, nil, Entry{}
 	}
-	// Each item remembers the original entries it stands for.
-	type item struct {
-		e    Entry
-		from []int
-	}
-	items := make([]item, len(run))
+	items := make([]mergeItem, len(run))
 	for i, e := range run {
-		items[i] = item{e: e, from: []int{i}}
+		items[i] = mergeItem{e: e, from: []int{i}}
 	}
-	network := func(e Entry) netip.Prefix { return e.Network() }
 	for changed := true; changed; {
-		changed = false
-		// Same ports: aggregate prefixes.
-		slices.SortFunc(items, func(a, b item) int {
-			if c := cmp.Compare(a.e.PortMin, b.e.PortMin); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.e.PortMax, b.e.PortMax); c != 0 {
-				return c
-			}
-			if c := network(a.e).Addr().Compare(network(b.e).Addr()); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.e.Bits, b.e.Bits)
-		})
-		var next []item
-		for _, it := range items {
-			for {
-				n := len(next)
-				if n == 0 || next[n-1].e.PortMin != it.e.PortMin || next[n-1].e.PortMax != it.e.PortMax {
-					break
-				}
-				prev := &next[n-1]
-				pn, in := network(prev.e), network(it.e)
-				if pn.Contains(in.Addr()) && pn.Bits() <= in.Bits() { // inside: it adds nothing
-					prev.from = append(prev.from, it.from...)
-					it = item{}
-					changed = true
-					break
-				}
-				if pn.Bits() == in.Bits() && pn.Bits() > 0 {
-					parent, _ := pn.Addr().Prefix(pn.Bits() - 1)
-					if parent.Contains(in.Addr()) { // the two halves of parent
-						merged := Entry{Action: it.e.Action, Addr: parent.Addr(), Bits: parent.Bits(), PortMin: it.e.PortMin, PortMax: it.e.PortMax}
-						it = item{e: merged, from: append(prev.from, it.from...)}
-						next = next[:n-1]
-						changed = true
-						continue // the parent may pair with the one before
-					}
-				}
-				break
-			}
-			if it.from != nil {
-				next = append(next, it)
-			}
-		}
-		items = next
-		// Same prefix: join touching or overlapping port ranges.
-		slices.SortFunc(items, func(a, b item) int {
-			if c := network(a.e).Addr().Compare(network(b.e).Addr()); c != 0 {
-				return c
-			}
-			if c := cmp.Compare(a.e.Bits, b.e.Bits); c != 0 {
-				return c
-			}
-			return cmp.Compare(a.e.PortMin, b.e.PortMin)
-		})
-		next = nil
-		for _, it := range items {
-			if n := len(next); n > 0 && network(next[n-1].e) == network(it.e) &&
-				int(next[n-1].e.PortMax)+1 >= int(it.e.PortMin) {
-				prev := &next[n-1]
-				prev.e.PortMax = max(prev.e.PortMax, it.e.PortMax)
-				prev.e.Addr = network(prev.e).Addr()
-				prev.from = append(prev.from, it.from...)
-				changed = true
-				continue
-			}
-			next = append(next, it)
-		}
-		items = next
+		var byPorts, byPrefix bool
+		items, byPorts = mergeSamePorts(items)
+		items, byPrefix = mergeSamePrefix(items)
+		changed = byPorts || byPrefix
 	}
 	// Back in the run's order (by the first original entry of each).
 	for i := range items {
 		slices.Sort(items[i].from)
 	}
-	slices.SortFunc(items, func(a, b item) int { return cmp.Compare(a.from[0], b.from[0]) })
+	slices.SortFunc(items, func(a, b mergeItem) int { return cmp.Compare(a.from[0], b.from[0]) })
 	for _, it := range items {
 		if len(it.from) == 1 {
 			out = append(out, run[it.from[0]])
@@ -387,6 +314,88 @@ func mergeRun(run []Entry) (out []Entry, exampleFrom []Entry, exampleTo Entry) {
 		}
 	}
 	return out, exampleFrom, exampleTo
+}
+
+// mergeItem is an entry of a run being merged, with the indexes of the
+// original entries it stands for.
+type mergeItem struct {
+	e    Entry
+	from []int
+}
+
+// mergeSamePorts aggregates the prefixes of entries with the same port
+// range: a prefix inside another goes, two halves of a prefix become it.
+func mergeSamePorts(items []mergeItem) (next []mergeItem, changed bool) {
+	slices.SortFunc(items, func(a, b mergeItem) int {
+		if c := cmp.Compare(a.e.PortMin, b.e.PortMin); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.e.PortMax, b.e.PortMax); c != 0 {
+			return c
+		}
+		if c := a.e.Network().Addr().Compare(b.e.Network().Addr()); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.e.Bits, b.e.Bits)
+	})
+	for _, it := range items {
+		for {
+			n := len(next)
+			if n == 0 || next[n-1].e.PortMin != it.e.PortMin || next[n-1].e.PortMax != it.e.PortMax {
+				break
+			}
+			prev := &next[n-1]
+			pn, in := prev.e.Network(), it.e.Network()
+			if pn.Contains(in.Addr()) && pn.Bits() <= in.Bits() { // inside: it adds nothing
+				prev.from = append(prev.from, it.from...)
+				it = mergeItem{}
+				changed = true
+				break
+			}
+			if pn.Bits() == in.Bits() && pn.Bits() > 0 {
+				parent, _ := pn.Addr().Prefix(pn.Bits() - 1)
+				if parent.Contains(in.Addr()) { // the two halves of parent
+					merged := Entry{Action: it.e.Action, Addr: parent.Addr(), Bits: parent.Bits(), PortMin: it.e.PortMin, PortMax: it.e.PortMax}
+					it = mergeItem{e: merged, from: append(prev.from, it.from...)}
+					next = next[:n-1]
+					changed = true
+					continue // the parent may pair with the one before
+				}
+			}
+			break
+		}
+		if it.from != nil {
+			next = append(next, it)
+		}
+	}
+	return next, changed
+}
+
+// mergeSamePrefix joins the touching or overlapping port ranges of
+// entries with the same prefix.
+func mergeSamePrefix(items []mergeItem) (next []mergeItem, changed bool) {
+	slices.SortFunc(items, func(a, b mergeItem) int {
+		if c := a.e.Network().Addr().Compare(b.e.Network().Addr()); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.e.Bits, b.e.Bits); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.e.PortMin, b.e.PortMin)
+	})
+	for _, it := range items {
+		if n := len(next); n > 0 && next[n-1].e.Network() == it.e.Network() &&
+			int(next[n-1].e.PortMax)+1 >= int(it.e.PortMin) {
+			prev := &next[n-1]
+			prev.e.PortMax = max(prev.e.PortMax, it.e.PortMax)
+			prev.e.Addr = prev.e.Network().Addr()
+			prev.from = append(prev.from, it.from...)
+			changed = true
+			continue
+		}
+		next = append(next, it)
+	}
+	return next, changed
 }
 
 // String says what the estimate means for the relay, in one line: the
