@@ -136,7 +136,8 @@ func (t *Instance) ControlEndpoint() (ep torcontrol.Endpoint, why string) {
 		return ep, "a tor client, not a relay: it has no exit policy"
 	}
 	if len(o.ControlSockets) > 0 {
-		return torcontrol.Endpoint{Network: "unix", Address: o.ControlSockets[0]}, ""
+		// tor chowns its control sockets to its User.
+		return torcontrol.Endpoint{Network: "unix", Address: o.ControlSockets[0], Owner: t.UID}, ""
 	}
 	var whyNot []string
 	for _, p := range o.Ports {

@@ -231,3 +231,27 @@ func TestReloadAdvice(t *testing.T) {
 		}
 	}
 }
+
+// TestRunningTorOwnSocket: tor chowns its control socket to its User; a
+// socket of another owner where the torrc names tor's (a link or a swap
+// by tor's user, to another service's socket) is not asked.
+func TestRunningTorOwnSocket(t *testing.T) {
+	inst, dir := runningInstance(t, runningTorrc)
+	f := torcontroltest.New()
+	f.ServeUnix(t, filepath.Join(dir, "control"))
+	f.WriteCookie(t, filepath.Join(dir, "cookie"))
+	in := &Inputs{sys: testSystem(t), Instances: []*Instance{inst}}
+	for _, tc := range []struct {
+		uid  uint32
+		want string // "": asked
+	}{
+		{uint32(os.Geteuid()), ""},
+		{uint32(os.Geteuid()) + 1, fmt.Sprintf("control socket %s is owned by uid %d, not by tor's user (uid %d)", filepath.Join(dir, "control"), os.Geteuid(), os.Geteuid()+1)},
+	} {
+		inst.UID = &tc.uid
+		got := in.AskRunningTor(context.Background())
+		if len(got) != 1 || got[0].Asked != (tc.want == "") || !strings.Contains(got[0].Why, tc.want) {
+			t.Errorf("tor's user uid %d: %+v; want not asked: %q", tc.uid, got, tc.want)
+		}
+	}
+}

@@ -27,10 +27,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Limits of one conversation with tor.
@@ -48,6 +49,10 @@ const (
 type Endpoint struct {
 	Network string
 	Address string
+	// Owner is tor's user (its User option): a unix socket owned by
+	// another uid is not tor's (tor chowns its control sockets to User).
+	// nil: tor runs as root, there is no other user to tell apart.
+	Owner *uint32
 }
 
 func (e Endpoint) String() string { return e.Address }
@@ -73,22 +78,22 @@ type Client struct {
 
 // Dial connects to ep, with ctx's deadline (or DefaultTimeout) over the
 // whole conversation; canceling ctx ends it. A unix socket path that is
-// not a socket is refused before connecting; a TCP endpoint must be on
-// loopback.
+// not a socket of ep.Owner (a symbolic link included) is refused before
+// connecting (socketPath); a TCP endpoint must be on loopback.
 func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(DefaultTimeout)
 	}
+	address := ep.Address
 	switch ep.Network {
 	case "unix":
-		fi, err := os.Stat(ep.Address)
+		path, closePath, err := socketPath(ep)
 		if err != nil {
-			return nil, fmt.Errorf("control socket %s: %w", ep.Address, err)
+			return nil, err
 		}
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("control socket %s is not a socket (%s)", ep.Address, fi.Mode().Type())
-		}
+		defer closePath()
+		address = path
 	case "tcp":
 		host, _, err := net.SplitHostPort(ep.Address)
 		if err != nil {
@@ -101,8 +106,12 @@ func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 		return nil, fmt.Errorf("control endpoint %s: network %q", ep.Address, ep.Network)
 	}
 	d := net.Dialer{Deadline: deadline}
-	conn, err := d.DialContext(ctx, ep.Network, ep.Address)
+	conn, err := d.DialContext(ctx, ep.Network, address)
 	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // without the /proc/self/fd path
+		}
 		return nil, fmt.Errorf("connecting to tor's control %s: %w", what(ep), err)
 	}
 	if err := conn.SetDeadline(deadline); err != nil {
@@ -112,6 +121,53 @@ func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 	c := &Client{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), ep: ep, limit: MaxReply}
 	c.stop = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	return c, nil
+}
+
+// socketPath opens ep's unix socket without following a symbolic link
+// in its last component (O_PATH), checks that it is a socket owned by
+// ep.Owner, and returns a path to that very inode (/proc/self/fd/N, as
+// systemd connects to sockets): tor's user writes the socket's directory,
+// and a link or a swap between the check and the connect would otherwise
+// send relayfw, as root, to another service's socket. closePath closes
+// the descriptor once connected.
+func socketPath(ep Endpoint) (path string, closePath func(), err error) {
+	fd, err := unix.Open(ep.Address, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("control socket %s: %w", ep.Address, &fs.PathError{Op: "open", Path: ep.Address, Err: err})
+	}
+	closePath = func() { _ = unix.Close(fd) }
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		closePath()
+		return "", nil, fmt.Errorf("control socket %s: %w", ep.Address, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		err = fmt.Errorf("control socket %s is a symbolic link: relayfw connects only to the socket itself", ep.Address)
+	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
+		err = fmt.Errorf("control socket %s is not a socket (%s)", ep.Address, fileType(st.Mode))
+	case ep.Owner != nil && st.Uid != *ep.Owner:
+		err = fmt.Errorf("control socket %s is owned by uid %d, not by tor's user (uid %d): not tor's", ep.Address, st.Uid, *ep.Owner)
+	}
+	if err != nil {
+		closePath()
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", fd), closePath, nil
+}
+
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "a device"
+	}
+	return fmt.Sprintf("file type %#o", mode&unix.S_IFMT)
 }
 
 func what(ep Endpoint) string {

@@ -185,10 +185,10 @@ func TestDialRefuses(t *testing.T) {
 		ep   Endpoint
 		want string
 	}{
-		{Endpoint{"unix", file}, "is not a socket"},
-		{Endpoint{"unix", filepath.Join(dir, "missing")}, "no such file"},
-		{Endpoint{"tcp", "192.0.2.1:9051"}, "not on loopback"},
-		{Endpoint{"tcp", "localhost:9051"}, "not on loopback"},
+		{Endpoint{Network: "unix", Address: file}, "is not a socket"},
+		{Endpoint{Network: "unix", Address: filepath.Join(dir, "missing")}, "no such file"},
+		{Endpoint{Network: "tcp", Address: "192.0.2.1:9051"}, "not on loopback"},
+		{Endpoint{Network: "tcp", Address: "localhost:9051"}, "not on loopback"},
 	} {
 		if _, err := Dial(context.Background(), tc.ep); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Dial(%v): %v; want %q", tc.ep, err, tc.want)
@@ -207,7 +207,7 @@ func TestPlainCookieNotOverTCP(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Serve(t, ln)
-		_, err = Ask(context.Background(), Endpoint{"tcp", ln.Addr().String()}, cookieOf(f))
+		_, err = Ask(context.Background(), Endpoint{Network: "tcp", Address: ln.Addr().String()}, cookieOf(f))
 		switch {
 		case methods == "COOKIE" && (err == nil || !strings.Contains(err.Error(), "only as SAFECOOKIE")):
 			t.Errorf("%s over TCP: %v", methods, err)
@@ -330,9 +330,59 @@ func BenchmarkAsk(b *testing.B) {
 	f.ServeUnix(b, path)
 	b.SetBytes(int64(policy.Len()))
 	for b.Loop() {
-		a, err := Ask(context.Background(), Endpoint{"unix", path}, cookieOf(f))
+		a, err := Ask(context.Background(), Endpoint{Network: "unix", Address: path}, cookieOf(f))
 		if err != nil || len(a.ExitPolicy) != 100001 {
 			b.Fatalf("%d lines, %v", len(a.ExitPolicy), err)
 		}
+	}
+}
+
+// TestDialOnlyTorsSocket: tor's user writes the socket's directory and can
+// put a symbolic link where the socket was, to another service's socket
+// (root's, which it could not connect to itself), or a socket of its own
+// under a path that leads elsewhere. relayfw connects to neither: not
+// through a link, and not to a socket tor's user does not own; the other
+// service reads nothing from relayfw.
+func TestDialOnlyTorsSocket(t *testing.T) {
+	dir := t.TempDir()
+	other := torcontroltest.New()
+	foreign := filepath.Join(dir, "root-only.sock")
+	other.ServeUnix(t, foreign)
+	link := filepath.Join(dir, "control")
+	if err := os.Symlink(foreign, link); err != nil {
+		t.Fatal(err)
+	}
+	me := uint32(os.Geteuid())
+	torUser := me + 1
+	for _, tc := range []struct {
+		ep   Endpoint
+		want string
+	}{
+		{Endpoint{Network: "unix", Address: link}, "is a symbolic link"},
+		{Endpoint{Network: "unix", Address: link, Owner: &me}, "is a symbolic link"},
+		{Endpoint{Network: "unix", Address: foreign, Owner: &torUser}, fmt.Sprintf("owned by uid %d, not by tor's user (uid %d)", me, torUser)},
+	} {
+		c, err := Dial(context.Background(), tc.ep)
+		if err == nil {
+			c.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Dial(%s): %v; want %q", tc.ep.Address, err, tc.want)
+		}
+	}
+	// The socket itself, owned by the user named, is tor's.
+	c, err := Dial(context.Background(), Endpoint{Network: "unix", Address: foreign, Owner: &me})
+	if err != nil {
+		t.Fatalf("Dial of a socket owned by tor's user: %v", err)
+	}
+	if _, err := c.ProtocolInfo(); err != nil {
+		t.Fatalf("ProtocolInfo: %v", err)
+	}
+	c.Close()
+	for !slicesContains(other.Commands(), "QUIT") {
+		time.Sleep(time.Millisecond)
+	}
+	if got := other.Commands(); !cmp.Equal(got, []string{"PROTOCOLINFO 1", "QUIT"}) {
+		t.Errorf("the socket read %q; want only the one good conversation", got)
 	}
 }
