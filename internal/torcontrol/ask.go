@@ -70,7 +70,7 @@ func Ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error)) (Answe
 	return ask(ctx, ep, cookie, MaxReply)
 }
 
-// ask is Ask with replies bounded by limit.
+// ask is Ask with the exit policy's reply bounded by limit.
 func ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit int64) (Answer, error) {
 	c, err := Dial(ctx, ep)
 	if err != nil {
@@ -86,7 +86,7 @@ func ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit 
 		return Answer{}, err
 	}
 	var a Answer
-	if a.Version, err = c.GetInfo("version"); err != nil {
+	if a.Version, err = c.GetShortInfo("version"); err != nil {
 		return Answer{}, fmt.Errorf("GETINFO version: %w", err)
 	}
 	if err := checkText(a.Version, maxPolicyLine); err != nil {
@@ -147,7 +147,7 @@ func addresses(c *Client) ([]netip.Addr, error) {
 		key string
 		v4  bool
 	}{{"address/v4", true}, {"address/v6", false}} {
-		value, err := c.GetInfo(fam.key)
+		value, err := c.GetShortInfo(fam.key)
 		var re *ReplyError
 		switch {
 		case errors.As(err, &re) && re.Code == 551:
@@ -167,7 +167,7 @@ func addresses(c *Client) ([]netip.Addr, error) {
 }
 
 func oneAddress(c *Client) ([]netip.Addr, error) {
-	value, err := c.GetInfo("address")
+	value, err := c.GetShortInfo("address")
 	var re *ReplyError
 	switch {
 	case errors.As(err, &re) && re.Code == 551:

@@ -41,6 +41,8 @@ const (
 	DefaultTimeout = 4 * time.Second
 	// MaxReply bounds one reply: a 100,000-entry exit policy is a few MB.
 	MaxReply = 32 << 20
+	// ShortReply bounds every other reply: a few lines.
+	ShortReply = 64 << 10
 )
 
 // Endpoint is where tor's controllers connect: a unix socket (Network
@@ -72,7 +74,8 @@ type Client struct {
 	r    *bufio.Reader
 	ep   Endpoint
 	stop func() bool
-	// limit bounds each reply (MaxReply).
+	// limit bounds a GetInfo reply (MaxReply); every other is held to
+	// ShortReply.
 	limit int64
 }
 
@@ -184,13 +187,13 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
-// command sends one command line and reads its reply; an error status is
-// a *ReplyError.
-func (c *Client) command(line string) (Reply, error) {
+// command sends one command line and reads its reply, of at most limit
+// bytes; an error status is a *ReplyError.
+func (c *Client) command(line string, limit int64) (Reply, error) {
 	if _, err := c.conn.Write([]byte(line + "\r\n")); err != nil {
 		return Reply{}, fmt.Errorf("tor's control %s: %w", what(c.ep), err)
 	}
-	rep, err := ReadReply(c.r, c.limit)
+	rep, err := ReadReply(c.r, limit)
 	if err != nil {
 		return Reply{}, fmt.Errorf("tor's control %s: %w", what(c.ep), err)
 	}
@@ -214,7 +217,7 @@ type ProtocolInfo struct {
 
 // ProtocolInfo asks PROTOCOLINFO 1.
 func (c *Client) ProtocolInfo() (ProtocolInfo, error) {
-	rep, err := c.command("PROTOCOLINFO 1")
+	rep, err := c.command("PROTOCOLINFO 1", ShortReply)
 	if err != nil {
 		return ProtocolInfo{}, err
 	}
@@ -262,7 +265,7 @@ var ErrServerHash = errors.New("the control socket's SAFECOOKIE server hash is w
 func (c *Client) Authenticate(pi ProtocolInfo, cookie func() ([]byte, error)) error {
 	switch {
 	case slices.Contains(pi.Methods, "NULL"):
-		_, err := c.command("AUTHENTICATE")
+		_, err := c.command("AUTHENTICATE", ShortReply)
 		return authErr(err)
 	case slices.Contains(pi.Methods, "SAFECOOKIE"):
 		secret, err := cookie()
@@ -275,7 +278,7 @@ func (c *Client) Authenticate(pi ProtocolInfo, cookie func() ([]byte, error)) er
 		if err != nil {
 			return err
 		}
-		_, err = c.command("AUTHENTICATE " + hex.EncodeToString(secret))
+		_, err = c.command("AUTHENTICATE "+hex.EncodeToString(secret), ShortReply)
 		return authErr(err)
 	case slices.Contains(pi.Methods, "COOKIE"):
 		return fmt.Errorf("tor's control port %s offers plain COOKIE but not SAFECOOKIE; relayfw sends a cookie over TCP only as SAFECOOKIE", c.ep.Address)
@@ -296,7 +299,7 @@ func (c *Client) safeCookie(secret []byte) error {
 	if _, err := rand.Read(clientNonce); err != nil {
 		return err
 	}
-	rep, err := c.command("AUTHCHALLENGE SAFECOOKIE " + hex.EncodeToString(clientNonce))
+	rep, err := c.command("AUTHCHALLENGE SAFECOOKIE "+hex.EncodeToString(clientNonce), ShortReply)
 	if err != nil {
 		return authErr(err)
 	}
@@ -308,7 +311,7 @@ func (c *Client) safeCookie(secret []byte) error {
 	if !hmac.Equal(serverHash, mac(serverHashKey, msg)) {
 		return ErrServerHash
 	}
-	_, err = c.command("AUTHENTICATE " + hex.EncodeToString(mac(clientHashKey, msg)))
+	_, err = c.command("AUTHENTICATE "+hex.EncodeToString(mac(clientHashKey, msg)), ShortReply)
 	return authErr(err)
 }
 
@@ -344,12 +347,19 @@ func parseChallenge(rep Reply) (serverHash, serverNonce []byte, err error) {
 }
 
 // GetInfo asks GETINFO key and returns its value: the "key=value" line, or
-// the data block of "key=" on a "250+" line.
-func (c *Client) GetInfo(key string) (string, error) {
+// the data block of "key=" on a "250+" line; the reply may take MaxReply
+// bytes (GetShortInfo: ShortReply).
+func (c *Client) GetInfo(key string) (string, error) { return c.getInfo(key, c.limit) }
+
+// GetShortInfo is GetInfo of a key whose value is short (version,
+// address/v4): its reply is held to ShortReply bytes.
+func (c *Client) GetShortInfo(key string) (string, error) { return c.getInfo(key, ShortReply) }
+
+func (c *Client) getInfo(key string, limit int64) (string, error) {
 	if key == "" || strings.ContainsAny(key, " \r\n") {
 		return "", fmt.Errorf("GETINFO key %q", key)
 	}
-	rep, err := c.command("GETINFO " + key)
+	rep, err := c.command("GETINFO "+key, limit)
 	if err != nil {
 		return "", err
 	}

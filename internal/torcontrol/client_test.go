@@ -386,3 +386,23 @@ func TestDialOnlyTorsSocket(t *testing.T) {
 		t.Errorf("the socket read %q; want only the one good conversation", got)
 	}
 }
+
+// TestAskShortRepliesBounded: only the exit policy may be long; every
+// other reply (PROTOCOLINFO, AUTHCHALLENGE, AUTHENTICATE, version,
+// addresses) is held to ShortReply, so that each question does not cost
+// MaxReply of memory.
+func TestAskShortRepliesBounded(t *testing.T) {
+	pad := "250-" + strings.Repeat("x", ShortReply) + "\r\n"
+	for _, tc := range []struct{ key, reply string }{
+		{"PROTOCOLINFO", pad + "250-AUTH METHODS=SAFECOOKIE\r\n250 OK\r\n"},
+		{"GETINFO version", pad + "250-version=0.4.9.11\r\n250 OK\r\n"},
+		{"GETINFO address/v4", pad + "250-address/v4=203.0.113.5\r\n250 OK\r\n"},
+		{"GETINFO address/v6", pad + "250-address/v6=2001:db8::5\r\n250 OK\r\n"},
+	} {
+		f := torcontroltest.New()
+		f.Replies = map[string]string{tc.key: tc.reply}
+		if _, err := Ask(context.Background(), serve(t, f), cookieOf(f)); !errors.Is(err, ErrReplyTooLarge) {
+			t.Errorf("%s answered with %d bytes: %v; want %v", tc.key, len(tc.reply), err, ErrReplyTooLarge)
+		}
+	}
+}
