@@ -70,8 +70,42 @@ func Ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error)) (Answe
 	return ask(ctx, ep, cookie, MaxReply)
 }
 
-// ask is Ask with the exit policy's reply bounded by limit.
+// ask is Ask with the exit policy's reply bounded by limit. The socket's
+// deadline bounds what is read and written; what blocks in the kernel
+// before (opening the socket's path, reading the cookie, on a filesystem
+// of tor's user that does not answer) is abandoned at the deadline: the
+// conversation ends on its own, or with the process.
 func ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit int64) (Answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout) // or ctx's earlier deadline
+	defer cancel()
+	type result struct {
+		a   Answer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := converse(ctx, ep, cookie, limit)
+		done <- result{a, err}
+	}()
+	select {
+	case r := <-done:
+		return r.a, r.err
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-done: // the socket's own deadline, at the same moment
+		return r.a, r.err
+	default:
+	}
+	err := error(os.ErrDeadlineExceeded)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		err = ctx.Err()
+	}
+	return Answer{}, fmt.Errorf("tor's control %s: no answer: %w", what(ep), err)
+}
+
+// converse is one conversation of ask.
+func converse(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit int64) (Answer, error) {
 	c, err := Dial(ctx, ep)
 	if err != nil {
 		return Answer{}, err

@@ -406,3 +406,23 @@ func TestAskShortRepliesBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestAskDeadlineOutsideTheSocket: what blocks in the kernel rather than
+// on the socket — reading a cookie on a filesystem that never answers
+// (tor's user can mount FUSE on its own directory where fusermount is
+// installed) — ends the question at the deadline too.
+func TestAskDeadlineOutsideTheSocket(t *testing.T) {
+	f := torcontroltest.New()
+	ep := serve(t, f)
+	release := make(chan struct{})
+	defer close(release)
+	stuck := func() ([]byte, error) {
+		<-release
+		return nil, errors.New("released")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := Ask(ctx, ep, stuck); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Ask: %v; want the deadline exceeded", err)
+	}
+}
