@@ -99,7 +99,11 @@ func (s *System) AskTor(ctx context.Context, t *Instance) (torcontrol.Answer, to
 	}
 	ctx, cancel := context.WithTimeout(ctx, torcontrol.DefaultTimeout)
 	defer cancel()
-	a, err := torcontrol.Ask(ctx, ep, t.readCookie)
+	cookie := t.readCookie
+	if !t.Options.CookieAuthentication {
+		cookie = nil // tor offers NULL then, or a password relayfw does not know
+	}
+	a, err := torcontrol.Ask(ctx, ep, cookie)
 	return a, ep, err
 }
 

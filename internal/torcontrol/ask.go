@@ -64,7 +64,7 @@ type Answer struct {
 const maxPolicyLine = 100
 
 // Ask connects to ep, authenticates (cookie reads the cookie when the
-// method needs one) and asks tor's exit policy, addresses and version,
+// method needs one; nil when the torrc sets no CookieAuthentication) and asks tor's exit policy, addresses and version,
 // all within ctx's deadline (or DefaultTimeout).
 func Ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error)) (Answer, error) {
 	return ask(ctx, ep, cookie, MaxReply)

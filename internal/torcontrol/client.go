@@ -261,12 +261,20 @@ var ErrServerHash = errors.New("the control socket's SAFECOOKIE server hash is w
 // Authenticate authenticates with the methods pi offers: NULL (no
 // secret), else SAFECOOKIE, else COOKIE — plain COOKIE only on a unix
 // socket, where the socket's directory is tor's: on a TCP port any local
-// user could be listening. cookie reads the cookie when one is needed.
+// user could be listening. cookie reads the cookie when one is needed;
+// nil says the torrc sets no CookieAuthentication. A tor that writes a
+// cookie never offers NULL (protocolinfo offers it only without cookie or
+// password): a server that does where the torrc names a cookie is not
+// that tor, and is not believed.
 func (c *Client) Authenticate(pi ProtocolInfo, cookie func() ([]byte, error)) error {
 	switch {
+	case slices.Contains(pi.Methods, "NULL") && cookie != nil:
+		return fmt.Errorf("tor's control %s offers no authentication, though the torrc sets CookieAuthentication 1: not the tor of this torrc (another process listening there?)", what(c.ep))
 	case slices.Contains(pi.Methods, "NULL"):
 		_, err := c.command("AUTHENTICATE", ShortReply)
 		return authErr(err)
+	case cookie == nil && slices.ContainsFunc(pi.Methods, func(m string) bool { return m == "SAFECOOKIE" || m == "COOKIE" }):
+		return fmt.Errorf("tor's control %s wants the cookie, but the torrc does not set CookieAuthentication 1 (relayfw authenticates with the cookie)", what(c.ep))
 	case slices.Contains(pi.Methods, "SAFECOOKIE"):
 		secret, err := cookie()
 		if err != nil {

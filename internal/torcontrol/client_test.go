@@ -54,7 +54,11 @@ func TestAsk(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := torcontroltest.New()
 			tt.setup(f)
-			got, err := Ask(context.Background(), serve(t, f), cookieOf(f))
+			cookie := cookieOf(f)
+			if f.Methods == "NULL" {
+				cookie = nil // the torrc sets no CookieAuthentication
+			}
+			got, err := Ask(context.Background(), serve(t, f), cookie)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -424,5 +428,32 @@ func TestAskDeadlineOutsideTheSocket(t *testing.T) {
 	defer cancel()
 	if _, err := Ask(ctx, ep, stuck); !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("Ask: %v; want the deadline exceeded", err)
+	}
+}
+
+// TestNullOnlyWithoutCookie: a tor whose torrc sets CookieAuthentication
+// offers COOKIE and SAFECOOKIE, never NULL. A control port that offers
+// NULL where the torrc names a cookie is something else listening there
+// (on a TCP port, any local user, while tor listens elsewhere or not at
+// all): it is not believed. Without a cookie (cookie nil) NULL is tor's
+// own offer.
+func TestNullOnlyWithoutCookie(t *testing.T) {
+	f := torcontroltest.New()
+	f.Methods = "NULL"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Serve(t, ln)
+	ep := Endpoint{Network: "tcp", Address: ln.Addr().String()}
+	if _, err := Ask(context.Background(), ep, cookieOf(f)); err == nil || !strings.Contains(err.Error(), "offers no authentication") {
+		t.Errorf("NULL where the torrc sets a cookie: %v; want refused", err)
+	}
+	if _, err := Ask(context.Background(), ep, nil); err != nil {
+		t.Errorf("NULL where the torrc sets none: %v", err)
+	}
+	f = torcontroltest.New()
+	if _, err := Ask(context.Background(), serve(t, f), nil); err == nil || !strings.Contains(err.Error(), "CookieAuthentication") {
+		t.Errorf("a cookie offered where the torrc sets none: %v", err)
 	}
 }
