@@ -241,9 +241,10 @@ func readSysctl(dir, name string) (uint64, error) {
 // namespace's own and the limit the host's: the kernel makes
 // nf_conntrack_max read-only outside the host's namespace (a kernel that
 // lets a namespace write it gives it a limit of its own). Whether this is
-// the host's namespace is PID 1's answer; where PID 1's namespace cannot
-// be read (a sandbox, or not root), the sysctl's mode is the kernel's. ""
-// when neither tells.
+// the host's namespace is PID 1's answer, unless the sysctl is read-only:
+// PID 1 of a PID namespace (a container's init) shares the container's
+// network namespace. Where PID 1's namespace cannot be read (a sandbox,
+// or not root), the sysctl's mode is the kernel's. "" when neither tells.
 func conntrackScope(procRoot, dir string) string {
 	writable, known := false, false
 	if fi, err := os.Stat(filepath.Join(dir, "nf_conntrack_max")); err == nil {
@@ -252,7 +253,7 @@ func conntrackScope(procRoot, dir string) string {
 	var self, init syscall.Stat_t
 	switch {
 	case syscall.Stat(filepath.Join(procRoot, "self/ns/net"), &self) == nil && syscall.Stat(filepath.Join(procRoot, "1/ns/net"), &init) == nil:
-		if self.Dev == init.Dev && self.Ino == init.Ino {
+		if self.Dev == init.Dev && self.Ino == init.Ino && (writable || !known) {
 			return ScopeHost
 		}
 	case !known:

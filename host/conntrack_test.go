@@ -18,7 +18,9 @@ import (
 // (self's is PID 1's), "namespace" (another), "namespace-limit" (another,
 // and nf_conntrack_max writable there); "unknown host" and "unknown
 // namespace" are those two with PID 1's namespace unreadable (only
-// nf_conntrack_max's mode tells).
+// nf_conntrack_max's mode tells); "container namespace" is another
+// namespace whose PID 1 shares it (a container's init, in a PID namespace
+// of its own: only the mode tells).
 func fakeProc(t *testing.T, netns string, sysctls map[string]string) string {
 	t.Helper()
 	root := t.TempDir()
@@ -33,7 +35,7 @@ func fakeProc(t *testing.T, netns string, sysctls map[string]string) string {
 		t.Fatal(err)
 	}
 	switch netns {
-	case "host":
+	case "host", "container namespace":
 		if err := os.Symlink("../../self/ns/net", filepath.Join(root, "1/ns/net")); err != nil {
 			t.Fatal(err)
 		}
@@ -122,6 +124,9 @@ func TestReadConntrack(t *testing.T) {
 			want: ConntrackStatus{Loaded: true, Entries: u64(5), Max: u64(1000), Scope: ScopeHost, Source: "netlink", Drops: drops,
 				Buckets: u64(250), EstablishedTimeout: u64(7200), TCPLoose: boolp(true)}},
 		{name: "PID 1's namespace unreadable, the limit read-only", netns: "unknown namespace", sysctls: sysctls(nil), source: fakeStats(ConntrackCounters{Entries: 5, Max: 1000, Drops: drops}, nil),
+			want: ConntrackStatus{Loaded: true, Entries: u64(5), Max: u64(1000), Scope: ScopeNamespace, Source: "netlink", Drops: drops,
+				Buckets: u64(250), EstablishedTimeout: u64(7200), TCPLoose: boolp(true)}},
+		{name: "a container: PID 1 shares the namespace, the limit read-only", netns: "container namespace", sysctls: sysctls(nil), source: fakeStats(ConntrackCounters{Entries: 5, Max: 1000, Drops: drops}, nil),
 			want: ConntrackStatus{Loaded: true, Entries: u64(5), Max: u64(1000), Scope: ScopeNamespace, Source: "netlink", Drops: drops,
 				Buckets: u64(250), EstablishedTimeout: u64(7200), TCPLoose: boolp(true)}},
 		{name: "PID 1's namespace unreadable, no limit file", netns: "unknown", sysctls: sysctls(map[string]string{"nf_conntrack_max": ""}), source: fakeStats(ConntrackCounters{Entries: 5, Max: 1000, Drops: drops}, nil),

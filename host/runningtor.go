@@ -99,7 +99,11 @@ func (s *System) AskTor(ctx context.Context, t *Instance) (torcontrol.Answer, to
 	}
 	ctx, cancel := context.WithTimeout(ctx, torcontrol.DefaultTimeout)
 	defer cancel()
-	a, err := torcontrol.Ask(ctx, ep, t.readCookie)
+	cookie := t.readCookie
+	if !t.Options.CookieAuthentication {
+		cookie = nil // tor offers NULL then, or a password relayfw does not know
+	}
+	a, err := torcontrol.Ask(ctx, ep, cookie)
 	return a, ep, err
 }
 
@@ -120,7 +124,7 @@ func (s *System) askRunningTor(ctx context.Context, t *Instance) RunningTor {
 		return r
 	}
 	r.Asked, r.TorVersion = true, a.Version
-	compareRunning(&r, t.Effective, a)
+	compareRunning(&r, t.Effective, t.Options.ExitPolicyRejectPrivate, a)
 	if !r.Matches {
 		r.Advice = t.reloadAdvice(a.Version)
 	}
@@ -136,7 +140,8 @@ func (t *Instance) ControlEndpoint() (ep torcontrol.Endpoint, why string) {
 		return ep, "a tor client, not a relay: it has no exit policy"
 	}
 	if len(o.ControlSockets) > 0 {
-		return torcontrol.Endpoint{Network: "unix", Address: o.ControlSockets[0]}, ""
+		// tor chowns its control sockets to its User.
+		return torcontrol.Endpoint{Network: "unix", Address: o.ControlSockets[0], Owner: t.UID}, ""
 	}
 	var whyNot []string
 	for _, p := range o.Ports {
@@ -211,24 +216,29 @@ func (t *Instance) reloadAdvice(version string) string {
 
 // compareRunning compares relayfw's policy (model) with the running
 // tor's (a), modulo the addresses tor found itself: with
-// ExitPolicyRejectPrivate tor puts "reject ADDR:*" for each of the relay's
-// own addresses ahead of the configured policy, and drops the later
-// entries of exactly that address, which it covers
+// ExitPolicyRejectPrivate (rejectPrivate) tor puts "reject ADDR:*" for each
+// of the relay's own addresses ahead of the configured policy, and drops
+// the later entries of exactly that address, which it covers
 // (exit_policy_remove_redundancies). For an address tor reports, rejects
 // so, and relayfw's model did not have, neither that reject nor relayfw's
-// entries of that address count.
-func compareRunning(r *RunningTor, model exitpolicy.Effective, a torcontrol.Answer) {
+// entries of that address count. Without ExitPolicyRejectPrivate tor
+// rejects no address of its own: such a reject is a difference (a tor
+// still running an older torrc).
+//
+// tor's side is whatever tor's user sends: the comparison holds maps of
+// relayfw's entries only, and lists no more than RunningTorListed of
+// tor's.
+func compareRunning(r *RunningTor, model exitpolicy.Effective, rejectPrivate bool, a torcontrol.Answer) {
 	ours := model.Policy.Lines()
-	theirs := a.ExitPolicy
-	if !model.Policy.IsRejectStar() {
+	skip := map[string]bool{} // tor's rejects of addresses it found itself
+	if rejectPrivate && !model.Policy.IsRejectStar() {
 		var discovered []netip.Prefix
-		skip := map[string]bool{}
 		for _, addr := range a.Addresses {
 			own := netip.PrefixFrom(addr, addr.BitLen())
 			reject := exitpolicy.Entry{Action: exitpolicy.Reject, Addr: addr, Bits: own.Bits(), PortMin: 1, PortMax: 65535}.String()
-			// Only an address tor rejects as its own (ExitPolicyRejectPrivate)
-			// and relayfw did not know.
-			if slices.Contains(model.LocalAddrs, addr) || !slices.Contains(theirs, reject) {
+			// Only an address tor rejects as its own and relayfw did not
+			// know.
+			if slices.Contains(model.LocalAddrs, addr) || !slices.Contains(a.ExitPolicy, reject) {
 				continue
 			}
 			r.Discovered = append(r.Discovered, addr)
@@ -236,7 +246,6 @@ func compareRunning(r *RunningTor, model exitpolicy.Effective, a torcontrol.Answ
 			skip[reject] = true
 		}
 		if len(discovered) > 0 {
-			theirs = slices.DeleteFunc(slices.Clone(theirs), func(l string) bool { return skip[l] })
 			ours = ours[:0:0]
 			for _, e := range model.Policy.Entries {
 				if !slices.Contains(discovered, e.Network()) {
@@ -245,31 +254,50 @@ func compareRunning(r *RunningTor, model exitpolicy.Effective, a torcontrol.Answ
 			}
 		}
 	}
-	if slices.Equal(ours, theirs) {
+	// Entries only tor has: each of tor's that none of relayfw's left
+	// accounts for, in tor's order.
+	left := make(map[string]int, len(ours)) // relayfw's entries not yet matched
+	for _, l := range ours {
+		left[l]++
+	}
+	same, n := true, 0 // the same entries in the same order so far; tor's counted
+	for _, l := range a.ExitPolicy {
+		if skip[l] {
+			continue
+		}
+		same = same && n < len(ours) && ours[n] == l
+		n++
+		if left[l] > 0 {
+			left[l]--
+			continue
+		}
+		r.OnlyTorTotal++
+		if len(r.OnlyTor) < RunningTorListed {
+			r.OnlyTor = append(r.OnlyTor, l)
+		}
+	}
+	if same && n == len(ours) {
 		r.Matches = true
 		return
 	}
-	onlyTor, onlyUs := multisetDiff(theirs, ours), multisetDiff(ours, theirs)
-	r.OnlyTorTotal, r.OnlyRelayfwTotal = len(onlyTor), len(onlyUs)
-	r.OrderDiffers = len(onlyTor) == 0 && len(onlyUs) == 0
-	r.OnlyTor = onlyTor[:min(len(onlyTor), RunningTorListed)]
-	r.OnlyRelayfw = onlyUs[:min(len(onlyUs), RunningTorListed)]
-}
-
-// multisetDiff lists, in a's order, the entries of a that b lacks
-// (counted: an entry twice in a and once in b is listed once).
-func multisetDiff(a, b []string) []string {
-	have := make(map[string]int, len(b))
-	for _, l := range b {
-		have[l]++
+	// Entries only relayfw has: of each entry, the last ones tor's did not
+	// match, in relayfw's order.
+	matched := make(map[string]int, len(left))
+	for _, l := range ours {
+		matched[l]++
 	}
-	out := []string{}
-	for _, l := range a {
-		if have[l] > 0 {
-			have[l]--
+	for l, k := range left {
+		matched[l] -= k
+	}
+	for _, l := range ours {
+		if matched[l] > 0 {
+			matched[l]--
 			continue
 		}
-		out = append(out, l)
+		r.OnlyRelayfwTotal++
+		if len(r.OnlyRelayfw) < RunningTorListed {
+			r.OnlyRelayfw = append(r.OnlyRelayfw, l)
+		}
 	}
-	return out
+	r.OrderDiffers = r.OnlyTorTotal == 0 && r.OnlyRelayfwTotal == 0
 }

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/relayfw/relayfw/exitpolicy"
+	"github.com/relayfw/relayfw/internal/torcontrol"
 	"github.com/relayfw/relayfw/internal/torcontrol/torcontroltest"
 	"github.com/relayfw/relayfw/torconf"
 )
@@ -89,6 +91,11 @@ func TestAskRunningTor(t *testing.T) {
 		{"ExitPolicyRejectPrivate 0: tor rejects no address of its own", "ExitPolicyRejectPrivate 0\nExitPolicy accept 198.51.100.99:443,accept *:80,reject *:*\n", []string{"10.0.0.5"},
 			func(ours []string, f *torcontroltest.Tor) { f.Policy, f.V4 = strings.Join(ours, "\n"), "198.51.100.99" },
 			RunningTor{Matches: true, TorVersion: "0.4.9.11"}},
+		{"ExitPolicyRejectPrivate 0, yet tor rejects its address: tor runs an older torrc", "ExitPolicyRejectPrivate 0\nExitPolicy accept *:80,reject *:*\n", []string{"10.0.0.5"},
+			func(ours []string, f *torcontroltest.Tor) {
+				f.Policy, f.V4 = strings.Join(append([]string{"reject 198.51.100.99:*"}, ours...), "\n"), "198.51.100.99"
+			},
+			RunningTor{TorVersion: "0.4.9.11", OnlyTor: []string{"reject 198.51.100.99:*"}, OnlyTorTotal: 1, Advice: "reload tor (SIGHUP)"}},
 		{"ExitPolicyRejectPrivate 0, an entry of that address missing", "ExitPolicyRejectPrivate 0\nExitPolicy accept 198.51.100.99:443,accept *:80,reject *:*\n", []string{"10.0.0.5"},
 			func(ours []string, f *torcontroltest.Tor) {
 				f.Policy = strings.Join(slices.DeleteFunc(slices.Clone(ours), func(l string) bool { return l == "accept 198.51.100.99:443" }), "\n")
@@ -229,5 +236,55 @@ func TestReloadAdvice(t *testing.T) {
 		if got := tc.inst.reloadAdvice(tc.version); got != tc.want {
 			t.Errorf("%s, tor %s: %q; want %q", tc.inst.Name, tc.version, got, tc.want)
 		}
+	}
+}
+
+// TestRunningTorOwnSocket: tor chowns its control socket to its User; a
+// socket of another owner where the torrc names tor's (a link or a swap
+// by tor's user, to another service's socket) is not asked.
+func TestRunningTorOwnSocket(t *testing.T) {
+	inst, dir := runningInstance(t, runningTorrc)
+	f := torcontroltest.New()
+	f.ServeUnix(t, filepath.Join(dir, "control"))
+	f.WriteCookie(t, filepath.Join(dir, "cookie"))
+	in := &Inputs{sys: testSystem(t), Instances: []*Instance{inst}}
+	for _, tc := range []struct {
+		uid  uint32
+		want string // "": asked
+	}{
+		{uint32(os.Geteuid()), ""},
+		{uint32(os.Geteuid()) + 1, fmt.Sprintf("control socket %s is owned by uid %d, not by tor's user (uid %d)", filepath.Join(dir, "control"), os.Geteuid(), os.Geteuid()+1)},
+	} {
+		inst.UID = &tc.uid
+		got := in.AskRunningTor(context.Background())
+		if len(got) != 1 || got[0].Asked != (tc.want == "") || !strings.Contains(got[0].Why, tc.want) {
+			t.Errorf("tor's user uid %d: %+v; want not asked: %q", tc.uid, got, tc.want)
+		}
+	}
+}
+
+// TestCompareRunningBounded: tor's side of the comparison is whatever its
+// user sends (up to torcontrol.MaxReply): comparing it with relayfw's
+// policy takes memory for relayfw's entries and the few listed, not for
+// each of tor's.
+func TestCompareRunningBounded(t *testing.T) {
+	inst, _ := runningInstance(t, runningTorrc+"Address 203.0.113.5\nExitPolicy accept *:80,reject *:*\n")
+	const n = 500000
+	theirs := make([]string, n)
+	for i := range theirs {
+		theirs[i] = fmt.Sprintf("accept 10.%d.%d.%d:1", i>>16&255, i>>8&255, i&255)
+	}
+	a := torcontrol.Answer{ExitPolicy: theirs, Version: "0.4.9.11", Addresses: []netip.Addr{netip.MustParseAddr("198.51.100.99")}}
+	var r RunningTor
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	compareRunning(&r, inst.Effective, inst.Options.ExitPolicyRejectPrivate, a)
+	runtime.ReadMemStats(&after)
+	if r.Matches || r.OnlyTorTotal != n || r.OnlyRelayfwTotal != len(inst.Effective.Policy.Entries) || len(r.OnlyTor) != RunningTorListed {
+		t.Errorf("compareRunning: %d only tor's (%d listed), %d only relayfw's", r.OnlyTorTotal, len(r.OnlyTor), r.OnlyRelayfwTotal)
+	}
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+		t.Errorf("compareRunning of %d entries against %d allocated %d bytes; want under 1 MiB", n, len(inst.Effective.Policy.Entries), alloc)
 	}
 }

@@ -64,14 +64,48 @@ type Answer struct {
 const maxPolicyLine = 100
 
 // Ask connects to ep, authenticates (cookie reads the cookie when the
-// method needs one) and asks tor's exit policy, addresses and version,
+// method needs one; nil when the torrc sets no CookieAuthentication) and asks tor's exit policy, addresses and version,
 // all within ctx's deadline (or DefaultTimeout).
 func Ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error)) (Answer, error) {
 	return ask(ctx, ep, cookie, MaxReply)
 }
 
-// ask is Ask with replies bounded by limit.
+// ask is Ask with the exit policy's reply bounded by limit. The socket's
+// deadline bounds what is read and written; what blocks in the kernel
+// before (opening the socket's path, reading the cookie, on a filesystem
+// of tor's user that does not answer) is abandoned at the deadline: the
+// conversation ends on its own, or with the process.
 func ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit int64) (Answer, error) {
+	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout) // or ctx's earlier deadline
+	defer cancel()
+	type result struct {
+		a   Answer
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		a, err := converse(ctx, ep, cookie, limit)
+		done <- result{a, err}
+	}()
+	select {
+	case r := <-done:
+		return r.a, r.err
+	case <-ctx.Done():
+	}
+	select {
+	case r := <-done: // the socket's own deadline, at the same moment
+		return r.a, r.err
+	default:
+	}
+	err := error(os.ErrDeadlineExceeded)
+	if errors.Is(ctx.Err(), context.Canceled) {
+		err = ctx.Err()
+	}
+	return Answer{}, fmt.Errorf("tor's control %s: no answer: %w", what(ep), err)
+}
+
+// converse is one conversation of ask.
+func converse(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit int64) (Answer, error) {
 	c, err := Dial(ctx, ep)
 	if err != nil {
 		return Answer{}, err
@@ -86,7 +120,7 @@ func ask(ctx context.Context, ep Endpoint, cookie func() ([]byte, error), limit 
 		return Answer{}, err
 	}
 	var a Answer
-	if a.Version, err = c.GetInfo("version"); err != nil {
+	if a.Version, err = c.GetShortInfo("version"); err != nil {
 		return Answer{}, fmt.Errorf("GETINFO version: %w", err)
 	}
 	if err := checkText(a.Version, maxPolicyLine); err != nil {
@@ -147,7 +181,7 @@ func addresses(c *Client) ([]netip.Addr, error) {
 		key string
 		v4  bool
 	}{{"address/v4", true}, {"address/v6", false}} {
-		value, err := c.GetInfo(fam.key)
+		value, err := c.GetShortInfo(fam.key)
 		var re *ReplyError
 		switch {
 		case errors.As(err, &re) && re.Code == 551:
@@ -167,7 +201,7 @@ func addresses(c *Client) ([]netip.Addr, error) {
 }
 
 func oneAddress(c *Client) ([]netip.Addr, error) {
-	value, err := c.GetInfo("address")
+	value, err := c.GetShortInfo("address")
 	var re *ReplyError
 	switch {
 	case errors.As(err, &re) && re.Code == 551:

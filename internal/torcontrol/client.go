@@ -27,10 +27,11 @@ import (
 	"fmt"
 	"io/fs"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Limits of one conversation with tor.
@@ -40,6 +41,8 @@ const (
 	DefaultTimeout = 4 * time.Second
 	// MaxReply bounds one reply: a 100,000-entry exit policy is a few MB.
 	MaxReply = 32 << 20
+	// ShortReply bounds every other reply: a few lines.
+	ShortReply = 64 << 10
 )
 
 // Endpoint is where tor's controllers connect: a unix socket (Network
@@ -48,6 +51,10 @@ const (
 type Endpoint struct {
 	Network string
 	Address string
+	// Owner is tor's user (its User option): a unix socket owned by
+	// another uid is not tor's (tor chowns its control sockets to User).
+	// nil: tor runs as root, there is no other user to tell apart.
+	Owner *uint32
 }
 
 func (e Endpoint) String() string { return e.Address }
@@ -67,28 +74,29 @@ type Client struct {
 	r    *bufio.Reader
 	ep   Endpoint
 	stop func() bool
-	// limit bounds each reply (MaxReply).
+	// limit bounds a GetInfo reply (MaxReply); every other is held to
+	// ShortReply.
 	limit int64
 }
 
 // Dial connects to ep, with ctx's deadline (or DefaultTimeout) over the
 // whole conversation; canceling ctx ends it. A unix socket path that is
-// not a socket is refused before connecting; a TCP endpoint must be on
-// loopback.
+// not a socket of ep.Owner (a symbolic link included) is refused before
+// connecting (socketPath); a TCP endpoint must be on loopback.
 func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 	deadline, ok := ctx.Deadline()
 	if !ok {
 		deadline = time.Now().Add(DefaultTimeout)
 	}
+	address := ep.Address
 	switch ep.Network {
 	case "unix":
-		fi, err := os.Stat(ep.Address)
+		path, closePath, err := socketPath(ep)
 		if err != nil {
-			return nil, fmt.Errorf("control socket %s: %w", ep.Address, err)
+			return nil, err
 		}
-		if fi.Mode().Type() != fs.ModeSocket {
-			return nil, fmt.Errorf("control socket %s is not a socket (%s)", ep.Address, fi.Mode().Type())
-		}
+		defer closePath()
+		address = path
 	case "tcp":
 		host, _, err := net.SplitHostPort(ep.Address)
 		if err != nil {
@@ -101,8 +109,12 @@ func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 		return nil, fmt.Errorf("control endpoint %s: network %q", ep.Address, ep.Network)
 	}
 	d := net.Dialer{Deadline: deadline}
-	conn, err := d.DialContext(ctx, ep.Network, ep.Address)
+	conn, err := d.DialContext(ctx, ep.Network, address)
 	if err != nil {
+		var oe *net.OpError
+		if errors.As(err, &oe) {
+			err = oe.Err // without the /proc/self/fd path
+		}
 		return nil, fmt.Errorf("connecting to tor's control %s: %w", what(ep), err)
 	}
 	if err := conn.SetDeadline(deadline); err != nil {
@@ -112,6 +124,53 @@ func Dial(ctx context.Context, ep Endpoint) (*Client, error) {
 	c := &Client{conn: conn, r: bufio.NewReaderSize(conn, 64<<10), ep: ep, limit: MaxReply}
 	c.stop = context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	return c, nil
+}
+
+// socketPath opens ep's unix socket without following a symbolic link
+// in its last component (O_PATH), checks that it is a socket owned by
+// ep.Owner, and returns a path to that very inode (/proc/self/fd/N, as
+// systemd connects to sockets): tor's user writes the socket's directory,
+// and a link or a swap between the check and the connect would otherwise
+// send relayfw, as root, to another service's socket. closePath closes
+// the descriptor once connected.
+func socketPath(ep Endpoint) (path string, closePath func(), err error) {
+	fd, err := unix.Open(ep.Address, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return "", nil, fmt.Errorf("control socket %s: %w", ep.Address, &fs.PathError{Op: "open", Path: ep.Address, Err: err})
+	}
+	closePath = func() { _ = unix.Close(fd) }
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		closePath()
+		return "", nil, fmt.Errorf("control socket %s: %w", ep.Address, err)
+	}
+	switch {
+	case st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		err = fmt.Errorf("control socket %s is a symbolic link: relayfw connects only to the socket itself", ep.Address)
+	case st.Mode&unix.S_IFMT != unix.S_IFSOCK:
+		err = fmt.Errorf("control socket %s is not a socket (%s)", ep.Address, fileType(st.Mode))
+	case ep.Owner != nil && st.Uid != *ep.Owner:
+		err = fmt.Errorf("control socket %s is owned by uid %d, not by tor's user (uid %d): not tor's", ep.Address, st.Uid, *ep.Owner)
+	}
+	if err != nil {
+		closePath()
+		return "", nil, err
+	}
+	return fmt.Sprintf("/proc/self/fd/%d", fd), closePath, nil
+}
+
+func fileType(mode uint32) string {
+	switch mode & unix.S_IFMT {
+	case unix.S_IFREG:
+		return "a regular file"
+	case unix.S_IFDIR:
+		return "a directory"
+	case unix.S_IFIFO:
+		return "a FIFO"
+	case unix.S_IFCHR, unix.S_IFBLK:
+		return "a device"
+	}
+	return fmt.Sprintf("file type %#o", mode&unix.S_IFMT)
 }
 
 func what(ep Endpoint) string {
@@ -128,13 +187,13 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
-// command sends one command line and reads its reply; an error status is
-// a *ReplyError.
-func (c *Client) command(line string) (Reply, error) {
+// command sends one command line and reads its reply, of at most limit
+// bytes; an error status is a *ReplyError.
+func (c *Client) command(line string, limit int64) (Reply, error) {
 	if _, err := c.conn.Write([]byte(line + "\r\n")); err != nil {
 		return Reply{}, fmt.Errorf("tor's control %s: %w", what(c.ep), err)
 	}
-	rep, err := ReadReply(c.r, c.limit)
+	rep, err := ReadReply(c.r, limit)
 	if err != nil {
 		return Reply{}, fmt.Errorf("tor's control %s: %w", what(c.ep), err)
 	}
@@ -158,7 +217,7 @@ type ProtocolInfo struct {
 
 // ProtocolInfo asks PROTOCOLINFO 1.
 func (c *Client) ProtocolInfo() (ProtocolInfo, error) {
-	rep, err := c.command("PROTOCOLINFO 1")
+	rep, err := c.command("PROTOCOLINFO 1", ShortReply)
 	if err != nil {
 		return ProtocolInfo{}, err
 	}
@@ -202,12 +261,20 @@ var ErrServerHash = errors.New("the control socket's SAFECOOKIE server hash is w
 // Authenticate authenticates with the methods pi offers: NULL (no
 // secret), else SAFECOOKIE, else COOKIE — plain COOKIE only on a unix
 // socket, where the socket's directory is tor's: on a TCP port any local
-// user could be listening. cookie reads the cookie when one is needed.
+// user could be listening. cookie reads the cookie when one is needed;
+// nil says the torrc sets no CookieAuthentication. A tor that writes a
+// cookie never offers NULL (protocolinfo offers it only without cookie or
+// password): a server that does where the torrc names a cookie is not
+// that tor, and is not believed.
 func (c *Client) Authenticate(pi ProtocolInfo, cookie func() ([]byte, error)) error {
 	switch {
+	case slices.Contains(pi.Methods, "NULL") && cookie != nil:
+		return fmt.Errorf("tor's control %s offers no authentication, though the torrc sets CookieAuthentication 1: not the tor of this torrc (another process listening there?)", what(c.ep))
 	case slices.Contains(pi.Methods, "NULL"):
-		_, err := c.command("AUTHENTICATE")
+		_, err := c.command("AUTHENTICATE", ShortReply)
 		return authErr(err)
+	case cookie == nil && slices.ContainsFunc(pi.Methods, func(m string) bool { return m == "SAFECOOKIE" || m == "COOKIE" }):
+		return fmt.Errorf("tor's control %s wants the cookie, but the torrc does not set CookieAuthentication 1 (relayfw authenticates with the cookie)", what(c.ep))
 	case slices.Contains(pi.Methods, "SAFECOOKIE"):
 		secret, err := cookie()
 		if err != nil {
@@ -219,7 +286,7 @@ func (c *Client) Authenticate(pi ProtocolInfo, cookie func() ([]byte, error)) er
 		if err != nil {
 			return err
 		}
-		_, err = c.command("AUTHENTICATE " + hex.EncodeToString(secret))
+		_, err = c.command("AUTHENTICATE "+hex.EncodeToString(secret), ShortReply)
 		return authErr(err)
 	case slices.Contains(pi.Methods, "COOKIE"):
 		return fmt.Errorf("tor's control port %s offers plain COOKIE but not SAFECOOKIE; relayfw sends a cookie over TCP only as SAFECOOKIE", c.ep.Address)
@@ -240,7 +307,7 @@ func (c *Client) safeCookie(secret []byte) error {
 	if _, err := rand.Read(clientNonce); err != nil {
 		return err
 	}
-	rep, err := c.command("AUTHCHALLENGE SAFECOOKIE " + hex.EncodeToString(clientNonce))
+	rep, err := c.command("AUTHCHALLENGE SAFECOOKIE "+hex.EncodeToString(clientNonce), ShortReply)
 	if err != nil {
 		return authErr(err)
 	}
@@ -252,7 +319,7 @@ func (c *Client) safeCookie(secret []byte) error {
 	if !hmac.Equal(serverHash, mac(serverHashKey, msg)) {
 		return ErrServerHash
 	}
-	_, err = c.command("AUTHENTICATE " + hex.EncodeToString(mac(clientHashKey, msg)))
+	_, err = c.command("AUTHENTICATE "+hex.EncodeToString(mac(clientHashKey, msg)), ShortReply)
 	return authErr(err)
 }
 
@@ -288,12 +355,19 @@ func parseChallenge(rep Reply) (serverHash, serverNonce []byte, err error) {
 }
 
 // GetInfo asks GETINFO key and returns its value: the "key=value" line, or
-// the data block of "key=" on a "250+" line.
-func (c *Client) GetInfo(key string) (string, error) {
+// the data block of "key=" on a "250+" line; the reply may take MaxReply
+// bytes (GetShortInfo: ShortReply).
+func (c *Client) GetInfo(key string) (string, error) { return c.getInfo(key, c.limit) }
+
+// GetShortInfo is GetInfo of a key whose value is short (version,
+// address/v4): its reply is held to ShortReply bytes.
+func (c *Client) GetShortInfo(key string) (string, error) { return c.getInfo(key, ShortReply) }
+
+func (c *Client) getInfo(key string, limit int64) (string, error) {
 	if key == "" || strings.ContainsAny(key, " \r\n") {
 		return "", fmt.Errorf("GETINFO key %q", key)
 	}
-	rep, err := c.command("GETINFO " + key)
+	rep, err := c.command("GETINFO "+key, limit)
 	if err != nil {
 		return "", err
 	}

@@ -54,7 +54,11 @@ func TestAsk(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := torcontroltest.New()
 			tt.setup(f)
-			got, err := Ask(context.Background(), serve(t, f), cookieOf(f))
+			cookie := cookieOf(f)
+			if f.Methods == "NULL" {
+				cookie = nil // the torrc sets no CookieAuthentication
+			}
+			got, err := Ask(context.Background(), serve(t, f), cookie)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -185,10 +189,10 @@ func TestDialRefuses(t *testing.T) {
 		ep   Endpoint
 		want string
 	}{
-		{Endpoint{"unix", file}, "is not a socket"},
-		{Endpoint{"unix", filepath.Join(dir, "missing")}, "no such file"},
-		{Endpoint{"tcp", "192.0.2.1:9051"}, "not on loopback"},
-		{Endpoint{"tcp", "localhost:9051"}, "not on loopback"},
+		{Endpoint{Network: "unix", Address: file}, "is not a socket"},
+		{Endpoint{Network: "unix", Address: filepath.Join(dir, "missing")}, "no such file"},
+		{Endpoint{Network: "tcp", Address: "192.0.2.1:9051"}, "not on loopback"},
+		{Endpoint{Network: "tcp", Address: "localhost:9051"}, "not on loopback"},
 	} {
 		if _, err := Dial(context.Background(), tc.ep); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Dial(%v): %v; want %q", tc.ep, err, tc.want)
@@ -207,7 +211,7 @@ func TestPlainCookieNotOverTCP(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.Serve(t, ln)
-		_, err = Ask(context.Background(), Endpoint{"tcp", ln.Addr().String()}, cookieOf(f))
+		_, err = Ask(context.Background(), Endpoint{Network: "tcp", Address: ln.Addr().String()}, cookieOf(f))
 		switch {
 		case methods == "COOKIE" && (err == nil || !strings.Contains(err.Error(), "only as SAFECOOKIE")):
 			t.Errorf("%s over TCP: %v", methods, err)
@@ -330,9 +334,126 @@ func BenchmarkAsk(b *testing.B) {
 	f.ServeUnix(b, path)
 	b.SetBytes(int64(policy.Len()))
 	for b.Loop() {
-		a, err := Ask(context.Background(), Endpoint{"unix", path}, cookieOf(f))
+		a, err := Ask(context.Background(), Endpoint{Network: "unix", Address: path}, cookieOf(f))
 		if err != nil || len(a.ExitPolicy) != 100001 {
 			b.Fatalf("%d lines, %v", len(a.ExitPolicy), err)
 		}
+	}
+}
+
+// TestDialOnlyTorsSocket: tor's user writes the socket's directory and can
+// put a symbolic link where the socket was, to another service's socket
+// (root's, which it could not connect to itself), or a socket of its own
+// under a path that leads elsewhere. relayfw connects to neither: not
+// through a link, and not to a socket tor's user does not own; the other
+// service reads nothing from relayfw.
+func TestDialOnlyTorsSocket(t *testing.T) {
+	dir := t.TempDir()
+	other := torcontroltest.New()
+	foreign := filepath.Join(dir, "root-only.sock")
+	other.ServeUnix(t, foreign)
+	link := filepath.Join(dir, "control")
+	if err := os.Symlink(foreign, link); err != nil {
+		t.Fatal(err)
+	}
+	me := uint32(os.Geteuid())
+	torUser := me + 1
+	for _, tc := range []struct {
+		ep   Endpoint
+		want string
+	}{
+		{Endpoint{Network: "unix", Address: link}, "is a symbolic link"},
+		{Endpoint{Network: "unix", Address: link, Owner: &me}, "is a symbolic link"},
+		{Endpoint{Network: "unix", Address: foreign, Owner: &torUser}, fmt.Sprintf("owned by uid %d, not by tor's user (uid %d)", me, torUser)},
+	} {
+		c, err := Dial(context.Background(), tc.ep)
+		if err == nil {
+			c.Close()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Dial(%s): %v; want %q", tc.ep.Address, err, tc.want)
+		}
+	}
+	// The socket itself, owned by the user named, is tor's.
+	c, err := Dial(context.Background(), Endpoint{Network: "unix", Address: foreign, Owner: &me})
+	if err != nil {
+		t.Fatalf("Dial of a socket owned by tor's user: %v", err)
+	}
+	if _, err := c.ProtocolInfo(); err != nil {
+		t.Fatalf("ProtocolInfo: %v", err)
+	}
+	c.Close()
+	for !slicesContains(other.Commands(), "QUIT") {
+		time.Sleep(time.Millisecond)
+	}
+	if got := other.Commands(); !cmp.Equal(got, []string{"PROTOCOLINFO 1", "QUIT"}) {
+		t.Errorf("the socket read %q; want only the one good conversation", got)
+	}
+}
+
+// TestAskShortRepliesBounded: only the exit policy may be long; every
+// other reply (PROTOCOLINFO, AUTHCHALLENGE, AUTHENTICATE, version,
+// addresses) is held to ShortReply, so that each question does not cost
+// MaxReply of memory.
+func TestAskShortRepliesBounded(t *testing.T) {
+	pad := "250-" + strings.Repeat("x", ShortReply) + "\r\n"
+	for _, tc := range []struct{ key, reply string }{
+		{"PROTOCOLINFO", pad + "250-AUTH METHODS=SAFECOOKIE\r\n250 OK\r\n"},
+		{"GETINFO version", pad + "250-version=0.4.9.11\r\n250 OK\r\n"},
+		{"GETINFO address/v4", pad + "250-address/v4=203.0.113.5\r\n250 OK\r\n"},
+		{"GETINFO address/v6", pad + "250-address/v6=2001:db8::5\r\n250 OK\r\n"},
+	} {
+		f := torcontroltest.New()
+		f.Replies = map[string]string{tc.key: tc.reply}
+		if _, err := Ask(context.Background(), serve(t, f), cookieOf(f)); !errors.Is(err, ErrReplyTooLarge) {
+			t.Errorf("%s answered with %d bytes: %v; want %v", tc.key, len(tc.reply), err, ErrReplyTooLarge)
+		}
+	}
+}
+
+// TestAskDeadlineOutsideTheSocket: what blocks in the kernel rather than
+// on the socket — reading a cookie on a filesystem that never answers
+// (tor's user can mount FUSE on its own directory where fusermount is
+// installed) — ends the question at the deadline too.
+func TestAskDeadlineOutsideTheSocket(t *testing.T) {
+	f := torcontroltest.New()
+	ep := serve(t, f)
+	release := make(chan struct{})
+	defer close(release)
+	stuck := func() ([]byte, error) {
+		<-release
+		return nil, errors.New("released")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if _, err := Ask(ctx, ep, stuck); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("Ask: %v; want the deadline exceeded", err)
+	}
+}
+
+// TestNullOnlyWithoutCookie: a tor whose torrc sets CookieAuthentication
+// offers COOKIE and SAFECOOKIE, never NULL. A control port that offers
+// NULL where the torrc names a cookie is something else listening there
+// (on a TCP port, any local user, while tor listens elsewhere or not at
+// all): it is not believed. Without a cookie (cookie nil) NULL is tor's
+// own offer.
+func TestNullOnlyWithoutCookie(t *testing.T) {
+	f := torcontroltest.New()
+	f.Methods = "NULL"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Serve(t, ln)
+	ep := Endpoint{Network: "tcp", Address: ln.Addr().String()}
+	if _, err := Ask(context.Background(), ep, cookieOf(f)); err == nil || !strings.Contains(err.Error(), "offers no authentication") {
+		t.Errorf("NULL where the torrc sets a cookie: %v; want refused", err)
+	}
+	if _, err := Ask(context.Background(), ep, nil); err != nil {
+		t.Errorf("NULL where the torrc sets none: %v", err)
+	}
+	f = torcontroltest.New()
+	if _, err := Ask(context.Background(), serve(t, f), nil); err == nil || !strings.Contains(err.Error(), "CookieAuthentication") {
+		t.Errorf("a cookie offered where the torrc sets none: %v", err)
 	}
 }
