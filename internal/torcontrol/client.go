@@ -39,8 +39,11 @@ const (
 	// DefaultTimeout bounds a whole conversation (connect, authenticate,
 	// every question) when the context sets no earlier deadline.
 	DefaultTimeout = 4 * time.Second
-	// MaxReply bounds one reply: a 100,000-entry exit policy is a few MB.
-	MaxReply = 32 << 20
+	// MaxReply bounds the exit policy's reply: a 100,000-entry policy is
+	// 2.5 to 6 MB (IPv6 entries are the longest lines); reading and
+	// splitting a reply costs several times its size in memory, which a
+	// hostile tor user chooses.
+	MaxReply = 16 << 20
 	// ShortReply bounds every other reply: a few lines.
 	ShortReply = 64 << 10
 )
