@@ -68,6 +68,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Skip("SKIPPED: needs root for network namespaces and the tor user's processes")
 	}
 	tp := newThroughputSetup(b)
+	loadBefore := loadAverage(b)
 	var all []throughputRow
 	var memory []conntrackRow
 	for i, mode := range tp.modes {
@@ -109,7 +110,7 @@ func BenchmarkThroughput(b *testing.B) {
 			rows := throughputRows(label, tp.flows, fw, ct, none)
 			mem := conntrackRowOf(label, tp.flows, fw, none)
 			for _, r := range rows {
-				b.ReportMetric(r.ratio(), r.metric)
+				b.ReportMetric(r.fwRatio.median, r.metric)
 			}
 			b.ReportMetric(mem.conntrackBytes, "conntrack-slab-B/flow")
 			b.ReportMetric(mem.withExtensions, "conntrack+kmalloc-B/flow")
@@ -117,7 +118,22 @@ func BenchmarkThroughput(b *testing.B) {
 			all, memory = append(all, rows...), append(memory, mem)
 		})
 	}
-	logThroughput(b, fmt.Sprintf("throughput through relayfw's firewall against none, %s flows, medians of %d rounds", thousands(tp.flows), tp.rounds), all, memory)
+	// The machine's load says how far to trust the figures.
+	logThroughput(b, fmt.Sprintf("throughput through relayfw's firewall against none, %s flows, medians of %d rounds (load average %s before, %s after)",
+		thousands(tp.flows), tp.rounds, loadBefore, loadAverage(b)), all, memory)
+}
+
+// loadAverage is the host's load average over 1, 5 and 15 minutes.
+func loadAverage(b *testing.B) string {
+	data, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 3 {
+		b.Fatalf("/proc/loadavg: %q", data)
+	}
+	return strings.Join(f[:3], " ")
 }
 
 // throughputStates are what a round measures: relayfw's firewall,

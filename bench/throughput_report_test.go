@@ -3,29 +3,51 @@ package bench
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 )
 
-// throughputRow compares one measure with the firewall installed and
-// without, medians of rounds; the larger the better.
+// throughputRow compares one measure with relayfw's firewall installed,
+// with conntrack alone and with none, medians of rounds; the larger the
+// better.
 type throughputRow struct {
 	backend, measure          string
-	unit                      string  // of firewall and none, in the table
+	unit                      string  // of firewall, conntrack and none, in the table
 	scale                     float64 // divides the samples into unit
 	firewall, conntrack, none float64
-	metric                    string // the ratio's b.ReportMetric unit
+	fwRatio, ctRatio          roundRatio // firewall/none and conntrack/none
+	metric                    string     // the ratio's b.ReportMetric unit
 }
 
-func (r throughputRow) ratio() float64 { return r.firewall / r.none }
+// roundRatio is a ratio of two states measured in the same rounds: the
+// median of the rounds' ratios, and their lowest and highest. A round's
+// states run within seconds of each other, so the machine's load, which
+// drifts over minutes on a shared host, cancels out of a round's ratio
+// better than out of a ratio of medians.
+type roundRatio struct{ median, low, high float64 }
 
-func (r throughputRow) conntrackRatio() float64 { return r.conntrack / r.none }
+func ratioOfRounds(a, b []float64) roundRatio {
+	var rs []float64
+	for i := range min(len(a), len(b)) {
+		rs = append(rs, a[i]/b[i])
+	}
+	if len(rs) == 0 {
+		return roundRatio{}
+	}
+	return roundRatio{medianF(rs), slices.Min(rs), slices.Max(rs)}
+}
+
+func (r roundRatio) String() string {
+	return fmt.Sprintf("%.2f (%.2f–%.2f)", r.median, r.low, r.high)
+}
 
 // throughputRows are the throughput measures of one backend.
 func throughputRows(backend string, flows int, fw, ct, none throughputSamples) []throughputRow {
 	row := func(measure, unit string, scale float64, fw, ct, none []float64, metric string) throughputRow {
-		return throughputRow{backend, measure, unit, scale, medianF(fw), medianF(ct), medianF(none), metric}
+		return throughputRow{backend, measure, unit, scale, medianF(fw), medianF(ct), medianF(none),
+			ratioOfRounds(fw, none), ratioOfRounds(ct, none), metric}
 	}
 	n := thousands(flows)
 	return []throughputRow{
@@ -77,10 +99,10 @@ func logThroughput(b *testing.B, title string, rows []throughputRow, memory []co
 // throughputTable is the rows as a Markdown table.
 func throughputTable(rows []throughputRow) string {
 	var b strings.Builder
-	b.WriteString("| backend | measure | relayfw's firewall | conntrack only | none | firewall/none | conntrack only/none |\n| --- | --- | --- | --- | --- | --- | --- |\n")
+	b.WriteString("| backend | measure | relayfw's firewall | conntrack only | none | firewall/none (rounds' range) | conntrack only/none (rounds' range) |\n| --- | --- | --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s %s | %s %s | %s %s | %.2f | %.2f |\n", r.backend, r.measure,
-			formatRate(r.firewall/r.scale), r.unit, formatRate(r.conntrack/r.scale), r.unit, formatRate(r.none/r.scale), r.unit, r.ratio(), r.conntrackRatio())
+		fmt.Fprintf(&b, "| %s | %s | %s %s | %s %s | %s %s | %s | %s |\n", r.backend, r.measure,
+			formatRate(r.firewall/r.scale), r.unit, formatRate(r.conntrack/r.scale), r.unit, formatRate(r.none/r.scale), r.unit, r.fwRatio, r.ctRatio)
 	}
 	return b.String()
 }

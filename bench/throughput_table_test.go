@@ -78,14 +78,15 @@ func TestConntrackRowPairsRounds(t *testing.T) {
 }
 
 func TestThroughputTables(t *testing.T) {
-	rows := []throughputRow{
-		{"nftables", "bulk", "Gbit/s", 1e9 / 8, 6e9 / 8, 6.6e9 / 8, 7.5e9 / 8, "bulk-fw/none"},
-		{"nftables", "setup", "conn/s", 1, 8919, 14088, 11755, "setup-fw/none"},
-	}
-	want := "| backend | measure | relayfw's firewall | conntrack only | none | firewall/none | conntrack only/none |\n" +
+	// Three rounds; the second ran while the machine was busy.
+	fw := throughputSamples{bulk: []float64{6e9 / 8, 3e9 / 8, 6.3e9 / 8}, setup: []float64{9000, 4000, 8919}, exchanges: []float64{1, 1, 1}}
+	ct := throughputSamples{bulk: []float64{6.6e9 / 8, 4e9 / 8, 6.7e9 / 8}, setup: []float64{14088, 7000, 14000}, exchanges: []float64{1, 1, 1}}
+	none := throughputSamples{bulk: []float64{7.5e9 / 8, 3.5e9 / 8, 7.7e9 / 8}, setup: []float64{11755, 5000, 11000}, exchanges: []float64{1, 1, 1}}
+	rows := throughputRows("nftables", 10000, fw, ct, none)[:2]
+	want := "| backend | measure | relayfw's firewall | conntrack only | none | firewall/none (rounds' range) | conntrack only/none (rounds' range) |\n" +
 		"| --- | --- | --- | --- | --- | --- | --- |\n" +
-		"| nftables | bulk | 6.00 Gbit/s | 6.60 Gbit/s | 7.50 Gbit/s | 0.80 | 0.88 |\n" +
-		"| nftables | setup | 8919 conn/s | 14,088 conn/s | 11,755 conn/s | 0.76 | 1.20 |\n"
+		"| nftables | bulk: one TCP stream to port 443 | 6.00 Gbit/s | 6.60 Gbit/s | 7.50 Gbit/s | 0.82 (0.80–0.86) | 0.88 (0.87–1.14) |\n" +
+		"| nftables | flows: connection setup, 10,000 flows, 64 at a time | 8919 conn/s | 14,000 conn/s | 11,000 conn/s | 0.80 (0.77–0.81) | 1.27 (1.20–1.40) |\n"
 	if diff := cmp.Diff(want, throughputTable(rows)); diff != "" {
 		t.Errorf("table (-want +got):\n%s", diff)
 	}
