@@ -46,7 +46,7 @@ const dialTimeout = 10 * time.Second
 
 func main() {
 	if len(os.Args) < 2 {
-		fail(errors.New("usage: loadgen probe|bulk|flows ..."))
+		fail(errors.New("usage: loadgen probe|bulk|flows ARGS"))
 	}
 	var err error
 	switch os.Args[1] {
