@@ -69,7 +69,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	tp := newThroughputSetup(b)
 	loadBefore := loadAverage(b)
-	var all []throughputRow
+	var all, allCPU []throughputRow
 	var memory []conntrackRow
 	for i, mode := range tp.modes {
 		b.Run("backend="+mode, func(b *testing.B) {
@@ -107,20 +107,20 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 			fw, ct, none := *samples["firewall"], *samples["conntrack"], *samples["none"]
 			label := throughputLabel(b, mode)
-			rows := throughputRows(label, tp.flows, fw, ct, none)
+			rows, cpu := throughputRows(label, tp.flows, fw, ct, none), cpuRows(label, tp.flows, fw, ct, none)
 			mem := conntrackRowOf(label, tp.flows, fw, none)
-			for _, r := range rows {
+			for _, r := range append(rows, cpu...) {
 				b.ReportMetric(r.fwRatio.median, r.metric)
 			}
 			b.ReportMetric(mem.conntrackBytes, "conntrack-slab-B/flow")
 			b.ReportMetric(mem.withExtensions, "conntrack+kmalloc-B/flow")
-			logThroughput(b, fmt.Sprintf("medians of %d rounds", len(fw.bulk)), rows, []conntrackRow{mem})
-			all, memory = append(all, rows...), append(memory, mem)
+			logThroughput(b, fmt.Sprintf("medians of %d rounds", len(fw.bulk)), rows, cpu, []conntrackRow{mem})
+			all, allCPU, memory = append(all, rows...), append(allCPU, cpu...), append(memory, mem)
 		})
 	}
 	// The machine's load says how far to trust the figures.
 	logThroughput(b, fmt.Sprintf("throughput through relayfw's firewall against none, %s flows, medians of %d rounds (load average %s before, %s after)",
-		thousands(tp.flows), tp.rounds, loadBefore, loadAverage(b)), all, memory)
+		thousands(tp.flows), tp.rounds, loadBefore, loadAverage(b)), all, allCPU, memory)
 }
 
 // loadAverage is the host's load average over 1, 5 and 15 minutes.
@@ -152,6 +152,8 @@ type throughputSetup struct {
 	conntrackOnly string // the nft ruleset of conntrack alone
 	dests         string // the destinations file, ADDR:PORT lines
 	torUser       *syscall.Credential
+	// softirqThreads are ksoftirqd's /proc/PID/stat files.
+	softirqThreads []string
 }
 
 // The destinations: the bulk receiver (port 443 of any address), the
@@ -188,6 +190,7 @@ func newThroughputSetup(b *testing.B) *throughputSetup {
 		throughputLabel(b, mode) // fails on an unknown one, before any work
 	}
 	raiseNofile(b, uint64(tp.flows)+4096)
+	tp.softirqThreads = softirqThreads(b)
 	checkConntrackMax(b, tp.flows)
 
 	u, err := osuser.Lookup("debian-tor")
@@ -364,10 +367,13 @@ func serveIn(b *testing.B, ns netns.NsHandle, addr string, handle func(net.Conn)
 // sample per round.
 type throughputSamples struct {
 	bulk, setup, exchanges []float64 // bytes/s, connections/s, exchanges/s
-	entries                []float64 // conntrack entries the flows added
-	conntrackSlab          []float64 // bytes: nf_conntrack objects the flows added
-	withExtensions         []float64 // bytes: nf_conntrack and kmalloc objects the flows added
-	objsize                int       // of an nf_conntrack object
+	// Processor time (hostCPU and loadgen's) in seconds per GB, per
+	// connection set up, per exchange.
+	bulkCPU, setupCPU, exchangeCPU []float64
+	entries                        []float64 // conntrack entries the flows added
+	conntrackSlab                  []float64 // bytes: nf_conntrack objects the flows added
+	withExtensions                 []float64 // bytes: nf_conntrack and kmalloc objects the flows added
+	objsize                        int       // of an nf_conntrack object
 }
 
 // measure runs one state's round: the probe, the bulk stream, the flows.
@@ -382,38 +388,113 @@ func (tp *throughputSetup) measure(b *testing.B, tn *throughputNet, state string
 	}
 
 	var bulk struct {
-		Bytes   int64
-		Seconds float64
+		Bytes        int64
+		Seconds, CPU float64
 	}
+	cpu0 := tp.hostCPU(b)
 	decode(b, tp.loadgenOutput(b, tn, "bulk", bulkDest.String(), fmt.Sprint(tp.seconds)), &bulk)
+	s.bulkCPU = append(s.bulkCPU, (tp.hostCPU(b)-cpu0+bulk.CPU)/(float64(bulk.Bytes)/1e9))
 	s.bulk = append(s.bulk, float64(bulk.Bytes)/bulk.Seconds)
 
 	flushConntrack(b, tn.relay)
 	ctBefore, slabBefore := conntrackCount(b, tn.relay), readSlabinfo(b)
+	cpu0 = tp.hostCPU(b)
 	child := tp.startFlows(b, tn)
 	var opened struct {
-		Established int
-		Seconds     float64
+		Established  int
+		Seconds, CPU float64
 	}
 	child.next(&opened)
+	cpu1 := tp.hostCPU(b)
 	ctAfter, slabAfter := conntrackCount(b, tn.relay), readSlabinfo(b)
 	var exchanged struct {
-		Exchanges int64
-		Seconds   float64
+		Exchanges    int64
+		Seconds, CPU float64
 	}
+	cpu2 := tp.hostCPU(b)
 	child.send("exchange")
 	child.next(&exchanged)
+	cpu3 := tp.hostCPU(b)
 	child.send("close")
 	child.next(&struct{ Closed int }{})
 	child.wait()
 	flushConntrack(b, tn.relay)
 
 	s.setup = append(s.setup, float64(opened.Established)/opened.Seconds)
+	s.setupCPU = append(s.setupCPU, (cpu1-cpu0+opened.CPU)/float64(opened.Established))
 	s.exchanges = append(s.exchanges, float64(exchanged.Exchanges)/exchanged.Seconds)
+	s.exchangeCPU = append(s.exchangeCPU, (cpu3-cpu2+exchanged.CPU-opened.CPU)/float64(exchanged.Exchanges))
 	s.entries = append(s.entries, float64(ctAfter-ctBefore))
 	s.conntrackSlab = append(s.conntrackSlab, slabAfter.bytes("nf_conntrack")-slabBefore.bytes("nf_conntrack"))
 	s.withExtensions = append(s.withExtensions, slabAfter.conntrackAndKmalloc()-slabBefore.conntrackAndKmalloc())
 	s.objsize = slabAfter["nf_conntrack"].objsize
+}
+
+// hostCPU is the processor time, in seconds, used so far by this process
+// (where the receiving side of the traffic runs) and by the kernel's
+// softirq threads, which take over the packets' work when it queues up.
+// Added to loadgen's own, it is the traffic's work, which on a host busy
+// with others' work moves far less than the traffic's rate.
+func (tp *throughputSetup) hostCPU(b *testing.B) float64 {
+	var ru unix.Rusage
+	if err := unix.Getrusage(unix.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
+	for _, stat := range tp.softirqThreads {
+		data, err := os.ReadFile(stat)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ticks, err := statCPUTicks(string(data))
+		if err != nil {
+			b.Fatalf("%s: %v", stat, err)
+		}
+		cpu += float64(ticks) / userHZ
+	}
+	return cpu
+}
+
+// userHZ is the unit of /proc/PID/stat's times (USER_HZ, 100 on Linux).
+const userHZ = 100
+
+// statCPUTicks is utime + stime of a /proc/PID/stat line: the 14th and
+// 15th fields, counted after the command name in parentheses (which may
+// hold spaces).
+func statCPUTicks(stat string) (int64, error) {
+	end := strings.LastIndexByte(stat, ')')
+	if end < 0 {
+		return 0, fmt.Errorf("no command name in %.40q", stat)
+	}
+	f := strings.Fields(stat[end+1:]) // from the 3rd field, the state
+	if len(f) < 13 {
+		return 0, fmt.Errorf("too few fields in %.60q", stat)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("utime %q, stime %q: not numbers", f[11], f[12])
+	}
+	return utime + stime, nil
+}
+
+// softirqThreads are the /proc/PID/stat files of the ksoftirqd threads.
+func softirqThreads(b *testing.B) []string {
+	dirs, err := filepath.Glob("/proc/[0-9]*")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var stats []string
+	for _, d := range dirs {
+		comm, err := os.ReadFile(filepath.Join(d, "comm"))
+		if err == nil && strings.HasPrefix(string(comm), "ksoftirqd/") {
+			stats = append(stats, filepath.Join(d, "stat"))
+		}
+	}
+	if len(stats) == 0 {
+		b.Fatal("no ksoftirqd threads in /proc")
+	}
+	return stats
 }
 
 // loadgenCmd is loadgen with args, as the tor user, started in the relay

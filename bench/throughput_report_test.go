@@ -57,6 +57,21 @@ func throughputRows(backend string, flows int, fw, ct, none throughputSamples) [
 	}
 }
 
+// cpuRows are the processor time of one backend's traffic per unit of
+// work; the smaller the better.
+func cpuRows(backend string, flows int, fw, ct, none throughputSamples) []throughputRow {
+	row := func(measure, unit string, scale float64, fw, ct, none []float64, metric string) throughputRow {
+		return throughputRow{backend, measure, unit, scale, medianF(fw), medianF(ct), medianF(none),
+			ratioOfRounds(fw, none), ratioOfRounds(ct, none), metric}
+	}
+	n := thousands(flows)
+	return []throughputRow{
+		row("bulk: per GB delivered", "ms", 1e-3, fw.bulkCPU, ct.bulkCPU, none.bulkCPU, "bulk-cpu-fw/none"),
+		row("flows: per connection set up", "µs", 1e-6, fw.setupCPU, ct.setupCPU, none.setupCPU, "setup-cpu-fw/none"),
+		row("flows: per exchange over "+n+" flows", "µs", 1e-6, fw.exchangeCPU, ct.exchangeCPU, none.exchangeCPU, "exchange-cpu-fw/none"),
+	}
+}
+
 // conntrackRow is what the flows cost the kernel's conntrack on one
 // backend, medians of rounds.
 type conntrackRow struct {
@@ -88,8 +103,10 @@ func conntrackRowOf(backend string, flows int, fw, none throughputSamples) connt
 
 // logThroughput logs the tables, and prints them whole without -v (go
 // test cuts a benchmark's log after ten lines).
-func logThroughput(b *testing.B, title string, rows []throughputRow, memory []conntrackRow) {
-	text := throughputTable(rows) + "\n" + conntrackTable(memory)
+func logThroughput(b *testing.B, title string, rates, cpu []throughputRow, memory []conntrackRow) {
+	text := "Rates, the higher the better:\n\n" + throughputTable(rates) +
+		"\nProcessor time (loadgen, the receiving side, ksoftirqd) per unit of work, the lower the better:\n\n" + throughputTable(cpu) +
+		"\nConntrack:\n\n" + conntrackTable(memory)
 	b.Logf("%s:\n%s", title, text)
 	if !testing.Verbose() {
 		fmt.Printf("%s, %s:\n%s\n", b.Name(), title, text)

@@ -98,3 +98,27 @@ func TestThroughputTables(t *testing.T) {
 		t.Errorf("conntrack table (-want +got):\n%s", diff)
 	}
 }
+
+func TestStatCPUTicks(t *testing.T) {
+	for _, tc := range []struct {
+		name, stat string
+		want       int64
+		wantErr    bool
+	}{
+		{"ksoftirqd", "14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 348 1312 0 0 20 0 1 0 3 0 0", 1660, false},
+		{"a command name with spaces and parentheses", "99 (a (b) c) R 1 99 99 0 -1 4194304 10 0 0 0 7 5 0 0 20 0 1 0 100", 12, false},
+		{"no command name", "14 ksoftirqd/0 S 2", 0, true},
+		{"cut short", "14 (ksoftirqd/0) S 2 0 0 0 -1 69238848 0 0 0 0 348", 0, true},
+		{"not a number", "14 (k) S 2 0 0 0 -1 69238848 0 0 0 0 x 1312 0", 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := statCPUTicks(tc.stat)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("error %v, want one: %v", err, tc.wantErr)
+			}
+			if got != tc.want {
+				t.Errorf("ticks %d, want %d", got, tc.want)
+			}
+		})
+	}
+}

@@ -10,13 +10,14 @@
 //
 // probe opens one connection and prints "connected" or "refused". bulk
 // sends for SECONDS, then waits for the receiver to close (it has read
-// everything), and prints {"bytes","seconds"}. flows opens N connections
-// to the ADDR:PORT lines of the file in turn, C at a time, prints
-// {"established","seconds"}; on the line "exchange" on its standard input
-// it sends small requests and reads their echo over all flows for S
-// seconds and prints {"exchanges","seconds"}; on the line "close" it
-// closes them all with a reset and prints {"closed"}. Any failure ends it
-// with a message on the standard error and exit status 1.
+// everything), and prints {"bytes","seconds","cpu"}. flows opens N
+// connections to the ADDR:PORT lines of the file in turn, C at a time,
+// prints {"established","seconds","cpu"}; on the line "exchange" on its
+// standard input it sends small requests and reads their echo over all
+// flows for S seconds and prints {"exchanges","seconds","cpu"}; on the
+// line "close" it closes them all with a reset and prints {"closed"}.
+// "cpu" is the processor time loadgen has used so far, in seconds. Any
+// failure ends it with a message on the standard error and exit status 1.
 package main
 
 import (
@@ -62,6 +63,17 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
+}
+
+// cpuSeconds is the processor time this process has used so far, user
+// and system: the benchmark weighs the work, not only the rate, which
+// the rest of a busy host's load moves.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		fail(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 func fail(err error) {
@@ -125,7 +137,7 @@ func bulk(args []string) error {
 	if _, err := io.Copy(io.Discard, c); err != nil {
 		return fmt.Errorf("waiting for the receiver: %w", err)
 	}
-	emit(map[string]any{"bytes": sent, "seconds": time.Since(start).Seconds()})
+	emit(map[string]any{"bytes": sent, "seconds": time.Since(start).Seconds(), "cpu": cpuSeconds()})
 	return nil
 }
 
@@ -148,7 +160,7 @@ func flows(args []string) error {
 	if err != nil {
 		return err
 	}
-	emit(map[string]any{"established": len(conns), "seconds": took.Seconds()})
+	emit(map[string]any{"established": len(conns), "seconds": took.Seconds(), "cpu": cpuSeconds()})
 
 	in := bufio.NewScanner(os.Stdin)
 	for in.Scan() {
@@ -158,7 +170,7 @@ func flows(args []string) error {
 			if err != nil {
 				return err
 			}
-			emit(map[string]any{"exchanges": done, "seconds": took.Seconds()})
+			emit(map[string]any{"exchanges": done, "seconds": took.Seconds(), "cpu": cpuSeconds()})
 		case "close":
 			for _, c := range conns {
 				_ = c.SetLinger(0) // a reset: no TIME_WAIT left for the next round
