@@ -118,6 +118,9 @@ def main():
         )
     changed = rc == EXIT_CHANGED
     result = dict(
+        # Exit 2 is a success: without failed, Ansible fails a result
+        # whose rc is not 0.
+        failed=False,
         changed=changed,
         rc=rc,
         stdout=out,
