@@ -286,9 +286,12 @@ func TestAnsibleRole(t *testing.T) {
 	if kernelAfter != kernelBefore {
 		t.Errorf("check mode changed the kernel:\nbefore:\n%s\nafter:\n%s", kernelBefore, kernelAfter)
 	}
-	if !strings.Contains(out, "dry run (nftables): apply would change:") || !strings.Contains(out, "25") || changed == 0 {
+	task := out[strings.Index(out, "TASK [relayfw.relayfw.relayfw : Apply the firewall"):]
+	task = task[:max(strings.Index(task[1:], "\nTASK ")+1, 0)]
+	if !strings.Contains(task, "dry run (nftables): apply would change:") || !strings.Contains(task, "TCP 25") || changed == 0 {
 		t.Errorf("check mode shows no firewall diff (changed=%d):\n%s", changed, out)
 	}
+	t.Logf("check mode's diff:\n%s", task)
 	verdicts("after check mode", map[string]map[netip.AddrPort]outcome{user443: {smtp: refused}})
 	writeIn(torrc, before)
 
