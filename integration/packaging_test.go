@@ -278,22 +278,13 @@ func TestVagrantfile(t *testing.T) {
 	}
 }
 
-// TestDebianPackage builds the .deb with nfpm, inspects it, installs it,
+// TestDebianPackage builds the .deb with nfpm (debPackage, once a run),
+// inspects it, installs it,
 // runs the installed relayfw and purges it.
 func TestDebianPackage(t *testing.T) {
 	requireRoot(t)
 	requireCommand(t, "dpkg-deb")
-	out := t.TempDir()
-	build := exec.Command("bash", "../packaging/build-deb")
-	build.Env = append(os.Environ(), "OUT="+out, "VERSION=0.1.0~test")
-	if text, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build-deb: %v\n%s", err, text)
-	}
-	debs, _ := filepath.Glob(filepath.Join(out, "relayfw_0.1.0~test_*.deb"))
-	if len(debs) != 1 {
-		t.Fatalf("packages: %v", debs)
-	}
-	deb := debs[0]
+	deb := debPackage(t)
 	info, err := exec.Command("dpkg-deb", "--info", deb).CombinedOutput()
 	if err != nil || !strings.Contains(string(info), "Package: relayfw") || !strings.Contains(string(info), "conffiles") {
 		t.Fatalf("dpkg-deb --info: %v\n%s", err, info)
@@ -331,16 +322,27 @@ func TestDebianPackage(t *testing.T) {
 	}
 }
 
-// TestExamplesParse: the Ansible playbook and the cloud-init file are
-// valid YAML of the expected shape.
+// TestExamplesParse: the Ansible play and the cloud-init file are valid
+// YAML of the expected shape: the play runs relayor, then relayfw's role,
+// with no per-instance setting for relayfw (TestAnsibleRole runs the role
+// for real, after a fixture of relayor's layout).
 func TestExamplesParse(t *testing.T) {
-	var play []map[string]any
-	data, err := os.ReadFile("../examples/ansible/relayfw.yml")
+	var play []struct {
+		Roles []struct {
+			Role string `yaml:"role"`
+		} `yaml:"roles"`
+		Vars map[string]any `yaml:"vars"`
+	}
+	data, err := os.ReadFile("../examples/ansible/fleet.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.Unmarshal(data, &play); err != nil || len(play) != 1 || play[0]["tasks"] == nil {
-		t.Fatalf("playbook: %v %v", err, play)
+	if err := yaml.Unmarshal(data, &play); err != nil || len(play) != 1 || len(play[0].Roles) != 2 ||
+		play[0].Roles[0].Role != "nusenu.relayor" || play[0].Roles[1].Role != "relayfw.relayfw.relayfw" {
+		t.Fatalf("playbook: %v %+v", err, play)
+	}
+	if _, perInstance := play[0].Vars["relayfw_instance"]; perInstance {
+		t.Error("the example sets relayfw_instance: relayfw finds relayor's instances itself")
 	}
 	data, err = os.ReadFile("../examples/cloud-init.yaml")
 	if err != nil {
