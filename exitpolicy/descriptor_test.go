@@ -334,3 +334,18 @@ func TestMergeKeepsMeaning(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeExampleKeepsFamily: the example merge is an ExitPolicy line to
+// write, and in a torrc "*" is both families: two IPv4 halves become
+// "*4", not "*" (which would accept IPv6 too with IPv6Exit).
+func TestMergeExampleKeepsFamily(t *testing.T) {
+	d, _ := descriptorOf(t, "ORPort 198.51.100.7:9001\nAddress 198.51.100.7\nExitRelay 1\nIPv6Exit 1\n"+
+		"ExitPolicy accept 0.0.0.0/1:8080,accept 128.0.0.0/1:8080,"+blockList(24, 0, 3000)+"\n")
+	if d.Merge == nil || d.Merge.Bytes == 0 {
+		t.Fatalf("no merge: %+v", d.Merge)
+	}
+	msg := d.String()
+	if want := `"accept 0.0.0.0/1:8080", "accept 128.0.0.0/1:8080" into "accept *4:8080"`; !strings.Contains(msg, want) {
+		t.Errorf("message %q lacks %q", msg, want)
+	}
+}
