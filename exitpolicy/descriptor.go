@@ -411,7 +411,7 @@ func (d Descriptor) String() string {
 		b.WriteString("; merging the ExitPolicy entries would save nothing (no adjacent prefixes with the same action and ports): shorten the policy")
 	default:
 		fmt.Fprintf(&b, "; merging adjacent prefixes with the same action and ports in the ExitPolicy lines (e.g. %s into %q) would save %s bytes (%s entries) without changing what the policy allows",
-			quoteEntries(m.Example.From), m.Example.To.String(), thousands(m.Bytes), thousands(m.Entries))
+			quoteEntries(m.Example.From), torrcLine(m.Example.To), thousands(m.Bytes), thousands(m.Entries))
 		if m.Size > DescriptorLimit {
 			fmt.Fprintf(&b, ", still %s bytes: shorten the policy too", thousands(m.Size))
 		} else {
@@ -429,9 +429,20 @@ func quoteEntries(es []Entry) string {
 			parts = append(parts, fmt.Sprintf("and %s more", thousands(len(es)-3)))
 			break
 		}
-		parts = append(parts, strconv.Quote(e.String()))
+		parts = append(parts, strconv.Quote(torrcLine(e)))
 	}
 	return strings.Join(parts, ", ")
+}
+
+// torrcLine is an IPv4 entry as an ExitPolicy line means it: the
+// descriptor's "*" for 0.0.0.0/0 is "*4" there, since a torrc's "*" is
+// IPv4 and IPv6 alike.
+func torrcLine(e Entry) string {
+	s := e.String()
+	if e.Bits == 0 && !e.IPv6() {
+		s = strings.Replace(s, " *:", " *4:", 1)
+	}
+	return s
 }
 
 // thousands writes n with a comma every three digits.

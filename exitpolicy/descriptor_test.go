@@ -334,3 +334,63 @@ func TestMergeKeepsMeaning(t *testing.T) {
 		}
 	}
 }
+
+// TestMergeExampleKeepsFamily: the example merge is an ExitPolicy line to
+// write, and in a torrc "*" is both families: two IPv4 halves become
+// "*4", not "*" (which would accept IPv6 too with IPv6Exit).
+func TestMergeExampleKeepsFamily(t *testing.T) {
+	d, _ := descriptorOf(t, "ORPort 198.51.100.7:9001\nAddress 198.51.100.7\nExitRelay 1\nIPv6Exit 1\n"+
+		"ExitPolicy accept 0.0.0.0/1:8080,accept 128.0.0.0/1:8080,"+blockList(24, 0, 3000)+"\n")
+	if d.Merge == nil || d.Merge.Bytes == 0 {
+		t.Fatalf("no merge: %+v", d.Merge)
+	}
+	msg := d.String()
+	if want := `"accept 0.0.0.0/1:8080", "accept 128.0.0.0/1:8080" into "accept *4:8080"`; !strings.Contains(msg, want) {
+		t.Errorf("message %q lacks %q", msg, want)
+	}
+}
+
+// TestMergeKeepsMeaningAdversarial: TestMergeKeepsMeaning on the policies
+// most likely to trip the merge (fixed seeds): /0 and /1 prefixes of both
+// families, IPv6 entries interleaved, port 0 and 65535 at range bounds,
+// duplicate entries; probed in both families.
+func TestMergeKeepsMeaningAdversarial(t *testing.T) {
+	for seed := uint64(1); seed <= 300; seed++ {
+		r := rand.New(rand.NewPCG(seed, 7))
+		var orig []Entry
+		for range 3 + r.IntN(40) {
+			e := Entry{Action: []Action{Accept, Reject}[r.IntN(2)]}
+			if r.IntN(4) == 0 {
+				e.Addr = netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, byte(r.IntN(2))})
+				e.Bits = []int{0, 1, 32, 33, 128}[r.IntN(5)]
+			} else {
+				e.Addr = netip.AddrFrom4([4]byte{byte(r.IntN(2) * 128), 0, 0, byte(r.IntN(4))})
+				e.Bits = []int{0, 1, 2, 30, 31, 32}[r.IntN(6)]
+			}
+			e.Addr = e.Network().Addr()
+			e.PortMin = uint16([]int{0, 1, 2, 80, 65535}[r.IntN(5)])
+			e.PortMax = max(e.PortMin, uint16([]int{0, 1, 2, 80, 81, 65535}[r.IntN(6)]))
+			orig = append(orig, e)
+			if r.IntN(5) == 0 {
+				orig = append(orig, e)
+			}
+		}
+		merged, _, _ := mergeRuns(orig)
+		before, after := ExitPolicy{Entries: orig}, ExitPolicy{Entries: merged}
+		addrs := []netip.Addr{netip.MustParseAddr("255.255.255.255"), netip.MustParseAddr("64.0.0.0"), netip.MustParseAddr("::1")}
+		for _, e := range orig {
+			a := e.Network().Addr()
+			addrs = append(addrs, a, a.Prev(), a.Next())
+		}
+		for _, a := range addrs {
+			if !a.IsValid() {
+				continue
+			}
+			for _, p := range []uint16{0, 1, 2, 3, 79, 80, 81, 82, 65534, 65535} {
+				if b, m := before.Decide(a, p).Action, after.Decide(a, p).Action; b != m {
+					t.Fatalf("seed %d: %s:%d: %s before the merge, %s after\nbefore %v\nafter %v", seed, a, p, b, m, before, after)
+				}
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io/fs"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/relayfw/relayfw/exitpolicy"
@@ -68,9 +69,9 @@ func (p PublishedState) Lines() []string {
 		return []string{p.Why}
 	}
 	var out []string
-	summary := "summary " + p.Summary
+	summary := "summary " + printable(p.Summary)
 	if p.Summary6 != rejectAll || p.FirewallSummary6 != rejectAll {
-		summary += " (IPv6 " + p.Summary6 + ")"
+		summary += " (IPv6 " + printable(p.Summary6) + ")"
 	}
 	if p.Matches() {
 		out = append(out, summary+" matches the firewall")
@@ -90,6 +91,19 @@ func (p PublishedState) Lines() []string {
 		out = append(out, p.Why)
 	}
 	return out
+}
+
+// printable is a published summary for a terminal: as it is when it is
+// printable ASCII (as tor writes it), else quoted with Go escapes, since
+// the tor user writes it and a terminal obeys escape sequences and
+// carriage returns.
+func printable(summary string) string {
+	for i := 0; i < len(summary); i++ {
+		if summary[i] < 0x20 || summary[i] >= 0x7f {
+			return strconv.QuoteToASCII(summary)
+		}
+	}
+	return summary
 }
 
 // joinFamilies names the ports of each family: "8080", "IPv6 8080",

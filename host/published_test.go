@@ -113,3 +113,25 @@ func TestPublished(t *testing.T) {
 		})
 	}
 }
+
+// The summaries are the tor user's text: status and check print them
+// without the control characters a terminal would obey (an escape
+// sequence, a carriage return rewriting the line).
+func TestPublishedLinesPrintable(t *testing.T) {
+	now := time.Date(2026, 11, 25, 12, 30, 0, 0, time.UTC)
+	for _, summary := range []string{
+		"p accept 80,\x1b[2K\rsummary accept 80 matches the firewall,1",
+		"p accept 80,8080,\x1b]0;title\a",
+		"p6 accept 443,\x7f\u2028,\xff",
+	} {
+		var log bytes.Buffer
+		in := consensusInputs(t, listingFiles("Exit Running Valid", summary), now, &log)
+		for _, p := range in.Published() {
+			for _, line := range p.Lines() {
+				if i := strings.IndexFunc(line, func(r rune) bool { return r < 0x20 || r >= 0x7f }); i >= 0 {
+					t.Errorf("%q: a line with %q: %q", summary, line[i:i+1], line)
+				}
+			}
+		}
+	}
+}

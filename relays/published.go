@@ -38,6 +38,11 @@ const (
 	MicrodescJournal     = "cached-microdescs.new"
 	maxFingerprintBytes  = 1 << 10
 	maxMicrodescLineSize = 64 << 10
+	// maxMicrodescBodyBytes bounds one microdescriptor: the authorities
+	// make it from a server descriptor of at most 20,000 bytes
+	// (MAX_DESCRIPTOR_UPLOAD_SIZE), so a longer one is in no consensus
+	// and is skipped rather than kept whole in memory.
+	maxMicrodescBodyBytes = 64 << 10
 )
 
 // MaxMicrodescBytes is the largest microdescriptor file relayfw reads: the
@@ -235,16 +240,20 @@ func parseMicrodesc(body []byte) (Microdesc, error) {
 // eachMicrodesc calls fn with the text of each microdescriptor, as tor
 // cuts it for its digest (microdesc_extract_body): from its "onion-key"
 // line up to the next line that starts an annotation ("@") or another
-// "onion-key", or the end.
+// "onion-key", or the end. One longer than maxMicrodescBodyBytes is
+// skipped.
 func eachMicrodesc(r io.Reader, fn func(body []byte) error) error {
 	br := bufio.NewReaderSize(&cappedReader{r: r, left: MaxMicrodescBytes, tooBig: errMicrodescsTooBig}, 64<<10)
 	var body []byte
-	in := false
+	in, tooLong := false, false
 	flush := func() error {
 		if !in {
 			return nil
 		}
 		in = false
+		if tooLong {
+			return nil
+		}
 		return fn(body)
 	}
 	err := eachLineRaw(br, maxMicrodescLineSize, func(line []byte) error {
@@ -255,10 +264,12 @@ func eachMicrodesc(r io.Reader, fn func(body []byte) error) error {
 			if err := flush(); err != nil {
 				return err
 			}
-			in, body = true, body[:0]
+			in, tooLong, body = true, false, body[:0]
 		}
-		if in {
-			body = append(body, line...)
+		if in && !tooLong {
+			if tooLong = len(body)+len(line) > maxMicrodescBodyBytes; !tooLong {
+				body = append(body, line...)
+			}
 		}
 		return nil
 	})
