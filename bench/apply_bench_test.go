@@ -85,7 +85,15 @@ func newBenchNS(b *testing.B, prefix string) netns.NsHandle {
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = netns.DeleteNamed(name); ns.Close() })
+	// relayfw's files for the namespace go with it.
+	cookie, cookieErr := netnstest.Cookie(ns)
+	b.Cleanup(func() {
+		_ = netns.DeleteNamed(name)
+		ns.Close()
+		if cookieErr == nil {
+			netnstest.RemoveStateFiles(cookie)
+		}
+	})
 	return ns
 }
 

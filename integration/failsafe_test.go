@@ -16,7 +16,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"golang.org/x/sys/unix"
+	"github.com/relayfw/relayfw/internal/netnstest"
+	"github.com/vishvananda/netns"
 )
 
 // TestFailsafe: a confirm window always ends as it should, whatever dies
@@ -390,16 +391,12 @@ func watcherPids(t *testing.T, ns string) []int {
 // for it in /run/relayfw.
 func netnsCookie(t *testing.T, ns string) uint64 {
 	t.Helper()
-	var cookie uint64
-	err := inNS(ns, func() error {
-		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-		if err != nil {
-			return err
-		}
-		defer unix.Close(fd)
-		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
-		return err
-	})
+	target, err := netns.GetFromName(ns)
+	if err != nil {
+		t.Fatalf("the cookie of %s: %v", ns, err)
+	}
+	defer target.Close()
+	cookie, err := netnstest.Cookie(target)
 	if err != nil {
 		t.Fatalf("the cookie of %s: %v", ns, err)
 	}

@@ -3,11 +3,7 @@ package integration
 import (
 	"fmt"
 	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"regexp"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,22 +41,9 @@ func newIsolatedNS(t *testing.T, prefix string) string {
 // another checkout, may be running beside it).
 var ownCookies sync.Map
 
-// netnsFileRE finds the namespace cookie in the name of a file relayfw
-// keeps per network namespace ("state-netns123.json", "lock-netns123").
-var netnsFileRE = regexp.MustCompile(`-netns(\d+)(\D|$)`)
-
 // removeNetnsFiles removes the files relayfw kept for the namespace with
 // this cookie, in /run/relayfw and /var/lib/relayfw.
-func removeNetnsFiles(cookie uint64) {
-	for _, dir := range []string{"/run/relayfw", "/var/lib/relayfw"} {
-		entries, _ := os.ReadDir(dir)
-		for _, e := range entries {
-			if m := netnsFileRE.FindStringSubmatch(e.Name()); m != nil && m[1] == strconv.FormatUint(cookie, 10) && e.Type().IsRegular() {
-				_ = os.Remove(filepath.Join(dir, e.Name()))
-			}
-		}
-	}
-}
+func removeNetnsFiles(cookie uint64) { netnstest.RemoveStateFiles(cookie) }
 
 // inNS runs f on a thread switched into the named namespace. Sockets f
 // opens stay in that namespace after the thread switches back.

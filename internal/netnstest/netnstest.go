@@ -6,11 +6,16 @@ package netnstest
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // Restoring runs f on a locked thread and then returns the thread to the
@@ -87,4 +92,39 @@ func LinkUp(h *netlink.Handle, name string, addrs ...string) error {
 		}
 	}
 	return h.LinkSetUp(l)
+}
+
+// Cookie is the network namespace's cookie (SO_NETNS_COOKIE, Linux 5.14+),
+// which the kernel never reuses: relayfw names the files it keeps for a
+// namespace other than the host's by it ("state-netns123.json").
+func Cookie(ns netns.NsHandle) (uint64, error) {
+	var cookie uint64
+	err := Do(ns, func() error {
+		fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return err
+		}
+		defer unix.Close(fd)
+		cookie, err = unix.GetsockoptUint64(fd, unix.SOL_SOCKET, unix.SO_NETNS_COOKIE)
+		return err
+	})
+	return cookie, err
+}
+
+// stateFileRE finds the namespace cookie in the name of a file relayfw
+// keeps per network namespace ("state-netns123.json", "lock-netns123").
+var stateFileRE = regexp.MustCompile(`-netns(\d+)(\D|$)`)
+
+// RemoveStateFiles removes the files relayfw kept, in /run/relayfw and
+// /var/lib/relayfw, for the namespace with this cookie: once the
+// namespace is gone nothing reads them again.
+func RemoveStateFiles(cookie uint64) {
+	for _, dir := range []string{"/run/relayfw", "/var/lib/relayfw"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if m := stateFileRE.FindStringSubmatch(e.Name()); m != nil && m[1] == strconv.FormatUint(cookie, 10) && e.Type().IsRegular() {
+				_ = os.Remove(filepath.Join(dir, e.Name()))
+			}
+		}
+	}
 }
