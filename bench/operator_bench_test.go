@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netns"
 
+	"github.com/relayfw/relayfw/internal/digits"
 	"github.com/relayfw/relayfw/internal/netnstest"
 )
 
@@ -138,14 +139,14 @@ func operatorWorkloads(b *testing.B) []operatorWorkload {
 	for _, f := range strings.Split(names, ",") {
 		f = strings.TrimSpace(f)
 		if f == "realistic" {
-			ws = append(ws, operatorWorkload{"realistic", "realistic: example policy, " + thousands(realisticRelays) + "-relay consensus", 0})
+			ws = append(ws, operatorWorkload{"realistic", "realistic: example policy, " + digits.Grouped(realisticRelays) + "-relay consensus", 0})
 			continue
 		}
 		n, err := strconv.Atoi(f)
 		if err != nil || n <= 0 {
 			b.Fatalf("RELAYFW_OPERATOR_WORKLOADS: %q is neither realistic nor a number of entries", f)
 		}
-		ws = append(ws, operatorWorkload{fmt.Sprintf("blocklist=%d", n), "synthetic block list (tor cannot publish such a policy), " + thousands(n) + " entries", n})
+		ws = append(ws, operatorWorkload{fmt.Sprintf("blocklist=%d", n), "synthetic block list (tor cannot publish such a policy), " + digits.Grouped(n) + " entries", n})
 	}
 	return ws
 }

@@ -5,19 +5,6 @@ import (
 	"time"
 )
 
-func TestThousands(t *testing.T) {
-	for _, tc := range []struct {
-		n    int
-		want string
-	}{
-		{0, "0"}, {999, "999"}, {1000, "1,000"}, {9000, "9,000"}, {50000, "50,000"}, {1234567, "1,234,567"},
-	} {
-		if got := thousands(tc.n); got != tc.want {
-			t.Errorf("thousands(%d) = %q, want %q", tc.n, got, tc.want)
-		}
-	}
-}
-
 func TestOperatorRowVerdict(t *testing.T) {
 	ms := time.Millisecond
 	for _, tc := range []struct {

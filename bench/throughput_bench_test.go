@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/relayfw/relayfw/exitpolicy"
+	"github.com/relayfw/relayfw/internal/digits"
 	"github.com/relayfw/relayfw/internal/netnstest"
 )
 
@@ -120,7 +121,7 @@ func BenchmarkThroughput(b *testing.B) {
 	}
 	// The machine's load says how far to trust the figures.
 	logThroughput(b, fmt.Sprintf("throughput through relayfw's firewall against none, %s flows, medians of %d rounds (load average %s before, %s after)",
-		thousands(tp.flows), tp.rounds, loadBefore, loadAverage(b)), all, allCPU, memory)
+		digits.Grouped(tp.flows), tp.rounds, loadBefore, loadAverage(b)), all, allCPU, memory)
 }
 
 // loadAverage is the host's load average over 1, 5 and 15 minutes.

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/relayfw/relayfw/internal/digits"
 )
 
 // throughputRow compares one measure with relayfw's firewall installed,
@@ -49,7 +51,7 @@ func throughputRows(backend string, flows int, fw, ct, none throughputSamples) [
 		return throughputRow{backend, measure, unit, scale, medianF(fw), medianF(ct), medianF(none),
 			ratioOfRounds(fw, none), ratioOfRounds(ct, none), metric}
 	}
-	n := thousands(flows)
+	n := digits.Grouped(flows)
 	return []throughputRow{
 		row("bulk: one TCP stream to port 443", "Gbit/s", 1e9/8, fw.bulk, ct.bulk, none.bulk, "bulk-fw/none"),
 		row("flows: connection setup, "+n+" flows, 64 at a time", "conn/s", 1, fw.setup, ct.setup, none.setup, "setup-fw/none"),
@@ -64,7 +66,7 @@ func cpuRows(backend string, flows int, fw, ct, none throughputSamples) []throug
 		return throughputRow{backend, measure, unit, scale, medianF(fw), medianF(ct), medianF(none),
 			ratioOfRounds(fw, none), ratioOfRounds(ct, none), metric}
 	}
-	n := thousands(flows)
+	n := digits.Grouped(flows)
 	return []throughputRow{
 		row("bulk: per GB delivered", "ms", 1e-3, fw.bulkCPU, ct.bulkCPU, none.bulkCPU, "bulk-cpu-fw/none"),
 		row("flows: per connection set up", "µs", 1e-6, fw.setupCPU, ct.setupCPU, none.setupCPU, "setup-cpu-fw/none"),
@@ -129,8 +131,8 @@ func conntrackTable(rows []conntrackRow) string {
 	var b strings.Builder
 	b.WriteString("| backend | flows | conntrack entries added (none) | nf_conntrack objects added × objsize, per flow | nf_conntrack and kmalloc objects added per flow, firewall − none |\n| --- | --- | --- | --- | --- |\n")
 	for _, r := range rows {
-		fmt.Fprintf(&b, "| %s | %s | %s (%s) | %.0f B (objsize %d B) | %.0f B |\n", r.backend, thousands(r.flows),
-			thousands(int(r.entries)), thousands(int(r.entriesNone)), r.conntrackBytes, r.objsize, r.withExtensions)
+		fmt.Fprintf(&b, "| %s | %s | %s (%s) | %.0f B (objsize %d B) | %.0f B |\n", r.backend, digits.Grouped(r.flows),
+			digits.Grouped(int(r.entries)), digits.Grouped(int(r.entriesNone)), r.conntrackBytes, r.objsize, r.withExtensions)
 	}
 	return b.String()
 }
@@ -140,7 +142,7 @@ func conntrackTable(rows []conntrackRow) string {
 func formatRate(x float64) string {
 	switch {
 	case x >= 10000:
-		return thousands(int(x + 0.5))
+		return digits.Grouped(int(x + 0.5))
 	case x >= 100:
 		return fmt.Sprintf("%.0f", x)
 	case x >= 10:

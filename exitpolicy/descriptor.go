@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/relayfw/relayfw/internal/digits"
 	"github.com/relayfw/relayfw/internal/torcompat"
 	"github.com/relayfw/relayfw/torconf"
 )
@@ -403,7 +404,7 @@ func mergeSamePrefix(items []mergeItem) (next []mergeItem, changed bool) {
 func (d Descriptor) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "its server descriptor would be about %s bytes (%s of them the %s IPv4 exit policy lines), over the %s bytes tor's directory authorities accept (MAX_DESCRIPTOR_UPLOAD_SIZE): they refuse it (\"Router descriptor was too large.\"), so the relay would not be published and would carry no exit traffic",
-		thousands(d.Size), thousands(d.PolicyBytes), thousands(d.PolicyEntries), thousands(DescriptorLimit))
+		digits.Grouped(d.Size), digits.Grouped(d.PolicyBytes), digits.Grouped(d.PolicyEntries), digits.Grouped(DescriptorLimit))
 	m := d.Merge
 	switch {
 	case m == nil:
@@ -411,11 +412,11 @@ func (d Descriptor) String() string {
 		b.WriteString("; merging the ExitPolicy entries would save nothing (no adjacent prefixes with the same action and ports): shorten the policy")
 	default:
 		fmt.Fprintf(&b, "; merging adjacent prefixes with the same action and ports in the ExitPolicy lines (e.g. %s into %q) would save %s bytes (%s entries) without changing what the policy allows",
-			quoteEntries(m.Example.From), torrcLine(m.Example.To), thousands(m.Bytes), thousands(m.Entries))
+			quoteEntries(m.Example.From), torrcLine(m.Example.To), digits.Grouped(m.Bytes), digits.Grouped(m.Entries))
 		if m.Size > DescriptorLimit {
-			fmt.Fprintf(&b, ", still %s bytes: shorten the policy too", thousands(m.Size))
+			fmt.Fprintf(&b, ", still %s bytes: shorten the policy too", digits.Grouped(m.Size))
 		} else {
-			fmt.Fprintf(&b, ", to about %s bytes", thousands(m.Size))
+			fmt.Fprintf(&b, ", to about %s bytes", digits.Grouped(m.Size))
 		}
 	}
 	return b.String()
@@ -426,7 +427,7 @@ func quoteEntries(es []Entry) string {
 	var parts []string
 	for i, e := range es {
 		if i == 3 {
-			parts = append(parts, fmt.Sprintf("and %s more", thousands(len(es)-3)))
+			parts = append(parts, fmt.Sprintf("and %s more", digits.Grouped(len(es)-3)))
 			break
 		}
 		parts = append(parts, strconv.Quote(torrcLine(e)))
@@ -441,15 +442,6 @@ func torrcLine(e Entry) string {
 	s := e.String()
 	if e.Bits == 0 && !e.IPv6() {
 		s = strings.Replace(s, " *:", " *4:", 1)
-	}
-	return s
-}
-
-// thousands writes n with a comma every three digits.
-func thousands(n int) string {
-	s := strconv.Itoa(n)
-	for i := len(s) - 3; i > 0 && s[i-1] != '-'; i -= 3 {
-		s = s[:i] + "," + s[i:]
 	}
 	return s
 }

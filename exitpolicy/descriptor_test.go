@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/relayfw/relayfw/internal/digits"
 	"github.com/relayfw/relayfw/torconf"
 )
 
@@ -220,12 +221,12 @@ func TestDescriptorLargePolicy(t *testing.T) {
 				t.Errorf("merge %+v; want %d entries, %d bytes", d.Merge, tt.pairs, saved)
 			}
 			msg := d.String()
-			for _, want := range []string{thousands(d.Size) + " bytes", "20,000 bytes", "Router descriptor was too large.", "would not be published"} {
+			for _, want := range []string{digits.Grouped(d.Size) + " bytes", "20,000 bytes", "Router descriptor was too large.", "would not be published"} {
 				if !strings.Contains(msg, want) {
 					t.Errorf("message %q lacks %q", msg, want)
 				}
 			}
-			if tt.pairs > 0 && !strings.Contains(msg, fmt.Sprintf("would save %s bytes (%s entries)", thousands(saved), thousands(tt.pairs))) {
+			if tt.pairs > 0 && !strings.Contains(msg, fmt.Sprintf("would save %s bytes (%s entries)", digits.Grouped(saved), digits.Grouped(tt.pairs))) {
 				t.Errorf("message %q does not say what merging saves", msg)
 			}
 			if tt.pairs == 0 && !strings.Contains(msg, "would save nothing") {

@@ -2,12 +2,12 @@ package main
 
 import (
 	"fmt"
-	"strconv"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/relayfw/relayfw/host"
+	"github.com/relayfw/relayfw/internal/digits"
 )
 
 // scopeTitles say whose conntrack figures status shows.
@@ -29,13 +29,13 @@ func conntrackLines(c *host.ConntrackStatus) []string {
 	figures := "? entries"
 	switch {
 	case c.Entries != nil && c.Max != nil && *c.Max > 0:
-		figures = fmt.Sprintf("%s of %s entries (%d%%)", grouped(*c.Entries), grouped(*c.Max), *c.Entries*100 / *c.Max)
+		figures = fmt.Sprintf("%s of %s entries (%d%%)", digits.Grouped(*c.Entries), digits.Grouped(*c.Max), *c.Entries*100 / *c.Max)
 	case c.Entries != nil && c.Max != nil:
-		figures = grouped(*c.Entries) + " entries (no limit)"
+		figures = digits.Grouped(*c.Entries) + " entries (no limit)"
 	case c.Entries != nil:
-		figures = grouped(*c.Entries) + " entries of an unknown limit"
+		figures = digits.Grouped(*c.Entries) + " entries of an unknown limit"
 	case c.Max != nil:
-		figures = "? of " + grouped(*c.Max) + " entries"
+		figures = "? of " + digits.Grouped(*c.Max) + " entries"
 	}
 	if s := scopeTitles[c.Scope]; s != "" {
 		figures += ", " + s
@@ -53,7 +53,7 @@ func conntrackLines(c *host.ConntrackStatus) []string {
 		sysctls = append(sysctls, map[bool]string{true: "tcp_loose 1", false: "tcp_loose 0"}[*l])
 	}
 	if b := c.Buckets; b != nil {
-		sysctls = append(sysctls, grouped(*b)+" hash buckets")
+		sysctls = append(sysctls, digits.Grouped(*b)+" hash buckets")
 	}
 	if len(sysctls) > 0 {
 		parts = append(parts, strings.Join(sysctls, ", "))
@@ -61,7 +61,7 @@ func conntrackLines(c *host.ConntrackStatus) []string {
 	if c.Drops != nil {
 		var d []string
 		for _, k := range host.ConntrackDropKinds {
-			d = append(d, fmt.Sprintf("%s %s", k, grouped(c.Drops[k])))
+			d = append(d, fmt.Sprintf("%s %s", k, digits.Grouped(c.Drops[k])))
 		}
 		parts = append(parts, "kernel counters: "+strings.Join(d, ", "))
 	}
@@ -73,19 +73,6 @@ func conntrackLines(c *host.ConntrackStatus) []string {
 		lines = append(lines, "  warning: "+w)
 	}
 	return lines
-}
-
-// grouped writes n with thousands separators: 262,144.
-func grouped(n uint64) string {
-	s := strconv.FormatUint(n, 10)
-	var b strings.Builder
-	for i, r := range s {
-		if i > 0 && (len(s)-i)%3 == 0 {
-			b.WriteByte(',')
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }
 
 // seconds says a sysctl's seconds in the largest unit that divides them.

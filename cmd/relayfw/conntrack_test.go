@@ -54,12 +54,7 @@ func TestConntrackLines(t *testing.T) {
 	}
 }
 
-func TestGroupedAndSeconds(t *testing.T) {
-	for n, want := range map[uint64]string{0: "0", 999: "999", 1000: "1,000", 262144: "262,144", 1234567: "1,234,567"} {
-		if got := grouped(n); got != want {
-			t.Errorf("grouped(%d) = %q, want %q", n, got, want)
-		}
-	}
+func TestSeconds(t *testing.T) {
 	for s, want := range map[uint64]string{432000: "5 days", 86400: "1 day", 7200: "2 hours", 3600: "1 hour", 120: "2 minutes", 90: "90 s", 0: "0 s"} {
 		if got := seconds(s); got != want {
 			t.Errorf("seconds(%d) = %q, want %q", s, got, want)
