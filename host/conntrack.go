@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/ti-mo/conntrack"
@@ -250,10 +249,10 @@ func conntrackScope(procRoot, dir string) string {
 	if fi, err := os.Stat(filepath.Join(dir, "nf_conntrack_max")); err == nil {
 		writable, known = fi.Mode().Perm()&0o222 != 0, true
 	}
-	var self, init syscall.Stat_t
+	same, pidOneKnown := sharesInitNetns(procRoot)
 	switch {
-	case syscall.Stat(filepath.Join(procRoot, "self/ns/net"), &self) == nil && syscall.Stat(filepath.Join(procRoot, "1/ns/net"), &init) == nil:
-		if self.Dev == init.Dev && self.Ino == init.Ino && (writable || !known) {
+	case pidOneKnown:
+		if same && (writable || !known) {
 			return ScopeHost
 		}
 	case !known:

@@ -26,11 +26,19 @@ func (s *System) persistentFile(kind string) string {
 
 // inInitNetns says whether this process shares PID 1's network namespace.
 func (s *System) inInitNetns() bool {
+	same, known := sharesInitNetns(s.ProcRoot)
+	return same && known
+}
+
+// sharesInitNetns compares this process's network namespace with PID 1's
+// under procRoot; known is false when either cannot be read (PID 1's is
+// root-only, and not even that in some sandboxes).
+func sharesInitNetns(procRoot string) (same, known bool) {
 	var self, init syscall.Stat_t
-	if syscall.Stat(filepath.Join(s.ProcRoot, "self/ns/net"), &self) != nil || syscall.Stat(filepath.Join(s.ProcRoot, "1/ns/net"), &init) != nil {
-		return false
+	if syscall.Stat(filepath.Join(procRoot, "self/ns/net"), &self) != nil || syscall.Stat(filepath.Join(procRoot, "1/ns/net"), &init) != nil {
+		return false, false
 	}
-	return self.Dev == init.Dev && self.Ino == init.Ino
+	return self.Dev == init.Dev && self.Ino == init.Ino, true
 }
 
 // LastGoodPath, LastChangePath and RolledBackPath are this namespace's
