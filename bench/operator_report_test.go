@@ -98,14 +98,18 @@ func (o *operatorRun) report(rows []operatorRow) {
 	logTable(o.b, fmt.Sprintf("medians of %d", len(o.times["fresh-apply"])), rows)
 }
 
-// logTable logs a table of rows under a title. go test cuts a
-// benchmark's log after ten lines unless -v streams it: without -v the
-// table goes to the standard output too, whole.
+// logTable logs a table of rows under a title.
 func logTable(b *testing.B, title string, rows []operatorRow) {
-	table := markdownTable(rows)
-	b.Logf("%s:\n%s", title, table)
+	logWhole(b, title, markdownTable(rows))
+}
+
+// logWhole logs text under a title. go test cuts a benchmark's log after
+// ten lines unless -v streams it: without -v the text goes to the
+// standard output too, whole.
+func logWhole(b *testing.B, title, text string) {
+	b.Logf("%s:\n%s", title, text)
 	if !testing.Verbose() {
-		fmt.Printf("%s, %s:\n%s\n", b.Name(), title, table)
+		fmt.Printf("%s, %s:\n%s\n", b.Name(), title, text)
 	}
 }
 

@@ -350,18 +350,7 @@ func serveIn(b *testing.B, ns netns.NsHandle, addr string, handle func(net.Conn)
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
+	netnstest.Serve(l, handle)
 }
 
 // throughputSamples are one state's (firewall or none) measurements, a

@@ -103,16 +103,11 @@ func conntrackRowOf(backend string, flows int, fw, none throughputSamples) connt
 	}
 }
 
-// logThroughput logs the tables, and prints them whole without -v (go
-// test cuts a benchmark's log after ten lines).
+// logThroughput logs the tables (logWhole).
 func logThroughput(b *testing.B, title string, rates, cpu []throughputRow, memory []conntrackRow) {
-	text := "Rates, the higher the better:\n\n" + throughputTable(rates) +
-		"\nProcessor time (loadgen, the receiving side, ksoftirqd) per unit of work, the lower the better:\n\n" + throughputTable(cpu) +
-		"\nConntrack:\n\n" + conntrackTable(memory)
-	b.Logf("%s:\n%s", title, text)
-	if !testing.Verbose() {
-		fmt.Printf("%s, %s:\n%s\n", b.Name(), title, text)
-	}
+	logWhole(b, title, "Rates, the higher the better:\n\n"+throughputTable(rates)+
+		"\nProcessor time (loadgen, the receiving side, ksoftirqd) per unit of work, the lower the better:\n\n"+throughputTable(cpu)+
+		"\nConntrack:\n\n"+conntrackTable(memory))
 }
 
 // throughputTable is the rows as a Markdown table.

@@ -116,18 +116,7 @@ func serveTCP(t *testing.T, ns, addr string, handle func(net.Conn)) {
 		t.Fatalf("listen %s in %s: %v", addr, ns, err)
 	}
 	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				handle(c)
-			}()
-		}
-	}()
+	netnstest.Serve(l, handle)
 }
 
 // startListener accepts connections in ns and echoes what each sends

@@ -6,6 +6,7 @@ package netnstest
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -127,4 +128,21 @@ func RemoveStateFiles(cookie uint64) {
 			}
 		}
 	}
+}
+
+// Serve accepts connections on l until it is closed, each handled by
+// handle in a goroutine of its own and closed after.
+func Serve(l net.Listener, handle func(net.Conn)) {
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				handle(c)
+			}()
+		}
+	}()
 }
