@@ -271,10 +271,7 @@ func compareRunning(r *RunningTor, model exitpolicy.Effective, rejectPrivate boo
 			left[l]--
 			continue
 		}
-		r.OnlyTorTotal++
-		if len(r.OnlyTor) < RunningTorListed {
-			r.OnlyTor = append(r.OnlyTor, l)
-		}
+		r.OnlyTor = listed(r.OnlyTor, &r.OnlyTorTotal, l)
 	}
 	if same && n == len(ours) {
 		r.Matches = true
@@ -294,10 +291,17 @@ func compareRunning(r *RunningTor, model exitpolicy.Effective, rejectPrivate boo
 			matched[l]--
 			continue
 		}
-		r.OnlyRelayfwTotal++
-		if len(r.OnlyRelayfw) < RunningTorListed {
-			r.OnlyRelayfw = append(r.OnlyRelayfw, l)
-		}
+		r.OnlyRelayfw = listed(r.OnlyRelayfw, &r.OnlyRelayfwTotal, l)
 	}
 	r.OrderDiffers = r.OnlyTorTotal == 0 && r.OnlyRelayfwTotal == 0
+}
+
+// listed counts entry in total and keeps it in list while the list has
+// fewer than RunningTorListed: a difference is said by its first entries.
+func listed(list []string, total *int, entry string) []string {
+	*total++
+	if len(list) < RunningTorListed {
+		list = append(list, entry)
+	}
+	return list
 }
