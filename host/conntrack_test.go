@@ -231,14 +231,17 @@ func TestConntrackJSON(t *testing.T) {
 }
 
 // TestConntrackOfThisHost: on the machine the tests run on, Conntrack
-// answers without failing, and when conntrack is loaded, with the limit.
+// answers without failing: when conntrack is loaded, with the limit; when
+// not, with no figures and a note saying so.
 func TestConntrackOfThisHost(t *testing.T) {
 	c := DefaultSystem().Conntrack(context.Background())
 	if _, err := os.Stat("/proc/sys/net/netfilter/nf_conntrack_max"); err != nil {
-		if c.Loaded {
-			t.Errorf("conntrack loaded without its sysctls: %+v", c)
+		// Not loaded (yet: the namespace tests load it): the answer says so,
+		// and that is what this host can check.
+		if c.Loaded || c.Note == "" || c.Entries != nil || c.Max != nil {
+			t.Errorf("conntrack not loaded here: want no figures and a note, got %+v", c)
 		}
-		t.Skip("conntrack is not loaded here")
+		return
 	}
 	if !c.Loaded || c.Max == nil || c.Entries == nil {
 		t.Errorf("conntrack %+v: want the entries and the limit", c)
