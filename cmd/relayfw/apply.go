@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -334,16 +335,19 @@ func newCheckCommand(g *globals) *cobra.Command {
 // tors with their torrcs, and says what clients believe; its exit code is
 // the most severe finding.
 func runCheck(cmd *cobra.Command, g *globals) error {
-	rs, in, b, release, err := rulesetAndBackend(cmd, g, readLock)
+	rs, in, b, lock, err := rulesetAndBackend(cmd, g, readLock)
+	release := sync.OnceFunc(lock)
 	defer release()
 	if err != nil {
 		return err
 	}
+	askedRunning := askRunningTorLater(cmd.Context(), in)
 	drift, behind, err := g.sys.Check(cmd.Context(), b, rs)
 	if err != nil {
 		return backendError(fmt.Errorf("check: %w", err))
 	}
-	running := in.AskRunningTor(cmd.Context())
+	release()
+	running := askedRunning()
 	// What clients believe is said, whatever the rules' state,
 	// and changes no exit code (a summary lags every change).
 	defer writePublished(g.stdout, in.Published())

@@ -1,12 +1,25 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/relayfw/relayfw/host"
 )
+
+// askRunningTorLater asks the running tors (host.Inputs.AskRunningTor) on
+// goroutines of their own and returns the wait for their answers: a tor
+// that hangs holds a conversation up to its deadline, which check and
+// status spend reading the kernel and, past that, without holding
+// relayfw's lock (an apply meanwhile is not kept waiting by tor's user).
+func askRunningTorLater(ctx context.Context, in *host.Inputs) (wait func() []host.RunningTor) {
+	answers := make(chan []host.RunningTor, 1)
+	go func() { answers <- in.AskRunningTor(ctx) }()
+	return sync.OnceValue(func() []host.RunningTor { return <-answers })
+}
 
 // runningTorDiffers says whether a running tor enforces another exit
 // policy than relayfw's (check's exit 4).

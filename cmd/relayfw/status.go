@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -34,10 +35,12 @@ var classTitles = map[string]string{
 // monitoring is never blind. It fails only when the kernel cannot be read
 // (not permitted, no backend).
 func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
-	release, _ := readLock(cmd.Context(), g)
+	lock, _ := readLock(cmd.Context(), g)
+	release := sync.OnceFunc(lock)
 	defer release()
 	rs, in, inputErr := compileRuleset(cmd, g)
 	if inputErr == nil {
+		running := askRunningTorLater(cmd.Context(), in) // never fails: says why per instance
 		b, err := chooseBackend(cmd.Context(), g, backendChoice(cmd, g, in.Config()))
 		if err != nil {
 			return nil, err
@@ -52,8 +55,9 @@ func gatherStatus(cmd *cobra.Command, g *globals) (*host.Status, error) {
 		}
 		st.Consensus = in.Consensus()
 		st.Config.Tor = in.TorVerdict()
-		st.RunningTor = in.AskRunningTor(cmd.Context()) // never fails: says why per instance
 		st.Published = in.Published()
+		release()
+		st.RunningTor = running()
 		return st, nil
 	}
 	cfg, err := loadConfig(cmd, g)
