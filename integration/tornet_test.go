@@ -70,8 +70,8 @@ func TestPrivateTorNetwork(t *testing.T) {
 	for _, a := range auths {
 		// A guard must be Stable too (and Fast, which every relay of a
 		// network this small is): at tor's defaults Stable goes to relays
-		// above the median uptime, and in 2 runs of 31 neither middle
-		// had it: the client had no guard and no circuit for minutes.
+		// above the median uptime, and in 2 runs of 31 (one in CI) neither
+		// middle had it: the client had no guard and no circuit for minutes.
 		// Every relay is Stable here.
 		a.start(t, dirAuths, "AuthoritativeDirectory 1", "V3AuthoritativeDirectory 1",
 			"ExitPolicy reject *:*", "TestingDirAuthVoteGuard "+guards, "TestingDirAuthVoteGuardIsStrict 1",
@@ -119,7 +119,7 @@ func TestPrivateTorNetwork(t *testing.T) {
 	// hour), and a relay opens several links to one exit at once while
 	// circuits wait for it (4 at once seen); at the defaults, made for the
 	// real network's pace, a middle relay was blocked for a day in 1 run
-	// of 30. TestInbound proves the defaults against a flood.
+	// of 31. TestInbound proves the defaults against a flood.
 	cfg := filepath.Join(tn.dir, "relayfw.toml")
 	inbound := "[inbound]\nenabled = true\nper_minute = 80\nburst = 80\nper_hour = 240\nmax_connections = 32\n"
 	if err := os.WriteFile(cfg, []byte(inbound), 0o644); err != nil {
