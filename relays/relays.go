@@ -264,31 +264,14 @@ func ParseNetwork(r io.Reader, o Options) (Network, error) {
 	br := bufio.NewReaderSize(&cappedReader{r: r, left: MaxConsensusBytes}, 64<<10)
 	p := &networkParser{o: o}
 	p.n.Links = make(Links, 0, 16<<10) // the Tor network's consensus: 12,000 links
-	var long []byte                    // a line longer than br's buffer
-	for {
-		line, err := br.ReadSlice('\n')
-		if errors.Is(err, bufio.ErrBufferFull) || long != nil {
-			if long = append(long, line...); len(long) > maxLine {
-				return Network{}, bufio.ErrTooLong
-			}
-			if errors.Is(err, bufio.ErrBufferFull) {
-				continue
-			}
-			line, long = long, nil
+	err := eachLine(br, maxLine, func(line []byte) error {
+		if f, ok := fieldsOfInterest(line); ok {
+			return p.line(f)
 		}
-		if len(line) > 0 {
-			if f, ok := fieldsOfInterest(bytes.TrimSuffix(line, []byte("\n"))); ok {
-				if perr := p.line(f); perr != nil {
-					return Network{}, perr
-				}
-			}
-		}
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return Network{}, err
-		}
+		return nil
+	})
+	if err != nil {
+		return Network{}, err
 	}
 	if !p.sawR {
 		return Network{}, errors.New("no relay (\"r\" line) in the consensus")
