@@ -32,18 +32,7 @@ func TestControlOptions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var groups [][]ConfigLine
-			for _, text := range []string{tt.defaults, tt.torrc} {
-				lines, err := Parse(nil, "torrc", text)
-				if err != nil {
-					t.Fatal(err)
-				}
-				groups = append(groups, lines)
-			}
-			o, err := OptionsFromGroups(groups...)
-			if err != nil {
-				t.Fatal(err)
-			}
+			o := optionsOf(t, tt.defaults, tt.torrc)
 			var ports []string
 			for _, p := range o.Ports {
 				if p.Kind != "ControlPort" {

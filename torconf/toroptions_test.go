@@ -115,6 +115,25 @@ func TestTorrcRefusesBinary(t *testing.T) {
 
 // tor reads the defaults file, then the torrc: a list the torrc sets
 // replaces the defaults' list, "+Option" appends to it, "/Option" clears it.
+// optionsOf reads a defaults file's and a torrc's text as tor reads
+// them together (OptionsFromGroups).
+func optionsOf(t *testing.T, defaults, torrc string) Options {
+	t.Helper()
+	d, err := Parse(nil, "defaults", defaults)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := Parse(nil, "torrc", torrc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := OptionsFromGroups(d, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return o
+}
+
 func TestOptionsFromGroupsAsTor(t *testing.T) {
 	defaults := "User debian-tor\nDataDirectory /var/lib/tor\nExitPolicy reject *:25\nSocksPort 9050\n"
 	tests := []struct {
@@ -128,18 +147,7 @@ func TestOptionsFromGroupsAsTor(t *testing.T) {
 		{"Nickname x\n", []string{"reject *:25"}, "debian-tor"},
 	}
 	for _, tt := range tests {
-		d, err := Parse(nil, "defaults", defaults)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := Parse(nil, "torrc", tt.torrc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o, err := OptionsFromGroups(d, l)
-		if err != nil {
-			t.Fatal(err)
-		}
+		o := optionsOf(t, defaults, tt.torrc)
 		var got []string
 		for _, p := range o.ExitPolicy {
 			got = append(got, p.Value)

@@ -175,18 +175,7 @@ func TestDescriptorOptions(t *testing.T) {
 		{"", "FamilyId AAAA\n/FamilyId\n", "", "", nil, 0},
 	}
 	for _, tt := range tests {
-		d, err := Parse(nil, "defaults", tt.defaults)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := Parse(nil, "torrc", tt.torrc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		o, err := OptionsFromGroups(d, l)
-		if err != nil {
-			t.Fatal(err)
-		}
+		o := optionsOf(t, tt.defaults, tt.torrc)
 		if diff := cmp.Diff(tt.family, o.MyFamily); diff != "" || o.Nickname != tt.nick || o.ContactInfo != tt.contact || o.FamilyIDs != tt.familyIDs {
 			t.Errorf("%q: MyFamily (-want +got):\n%s\nNickname %q ContactInfo %q FamilyIDs %d; want %q %q %d",
 				tt.torrc, diff, o.Nickname, o.ContactInfo, o.FamilyIDs, tt.nick, tt.contact, tt.familyIDs)
