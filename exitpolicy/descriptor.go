@@ -105,7 +105,7 @@ func (eff Effective) Descriptor(o torconf.Options) Descriptor {
 	var d Descriptor
 	d.PolicyBytes, d.PolicyEntries = policyLines(eff.Policy)
 	if o.IPv6Exit {
-		if s := eff.Policy.Summarize(true).Text; s != "reject 1-65535" {
+		if s := eff.Policy.Summarize(true).Text; s != RejectAllSummary {
 			d.IPv6SummaryBytes = len("ipv6-policy ") + len(s) + 1
 		}
 	}

@@ -268,6 +268,11 @@ func (p ExitPolicy) Summarize(v6 bool) Summary {
 	return Summary{Accepted: accepts, Text: summaryText(accepts, rejects)}
 }
 
+// RejectAllSummary is the summary of a policy that accepts no port: what
+// tor publishes for it, and what a client reads where a microdescriptor
+// has no summary line (tor writes no ipv6-policy line for it).
+const RejectAllSummary = "reject 1-65535"
+
 // summaryText is the end of policy_summarize: "reject 1-65535" when
 // nothing is accepted, "accept 1-65535" when nothing is rejected, else
 // the shorter list (accept on a tie); when both are too long, the accepted
@@ -275,7 +280,7 @@ func (p ExitPolicy) Summarize(v6 bool) Summary {
 func summaryText(accepts, rejects Ports) string {
 	switch {
 	case len(accepts) == 0:
-		return "reject 1-65535"
+		return RejectAllSummary
 	case len(rejects) == 0:
 		return "accept 1-65535"
 	}

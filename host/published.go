@@ -70,7 +70,7 @@ func (p PublishedState) Lines() []string {
 	}
 	var out []string
 	summary := "summary " + printable(p.Summary)
-	if p.Summary6 != rejectAll || p.FirewallSummary6 != rejectAll {
+	if p.Summary6 != exitpolicy.RejectAllSummary || p.FirewallSummary6 != exitpolicy.RejectAllSummary {
 		summary += " (IPv6 " + printable(p.Summary6) + ")"
 	}
 	if p.Matches() {
@@ -201,12 +201,9 @@ func publishedPorts(summary string) (exitpolicy.Ports, string) {
 	return sp.Accepted(), ""
 }
 
-// rejectAll is the summary of a policy that accepts no port.
-const rejectAll = "reject 1-65535"
-
 func orRejectAll(summary string) string {
 	if summary == "" {
-		return rejectAll
+		return exitpolicy.RejectAllSummary
 	}
 	return summary
 }
