@@ -100,13 +100,14 @@ func writeConntrackMetrics(b *strings.Builder, c *host.ConntrackStatus) {
 	}
 	gauge := func(name, help string, v *uint64) {
 		if v != nil {
-			fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %d\n", name, help, name, name, *v)
+			metricHeader(b, name, "gauge", help)
+			fmt.Fprintf(b, "%s %d\n", name, *v)
 		}
 	}
 	gauge("relayfw_conntrack_entries", "Connection tracking entries in use (in a network namespace other than the host's: that namespace's).", c.Entries)
 	gauge("relayfw_conntrack_max", "The connection tracking table's limit, nf_conntrack_max (0: none; in a network namespace the host's, which each namespace may fill).", c.Max)
 	if c.Drops != nil {
-		fmt.Fprintf(b, "# HELP relayfw_conntrack_drops_total %s\n# TYPE relayfw_conntrack_drops_total counter\n", "The kernel's conntrack statistics summed over CPUs, by kind: drop (packets dropped: no entry could be made, the table full), early_drop (entries of connections not yet established evicted to make room), insert_failed (entries that could not be inserted).")
+		metricHeader(b, "relayfw_conntrack_drops_total", "counter", "The kernel's conntrack statistics summed over CPUs, by kind: drop (packets dropped: no entry could be made, the table full), early_drop (entries of connections not yet established evicted to make room), insert_failed (entries that could not be inserted).")
 		for _, k := range host.ConntrackDropKinds {
 			fmt.Fprintf(b, "relayfw_conntrack_drops_total{kind=%q} %d\n", k, c.Drops[k])
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 
@@ -100,16 +101,13 @@ func runningTorStatusLines(running []host.RunningTor) []string {
 // writeRunningTorMetrics writes relayfw_tor_policy_matches, for the
 // instances whose tor could be asked.
 func writeRunningTorMetrics(b *strings.Builder, running []host.RunningTor) {
-	header := false
-	for _, r := range running {
-		if !r.Asked {
-			continue
-		}
-		if !header {
-			fmt.Fprintf(b, "# HELP relayfw_tor_policy_matches %s\n# TYPE relayfw_tor_policy_matches gauge\n",
-				"Whether the running tor's exit policy (GETINFO exit-policy/full) equals relayfw's for the instance, the relay's own addresses tor found itself apart (absent when tor cannot be asked: relayfw status says why).")
-			header = true
-		}
+	asked := slices.DeleteFunc(slices.Clone(running), func(r host.RunningTor) bool { return !r.Asked })
+	if len(asked) == 0 {
+		return
+	}
+	metricHeader(b, "relayfw_tor_policy_matches", "gauge",
+		"Whether the running tor's exit policy (GETINFO exit-policy/full) equals relayfw's for the instance, the relay's own addresses tor found itself apart (absent when tor cannot be asked: relayfw status says why).")
+	for _, r := range asked {
 		v := 0
 		if r.Matches {
 			v = 1

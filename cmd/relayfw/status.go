@@ -359,12 +359,15 @@ func writeInboundStatus(w io.Writer, in *host.InboundStatus) {
 	fmt.Fprintf(w, "\n")
 }
 
+// metricHeader writes a series' HELP and TYPE lines.
+func metricHeader(b *strings.Builder, name, typ, help string) {
+	fmt.Fprintf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
+}
+
 // writeMetrics writes the Prometheus text format.
 func writeMetrics(w io.Writer, st *host.Status) error {
 	var b strings.Builder
-	header := func(name, typ, help string) {
-		fmt.Fprintf(&b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, typ)
-	}
+	header := func(name, typ, help string) { metricHeader(&b, name, typ, help) }
 	one := func(name, typ, help string, v uint64) {
 		header(name, typ, help)
 		fmt.Fprintf(&b, "%s %d\n", name, v)
