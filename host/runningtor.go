@@ -81,24 +81,19 @@ func (in *Inputs) AskRunningTor(ctx context.Context) []RunningTor {
 	out := make([]RunningTor, len(in.Instances))
 	var wg sync.WaitGroup
 	for i, t := range in.Instances {
-		wg.Go(func() {
-			ctx, cancel := context.WithTimeout(ctx, torcontrol.DefaultTimeout)
-			defer cancel()
-			out[i] = in.sys.askRunningTor(ctx, t)
-		})
+		wg.Go(func() { out[i] = in.sys.askRunningTor(ctx, t) })
 	}
 	wg.Wait()
 	return out
 }
 
-// AskTor asks t's running tor what it enforces.
+// AskTor asks t's running tor what it enforces, within torcontrol.Ask's
+// deadline (torcontrol.DefaultTimeout, or ctx's earlier one).
 func (s *System) AskTor(ctx context.Context, t *Instance) (torcontrol.Answer, torcontrol.Endpoint, error) {
 	ep, why := t.ControlEndpoint()
 	if why != "" {
 		return torcontrol.Answer{}, ep, &NotAskedError{Why: why}
 	}
-	ctx, cancel := context.WithTimeout(ctx, torcontrol.DefaultTimeout)
-	defer cancel()
 	cookie := t.readCookie
 	if !t.Options.CookieAuthentication {
 		cookie = nil // tor offers NULL then, or a password relayfw does not know
