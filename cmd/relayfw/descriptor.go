@@ -1,10 +1,6 @@
 package main
 
-import (
-	"sync"
-
-	"github.com/relayfw/relayfw/host"
-)
+import "github.com/relayfw/relayfw/host"
 
 // warnDescriptors warns, for each exit instance whose server descriptor
 // would be too large for tor's directory authorities, how large and what
@@ -19,18 +15,15 @@ func warnDescriptors(g *globals, insts []*host.Instance) {
 // warnDescriptorsLater is warnDescriptors for apply: what merging would
 // save is measured by building the merged policy again (tor's redundancy
 // removal, a few hundred milliseconds at 50,000 entries), so it runs on
-// the other core while the apply plans and commits; say logs the warnings
-// when they are ready (once, whatever the apply's outcome).
+// the other core while the apply plans and commits; say (apply defers it,
+// whatever the apply's outcome) logs the warnings when they are ready.
 func warnDescriptorsLater(g *globals, insts []*host.Instance) (say func()) {
 	ready := make(chan []string, 1)
 	go func() { ready <- descriptorWarnings(insts) }()
-	var once sync.Once
 	return func() {
-		once.Do(func() {
-			for _, w := range <-ready {
-				g.log.Warn(w)
-			}
-		})
+		for _, w := range <-ready {
+			g.log.Warn(w)
+		}
 	}
 }
 
